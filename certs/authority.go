@@ -1,0 +1,146 @@
+package certs
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"go.step.sm/crypto/x509util"
+)
+
+// Lifetimes of the CA certificates created at init.
+const (
+	RootLifetime         = 10 * 365 * 24 * time.Hour
+	IntermediateLifetime = 5 * 365 * 24 * time.Hour
+	ServerLifetime       = 30 * 24 * time.Hour
+)
+
+// rootTemplate: a self-signed CA that may sign one level of intermediates.
+const rootTemplate = `{
+	"subject": {"commonName": {{ toJson .CommonName }}, "organization": ["certmesh"]},
+	"issuer": {"commonName": {{ toJson .CommonName }}, "organization": ["certmesh"]},
+	"keyUsage": ["certSign", "crlSign"],
+	"basicConstraints": {"isCA": true, "maxPathLen": 1}
+}`
+
+// intermediateTemplate: the online CA, limited by name constraints to the
+// trust domain's names and the overlay ranges.
+const intermediateTemplate = `{
+	"subject": {"commonName": {{ toJson .CommonName }}, "organization": ["certmesh"]},
+	"keyUsage": ["certSign", "crlSign"],
+	"basicConstraints": {"isCA": true, "maxPathLen": 0},
+	"nameConstraints": {
+		"critical": true,
+		"permittedDNSDomains": {{ toJson .DNSDomains }},
+		"permittedURIDomains": {{ toJson .URIDomains }},
+		"permittedIPRanges": {{ toJson .IPRanges }},
+		"permittedEmailAddresses": {{ toJson .EmailDomains }}
+	}
+}`
+
+// serverTemplate: TLS certificate of the CA and coordinator. Agents check
+// the SPIFFE ID and the server.<td> name, never the address they dialled.
+const serverTemplate = `{
+	"subject": {"commonName": {{ toJson .DNSName }}},
+	"dnsNames": [{{ toJson .DNSName }}],
+	"uris": [{{ toJson .URI }}],
+	"keyUsage": ["digitalSignature"],
+	"extKeyUsage": ["serverAuth", "clientAuth"]
+}`
+
+// KeyPair is a certificate with its private key.
+type KeyPair struct {
+	Cert *x509.Certificate
+	Key  crypto.Signer
+}
+
+// NewKey generates an ECDSA P-256 key, the algorithm of every certmesh CA
+// and software device key.
+func NewKey() (*ecdsa.PrivateKey, error) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generating P-256 key: %w", err)
+	}
+	return k, nil
+}
+
+func renderAndSign(tmplText string, data x509util.TemplateData, key crypto.Signer, parent *KeyPair, notBefore time.Time, life time.Duration) (*x509.Certificate, error) {
+	csr, err := x509util.CreateCertificateRequest("", nil, key)
+	if err != nil {
+		return nil, fmt.Errorf("creating request: %w", err)
+	}
+	c, err := x509util.NewCertificate(csr, x509util.WithTemplate(tmplText, data))
+	if err != nil {
+		return nil, fmt.Errorf("rendering template: %w", err)
+	}
+	tmpl := c.GetCertificate()
+	tmpl.NotBefore = notBefore.Add(-time.Minute)
+	tmpl.NotAfter = notBefore.Add(life)
+	parentCert, parentKey := tmpl, key
+	if parent != nil {
+		parentCert, parentKey = parent.Cert, parent.Key
+	}
+	cert, err := x509util.CreateCertificate(tmpl, parentCert, key.Public(), parentKey)
+	if err != nil {
+		return nil, fmt.Errorf("signing certificate: %w", err)
+	}
+	return cert, nil
+}
+
+// NewRoot creates the self-signed root of a trust domain.
+func NewRoot(td TrustDomain, now time.Time) (*KeyPair, error) {
+	key, err := NewKey()
+	if err != nil {
+		return nil, err
+	}
+	cert, err := renderAndSign(rootTemplate, x509util.TemplateData{"CommonName": "certmesh root " + string(td)}, key, nil, now, RootLifetime)
+	if err != nil {
+		return nil, fmt.Errorf("creating root CA: %w", err)
+	}
+	return &KeyPair{Cert: cert, Key: key}, nil
+}
+
+// NewIntermediate creates the online issuing CA, signed by the root and
+// constrained to the trust domain and the overlay ranges.
+func NewIntermediate(root *KeyPair, td TrustDomain, overlays []netip.Prefix, now time.Time) (*KeyPair, error) {
+	key, err := NewKey()
+	if err != nil {
+		return nil, err
+	}
+	ranges := make([]string, len(overlays))
+	for i, p := range overlays {
+		ranges[i] = p.Masked().String()
+	}
+	data := x509util.TemplateData{
+		"CommonName":   "certmesh intermediate " + string(td),
+		"DNSDomains":   []string{string(td)},
+		"URIDomains":   []string{string(td)},
+		"IPRanges":     ranges,
+		"EmailDomains": []string{},
+	}
+	cert, err := renderAndSign(intermediateTemplate, data, key, root, now, IntermediateLifetime)
+	if err != nil {
+		return nil, fmt.Errorf("creating intermediate CA: %w", err)
+	}
+	return &KeyPair{Cert: cert, Key: key}, nil
+}
+
+// NewServerCertificate issues the TLS certificate of the CA/coordinator,
+// signed by the intermediate, for the name server.<td> and spiffe://<td>/server.
+func NewServerCertificate(issuer *KeyPair, td TrustDomain, now time.Time) (*KeyPair, error) {
+	key, err := NewKey()
+	if err != nil {
+		return nil, err
+	}
+	data := x509util.TemplateData{"DNSName": ServerName(td), "URI": ServerURI(td).String()}
+	cert, err := renderAndSign(serverTemplate, data, key, issuer, now, ServerLifetime)
+	if err != nil {
+		return nil, fmt.Errorf("creating server certificate: %w", err)
+	}
+	return &KeyPair{Cert: cert, Key: key}, nil
+}

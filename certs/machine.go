@@ -1,0 +1,125 @@
+package certs
+
+import (
+	"crypto/x509"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"go.step.sm/crypto/x509util"
+)
+
+// MachineProfile is everything a machine certificate says about a device.
+type MachineProfile struct {
+	TrustDomain  TrustDomain
+	DeviceID     DeviceID
+	Hostname     Hostname
+	Addresses    []netip.Addr // overlay addresses (IPv4 and IPv6 ULA)
+	WireGuardKey WireGuardKey
+	Attestation  AttestationLevel
+	Tags         []Tag
+}
+
+// Validate checks the profile before anything is signed.
+func (p MachineProfile) Validate() error {
+	if _, err := ParseTrustDomain(string(p.TrustDomain)); err != nil {
+		return err
+	}
+	if _, err := ParseDeviceID(string(p.DeviceID)); err != nil {
+		return err
+	}
+	if _, err := ParseHostname(string(p.Hostname)); err != nil {
+		return err
+	}
+	if len(p.Addresses) == 0 {
+		return fmt.Errorf("machine profile has no overlay address")
+	}
+	if p.WireGuardKey.IsZero() {
+		return fmt.Errorf("machine profile has no WireGuard key")
+	}
+	if !p.Attestation.Valid() {
+		return fmt.Errorf("machine profile has unknown attestation level %q", p.Attestation)
+	}
+	return nil
+}
+
+// MachineTemplate is the x509util template of a machine certificate. The
+// CA renders it with the data from MachineProfile.TemplateData.
+const MachineTemplate = `{
+	"subject": {"commonName": {{ toJson .CommonName }}},
+	"uris": {{ toJson .URIs }},
+	"dnsNames": {{ toJson .DNSNames }},
+	"ipAddresses": {{ toJson .IPAddresses }},
+	"keyUsage": ["digitalSignature"],
+	"extKeyUsage": ["clientAuth"],
+	"extensions": {{ toJson .Extensions }}
+}`
+
+// TemplateData renders the profile as x509util template data for
+// MachineTemplate.
+func (p MachineProfile) TemplateData() (x509util.TemplateData, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	exts, err := machineExtensions(p.WireGuardKey, p.Attestation, p.Tags)
+	if err != nil {
+		return nil, err
+	}
+	xexts := make([]x509util.Extension, len(exts))
+	for i, e := range exts {
+		xexts[i] = x509util.Extension{ID: x509util.ObjectIdentifier(e.Id), Critical: e.Critical, Value: e.Value}
+	}
+	ips := make([]string, len(p.Addresses))
+	for i, a := range p.Addresses {
+		ips[i] = a.String()
+	}
+	return x509util.TemplateData{
+		"CommonName":  p.Hostname.FQDN(p.TrustDomain),
+		"URIs":        []string{DeviceURI(p.TrustDomain, p.DeviceID).String()},
+		"DNSNames":    []string{p.Hostname.FQDN(p.TrustDomain)},
+		"IPAddresses": ips,
+		"Extensions":  xexts,
+	}, nil
+}
+
+// NewMachineCertificate renders the machine template for a CSR, ready to be
+// signed. Validity is set by the caller (the CA, or tests).
+func NewMachineCertificate(csr *x509.CertificateRequest, p MachineProfile) (*x509.Certificate, error) {
+	data, err := p.TemplateData()
+	if err != nil {
+		return nil, err
+	}
+	c, err := x509util.NewCertificate(csr, x509util.WithTemplate(MachineTemplate, data))
+	if err != nil {
+		return nil, fmt.Errorf("rendering machine certificate template: %w", err)
+	}
+	return c.GetCertificate(), nil
+}
+
+// Identity is what a verified bundle proves about a peer.
+type Identity struct {
+	TrustDomain  TrustDomain
+	DeviceID     DeviceID
+	Hostname     Hostname
+	Addresses    []netip.Addr
+	WireGuardKey WireGuardKey
+	Attestation  AttestationLevel
+	Tags         []Tag
+	Serial       string
+	NotBefore    time.Time
+	NotAfter     time.Time
+}
+
+// AllowedIPs returns the host prefixes (/32, /128) of the peer's addresses,
+// the only AllowedIPs an agent ever configures for it.
+func (id Identity) AllowedIPs() []netip.Prefix {
+	out := make([]netip.Prefix, len(id.Addresses))
+	for i, a := range id.Addresses {
+		out[i] = netip.PrefixFrom(a, a.BitLen())
+	}
+	return out
+}
+
+// HasAddress reports whether addr is one of the certified addresses.
+func (id Identity) HasAddress(addr netip.Addr) bool { return slices.Contains(id.Addresses, addr) }

@@ -1,0 +1,31 @@
+package certs
+
+import "encoding/asn1"
+
+// MandatedArc is the private arc the design names for certmesh's
+// extensions: 2.25.<UUID a9892398-d794-42b9-a464-3ff1c556f775>. Go's
+// crypto/x509 cannot parse a certificate carrying an extension whose OID has
+// a component of 2^31 or more ("x509: malformed extension OID field"), so a
+// certificate using it would be rejected by every Go TLS stack, ours included
+// (TestMandatedArcIsUnparsableByGo proves it). Until the organisation has an
+// IANA Private Enterprise Number, certmesh uses Arc below instead.
+const MandatedArc = "2.25.225351597951005397116069564711014168437"
+
+// Arc is the arc certmesh's extensions live under: 2.25 followed by the top
+// 31 bits of the mandated UUID, the largest prefix of it that Go can parse.
+var Arc = asn1.ObjectIdentifier{2, 25, 1422168524}
+
+// The extension OIDs. All are non-critical.
+var (
+	OIDWireGuardKey  = arc(1) // 32-byte OCTET STRING
+	OIDAttestation   = arc(2) // UTF8String: "tpm" or "token"
+	OIDTags          = arc(3) // SEQUENCE OF UTF8String
+	OIDRoutes        = arc(4) // reserved: routes the node may serve
+	OIDGroups        = arc(5) // reserved: user groups
+	OIDDeviceBinding = arc(6) // reserved: device a user certificate is bound to
+)
+
+func arc(n int) asn1.ObjectIdentifier {
+	oid := make(asn1.ObjectIdentifier, 0, len(Arc)+1)
+	return append(append(oid, Arc...), n)
+}
