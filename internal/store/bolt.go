@@ -1,0 +1,170 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/certmesh/certmesh/certs"
+	bolt "go.etcd.io/bbolt"
+)
+
+var (
+	bucketTokens  = []byte("tokens")
+	bucketNonces  = []byte("nonces")
+	bucketDevices = []byte("devices")
+	bucketCerts   = []byte("certificates")
+	bucketMeta    = []byte("meta")
+	keyAddrIndex  = []byte("address-index")
+)
+
+// Bolt is the embedded store: one bbolt file, mode 0600.
+type Bolt struct {
+	db *bolt.DB
+}
+
+// OpenBolt opens (creating if needed) the database at path.
+func OpenBolt(path string) (*Bolt, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("opening database %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketTokens, bucketNonces, bucketDevices, bucketCerts, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("initialising database %s: %w", path, err)
+	}
+	return &Bolt{db: db}, nil
+}
+
+// Close closes the database.
+func (b *Bolt) Close() error { return b.db.Close() }
+
+// Update implements Store.
+func (b *Bolt) Update(ctx context.Context, fn func(Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return b.db.Update(func(tx *bolt.Tx) error { return fn(boltTx{tx}) })
+}
+
+// View implements Store.
+func (b *Bolt) View(ctx context.Context, fn func(Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return b.db.View(func(tx *bolt.Tx) error { return fn(boltTx{tx}) })
+}
+
+type boltTx struct{ tx *bolt.Tx }
+
+func (t boltTx) put(bucket []byte, key string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encoding %s record: %w", bucket, err)
+	}
+	return t.tx.Bucket(bucket).Put([]byte(key), data)
+}
+
+func (t boltTx) get(bucket []byte, key string, v any) error {
+	data := t.tx.Bucket(bucket).Get([]byte(key))
+	if data == nil {
+		return fmt.Errorf("%s %q: %w", bucket, key, ErrNotFound)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("decoding %s record %q: %w", bucket, key, err)
+	}
+	return nil
+}
+
+func (t boltTx) PutToken(tok Token) error { return t.put(bucketTokens, tok.ID, tok) }
+
+func (t boltTx) GetToken(id string) (tok Token, err error) {
+	err = t.get(bucketTokens, id, &tok)
+	return tok, err
+}
+
+func (t boltTx) PutNonce(n Nonce) error {
+	if t.tx.Bucket(bucketNonces).Get([]byte(n.Value)) != nil {
+		return fmt.Errorf("nonce: %w", ErrExists)
+	}
+	return t.put(bucketNonces, n.Value, n)
+}
+
+func (t boltTx) TakeNonce(value string) (n Nonce, err error) {
+	if err = t.get(bucketNonces, value, &n); err != nil {
+		return n, err
+	}
+	return n, t.tx.Bucket(bucketNonces).Delete([]byte(value))
+}
+
+func (t boltTx) PurgeNonces(now time.Time) error {
+	b := t.tx.Bucket(bucketNonces)
+	var stale [][]byte
+	err := b.ForEach(func(k, v []byte) error {
+		var n Nonce
+		if json.Unmarshal(v, &n) != nil || now.After(n.ExpiresAt) {
+			stale = append(stale, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range stale {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t boltTx) NextAddressIndex() (uint64, error) {
+	b := t.tx.Bucket(bucketMeta)
+	var n uint64
+	if v := b.Get(keyAddrIndex); len(v) == 8 {
+		n = binary.BigEndian.Uint64(v)
+	}
+	n++
+	var buf [8]byte
+	binary.BigEndian.PutUint64(buf[:], n)
+	return n, b.Put(keyAddrIndex, buf[:])
+}
+
+func (t boltTx) PutDevice(d Device) error { return t.put(bucketDevices, string(d.ID), d) }
+
+func (t boltTx) GetDevice(id certs.DeviceID) (d Device, err error) {
+	err = t.get(bucketDevices, string(id), &d)
+	return d, err
+}
+
+func (t boltTx) ListDevices() ([]Device, error) {
+	var out []Device
+	err := t.tx.Bucket(bucketDevices).ForEach(func(k, v []byte) error {
+		var d Device
+		if err := json.Unmarshal(v, &d); err != nil {
+			return fmt.Errorf("decoding device %q: %w", k, err)
+		}
+		out = append(out, d)
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].EnrolledAt.Before(out[j].EnrolledAt) })
+	return out, err
+}
+
+func (t boltTx) PutCertificate(c CertRecord) error { return t.put(bucketCerts, c.Serial, c) }
+
+func (t boltTx) GetCertificate(serial string) (c CertRecord, err error) {
+	err = t.get(bucketCerts, serial, &c)
+	return c, err
+}

@@ -1,0 +1,108 @@
+// Package store is the server's storage interface. Every change happens in
+// a transaction: it commits whole or not at all, so a failed request leaves
+// nothing half-written. The embedded backend (bbolt) needs no setup; the
+// interface is shaped so a PostgreSQL backend can implement it too.
+package store
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/certmesh/certmesh/certs"
+)
+
+// ErrNotFound is returned for a missing record.
+var ErrNotFound = errors.New("not found")
+
+// ErrExists is returned when creating a record whose key is taken.
+var ErrExists = errors.New("already exists")
+
+// Store opens transactions.
+type Store interface {
+	// Update runs fn in a read-write transaction, committed if fn returns nil.
+	Update(ctx context.Context, fn func(Tx) error) error
+	// View runs fn in a read-only transaction.
+	View(ctx context.Context, fn func(Tx) error) error
+	Close() error
+}
+
+// Tx is one transaction.
+type Tx interface {
+	PutToken(t Token) error
+	GetToken(id string) (Token, error)
+
+	// PutNonce stores a fresh nonce; TakeNonce deletes it and returns it,
+	// so a nonce is used at most once.
+	PutNonce(n Nonce) error
+	TakeNonce(value string) (Nonce, error)
+	// PurgeNonces deletes nonces that expired before now.
+	PurgeNonces(now time.Time) error
+
+	// NextAddressIndex returns a number never returned before: overlay
+	// addresses are derived from it and are never reused.
+	NextAddressIndex() (uint64, error)
+
+	PutDevice(d Device) error
+	GetDevice(id certs.DeviceID) (Device, error)
+	ListDevices() ([]Device, error)
+
+	PutCertificate(c CertRecord) error
+	GetCertificate(serial string) (CertRecord, error)
+}
+
+// Token is a one-time enrollment token. Only the SHA-256 of its secret is
+// stored.
+type Token struct {
+	ID         string         `json:"id"`
+	SecretHash [32]byte       `json:"secret_hash"`
+	Tags       []certs.Tag    `json:"tags,omitempty"`
+	CreatedAt  time.Time      `json:"created_at"`
+	ExpiresAt  time.Time      `json:"expires_at"`
+	UsedAt     time.Time      `json:"used_at,omitzero"`
+	UsedBy     certs.DeviceID `json:"used_by,omitempty"`
+}
+
+// Nonce is a single-use server challenge.
+type Nonce struct {
+	Value     string    `json:"value"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// DeviceState says whether a device may still get certificates.
+type DeviceState string
+
+// The device states.
+const (
+	DeviceActive  DeviceState = "active"
+	DeviceRevoked DeviceState = "revoked"
+)
+
+// Device is an enrolled device.
+type Device struct {
+	ID           certs.DeviceID         `json:"id"`
+	Hostname     certs.Hostname         `json:"hostname"`
+	Addresses    []netip.Addr           `json:"addresses"`
+	WireGuardKey certs.WireGuardKey     `json:"wireguard_key"`
+	DeviceKeyFP  string                 `json:"device_key_sha256"` // SHA-256 of the device key's SPKI
+	Attestation  certs.AttestationLevel `json:"attestation"`
+	Tags         []certs.Tag            `json:"tags,omitempty"`
+	State        DeviceState            `json:"state"`
+	Serial       string                 `json:"serial"` // current certificate
+	NotAfter     time.Time              `json:"not_after"`
+	TokenID      string                 `json:"token_id,omitempty"`
+	EnrolledAt   time.Time              `json:"enrolled_at"`
+	RenewedAt    time.Time              `json:"renewed_at,omitzero"`
+	RevokedAt    time.Time              `json:"revoked_at,omitzero"`
+}
+
+// CertRecord is one issued certificate.
+type CertRecord struct {
+	Serial     string         `json:"serial"`
+	DeviceID   certs.DeviceID `json:"device_id"`
+	DER        []byte         `json:"der"`
+	IssuedAt   time.Time      `json:"issued_at"`
+	NotAfter   time.Time      `json:"not_after"`
+	Superseded bool           `json:"superseded,omitempty"`
+}

@@ -1,0 +1,81 @@
+// Package wire holds the messages exchanged between agents, the CA and the
+// coordinator. It only describes shapes and bounds; every trust decision is
+// made by certs.Verify on the receiving side.
+package wire
+
+import (
+	"crypto/sha256"
+	"net/netip"
+	"time"
+
+	"github.com/certmesh/certmesh/certs"
+)
+
+// HTTP paths of the CA.
+const (
+	PathRoots  = "/v1/ca/roots"
+	PathNonce  = "/v1/ca/nonce"
+	PathEnroll = "/v1/ca/enroll"
+	PathRenew  = "/v1/ca/renew"
+)
+
+// MaxRequestSize bounds every request body the servers read.
+const MaxRequestSize = 64 << 10
+
+// NonceResponse carries a fresh single-use server nonce.
+type NonceResponse struct {
+	Nonce   string    `json:"nonce"`
+	Expires time.Time `json:"expires"`
+}
+
+// EnrollRequest asks the CA for a first machine certificate.
+type EnrollRequest struct {
+	Token        string             `json:"token"`
+	Hostname     string             `json:"hostname"`
+	CSR          []byte             `json:"csr"` // DER, signed by the device key
+	WireGuardKey certs.WireGuardKey `json:"wireguard_key"`
+	Nonce        string             `json:"nonce"`
+	Proof        []byte             `json:"proof"` // XEdDSA signature, see ProofMessage
+}
+
+// RenewRequest asks for a new machine certificate over mTLS with the current
+// one. The WireGuard key may change (rotation); the device key may not.
+type RenewRequest struct {
+	CSR          []byte             `json:"csr"`
+	WireGuardKey certs.WireGuardKey `json:"wireguard_key"`
+	Nonce        string             `json:"nonce"`
+	Proof        []byte             `json:"proof"`
+}
+
+// CertificateResponse is the CA's answer to enrollment and renewal.
+type CertificateResponse struct {
+	DeviceID       certs.DeviceID   `json:"device_id"`
+	Bundle         certs.WireBundle `json:"bundle"`
+	CoordinatorURL string           `json:"coordinator_url,omitempty"`
+	OverlayRoutes  []netip.Prefix   `json:"overlay_routes"`
+	NotAfter       time.Time        `json:"not_after"`
+}
+
+// RootsResponse lists the trust anchors (PEM) and the trust domain.
+type RootsResponse struct {
+	TrustDomain certs.TrustDomain `json:"trust_domain"`
+	RootsPEM    string            `json:"roots_pem"`
+}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Error string `json:"error"`
+	Code  string `json:"code,omitempty"`
+}
+
+// ProofMessage is what the WireGuard private key signs (XEdDSA) to prove
+// possession: a domain separator, the server nonce, and the SHA-256 of the
+// device key's SubjectPublicKeyInfo, so the proof cannot be moved to
+// another request or another device key.
+func ProofMessage(nonce string, deviceSPKI []byte) []byte {
+	h := sha256.Sum256(deviceSPKI)
+	msg := []byte("certmesh wireguard proof-of-possession v1\x00")
+	msg = append(msg, nonce...)
+	msg = append(msg, 0)
+	return append(msg, h[:]...)
+}

@@ -1,0 +1,148 @@
+package wire
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+
+	"github.com/certmesh/certmesh/certs"
+)
+
+// HTTP paths of the coordinator.
+const (
+	PathPublish = "/v1/coord/publish"
+	PathWatch   = "/v1/coord/watch"
+)
+
+// MaxEventSize bounds one coordinator event on the wire.
+const MaxEventSize = 1 << 20
+
+// MaxEndpoints bounds the endpoints one peer may advertise.
+const MaxEndpoints = 16
+
+// Publish is what an agent tells the coordinator about itself.
+type Publish struct {
+	Bundle    certs.WireBundle `json:"bundle"`
+	Endpoints []netip.AddrPort `json:"endpoints"`
+}
+
+// Peer is one other agent as the coordinator relays it. Nothing here is
+// trusted: the agent verifies Bundle and derives key and addresses from it.
+type Peer struct {
+	// Label is the coordinator's name for the peer (its device ID as the
+	// coordinator believes it). Agents use it only to match removals.
+	Label     string           `json:"label"`
+	Bundle    certs.WireBundle `json:"bundle"`
+	Endpoints []netip.AddrPort `json:"endpoints"`
+}
+
+// EventType says what an Event carries.
+type EventType string
+
+// The event types, in the order a watch produces them: one snapshot, then
+// upserts and removals.
+const (
+	EventSnapshot EventType = "snapshot"
+	EventUpsert   EventType = "upsert"
+	EventRemove   EventType = "remove"
+)
+
+// Event is one line of the watch stream.
+type Event struct {
+	Type  EventType `json:"type"`
+	Peers []Peer    `json:"peers,omitempty"` // snapshot
+	Peer  *Peer     `json:"peer,omitempty"`  // upsert
+	Label string    `json:"label,omitempty"` // remove
+}
+
+// Validate checks an event's shape (not its trustworthiness).
+func (e *Event) Validate() error {
+	switch e.Type {
+	case EventSnapshot:
+		for i := range e.Peers {
+			if err := e.Peers[i].validate(); err != nil {
+				return fmt.Errorf("snapshot peer %d: %w", i, err)
+			}
+		}
+	case EventUpsert:
+		if e.Peer == nil {
+			return errors.New("upsert without peer")
+		}
+		return e.Peer.validate()
+	case EventRemove:
+		if e.Label == "" {
+			return errors.New("remove without label")
+		}
+	default:
+		return fmt.Errorf("unknown event type %q", e.Type)
+	}
+	return nil
+}
+
+func (p *Peer) validate() error {
+	if p.Label == "" {
+		return errors.New("peer without label")
+	}
+	if len(p.Endpoints) > MaxEndpoints {
+		return fmt.Errorf("peer advertises %d endpoints, at most %d allowed", len(p.Endpoints), MaxEndpoints)
+	}
+	return nil
+}
+
+// EventReader decodes a watch stream: one JSON event per line.
+type EventReader struct {
+	sc *bufio.Scanner
+}
+
+// NewEventReader reads events from r, refusing lines over MaxEventSize.
+func NewEventReader(r io.Reader) *EventReader {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), MaxEventSize)
+	return &EventReader{sc: sc}
+}
+
+// Next returns the next event, io.EOF at the end of the stream.
+func (er *EventReader) Next() (*Event, error) {
+	for er.sc.Scan() {
+		line := er.sc.Bytes()
+		if len(line) == 0 {
+			continue // keep-alive
+		}
+		return DecodeEvent(line)
+	}
+	if err := er.sc.Err(); err != nil {
+		return nil, fmt.Errorf("reading coordinator stream: %w", err)
+	}
+	return nil, io.EOF
+}
+
+// DecodeEvent parses and shape-checks one event.
+func DecodeEvent(line []byte) (*Event, error) {
+	if len(line) > MaxEventSize {
+		return nil, fmt.Errorf("coordinator event is %d bytes, at most %d allowed", len(line), MaxEventSize)
+	}
+	var e Event
+	if err := json.Unmarshal(line, &e); err != nil {
+		return nil, fmt.Errorf("decoding coordinator event: %w", err)
+	}
+	if err := e.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid coordinator event: %w", err)
+	}
+	return &e, nil
+}
+
+// EncodeEvent writes one event as a line.
+func EncodeEvent(w io.Writer, e *Event) error {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("encoding coordinator event: %w", err)
+	}
+	if len(b) > MaxEventSize {
+		return fmt.Errorf("coordinator event is %d bytes, at most %d allowed", len(b), MaxEventSize)
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
