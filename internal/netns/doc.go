@@ -1,0 +1,33 @@
+// Package netns builds small, throw-away virtual networks out of Linux
+// network namespaces so that end-to-end tests and benchmarks can run real
+// processes (agents, iperf3, ping, ...) against each other.
+//
+// A [Network] consists of one "switch" namespace holding a Linux bridge and
+// any number of host namespaces added with [Network.AddHost]. Every host has
+// a single interface, eth0, which is one end of a veth pair whose other end
+// is a port of the bridge. Hosts get consecutive addresses from the
+// network's underlay subnet and have no default route, so traffic can never
+// leave the namespaces this package creates.
+//
+// Everything is driven through the iproute2 "ip" command, so the package
+// needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN). Tests should call
+// [RequireRoot] (or use [NewTest], which does) so that they are skipped on
+// machines where that is not available.
+//
+// From a test:
+//
+//	n := netns.NewTest(t, netns.Options{})
+//	a, err := n.AddHost(ctx, "a")
+//	...
+//
+// From a benchmark driver (no testing.TB):
+//
+//	n, err := netns.NewNetwork(ctx, netns.Options{})
+//	if err != nil { ... }
+//	defer n.Close()
+//
+// [Network.Close] stops every process started with [Host.Start], kills any
+// other process still running inside the namespaces and deletes them. Use
+// [Cleanup] to remove leftovers of a previous run that crashed before it
+// could call Close.
+package netns
