@@ -1,0 +1,69 @@
+package ca
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/store"
+)
+
+// Admin API paths, served only on the local admin socket.
+const (
+	AdminPathTokens  = "/admin/tokens"
+	AdminPathDevices = "/admin/devices"
+)
+
+// TokenRequest asks for a new enrollment token.
+type TokenRequest struct {
+	Tags []string `json:"tags,omitempty"`
+	TTL  Duration `json:"ttl,omitempty"`
+}
+
+// TokenResponse carries the only copy of the token.
+type TokenResponse struct {
+	Token     string    `json:"token"`
+	ID        string    `json:"id"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// AdminHandler serves the admin API. Serve it only on a unix socket that
+// only the server's user can open.
+func (c *CA) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+AdminPathTokens, func(w http.ResponseWriter, r *http.Request) {
+		var req TokenRequest
+		if err := ReadJSON(w, r, &req); err != nil {
+			c.reply(w, r, nil, err)
+			return
+		}
+		tags := make([]certs.Tag, 0, len(req.Tags))
+		for _, s := range req.Tags {
+			t, err := certs.ParseTag(s)
+			if err != nil {
+				c.reply(w, r, nil, &Error{Code: CodeBadRequest, Msg: "tags", Err: err})
+				return
+			}
+			tags = append(tags, t)
+		}
+		tok, rec, err := c.CreateToken(r.Context(), tags, time.Duration(req.TTL))
+		c.reply(w, r, TokenResponse{Token: tok, ID: rec.ID, ExpiresAt: rec.ExpiresAt}, err)
+	})
+	mux.HandleFunc("GET "+AdminPathDevices, func(w http.ResponseWriter, r *http.Request) {
+		devs, err := c.Devices(r.Context())
+		if devs == nil {
+			devs = []store.Device{}
+		}
+		c.reply(w, r, devs, err)
+	})
+	mux.HandleFunc("POST "+AdminPathDevices+"/{id}/revoke", func(w http.ResponseWriter, r *http.Request) {
+		id, err := certs.ParseDeviceID(r.PathValue("id"))
+		if err != nil {
+			c.reply(w, r, nil, &Error{Code: CodeBadRequest, Msg: "device ID", Err: err})
+			return
+		}
+		dev, err := c.Revoke(r.Context(), id)
+		c.reply(w, r, dev, err)
+	})
+	return mux
+}

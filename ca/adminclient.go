@@ -1,0 +1,79 @@
+package ca
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+
+	"github.com/certmesh/certmesh/internal/store"
+	"github.com/certmesh/certmesh/internal/wire"
+)
+
+// AdminClient talks to a running server over its admin socket.
+type AdminClient struct {
+	hc *http.Client
+}
+
+// NewAdminClient connects to STATE/admin.sock.
+func NewAdminClient(stateDir string) *AdminClient {
+	sock := filepath.Join(stateDir, AdminSocketFile)
+	return &AdminClient{hc: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "unix", sock)
+			if err != nil {
+				return nil, fmt.Errorf("connecting to the running server at %s (is `certmesh-server run` up?): %w", sock, err)
+			}
+			return c, nil
+		},
+	}}}
+}
+
+func (a *AdminClient) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://admin"+path, body)
+	if err != nil {
+		return err
+	}
+	resp, err := a.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var e wire.Error
+		_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&e)
+		return fmt.Errorf("server refused: %s", e.Error)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// CreateToken asks the server for an enrollment token.
+func (a *AdminClient) CreateToken(ctx context.Context, req TokenRequest) (TokenResponse, error) {
+	var out TokenResponse
+	return out, a.do(ctx, http.MethodPost, AdminPathTokens, req, &out)
+}
+
+// Devices lists enrolled devices.
+func (a *AdminClient) Devices(ctx context.Context) ([]store.Device, error) {
+	var out []store.Device
+	return out, a.do(ctx, http.MethodGet, AdminPathDevices, nil, &out)
+}
+
+// Revoke revokes a device.
+func (a *AdminClient) Revoke(ctx context.Context, id string) (store.Device, error) {
+	var out store.Device
+	return out, a.do(ctx, http.MethodPost, AdminPathDevices+"/"+id+"/revoke", nil, &out)
+}

@@ -1,0 +1,151 @@
+package ca
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/store"
+	"github.com/certmesh/certmesh/internal/wire"
+)
+
+// NonceTTL is how long an enrollment nonce stays valid.
+const NonceTTL = 5 * time.Minute
+
+// CA is the running certificate authority.
+type CA struct {
+	stateDir string
+	cfg      *Config
+	roots    *certs.Roots
+	root     *certs.KeyPair // certificate only at run time
+	inter    *certs.KeyPair
+	store    store.Store
+	signer   *signer
+	log      *slog.Logger
+	now      func() time.Time
+
+	mu        sync.Mutex
+	serverTLS *tls.Certificate
+	onRevoke  []func(certs.DeviceID)
+}
+
+// Options tune Open.
+type Options struct {
+	Logger *slog.Logger
+	Now    func() time.Time // for tests
+}
+
+// Open loads a state directory created by Init.
+func Open(stateDir string, o Options) (*CA, error) {
+	cfg, err := LoadConfig(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	roots, err := LoadRoots(stateDir, cfg.TrustDomain)
+	if err != nil {
+		return nil, err
+	}
+	inter, err := loadKeyPair(stateDir, IntermediateCertFile, intermediateKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.OpenBolt(filepath.Join(stateDir, dbFile))
+	if err != nil {
+		return nil, err
+	}
+	sg, err := newSigner(stateDir, &certs.KeyPair{Cert: roots.Certificates()[0]}, inter)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	c := &CA{
+		stateDir: stateDir, cfg: cfg, roots: roots, root: &certs.KeyPair{Cert: roots.Certificates()[0]},
+		inter: inter, store: st, signer: sg, log: o.Logger, now: o.Now,
+	}
+	return c, nil
+}
+
+// Close releases the databases.
+func (c *CA) Close() error {
+	err1 := c.signer.close()
+	err2 := c.store.Close()
+	if err1 != nil {
+		return err1
+	}
+	return err2
+}
+
+// Config returns the loaded configuration.
+func (c *CA) Config() *Config { return c.cfg }
+
+// Roots returns the trust anchors.
+func (c *CA) Roots() *certs.Roots { return c.roots }
+
+// Intermediate returns the issuing CA certificate.
+func (c *CA) Intermediate() *certs.KeyPair { return &certs.KeyPair{Cert: c.inter.Cert} }
+
+// Store exposes the store to the server wiring (read-only use).
+func (c *CA) Store() store.Store { return c.store }
+
+// OnRevoke registers a function called after a device is revoked (the
+// coordinator uses it to disconnect the device at once).
+func (c *CA) OnRevoke(fn func(certs.DeviceID)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.onRevoke = append(c.onRevoke, fn)
+}
+
+// NewNonce issues a single-use challenge.
+func (c *CA) NewNonce(ctx context.Context) (wire.NonceResponse, error) {
+	var b [24]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return wire.NonceResponse{}, fmt.Errorf("generating nonce: %w", err)
+	}
+	n := store.Nonce{Value: base64.RawURLEncoding.EncodeToString(b[:]), ExpiresAt: c.now().Add(NonceTTL)}
+	err := c.store.Update(ctx, func(tx store.Tx) error {
+		if err := tx.PurgeNonces(c.now()); err != nil {
+			return err
+		}
+		return tx.PutNonce(n)
+	})
+	if err != nil {
+		return wire.NonceResponse{}, fmt.Errorf("storing nonce: %w", err)
+	}
+	return wire.NonceResponse{Nonce: n.Value, Expires: n.ExpiresAt}, nil
+}
+
+// takeNonce consumes a nonce in its own transaction, so that it is spent
+// even when the request that presented it is refused.
+func (c *CA) takeNonce(ctx context.Context, value string) error {
+	var n store.Nonce
+	err := c.store.Update(ctx, func(tx store.Tx) (err error) {
+		n, err = tx.TakeNonce(value)
+		return err
+	})
+	if err != nil {
+		return refuse(CodeBadNonce, "nonce is unknown or already used")
+	}
+	if c.now().After(n.ExpiresAt) {
+		return refuse(CodeBadNonce, "nonce expired at %s", n.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// bundleFor returns the wire bundle of a machine certificate.
+func (c *CA) bundleFor(m *x509.Certificate) certs.WireBundle {
+	return certs.Bundle{Machine: m, Intermediates: []*x509.Certificate{c.inter.Cert}}.Wire()
+}

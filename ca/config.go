@@ -1,0 +1,106 @@
+// Package ca is certmesh's certificate authority service: state on disk,
+// enrollment with one-time tokens, renewal over mTLS, device records and
+// revocation. Signing goes through an embedded smallstep authority.
+package ca
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/certmesh/certmesh/certs"
+)
+
+// Duration is a time.Duration that reads and writes as "24h0m0s" in JSON.
+type Duration time.Duration
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Config is the server's configuration, written by init to STATE/config.json
+// and loaded once at start.
+type Config struct {
+	TrustDomain certs.TrustDomain `json:"trust_domain"`
+	OverlayV4   netip.Prefix      `json:"overlay_ipv4"`
+	OverlayV6   netip.Prefix      `json:"overlay_ipv6"`
+	// MachineCertLifetime is the life of a machine certificate (default 24h).
+	MachineCertLifetime Duration `json:"machine_cert_lifetime"`
+	// TokenTTL is the default life of an enrollment token.
+	TokenTTL Duration `json:"token_ttl"`
+	// Listen is the default listen address of `run`.
+	Listen string `json:"listen"`
+	// CoordinatorURL is given to agents; empty means "the same server".
+	CoordinatorURL string `json:"coordinator_url,omitempty"`
+}
+
+// Defaults for a new deployment.
+const (
+	DefaultOverlayV4       = "100.80.0.0/16"
+	DefaultMachineLifetime = 24 * time.Hour
+	DefaultTokenTTL        = 24 * time.Hour
+	DefaultListen          = "127.0.0.1:8443"
+	minMachineLifetime     = 2 * time.Minute
+	maxMachineLifetime     = 30 * 24 * time.Hour
+	configFile             = "config.json"
+)
+
+// Validate checks a configuration.
+func (c *Config) Validate() error {
+	if _, err := certs.ParseTrustDomain(string(c.TrustDomain)); err != nil {
+		return err
+	}
+	if !c.OverlayV4.IsValid() || !c.OverlayV4.Addr().Is4() || c.OverlayV4.Bits() > 24 {
+		return fmt.Errorf("overlay_ipv4 %q: want an IPv4 prefix of /24 or larger", c.OverlayV4)
+	}
+	if !c.OverlayV6.IsValid() || !c.OverlayV6.Addr().Is6() || c.OverlayV6.Bits() > 64 {
+		return fmt.Errorf("overlay_ipv6 %q: want an IPv6 prefix of /64 or larger", c.OverlayV6)
+	}
+	lt := time.Duration(c.MachineCertLifetime)
+	if lt < minMachineLifetime || lt > maxMachineLifetime {
+		return fmt.Errorf("machine_cert_lifetime %s: want between %s and %s", lt, minMachineLifetime, maxMachineLifetime)
+	}
+	if c.TokenTTL <= 0 {
+		return fmt.Errorf("token_ttl must be positive")
+	}
+	return nil
+}
+
+// Overlays returns the overlay ranges.
+func (c *Config) Overlays() []netip.Prefix { return []netip.Prefix{c.OverlayV4, c.OverlayV6} }
+
+// LoadConfig reads STATE/config.json.
+func LoadConfig(stateDir string) (*Config, error) {
+	data, err := os.ReadFile(filepath.Join(stateDir, configFile))
+	if err != nil {
+		return nil, fmt.Errorf("reading server config: %w", err)
+	}
+	var c Config
+	if err := json.Unmarshal(data, &c); err != nil {
+		return nil, fmt.Errorf("parsing %s: %w", configFile, err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid %s: %w", configFile, err)
+	}
+	return &c, nil
+}
+
+func writeConfig(stateDir string, c *Config) error {
+	data, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(stateDir, configFile), append(data, '\n'), 0o600)
+}

@@ -1,0 +1,78 @@
+package ca
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+
+	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/store"
+)
+
+// Devices lists the enrolled devices.
+func (c *CA) Devices(ctx context.Context) ([]store.Device, error) {
+	var out []store.Device
+	err := c.store.View(ctx, func(tx store.Tx) (err error) {
+		out, err = tx.ListDevices()
+		return err
+	})
+	return out, err
+}
+
+// Revoke marks a device revoked (it can no longer renew), records the
+// revocation of its current certificate with the authority, and tells the
+// registered listeners (the coordinator) so peers drop it at once.
+func (c *CA) Revoke(ctx context.Context, id certs.DeviceID) (store.Device, error) {
+	var dev store.Device
+	var cert *x509.Certificate
+	err := c.store.Update(ctx, func(tx store.Tx) (err error) {
+		dev, err = tx.GetDevice(id)
+		if errors.Is(err, store.ErrNotFound) {
+			return refuse(CodeNotFound, "no device %s", id)
+		} else if err != nil {
+			return err
+		}
+		if dev.State == store.DeviceRevoked {
+			return refuse(CodeBadRequest, "device %s is already revoked", id)
+		}
+		rec, err := tx.GetCertificate(dev.Serial)
+		if err != nil {
+			return fmt.Errorf("loading current certificate: %w", err)
+		}
+		if cert, err = x509.ParseCertificate(rec.DER); err != nil {
+			return fmt.Errorf("parsing current certificate: %w", err)
+		}
+		dev.State, dev.RevokedAt = store.DeviceRevoked, c.now()
+		return tx.PutDevice(dev)
+	})
+	if err != nil {
+		return store.Device{}, err
+	}
+	if err := c.signer.revoke(ctx, cert, "revoked by admin"); err != nil {
+		c.log.Error("authority revocation record", "device", id, "err", err)
+	}
+	c.log.Info("device revoked", "device", id, "serial", dev.Serial)
+	c.mu.Lock()
+	fns := append([]func(certs.DeviceID){}, c.onRevoke...)
+	c.mu.Unlock()
+	for _, fn := range fns {
+		fn(id)
+	}
+	return dev, nil
+}
+
+// DeviceActive reports whether id is enrolled and not revoked. The
+// coordinator uses it when it runs beside the CA.
+func (c *CA) DeviceActive(ctx context.Context, id certs.DeviceID) error {
+	return c.store.View(ctx, func(tx store.Tx) error {
+		dev, err := tx.GetDevice(id)
+		if err != nil {
+			return fmt.Errorf("device %s: %w", id, err)
+		}
+		if dev.State != store.DeviceActive {
+			return fmt.Errorf("device %s is %s", id, dev.State)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,211 @@
+package ca
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/store"
+	"github.com/certmesh/certmesh/internal/wire"
+	"go.step.sm/crypto/x25519"
+)
+
+// checkedRequest is what remains of an enrollment or renewal request once
+// its CSR and proof of possession were verified.
+type checkedRequest struct {
+	csr      *x509.CertificateRequest
+	wgKey    certs.WireGuardKey
+	deviceFP string
+}
+
+// checkCSRAndProof verifies the CSR's self-signature and key type, and the
+// XEdDSA proof that the requester holds the WireGuard private key, bound to
+// nonce and to the CSR's device key.
+func checkCSRAndProof(csrDER []byte, wg certs.WireGuardKey, nonce string, proof []byte) (*checkedRequest, error) {
+	if len(csrDER) == 0 {
+		return nil, refuse(CodeBadCSR, "certificate request is missing")
+	}
+	csr, err := x509.ParseCertificateRequest(csrDER)
+	if err != nil {
+		return nil, &Error{Code: CodeBadCSR, Msg: "certificate request is not valid DER", Err: err}
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, &Error{Code: CodeBadCSR, Msg: "certificate request is not signed by its key", Err: err}
+	}
+	pub, ok := csr.PublicKey.(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P256() {
+		return nil, refuse(CodeBadCSR, "device key must be ECDSA P-256, got %T", csr.PublicKey)
+	}
+	if wg.IsZero() {
+		return nil, refuse(CodeBadProof, "WireGuard public key is missing")
+	}
+	if len(proof) != 64 || !x25519.Verify(x25519.PublicKey(wg[:]), wire.ProofMessage(nonce, csr.RawSubjectPublicKeyInfo), proof) {
+		return nil, refuse(CodeBadProof, "proof of possession of the WireGuard key does not verify")
+	}
+	fp := sha256.Sum256(csr.RawSubjectPublicKeyInfo)
+	return &checkedRequest{csr: csr, wgKey: wg, deviceFP: hex.EncodeToString(fp[:])}, nil
+}
+
+// Enroll handles a first enrollment with a one-time token.
+func (c *CA) Enroll(ctx context.Context, req wire.EnrollRequest) (wire.CertificateResponse, error) {
+	host, err := certs.ParseHostname(req.Hostname)
+	if err != nil {
+		return wire.CertificateResponse{}, &Error{Code: CodeBadRequest, Msg: "hostname", Err: err}
+	}
+	if err := c.takeNonce(ctx, req.Nonce); err != nil {
+		return wire.CertificateResponse{}, err
+	}
+	cr, err := checkCSRAndProof(req.CSR, req.WireGuardKey, req.Nonce, req.Proof)
+	if err != nil {
+		return wire.CertificateResponse{}, err
+	}
+	devID, err := certs.NewDeviceID()
+	if err != nil {
+		return wire.CertificateResponse{}, err
+	}
+	var cert *x509.Certificate
+	err = c.store.Update(ctx, func(tx store.Tx) error {
+		tok, err := c.redeemToken(tx, req.Token, devID)
+		if err != nil {
+			return err
+		}
+		if err := checkKeysUnused(tx, cr, ""); err != nil {
+			return err
+		}
+		idx, err := tx.NextAddressIndex()
+		if err != nil {
+			return fmt.Errorf("allocating address: %w", err)
+		}
+		addrs, err := addressesFor(c.cfg, idx)
+		if err != nil {
+			return err
+		}
+		now := c.now()
+		dev := store.Device{
+			ID: devID, Hostname: host, Addresses: addrs, WireGuardKey: cr.wgKey, DeviceKeyFP: cr.deviceFP,
+			Attestation: certs.AttestationToken, Tags: tok.Tags, State: store.DeviceActive,
+			TokenID: tok.ID, EnrolledAt: now,
+		}
+		cert, err = c.issue(ctx, tx, &dev, cr.csr)
+		return err
+	})
+	if err != nil {
+		return wire.CertificateResponse{}, err
+	}
+	c.log.Info("device enrolled", "device", devID, "hostname", host, "serial", cert.SerialNumber.Text(16))
+	return c.response(devID, cert), nil
+}
+
+// issue signs a machine certificate for dev and records it and the device.
+func (c *CA) issue(ctx context.Context, tx store.Tx, dev *store.Device, csr *x509.CertificateRequest) (*x509.Certificate, error) {
+	p := certs.MachineProfile{
+		TrustDomain: c.cfg.TrustDomain, DeviceID: dev.ID, Hostname: dev.Hostname, Addresses: dev.Addresses,
+		WireGuardKey: dev.WireGuardKey, Attestation: dev.Attestation, Tags: dev.Tags,
+	}
+	now := c.now()
+	cert, err := c.signer.signMachine(ctx, csr, p, now, time.Duration(c.cfg.MachineCertLifetime))
+	if err != nil {
+		return nil, err
+	}
+	serial := cert.SerialNumber.Text(16)
+	if err := tx.PutCertificate(store.CertRecord{Serial: serial, DeviceID: dev.ID, DER: cert.Raw, IssuedAt: now, NotAfter: cert.NotAfter}); err != nil {
+		return nil, fmt.Errorf("recording certificate: %w", err)
+	}
+	dev.Serial, dev.NotAfter = serial, cert.NotAfter
+	if err := tx.PutDevice(*dev); err != nil {
+		return nil, fmt.Errorf("recording device: %w", err)
+	}
+	return cert, nil
+}
+
+// checkKeysUnused refuses a WireGuard or device key that another active
+// device already holds.
+func checkKeysUnused(tx store.Tx, cr *checkedRequest, self certs.DeviceID) error {
+	devs, err := tx.ListDevices()
+	if err != nil {
+		return err
+	}
+	for _, d := range devs {
+		if d.ID == self || d.State != store.DeviceActive {
+			continue
+		}
+		if d.WireGuardKey == cr.wgKey {
+			return refuse(CodeKeyInUse, "WireGuard key is already used by device %s", d.ID)
+		}
+		if d.DeviceKeyFP == cr.deviceFP {
+			return refuse(CodeKeyInUse, "device key is already enrolled as device %s", d.ID)
+		}
+	}
+	return nil
+}
+
+func (c *CA) response(id certs.DeviceID, cert *x509.Certificate) wire.CertificateResponse {
+	return wire.CertificateResponse{
+		DeviceID: id, Bundle: c.bundleFor(cert), CoordinatorURL: c.cfg.CoordinatorURL,
+		OverlayRoutes: c.cfg.Overlays(), NotAfter: cert.NotAfter,
+	}
+}
+
+// Renew issues a new machine certificate to a device that presented its
+// current one over mTLS. The device key must stay the same; the WireGuard
+// key may rotate.
+func (c *CA) Renew(ctx context.Context, peer []*x509.Certificate, req wire.RenewRequest) (wire.CertificateResponse, error) {
+	if len(peer) == 0 {
+		return wire.CertificateResponse{}, refuse(CodeForbidden, "renewal needs the current machine certificate (mTLS)")
+	}
+	id, err := certs.Verify(certs.Bundle{Machine: peer[0], Intermediates: peer[1:]}, c.roots, c.now())
+	if err != nil {
+		return wire.CertificateResponse{}, &Error{Code: CodeForbidden, Msg: "client certificate", Err: err}
+	}
+	if err := c.takeNonce(ctx, req.Nonce); err != nil {
+		return wire.CertificateResponse{}, err
+	}
+	cr, err := checkCSRAndProof(req.CSR, req.WireGuardKey, req.Nonce, req.Proof)
+	if err != nil {
+		return wire.CertificateResponse{}, err
+	}
+	if !slices.Equal(cr.csr.RawSubjectPublicKeyInfo, peer[0].RawSubjectPublicKeyInfo) {
+		return wire.CertificateResponse{}, refuse(CodeBadCSR, "renewal must keep the device key of the current certificate")
+	}
+	var cert *x509.Certificate
+	err = c.store.Update(ctx, func(tx store.Tx) error {
+		dev, err := tx.GetDevice(id.DeviceID)
+		if errors.Is(err, store.ErrNotFound) {
+			return refuse(CodeForbidden, "device %s is not enrolled", id.DeviceID)
+		} else if err != nil {
+			return err
+		}
+		if dev.State != store.DeviceActive {
+			return refuse(CodeForbidden, "device %s is %s", dev.ID, dev.State)
+		}
+		if dev.Serial != id.Serial {
+			return refuse(CodeForbidden, "certificate %s was superseded by %s", id.Serial, dev.Serial)
+		}
+		if err := checkKeysUnused(tx, cr, dev.ID); err != nil {
+			return err
+		}
+		old, err := tx.GetCertificate(dev.Serial)
+		if err == nil {
+			old.Superseded = true
+			if err := tx.PutCertificate(old); err != nil {
+				return err
+			}
+		}
+		dev.WireGuardKey, dev.RenewedAt = cr.wgKey, c.now()
+		cert, err = c.issue(ctx, tx, &dev, cr.csr)
+		return err
+	})
+	if err != nil {
+		return wire.CertificateResponse{}, err
+	}
+	c.log.Info("device renewed", "device", id.DeviceID, "serial", cert.SerialNumber.Text(16))
+	return c.response(id.DeviceID, cert), nil
+}

@@ -1,0 +1,70 @@
+package ca
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// Code classifies why the CA refused a request.
+type Code string
+
+// The refusal codes, returned to clients in wire.Error.Code.
+const (
+	CodeBadRequest   Code = "bad-request"
+	CodeBadCSR       Code = "bad-csr"
+	CodeBadProof     Code = "bad-proof"
+	CodeBadNonce     Code = "bad-nonce"
+	CodeBadToken     Code = "bad-token"
+	CodeTokenUsed    Code = "token-used"
+	CodeTokenExpired Code = "token-expired"
+	CodeKeyInUse     Code = "key-in-use"
+	CodeForbidden    Code = "forbidden"
+	CodeNotFound     Code = "not-found"
+	CodeExhausted    Code = "addresses-exhausted"
+	CodeInternal     Code = "internal"
+)
+
+// Error is a refusal with a message that says what was wrong.
+type Error struct {
+	Code Code
+	Msg  string
+	Err  error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("%s: %v", e.Msg, e.Err)
+	}
+	return e.Msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func refuse(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Msg: fmt.Sprintf(format, args...)}
+}
+
+// CodeOf returns the refusal code of err (CodeInternal if it has none).
+func CodeOf(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return CodeInternal
+}
+
+func httpStatus(c Code) int {
+	switch c {
+	case CodeForbidden, CodeTokenUsed, CodeTokenExpired, CodeBadToken:
+		return http.StatusForbidden
+	case CodeNotFound:
+		return http.StatusNotFound
+	case CodeKeyInUse:
+		return http.StatusConflict
+	case CodeInternal, CodeExhausted:
+		return http.StatusInternalServerError
+	default:
+		return http.StatusBadRequest
+	}
+}

@@ -1,0 +1,92 @@
+package ca
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/wire"
+)
+
+// Handler serves the CA's API to agents. It must sit behind TLS that asks
+// for (but does not require) client certificates; renewal needs one.
+func (c *CA) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+wire.PathRoots, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, wire.RootsResponse{
+			TrustDomain: c.cfg.TrustDomain, RootsPEM: string(certs.EncodePEM(c.roots.Certificates()...)),
+		})
+	})
+	mux.HandleFunc("POST "+wire.PathNonce, func(w http.ResponseWriter, r *http.Request) {
+		resp, err := c.NewNonce(r.Context())
+		c.reply(w, r, resp, err)
+	})
+	mux.HandleFunc("POST "+wire.PathEnroll, func(w http.ResponseWriter, r *http.Request) {
+		var req wire.EnrollRequest
+		if err := ReadJSON(w, r, &req); err != nil {
+			c.reply(w, r, nil, err)
+			return
+		}
+		resp, err := c.Enroll(r.Context(), req)
+		c.reply(w, r, resp, err)
+	})
+	mux.HandleFunc("POST "+wire.PathRenew, func(w http.ResponseWriter, r *http.Request) {
+		var req wire.RenewRequest
+		if err := ReadJSON(w, r, &req); err != nil {
+			c.reply(w, r, nil, err)
+			return
+		}
+		var peer = r.TLS.PeerCertificates
+		resp, err := c.Renew(r.Context(), peer, req)
+		c.reply(w, r, resp, err)
+	})
+	return mux
+}
+
+func (c *CA) reply(w http.ResponseWriter, r *http.Request, v any, err error) {
+	if err == nil {
+		writeJSON(w, http.StatusOK, v)
+		return
+	}
+	WriteError(w, c.log, r, err)
+}
+
+// WriteError answers with a wire.Error; internal errors are logged and not
+// shown to the client in detail.
+func WriteError(w http.ResponseWriter, log *slog.Logger, r *http.Request, err error) {
+	var e *Error
+	if !errors.As(err, &e) {
+		log.Error("request failed", "path", r.URL.Path, "err", err)
+		writeJSON(w, http.StatusInternalServerError, wire.Error{Error: "internal error", Code: string(CodeInternal)})
+		return
+	}
+	log.Warn("request refused", "path", r.URL.Path, "remote", r.RemoteAddr, "code", e.Code, "err", e)
+	writeJSON(w, httpStatus(e.Code), wire.Error{Error: e.Error(), Code: string(e.Code)})
+}
+
+// ReadJSON decodes a bounded JSON body, refusing unknown fields and
+// trailing data.
+func ReadJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	r.Body = http.MaxBytesReader(w, r.Body, wire.MaxRequestSize)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return refuse(CodeBadRequest, "request body is larger than %d bytes", wire.MaxRequestSize)
+		}
+		return &Error{Code: CodeBadRequest, Msg: "request body is not valid JSON for this endpoint", Err: err}
+	}
+	if dec.More() {
+		return refuse(CodeBadRequest, "request body has trailing data")
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v) // the client went away; nothing to do
+}

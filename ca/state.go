@@ -1,0 +1,203 @@
+package ca
+
+import (
+	"crypto"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/store"
+	"go.step.sm/crypto/pemutil"
+)
+
+// Files in the state directory.
+const (
+	RootCertFile         = "root.crt"
+	rootKeyFile          = "root.key"
+	IntermediateCertFile = "intermediate.crt"
+	intermediateKeyFile  = "intermediate.key"
+	ServerCertFile       = "server.crt"
+	ServerKeyFile        = "server.key"
+	dbFile               = "certmesh.db"
+	authorityDBFile      = "authority.db"
+	AdminSocketFile      = "admin.sock"
+)
+
+// InitOptions are the choices made at init.
+type InitOptions struct {
+	TrustDomain certs.TrustDomain
+	OverlayV4   netip.Prefix // zero: DefaultOverlayV4
+	Listen      string
+	Now         time.Time
+}
+
+// Init creates a new state directory: root and intermediate CA, server TLS
+// certificate, config and database. It refuses a directory that already
+// holds anything. It returns the root's fingerprint.
+func Init(stateDir string, o InitOptions) (certs.Fingerprint, error) {
+	if err := makeEmptyDir(stateDir); err != nil {
+		return "", err
+	}
+	if o.Now.IsZero() {
+		o.Now = time.Now()
+	}
+	if !o.OverlayV4.IsValid() {
+		o.OverlayV4 = netip.MustParsePrefix(DefaultOverlayV4)
+	}
+	if o.Listen == "" {
+		o.Listen = DefaultListen
+	}
+	v6, err := randomULA()
+	if err != nil {
+		return "", err
+	}
+	cfg := &Config{
+		TrustDomain:         o.TrustDomain,
+		OverlayV4:           o.OverlayV4.Masked(),
+		OverlayV6:           v6,
+		MachineCertLifetime: Duration(DefaultMachineLifetime),
+		TokenTTL:            Duration(DefaultTokenTTL),
+		Listen:              o.Listen,
+	}
+	if err := cfg.Validate(); err != nil {
+		return "", err
+	}
+	root, err := certs.NewRoot(cfg.TrustDomain, o.Now)
+	if err != nil {
+		return "", err
+	}
+	inter, err := certs.NewIntermediate(root, cfg.TrustDomain, cfg.Overlays(), o.Now)
+	if err != nil {
+		return "", err
+	}
+	server, err := certs.NewServerCertificate(inter, cfg.TrustDomain, o.Now)
+	if err != nil {
+		return "", err
+	}
+	steps := []func() error{
+		func() error { return writeCert(stateDir, RootCertFile, root) },
+		func() error { return writeKey(stateDir, rootKeyFile, root.Key) },
+		func() error { return writeCert(stateDir, IntermediateCertFile, inter) },
+		func() error { return writeKey(stateDir, intermediateKeyFile, inter.Key) },
+		func() error { return writeServerPair(stateDir, server, certs.EncodePEM(inter.Cert)) },
+		func() error { return writeConfig(stateDir, cfg) },
+		func() error {
+			s, err := store.OpenBolt(filepath.Join(stateDir, dbFile))
+			if err != nil {
+				return err
+			}
+			return s.Close()
+		},
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return "", fmt.Errorf("initialising state directory %s: %w", stateDir, err)
+		}
+	}
+	return certs.FingerprintOf(root.Cert), nil
+}
+
+func makeEmptyDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("creating state directory: %w", err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading state directory: %w", err)
+	case len(entries) > 0:
+		return fmt.Errorf("state directory %s is not empty: refusing to overwrite an existing CA", dir)
+	}
+	return os.Chmod(dir, 0o700)
+}
+
+// randomULA returns a random fd00::/8 /48 (RFC 4193).
+func randomULA() (netip.Prefix, error) {
+	var b [16]byte
+	b[0] = 0xfd
+	if _, err := rand.Read(b[1:6]); err != nil {
+		return netip.Prefix{}, fmt.Errorf("generating ULA prefix: %w", err)
+	}
+	return netip.PrefixFrom(netip.AddrFrom16(b), 48), nil
+}
+
+func writeCert(dir, name string, kp *certs.KeyPair) error {
+	return os.WriteFile(filepath.Join(dir, name), certs.EncodePEM(kp.Cert), 0o644)
+}
+
+func writeKey(dir, name string, key crypto.Signer) error {
+	if _, err := pemutil.Serialize(key, pemutil.ToFile(filepath.Join(dir, name), 0o600)); err != nil {
+		return fmt.Errorf("writing %s: %w", name, err)
+	}
+	return nil
+}
+
+// writeServerPair stores the server TLS certificate, followed by chain, and
+// its key, replacing the previous pair.
+func writeServerPair(dir string, kp *certs.KeyPair, chain []byte) error {
+	if err := writeKey(dir, ServerKeyFile+".new", kp.Key); err != nil {
+		return err
+	}
+	data := append(certs.EncodePEM(kp.Cert), chain...)
+	if err := os.WriteFile(filepath.Join(dir, ServerCertFile+".new"), data, 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(filepath.Join(dir, ServerKeyFile+".new"), filepath.Join(dir, ServerKeyFile)); err != nil {
+		return err
+	}
+	return os.Rename(filepath.Join(dir, ServerCertFile+".new"), filepath.Join(dir, ServerCertFile))
+}
+
+func loadKeyPair(dir, certName, keyName string) (*certs.KeyPair, error) {
+	data, err := os.ReadFile(filepath.Join(dir, certName))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", certName, err)
+	}
+	cs, err := certs.ParsePEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", certName, err)
+	}
+	if err := checkKeyMode(filepath.Join(dir, keyName)); err != nil {
+		return nil, err
+	}
+	k, err := pemutil.Read(filepath.Join(dir, keyName))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", keyName, err)
+	}
+	signer, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("%s does not hold a signing key", keyName)
+	}
+	return &certs.KeyPair{Cert: cs[0], Key: signer}, nil
+}
+
+func checkKeyMode(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("checking key file: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("key file %s has mode %o: must not be readable by group or others (chmod 600)", path, st.Mode().Perm())
+	}
+	return nil
+}
+
+// LoadRoots reads the trust anchors from a state directory.
+func LoadRoots(stateDir string, td certs.TrustDomain) (*certs.Roots, error) {
+	data, err := os.ReadFile(filepath.Join(stateDir, RootCertFile))
+	if err != nil {
+		return nil, fmt.Errorf("reading root certificate: %w", err)
+	}
+	rs, err := certs.ParsePEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("reading root certificate: %w", err)
+	}
+	return certs.NewRoots(td, rs...)
+}

@@ -1,0 +1,81 @@
+package ca
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/store"
+)
+
+const tokenPrefix = "cm1."
+
+// CreateToken makes a one-time enrollment token. The returned string is the
+// only copy of its secret: the store keeps a hash.
+func (c *CA) CreateToken(ctx context.Context, tags []certs.Tag, ttl time.Duration) (string, store.Token, error) {
+	if ttl <= 0 {
+		ttl = time.Duration(c.cfg.TokenTTL)
+	}
+	var id [8]byte
+	var secret [32]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return "", store.Token{}, fmt.Errorf("generating token: %w", err)
+	}
+	if _, err := rand.Read(secret[:]); err != nil {
+		return "", store.Token{}, fmt.Errorf("generating token: %w", err)
+	}
+	now := c.now()
+	tok := store.Token{
+		ID:         hex.EncodeToString(id[:]),
+		SecretHash: sha256.Sum256(secret[:]),
+		Tags:       tags,
+		CreatedAt:  now,
+		ExpiresAt:  now.Add(ttl),
+	}
+	if err := c.store.Update(ctx, func(tx store.Tx) error { return tx.PutToken(tok) }); err != nil {
+		return "", store.Token{}, fmt.Errorf("storing token: %w", err)
+	}
+	return tokenPrefix + tok.ID + "." + base64.RawURLEncoding.EncodeToString(secret[:]), tok, nil
+}
+
+// redeemToken checks a presented token inside tx and marks it used by dev.
+func (c *CA) redeemToken(tx store.Tx, presented string, dev certs.DeviceID) (store.Token, error) {
+	rest, ok := strings.CutPrefix(presented, tokenPrefix)
+	id, secretB64, ok2 := strings.Cut(rest, ".")
+	if !ok || !ok2 {
+		return store.Token{}, refuse(CodeBadToken, "enrollment token is malformed")
+	}
+	secret, err := base64.RawURLEncoding.DecodeString(secretB64)
+	if err != nil || len(secret) != 32 {
+		return store.Token{}, refuse(CodeBadToken, "enrollment token is malformed")
+	}
+	tok, err := tx.GetToken(id)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Token{}, refuse(CodeBadToken, "enrollment token is unknown")
+	} else if err != nil {
+		return store.Token{}, fmt.Errorf("looking up token: %w", err)
+	}
+	got := sha256.Sum256(secret)
+	if subtle.ConstantTimeCompare(got[:], tok.SecretHash[:]) != 1 {
+		return store.Token{}, refuse(CodeBadToken, "enrollment token is unknown")
+	}
+	if !tok.UsedAt.IsZero() {
+		return store.Token{}, refuse(CodeTokenUsed, "enrollment token was already used at %s", tok.UsedAt.UTC().Format(time.RFC3339))
+	}
+	if c.now().After(tok.ExpiresAt) {
+		return store.Token{}, refuse(CodeTokenExpired, "enrollment token expired at %s", tok.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	tok.UsedAt, tok.UsedBy = c.now(), dev
+	if err := tx.PutToken(tok); err != nil {
+		return store.Token{}, err
+	}
+	return tok, nil
+}

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/certmesh/certmesh/ca"
+	"github.com/spf13/cobra"
+)
+
+func tokenCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "token", Short: "Manage enrollment tokens"}
+	var state string
+	var tags []string
+	var ttl time.Duration
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Create a one-time enrollment token (printed once)",
+		RunE: func(c *cobra.Command, _ []string) error {
+			resp, err := ca.NewAdminClient(state).CreateToken(c.Context(), ca.TokenRequest{Tags: tags, TTL: ca.Duration(ttl)})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(c.OutOrStdout(), resp.Token)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&state, "state", "", "state directory of the running server")
+	create.Flags().StringSliceVar(&tags, "tags", nil, "tags for the device that uses the token")
+	create.Flags().DurationVar(&ttl, "ttl", 0, "token lifetime (default from config)")
+	_ = create.MarkFlagRequired("state")
+	cmd.AddCommand(create)
+	return cmd
+}
+
+func devicesCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "devices", Short: "List and revoke enrolled devices"}
+	var state string
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List enrolled devices",
+		RunE: func(c *cobra.Command, _ []string) error {
+			devs, err := ca.NewAdminClient(state).Devices(c.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(c.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(devs)
+			}
+			tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tHOSTNAME\tADDRESSES\tLEVEL\tTAGS\tSTATE\tCERT EXPIRES")
+			for _, d := range devs {
+				addrs := make([]string, len(d.Addresses))
+				for i, a := range d.Addresses {
+					addrs[i] = a.String()
+				}
+				tags := make([]string, len(d.Tags))
+				for i, t := range d.Tags {
+					tags[i] = string(t)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Hostname, strings.Join(addrs, ","), d.Attestation,
+					strings.Join(tags, ","), d.State, d.NotAfter.Local().Format(time.RFC3339))
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	revoke := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke a device: it can no longer renew and peers drop it",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			d, err := ca.NewAdminClient(state).Revoke(c.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "revoked %s (%s)\n", d.ID, d.Hostname)
+			return nil
+		},
+	}
+	for _, c := range []*cobra.Command{list, revoke} {
+		c.Flags().StringVar(&state, "state", "", "state directory of the running server")
+		_ = c.MarkFlagRequired("state")
+	}
+	cmd.AddCommand(list, revoke)
+	return cmd
+}

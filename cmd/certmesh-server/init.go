@@ -1,0 +1,44 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/certs"
+	"github.com/spf13/cobra"
+)
+
+func initCmd() *cobra.Command {
+	var state, td, overlay, listen string
+	cmd := &cobra.Command{
+		Use:   "init",
+		Short: "Create a new CA: root, intermediate, config and database",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			domain, err := certs.ParseTrustDomain(td)
+			if err != nil {
+				return err
+			}
+			var o netip.Prefix
+			if overlay != "" {
+				if o, err = netip.ParsePrefix(overlay); err != nil {
+					return fmt.Errorf("--overlay: %w", err)
+				}
+			}
+			fp, err := ca.Init(state, ca.InitOptions{TrustDomain: domain, OverlayV4: o, Listen: listen, Now: time.Now()})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Created certmesh CA for %s in %s\nRoot fingerprint (SHA-256): %s\n", domain, state, fp)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&state, "state", "", "state directory to create (must not exist or be empty)")
+	cmd.Flags().StringVar(&td, "trust-domain", "", "trust domain, e.g. corp.example")
+	cmd.Flags().StringVar(&overlay, "overlay", ca.DefaultOverlayV4, "IPv4 overlay range")
+	cmd.Flags().StringVar(&listen, "listen", ca.DefaultListen, "default listen address for `run`")
+	_ = cmd.MarkFlagRequired("state")
+	_ = cmd.MarkFlagRequired("trust-domain")
+	return cmd
+}

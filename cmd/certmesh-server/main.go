@@ -1,0 +1,24 @@
+// Command certmesh-server runs the certmesh CA and coordinator and offers
+// the admin commands that talk to a running server.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	root := &cobra.Command{
+		Use:           "certmesh-server",
+		Short:         "certmesh certificate authority and coordination server",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(initCmd(), runCmd(), tokenCmd(), devicesCmd())
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "certmesh-server:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,139 @@
+package coord
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/certmesh/certmesh/internal/wire"
+)
+
+// Handler serves the coordinator API. It must sit behind TLS that asks for
+// client certificates.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+wire.PathWatch, s.handleWatch)
+	mux.HandleFunc("POST "+wire.PathPublish, s.handlePublish)
+	return mux
+}
+
+func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
+	self, err := s.authenticate(r.Context(), peerCerts(r))
+	if err != nil {
+		httpError(w, http.StatusForbidden, "client certificate refused: "+err.Error())
+		return
+	}
+	var p wire.Publish
+	if err := readJSON(w, r, &p); err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	peer, err := s.checkPublish(self, p)
+	if err != nil {
+		httpError(w, http.StatusBadRequest, "publish refused: "+err.Error())
+		return
+	}
+	if err := s.update(self.DeviceID, peer); err != nil {
+		httpError(w, http.StatusConflict, err.Error())
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleWatch: the body is the agent's first Publish; the response is the
+// event stream (snapshot, then deltas) for as long as the agent stays.
+func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
+	self, err := s.authenticate(r.Context(), peerCerts(r))
+	if err != nil {
+		httpError(w, http.StatusForbidden, "client certificate refused: "+err.Error())
+		return
+	}
+	var p wire.Publish
+	if err := readJSON(w, r, &p); err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	peer, err := s.checkPublish(self, p)
+	if err != nil {
+		httpError(w, http.StatusBadRequest, "publish refused: "+err.Error())
+		return
+	}
+	enc, err := encodeEvent(&wire.Event{Type: wire.EventUpsert, Peer: &peer})
+	if err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	m := &member{id: self.DeviceID, peer: peer, encoded: enc,
+		events: make(chan []byte, s.opts.WatchBuffer), done: make(chan struct{})}
+	snap := s.join(m)
+	defer s.leave(m)
+	s.log.Info("agent joined", "device", self.DeviceID, "remote", r.RemoteAddr, "peers", len(snap))
+
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	if err := wire.EncodeEvent(w, &wire.Event{Type: wire.EventSnapshot, Peers: snap}); err != nil {
+		return
+	}
+	if rc.Flush() != nil {
+		return
+	}
+	tick := time.NewTicker(s.opts.KeepAlive)
+	defer tick.Stop()
+	for {
+		var out []byte
+		select {
+		case <-r.Context().Done():
+			return
+		case <-m.done:
+			return
+		case out = <-m.events:
+		case <-tick.C:
+			out = []byte("\n")
+		}
+		if _, err := w.Write(out); err != nil {
+			return
+		}
+		if rc.Flush() != nil {
+			return
+		}
+	}
+}
+
+func encodeEvent(e *wire.Event) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := wire.EncodeEvent(&buf, e); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func peerCerts(r *http.Request) []*x509.Certificate {
+	if r.TLS == nil {
+		return nil
+	}
+	return r.TLS.PeerCertificates
+}
+
+func readJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	r.Body = http.MaxBytesReader(w, r.Body, wire.MaxRequestSize)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return errors.New("request body too large")
+		}
+		return errors.New("request body is not a valid publish message: " + err.Error())
+	}
+	return nil
+}
+
+func httpError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(wire.Error{Error: msg})
+}
