@@ -1,0 +1,225 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/certmesh/certmesh/agent/wgdev"
+	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/wire"
+)
+
+// Agent is a running node.
+type Agent struct {
+	cfg   Config
+	keys  *keys
+	roots *certs.Roots
+	ident identity
+	caAPI *apiClient
+	dev   *wgdev.Device
+	peers *peerManager
+	coord *coordClient
+
+	mu        sync.Mutex
+	enr       *enrollment
+	self      certs.Identity
+	endpoints []netip.AddrPort
+	socks     string
+}
+
+// New prepares an agent: keys, enrollment (first start) or the stored
+// certificate, and the WireGuard device. Run starts it.
+func New(ctx context.Context, cfg Config) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	k, err := loadOrCreateKeys(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, keys: k}
+	if err := a.loadOrEnroll(ctx); err != nil {
+		return nil, err
+	}
+	if err := a.openDevice(ctx); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// loadOrEnroll uses the stored certificate, or enrolls with the token.
+func (a *Agent) loadOrEnroll(ctx context.Context) error {
+	enr, roots, err := loadEnrollment(a.cfg.StateDir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if roots, err = bootstrapRoots(ctx, a.cfg.ServerURL, a.cfg.RootFingerprint); err != nil {
+			return err
+		}
+		if err := saveRoots(a.cfg.StateDir, roots); err != nil {
+			return err
+		}
+	case err != nil:
+		return err
+	default:
+		if !a.cfg.RootFingerprint.Matches(roots.Certificates()[0]) {
+			return fmt.Errorf("the stored root in %s does not match --root-fingerprint", a.cfg.StateDir)
+		}
+	}
+	a.roots = roots
+	a.caAPI = newAPIClient(a.cfg.ServerURL, serverTLS(roots, &a.ident))
+	if enr != nil {
+		b, id, err := checkOwnCertificate(enr.Cert, roots, a.keys, a.cfg.Now())
+		if err == nil {
+			a.adopt(enr, b, id)
+			return nil
+		}
+		if a.cfg.Token == "" {
+			return fmt.Errorf("stored certificate is no longer usable (%v): enroll again with --token", err)
+		}
+		a.cfg.Logger.Warn("stored certificate is no longer usable, enrolling again", "err", err)
+	}
+	host := a.cfg.Hostname
+	if host == "" {
+		h, _ := os.Hostname()
+		if host, err = certs.ParseHostname(strings.Split(h, ".")[0]); err != nil {
+			return fmt.Errorf("this machine's hostname is not usable, pass --hostname: %w", err)
+		}
+	}
+	resp, err := enroll(ctx, a.caAPI, a.keys, host, a.cfg.Token)
+	if err != nil {
+		return err
+	}
+	b, id, err := checkOwnCertificate(resp, roots, a.keys, a.cfg.Now())
+	if err != nil {
+		return err
+	}
+	enr = &enrollment{TrustDomain: roots.TrustDomain, Cert: resp}
+	if err := saveEnrollment(a.cfg.StateDir, enr); err != nil {
+		return err
+	}
+	a.cfg.Logger.Info("enrolled", "device", id.DeviceID, "hostname", id.Hostname, "addresses", id.Addresses)
+	a.adopt(enr, b, id)
+	return nil
+}
+
+// adopt makes a verified certificate of ours the current one.
+func (a *Agent) adopt(enr *enrollment, b certs.Bundle, id certs.Identity) {
+	a.ident.set(b, a.keys)
+	a.mu.Lock()
+	a.enr, a.self = enr, id
+	a.mu.Unlock()
+	if a.peers != nil {
+		a.peers.setSelf(id)
+	}
+}
+
+func (a *Agent) openDevice(ctx context.Context) error {
+	a.mu.Lock()
+	self, routes := a.self, a.enr.Cert.OverlayRoutes
+	a.mu.Unlock()
+	dev, err := wgdev.Open(ctx, wgdev.Config{
+		Mode: a.cfg.Mode, InterfaceName: a.cfg.InterfaceName, Addresses: self.AllowedIPs(),
+		OverlayRoutes: routes, ListenPort: a.cfg.ListenPort, PrivateKey: a.keys.wg,
+		Logger: a.cfg.Logger.With("component", "wireguard"), UAPI: a.cfg.Mode == wgdev.KernelTUN,
+	})
+	if err != nil {
+		return fmt.Errorf("opening WireGuard device: %w", err)
+	}
+	a.dev = dev
+	a.peers = newPeerManager(a.roots, dev, self, a.cfg.Logger.With("component", "peers"), a.cfg.Now)
+	if err := a.computeEndpoints(); err != nil {
+		dev.Close()
+		return err
+	}
+	coordURL := a.cfg.ServerURL
+	if a.enr.Cert.CoordinatorURL != "" {
+		if coordURL, err = parseHTTPS(a.enr.Cert.CoordinatorURL); err != nil {
+			dev.Close()
+			return fmt.Errorf("coordinator URL from the CA: %w", err)
+		}
+	}
+	a.coord = &coordClient{
+		api:     newAPIClient(coordURL, serverTLS(a.roots, &a.ident)),
+		peers:   a.peers,
+		publish: a.publication,
+		log:     a.cfg.Logger.With("component", "coord"),
+	}
+	return nil
+}
+
+func (a *Agent) computeEndpoints() error {
+	port := a.dev.ListenPort()
+	var eps []netip.AddrPort
+	if len(a.cfg.AdvertiseAddrs) > 0 {
+		for _, ip := range a.cfg.AdvertiseAddrs {
+			eps = append(eps, netip.AddrPortFrom(ip, uint16(port)))
+		}
+	} else {
+		var err error
+		if eps, err = localEndpoints(port, a.cfg.InterfaceName); err != nil {
+			return err
+		}
+	}
+	if len(eps) > wire.MaxEndpoints {
+		eps = eps[:wire.MaxEndpoints]
+	}
+	a.mu.Lock()
+	a.endpoints = eps
+	a.mu.Unlock()
+	return nil
+}
+
+// publication is what we tell the coordinator about ourselves.
+func (a *Agent) publication() wire.Publish {
+	_, b := a.ident.get()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return wire.Publish{Bundle: b.Wire(), Endpoints: a.endpoints}
+}
+
+// Run serves until ctx ends, then tears the device down.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.dev.Close()
+	if err := a.serveAPI(ctx); err != nil {
+		return err
+	}
+	if a.cfg.Mode == wgdev.Userspace && a.cfg.SOCKS5Addr != "" {
+		ln, err := net.Listen("tcp", a.cfg.SOCKS5Addr)
+		if err != nil {
+			return fmt.Errorf("opening SOCKS5 listener: %w", err)
+		}
+		a.mu.Lock()
+		a.socks = ln.Addr().String()
+		a.mu.Unlock()
+		go func() {
+			if err := a.dev.ServeSOCKS5(ctx, ln); err != nil {
+				a.cfg.Logger.Error("SOCKS5 proxy stopped", "err", err)
+			}
+		}()
+	}
+	go a.coord.run(ctx)
+	go a.renewLoop(ctx)
+	a.cfg.Logger.Info("agent running", "device", a.self.DeviceID, "listen_port", a.dev.ListenPort(), "mode", a.cfg.Mode)
+	tick := time.NewTicker(a.cfg.SweepInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.dev.Done():
+			return errors.New("WireGuard device stopped")
+		case <-tick.C:
+			a.peers.sweep()
+		}
+	}
+}
+
+// Device exposes the data plane (userspace mode: its netstack).
+func (a *Agent) Device() *wgdev.Device { return a.dev }

@@ -1,0 +1,65 @@
+// Package agent is the certmesh node agent: it enrolls with the CA, joins
+// the coordinator, verifies every peer's certificate itself and only then
+// configures it as a WireGuard peer, with key and addresses taken from the
+// certificate. It imports neither the CA nor the coordinator.
+package agent
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"net/url"
+	"time"
+
+	"github.com/certmesh/certmesh/agent/wgdev"
+	"github.com/certmesh/certmesh/certs"
+)
+
+// Config is the agent's configuration, built once from flags.
+type Config struct {
+	StateDir        string
+	ServerURL       *url.URL
+	RootFingerprint certs.Fingerprint
+	Token           string // needed only for the first enrollment
+	Hostname        certs.Hostname
+
+	Mode          wgdev.Mode
+	InterfaceName string // kernel mode
+	SOCKS5Addr    string // userspace mode: listen address of the SOCKS5 proxy ("" = none)
+	ListenPort    int    // WireGuard UDP port (0 = random)
+	// AdvertiseAddrs are the underlay addresses peers should send to (with
+	// the WireGuard port); empty means the addresses of the host's
+	// interfaces, without loopback and the tunnel.
+	AdvertiseAddrs []netip.Addr
+
+	// SweepInterval is how often expired peers are looked for (default 1s).
+	SweepInterval time.Duration
+	Logger        *slog.Logger
+	Now           func() time.Time
+}
+
+// Validate checks the configuration and fills defaults.
+func (c *Config) Validate() error {
+	if c.StateDir == "" {
+		return fmt.Errorf("state directory is required")
+	}
+	if c.ServerURL == nil || c.ServerURL.Scheme != "https" || c.ServerURL.Host == "" {
+		return fmt.Errorf("server URL must be https://host:port")
+	}
+	if c.Mode != wgdev.KernelTUN && c.Mode != wgdev.Userspace {
+		return fmt.Errorf("mode must be kernel TUN or userspace")
+	}
+	if c.Mode == wgdev.KernelTUN && c.InterfaceName == "" {
+		c.InterfaceName = "certmesh0"
+	}
+	if c.SweepInterval <= 0 {
+		c.SweepInterval = time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}

@@ -1,0 +1,102 @@
+package agent
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/certmesh/certmesh/agent/wgdev"
+	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/wire"
+	"go.step.sm/crypto/x25519"
+)
+
+// proofRequest builds the CSR and the WireGuard proof of possession for a
+// server nonce.
+func proofRequest(k *keys, nonce string) (csrDER, proof []byte, err error) {
+	csrDER, err = x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k.device)
+	if err != nil {
+		return nil, nil, fmt.Errorf("creating certificate request: %w", err)
+	}
+	csr, err := x509.ParseCertificateRequest(csrDER)
+	if err != nil {
+		return nil, nil, err
+	}
+	proof, err = xeddsaSign(k.wg, wire.ProofMessage(nonce, csr.RawSubjectPublicKeyInfo))
+	if err != nil {
+		return nil, nil, err
+	}
+	return csrDER, proof, nil
+}
+
+func xeddsaSign(k wgdev.PrivateKey, msg []byte) ([]byte, error) {
+	priv := x25519.PrivateKey(k[:])
+	sig, err := x25519.Sign(rand.Reader, priv, msg)
+	if err != nil {
+		return nil, fmt.Errorf("signing proof of possession: %w", err)
+	}
+	return sig, nil
+}
+
+// enroll runs the first enrollment with a one-time token.
+func enroll(ctx context.Context, api *apiClient, k *keys, hostname certs.Hostname, token string) (wire.CertificateResponse, error) {
+	var resp wire.CertificateResponse
+	if token == "" {
+		return resp, fmt.Errorf("this agent is not enrolled yet: pass --token with a token from `certmesh-server token create`")
+	}
+	var n wire.NonceResponse
+	if err := api.call(ctx, http.MethodPost, wire.PathNonce, struct{}{}, &n); err != nil {
+		return resp, fmt.Errorf("getting enrollment nonce: %w", err)
+	}
+	csr, proof, err := proofRequest(k, n.Nonce)
+	if err != nil {
+		return resp, err
+	}
+	req := wire.EnrollRequest{Token: token, Hostname: string(hostname), CSR: csr, WireGuardKey: k.wg.Public(), Nonce: n.Nonce, Proof: proof}
+	if err := api.call(ctx, http.MethodPost, wire.PathEnroll, req, &resp); err != nil {
+		return resp, fmt.Errorf("enrolling: %w", err)
+	}
+	return resp, nil
+}
+
+// renew asks for a new machine certificate over mTLS.
+func renew(ctx context.Context, api *apiClient, k *keys) (wire.CertificateResponse, error) {
+	var resp wire.CertificateResponse
+	var n wire.NonceResponse
+	if err := api.call(ctx, http.MethodPost, wire.PathNonce, struct{}{}, &n); err != nil {
+		return resp, fmt.Errorf("getting renewal nonce: %w", err)
+	}
+	csr, proof, err := proofRequest(k, n.Nonce)
+	if err != nil {
+		return resp, err
+	}
+	req := wire.RenewRequest{CSR: csr, WireGuardKey: k.wg.Public(), Nonce: n.Nonce, Proof: proof}
+	if err := api.call(ctx, http.MethodPost, wire.PathRenew, req, &resp); err != nil {
+		return resp, fmt.Errorf("renewing: %w", err)
+	}
+	return resp, nil
+}
+
+// checkOwnCertificate verifies a certificate the CA returned for us: it
+// must chain to the pinned root and carry our own keys.
+func checkOwnCertificate(resp wire.CertificateResponse, roots *certs.Roots, k *keys, now time.Time) (certs.Bundle, certs.Identity, error) {
+	b, err := certs.ParseBundle(resp.Bundle)
+	if err != nil {
+		return certs.Bundle{}, certs.Identity{}, err
+	}
+	id, err := certs.Verify(b, roots, now)
+	if err != nil {
+		return certs.Bundle{}, certs.Identity{}, fmt.Errorf("the CA returned a certificate that does not verify: %w", err)
+	}
+	if id.WireGuardKey != k.wg.Public() {
+		return certs.Bundle{}, certs.Identity{}, fmt.Errorf("the CA returned a certificate for another WireGuard key")
+	}
+	if pub, ok := b.Machine.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(k.device.Public()) {
+		return certs.Bundle{}, certs.Identity{}, fmt.Errorf("the CA returned a certificate for another device key")
+	}
+	return b, id, nil
+}

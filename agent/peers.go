@@ -1,0 +1,261 @@
+package agent
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/certmesh/certmesh/agent/wgdev"
+	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/wire"
+)
+
+// dataPlane is what the peer manager needs of the WireGuard device.
+type dataPlane interface {
+	UpsertPeer(p wgdev.Peer) error
+	RemovePeer(k certs.WireGuardKey) error
+}
+
+// Reasons the agent refuses a peer beyond those of certs.Verify.
+const (
+	ReasonSelf            certs.Reason = "self"             // our own bundle
+	ReasonAddressConflict certs.Reason = "address-conflict" // address already held by another verified peer
+	ReasonKeyConflict     certs.Reason = "key-conflict"     // WireGuard key already held by another verified peer
+	ReasonReplayed        certs.Reason = "replayed"         // older than a certificate already seen for the device
+	ReasonDataPlane       certs.Reason = "data-plane"       // the device refused the configuration
+)
+
+// KeepAlive is the persistent keepalive configured for every peer, so that
+// NAT mappings stay open and handshakes stay fresh.
+const KeepAlive = 25 * time.Second
+
+// verifiedPeer is a peer whose certificate verified and that is configured
+// in the WireGuard device.
+type verifiedPeer struct {
+	label     string
+	id        certs.Identity
+	endpoints []netip.AddrPort
+}
+
+// Rejection records why the coordinator's view of a peer was refused.
+type Rejection struct {
+	Label  string       `json:"label"`
+	Reason certs.Reason `json:"reason"`
+	Error  string       `json:"error"`
+	At     time.Time    `json:"at"`
+}
+
+// peerManager turns the coordinator's untrusted events into WireGuard
+// peers. Only a bundle that passes certs.Verify and the local consistency
+// checks becomes a peer, with key and AllowedIPs from the certificate.
+type peerManager struct {
+	roots *certs.Roots
+	dev   dataPlane
+	log   *slog.Logger
+	now   func() time.Time
+
+	mu       sync.Mutex
+	self     certs.Identity
+	peers    map[certs.DeviceID]*verifiedPeer
+	labels   map[string]certs.DeviceID
+	newest   map[certs.DeviceID]time.Time // highest NotBefore seen per device
+	rejected map[string]Rejection
+}
+
+func newPeerManager(roots *certs.Roots, dev dataPlane, self certs.Identity, log *slog.Logger, now func() time.Time) *peerManager {
+	return &peerManager{
+		roots: roots, dev: dev, log: log, now: now, self: self,
+		peers: map[certs.DeviceID]*verifiedPeer{}, labels: map[string]certs.DeviceID{},
+		newest: map[certs.DeviceID]time.Time{}, rejected: map[string]Rejection{},
+	}
+}
+
+// setSelf updates our own identity after renewal.
+func (m *peerManager) setSelf(id certs.Identity) {
+	m.mu.Lock()
+	m.self = id
+	m.mu.Unlock()
+}
+
+// apply handles one coordinator event.
+func (m *peerManager) apply(e *wire.Event) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch e.Type {
+	case wire.EventSnapshot:
+		keep := map[string]bool{}
+		for _, p := range e.Peers {
+			keep[p.Label] = true
+		}
+		for label := range m.labels {
+			if !keep[label] {
+				m.removeLocked(label, "not in snapshot")
+			}
+		}
+		for label := range m.rejected {
+			if !keep[label] {
+				delete(m.rejected, label)
+			}
+		}
+		for i := range e.Peers {
+			m.upsertLocked(&e.Peers[i])
+		}
+	case wire.EventUpsert:
+		m.upsertLocked(e.Peer)
+	case wire.EventRemove:
+		m.removeLocked(e.Label, "left")
+		delete(m.rejected, e.Label)
+	}
+}
+
+func (m *peerManager) reject(label string, err error) {
+	r := Rejection{Label: label, Reason: certs.ReasonOf(err), Error: err.Error(), At: m.now()}
+	if r.Reason == "" {
+		r.Reason = certs.ReasonMalformed
+	}
+	m.rejected[label] = r
+	m.log.Warn("peer refused", "label", label, "reason", r.Reason, "err", err)
+}
+
+func refusal(r certs.Reason, format string, args ...any) error {
+	return &certs.RejectError{Reason: r, Err: fmt.Errorf(format, args...)}
+}
+
+// upsertLocked verifies p and, if it passes, configures it. A refused
+// update leaves an already configured peer as it was.
+func (m *peerManager) upsertLocked(p *wire.Peer) {
+	b, err := certs.ParseBundle(p.Bundle)
+	if err != nil {
+		m.reject(p.Label, err)
+		return
+	}
+	id, err := certs.Verify(b, m.roots, m.now())
+	if err != nil {
+		m.reject(p.Label, err)
+		return
+	}
+	if err := m.checkConsistentLocked(id); err != nil {
+		m.reject(p.Label, err)
+		return
+	}
+	// The coordinator moved this label to another device: drop the old one.
+	if prev, ok := m.labels[p.Label]; ok && prev != id.DeviceID {
+		m.removeLocked(p.Label, "label reassigned")
+	}
+	old := m.peers[id.DeviceID]
+	if old != nil && old.id.WireGuardKey != id.WireGuardKey {
+		if err := m.dev.RemovePeer(old.id.WireGuardKey); err != nil {
+			m.reject(p.Label, &certs.RejectError{Reason: ReasonDataPlane, Err: err})
+			return
+		}
+	}
+	wp := wgdev.Peer{PublicKey: id.WireGuardKey, AllowedIPs: id.AllowedIPs(), PersistentKeepalive: KeepAlive}
+	if len(p.Endpoints) > 0 {
+		wp.Endpoint = p.Endpoints[0]
+	}
+	if err := m.dev.UpsertPeer(wp); err != nil {
+		if old != nil {
+			delete(m.peers, id.DeviceID)
+		}
+		m.reject(p.Label, &certs.RejectError{Reason: ReasonDataPlane, Err: err})
+		return
+	}
+	if old != nil && old.label != p.Label {
+		delete(m.labels, old.label)
+	}
+	m.peers[id.DeviceID] = &verifiedPeer{label: p.Label, id: id, endpoints: slices.Clone(p.Endpoints)}
+	m.labels[p.Label] = id.DeviceID
+	if id.NotBefore.After(m.newest[id.DeviceID]) {
+		m.newest[id.DeviceID] = id.NotBefore
+	}
+	delete(m.rejected, p.Label)
+	if old == nil || old.id.Serial != id.Serial {
+		m.log.Info("peer verified and configured", "device", id.DeviceID, "hostname", id.Hostname,
+			"addresses", id.Addresses, "not_after", id.NotAfter)
+	}
+}
+
+// checkConsistentLocked refuses a verified identity that is us, that is
+// older than one already seen for the same device (replay after rotation),
+// or that claims an address or key another verified peer holds.
+func (m *peerManager) checkConsistentLocked(id certs.Identity) error {
+	if id.DeviceID == m.self.DeviceID {
+		return refusal(ReasonSelf, "bundle is this device's own")
+	}
+	if newest, ok := m.newest[id.DeviceID]; ok && id.NotBefore.Before(newest) {
+		return refusal(ReasonReplayed, "certificate %s of device %s is older than one already seen (issued %s)",
+			id.Serial, id.DeviceID, newest.UTC().Format(time.RFC3339))
+	}
+	for _, a := range id.Addresses {
+		if m.self.HasAddress(a) {
+			return refusal(ReasonAddressConflict, "address %s is this device's own", a)
+		}
+	}
+	for devID, other := range m.peers {
+		if devID == id.DeviceID {
+			continue
+		}
+		for _, a := range id.Addresses {
+			if other.id.HasAddress(a) {
+				return refusal(ReasonAddressConflict, "address %s is already held by device %s", a, devID)
+			}
+		}
+		if other.id.WireGuardKey == id.WireGuardKey {
+			return refusal(ReasonKeyConflict, "WireGuard key is already held by device %s", devID)
+		}
+	}
+	return nil
+}
+
+// removeLocked drops the peer the coordinator knows as label.
+func (m *peerManager) removeLocked(label, why string) {
+	devID, ok := m.labels[label]
+	if !ok {
+		return
+	}
+	delete(m.labels, label)
+	p := m.peers[devID]
+	delete(m.peers, devID)
+	if p == nil {
+		return
+	}
+	if err := m.dev.RemovePeer(p.id.WireGuardKey); err != nil {
+		m.log.Error("removing peer", "device", devID, "err", err)
+	}
+	m.log.Info("peer removed", "device", devID, "hostname", p.id.Hostname, "why", why)
+}
+
+// sweep removes peers whose certificate has expired.
+func (m *peerManager) sweep() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	for devID, p := range m.peers {
+		if now.After(p.id.NotAfter) {
+			label := p.label
+			m.removeLocked(label, "certificate expired")
+			m.reject(label, refusal(certs.ReasonExpired, "certificate of device %s expired at %s", devID, p.id.NotAfter.UTC().Format(time.RFC3339)))
+		}
+	}
+}
+
+// snapshot copies the verified peers and the rejections, for status.
+func (m *peerManager) snapshot() ([]verifiedPeer, []Rejection) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ps := make([]verifiedPeer, 0, len(m.peers))
+	for _, p := range m.peers {
+		ps = append(ps, *p)
+	}
+	rs := make([]Rejection, 0, len(m.rejected))
+	for _, r := range m.rejected {
+		rs = append(rs, r)
+	}
+	slices.SortFunc(ps, func(a, b verifiedPeer) int { return strings.Compare(string(a.id.Hostname), string(b.id.Hostname)) })
+	slices.SortFunc(rs, func(a, b Rejection) int { return strings.Compare(a.Label, b.Label) })
+	return ps, rs
+}

@@ -1,0 +1,146 @@
+package agent
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/certmesh/certmesh/agent/wgdev"
+	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/wire"
+	"go.step.sm/crypto/pemutil"
+)
+
+// Files in the agent's state directory. Keys are 0600.
+const (
+	deviceKeyFile  = "device.key"
+	wgKeyFile      = "wireguard.key"
+	rootFile       = "root.crt"
+	enrollmentFile = "enrollment.json"
+	// SocketFile is the local API socket.
+	SocketFile = "agent.sock"
+)
+
+// enrollment is what the agent keeps between runs once enrolled.
+type enrollment struct {
+	TrustDomain certs.TrustDomain        `json:"trust_domain"`
+	Cert        wire.CertificateResponse `json:"certificate"`
+}
+
+// keys holds the agent's two private keys, kept apart by type.
+type keys struct {
+	device crypto.Signer
+	wg     wgdev.PrivateKey
+}
+
+func loadOrCreateKeys(dir string) (*keys, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating state directory: %w", err)
+	}
+	k := &keys{}
+	devPath := filepath.Join(dir, deviceKeyFile)
+	if err := checkPrivate(devPath); err == nil {
+		raw, err := pemutil.Read(devPath)
+		if err != nil {
+			return nil, fmt.Errorf("reading device key: %w", err)
+		}
+		signer, ok := raw.(*ecdsa.PrivateKey)
+		if !ok {
+			return nil, fmt.Errorf("device key %s is not an ECDSA key", devPath)
+		}
+		k.device = signer
+	} else if errors.Is(err, os.ErrNotExist) {
+		key, err := certs.NewKey()
+		if err != nil {
+			return nil, err
+		}
+		if _, err := pemutil.Serialize(key, pemutil.ToFile(devPath, 0o600)); err != nil {
+			return nil, fmt.Errorf("writing device key: %w", err)
+		}
+		k.device = key
+	} else {
+		return nil, err
+	}
+	wgPath := filepath.Join(dir, wgKeyFile)
+	wg, err := wgdev.LoadPrivateKey(wgPath)
+	switch {
+	case err == nil:
+		k.wg = wg
+	case errors.Is(err, os.ErrNotExist):
+		if k.wg, err = wgdev.GeneratePrivateKey(); err != nil {
+			return nil, err
+		}
+		if err := k.wg.Save(wgPath); err != nil {
+			return nil, fmt.Errorf("writing WireGuard key: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("reading WireGuard key: %w", err)
+	}
+	return k, nil
+}
+
+// checkPrivate returns os.ErrNotExist for a missing file and an error for a
+// key file that others could read.
+func checkPrivate(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("key file %s has mode %o: must not be readable by group or others (chmod 600)", path, st.Mode().Perm())
+	}
+	return nil
+}
+
+func loadEnrollment(dir string) (*enrollment, *certs.Roots, error) {
+	data, err := os.ReadFile(filepath.Join(dir, enrollmentFile))
+	if err != nil {
+		return nil, nil, err
+	}
+	var e enrollment
+	if err := json.Unmarshal(data, &e); err != nil {
+		return nil, nil, fmt.Errorf("parsing %s: %w", enrollmentFile, err)
+	}
+	rootPEM, err := os.ReadFile(filepath.Join(dir, rootFile))
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading pinned root: %w", err)
+	}
+	rs, err := certs.ParsePEM(rootPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading pinned root: %w", err)
+	}
+	roots, err := certs.NewRoots(e.TrustDomain, rs...)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &e, roots, nil
+}
+
+func saveRoots(dir string, roots *certs.Roots) error {
+	return writeAtomic(filepath.Join(dir, rootFile), certs.EncodePEM(roots.Certificates()...), 0o644)
+}
+
+func saveEnrollment(dir string, e *enrollment) error {
+	data, err := json.MarshalIndent(e, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeAtomic(filepath.Join(dir, enrollmentFile), data, 0o600)
+}
+
+// writeAtomic replaces path with data so that a crash leaves the old or the
+// new file, never half of one.
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("replacing %s: %w", path, err)
+	}
+	return nil
+}

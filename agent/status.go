@@ -1,0 +1,58 @@
+package agent
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/certmesh/certmesh/certs"
+)
+
+// Status is what `certmesh status` shows.
+type Status struct {
+	Self        SelfStatus   `json:"self"`
+	Coordinator CoordStatus  `json:"coordinator"`
+	Peers       []PeerStatus `json:"peers"`
+	Rejected    []Rejection  `json:"rejected"`
+}
+
+// SelfStatus describes this node.
+type SelfStatus struct {
+	DeviceID     certs.DeviceID         `json:"device_id"`
+	Hostname     certs.Hostname         `json:"hostname"`
+	FQDN         string                 `json:"fqdn"`
+	Addresses    []netip.Addr           `json:"addresses"`
+	WireGuardKey certs.WireGuardKey     `json:"wireguard_key"`
+	Attestation  certs.AttestationLevel `json:"attestation"`
+	Tags         []certs.Tag            `json:"tags,omitempty"`
+	CertSerial   string                 `json:"cert_serial"`
+	CertNotAfter time.Time              `json:"cert_not_after"`
+	Mode         string                 `json:"mode"`
+	Interface    string                 `json:"interface,omitempty"`
+	ListenPort   int                    `json:"listen_port"`
+	Endpoints    []netip.AddrPort       `json:"endpoints"`
+	SOCKS5       string                 `json:"socks5,omitempty"`
+}
+
+// CoordStatus is the state of the coordinator link.
+type CoordStatus struct {
+	URL       string `json:"url"`
+	Connected bool   `json:"connected"`
+	LastError string `json:"last_error,omitempty"`
+}
+
+// PeerStatus is one verified, configured peer.
+type PeerStatus struct {
+	DeviceID      certs.DeviceID         `json:"device_id"`
+	Hostname      certs.Hostname         `json:"hostname"`
+	FQDN          string                 `json:"fqdn"`
+	Addresses     []netip.Addr           `json:"addresses"`
+	WireGuardKey  certs.WireGuardKey     `json:"wireguard_key"`
+	Attestation   certs.AttestationLevel `json:"attestation"`
+	Tags          []certs.Tag            `json:"tags,omitempty"`
+	Verified      bool                   `json:"verified"`
+	CertNotAfter  time.Time              `json:"cert_not_after"`
+	Endpoint      string                 `json:"endpoint,omitempty"`
+	LastHandshake time.Time              `json:"last_handshake,omitzero"`
+	RxBytes       uint64                 `json:"rx_bytes"`
+	TxBytes       uint64                 `json:"tx_bytes"`
+}

@@ -1,0 +1,51 @@
+package agent
+
+import (
+	"github.com/certmesh/certmesh/certs"
+)
+
+// Status reports this node, the coordinator link and every peer.
+func (a *Agent) Status() (*Status, error) {
+	stats, err := a.dev.Peers()
+	if err != nil {
+		return nil, err
+	}
+	byKey := map[certs.WireGuardKey]int{}
+	for i, s := range stats {
+		byKey[s.PublicKey] = i
+	}
+	a.mu.Lock()
+	self, eps, socks := a.self, a.endpoints, a.socks
+	a.mu.Unlock()
+	st := &Status{
+		Self: SelfStatus{
+			DeviceID: self.DeviceID, Hostname: self.Hostname, FQDN: self.Hostname.FQDN(self.TrustDomain),
+			Addresses: self.Addresses, WireGuardKey: self.WireGuardKey, Attestation: self.Attestation, Tags: self.Tags,
+			CertSerial: self.Serial, CertNotAfter: self.NotAfter, Mode: a.cfg.Mode.String(),
+			Interface: a.dev.InterfaceName(), ListenPort: a.dev.ListenPort(), Endpoints: eps, SOCKS5: socks,
+		},
+		Coordinator: CoordStatus{URL: a.coord.api.base.String(), Connected: a.coord.connected.Load()},
+		Peers:       []PeerStatus{},
+	}
+	if e, ok := a.coord.lastErr.Load().(string); ok && !st.Coordinator.Connected {
+		st.Coordinator.LastError = e
+	}
+	peers, rejected := a.peers.snapshot()
+	for _, p := range peers {
+		ps := PeerStatus{
+			DeviceID: p.id.DeviceID, Hostname: p.id.Hostname, FQDN: p.id.Hostname.FQDN(p.id.TrustDomain),
+			Addresses: p.id.Addresses, WireGuardKey: p.id.WireGuardKey, Attestation: p.id.Attestation, Tags: p.id.Tags,
+			Verified: true, CertNotAfter: p.id.NotAfter,
+		}
+		if i, ok := byKey[p.id.WireGuardKey]; ok {
+			s := stats[i]
+			if s.Endpoint.IsValid() {
+				ps.Endpoint = s.Endpoint.String()
+			}
+			ps.LastHandshake, ps.RxBytes, ps.TxBytes = s.LastHandshake, s.RxBytes, s.TxBytes
+		}
+		st.Peers = append(st.Peers, ps)
+	}
+	st.Rejected = append([]Rejection{}, rejected...)
+	return st, nil
+}

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/certmesh/certmesh/agent"
+	"github.com/certmesh/certmesh/agent/wgdev"
+	"github.com/certmesh/certmesh/certs"
+	"github.com/spf13/cobra"
+)
+
+func agentCmd() *cobra.Command {
+	var (
+		state, server, fp, token, tun, socks, hostname string
+		userspace, debug                               bool
+		port                                           int
+		advertise                                      []string
+	)
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Enroll (first start) and run the node agent",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			level := slog.LevelInfo
+			if debug {
+				level = slog.LevelDebug
+			}
+			cfg := agent.Config{
+				StateDir: state, Token: token, SOCKS5Addr: socks, ListenPort: port,
+				Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+			}
+			var err error
+			if cfg.ServerURL, err = url.Parse(server); err != nil {
+				return fmt.Errorf("--server: %w", err)
+			}
+			if cfg.RootFingerprint, err = certs.ParseFingerprint(fp); err != nil {
+				return fmt.Errorf("--root-fingerprint: %w", err)
+			}
+			if hostname != "" {
+				if cfg.Hostname, err = certs.ParseHostname(hostname); err != nil {
+					return fmt.Errorf("--hostname: %w", err)
+				}
+			}
+			for _, s := range advertise {
+				ip, err := netip.ParseAddr(s)
+				if err != nil {
+					return fmt.Errorf("--advertise: %w", err)
+				}
+				cfg.AdvertiseAddrs = append(cfg.AdvertiseAddrs, ip)
+			}
+			switch {
+			case userspace && cmd.Flags().Changed("tun"):
+				return fmt.Errorf("--userspace and --tun exclude each other")
+			case userspace:
+				cfg.Mode = wgdev.Userspace
+			default:
+				cfg.Mode, cfg.InterfaceName = wgdev.KernelTUN, tun
+				if socks != "" {
+					return fmt.Errorf("--socks5 needs --userspace")
+				}
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			a, err := agent.New(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			return a.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&state, "state", defaultState, "state directory (keys, certificates)")
+	f.StringVar(&server, "server", "", "CA URL, e.g. https://ca.corp.example:8443")
+	f.StringVar(&fp, "root-fingerprint", "", "SHA-256 fingerprint of the root CA (printed by certmesh-server init)")
+	f.StringVar(&token, "token", "", "one-time enrollment token (first start only)")
+	f.StringVar(&tun, "tun", "certmesh0", "kernel TUN interface name")
+	f.BoolVar(&userspace, "userspace", false, "userspace networking (netstack): no root, no TUN")
+	f.StringVar(&socks, "socks5", "", "userspace mode: SOCKS5 proxy listen address into the mesh, e.g. 127.0.0.1:1080")
+	f.StringVar(&hostname, "hostname", "", "hostname in the mesh (default: this machine's)")
+	f.IntVar(&port, "listen-port", 0, "WireGuard UDP port (default random)")
+	f.StringSliceVar(&advertise, "advertise", nil, "underlay IPs peers should send to (default: this host's addresses)")
+	f.BoolVar(&debug, "debug", false, "debug logging")
+	_ = cmd.MarkFlagRequired("server")
+	_ = cmd.MarkFlagRequired("root-fingerprint")
+	return cmd
+}

@@ -1,0 +1,26 @@
+// Command certmesh is the node agent and its CLI.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// defaultState is where the agent keeps keys and certificates.
+const defaultState = "/var/lib/certmesh"
+
+func main() {
+	root := &cobra.Command{
+		Use:           "certmesh",
+		Short:         "certmesh node agent",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(agentCmd(), statusCmd())
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "certmesh:", err)
+		os.Exit(1)
+	}
+}

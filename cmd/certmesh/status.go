@@ -1,0 +1,74 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/certmesh/certmesh/agent"
+	"github.com/spf13/cobra"
+)
+
+func statusCmd() *cobra.Command {
+	var state string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show this node and its verified peers",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := agent.NewClient(state).Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			printStatus(cmd.OutOrStdout(), st)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&state, "state", defaultState, "state directory of the agent")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printStatus(w io.Writer, st *agent.Status) {
+	s := st.Self
+	fmt.Fprintf(w, "self     %s  %s  device %s  %s  cert expires %s\n", s.FQDN, joinAddrs(s.Addresses), s.DeviceID,
+		s.Attestation, s.CertNotAfter.Local().Format(time.RFC3339))
+	coord := "connected"
+	if !st.Coordinator.Connected {
+		coord = "disconnected " + st.Coordinator.LastError
+	}
+	fmt.Fprintf(w, "coord    %s  %s\n\n", st.Coordinator.URL, coord)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PEER\tADDRESSES\tDEVICE\tVERIFIED\tCERT EXPIRES\tHANDSHAKE\tRX\tTX")
+	for _, p := range st.Peers {
+		hs := "never"
+		if !p.LastHandshake.IsZero() {
+			hs = time.Since(p.LastHandshake).Round(time.Second).String() + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", p.FQDN, joinAddrs(p.Addresses), p.DeviceID, "yes ("+string(p.Attestation)+")",
+			p.CertNotAfter.Local().Format(time.RFC3339), hs, p.RxBytes, p.TxBytes)
+	}
+	for _, r := range st.Rejected {
+		fmt.Fprintf(tw, "%s\t-\t-\tREFUSED: %s\t-\t-\t-\t-\n", r.Label, r.Reason)
+	}
+	_ = tw.Flush()
+	for _, r := range st.Rejected {
+		fmt.Fprintf(w, "refused %s: %s\n", r.Label, r.Error)
+	}
+}
+
+func joinAddrs[T fmt.Stringer](as []T) string {
+	s := make([]string, len(as))
+	for i, a := range as {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ",")
+}
