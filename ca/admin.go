@@ -37,6 +37,10 @@ func (c *CA) AdminHandler() http.Handler {
 			c.reply(w, r, nil, err)
 			return
 		}
+		if req.TTL < 0 {
+			c.reply(w, r, nil, refuse(CodeBadRequest, "ttl %s is negative", time.Duration(req.TTL)))
+			return
+		}
 		tags := make([]certs.Tag, 0, len(req.Tags))
 		for _, s := range req.Tags {
 			t, err := certs.ParseTag(s)

@@ -131,6 +131,9 @@ func (c *CA) NewNonce(ctx context.Context) (wire.NonceResponse, error) {
 // takeNonce consumes a nonce in its own transaction, so that it is spent
 // even when the request that presented it is refused.
 func (c *CA) takeNonce(ctx context.Context, value string) error {
+	if value == "" {
+		return refuse(CodeBadNonce, "nonce is missing (get one from %s first)", wire.PathNonce)
+	}
 	var n store.Nonce
 	err := c.store.Update(ctx, func(tx store.Tx) (err error) {
 		n, err = tx.TakeNonce(value)

@@ -3,7 +3,9 @@ package ca
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -42,16 +44,33 @@ func checkCSRAndProof(csrDER []byte, wg certs.WireGuardKey, nonce string, proof 
 	}
 	pub, ok := csr.PublicKey.(*ecdsa.PublicKey)
 	if !ok || pub.Curve != elliptic.P256() {
-		return nil, refuse(CodeBadCSR, "device key must be ECDSA P-256, got %T", csr.PublicKey)
+		return nil, refuse(CodeBadCSR, "device key must be ECDSA P-256, got %s", describeKey(csr.PublicKey))
 	}
 	if wg.IsZero() {
 		return nil, refuse(CodeBadProof, "WireGuard public key is missing")
 	}
-	if len(proof) != 64 || !x25519.Verify(x25519.PublicKey(wg[:]), wire.ProofMessage(nonce, csr.RawSubjectPublicKeyInfo), proof) {
+	if len(proof) != x25519.SignatureSize {
+		return nil, refuse(CodeBadProof, "proof of possession of the WireGuard key is %d bytes, want a %d-byte XEdDSA signature", len(proof), x25519.SignatureSize)
+	}
+	if !x25519.Verify(x25519.PublicKey(wg[:]), wire.ProofMessage(nonce, csr.RawSubjectPublicKeyInfo), proof) {
 		return nil, refuse(CodeBadProof, "proof of possession of the WireGuard key does not verify")
 	}
 	fp := sha256.Sum256(csr.RawSubjectPublicKeyInfo)
 	return &checkedRequest{csr: csr, wgKey: wg, deviceFP: hex.EncodeToString(fp[:])}, nil
+}
+
+// describeKey names a public key's algorithm and size for an error message.
+func describeKey(k any) string {
+	switch k := k.(type) {
+	case *ecdsa.PublicKey:
+		return "ECDSA " + k.Curve.Params().Name
+	case *rsa.PublicKey:
+		return fmt.Sprintf("RSA-%d", k.N.BitLen())
+	case ed25519.PublicKey:
+		return "Ed25519"
+	default:
+		return fmt.Sprintf("%T", k)
+	}
 }
 
 // Enroll handles a first enrollment with a one-time token.

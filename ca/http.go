@@ -1,8 +1,10 @@
 package ca
 
 import (
+	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 
@@ -38,7 +40,10 @@ func (c *CA) Handler() http.Handler {
 			c.reply(w, r, nil, err)
 			return
 		}
-		var peer = r.TLS.PeerCertificates
+		var peer []*x509.Certificate
+		if r.TLS != nil { // nil when served without TLS: Renew then refuses
+			peer = r.TLS.PeerCertificates
+		}
 		resp, err := c.Renew(r.Context(), peer, req)
 		c.reply(w, r, resp, err)
 	})
@@ -79,7 +84,13 @@ func ReadJSON(w http.ResponseWriter, r *http.Request, v any) error {
 		}
 		return &Error{Code: CodeBadRequest, Msg: "request body is not valid JSON for this endpoint", Err: err}
 	}
-	if dec.More() {
+	// Anything but white space up to EOF is trailing data. (dec.More
+	// misses a stray '}' or ']', which it takes for the end of a value.)
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return refuse(CodeBadRequest, "request body is larger than %d bytes", wire.MaxRequestSize)
+		}
 		return refuse(CodeBadRequest, "request body has trailing data")
 	}
 	return nil

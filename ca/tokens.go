@@ -48,6 +48,9 @@ func (c *CA) CreateToken(ctx context.Context, tags []certs.Tag, ttl time.Duratio
 
 // redeemToken checks a presented token inside tx and marks it used by dev.
 func (c *CA) redeemToken(tx store.Tx, presented string, dev certs.DeviceID) (store.Token, error) {
+	if presented == "" {
+		return store.Token{}, refuse(CodeBadToken, "enrollment token is missing")
+	}
 	rest, ok := strings.CutPrefix(presented, tokenPrefix)
 	id, secretB64, ok2 := strings.Cut(rest, ".")
 	if !ok || !ok2 {

@@ -5,6 +5,10 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"fmt"
+	"unicode/utf8"
+
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // machineExtensions encodes the certmesh extensions of a machine certificate.
@@ -35,19 +39,40 @@ func machineExtensions(wg WireGuardKey, level AttestationLevel, tags []Tag) ([]p
 	return exts, nil
 }
 
+// marshalUTF8Seq encodes a SEQUENCE OF UTF8String. (encoding/asn1 cannot:
+// its "utf8" parameter is refused on a slice, and without it the elements
+// become PrintableStrings.)
 func marshalUTF8Seq(items []string) ([]byte, error) {
-	// A SEQUENCE OF UTF8String: marshal the slice directly with utf8 params.
-	return asn1.MarshalWithParams(items, "utf8")
+	var b cryptobyte.Builder
+	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		for _, s := range items {
+			if !utf8.ValidString(s) {
+				b.SetError(fmt.Errorf("%q is not valid UTF-8", s))
+				return
+			}
+			b.AddASN1(cbasn1.UTF8String, func(b *cryptobyte.Builder) { b.AddBytes([]byte(s)) })
+		}
+	})
+	return b.Bytes()
 }
 
+// unmarshalUTF8Seq decodes exactly one DER SEQUENCE OF UTF8String.
 func unmarshalUTF8Seq(der []byte) ([]string, error) {
-	var items []string
-	rest, err := asn1.UnmarshalWithParams(der, &items, "utf8")
-	if err != nil {
-		return nil, err
+	in := cryptobyte.String(der)
+	var seq cryptobyte.String
+	if !in.ReadASN1(&seq, cbasn1.SEQUENCE) {
+		return nil, fmt.Errorf("not a DER SEQUENCE")
 	}
-	if len(rest) != 0 {
-		return nil, fmt.Errorf("%d trailing bytes", len(rest))
+	if !in.Empty() {
+		return nil, fmt.Errorf("%d trailing bytes", len(in))
+	}
+	var items []string
+	for !seq.Empty() {
+		var s cryptobyte.String
+		if !seq.ReadASN1(&s, cbasn1.UTF8String) || !utf8.Valid(s) {
+			return nil, fmt.Errorf("element %d is not a UTF8String", len(items))
+		}
+		items = append(items, string(s))
 	}
 	return items, nil
 }
@@ -96,14 +121,14 @@ func parseAttestationExt(c *x509.Certificate) (AttestationLevel, error) {
 	if !ok {
 		return "", fmt.Errorf("no attestation extension (%s)", OIDAttestation)
 	}
-	var s string
-	rest, err := asn1.UnmarshalWithParams(val, &s, "utf8")
-	if err != nil || len(rest) != 0 {
+	// encoding/asn1's "utf8" would also take a PrintableString: be strict.
+	in, s := cryptobyte.String(val), cryptobyte.String(nil)
+	if !in.ReadASN1(&s, cbasn1.UTF8String) || !in.Empty() {
 		return "", fmt.Errorf("attestation extension is not one UTF8String")
 	}
 	l := AttestationLevel(s)
 	if !l.Valid() {
-		return "", fmt.Errorf("unknown attestation level %q", s)
+		return "", fmt.Errorf("unknown attestation level %q", string(s))
 	}
 	return l, nil
 }

@@ -63,7 +63,9 @@ func Verify(b Bundle, roots *Roots, now time.Time) (Identity, error) {
 	if m.IsCA {
 		return Identity{}, reject(ReasonKeyUsage, "machine certificate is a CA certificate")
 	}
-	if bytes.Equal(m.RawIssuer, m.RawSubject) && m.CheckSignatureFrom(m) == nil {
+	// CheckSignature, not CheckSignatureFrom: the latter refuses a non-CA
+	// parent, so it never recognises a self-signed leaf.
+	if bytes.Equal(m.RawIssuer, m.RawSubject) && m.CheckSignature(m.SignatureAlgorithm, m.RawTBSCertificate, m.Signature) == nil {
 		return Identity{}, reject(ReasonSelfSigned, "machine certificate %q signs itself", m.Subject)
 	}
 	if now.Before(m.NotBefore) {
@@ -83,17 +85,86 @@ func Verify(b Bundle, roots *Roots, now time.Time) (Identity, error) {
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	})
 	if err != nil {
-		return Identity{}, classifyChainError(err)
+		return Identity{}, classifyChainError(err, m, b.Intermediates, roots.certs, now)
 	}
 	return machineIdentity(m, roots.TrustDomain)
 }
 
-func classifyChainError(err error) error {
+// staleIssuer explains a failed chain on which a CA certificate is outside
+// its validity period. It looks for a path of valid signatures from m
+// through the bundle's intermediates to a pinned root and returns the
+// expired (or not yet valid) rejection for the lowest certificate on it
+// that is not valid at now; nil if there is no such path. The number of
+// signature checks is bounded, since the intermediates come from the peer.
+func staleIssuer(m *x509.Certificate, inters, roots []*x509.Certificate, now time.Time) error {
+	budget := 32 // x509 allows itself 100 per Verify
+	signedBy := func(c, p *x509.Certificate) bool {
+		if budget <= 0 || !bytes.Equal(c.RawIssuer, p.RawSubject) {
+			return false
+		}
+		budget--
+		return c.CheckSignatureFrom(p) == nil
+	}
+	valid := func(c *x509.Certificate) bool { return !now.Before(c.NotBefore) && !now.After(c.NotAfter) }
+	// walk reports whether c chains to a root, and the lowest certificate
+	// above c on that chain that is not valid now.
+	var walk func(c *x509.Certificate, depth int) (*x509.Certificate, bool)
+	walk = func(c *x509.Certificate, depth int) (*x509.Certificate, bool) {
+		chains := false
+		for _, r := range roots {
+			if signedBy(c, r) {
+				if !valid(r) {
+					return r, true
+				}
+				chains = true
+			}
+		}
+		if depth >= MaxBundleCerts {
+			return nil, chains
+		}
+		for _, p := range inters {
+			if p == c || !signedBy(c, p) {
+				continue
+			}
+			above, ok := walk(p, depth+1)
+			switch {
+			case !ok:
+				continue
+			case !valid(p):
+				return p, true
+			case above != nil:
+				return above, true
+			}
+			chains = true
+		}
+		return nil, chains
+	}
+	stale, _ := walk(m, 0)
+	switch {
+	case stale == nil:
+		return nil
+	case now.Before(stale.NotBefore):
+		return reject(ReasonNotYetValid, "chain: CA certificate %q is valid from %s", stale.Subject, stale.NotBefore.UTC().Format(time.RFC3339))
+	default:
+		return reject(ReasonExpired, "chain: CA certificate %q expired at %s", stale.Subject, stale.NotAfter.UTC().Format(time.RFC3339))
+	}
+}
+
+func classifyChainError(err error, m *x509.Certificate, inters, roots []*x509.Certificate, now time.Time) error {
 	var inv x509.CertificateInvalidError
+	var unknown x509.UnknownAuthorityError
+	if errors.As(err, &inv) && inv.Reason == x509.Expired || errors.As(err, &unknown) {
+		// x509 reports a CA certificate outside its validity period as
+		// Expired (also when it is not yet valid, and also when that CA
+		// does not lead to our roots anyway) or, depending on the order it
+		// tried candidates in, as an unknown authority. Decide ourselves.
+		if stale := staleIssuer(m, inters, roots, now); stale != nil {
+			return stale
+		}
+		return &RejectError{Reason: ReasonUntrusted, Err: fmt.Errorf("chain: %w", err)}
+	}
 	if errors.As(err, &inv) {
 		switch inv.Reason {
-		case x509.Expired:
-			return &RejectError{Reason: ReasonExpired, Err: fmt.Errorf("chain: %w", err)}
 		case x509.CANotAuthorizedForThisName, x509.TooManyConstraints:
 			return &RejectError{Reason: ReasonNameConstraints, Err: fmt.Errorf("chain: %w", err)}
 		case x509.IncompatibleUsage:

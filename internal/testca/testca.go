@@ -1,0 +1,405 @@
+// Package testca is a throw-away certmesh PKI for tests: a root and a
+// name-constrained intermediate made with certs.NewRoot/NewIntermediate, and
+// machine certificates issued the way the CA issues them (a CSR from the
+// device key, certs.NewMachineCertificate, signed by the intermediate).
+//
+// Options tamper with an issued certificate for attack tests: another
+// issuer, a validity window, replaced SANs, extension overrides. Tampering
+// that Go itself refuses to parse (a duplicated extension) needs
+// IssueMachineWire, which returns the DER as it would travel.
+package testca
+
+import (
+	"crypto"
+	"crypto/ecdh"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"go.step.sm/crypto/x509util"
+
+	"github.com/certmesh/certmesh/certs"
+)
+
+// MachineLifetime is the validity of a machine certificate issued without
+// WithValidity: from a minute ago, for 24 hours (the design's default).
+const MachineLifetime = 24 * time.Hour
+
+// DefaultOverlays are the overlay ranges of a CA made without any: the
+// CGNAT range for IPv4 and a ULA /48 for IPv6.
+var DefaultOverlays = []netip.Prefix{
+	netip.MustParsePrefix("100.64.0.0/10"),
+	netip.MustParsePrefix("fd7a:c3e7:5e00::/48"),
+}
+
+// CA is a test PKI of one trust domain.
+type CA struct {
+	td       certs.TrustDomain
+	overlays []netip.Prefix
+	root     *certs.KeyPair
+	inter    *certs.KeyPair
+	roots    *certs.Roots
+
+	mu   sync.Mutex
+	host uint32 // host number of the last address NewProfile handed out
+}
+
+// New creates a root and an intermediate constrained to td and the overlay
+// ranges (DefaultOverlays if none), both valid from a minute ago.
+func New(t testing.TB, td certs.TrustDomain, overlays ...netip.Prefix) *CA {
+	t.Helper()
+	if _, err := certs.ParseTrustDomain(string(td)); err != nil {
+		t.Fatalf("testca: %v", err)
+	}
+	if len(overlays) == 0 {
+		overlays = DefaultOverlays
+	}
+	now := time.Now()
+	root, err := certs.NewRoot(td, now)
+	if err != nil {
+		t.Fatalf("testca: %v", err)
+	}
+	inter, err := certs.NewIntermediate(root, td, overlays, now)
+	if err != nil {
+		t.Fatalf("testca: %v", err)
+	}
+	roots, err := certs.NewRoots(td, root.Cert)
+	if err != nil {
+		t.Fatalf("testca: %v", err)
+	}
+	return &CA{td: td, overlays: slices.Clone(overlays), root: root, inter: inter, roots: roots}
+}
+
+// FromKeyPairs wraps an existing PKI, e.g. the root certificate and the
+// intermediate (with its key) of a real CA's state directory, so that tests
+// can issue with a real issuing key what that CA never would. root.Key may
+// be nil: only the intermediate signs. overlays are the ranges NewProfile
+// allocates from (DefaultOverlays if none); NewProfile starts at the first
+// host address, which a real CA may already have allocated.
+func FromKeyPairs(t testing.TB, td certs.TrustDomain, root, inter *certs.KeyPair, overlays ...netip.Prefix) *CA {
+	t.Helper()
+	if _, err := certs.ParseTrustDomain(string(td)); err != nil {
+		t.Fatalf("testca: %v", err)
+	}
+	if root == nil || root.Cert == nil || inter == nil || inter.Cert == nil || inter.Key == nil {
+		t.Fatalf("testca: FromKeyPairs needs a root certificate and an intermediate with its key")
+	}
+	if len(overlays) == 0 {
+		overlays = DefaultOverlays
+	}
+	roots, err := certs.NewRoots(td, root.Cert)
+	if err != nil {
+		t.Fatalf("testca: %v", err)
+	}
+	return &CA{td: td, overlays: slices.Clone(overlays), root: root, inter: inter, roots: roots}
+}
+
+// TrustDomain is the CA's trust domain.
+func (ca *CA) TrustDomain() certs.TrustDomain { return ca.td }
+
+// Overlays are the ranges the intermediate is constrained to.
+func (ca *CA) Overlays() []netip.Prefix { return slices.Clone(ca.overlays) }
+
+// Roots is what an agent of this trust domain pins.
+func (ca *CA) Roots() *certs.Roots { return ca.roots }
+
+// Root is the self-signed root and its key.
+func (ca *CA) Root() *certs.KeyPair { return ca.root }
+
+// Intermediate is the issuing CA and its key.
+func (ca *CA) Intermediate() *certs.KeyPair { return ca.inter }
+
+// IssueServer issues the CA/coordinator TLS certificate (server.<td>,
+// spiffe://<td>/server) with certs.NewServerCertificate.
+func (ca *CA) IssueServer(t testing.TB) *certs.KeyPair {
+	t.Helper()
+	kp, err := certs.NewServerCertificate(ca.inter, ca.td, time.Now())
+	if err != nil {
+		t.Fatalf("testca: %v", err)
+	}
+	return kp
+}
+
+// NewProfile returns a valid machine profile in the CA's trust domain: a new
+// device ID, the next unused host address of each overlay range, a random
+// WireGuard key, attestation "token", no tags.
+func (ca *CA) NewProfile(t testing.TB, hostname string) certs.MachineProfile {
+	t.Helper()
+	h, err := certs.ParseHostname(hostname)
+	if err != nil {
+		t.Fatalf("testca: %v", err)
+	}
+	ca.mu.Lock()
+	ca.host++
+	n := ca.host
+	ca.mu.Unlock()
+	addrs := make([]netip.Addr, len(ca.overlays))
+	for i, p := range ca.overlays {
+		addrs[i] = hostAddr(p, n)
+	}
+	return certs.MachineProfile{
+		TrustDomain:  ca.td,
+		DeviceID:     NewDeviceID(t),
+		Hostname:     h,
+		Addresses:    addrs,
+		WireGuardKey: RandomWireGuardKey(t),
+		Attestation:  certs.AttestationToken,
+	}
+}
+
+// hostAddr is the n-th address of p (n counted from the network address).
+func hostAddr(p netip.Prefix, n uint32) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := len(b) - 1; i >= 0 && n > 0; i-- {
+		s := uint32(b[i]) + n&0xff
+		b[i] = byte(s)
+		n = n>>8 + s>>8
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+// RandomWireGuardKey returns the public key of a fresh X25519 key pair.
+func RandomWireGuardKey(t testing.TB) certs.WireGuardKey {
+	t.Helper()
+	k, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatalf("testca: %v", err)
+	}
+	wg, err := certs.WireGuardKeyFromBytes(k.PublicKey().Bytes())
+	if err != nil {
+		t.Fatalf("testca: %v", err)
+	}
+	return wg
+}
+
+// NewDeviceID returns a fresh random device ID.
+func NewDeviceID(t testing.TB) certs.DeviceID {
+	t.Helper()
+	id, err := certs.NewDeviceID()
+	if err != nil {
+		t.Fatalf("testca: %v", err)
+	}
+	return id
+}
+
+// issue is what the options of one issuance set.
+type issue struct {
+	notBefore, notAfter time.Time
+	issuer              *certs.KeyPair
+	selfSigned          bool
+	intermediates       []*x509.Certificate
+	setIntermediates    bool
+	deviceKey           crypto.Signer
+	edits               []func(*x509.Certificate) error
+}
+
+// Option changes one issuance, mostly to make a certificate a peer must
+// reject.
+type Option func(*issue)
+
+// WithValidity sets the certificate's validity window.
+func WithValidity(notBefore, notAfter time.Time) Option {
+	return func(o *issue) { o.notBefore, o.notAfter = notBefore, notAfter }
+}
+
+// WithIssuer signs with kp instead of the CA's intermediate (another CA's
+// intermediate, a leaf, ...). The bundle carries kp's certificate as its
+// intermediate unless WithIntermediates says otherwise.
+func WithIssuer(kp *certs.KeyPair) Option { return func(o *issue) { o.issuer = kp } }
+
+// WithSelfSigned signs the certificate with its own device key. The bundle
+// carries no intermediate unless WithIntermediates says otherwise.
+func WithSelfSigned() Option { return func(o *issue) { o.selfSigned = true } }
+
+// WithIntermediates replaces the intermediates the bundle carries (none if
+// called without arguments).
+func WithIntermediates(cs ...*x509.Certificate) Option {
+	return func(o *issue) { o.intermediates, o.setIntermediates = cs, true }
+}
+
+// WithDeviceKey uses key as the device key (the certificate's subject key)
+// instead of a fresh P-256 key.
+func WithDeviceKey(key crypto.Signer) Option { return func(o *issue) { o.deviceKey = key } }
+
+// WithTemplate edits the rendered certificate template just before it is
+// signed, for anything the other options do not cover (IsCA, EKUs, ...).
+func WithTemplate(edit func(*x509.Certificate)) Option {
+	return func(o *issue) {
+		o.edits = append(o.edits, func(c *x509.Certificate) error { edit(c); return nil })
+	}
+}
+
+// WithIPs replaces the IP SANs (none if called without arguments).
+func WithIPs(addrs ...netip.Addr) Option {
+	return WithTemplate(func(c *x509.Certificate) {
+		c.IPAddresses = nil
+		for _, a := range addrs {
+			c.IPAddresses = append(c.IPAddresses, net.IP(a.AsSlice()))
+		}
+	})
+}
+
+// WithURIs replaces the URI SANs (none if called without arguments).
+func WithURIs(uris ...string) Option {
+	return func(o *issue) {
+		o.edits = append(o.edits, func(c *x509.Certificate) error {
+			c.URIs = nil
+			for _, s := range uris {
+				u, err := url.Parse(s)
+				if err != nil {
+					return err
+				}
+				c.URIs = append(c.URIs, u)
+			}
+			return nil
+		})
+	}
+}
+
+// WithDNSNames replaces the DNS SANs (none if called without arguments).
+func WithDNSNames(names ...string) Option {
+	return WithTemplate(func(c *x509.Certificate) { c.DNSNames = slices.Clone(names) })
+}
+
+// WithExtension replaces the extension with ext's OID, or adds ext if the
+// certificate has none.
+func WithExtension(ext pkix.Extension) Option {
+	return WithTemplate(func(c *x509.Certificate) {
+		for i, e := range c.ExtraExtensions {
+			if e.Id.Equal(ext.Id) {
+				c.ExtraExtensions[i] = ext
+				return
+			}
+		}
+		c.ExtraExtensions = append(c.ExtraExtensions, ext)
+	})
+}
+
+// WithoutExtension drops the extension with this OID.
+func WithoutExtension(oid asn1.ObjectIdentifier) Option {
+	return WithTemplate(func(c *x509.Certificate) {
+		c.ExtraExtensions = slices.DeleteFunc(c.ExtraExtensions, func(e pkix.Extension) bool { return e.Id.Equal(oid) })
+	})
+}
+
+// WithDuplicateExtension repeats the extension with this OID. Go refuses to
+// parse the result: use IssueMachineWire.
+func WithDuplicateExtension(oid asn1.ObjectIdentifier) Option {
+	return func(o *issue) {
+		o.edits = append(o.edits, func(c *x509.Certificate) error {
+			for _, e := range c.ExtraExtensions {
+				if e.Id.Equal(oid) {
+					c.ExtraExtensions = append(c.ExtraExtensions, e)
+					return nil
+				}
+			}
+			return fmt.Errorf("no extension %s to duplicate", oid)
+		})
+	}
+}
+
+// WithWireGuardKeyBytes replaces the WireGuard key extension by an OCTET
+// STRING holding b (any length, all zero, another peer's key...).
+func WithWireGuardKeyBytes(b []byte) Option {
+	return WithExtension(pkix.Extension{Id: certs.OIDWireGuardKey, Value: OctetString(b)})
+}
+
+// OctetString is the DER of an OCTET STRING holding b.
+func OctetString(b []byte) []byte {
+	der, err := asn1.Marshal(b)
+	if err != nil {
+		panic(err) // cannot happen for a []byte
+	}
+	return der
+}
+
+// UTF8String is the DER of a UTF8String holding s.
+func UTF8String(s string) []byte {
+	der, err := asn1.MarshalWithParams(s, "utf8")
+	if err != nil {
+		panic(err)
+	}
+	return der
+}
+
+// IssueMachine issues a machine certificate for p, signed by the CA's
+// intermediate with x509util.CreateCertificate as the CA does, and returns
+// the bundle a peer would publish (machine certificate and intermediate) and
+// the device key.
+func (ca *CA) IssueMachine(t testing.TB, p certs.MachineProfile, opts ...Option) (certs.Bundle, crypto.Signer) {
+	t.Helper()
+	o, tmpl, parent, key := ca.prepare(t, p, opts)
+	cert, err := x509util.CreateCertificate(tmpl, parent.Cert, key.Public(), parent.Key)
+	if err != nil {
+		t.Fatalf("testca: signing machine certificate (tampering Go cannot parse needs IssueMachineWire): %v", err)
+	}
+	return certs.Bundle{Machine: cert, Intermediates: o.intermediates}, key
+}
+
+// IssueMachineWire is IssueMachine without parsing the result: the bundle
+// as DER, as a hostile coordinator could send it, even if Go cannot parse
+// the machine certificate.
+func (ca *CA) IssueMachineWire(t testing.TB, p certs.MachineProfile, opts ...Option) (certs.WireBundle, crypto.Signer) {
+	t.Helper()
+	o, tmpl, parent, key := ca.prepare(t, p, opts)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent.Cert, key.Public(), parent.Key)
+	if err != nil {
+		t.Fatalf("testca: signing machine certificate: %v", err)
+	}
+	w := certs.WireBundle{Machine: der}
+	for _, c := range o.intermediates {
+		w.Intermediates = append(w.Intermediates, c.Raw)
+	}
+	return w, key
+}
+
+// prepare renders the template for p with the options applied and returns
+// it with the issuing key pair and the device key.
+func (ca *CA) prepare(t testing.TB, p certs.MachineProfile, opts []Option) (*issue, *x509.Certificate, *certs.KeyPair, crypto.Signer) {
+	t.Helper()
+	now := time.Now()
+	o := &issue{notBefore: now.Add(-time.Minute), notAfter: now.Add(MachineLifetime), issuer: ca.inter}
+	for _, opt := range opts {
+		opt(o)
+	}
+	key := o.deviceKey
+	if key == nil {
+		k, err := certs.NewKey()
+		if err != nil {
+			t.Fatalf("testca: %v", err)
+		}
+		key = k
+	}
+	csr, err := x509util.CreateCertificateRequest("", nil, key)
+	if err != nil {
+		t.Fatalf("testca: creating CSR: %v", err)
+	}
+	tmpl, err := certs.NewMachineCertificate(csr, p)
+	if err != nil {
+		t.Fatalf("testca: %v", err)
+	}
+	tmpl.NotBefore, tmpl.NotAfter = o.notBefore, o.notAfter
+	for _, edit := range o.edits {
+		if err := edit(tmpl); err != nil {
+			t.Fatalf("testca: %v", err)
+		}
+	}
+	parent := o.issuer
+	if o.selfSigned {
+		parent = &certs.KeyPair{Cert: tmpl, Key: key}
+	}
+	if !o.setIntermediates && !o.selfSigned {
+		o.intermediates = []*x509.Certificate{parent.Cert}
+	}
+	return o, tmpl, parent, key
+}

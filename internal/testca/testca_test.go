@@ -1,0 +1,123 @@
+package testca_test
+
+import (
+	"crypto"
+	"crypto/x509"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/testca"
+)
+
+func TestIssueMachineVerifies(t *testing.T) {
+	ca := testca.New(t, "corp.example")
+	p := ca.NewProfile(t, "alpha")
+	b, key := ca.IssueMachine(t, p)
+	id, err := certs.Verify(b, ca.Roots(), time.Now())
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	if id.DeviceID != p.DeviceID || id.WireGuardKey != p.WireGuardKey {
+		t.Errorf("identity %+v does not match profile %+v", id, p)
+	}
+	if !b.Machine.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(key.Public()) {
+		t.Error("certificate key is not the returned device key")
+	}
+
+	// The wire form parses to the same bundle.
+	w, _ := ca.IssueMachineWire(t, p)
+	pb, err := certs.ParseBundle(w)
+	if err != nil {
+		t.Fatalf("ParseBundle: %v", err)
+	}
+	if _, err := certs.Verify(pb, ca.Roots(), time.Now()); err != nil {
+		t.Fatalf("Verify wire bundle: %v", err)
+	}
+}
+
+func TestNewProfileAllocatesDistinctAddresses(t *testing.T) {
+	ca := testca.New(t, "corp.example")
+	a, b := ca.NewProfile(t, "a"), ca.NewProfile(t, "b")
+	want := [][]string{{"100.64.0.1", "fd7a:c3e7:5e00::1"}, {"100.64.0.2", "fd7a:c3e7:5e00::2"}}
+	for i, p := range []certs.MachineProfile{a, b} {
+		for j, addr := range p.Addresses {
+			if addr.String() != want[i][j] {
+				t.Errorf("profile %d address %d = %s, want %s", i, j, addr, want[i][j])
+			}
+		}
+	}
+	if a.DeviceID == b.DeviceID || a.WireGuardKey == b.WireGuardKey {
+		t.Error("profiles share a device ID or WireGuard key")
+	}
+}
+
+func TestCustomOverlays(t *testing.T) {
+	ca := testca.New(t, "lab.example", netip.MustParsePrefix("10.99.0.0/16"))
+	p := ca.NewProfile(t, "host")
+	if len(p.Addresses) != 1 || p.Addresses[0] != netip.MustParseAddr("10.99.0.1") {
+		t.Fatalf("addresses %v, want [10.99.0.1]", p.Addresses)
+	}
+	b, _ := ca.IssueMachine(t, p)
+	if _, err := certs.Verify(b, ca.Roots(), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOptions(t *testing.T) {
+	ca := testca.New(t, "corp.example")
+	p := ca.NewProfile(t, "host")
+	nb, na := time.Now().Add(-2*time.Hour).Truncate(time.Second), time.Now().Add(-time.Hour).Truncate(time.Second)
+	b, _ := ca.IssueMachine(t, p,
+		testca.WithValidity(nb, na),
+		testca.WithIPs(netip.MustParseAddr("100.64.9.9")),
+		testca.WithDNSNames("x.corp.example", "y.corp.example"),
+		testca.WithURIs(),
+		testca.WithoutExtension(certs.OIDAttestation),
+		testca.WithTemplate(func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth} }),
+	)
+	m := b.Machine
+	if !m.NotBefore.Equal(nb) || !m.NotAfter.Equal(na) {
+		t.Errorf("validity %s..%s, want %s..%s", m.NotBefore, m.NotAfter, nb, na)
+	}
+	if len(m.IPAddresses) != 1 || m.IPAddresses[0].String() != "100.64.9.9" {
+		t.Errorf("IPs %v", m.IPAddresses)
+	}
+	if len(m.DNSNames) != 2 || len(m.URIs) != 0 {
+		t.Errorf("DNS %v URIs %v", m.DNSNames, m.URIs)
+	}
+	for _, e := range m.Extensions {
+		if e.Id.Equal(certs.OIDAttestation) {
+			t.Error("attestation extension not dropped")
+		}
+	}
+	if len(m.ExtKeyUsage) != 1 || m.ExtKeyUsage[0] != x509.ExtKeyUsageServerAuth {
+		t.Errorf("EKU %v", m.ExtKeyUsage)
+	}
+
+	self, _ := ca.IssueMachine(t, p, testca.WithSelfSigned())
+	if len(self.Intermediates) != 0 || self.Machine.CheckSignature(self.Machine.SignatureAlgorithm, self.Machine.RawTBSCertificate, self.Machine.Signature) != nil {
+		t.Error("WithSelfSigned: not signed by its own key, or carries intermediates")
+	}
+
+	other := testca.New(t, "corp.example")
+	ob, _ := ca.IssueMachine(t, p, testca.WithIssuer(other.Intermediate()))
+	if ob.Machine.CheckSignatureFrom(other.Intermediate().Cert) != nil || ob.Intermediates[0] != other.Intermediate().Cert {
+		t.Error("WithIssuer: not signed by, or not bundled with, the given issuer")
+	}
+
+	w, _ := ca.IssueMachineWire(t, p, testca.WithDuplicateExtension(certs.OIDWireGuardKey))
+	if _, err := certs.ParseBundle(w); certs.ReasonOf(err) != certs.ReasonMalformed {
+		t.Errorf("duplicated extension: ParseBundle err = %v, want malformed", err)
+	}
+}
+
+func TestFromKeyPairs(t *testing.T) {
+	orig := testca.New(t, "corp.example")
+	ca := testca.FromKeyPairs(t, "corp.example", &certs.KeyPair{Cert: orig.Root().Cert}, orig.Intermediate())
+	b, _ := ca.IssueMachine(t, ca.NewProfile(t, "host"))
+	if _, err := certs.Verify(b, orig.Roots(), time.Now()); err != nil {
+		t.Fatalf("certificate issued through FromKeyPairs does not verify against the original root: %v", err)
+	}
+}
