@@ -1,0 +1,285 @@
+package agent
+
+import (
+	"errors"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/certmesh/certmesh/agent/wgdev"
+	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/testca"
+	"github.com/certmesh/certmesh/internal/wire"
+)
+
+const testTD = certs.TrustDomain("corp.example")
+
+// recordingPlane is a data plane that keeps the configured peers in a map,
+// so a test sees exactly what the peer manager asked WireGuard to do.
+type recordingPlane struct {
+	mu      sync.Mutex
+	peers   map[certs.WireGuardKey]wgdev.Peer
+	failFor map[certs.WireGuardKey]bool // UpsertPeer refuses these keys
+}
+
+func newRecordingPlane() *recordingPlane {
+	return &recordingPlane{peers: map[certs.WireGuardKey]wgdev.Peer{}, failFor: map[certs.WireGuardKey]bool{}}
+}
+
+func (r *recordingPlane) UpsertPeer(p wgdev.Peer) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failFor[p.PublicKey] {
+		return errors.New("device refused the peer")
+	}
+	r.peers[p.PublicKey] = p
+	return nil
+}
+
+func (r *recordingPlane) RemovePeer(k certs.WireGuardKey) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.peers, k)
+	return nil
+}
+
+func (r *recordingPlane) keys() []certs.WireGuardKey {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []certs.WireGuardKey
+	for k := range r.peers {
+		out = append(out, k)
+	}
+	return out
+}
+
+func (r *recordingPlane) get(k certs.WireGuardKey) (wgdev.Peer, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.peers[k]
+	return p, ok
+}
+
+type harness struct {
+	pki   *testca.CA
+	plane *recordingPlane
+	m     *peerManager
+	self  certs.MachineProfile
+	now   time.Time
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	h := &harness{pki: testca.New(t, testTD), plane: newRecordingPlane(), now: time.Now()}
+	h.self = h.pki.NewProfile(t, "self")
+	b, _ := h.pki.IssueMachine(t, h.self)
+	self, err := certs.Verify(b, h.pki.Roots(), h.now)
+	if err != nil {
+		t.Fatalf("verifying own certificate: %v", err)
+	}
+	h.m = newPeerManager(h.pki.Roots(), h.plane, self, slog.New(slog.DiscardHandler), func() time.Time { return h.now })
+	return h
+}
+
+func (h *harness) peer(t *testing.T, label string, p certs.MachineProfile, opts ...testca.Option) wire.Peer {
+	t.Helper()
+	b, _ := h.pki.IssueMachine(t, p, opts...)
+	return wire.Peer{Label: label, Bundle: b.Wire(), Endpoints: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:51820")}}
+}
+
+func upsert(p wire.Peer) *wire.Event { return &wire.Event{Type: wire.EventUpsert, Peer: &p} }
+
+// rejection returns the recorded refusal of label.
+func (h *harness) rejection(label string) (Rejection, bool) {
+	_, rs := h.m.snapshot()
+	for _, r := range rs {
+		if r.Label == label {
+			return r, true
+		}
+	}
+	return Rejection{}, false
+}
+
+func (h *harness) wantOnly(t *testing.T, keys ...certs.WireGuardKey) {
+	t.Helper()
+	got := h.plane.keys()
+	slices.SortFunc(got, func(a, b certs.WireGuardKey) int { return slices.Compare(a[:], b[:]) })
+	slices.SortFunc(keys, func(a, b certs.WireGuardKey) int { return slices.Compare(a[:], b[:]) })
+	if !slices.Equal(got, keys) {
+		t.Fatalf("configured WireGuard peers = %v, want %v", got, keys)
+	}
+}
+
+func TestPeerConfiguredFromCertificateOnly(t *testing.T) {
+	h := newHarness(t)
+	p := h.pki.NewProfile(t, "alice")
+	h.m.apply(upsert(h.peer(t, "a", p)))
+	h.wantOnly(t, p.WireGuardKey)
+	got, _ := h.plane.get(p.WireGuardKey)
+	var want []netip.Prefix
+	for _, a := range p.Addresses {
+		want = append(want, netip.PrefixFrom(a, a.BitLen()))
+	}
+	if !slices.Equal(got.AllowedIPs, want) {
+		t.Errorf("AllowedIPs = %v, want the certified host addresses %v", got.AllowedIPs, want)
+	}
+	if got.Endpoint != netip.MustParseAddrPort("192.0.2.1:51820") || got.PersistentKeepalive != KeepAlive {
+		t.Errorf("peer = %+v", got)
+	}
+	ps, rs := h.m.snapshot()
+	if len(ps) != 1 || ps[0].id.DeviceID != p.DeviceID || len(rs) != 0 {
+		t.Fatalf("snapshot = %+v, %+v", ps, rs)
+	}
+}
+
+func TestPeerRefusals(t *testing.T) {
+	other := testca.New(t, testTD)
+	for _, tc := range []struct {
+		name string
+		// event builds the attack; good is a peer already configured.
+		event func(t *testing.T, h *harness, good certs.MachineProfile) wire.Peer
+		want  certs.Reason
+	}{
+		{"other CA", func(t *testing.T, h *harness, _ certs.MachineProfile) wire.Peer {
+			b, _ := other.IssueMachine(t, h.pki.NewProfile(t, "mallory"))
+			return wire.Peer{Label: "x", Bundle: b.Wire()}
+		}, certs.ReasonUntrusted},
+		{"expired", func(t *testing.T, h *harness, _ certs.MachineProfile) wire.Peer {
+			return h.peer(t, "x", h.pki.NewProfile(t, "old"), testca.WithValidity(h.now.Add(-48*time.Hour), h.now.Add(-time.Hour)))
+		}, certs.ReasonExpired},
+		{"self", func(t *testing.T, h *harness, _ certs.MachineProfile) wire.Peer {
+			return h.peer(t, "x", h.self)
+		}, ReasonSelf},
+		{"own address", func(t *testing.T, h *harness, _ certs.MachineProfile) wire.Peer {
+			p := h.pki.NewProfile(t, "mallory")
+			p.Addresses = h.self.Addresses
+			return h.peer(t, "x", p)
+		}, ReasonAddressConflict},
+		{"address of a peer", func(t *testing.T, h *harness, good certs.MachineProfile) wire.Peer {
+			p := h.pki.NewProfile(t, "mallory")
+			p.Addresses = good.Addresses[:1]
+			return h.peer(t, "x", p)
+		}, ReasonAddressConflict},
+		{"key of a peer", func(t *testing.T, h *harness, good certs.MachineProfile) wire.Peer {
+			p := h.pki.NewProfile(t, "mallory")
+			p.WireGuardKey = good.WireGuardKey
+			return h.peer(t, "x", p)
+		}, ReasonKeyConflict},
+		{"older certificate of a peer", func(t *testing.T, h *harness, good certs.MachineProfile) wire.Peer {
+			return h.peer(t, "x", good, testca.WithValidity(h.now.Add(-2*time.Hour), h.now.Add(time.Hour)))
+		}, ReasonReplayed},
+		{"garbage bundle", func(t *testing.T, h *harness, _ certs.MachineProfile) wire.Peer {
+			return wire.Peer{Label: "x", Bundle: certs.WireBundle{Machine: []byte("not DER")}}
+		}, certs.ReasonMalformed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			good := h.pki.NewProfile(t, "good")
+			h.m.apply(upsert(h.peer(t, "good", good)))
+			h.wantOnly(t, good.WireGuardKey)
+			ev := tc.event(t, h, good)
+			h.m.apply(upsert(ev))
+			h.wantOnly(t, good.WireGuardKey) // nothing added, nothing displaced
+			r, ok := h.rejection(ev.Label)
+			if !ok {
+				t.Fatalf("no rejection recorded for %q", ev.Label)
+			}
+			if r.Reason != tc.want {
+				t.Fatalf("reason = %q (%s), want %q", r.Reason, r.Error, tc.want)
+			}
+		})
+	}
+}
+
+func TestRefusedUpdateKeepsPeer(t *testing.T) {
+	h := newHarness(t)
+	good := h.pki.NewProfile(t, "good")
+	h.m.apply(upsert(h.peer(t, "good", good)))
+	// The coordinator sends, under the same label, a certificate from
+	// another CA for the same device with the attacker's key.
+	evil := good
+	evil.WireGuardKey = testca.RandomWireGuardKey(t)
+	b, _ := testca.New(t, testTD).IssueMachine(t, evil)
+	h.m.apply(upsert(wire.Peer{Label: "good", Bundle: b.Wire()}))
+	h.wantOnly(t, good.WireGuardKey)
+	if r, ok := h.rejection("good"); !ok || r.Reason != certs.ReasonUntrusted {
+		t.Fatalf("rejection = %+v, %v", r, ok)
+	}
+}
+
+func TestKeyRotationReplacesPeer(t *testing.T) {
+	h := newHarness(t)
+	p := h.pki.NewProfile(t, "rotating")
+	h.m.apply(upsert(h.peer(t, "r", p, testca.WithValidity(h.now.Add(-time.Hour), h.now.Add(time.Hour)))))
+	oldKey := p.WireGuardKey
+	p.WireGuardKey = testca.RandomWireGuardKey(t)
+	h.m.apply(upsert(h.peer(t, "r", p, testca.WithValidity(h.now.Add(-time.Minute), h.now.Add(time.Hour)))))
+	h.wantOnly(t, p.WireGuardKey)
+	// Replaying the old certificate (old key) is refused.
+	q := p
+	q.WireGuardKey = oldKey
+	h.m.apply(upsert(h.peer(t, "r", q, testca.WithValidity(h.now.Add(-time.Hour), h.now.Add(time.Hour)))))
+	h.wantOnly(t, p.WireGuardKey)
+	if r, _ := h.rejection("r"); r.Reason != ReasonReplayed {
+		t.Fatalf("reason = %q, want %q", r.Reason, ReasonReplayed)
+	}
+}
+
+func TestDataPlaneFailureConfiguresNothing(t *testing.T) {
+	h := newHarness(t)
+	p := h.pki.NewProfile(t, "broken")
+	h.plane.failFor[p.WireGuardKey] = true
+	h.m.apply(upsert(h.peer(t, "b", p)))
+	h.wantOnly(t)
+	if ps, _ := h.m.snapshot(); len(ps) != 0 {
+		t.Fatalf("peer recorded as verified although the device refused it: %+v", ps)
+	}
+	if r, _ := h.rejection("b"); r.Reason != ReasonDataPlane {
+		t.Fatalf("reason = %q, want %q", r.Reason, ReasonDataPlane)
+	}
+}
+
+func TestSnapshotAndRemove(t *testing.T) {
+	h := newHarness(t)
+	a, b, c := h.pki.NewProfile(t, "a"), h.pki.NewProfile(t, "b"), h.pki.NewProfile(t, "c")
+	h.m.apply(&wire.Event{Type: wire.EventSnapshot, Peers: []wire.Peer{h.peer(t, "a", a), h.peer(t, "b", b)}})
+	h.wantOnly(t, a.WireGuardKey, b.WireGuardKey)
+	// A new snapshot without a drops it.
+	h.m.apply(&wire.Event{Type: wire.EventSnapshot, Peers: []wire.Peer{h.peer(t, "b", b), h.peer(t, "c", c)}})
+	h.wantOnly(t, b.WireGuardKey, c.WireGuardKey)
+	h.m.apply(&wire.Event{Type: wire.EventRemove, Label: "b"})
+	h.wantOnly(t, c.WireGuardKey)
+	// Removing an unknown label changes nothing.
+	h.m.apply(&wire.Event{Type: wire.EventRemove, Label: "nobody"})
+	h.wantOnly(t, c.WireGuardKey)
+}
+
+func TestLabelReassignedToAnotherDevice(t *testing.T) {
+	h := newHarness(t)
+	a, b := h.pki.NewProfile(t, "a"), h.pki.NewProfile(t, "b")
+	h.m.apply(upsert(h.peer(t, "L", a)))
+	h.m.apply(upsert(h.peer(t, "L", b)))
+	h.wantOnly(t, b.WireGuardKey)
+	// Removing the label removes b, and a is not resurrected.
+	h.m.apply(&wire.Event{Type: wire.EventRemove, Label: "L"})
+	h.wantOnly(t)
+}
+
+func TestSweepRemovesExpiredPeers(t *testing.T) {
+	h := newHarness(t)
+	short, long := h.pki.NewProfile(t, "short"), h.pki.NewProfile(t, "long")
+	h.m.apply(upsert(h.peer(t, "s", short, testca.WithValidity(h.now.Add(-time.Minute), h.now.Add(time.Minute)))))
+	h.m.apply(upsert(h.peer(t, "l", long)))
+	h.wantOnly(t, short.WireGuardKey, long.WireGuardKey)
+	h.m.sweep()
+	h.wantOnly(t, short.WireGuardKey, long.WireGuardKey)
+	h.now = h.now.Add(2 * time.Minute)
+	h.m.sweep()
+	h.wantOnly(t, long.WireGuardKey)
+	if r, _ := h.rejection("s"); r.Reason != certs.ReasonExpired {
+		t.Fatalf("reason = %q, want %q", r.Reason, certs.ReasonExpired)
+	}
+}
