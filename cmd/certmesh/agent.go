@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/certmesh/certmesh/agent"
@@ -17,10 +18,10 @@ import (
 
 func agentCmd() *cobra.Command {
 	var (
-		state, server, fp, token, tun, socks, hostname string
-		userspace, debug                               bool
-		port                                           int
-		advertise                                      []string
+		state, server, fp, token, tokenFile, tun, socks, hostname string
+		userspace, debug                                          bool
+		port                                                      int
+		advertise                                                 []string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -35,6 +36,16 @@ func agentCmd() *cobra.Command {
 				Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 			}
 			var err error
+			if tokenFile != "" {
+				if token != "" {
+					return fmt.Errorf("--token and --token-file exclude each other")
+				}
+				b, err := os.ReadFile(tokenFile)
+				if err != nil && !os.IsNotExist(err) {
+					return fmt.Errorf("--token-file: %w", err)
+				}
+				cfg.Token = strings.TrimSpace(string(b)) // a missing file: already enrolled
+			}
 			if cfg.ServerURL, err = url.Parse(server); err != nil {
 				return fmt.Errorf("--server: %w", err)
 			}
@@ -78,6 +89,7 @@ func agentCmd() *cobra.Command {
 	f.StringVar(&server, "server", "", "CA URL, e.g. https://ca.corp.example:8443")
 	f.StringVar(&fp, "root-fingerprint", "", "SHA-256 fingerprint of the root CA (printed by certmesh-server init)")
 	f.StringVar(&token, "token", "", "one-time enrollment token (first start only)")
+	f.StringVar(&tokenFile, "token-file", "", "read the enrollment token from this file (keeps it out of the process list); a missing file is ignored")
 	f.StringVar(&tun, "tun", "certmesh0", "kernel TUN interface name")
 	f.BoolVar(&userspace, "userspace", false, "userspace networking (netstack): no root, no TUN")
 	f.StringVar(&socks, "socks5", "", "userspace mode: SOCKS5 proxy listen address into the mesh, e.g. 127.0.0.1:1080")
