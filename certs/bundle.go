@@ -6,23 +6,29 @@ import (
 	"fmt"
 )
 
-// MaxBundleCerts bounds how many certificates a bundle may carry.
+// MaxBundleCerts bounds how many certificates a bundle may carry, the
+// machine and user certificates included.
 const MaxBundleCerts = 8
 
 // MaxCertSize bounds one certificate's DER.
 const MaxCertSize = 16 << 10
 
-// Bundle is a peer's credential: its machine certificate and the
-// intermediates that chain it to the root.
+// Bundle is a peer's credential: its machine certificate, optionally the
+// certificate of the user logged in on it, and the intermediates that chain
+// them to the root.
 type Bundle struct {
 	Machine       *x509.Certificate
 	Intermediates []*x509.Certificate
+	User          *x509.Certificate // nil: no user logged in
 }
 
 // WireBundle is a bundle as it travels: DER certificates, machine first.
+// User is omitted when there is none, so a bundle without a user encodes
+// exactly as before user certificates existed.
 type WireBundle struct {
 	Machine       []byte   `json:"machine"`
 	Intermediates [][]byte `json:"intermediates,omitempty"`
+	User          []byte   `json:"user,omitempty"`
 }
 
 // Wire encodes the bundle for the network.
@@ -31,15 +37,25 @@ func (b Bundle) Wire() WireBundle {
 	for _, c := range b.Intermediates {
 		w.Intermediates = append(w.Intermediates, c.Raw)
 	}
+	if b.User != nil {
+		w.User = b.User.Raw
+	}
 	return w
 }
 
 // ParseBundle decodes a bundle received from the network. It only parses;
-// Verify decides whether to trust it.
+// Verify decides whether to trust it. A user certificate that is not DER
+// X.509 (or too large) makes the whole bundle malformed, like any other
+// certificate in it: the bytes were damaged on the way, and only Verify
+// distinguishes a bad user from a bad machine.
 func ParseBundle(w WireBundle) (Bundle, error) {
 	var b Bundle
-	if len(w.Intermediates)+1 > MaxBundleCerts {
-		return b, &RejectError{Reason: ReasonMalformed, Err: fmt.Errorf("bundle has %d certificates, at most %d allowed", len(w.Intermediates)+1, MaxBundleCerts)}
+	n := len(w.Intermediates) + 1
+	if w.User != nil {
+		n++
+	}
+	if n > MaxBundleCerts {
+		return b, &RejectError{Reason: ReasonMalformed, Err: fmt.Errorf("bundle has %d certificates, at most %d allowed", n, MaxBundleCerts)}
 	}
 	m, err := parseCert("machine certificate", w.Machine)
 	if err != nil {
@@ -52,6 +68,13 @@ func ParseBundle(w WireBundle) (Bundle, error) {
 			return Bundle{}, err
 		}
 		b.Intermediates = append(b.Intermediates, c)
+	}
+	if w.User != nil {
+		u, err := parseCert("user certificate", w.User)
+		if err != nil {
+			return Bundle{}, err
+		}
+		b.User = u
 	}
 	return b, nil
 }

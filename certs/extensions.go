@@ -152,3 +152,68 @@ func parseTagsExt(c *x509.Certificate) ([]Tag, error) {
 	}
 	return tags, nil
 }
+
+// userExtensions encodes the certmesh extensions of a user certificate: the
+// device binding (always) and the groups (when there are any).
+func userExtensions(dev DeviceID, groups []Group) ([]pkix.Extension, error) {
+	devDER, err := asn1.MarshalWithParams(string(dev), "utf8")
+	if err != nil {
+		return nil, fmt.Errorf("encoding device binding extension: %w", err)
+	}
+	exts := []pkix.Extension{{Id: OIDDeviceBinding, Value: devDER}}
+	if len(groups) > 0 {
+		strs := make([]string, len(groups))
+		for i, g := range groups {
+			strs[i] = string(g)
+		}
+		groupsDER, err := marshalUTF8Seq(strs)
+		if err != nil {
+			return nil, fmt.Errorf("encoding groups extension: %w", err)
+		}
+		exts = append(exts, pkix.Extension{Id: OIDGroups, Value: groupsDER})
+	}
+	return exts, nil
+}
+
+// parseDeviceBindingExt reads the device ID a user certificate is bound to:
+// exactly one UTF8String holding a valid device ID.
+func parseDeviceBindingExt(c *x509.Certificate) (DeviceID, error) {
+	val, ok, err := findExtension(c, OIDDeviceBinding)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", fmt.Errorf("no device binding extension (%s)", OIDDeviceBinding)
+	}
+	in, s := cryptobyte.String(val), cryptobyte.String(nil)
+	if !in.ReadASN1(&s, cbasn1.UTF8String) || !in.Empty() {
+		return "", fmt.Errorf("device binding extension is not one UTF8String")
+	}
+	id, err := ParseDeviceID(string(s))
+	if err != nil {
+		return "", fmt.Errorf("device binding extension: %w", err)
+	}
+	return id, nil
+}
+
+// parseGroupsExt reads a user certificate's groups (none if the extension
+// is absent): a SEQUENCE OF UTF8String of valid, distinct groups, at most
+// MaxGroups.
+func parseGroupsExt(c *x509.Certificate) ([]Group, error) {
+	val, ok, err := findExtension(c, OIDGroups)
+	if err != nil || !ok {
+		return nil, err
+	}
+	strs, err := unmarshalUTF8Seq(val)
+	if err != nil {
+		return nil, fmt.Errorf("groups extension: %w", err)
+	}
+	groups := make([]Group, len(strs))
+	for i, s := range strs {
+		groups[i] = Group(s)
+	}
+	if err := checkGroups(groups); err != nil {
+		return nil, fmt.Errorf("groups extension: %w", err)
+	}
+	return groups, nil
+}

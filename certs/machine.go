@@ -97,7 +97,8 @@ func NewMachineCertificate(csr *x509.CertificateRequest, p MachineProfile) (*x50
 	return c.GetCertificate(), nil
 }
 
-// Identity is what a verified bundle proves about a peer.
+// Identity is what a verified bundle proves about a peer: the device (from
+// the machine certificate) and, optionally, its user.
 type Identity struct {
 	TrustDomain  TrustDomain
 	DeviceID     DeviceID
@@ -109,6 +110,15 @@ type Identity struct {
 	Serial       string
 	NotBefore    time.Time
 	NotAfter     time.Time
+
+	// User is the person using the peer, when the bundle carries a user
+	// certificate that Verify accepted; nil otherwise.
+	User *UserIdentity
+	// UserRejected says why the bundle's user certificate was not accepted
+	// (a Reason of the user-* kind): expired, forged, bound to another
+	// device... The machine identity above stands regardless; see Verify.
+	// nil when there was no user certificate or it was accepted.
+	UserRejected *RejectError
 }
 
 // AllowedIPs returns the host prefixes (/32, /128) of the peer's addresses,

@@ -3,6 +3,7 @@ package certs
 import (
 	"bytes"
 	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -47,11 +48,58 @@ func reject(r Reason, format string, args ...any) error {
 	return &RejectError{Reason: r, Err: fmt.Errorf(format, args...)}
 }
 
+// The reasons Verify refuses a bundle's user certificate for. They are
+// never Verify's error: they appear in Identity.UserRejected, next to the
+// machine identity, which stands (see Verify).
+const (
+	ReasonUserUntrusted        Reason = "user-untrusted-chain"    // user certificate does not chain to the pinned root (another CA, self-signed)
+	ReasonUserNameConstraints  Reason = "user-name-constraints"   // user certificate outside the issuing CA's constraints
+	ReasonUserExpired          Reason = "user-expired"            // after the user certificate's (or its chain's) NotAfter
+	ReasonUserNotYetValid      Reason = "user-not-yet-valid"      // before its NotBefore
+	ReasonUserKeyUsage         Reason = "user-key-usage"          // not a client-auth leaf
+	ReasonUserWrongTrustDomain Reason = "user-wrong-trust-domain" // user SPIFFE ID outside our trust domain
+	ReasonUserProfile          Reason = "user-profile"            // missing or malformed certmesh user field
+	ReasonUserDeviceMismatch   Reason = "user-device-mismatch"    // bound to another device than the machine certificate's
+	ReasonUserKeyMismatch      Reason = "user-key-mismatch"       // subject key is not the machine certificate's
+)
+
+// userReasons maps the reason a leaf check gives to its user-certificate
+// counterpart.
+var userReasons = map[Reason]Reason{
+	ReasonMalformed:        ReasonUserProfile,
+	ReasonSelfSigned:       ReasonUserUntrusted,
+	ReasonUntrusted:        ReasonUserUntrusted,
+	ReasonNameConstraints:  ReasonUserNameConstraints,
+	ReasonExpired:          ReasonUserExpired,
+	ReasonNotYetValid:      ReasonUserNotYetValid,
+	ReasonWrongTrustDomain: ReasonUserWrongTrustDomain,
+	ReasonProfile:          ReasonUserProfile,
+	ReasonKeyUsage:         ReasonUserKeyUsage,
+}
+
 // Verify decides whether a peer's bundle is trustworthy at time now: the
 // machine certificate must chain to one of roots through the bundle's
 // intermediates (name constraints enforced), be valid now, be a client-auth
 // leaf, and carry a complete certmesh machine profile inside roots'
 // trust domain. On success it returns the identity the certificate proves.
+//
+// If the bundle carries a user certificate, Verify accepts it, and sets
+// Identity.User, only if it too chains to roots through the bundle's
+// intermediates (name constraints enforced), is valid now, is a client-auth
+// leaf that is not a CA, has the machine certificate's subject key, is bound
+// by its device binding extension to the machine certificate's device ID,
+// and carries exactly one user SPIFFE ID in roots' trust domain, exactly one
+// email address, no DNS or IP SAN, no machine extension, and well-formed
+// groups.
+//
+// A user certificate that fails any of this never makes Verify fail: the
+// machine identity is returned with User nil and Identity.UserRejected
+// saying why (a user-* Reason). That holds for an expired user certificate
+// (the user must log in again; the peer stays in the mesh) and equally for
+// a forged one (another CA's, another device's, another key's): the user
+// certificate is optional, so whoever relays a bundle can always strip it,
+// and a forged one must buy no more than stripping does, the peer without
+// its user. The reason is recorded so that agents can log and show it.
 func Verify(b Bundle, roots *Roots, now time.Time) (Identity, error) {
 	m := b.Machine
 	if m == nil {
@@ -60,34 +108,117 @@ func Verify(b Bundle, roots *Roots, now time.Time) (Identity, error) {
 	if roots == nil {
 		return Identity{}, reject(ReasonUntrusted, "no pinned root")
 	}
-	if m.IsCA {
-		return Identity{}, reject(ReasonKeyUsage, "machine certificate is a CA certificate")
-	}
-	// CheckSignature, not CheckSignatureFrom: the latter refuses a non-CA
-	// parent, so it never recognises a self-signed leaf.
-	if bytes.Equal(m.RawIssuer, m.RawSubject) && m.CheckSignature(m.SignatureAlgorithm, m.RawTBSCertificate, m.Signature) == nil {
-		return Identity{}, reject(ReasonSelfSigned, "machine certificate %q signs itself", m.Subject)
-	}
-	if now.Before(m.NotBefore) {
-		return Identity{}, reject(ReasonNotYetValid, "machine certificate is valid from %s", m.NotBefore.UTC().Format(time.RFC3339))
-	}
-	if now.After(m.NotAfter) {
-		return Identity{}, reject(ReasonExpired, "machine certificate expired at %s", m.NotAfter.UTC().Format(time.RFC3339))
-	}
 	inter := x509.NewCertPool()
 	for _, c := range b.Intermediates {
 		inter.AddCert(c)
 	}
-	_, err := m.Verify(x509.VerifyOptions{
+	if err := verifyLeaf("machine certificate", m, inter, b.Intermediates, roots, now); err != nil {
+		return Identity{}, err
+	}
+	id, err := machineIdentity(m, roots.TrustDomain)
+	if err != nil || b.User == nil {
+		return id, err
+	}
+	user, uerr := verifyUser(b.User, m, id.DeviceID, inter, b.Intermediates, roots, now)
+	if uerr != nil {
+		id.UserRejected = uerr
+	} else {
+		id.User = user
+	}
+	return id, nil
+}
+
+// verifyLeaf checks that c is a leaf, valid at now, chaining to roots
+// through inter with client-auth usage and the chain's name constraints.
+func verifyLeaf(what string, c *x509.Certificate, inter *x509.CertPool, inters []*x509.Certificate, roots *Roots, now time.Time) error {
+	if c.IsCA {
+		return reject(ReasonKeyUsage, "%s is a CA certificate", what)
+	}
+	// CheckSignature, not CheckSignatureFrom: the latter refuses a non-CA
+	// parent, so it never recognises a self-signed leaf.
+	if bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil {
+		return reject(ReasonSelfSigned, "%s %q signs itself", what, c.Subject)
+	}
+	if now.Before(c.NotBefore) {
+		return reject(ReasonNotYetValid, "%s is valid from %s", what, c.NotBefore.UTC().Format(time.RFC3339))
+	}
+	if now.After(c.NotAfter) {
+		return reject(ReasonExpired, "%s expired at %s", what, c.NotAfter.UTC().Format(time.RFC3339))
+	}
+	_, err := c.Verify(x509.VerifyOptions{
 		Roots:         roots.pool,
 		Intermediates: inter,
 		CurrentTime:   now,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	})
 	if err != nil {
-		return Identity{}, classifyChainError(err, m, b.Intermediates, roots.certs, now)
+		return classifyChainError(err, c, inters, roots.certs, now)
 	}
-	return machineIdentity(m, roots.TrustDomain)
+	return nil
+}
+
+// verifyUser checks the bundle's user certificate u against the machine
+// certificate m, which Verify accepted as device dev.
+func verifyUser(u, m *x509.Certificate, dev DeviceID, inter *x509.CertPool, inters []*x509.Certificate, roots *Roots, now time.Time) (*UserIdentity, *RejectError) {
+	if err := verifyLeaf("user certificate", u, inter, inters, roots, now); err != nil {
+		var re *RejectError
+		if !errors.As(err, &re) {
+			return nil, &RejectError{Reason: ReasonUserUntrusted, Err: err}
+		}
+		r, ok := userReasons[re.Reason]
+		if !ok {
+			r = ReasonUserUntrusted
+		}
+		return nil, &RejectError{Reason: r, Err: re.Err}
+	}
+	td := roots.TrustDomain
+	bound, err := parseDeviceBindingExt(u)
+	if err != nil {
+		return nil, &RejectError{Reason: ReasonUserProfile, Err: err}
+	}
+	if bound != dev {
+		return nil, userReject(ReasonUserDeviceMismatch, "user certificate is bound to device %s, the machine certificate is device %s", bound, dev)
+	}
+	if !bytes.Equal(u.RawSubjectPublicKeyInfo, m.RawSubjectPublicKeyInfo) {
+		return nil, userReject(ReasonUserKeyMismatch, "user certificate's subject key is not the device key of device %s", dev)
+	}
+	user := &UserIdentity{Serial: u.SerialNumber.Text(16), NotBefore: u.NotBefore, NotAfter: u.NotAfter}
+	if len(u.URIs) != 1 {
+		return nil, userReject(ReasonUserProfile, "user certificate has %d URI SANs, want exactly one SPIFFE ID", len(u.URIs))
+	}
+	if u.URIs[0].Scheme != "spiffe" || u.URIs[0].Host != string(td) {
+		return nil, userReject(ReasonUserWrongTrustDomain, "user SPIFFE ID %q is not in trust domain %q", u.URIs[0], td)
+	}
+	if user.UserID, err = parseUserURI(u.URIs[0], td); err != nil {
+		return nil, &RejectError{Reason: ReasonUserProfile, Err: err}
+	}
+	if len(u.EmailAddresses) != 1 {
+		return nil, userReject(ReasonUserProfile, "user certificate has %d email SANs, want exactly one", len(u.EmailAddresses))
+	}
+	if user.Email, err = ParseEmail(u.EmailAddresses[0]); err != nil {
+		return nil, &RejectError{Reason: ReasonUserProfile, Err: err}
+	}
+	if string(user.Email) != u.EmailAddresses[0] {
+		return nil, userReject(ReasonUserProfile, "user certificate email %q is not in canonical form", u.EmailAddresses[0])
+	}
+	if len(u.DNSNames) != 0 || len(u.IPAddresses) != 0 {
+		return nil, userReject(ReasonUserProfile, "user certificate has DNS or IP SANs")
+	}
+	for _, oid := range []asn1.ObjectIdentifier{OIDWireGuardKey, OIDAttestation, OIDTags, OIDRoutes} {
+		for _, e := range u.Extensions {
+			if e.Id.Equal(oid) {
+				return nil, userReject(ReasonUserProfile, "user certificate carries machine extension %s", oid)
+			}
+		}
+	}
+	if user.Groups, err = parseGroupsExt(u); err != nil {
+		return nil, &RejectError{Reason: ReasonUserProfile, Err: err}
+	}
+	return user, nil
+}
+
+func userReject(r Reason, format string, args ...any) *RejectError {
+	return &RejectError{Reason: r, Err: fmt.Errorf(format, args...)}
 }
 
 // staleIssuer explains a failed chain on which a CA certificate is outside
