@@ -12,6 +12,7 @@ import (
 const (
 	AdminPathTokens  = "/admin/tokens"
 	AdminPathDevices = "/admin/devices"
+	AdminPathUsers   = "/admin/users"
 )
 
 // TokenRequest asks for a new enrollment token.
@@ -68,6 +69,21 @@ func (c *CA) AdminHandler() http.Handler {
 		}
 		dev, err := c.Revoke(r.Context(), id)
 		c.reply(w, r, dev, err)
+	})
+	mux.HandleFunc("GET "+AdminPathUsers, func(w http.ResponseWriter, r *http.Request) {
+		users, err := c.Users(r.Context())
+		if users == nil {
+			users = []store.User{}
+		}
+		c.reply(w, r, users, err)
+	})
+	mux.HandleFunc("POST "+AdminPathUsers+"/{ref}/approve", func(w http.ResponseWriter, r *http.Request) {
+		u, err := c.ApproveUser(r.Context(), r.PathValue("ref"))
+		c.reply(w, r, u, err)
+	})
+	mux.HandleFunc("POST "+AdminPathUsers+"/{ref}/remove", func(w http.ResponseWriter, r *http.Request) {
+		u, err := c.RemoveUser(r.Context(), r.PathValue("ref"))
+		c.reply(w, r, u, err)
 	})
 	return mux
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
 
 	"github.com/certmesh/certmesh/internal/store"
@@ -76,4 +77,22 @@ func (a *AdminClient) Devices(ctx context.Context) ([]store.Device, error) {
 func (a *AdminClient) Revoke(ctx context.Context, id string) (store.Device, error) {
 	var out store.Device
 	return out, a.do(ctx, http.MethodPost, AdminPathDevices+"/"+id+"/revoke", nil, &out)
+}
+
+// Users lists the users who logged in.
+func (a *AdminClient) Users(ctx context.Context) ([]store.User, error) {
+	var out []store.User
+	return out, a.do(ctx, http.MethodGet, AdminPathUsers, nil, &out)
+}
+
+// ApproveUser approves a pending user (by ID or email).
+func (a *AdminClient) ApproveUser(ctx context.Context, ref string) (store.User, error) {
+	var out store.User
+	return out, a.do(ctx, http.MethodPost, AdminPathUsers+"/"+url.PathEscape(ref)+"/approve", nil, &out)
+}
+
+// RemoveUser deletes a user record (by ID or email).
+func (a *AdminClient) RemoveUser(ctx context.Context, ref string) (store.User, error) {
+	var out store.User
+	return out, a.do(ctx, http.MethodPost, AdminPathUsers+"/"+url.PathEscape(ref)+"/remove", nil, &out)
 }

@@ -32,6 +32,9 @@ type CA struct {
 	log      *slog.Logger
 	now      func() time.Time
 
+	rp     *relyingParty // nil without OIDC
+	logins *logins
+
 	mu        sync.Mutex
 	serverTLS *tls.Certificate
 	onRevoke  []func(certs.DeviceID)
@@ -74,7 +77,13 @@ func Open(stateDir string, o Options) (*CA, error) {
 	}
 	c := &CA{
 		stateDir: stateDir, cfg: cfg, roots: roots, root: &certs.KeyPair{Cert: roots.Certificates()[0]},
-		inter: inter, store: st, signer: sg, log: o.Logger, now: o.Now,
+		inter: inter, store: st, signer: sg, log: o.Logger, now: o.Now, logins: newLogins(),
+	}
+	if cfg.OIDC != nil {
+		if c.rp, err = newRelyingParty(*cfg.OIDC, o.Logger, o.Now); err != nil {
+			c.Close()
+			return nil, err
+		}
 	}
 	return c, nil
 }

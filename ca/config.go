@@ -44,6 +44,9 @@ type Config struct {
 	Listen string `json:"listen"`
 	// CoordinatorURL is given to agents; empty means "the same server".
 	CoordinatorURL string `json:"coordinator_url,omitempty"`
+	// OIDC, if set, enables user login through the organisation's
+	// identity provider (certmesh login).
+	OIDC *OIDCConfig `json:"oidc,omitempty"`
 }
 
 // Defaults for a new deployment.
@@ -74,6 +77,11 @@ func (c *Config) Validate() error {
 	}
 	if c.TokenTTL <= 0 {
 		return fmt.Errorf("token_ttl must be positive")
+	}
+	if c.OIDC != nil {
+		if err := c.OIDC.Validate(); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -23,6 +23,14 @@ const (
 	CodeNotFound     Code = "not-found"
 	CodeExhausted    Code = "addresses-exhausted"
 	CodeInternal     Code = "internal"
+
+	// Login (OIDC) refusals.
+	CodeLoginDisabled  Code = "login-disabled"   // no identity provider configured
+	CodeIdPUnavailable Code = "idp-unavailable"  // the provider cannot be reached
+	CodeBadIDToken     Code = "bad-id-token"     // the ID token failed a check
+	CodeLoginRefused   Code = "login-refused"    // a verified user who may not log in
+	CodeLoginPending   Code = "approval-pending" // waiting for an admin
+	CodeLoginExpired   Code = "login-expired"    // the login session timed out
 )
 
 // Error is a refusal with a message that says what was wrong.
@@ -56,12 +64,16 @@ func CodeOf(err error) Code {
 
 func httpStatus(c Code) int {
 	switch c {
-	case CodeForbidden, CodeTokenUsed, CodeTokenExpired, CodeBadToken:
+	case CodeForbidden, CodeTokenUsed, CodeTokenExpired, CodeBadToken, CodeLoginRefused, CodeBadIDToken:
 		return http.StatusForbidden
 	case CodeNotFound:
 		return http.StatusNotFound
 	case CodeKeyInUse:
 		return http.StatusConflict
+	case CodeIdPUnavailable:
+		return http.StatusBadGateway
+	case CodeLoginDisabled:
+		return http.StatusNotImplemented
 	case CodeInternal, CodeExhausted:
 		return http.StatusInternalServerError
 	default:

@@ -4,6 +4,8 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"html"
 	"io"
 	"log/slog"
 	"net/http"
@@ -47,7 +49,47 @@ func (c *CA) Handler() http.Handler {
 		resp, err := c.Renew(r.Context(), peer, req)
 		c.reply(w, r, resp, err)
 	})
+	mux.HandleFunc("POST "+wire.PathLoginStart, func(w http.ResponseWriter, r *http.Request) {
+		var req wire.LoginStartRequest
+		if err := ReadJSON(w, r, &req); err != nil {
+			c.reply(w, r, nil, err)
+			return
+		}
+		resp, err := c.StartLogin(r.Context(), peerCerts(r), req)
+		c.reply(w, r, resp, err)
+	})
+	mux.HandleFunc("POST "+wire.PathLoginPoll, func(w http.ResponseWriter, r *http.Request) {
+		var req wire.LoginPollRequest
+		if err := ReadJSON(w, r, &req); err != nil {
+			c.reply(w, r, nil, err)
+			return
+		}
+		resp, err := c.PollLogin(r.Context(), peerCerts(r), req)
+		c.reply(w, r, resp, err)
+	})
+	mux.HandleFunc("GET "+wire.PathLoginCallback, func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		msg, err := c.Callback(r.Context(), q.Get("state"), q.Get("code"), q.Get("error"), q.Get("error_description"))
+		status := http.StatusOK
+		if err != nil {
+			status, msg = httpStatus(CodeOf(err)), "Login failed: "+err.Error()
+		}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Content-Security-Policy", "default-src 'none'")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(status)
+		fmt.Fprintf(w, "<!doctype html><title>certmesh login</title><p>%s</p>\n", html.EscapeString(msg))
+	})
 	return mux
+}
+
+// peerCerts is the client certificate chain of an mTLS request (nil
+// without TLS, which the handlers then refuse).
+func peerCerts(r *http.Request) []*x509.Certificate {
+	if r.TLS == nil {
+		return nil
+	}
+	return r.TLS.PeerCertificates
 }
 
 func (c *CA) reply(w http.ResponseWriter, r *http.Request, v any, err error) {

@@ -73,6 +73,25 @@ func (s *signer) signMachine(ctx context.Context, csr *x509.CertificateRequest, 
 	return chain[0], nil
 }
 
+// signUser issues a user certificate for csr (signed by the device key)
+// with profile p and its validity.
+func (s *signer) signUser(ctx context.Context, csr *x509.CertificateRequest, p certs.UserProfile) (*x509.Certificate, error) {
+	data, err := p.TemplateData()
+	if err != nil {
+		return nil, err
+	}
+	validity := provisioner.CertificateModifierFunc(func(c *x509.Certificate, _ provisioner.SignOptions) error {
+		c.NotBefore, c.NotAfter = p.NotBefore, p.NotAfter
+		return nil
+	})
+	chain, err := s.auth.SignWithContext(ctx, csr, provisioner.SignOptions{},
+		templateOption{text: certs.UserTemplate, data: data}, validity)
+	if err != nil {
+		return nil, fmt.Errorf("signing user certificate: %w", err)
+	}
+	return chain[0], nil
+}
+
 // revoke records a revocation in the authority's database.
 func (s *signer) revoke(ctx context.Context, c *x509.Certificate, reason string) error {
 	ctx = provisioner.NewContextWithMethod(ctx, provisioner.RevokeMethod)

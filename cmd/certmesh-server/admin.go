@@ -91,3 +91,71 @@ func devicesCmd() *cobra.Command {
 	cmd.AddCommand(list, revoke)
 	return cmd
 }
+
+func usersCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "users", Short: "List, approve and remove users who log in through the identity provider"}
+	var state string
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List users (pending ones wait for approval)",
+		RunE: func(c *cobra.Command, _ []string) error {
+			users, err := ca.NewAdminClient(state).Users(c.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(c.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(users)
+			}
+			tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tEMAIL\tGROUPS\tSTATE\tDEVICES\tLAST LOGIN")
+			for _, u := range users {
+				groups := make([]string, len(u.Groups))
+				for i, g := range u.Groups {
+					groups[i] = string(g)
+				}
+				last := "-"
+				if !u.LastLogin.IsZero() {
+					last = u.LastLogin.Local().Format(time.RFC3339)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", u.ID, u.Email, strings.Join(groups, ","), u.State, len(u.Devices), last)
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	approve := &cobra.Command{
+		Use:   "approve ID|EMAIL",
+		Short: "Approve a new user's first login",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			u, err := ca.NewAdminClient(state).ApproveUser(c.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "approved %s (%s)\n", u.Email, u.ID)
+			return nil
+		},
+	}
+	remove := &cobra.Command{
+		Use:   "remove ID|EMAIL",
+		Short: "Forget a user: their next login is a first login again",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			u, err := ca.NewAdminClient(state).RemoveUser(c.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "removed %s (%s)\n", u.Email, u.ID)
+			return nil
+		},
+	}
+	for _, c := range []*cobra.Command{list, approve, remove} {
+		c.Flags().StringVar(&state, "state", "", "state directory of the running server")
+		_ = c.MarkFlagRequired("state")
+	}
+	cmd.AddCommand(list, approve, remove)
+	return cmd
+}

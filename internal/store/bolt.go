@@ -18,6 +18,8 @@ var (
 	bucketDevices = []byte("devices")
 	bucketCerts   = []byte("certificates")
 	bucketMeta    = []byte("meta")
+	bucketUsers   = []byte("users")
+	bucketIDToks  = []byte("id-tokens")
 	keyAddrIndex  = []byte("address-index")
 )
 
@@ -33,7 +35,7 @@ func OpenBolt(path string) (*Bolt, error) {
 		return nil, fmt.Errorf("opening database %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketTokens, bucketNonces, bucketDevices, bucketCerts, bucketMeta} {
+		for _, b := range [][]byte{bucketTokens, bucketNonces, bucketDevices, bucketCerts, bucketMeta, bucketUsers, bucketIDToks} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -167,4 +169,61 @@ func (t boltTx) PutCertificate(c CertRecord) error { return t.put(bucketCerts, c
 func (t boltTx) GetCertificate(serial string) (c CertRecord, err error) {
 	err = t.get(bucketCerts, serial, &c)
 	return c, err
+}
+
+func (t boltTx) PutUser(u User) error { return t.put(bucketUsers, string(u.ID), u) }
+
+func (t boltTx) GetUser(id certs.UserID) (u User, err error) {
+	err = t.get(bucketUsers, string(id), &u)
+	return u, err
+}
+
+func (t boltTx) ListUsers() ([]User, error) {
+	var out []User
+	err := t.tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
+		var u User
+		if err := json.Unmarshal(v, &u); err != nil {
+			return fmt.Errorf("decoding user %q: %w", k, err)
+		}
+		out = append(out, u)
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].FirstSeen.Before(out[j].FirstSeen) })
+	return out, err
+}
+
+func (t boltTx) DeleteUser(id certs.UserID) error {
+	b := t.tx.Bucket(bucketUsers)
+	if b.Get([]byte(id)) == nil {
+		return fmt.Errorf("user %q: %w", id, ErrNotFound)
+	}
+	return b.Delete([]byte(id))
+}
+
+func (t boltTx) MarkIDTokenUsed(hash string, expires, now time.Time) error {
+	b := t.tx.Bucket(bucketIDToks)
+	var stale [][]byte
+	err := b.ForEach(func(k, v []byte) error {
+		var exp time.Time
+		if exp.UnmarshalText(v) != nil || now.After(exp) {
+			stale = append(stale, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range stale {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	if b.Get([]byte(hash)) != nil {
+		return fmt.Errorf("ID token %s…: %w", hash[:min(12, len(hash))], ErrExists)
+	}
+	v, err := expires.MarshalText()
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(hash), v)
 }

@@ -50,6 +50,41 @@ type Tx interface {
 
 	PutCertificate(c CertRecord) error
 	GetCertificate(serial string) (CertRecord, error)
+
+	PutUser(u User) error
+	GetUser(id certs.UserID) (User, error)
+	ListUsers() ([]User, error)
+	DeleteUser(id certs.UserID) error
+
+	// MarkIDTokenUsed records the hash of an ID token until expires; it
+	// returns ErrExists if the token was already used, so that one token
+	// yields at most one user certificate. Expired marks are purged.
+	MarkIDTokenUsed(hash string, expires, now time.Time) error
+}
+
+// UserState says whether a user may log in.
+type UserState string
+
+// The user states.
+const (
+	UserPending  UserState = "pending"  // first login waits for an admin
+	UserApproved UserState = "approved" // may log in
+)
+
+// User is a person who logged in through the identity provider.
+type User struct {
+	ID         certs.UserID  `json:"id"`
+	Issuer     string        `json:"issuer"`
+	Subject    string        `json:"subject"`
+	Email      certs.Email   `json:"email"`
+	Groups     []certs.Group `json:"groups,omitempty"`
+	State      UserState     `json:"state"`
+	FirstSeen  time.Time     `json:"first_seen"`
+	LastLogin  time.Time     `json:"last_login,omitzero"`
+	ApprovedAt time.Time     `json:"approved_at,omitzero"`
+	// Devices lists the devices the user logged in on, with the serial
+	// of the newest user certificate on each.
+	Devices map[certs.DeviceID]string `json:"devices,omitempty"`
 }
 
 // Token is a one-time enrollment token. Only the SHA-256 of its secret is
@@ -101,6 +136,7 @@ type Device struct {
 type CertRecord struct {
 	Serial     string         `json:"serial"`
 	DeviceID   certs.DeviceID `json:"device_id"`
+	UserID     certs.UserID   `json:"user_id,omitempty"` // set for user certificates
 	DER        []byte         `json:"der"`
 	IssuedAt   time.Time      `json:"issued_at"`
 	NotAfter   time.Time      `json:"not_after"`
