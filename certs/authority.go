@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"go.step.sm/crypto/x509util"
@@ -29,7 +30,8 @@ const rootTemplate = `{
 }`
 
 // intermediateTemplate: the online CA, limited by name constraints to the
-// trust domain's names and the overlay ranges.
+// trust domain's names and the overlay ranges, and optionally to email
+// domains (see PermitEmailDomains; an empty list writes no email subtree).
 const intermediateTemplate = `{
 	"subject": {"commonName": {{ toJson .CommonName }}, "organization": ["certmesh"]},
 	"keyUsage": ["certSign", "crlSign"],
@@ -105,9 +107,46 @@ func NewRoot(td TrustDomain, now time.Time) (*KeyPair, error) {
 	return &KeyPair{Cert: cert, Key: key}, nil
 }
 
+// IntermediateOption changes the intermediate NewIntermediate creates.
+type IntermediateOption func(*intermediateOptions)
+
+type intermediateOptions struct {
+	emailDomains []string
+}
+
+// PermitEmailDomains limits the email addresses (rfc822Name SANs of user
+// certificates) the intermediate may certify to mailboxes at these DNS
+// domains. A domain with a leading '.' means its sub-domains; Go 1.26
+// matches a domain without one like a DNS constraint (the domain and its
+// sub-domains), OpenSSL the domain alone.
+//
+// Without this option the intermediate has no email constraint, and any
+// email SAN is permitted: name constraints apply per name type (RFC 5280
+// 4.2.1.10, and so Go and OpenSSL check them), so the DNS, URI and IP
+// subtrees never refuse a user certificate, which has only an email and a
+// URI SAN. That is the default because the intermediate is made at init and
+// lives for years, while the allowed email domains are an identity-provider
+// setting that may change; the CA refuses logins outside them. A deployment
+// that knows its domains for good can pass them here, so that a stolen
+// intermediate cannot certify an address outside them either.
+func PermitEmailDomains(domains ...string) IntermediateOption {
+	return func(o *intermediateOptions) { o.emailDomains = append(o.emailDomains, domains...) }
+}
+
 // NewIntermediate creates the online issuing CA, signed by the root and
 // constrained to the trust domain and the overlay ranges.
-func NewIntermediate(root *KeyPair, td TrustDomain, overlays []netip.Prefix, now time.Time) (*KeyPair, error) {
+func NewIntermediate(root *KeyPair, td TrustDomain, overlays []netip.Prefix, now time.Time, opts ...IntermediateOption) (*KeyPair, error) {
+	var o intermediateOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	emailDomains := []string{}
+	for _, d := range o.emailDomains {
+		if _, err := ParseTrustDomain(strings.TrimPrefix(d, ".")); err != nil {
+			return nil, fmt.Errorf("permitted email domain %q: want a lower-case DNS name, optionally with a leading '.'", d)
+		}
+		emailDomains = append(emailDomains, d)
+	}
 	key, err := NewKey()
 	if err != nil {
 		return nil, err
@@ -121,7 +160,7 @@ func NewIntermediate(root *KeyPair, td TrustDomain, overlays []netip.Prefix, now
 		"DNSDomains":   []string{string(td)},
 		"URIDomains":   []string{string(td)},
 		"IPRanges":     ranges,
-		"EmailDomains": []string{},
+		"EmailDomains": emailDomains,
 	}
 	cert, err := renderAndSign(intermediateTemplate, data, key, root, now, IntermediateLifetime)
 	if err != nil {

@@ -1,12 +1,16 @@
 // Package testca is a throw-away certmesh PKI for tests: a root and a
-// name-constrained intermediate made with certs.NewRoot/NewIntermediate, and
+// name-constrained intermediate made with certs.NewRoot/NewIntermediate,
 // machine certificates issued the way the CA issues them (a CSR from the
-// device key, certs.NewMachineCertificate, signed by the intermediate).
+// device key, certs.NewMachineCertificate, signed by the intermediate), and
+// user certificates bound to a machine certificate's device
+// (certs.NewUserCertificate for its device ID and subject key).
 //
 // Options tamper with an issued certificate for attack tests: another
-// issuer, a validity window, replaced SANs, extension overrides. Tampering
-// that Go itself refuses to parse (a duplicated extension) needs
-// IssueMachineWire, which returns the DER as it would travel.
+// issuer, a validity window, replaced SANs, extension overrides, and for
+// user certificates another subject key or device binding. Tampering that
+// Go itself refuses to parse (a duplicated extension) needs
+// IssueMachineWire or IssueUserWire, which return the DER as it would
+// travel.
 package testca
 
 import (
@@ -34,6 +38,14 @@ import (
 // WithValidity: from a minute ago, for 24 hours (the design's default).
 const MachineLifetime = 24 * time.Hour
 
+// UserLifetime is the validity of a user certificate issued without
+// WithValidity: from a minute ago, for certs.UserLifetime (12 hours).
+const UserLifetime = certs.UserLifetime
+
+// OIDCIssuer is the identity-provider issuer NewUserProfile derives user
+// IDs from.
+const OIDCIssuer = "https://idp.test"
+
 // DefaultOverlays are the overlay ranges of a CA made without any: the
 // CGNAT range for IPv4 and a ULA /48 for IPv6.
 var DefaultOverlays = []netip.Prefix{
@@ -49,8 +61,9 @@ type CA struct {
 	inter    *certs.KeyPair
 	roots    *certs.Roots
 
-	mu   sync.Mutex
-	host uint32 // host number of the last address NewProfile handed out
+	mu    sync.Mutex
+	host  uint32 // host number of the last address NewProfile handed out
+	users uint32 // number of the last user NewUserProfile made up
 }
 
 // New creates a root and an intermediate constrained to td and the overlay
@@ -201,6 +214,7 @@ type issue struct {
 	setIntermediates    bool
 	deviceKey           crypto.Signer
 	edits               []func(*x509.Certificate) error
+	userEdits           []func(*certs.UserProfile)
 }
 
 // Option changes one issuance, mostly to make a certificate a peer must
@@ -228,8 +242,50 @@ func WithIntermediates(cs ...*x509.Certificate) Option {
 }
 
 // WithDeviceKey uses key as the device key (the certificate's subject key)
-// instead of a fresh P-256 key.
+// instead of a fresh P-256 key. For a user certificate, key's public half
+// replaces the machine certificate's subject key: a user certificate whose
+// key differs from its device's.
 func WithDeviceKey(key crypto.Signer) Option { return func(o *issue) { o.deviceKey = key } }
+
+// WithUserProfile edits the user profile before the user certificate is
+// rendered. IssueMachine ignores it.
+func WithUserProfile(edit func(*certs.UserProfile)) Option {
+	return func(o *issue) { o.userEdits = append(o.userEdits, edit) }
+}
+
+// WithEmail sets the user's email address (canonical form, see
+// certs.ParseEmail). IssueMachine ignores it.
+func WithEmail(email string) Option {
+	return WithUserProfile(func(p *certs.UserProfile) { p.Email = certs.Email(email) })
+}
+
+// WithGroups sets the user's groups, in this order. IssueMachine ignores
+// it.
+func WithGroups(groups ...string) Option {
+	return WithUserProfile(func(p *certs.UserProfile) {
+		p.Groups = nil
+		for _, g := range groups {
+			p.Groups = append(p.Groups, certs.Group(g))
+		}
+	})
+}
+
+// WithUserID sets the user ID. IssueMachine ignores it.
+func WithUserID(id certs.UserID) Option {
+	return WithUserProfile(func(p *certs.UserProfile) { p.UserID = id })
+}
+
+// WithBoundDevice binds the user certificate to device id instead of the
+// machine certificate's device (the subject key stays the machine's).
+// IssueMachine ignores it.
+func WithBoundDevice(id certs.DeviceID) Option {
+	return WithUserProfile(func(p *certs.UserProfile) { p.DeviceID = id })
+}
+
+// WithEmails replaces the email SANs (none if called without arguments).
+func WithEmails(emails ...string) Option {
+	return WithTemplate(func(c *x509.Certificate) { c.EmailAddresses = slices.Clone(emails) })
+}
 
 // WithTemplate edits the rendered certificate template just before it is
 // signed, for anything the other options do not cover (IsCA, EKUs, ...).
@@ -363,31 +419,23 @@ func (ca *CA) IssueMachineWire(t testing.TB, p certs.MachineProfile, opts ...Opt
 	return w, key
 }
 
-// prepare renders the template for p with the options applied and returns
-// it with the issuing key pair and the device key.
-func (ca *CA) prepare(t testing.TB, p certs.MachineProfile, opts []Option) (*issue, *x509.Certificate, *certs.KeyPair, crypto.Signer) {
-	t.Helper()
+// options applies opts over the defaults: a validity of life from a minute
+// ago, signed by the intermediate.
+func (ca *CA) options(opts []Option, life time.Duration) *issue {
 	now := time.Now()
-	o := &issue{notBefore: now.Add(-time.Minute), notAfter: now.Add(MachineLifetime), issuer: ca.inter}
+	o := &issue{notBefore: now.Add(-time.Minute), notAfter: now.Add(life), issuer: ca.inter}
 	for _, opt := range opts {
 		opt(o)
 	}
-	key := o.deviceKey
-	if key == nil {
-		k, err := certs.NewKey()
-		if err != nil {
-			t.Fatalf("testca: %v", err)
-		}
-		key = k
-	}
-	csr, err := x509util.CreateCertificateRequest("", nil, key)
-	if err != nil {
-		t.Fatalf("testca: creating CSR: %v", err)
-	}
-	tmpl, err := certs.NewMachineCertificate(csr, p)
-	if err != nil {
-		t.Fatalf("testca: %v", err)
-	}
+	return o
+}
+
+// finish sets the validity of the rendered template, applies the edits,
+// and returns the issuing key pair (the certificate itself, signed with
+// key, for WithSelfSigned). It sets o.intermediates to the issuer unless
+// WithIntermediates or WithSelfSigned did.
+func (o *issue) finish(t testing.TB, tmpl *x509.Certificate, key crypto.Signer) *certs.KeyPair {
+	t.Helper()
 	tmpl.NotBefore, tmpl.NotAfter = o.notBefore, o.notAfter
 	for _, edit := range o.edits {
 		if err := edit(tmpl); err != nil {
@@ -401,5 +449,141 @@ func (ca *CA) prepare(t testing.TB, p certs.MachineProfile, opts []Option) (*iss
 	if !o.setIntermediates && !o.selfSigned {
 		o.intermediates = []*x509.Certificate{parent.Cert}
 	}
-	return o, tmpl, parent, key
+	return parent
+}
+
+// prepare renders the template for p with the options applied and returns
+// it with the issuing key pair and the device key.
+func (ca *CA) prepare(t testing.TB, p certs.MachineProfile, opts []Option) (*issue, *x509.Certificate, *certs.KeyPair, crypto.Signer) {
+	t.Helper()
+	o := ca.options(opts, MachineLifetime)
+	key := o.deviceKey
+	if key == nil {
+		key = newKey(t)
+	}
+	csr, err := x509util.CreateCertificateRequest("", nil, key)
+	if err != nil {
+		t.Fatalf("testca: creating CSR: %v", err)
+	}
+	tmpl, err := certs.NewMachineCertificate(csr, p)
+	if err != nil {
+		t.Fatalf("testca: %v", err)
+	}
+	return o, tmpl, o.finish(t, tmpl, key), key
+}
+
+func newKey(t testing.TB) crypto.Signer {
+	t.Helper()
+	k, err := certs.NewKey()
+	if err != nil {
+		t.Fatalf("testca: %v", err)
+	}
+	return k
+}
+
+// NewUserProfile returns a valid user profile in the CA's trust domain,
+// bound to the device of the machine certificate (its device ID and
+// subject key): a new person user-<n>@example.com whose ID is derived from
+// OIDCIssuer and subject user-<n>, no groups, valid from a minute ago for
+// UserLifetime.
+func (ca *CA) NewUserProfile(t testing.TB, machine *x509.Certificate) certs.UserProfile {
+	t.Helper()
+	ca.mu.Lock()
+	ca.users++
+	n := ca.users
+	ca.mu.Unlock()
+	sub := fmt.Sprintf("user-%d", n)
+	now := time.Now()
+	p, err := certs.UserProfile{
+		TrustDomain: ca.td,
+		UserID:      certs.DeriveUserID(OIDCIssuer, sub),
+		Email:       certs.Email(sub + "@example.com"),
+		NotBefore:   now.Add(-time.Minute),
+		NotAfter:    now.Add(UserLifetime),
+	}.BindToMachine(machine)
+	if err != nil {
+		t.Fatalf("testca: %v", err)
+	}
+	return p
+}
+
+// IssueUser issues a user certificate for a new person (NewUserProfile),
+// bound to the device of machine's machine certificate, signed by the
+// CA's intermediate, and returns machine with it as the user certificate.
+// The bundle keeps machine's intermediates; with WithIssuer it also
+// carries the other issuer's certificate (so that the forgery is complete),
+// and WithIntermediates replaces them all. Options: WithEmail, WithGroups,
+// WithUserID, WithUserProfile for the profile; WithDeviceKey (another
+// subject key), WithBoundDevice (another device's binding), WithIssuer
+// (another CA), WithSelfSigned, WithValidity, and the SAN and extension
+// edits for the rest.
+func (ca *CA) IssueUser(t testing.TB, machine certs.Bundle, opts ...Option) certs.Bundle {
+	t.Helper()
+	o, tmpl, parent, pub := ca.prepareUser(t, machine.Machine, opts)
+	cert, err := x509util.CreateCertificate(tmpl, parent.Cert, pub, parent.Key)
+	if err != nil {
+		t.Fatalf("testca: signing user certificate (tampering Go cannot parse needs IssueUserWire): %v", err)
+	}
+	b := machine
+	b.Intermediates = userIntermediates(o, machine.Intermediates)
+	b.User = cert
+	return b
+}
+
+// IssueUserWire is IssueUser without parsing the result: the bundle as
+// DER, as a hostile coordinator could send it, even if Go cannot parse the
+// user certificate.
+func (ca *CA) IssueUserWire(t testing.TB, machine certs.Bundle, opts ...Option) certs.WireBundle {
+	t.Helper()
+	o, tmpl, parent, pub := ca.prepareUser(t, machine.Machine, opts)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent.Cert, pub, parent.Key)
+	if err != nil {
+		t.Fatalf("testca: signing user certificate: %v", err)
+	}
+	b := machine
+	b.Intermediates = userIntermediates(o, machine.Intermediates)
+	b.User = nil
+	w := b.Wire()
+	w.User = der
+	return w
+}
+
+// userIntermediates are the intermediates of a bundle with a user
+// certificate issued with o.
+func userIntermediates(o *issue, machine []*x509.Certificate) []*x509.Certificate {
+	if o.setIntermediates {
+		return o.intermediates
+	}
+	out := slices.Clone(machine)
+	for _, c := range o.intermediates {
+		if !slices.ContainsFunc(out, c.Equal) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// prepareUser renders the user template for a profile bound to machine,
+// with the options applied, and returns it with the issuing key pair and
+// the subject key.
+func (ca *CA) prepareUser(t testing.TB, machine *x509.Certificate, opts []Option) (*issue, *x509.Certificate, *certs.KeyPair, crypto.PublicKey) {
+	t.Helper()
+	o := ca.options(opts, UserLifetime)
+	p := ca.NewUserProfile(t, machine)
+	key := o.deviceKey
+	if key == nil && o.selfSigned {
+		key = newKey(t) // a self-signed certificate needs the subject's private key
+	}
+	if key != nil {
+		p.DeviceKey = key.Public()
+	}
+	for _, edit := range o.userEdits {
+		edit(&p)
+	}
+	tmpl, err := certs.NewUserCertificate(nil, p)
+	if err != nil {
+		t.Fatalf("testca: %v", err)
+	}
+	parent := o.finish(t, tmpl, key)
+	return o, tmpl, parent, tmpl.PublicKey
 }

@@ -121,3 +121,88 @@ func TestFromKeyPairs(t *testing.T) {
 		t.Fatalf("certificate issued through FromKeyPairs does not verify against the original root: %v", err)
 	}
 }
+
+func TestIssueUserVerifies(t *testing.T) {
+	ca := testca.New(t, "corp.example")
+	machine, key := ca.IssueMachine(t, ca.NewProfile(t, "laptop"))
+	b := ca.IssueUser(t, machine, testca.WithEmail("alice@example.com"), testca.WithGroups("eng", "ops"))
+	if b.Machine != machine.Machine || len(b.Intermediates) != 1 || b.User == nil {
+		t.Fatalf("bundle %+v: want the machine bundle plus a user certificate", b)
+	}
+	if !b.User.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(key.Public()) {
+		t.Error("user certificate key is not the device key")
+	}
+	id, err := certs.Verify(b, ca.Roots(), time.Now())
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	if id.User == nil {
+		t.Fatalf("user rejected: %v", id.UserRejected)
+	}
+	if id.User.Email != "alice@example.com" || len(id.User.Groups) != 2 || id.User.Groups[0] != "eng" || id.User.Groups[1] != "ops" {
+		t.Errorf("user %+v", id.User)
+	}
+	if d := b.User.NotAfter.Sub(b.User.NotBefore); d != testca.UserLifetime+time.Minute {
+		t.Errorf("user certificate lives %s", d)
+	}
+
+	// Two users of a CA are different people.
+	u1, u2 := ca.NewUserProfile(t, machine.Machine), ca.NewUserProfile(t, machine.Machine)
+	if u1.UserID == u2.UserID || u1.Email == u2.Email {
+		t.Error("NewUserProfile repeats a user")
+	}
+
+	// The wire form parses and verifies too.
+	pb, err := certs.ParseBundle(ca.IssueUserWire(t, machine))
+	if err != nil {
+		t.Fatalf("ParseBundle: %v", err)
+	}
+	if id, err := certs.Verify(pb, ca.Roots(), time.Now()); err != nil || id.User == nil {
+		t.Fatalf("Verify wire bundle: %v, user rejected: %v", err, id.UserRejected)
+	}
+}
+
+func TestUserOptions(t *testing.T) {
+	ca := testca.New(t, "corp.example")
+	other := testca.New(t, "corp.example")
+	machine, _ := ca.IssueMachine(t, ca.NewProfile(t, "laptop"))
+	stranger := ca.NewProfile(t, "stranger")
+	wrongKey, err := certs.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	tests := []struct {
+		name string
+		opts []testca.Option
+		want certs.Reason
+	}{
+		{"another subject key", []testca.Option{testca.WithDeviceKey(wrongKey)}, certs.ReasonUserKeyMismatch},
+		{"another device's binding", []testca.Option{testca.WithBoundDevice(stranger.DeviceID)}, certs.ReasonUserDeviceMismatch},
+		{"another CA", []testca.Option{testca.WithIssuer(other.Intermediate())}, certs.ReasonUserUntrusted},
+		{"self-signed", []testca.Option{testca.WithSelfSigned()}, certs.ReasonUserUntrusted},
+		{"expired", []testca.Option{testca.WithValidity(now.Add(-2*time.Hour), now.Add(-time.Hour))}, certs.ReasonUserExpired},
+		{"two emails", []testca.Option{testca.WithEmails("a@example.com", "b@example.com")}, certs.ReasonUserProfile},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := ca.IssueUser(t, machine, tt.opts...)
+			id, err := certs.Verify(b, ca.Roots(), now)
+			if err != nil {
+				t.Fatalf("Verify: %v (the machine must stand)", err)
+			}
+			if id.User != nil || id.UserRejected == nil || id.UserRejected.Reason != tt.want {
+				t.Fatalf("user %+v rejected %v, want reason %q", id.User, id.UserRejected, tt.want)
+			}
+		})
+	}
+
+	b := ca.IssueUser(t, machine, testca.WithIssuer(other.Intermediate()))
+	if len(b.Intermediates) != 2 || !b.Intermediates[1].Equal(other.Intermediate().Cert) || b.User.CheckSignatureFrom(other.Intermediate().Cert) != nil {
+		t.Error("WithIssuer: user certificate not signed by, or bundled with, the other issuer")
+	}
+	b = ca.IssueUser(t, machine, testca.WithIntermediates())
+	if len(b.Intermediates) != 0 {
+		t.Error("WithIntermediates(): the bundle still carries intermediates")
+	}
+}
