@@ -25,6 +25,8 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -99,7 +101,7 @@ func WithDeviceFlow(lifetime, interval time.Duration) Option {
 // WithClient registers a client at start; see Provider.AddClient.
 func WithClient(id, secret string, redirectURIs ...string) Option {
 	return func(c *config) {
-		c.clients = append(c.clients, &client{id: id, secret: secret, redirectURIs: redirectURIs})
+		c.clients = append(c.clients, &client{id: id, secret: secret, redirectURIs: slices.Clone(redirectURIs)})
 	}
 }
 
@@ -107,7 +109,8 @@ func WithClient(id, secret string, redirectURIs ...string) Option {
 func WithUser(u User) Option { return func(c *config) { c.users = append(c.users, u) } }
 
 // Provider is a running OpenID Provider. Its methods are safe for concurrent
-// use, except MintIDToken and New's failures, which report to the test.
+// use; MintIDToken, AddUser and CAFile report failures with t.Fatal, so call
+// those from the test goroutine.
 type Provider struct {
 	t      testing.TB
 	addr   string
@@ -253,6 +256,17 @@ func (p *Provider) CertPool() *x509.CertPool { return p.pool.Clone() }
 // CACertPEM is that CA certificate in PEM, for a relying party configured
 // with a CA file.
 func (p *Provider) CACertPEM() []byte { return slices.Clone(p.caPEM) }
+
+// CAFile writes CACertPEM to a file in a temporary directory of the test and
+// returns its path, for a relying party configured with a CA file.
+func (p *Provider) CAFile() string {
+	p.t.Helper()
+	path := filepath.Join(p.t.TempDir(), "oidctest-ca.pem")
+	if err := os.WriteFile(path, p.caPEM, 0o644); err != nil {
+		p.t.Fatalf("oidctest: CAFile: %v", err)
+	}
+	return path
+}
 
 // Context returns ctx carrying HTTPClient for go-oidc and golang.org/x/oauth2
 // (both read oauth2.HTTPClient / oidc.ClientContext from the context).

@@ -2,11 +2,14 @@ package oidctest_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -158,6 +161,16 @@ func TestDiscoveryAndJWKS(t *testing.T) {
 	}
 	if len(jwks.Keys) != 1 || jwks.Keys[0].Kty != "RSA" || jwks.Keys[0].Use != "sig" || jwks.Keys[0].Kid == "" {
 		t.Errorf("jwks = %+v", jwks)
+	}
+
+	// CAFile holds the root a relying party configured with a CA file needs.
+	pool := x509.NewCertPool()
+	if pemData, err := os.ReadFile(p.CAFile()); err != nil || !pool.AppendCertsFromPEM(pemData) {
+		t.Fatalf("CAFile: %v", err)
+	}
+	fromFile := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	if _, err := oidc.NewProvider(oidc.ClientContext(r.ctx, fromFile), p.Issuer()); err != nil {
+		t.Errorf("discovery trusting CAFile: %v", err)
 	}
 
 	// The TLS certificate is trusted only through the fixture.
@@ -421,6 +434,32 @@ func TestAttacksThroughTokenEndpoint(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("token response fields", func(t *testing.T) {
+		p.SetAttack(oidctest.Attack{Response: map[string]any{"refresh_expires_in": 1800}})
+		defer p.SetAttack(oidctest.Attack{})
+		raw, tok := r.login(t, p, "alice@example.com", alice.Password, "n-resp")
+		if _, err := r.verifier.Verify(r.ctx, raw); err != nil {
+			t.Fatalf("ID token no longer valid: %v", err)
+		}
+		if v, ok := tok.Extra("refresh_expires_in").(float64); !ok || v != 1800 {
+			t.Fatalf("refresh_expires_in = %v", tok.Extra("refresh_expires_in"))
+		}
+	})
+
+	t.Run("replayed ID token", func(t *testing.T) {
+		// Another login's token (valid, but for nonce "n-old") instead of this one's.
+		p.SetAttack(oidctest.Attack{Response: map[string]any{"id_token": p.MintIDToken(p.ValidClaims(clientID, "u-alice", "n-old"), oidctest.KeyReal)}})
+		defer p.SetAttack(oidctest.Attack{})
+		raw, _ := r.login(t, p, "alice@example.com", alice.Password, "n-new")
+		idt, err := r.verifier.Verify(r.ctx, raw)
+		if err != nil {
+			t.Fatalf("a validly signed replayed token must pass go-oidc itself: %v", err)
+		}
+		if idt.Nonce != "n-old" {
+			t.Fatalf("nonce %q: replay not delivered", idt.Nonce)
+		}
+	})
 
 	// Honest again.
 	raw, _ := r.login(t, p, "alice@example.com", alice.Password, "n-honest")

@@ -37,7 +37,7 @@ const (
 // provider issues (authorization code and device grants alike) is decoded,
 // changed as the non-zero fields say, and signed again with Key. The zero
 // Attack is an honest provider. The access token and the rest of the token
-// response are left alone.
+// response are left alone unless Response says otherwise.
 type Attack struct {
 	Issuer          string         // replaces "iss"
 	Audience        []string       // replaces "aud" when non-nil
@@ -47,9 +47,15 @@ type Attack struct {
 	EmailUnverified bool           // "email_verified": false
 	Claims          map[string]any // sets these claims; a nil value removes the claim
 	Key             Key            // what signs the result
+
+	// Response sets these top-level fields of the token response itself (a
+	// nil value removes the field), for example "refresh_expires_in" as
+	// Keycloak sends it, or "id_token": nil for a response without one.
+	Response map[string]any
 }
 
-func (a Attack) active() bool {
+// rewritesIDToken reports whether a changes the ID token.
+func (a Attack) rewritesIDToken() bool {
 	return a.Issuer != "" || a.Audience != nil || a.Expired || a.DropNonce || a.Nonce != "" ||
 		a.EmailUnverified || len(a.Claims) > 0 || a.Key != KeyReal
 }
@@ -91,6 +97,7 @@ func (p *Provider) SetAttack(a Attack) {
 		a.Audience = slices.Clone(a.Audience)
 	}
 	a.Claims = maps.Clone(a.Claims)
+	a.Response = maps.Clone(a.Response)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.attack = a
@@ -244,11 +251,10 @@ func (p *Provider) rewriteTokenResponse(body []byte) ([]byte, error) {
 	if err := d.Decode(&resp); err != nil {
 		return body, nil // not JSON: pass through untouched
 	}
+	a := p.currentAttack()
+	changed := false
 	raw, _ := resp["id_token"].(string)
-	if raw == "" {
-		return body, nil
-	}
-	if a := p.currentAttack(); a.active() {
+	if raw != "" && a.rewritesIDToken() {
 		claims, err := decodeClaims(raw)
 		if err != nil {
 			return nil, err
@@ -258,12 +264,26 @@ func (p *Provider) rewriteTokenResponse(body []byte) ([]byte, error) {
 			return nil, err
 		}
 		resp["id_token"] = raw
+		changed = true
+	}
+	for k, v := range a.Response {
+		if v == nil {
+			delete(resp, k)
+		} else {
+			resp[k] = v
+		}
+		changed = true
+	}
+	if changed {
+		var err error
 		if body, err = json.Marshal(resp); err != nil {
 			return nil, err
 		}
 	}
-	p.mu.Lock()
-	p.issued = append(p.issued, raw)
-	p.mu.Unlock()
+	if raw, _ := resp["id_token"].(string); raw != "" {
+		p.mu.Lock()
+		p.issued = append(p.issued, raw)
+		p.mu.Unlock()
+	}
 	return body, nil
 }
