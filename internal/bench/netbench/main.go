@@ -1,0 +1,335 @@
+// Command netbench measures certmesh's data plane and certificate handling
+// on this machine and writes the figures to a Markdown file (`make bench`
+// writes BENCHMARKS.md).
+//
+// In one run, side by side, it measures TCP throughput (iperf3) and ping
+// latency over three paths between two network namespaces joined by veth
+// pairs and a bridge (built with internal/netns):
+//
+//   - the plain veth path, as the baseline;
+//   - bare upstream wireguard-go (built from the pinned module) configured
+//     by hand with wg(8), with the agents' own keys and overlay addresses;
+//   - two certmesh agents on kernel TUN, through the mesh.
+//
+// Throughput runs are interleaved (one run of every path per round, the
+// order rotating) so that drift in the machine's load hits all paths
+// alike. It then runs the Go micro-benchmarks of ./certs and ./ca.
+//
+// It needs root (network namespaces, TUN), iproute2, iperf3, ping and
+// wg(8). Every namespace and process it starts is removed when it ends,
+// including on SIGINT/SIGTERM; leftovers of a run that was killed are
+// removed by the next run.
+//
+//	go run ./internal/bench/netbench -out BENCHMARKS.md   # full: ~5 minutes
+//	go run ./internal/bench/netbench -quick -out /tmp/b.md
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/certmesh/certmesh/internal/e2e"
+	"github.com/certmesh/certmesh/internal/netns"
+)
+
+// netPrefix names the benchmark's namespaces ("cmbench-a1", ...). It is
+// fixed so that a run can remove what a killed run left behind; a lock
+// file keeps two runs from sharing it.
+const netPrefix = "cmbench"
+
+// goBenchPkgs are the packages whose Go benchmarks are run.
+var goBenchPkgs = []string{"./certs", "./ca"}
+
+type options struct {
+	out          string
+	quick        bool
+	duration     time.Duration
+	omit         time.Duration
+	reps         int
+	pings        int
+	pingInterval time.Duration
+	benchCount   int
+	keep         bool
+	verbose      bool
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "write the report here (\"-\" for stdout)")
+	flag.BoolVar(&o.quick, "quick", false, "quick run: 3 s per iperf3 run, 1 round, 20 pings, -count 1 (overrides the other knobs)")
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each iperf3 run (whole seconds)")
+	flag.DurationVar(&o.omit, "omit", time.Second, "seconds of each iperf3 run left out of the figure (TCP slow start)")
+	flag.IntVar(&o.reps, "reps", 5, "iperf3 runs per path (the median is reported)")
+	flag.IntVar(&o.pings, "pings", 50, "pings per path")
+	flag.DurationVar(&o.pingInterval, "ping-interval", 100*time.Millisecond, "interval between pings")
+	flag.IntVar(&o.benchCount, "count", 3, "go test -count for the Go micro-benchmarks (the median is reported)")
+	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (binaries, state, logs)")
+	flag.BoolVar(&o.verbose, "v", false, "debug logging")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./internal/bench/netbench [flags]\n\n"+
+			"Measures veth vs bare wireguard-go vs certmesh (iperf3, ping) in network namespaces\n"+
+			"and the Go micro-benchmarks of ./certs and ./ca; writes a Markdown report. Needs root.\n\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if flag.NArg() > 0 {
+		flag.Usage()
+		os.Exit(2)
+	}
+	if o.quick {
+		o.duration, o.omit, o.reps, o.pings, o.benchCount = 3*time.Second, 0, 1, 20, 1
+	}
+	if o.reps < 1 || o.pings < 1 || o.benchCount < 1 || o.duration < time.Second {
+		fmt.Fprintln(os.Stderr, "netbench: -reps, -pings and -count must be at least 1, -duration at least 1s")
+		os.Exit(2)
+	}
+
+	level := slog.LevelInfo
+	if o.verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, log, o)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "netbench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// command is how the report says it was produced.
+func command() string {
+	return strings.TrimSpace("go run ./internal/bench/netbench " + strings.Join(os.Args[1:], " "))
+}
+
+func run(ctx context.Context, log *slog.Logger, o options) (err error) {
+	if err := netns.Available(); err != nil {
+		return fmt.Errorf("the network benchmark needs root and network namespaces: %w", err)
+	}
+	for _, c := range []string{"ip", "ss", "iperf3", "ping", "wg"} {
+		if _, err := exec.LookPath(c); err != nil {
+			return fmt.Errorf("%s not found (apt-get install -y iproute2 iperf3 iputils-ping wireguard-tools): %w", c, err)
+		}
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		return fmt.Errorf("no TUN device: %w", err)
+	}
+	unlock, err := lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	goCmd := e2e.GoCommand()
+	root, err := e2e.ModuleRoot(ctx)
+	if err != nil {
+		return err
+	}
+	outPath := o.out
+	if outPath != "-" {
+		if outPath, err = filepath.Abs(outPath); err != nil {
+			return err
+		}
+	}
+
+	work, err := os.MkdirTemp("", "certmesh-netbench-")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if o.keep || err != nil {
+			log.Info("netbench: work directory (binaries, state, logs) kept", "dir", work)
+			return
+		}
+		os.RemoveAll(work)
+	}()
+
+	rep := &Report{Command: command(), Start: time.Now(), Opts: o}
+	rep.Machine = readMachine(ctx, goCmd, root)
+
+	log.Info("netbench: building certmesh, certmesh-server and wireguard-go")
+	bin, err := e2e.Build(ctx, filepath.Join(work, "bin"), true)
+	if err != nil {
+		return err
+	}
+
+	if err := runNetwork(ctx, log, o, bin, work, rep); err != nil {
+		return err
+	}
+
+	log.Info("netbench: running the Go micro-benchmarks", "cmd", "go "+strings.Join(goBenchArgs(o.benchCount, goBenchPkgs), " "))
+	rep.GoBenchCmd = "go " + strings.Join(goBenchArgs(o.benchCount, goBenchPkgs), " ")
+	res, _, err := RunGoBench(ctx, goCmd, root, o.benchCount, goBenchPkgs)
+	if err != nil {
+		return err
+	}
+	rep.GoBench = GroupGoBench(res)
+	rep.Machine.LoadAfter = loadAvg()
+	rep.Elapsed = time.Since(rep.Start)
+
+	md := rep.Markdown()
+	if outPath == "-" {
+		_, err = os.Stdout.WriteString(md)
+		return err
+	}
+	if err := writeFileAtomic(outPath, []byte(md)); err != nil {
+		return err
+	}
+	log.Info("netbench: report written", "out", outPath, "took", rep.Elapsed.Round(time.Second))
+	fmt.Fprint(os.Stderr, rep.Summary())
+	return nil
+}
+
+// runNetwork builds the namespaces, measures every path and tears it all
+// down again, whatever happens.
+func runNetwork(ctx context.Context, log *slog.Logger, o options, bin *e2e.Binaries, work string, rep *Report) (err error) {
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := netns.Cleanup(cctx, netPrefix+"-"); err != nil {
+		return fmt.Errorf("removing leftovers of an earlier run: %w", err)
+	}
+	n, err := netns.NewNetwork(cctx, netns.Options{Prefix: netPrefix, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := n.Close(); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+	}()
+
+	topo, err := SetUp(cctx, log, n, bin, work)
+	if err != nil {
+		return err
+	}
+	if err := topo.WarmUp(ctx); err != nil {
+		return fmt.Errorf("%w%s", err, meshLogs(topo.Mesh))
+	}
+	servers := map[*netns.Host]bool{}
+	for _, p := range topo.Paths {
+		if servers[p.Server] {
+			continue
+		}
+		servers[p.Server] = true
+		if _, err := StartIPerfServer(ctx, p.Server, filepath.Join(work, "iperf3-"+p.Server.Name+".log")); err != nil {
+			return err
+		}
+	}
+	for _, p := range topo.Paths {
+		rep.Paths = append(rep.Paths, &PathResult{Path: p})
+	}
+
+	// Latency first, on an otherwise idle network.
+	for _, pr := range rep.Paths {
+		p := pr.Path
+		log.Info("netbench: ping", "path", p.Key, "from", p.Client.Name, "to", p.Dst, "count", o.pings)
+		pr.Ping, err = e2e.Ping(ctx, p.Client, p.Dst, o.pings, o.pingInterval)
+		if err != nil {
+			return err
+		}
+	}
+
+	// A short unreported run per path warms up TCP, caches and CPU clocks.
+	if !o.quick {
+		for _, pr := range rep.Paths {
+			if _, err := RunIPerf(ctx, pr.Path.Client, pr.Path.Dst, 2*time.Second, 0); err != nil {
+				return err
+			}
+		}
+	}
+
+	// Throughput: o.reps rounds, each running every path once, the order
+	// rotating from round to round.
+	for round := range o.reps {
+		for i := range rep.Paths {
+			pr := rep.Paths[(round+i)%len(rep.Paths)]
+			p := pr.Path
+			r, err := runIPerfRetry(ctx, log, p, o)
+			if err != nil {
+				return err
+			}
+			pr.Runs = append(pr.Runs, r)
+			log.Info("netbench: iperf3", "round", round+1, "of", o.reps, "path", p.Key,
+				"Mbit/s", fmt.Sprintf("%.0f", r.BitsPerSecond/1e6), "retransmits", r.Retransmits)
+		}
+	}
+	return nil
+}
+
+// runIPerfRetry retries a failed iperf3 run twice (a server that is still
+// tearing down the previous test refuses the next one for a moment).
+func runIPerfRetry(ctx context.Context, log *slog.Logger, p *Path, o options) (*IPerf, error) {
+	var err error
+	for try := range 3 {
+		if try > 0 {
+			log.Warn("netbench: iperf3 failed, retrying", "path", p.Key, "err", err)
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(time.Second):
+			}
+		}
+		var r *IPerf
+		if r, err = RunIPerf(ctx, p.Client, p.Dst, o.duration, o.omit); err == nil {
+			return r, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+	}
+	return nil, err
+}
+
+// lock makes sure only one netbench runs at a time, since they share the
+// namespace prefix.
+func lock() (func(), error) {
+	dir := "/run/lock"
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		dir = os.TempDir()
+	}
+	path := filepath.Join(dir, "certmesh-netbench.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock file: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("another netbench is running (%s is locked): %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+func writeFileAtomic(path string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}

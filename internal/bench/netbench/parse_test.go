@@ -1,0 +1,145 @@
+package main
+
+import (
+	"math"
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestParseIPerfJSON(t *testing.T) {
+	// Real output of `iperf3 -c 127.0.0.1 -t 1 -J` (iperf 3.12).
+	b, err := os.ReadFile("testdata/iperf3-ok.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := ParseIPerfJSON(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := IPerf{
+		BitsPerSecond: 13491435992.23015,
+		SentBytes:     1686896640,
+		ReceivedBytes: 1686896640,
+		Seconds:       1.000277,
+		Retransmits:   4,
+		HostCPU:       98.78172254307556,
+		RemoteCPU:     40.51944935968569,
+	}
+	if *r != want {
+		t.Errorf("ParseIPerfJSON =\n%+v, want\n%+v", *r, want)
+	}
+}
+
+func TestParseIPerfJSONErrors(t *testing.T) {
+	refused, err := os.ReadFile("testdata/iperf3-refused.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, err := os.ReadFile("testdata/iperf3-ok.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		in, want string
+	}{
+		// Real output when nothing listens on the port.
+		"refused":   {string(refused), "Connection refused"},
+		"truncated": {string(ok[:len(ok)/2]), "decoding"},
+		"empty":     {"", "decoding"},
+		"no end":    {`{"start":{},"end":{}}`, "no received data"},
+		// Without sum_sent.retransmits (UDP, or not the TCP sender's
+		// report) it is not the report we asked for.
+		"no retransmits": {`{"end":{"sum_sent":{"bytes":1,"bits_per_second":8},"sum_received":{"seconds":1,"bytes":1,"bits_per_second":8}}}`, "retransmits"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r, err := ParseIPerfJSON([]byte(tc.in))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("ParseIPerfJSON = %+v, %v; want error containing %q", r, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseGoBench(t *testing.T) {
+	// Real output of `go test -run XXX -bench . -benchmem -count 2 ./certs ./ca`.
+	f, err := os.Open("testdata/gobench.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	res, err := ParseGoBench(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 8 {
+		t.Fatalf("got %d results, want 8: %+v", len(res), res)
+	}
+	first := res[0]
+	if first.Pkg != "github.com/certmesh/certmesh/certs" || first.Name != "BenchmarkVerify/parsed" ||
+		first.Procs != 2 || first.Iterations != 6687 || first.NsPerOp() != 216213 ||
+		first.Metrics["bundles/s"] != 4625 || first.Metrics["B/op"] != 4470 || first.Metrics["allocs/op"] != 88 {
+		t.Errorf("first result = %+v", first)
+	}
+	last := res[len(res)-1]
+	if last.Pkg != "github.com/certmesh/certmesh/ca" || last.Name != "BenchmarkEnroll" || last.NsPerOp() != 5326141 ||
+		last.Metrics["certs/s"] != 187.8 {
+		t.Errorf("last result = %+v", last)
+	}
+
+	g := GroupGoBench(res)
+	var names []string
+	for _, s := range g {
+		names = append(names, s.Name)
+		if len(s.Runs) != 2 {
+			t.Errorf("%s: %d runs, want 2", s.Name, len(s.Runs))
+		}
+	}
+	if got := strings.Join(names, " "); got != "BenchmarkVerify/parsed BenchmarkVerify/wire BenchmarkIssueMachine BenchmarkEnroll" {
+		t.Errorf("groups = %s", got)
+	}
+	// Median of 216213 and 213743 ns/op.
+	if got := g[0].MedianNsPerOp(); got != 214978 {
+		t.Errorf("median ns/op = %v", got)
+	}
+	if got, want := g[0].PerSecond(), 1e9/214978; math.Abs(got-want) > 1e-9 {
+		t.Errorf("Verify/s = %v, want %v", got, want)
+	}
+}
+
+func TestParseGoBenchErrors(t *testing.T) {
+	for name, in := range map[string]string{
+		"no results":   "goos: linux\nPASS\nok  \tgithub.com/certmesh/certmesh/certs\t0.01s\n",
+		"failed build": "# github.com/certmesh/certmesh/certs\ncerts/x.go:1:1: syntax error\nFAIL\tgithub.com/certmesh/certmesh/certs [build failed]\n",
+		"bad value":    "BenchmarkX-2 \t 10 \t abc ns/op\n",
+		"odd fields":   "BenchmarkX-2 \t 10 \t 5 ns/op \t 7\n",
+		"no ns/op":     "BenchmarkX-2 \t 10 \t 5 B/op\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			if res, err := ParseGoBench(strings.NewReader(in)); err == nil {
+				t.Errorf("ParseGoBench = %+v, want an error", res)
+			}
+		})
+	}
+	// Lines that merely start with "Benchmark" are not results.
+	res, err := ParseGoBench(strings.NewReader("BenchmarkVerify\nBenchmarkVerify: bench_test.go:3: hello\nBenchmarkY-4 \t 3 \t 1.5 ns/op\n"))
+	if err != nil || len(res) != 1 || res[0].Name != "BenchmarkY" || res[0].Procs != 4 || res[0].NsPerOp() != 1.5 {
+		t.Errorf("ParseGoBench = %+v, %v", res, err)
+	}
+}
+
+func TestParseCPUInfo(t *testing.T) {
+	in := "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n\nprocessor\t: 1\nmodel name\t: AMD EPYC\n"
+	model, n := ParseCPUInfo(strings.NewReader(in))
+	if model != "AMD EPYC" || n != 2 {
+		t.Errorf("ParseCPUInfo = %q, %d", model, n)
+	}
+}
+
+func TestNum(t *testing.T) {
+	for in, want := range map[float64]string{0: "0", 12.34: "12.3", 950: "950", 1234.6: "1,235", 13491435: "13,491,435", -2500: "-2,500"} {
+		if got := num(in); got != want {
+			t.Errorf("num(%v) = %q, want %q", in, got, want)
+		}
+	}
+}
