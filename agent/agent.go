@@ -32,6 +32,8 @@ type Agent struct {
 	self      certs.Identity
 	endpoints []netip.AddrPort
 	socks     string
+	login     LoginState
+	runCtx    context.Context // Run's context, for background logins
 }
 
 // New prepares an agent: keys, enrollment (first start) or the stored
@@ -48,6 +50,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err := a.loadOrEnroll(ctx); err != nil {
 		return nil, err
 	}
+	a.loadUserCert()
 	if err := a.openDevice(ctx); err != nil {
 		return nil, err
 	}
@@ -187,6 +190,9 @@ func (a *Agent) publication() wire.Publish {
 // Run serves until ctx ends, then tears the device down.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.dev.Close()
+	a.mu.Lock()
+	a.runCtx = ctx
+	a.mu.Unlock()
 	if err := a.serveAPI(ctx); err != nil {
 		return err
 	}
@@ -217,6 +223,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			return errors.New("WireGuard device stopped")
 		case <-tick.C:
 			a.peers.sweep()
+			a.expireUser(ctx)
 		}
 	}
 }

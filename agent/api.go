@@ -1,9 +1,12 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -13,7 +16,16 @@ import (
 )
 
 // Local API paths, served on STATE/agent.sock.
-const apiPathStatus = "/status"
+const (
+	apiPathStatus = "/status"
+	apiPathLogin  = "/login"
+	apiPathLogout = "/logout"
+)
+
+// LoginRequest asks the agent to start a user login.
+type LoginRequest struct {
+	DeviceFlow bool `json:"device_flow,omitempty"`
+}
 
 // serveAPI serves the local API on a unix socket only the agent's user can
 // open.
@@ -30,11 +42,33 @@ func (a *Agent) serveAPI(ctx context.Context) error {
 	mux.HandleFunc("GET "+apiPathStatus, func(w http.ResponseWriter, r *http.Request) {
 		st, err := a.Status()
 		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
+			apiError(w, http.StatusInternalServerError, err)
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(st)
+		apiJSON(w, st)
+	})
+	mux.HandleFunc("POST "+apiPathLogin, func(w http.ResponseWriter, r *http.Request) {
+		var req LoginRequest
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<10)).Decode(&req); err != nil {
+			apiError(w, http.StatusBadRequest, fmt.Errorf("login request: %w", err))
+			return
+		}
+		st, err := a.Login(r.Context(), req.DeviceFlow)
+		if err != nil {
+			apiError(w, http.StatusBadGateway, err)
+			return
+		}
+		apiJSON(w, st)
+	})
+	mux.HandleFunc("GET "+apiPathLogin, func(w http.ResponseWriter, r *http.Request) {
+		apiJSON(w, a.LoginStatus())
+	})
+	mux.HandleFunc("POST "+apiPathLogout, func(w http.ResponseWriter, r *http.Request) {
+		if err := a.Logout(r.Context()); err != nil {
+			apiError(w, http.StatusInternalServerError, err)
+			return
+		}
+		apiJSON(w, struct{}{})
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
@@ -43,6 +77,18 @@ func (a *Agent) serveAPI(ctx context.Context) error {
 	}()
 	go func() { _ = srv.Serve(ln) }()
 	return nil
+}
+
+func apiJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// apiError answers with {"error": ...}.
+func apiError(w http.ResponseWriter, status int, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
 }
 
 // Client talks to a running agent's local API.
@@ -63,23 +109,61 @@ func NewClient(stateDir string) *Client {
 	}}}
 }
 
-// Status fetches the agent's status.
-func (c *Client) Status(ctx context.Context) (*Status, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent"+apiPathStatus, nil)
+// do calls the local API.
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://agent"+path, body)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("agent answered %s", resp.Status)
+		var e struct{ Error string }
+		if json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("agent answered %s", resp.Status)
 	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decoding agent answer to %s: %w", path, err)
+	}
+	return nil
+}
+
+// Status fetches the agent's status.
+func (c *Client) Status(ctx context.Context) (*Status, error) {
 	var st Status
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return nil, fmt.Errorf("decoding agent status: %w", err)
+	if err := c.do(ctx, http.MethodGet, apiPathStatus, nil, &st); err != nil {
+		return nil, err
 	}
 	return &st, nil
+}
+
+// Login starts a user login through the agent.
+func (c *Client) Login(ctx context.Context, req LoginRequest) (LoginState, error) {
+	var st LoginState
+	return st, c.do(ctx, http.MethodPost, apiPathLogin, req, &st)
+}
+
+// LoginStatus reports the latest login.
+func (c *Client) LoginStatus(ctx context.Context) (LoginState, error) {
+	var st LoginState
+	return st, c.do(ctx, http.MethodGet, apiPathLogin, nil, &st)
+}
+
+// Logout drops the user certificate.
+func (c *Client) Logout(ctx context.Context) error {
+	var out struct{}
+	return c.do(ctx, http.MethodPost, apiPathLogout, struct{}{}, &out)
 }

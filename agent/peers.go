@@ -235,6 +235,13 @@ func (m *peerManager) sweep() {
 	defer m.mu.Unlock()
 	now := m.now()
 	for devID, p := range m.peers {
+		if u := p.id.User; u != nil && now.After(u.NotAfter) {
+			// The person's certificate ended; the machine stays a peer.
+			p.id.User = nil
+			p.id.UserRejected = &certs.RejectError{Reason: certs.ReasonUserExpired,
+				Err: fmt.Errorf("user certificate of %s expired at %s", u.Email, u.NotAfter.UTC().Format(time.RFC3339))}
+			m.log.Info("peer's user certificate expired", "device", devID, "email", u.Email)
+		}
 		if now.After(p.id.NotAfter) {
 			label := p.label
 			m.removeLocked(label, "certificate expired")

@@ -31,6 +31,8 @@ type SelfStatus struct {
 	ListenPort   int                    `json:"listen_port"`
 	Endpoints    []netip.AddrPort       `json:"endpoints"`
 	SOCKS5       string                 `json:"socks5,omitempty"`
+	// User is the person logged in on this device (certmesh login).
+	User *UserStatus `json:"user,omitempty"`
 }
 
 // CoordStatus is the state of the coordinator link.
@@ -42,6 +44,8 @@ type CoordStatus struct {
 
 // PeerStatus is one verified, configured peer.
 type PeerStatus struct {
+	// Name is "user@domain on hostname", or the hostname and tags.
+	Name          string                 `json:"name"`
 	DeviceID      certs.DeviceID         `json:"device_id"`
 	Hostname      certs.Hostname         `json:"hostname"`
 	FQDN          string                 `json:"fqdn"`
@@ -55,4 +59,9 @@ type PeerStatus struct {
 	LastHandshake time.Time              `json:"last_handshake,omitzero"`
 	RxBytes       uint64                 `json:"rx_bytes"`
 	TxBytes       uint64                 `json:"tx_bytes"`
+	// User is the person logged in on the peer, verified from its user
+	// certificate; UserRejected says why a user certificate it carries
+	// was not accepted (the machine identity stands without it).
+	User         *UserStatus `json:"user,omitempty"`
+	UserRejected string      `json:"user_rejected,omitempty"`
 }

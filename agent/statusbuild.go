@@ -33,9 +33,13 @@ func (a *Agent) Status() (*Status, error) {
 	peers, rejected := a.peers.snapshot()
 	for _, p := range peers {
 		ps := PeerStatus{
+			Name: p.id.DisplayName(), User: userStatus(p.id.User),
 			DeviceID: p.id.DeviceID, Hostname: p.id.Hostname, FQDN: p.id.Hostname.FQDN(p.id.TrustDomain),
 			Addresses: p.id.Addresses, WireGuardKey: p.id.WireGuardKey, Attestation: p.id.Attestation, Tags: p.id.Tags,
 			Verified: true, CertNotAfter: p.id.NotAfter,
+		}
+		if p.id.UserRejected != nil {
+			ps.UserRejected = p.id.UserRejected.Error()
 		}
 		if i, ok := byKey[p.id.WireGuardKey]; ok {
 			s := stats[i]
@@ -45,6 +49,11 @@ func (a *Agent) Status() (*Status, error) {
 			ps.LastHandshake, ps.RxBytes, ps.TxBytes = s.LastHandshake, s.RxBytes, s.TxBytes
 		}
 		st.Peers = append(st.Peers, ps)
+	}
+	if u := a.ident.user(); u != nil {
+		if uid, err := a.verifyUser(u); err == nil {
+			st.Self.User = userStatus(uid)
+		}
 	}
 	st.Rejected = append([]Rejection{}, rejected...)
 	return st, nil

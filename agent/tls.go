@@ -16,11 +16,30 @@ import (
 	"github.com/certmesh/certmesh/internal/wire"
 )
 
-// identity is the agent's current machine credential, swapped on renewal.
+// identity is the agent's current machine credential, swapped on renewal,
+// and the user certificate of the person logged in, if any. Both certify
+// the same device key, so renewal does not touch the user certificate.
 type identity struct {
-	mu     sync.RWMutex
-	cert   *tls.Certificate
-	bundle certs.Bundle
+	mu      sync.RWMutex
+	cert    *tls.Certificate
+	bundle  certs.Bundle
+	userCrt *x509.Certificate
+}
+
+// setUser replaces the user certificate (nil: logged out) and returns the
+// previous one.
+func (id *identity) setUser(u *x509.Certificate) *x509.Certificate {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	old := id.userCrt
+	id.userCrt = u
+	return old
+}
+
+func (id *identity) user() *x509.Certificate {
+	id.mu.RLock()
+	defer id.mu.RUnlock()
+	return id.userCrt
 }
 
 func (id *identity) set(b certs.Bundle, k *keys) {
@@ -34,10 +53,14 @@ func (id *identity) set(b certs.Bundle, k *keys) {
 	id.mu.Unlock()
 }
 
+// get returns the TLS credential (machine certificate) and the bundle we
+// publish: the machine certificate, its chain and the user certificate.
 func (id *identity) get() (*tls.Certificate, certs.Bundle) {
 	id.mu.RLock()
 	defer id.mu.RUnlock()
-	return id.cert, id.bundle
+	b := id.bundle
+	b.User = id.userCrt
+	return id.cert, b
 }
 
 // serverTLS verifies the CA/coordinator against the pinned root and the

@@ -18,7 +18,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(agentCmd(), statusCmd())
+	root.AddCommand(agentCmd(), statusCmd(), loginCmd(), logoutCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "certmesh:", err)
 		os.Exit(1)

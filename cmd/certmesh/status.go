@@ -41,6 +41,11 @@ func printStatus(w io.Writer, st *agent.Status) {
 	s := st.Self
 	fmt.Fprintf(w, "self     %s  %s  device %s  %s  cert expires %s\n", s.FQDN, joinAddrs(s.Addresses), s.DeviceID,
 		s.Attestation, s.CertNotAfter.Local().Format(time.RFC3339))
+	if u := s.User; u != nil {
+		fmt.Fprintf(w, "user     %s  groups [%s]  expires %s\n", u.Email, joinStrings(u.Groups), u.NotAfter.Local().Format(time.RFC3339))
+	} else {
+		fmt.Fprintf(w, "user     none (certmesh login)\n")
+	}
 	coord := "connected"
 	if !st.Coordinator.Connected {
 		coord = "disconnected " + st.Coordinator.LastError
@@ -53,7 +58,7 @@ func printStatus(w io.Writer, st *agent.Status) {
 		if !p.LastHandshake.IsZero() {
 			hs = time.Since(p.LastHandshake).Round(time.Second).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", p.FQDN, joinAddrs(p.Addresses), p.DeviceID, "yes ("+string(p.Attestation)+")",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", p.Name, joinAddrs(p.Addresses), p.DeviceID, "yes ("+string(p.Attestation)+")",
 			p.CertNotAfter.Local().Format(time.RFC3339), hs, p.RxBytes, p.TxBytes)
 	}
 	for _, r := range st.Rejected {
@@ -63,6 +68,19 @@ func printStatus(w io.Writer, st *agent.Status) {
 	for _, r := range st.Rejected {
 		fmt.Fprintf(w, "refused %s: %s\n", r.Label, r.Error)
 	}
+	for _, p := range st.Peers {
+		if p.UserRejected != "" {
+			fmt.Fprintf(w, "user of %s not accepted: %s\n", p.FQDN, p.UserRejected)
+		}
+	}
+}
+
+func joinStrings[T ~string](ss []T) string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = string(s)
+	}
+	return strings.Join(out, ", ")
 }
 
 func joinAddrs[T fmt.Stringer](as []T) string {

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"time"
+
+	"github.com/certmesh/certmesh/agent"
+	"github.com/certmesh/certmesh/internal/wire"
+	"github.com/spf13/cobra"
+)
+
+func loginCmd() *cobra.Command {
+	var state string
+	var deviceFlow, noBrowser bool
+	cmd := &cobra.Command{
+		Use:   "login",
+		Short: "Log in with the organisation's identity provider (through the running agent)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl := agent.NewClient(state)
+			st, err := cl.Login(cmd.Context(), agent.LoginRequest{DeviceFlow: deviceFlow})
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			switch {
+			case st.AuthURL != "":
+				fmt.Fprintf(out, "To log in, open:\n\n  %s\n\n", st.AuthURL)
+				if !noBrowser {
+					openBrowser(st.AuthURL)
+				}
+			case st.VerificationURIComplete != "":
+				fmt.Fprintf(out, "On any device, open:\n\n  %s\n\nand check that it shows the code %s\n\n", st.VerificationURIComplete, st.UserCode)
+			default:
+				fmt.Fprintf(out, "On any device, open %s and enter the code:\n\n  %s\n\n", st.VerificationURI, st.UserCode)
+			}
+			fmt.Fprintf(out, "Waiting for the login (until %s)...\n", st.Expires.Local().Format(time.Kitchen))
+			said := st.Status
+			for {
+				select {
+				case <-cmd.Context().Done():
+					return cmd.Context().Err()
+				case <-time.After(time.Second):
+				}
+				cur, err := cl.LoginStatus(cmd.Context())
+				if err != nil {
+					return err
+				}
+				if cur.LoginID != st.LoginID {
+					return fmt.Errorf("another login replaced this one")
+				}
+				switch cur.Status {
+				case wire.LoginDone:
+					fmt.Fprintf(out, "Logged in as %s (groups: %s) until %s.\n", cur.User.Email, joinStrings(cur.User.Groups), cur.User.NotAfter.Local().Format(time.RFC3339))
+					return nil
+				case wire.LoginFailed:
+					return fmt.Errorf("login failed: %s", cur.Message)
+				case wire.LoginAwaitingApproval:
+					if said != cur.Status {
+						fmt.Fprintf(out, "Waiting for an administrator to approve this first login: %s\n", cur.Message)
+					}
+				}
+				said = cur.Status
+			}
+		},
+	}
+	cmd.Flags().StringVar(&state, "state", defaultState, "state directory of the agent")
+	cmd.Flags().BoolVar(&deviceFlow, "device-flow", false, "headless: log in on another device with a code (RFC 8628)")
+	cmd.Flags().BoolVar(&noBrowser, "no-browser", false, "only print the URL")
+	return cmd
+}
+
+// openBrowser tries to open url where a desktop session is at hand.
+func openBrowser(url string) {
+	if os.Getenv("DISPLAY") == "" && os.Getenv("WAYLAND_DISPLAY") == "" {
+		return
+	}
+	if p, err := exec.LookPath("xdg-open"); err == nil {
+		_ = exec.Command(p, url).Start()
+	}
+}
+
+func logoutCmd() *cobra.Command {
+	var state string
+	cmd := &cobra.Command{
+		Use:   "logout",
+		Short: "Drop the user certificate: peers see this machine without a user",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := agent.NewClient(state).Logout(cmd.Context()); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "logged out")
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&state, "state", defaultState, "state directory of the agent")
+	return cmd
+}
