@@ -103,6 +103,9 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, log, o)
+	if err != nil && ctx.Err() != nil {
+		err = errors.New("interrupted; namespaces and processes removed, no report written")
+	}
 	stop()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "netbench: %v\n", err)
