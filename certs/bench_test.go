@@ -11,33 +11,46 @@ import (
 )
 
 // BenchmarkVerify measures how many peer bundles an agent verifies per
-// second: already parsed, and from the wire (ParseBundle + Verify).
+// second: already parsed, and from the wire (ParseBundle + Verify); each
+// without and with (+user) a user certificate.
 func BenchmarkVerify(b *testing.B) {
 	ca := testca.New(b, td)
 	p := ca.NewProfile(b, "peer")
 	p.Tags = []certs.Tag{"db", "prod"}
 	bundle, _ := ca.IssueMachine(b, p)
-	w := bundle.Wire()
+	withUser := ca.IssueUser(b, bundle, testca.WithGroups("eng", "ops"))
 	now := time.Now()
 
-	b.Run("parsed", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, err := certs.Verify(bundle, ca.Roots(), now); err != nil {
+	for _, c := range []struct {
+		name   string
+		bundle certs.Bundle
+	}{{"", bundle}, {"+user", withUser}} {
+		w := c.bundle.Wire()
+		check := func(b *testing.B, id certs.Identity, err error) {
+			if err != nil {
 				b.Fatal(err)
 			}
-		}
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "bundles/s")
-	})
-	b.Run("wire", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, err := verifyWire(w, ca.Roots(), now); err != nil {
-				b.Fatal(err)
+			if (c.bundle.User != nil) != (id.User != nil) {
+				b.Fatalf("user %+v rejected %v", id.User, id.UserRejected)
 			}
 		}
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "bundles/s")
-	})
+		b.Run("parsed"+c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				id, err := certs.Verify(c.bundle, ca.Roots(), now)
+				check(b, id, err)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "bundles/s")
+		})
+		b.Run("wire"+c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				id, err := verifyWire(w, ca.Roots(), now)
+				check(b, id, err)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "bundles/s")
+		})
+	}
 }
 
 // BenchmarkIssueMachine measures the CA's part of an issuance: rendering

@@ -2,6 +2,7 @@ package certs_test
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,13 +13,44 @@ import (
 // fuzzSeeds are machine certificates worth mutating: a good one and a few
 // that Verify rejects for different reasons.
 func fuzzSeeds(f *testing.F, ca *testca.CA) [][]byte {
+	good, _ := goodSeed(f, ca)
 	p := ca.NewProfile(f, "seed")
 	p.Tags = []certs.Tag{"db"}
-	good, _ := ca.IssueMachineWire(f, p)
 	self, _ := ca.IssueMachineWire(f, p, testca.WithSelfSigned())
 	short, _ := ca.IssueMachineWire(f, p, testca.WithWireGuardKeyBytes(bytes.Repeat([]byte{1}, 31)))
 	dup, _ := ca.IssueMachineWire(f, p, testca.WithDuplicateExtension(certs.OIDTags))
-	return [][]byte{good.Machine, self.Machine, short.Machine, dup.Machine, good.Machine[:len(good.Machine)/2], nil, []byte("garbage")}
+	return [][]byte{good.Machine.Raw, self.Machine, short.Machine, dup.Machine, good.Machine.Raw[:len(good.Machine.Raw)/2], nil, []byte("garbage")}
+}
+
+// goodSeed is a machine bundle the user seeds are bound to, and a valid
+// user certificate for it.
+func goodSeed(f *testing.F, ca *testca.CA) (certs.Bundle, []byte) {
+	p := ca.NewProfile(f, "seed")
+	p.Tags = []certs.Tag{"db"}
+	b, _ := ca.IssueMachine(f, p)
+	return b, ca.IssueUser(f, b, testca.WithGroups("eng", "ops")).User.Raw
+}
+
+// userFuzzSeeds are user certificates for machine worth mutating: a good
+// one and some that Verify rejects for different reasons.
+func userFuzzSeeds(f *testing.F, ca *testca.CA, machine certs.Bundle) [][]byte {
+	other := testca.New(f, td)
+	key, err := certs.NewKey()
+	if err != nil {
+		f.Fatal(err)
+	}
+	now := time.Now()
+	user := func(opts ...testca.Option) []byte { return ca.IssueUserWire(f, machine, opts...).User }
+	good := user(testca.WithGroups("eng"))
+	return [][]byte{
+		good,
+		user(testca.WithValidity(now.Add(-2*time.Hour), now.Add(-time.Hour))),
+		user(testca.WithDeviceKey(key)),
+		user(testca.WithBoundDevice(testca.NewDeviceID(f))),
+		user(testca.WithIssuer(other.Intermediate()), testca.WithIntermediates(ca.Intermediate().Cert)),
+		user(testca.WithDuplicateExtension(certs.OIDGroups), testca.WithGroups("eng")),
+		good[:len(good)/2],
+	}
 }
 
 // The fuzz targets run only their seeds in a normal test run. To fuzz:
@@ -29,58 +61,109 @@ func fuzzSeeds(f *testing.F, ca *testca.CA) [][]byte {
 // by default) takes nearly all of a short -fuzztime.
 
 // FuzzParseBundle: no input makes ParseBundle (or Verify after it) panic,
-// and every failure is a typed malformed rejection.
+// and every failure is a typed malformed rejection. An empty user input
+// means a bundle without a user certificate.
 func FuzzParseBundle(f *testing.F) {
 	ca := testca.New(f, td)
 	inter := ca.Intermediate().Cert.Raw
 	for _, s := range fuzzSeeds(f, ca) {
-		f.Add(s, inter)
+		f.Add(s, inter, []byte(nil))
 	}
-	f.Add([]byte{0x30, 0x80}, []byte{0x30, 0x00})
+	machine, _ := goodSeed(f, ca)
+	for _, u := range userFuzzSeeds(f, ca, machine) {
+		f.Add(machine.Machine.Raw, inter, u)
+	}
+	f.Add([]byte{0x30, 0x80}, []byte{0x30, 0x00}, []byte{0x30, 0x00})
 	now := time.Now()
-	f.Fuzz(func(t *testing.T, machine, intermediate []byte) {
-		b, err := certs.ParseBundle(certs.WireBundle{Machine: machine, Intermediates: [][]byte{intermediate}})
+	f.Fuzz(func(t *testing.T, machine, intermediate, user []byte) {
+		w := certs.WireBundle{Machine: machine, Intermediates: [][]byte{intermediate}}
+		if len(user) > 0 {
+			w.User = user
+		}
+		b, err := certs.ParseBundle(w)
 		if err != nil {
 			if certs.ReasonOf(err) != certs.ReasonMalformed {
 				t.Fatalf("ParseBundle error %v is not a malformed rejection", err)
 			}
 			return
 		}
-		if b.Machine == nil || len(b.Intermediates) != 1 {
-			t.Fatalf("ParseBundle returned %d intermediates, machine %v", len(b.Intermediates), b.Machine != nil)
+		if b.Machine == nil || len(b.Intermediates) != 1 || (b.User != nil) != (len(user) > 0) {
+			t.Fatalf("ParseBundle returned %d intermediates, machine %v, user %v", len(b.Intermediates), b.Machine != nil, b.User != nil)
 		}
-		if _, err := certs.Verify(b, ca.Roots(), now); err != nil && certs.ReasonOf(err) == "" {
+		id, err := certs.Verify(b, ca.Roots(), now)
+		if err != nil && certs.ReasonOf(err) == "" {
 			t.Fatalf("Verify error %v has no reason", err)
+		}
+		if id.UserRejected != nil && !strings.HasPrefix(string(id.UserRejected.Reason), "user-") {
+			t.Fatalf("user rejection %v has no user reason", id.UserRejected)
 		}
 	})
 }
 
-// FuzzVerify feeds arbitrary DER as the machine certificate, with the CA's
-// real intermediate. Verify must not panic, must reject with a typed reason,
-// and may accept only what a certmesh CA signed.
+// FuzzVerify feeds arbitrary DER as the machine certificate and the user
+// certificate (none if empty), with the CA's real intermediate. Verify must
+// not panic, must reject with a typed reason, may accept only what a
+// certmesh CA signed, and must decide about the machine exactly as it does
+// without the user certificate.
 func FuzzVerify(f *testing.F) {
 	ca := testca.New(f, td)
 	for _, s := range fuzzSeeds(f, ca) {
-		f.Add(s)
+		f.Add(s, []byte(nil))
 	}
+	machine, _ := goodSeed(f, ca)
+	for _, u := range userFuzzSeeds(f, ca, machine) {
+		f.Add(machine.Machine.Raw, u)
+	}
+	inter := ca.Intermediate().Cert
 	now := time.Now()
-	f.Fuzz(func(t *testing.T, machine []byte) {
-		b, err := certs.ParseBundle(certs.WireBundle{Machine: machine, Intermediates: [][]byte{ca.Intermediate().Cert.Raw}})
+	f.Fuzz(func(t *testing.T, machine, user []byte) {
+		w := certs.WireBundle{Machine: machine, Intermediates: [][]byte{inter.Raw}}
+		if len(user) > 0 {
+			w.User = user
+		}
+		b, err := certs.ParseBundle(w)
 		if err != nil {
 			return
 		}
 		id, err := certs.Verify(b, ca.Roots(), now)
+		alone := b
+		alone.User = nil
+		machineOnly, errAlone := certs.Verify(alone, ca.Roots(), now)
+		if certs.ReasonOf(err) != certs.ReasonOf(errAlone) || id.DeviceID != machineOnly.DeviceID || id.WireGuardKey != machineOnly.WireGuardKey {
+			t.Fatalf("the user certificate changed the machine verdict: %v / %v, %+v / %+v", err, errAlone, id, machineOnly)
+		}
 		if err != nil {
 			if certs.ReasonOf(err) == "" {
 				t.Fatalf("Verify error %v has no reason", err)
 			}
+			if id.User != nil || id.UserRejected != nil {
+				t.Fatal("a rejected bundle has a user verdict")
+			}
 			return
 		}
-		if b.Machine.CheckSignatureFrom(ca.Intermediate().Cert) != nil {
+		if b.Machine.CheckSignatureFrom(inter) != nil {
 			t.Fatal("Verify accepted a certificate the intermediate did not sign")
 		}
 		if id.WireGuardKey.IsZero() || len(id.Addresses) == 0 || id.DeviceID == "" {
 			t.Fatalf("accepted an incomplete identity %+v", id)
+		}
+		switch {
+		case b.User == nil && (id.User != nil || id.UserRejected != nil):
+			t.Fatal("a user verdict without a user certificate")
+		case b.User != nil && (id.User == nil) == (id.UserRejected == nil):
+			t.Fatalf("user %+v and rejection %v: want exactly one", id.User, id.UserRejected)
+		case id.UserRejected != nil && !strings.HasPrefix(string(id.UserRejected.Reason), "user-"):
+			t.Fatalf("user rejection %v has no user reason", id.UserRejected)
+		case id.User != nil:
+			if b.User.CheckSignatureFrom(inter) != nil {
+				t.Fatal("Verify accepted a user certificate the intermediate did not sign")
+			}
+			if !bytes.Equal(b.User.RawSubjectPublicKeyInfo, b.Machine.RawSubjectPublicKeyInfo) {
+				t.Fatal("Verify accepted a user certificate for another key")
+			}
+			if id.User.UserID == "" || id.User.Email == "" {
+				t.Fatalf("accepted an incomplete user %+v", id.User)
+			}
 		}
 	})
 }
