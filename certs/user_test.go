@@ -297,11 +297,11 @@ func TestUserIDs(t *testing.T) {
 
 func TestParseEmail(t *testing.T) {
 	for in, want := range map[string]string{
-		"alice@corp.example":            "alice@corp.example",
-		"Alice.Smith@Corp.Example":      "alice.smith@corp.example",
-		"a+tag@sub.corp.example":        "a+tag@sub.corp.example",
-		"o'brien@corp.example":          "o'brien@corp.example",
-		"x@a.b":                         "x@a.b",
+		"alice@corp.example":             "alice@corp.example",
+		"Alice.Smith@Corp.Example":       "alice.smith@corp.example",
+		"a+tag@sub.corp.example":         "a+tag@sub.corp.example",
+		"o'brien@corp.example":           "o'brien@corp.example",
+		"x@a.b":                          "x@a.b",
 		strings.Repeat("l", 64) + "@x.y": strings.Repeat("l", 64) + "@x.y",
 	} {
 		got, err := certs.ParseEmail(in)
