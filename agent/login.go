@@ -98,9 +98,10 @@ func (a *Agent) setLogin(id string, edit func(*LoginState)) {
 func (a *Agent) followLogin(ctx context.Context, id string, expires time.Time) {
 	ctx, cancel := context.WithDeadline(ctx, expires.Add(time.Minute))
 	defer cancel()
+	known := wire.LoginPending
 	for {
 		var resp wire.LoginPollResponse
-		err := a.caAPI.call(ctx, http.MethodPost, wire.PathLoginPoll, wire.LoginPollRequest{LoginID: id}, &resp)
+		err := a.caAPI.call(ctx, http.MethodPost, wire.PathLoginPoll, wire.LoginPollRequest{LoginID: id, Known: known}, &resp)
 		if err != nil {
 			var se *ServerError
 			if errors.As(err, &se) || ctx.Err() != nil {
@@ -130,6 +131,7 @@ func (a *Agent) followLogin(ctx context.Context, id string, expires time.Time) {
 			a.cfg.Logger.Warn("login refused", "code", resp.Code, "err", resp.Message)
 			return
 		default:
+			known = resp.Status
 			a.setLogin(id, func(s *LoginState) { s.Status, s.Message, s.Code = resp.Status, resp.Message, resp.Code })
 		}
 	}

@@ -305,6 +305,17 @@ func (c *CA) PollLogin(ctx context.Context, peer []*x509.Certificate, req wire.L
 			c.logins.set(s, wire.LoginFailed, e, nil)
 			continue
 		}
+		known := req.Known
+		if known == "" {
+			known = wire.LoginPending
+		}
+		if st != known {
+			r := wire.LoginPollResponse{Status: st}
+			if fail != nil {
+				r.Code, r.Message = string(fail.Code), fail.Error()
+			}
+			return r, nil
+		}
 		select {
 		case <-changed:
 		case <-timer.C:

@@ -57,7 +57,8 @@ func (c *CA) recordLogin(ctx context.Context, s *loginSession, u verifiedUser) e
 		return refuse(CodeBadIDToken, "groups claim %q: %v", c.rp.cfg.GroupsClaim, err)
 	}
 	now := c.now()
-	return c.store.Update(ctx, func(tx store.Tx) error {
+	pending := false
+	err = c.store.Update(ctx, func(tx store.Tx) error {
 		if err := tx.MarkIDTokenUsed(u.TokenHash, now.Add(24*time.Hour), now); errors.Is(err, store.ErrExists) {
 			return refuse(CodeBadIDToken, "this ID token was already used for a login (replay)")
 		} else if err != nil {
@@ -78,11 +79,13 @@ func (c *CA) recordLogin(ctx context.Context, s *loginSession, u verifiedUser) e
 		if err := tx.PutUser(rec); err != nil {
 			return fmt.Errorf("recording user: %w", err)
 		}
-		if rec.State == store.UserPending {
-			return refuse(CodeLoginPending, "%s is a new user: an administrator must approve the first login (certmesh-server users approve %s)", email, email)
-		}
+		pending = rec.State == store.UserPending
 		return nil
 	})
+	if err == nil && pending {
+		return refuse(CodeLoginPending, "%s is a new user: an administrator must approve the first login (certmesh-server users approve %s)", email, email)
+	}
+	return err
 }
 
 // userLifetime is the validity of a user certificate issued now: the

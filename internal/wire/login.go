@@ -45,6 +45,9 @@ const (
 // LoginPollRequest asks for a login's outcome.
 type LoginPollRequest struct {
 	LoginID string `json:"login_id"`
+	// Known is the status the client last saw: the CA answers when the
+	// status differs from it (or after a while). Empty means pending.
+	Known LoginStatus `json:"known,omitempty"`
 }
 
 // LoginPollResponse is a login's outcome so far. When Status is done,
