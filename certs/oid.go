@@ -15,14 +15,16 @@ const MandatedArc = "2.25.225351597951005397116069564711014168437"
 // 31 bits of the mandated UUID, the largest prefix of it that Go can parse.
 var Arc = asn1.ObjectIdentifier{2, 25, 1422168524}
 
-// The extension OIDs. All are non-critical.
+// The extension OIDs. All are non-critical. A machine certificate carries
+// .1 to .3 (.4 when routes arrive), a user certificate .5 and .6 and never
+// a machine extension.
 var (
 	OIDWireGuardKey  = arc(1) // 32-byte OCTET STRING
 	OIDAttestation   = arc(2) // UTF8String: "tpm" or "token"
 	OIDTags          = arc(3) // SEQUENCE OF UTF8String
 	OIDRoutes        = arc(4) // reserved: routes the node may serve
-	OIDGroups        = arc(5) // reserved: user groups
-	OIDDeviceBinding = arc(6) // reserved: device a user certificate is bound to
+	OIDGroups        = arc(5) // user certificate: SEQUENCE OF UTF8String, the user's groups (absent: none)
+	OIDDeviceBinding = arc(6) // user certificate: UTF8String, the device ID it is bound to
 )
 
 func arc(n int) asn1.ObjectIdentifier {
