@@ -124,6 +124,11 @@ const UserTemplate = `{
 // (OIDDeviceBinding, a UTF8String of the device ID) and the groups
 // (OIDGroups, a SEQUENCE OF UTF8String, absent without groups). There is no
 // WireGuard key extension: a user certificate configures no peer.
+//
+// The binding holds the bare device ID rather than the device's SPIFFE ID:
+// the trust domain is already fixed by the certificate's own URI SAN (which
+// Verify requires to be in the pinned trust domain), and peers compare the
+// binding with the DeviceID they read from the machine certificate.
 func (p UserProfile) TemplateData() (x509util.TemplateData, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err

@@ -158,7 +158,11 @@ func verifyLeaf(what string, c *x509.Certificate, inter *x509.CertPool, inters [
 }
 
 // verifyUser checks the bundle's user certificate u against the machine
-// certificate m, which Verify accepted as device dev.
+// certificate m, which Verify accepted as device dev. The order decides the
+// reason when several apply: leaf and chain first (a forgery by another CA
+// is untrusted, whatever it says), then the device binding (another
+// device's certificate is a device mismatch, though its key differs too),
+// then the subject key, then the rest of the profile.
 func verifyUser(u, m *x509.Certificate, dev DeviceID, inter *x509.CertPool, inters []*x509.Certificate, roots *Roots, now time.Time) (*UserIdentity, *RejectError) {
 	if err := verifyLeaf("user certificate", u, inter, inters, roots, now); err != nil {
 		var re *RejectError
