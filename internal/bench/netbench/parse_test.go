@@ -143,3 +143,28 @@ func TestNum(t *testing.T) {
 		}
 	}
 }
+
+func TestDescribeGoBench(t *testing.T) {
+	if got := describeGoBench(GoBenchSummary{Name: "BenchmarkVerify/wire+user"}); got.unit != "Verify/s" || !strings.Contains(got.what, "user certificate") {
+		t.Errorf("describeGoBench(+user) = %+v", got)
+	}
+	if got := describeGoBench(GoBenchSummary{Pkg: "p", Name: "BenchmarkOther"}); got.unit != "ops/s" {
+		t.Errorf("describeGoBench(unknown) = %+v", got)
+	}
+}
+
+func TestBusy(t *testing.T) {
+	for _, tc := range []struct {
+		before, after string
+		want          bool
+	}{
+		{"0.10 0.20 0.30", "1.90 1.00 0.50", false},
+		{"3.03 2.32 2.16", "6.61 5.15 3.37", true},
+		{"0.20 0.20 0.20", "4.50 2.00 1.00", true},
+	} {
+		rep := &Report{Machine: Machine{CPUs: 2, LoadBefore: tc.before, LoadAfter: tc.after}}
+		if got := rep.Busy(); got != tc.want {
+			t.Errorf("Busy(%q, %q) = %v", tc.before, tc.after, got)
+		}
+	}
+}

@@ -83,6 +83,42 @@ var goBenchInfo = map[string]struct{ what, unit string }{
 	"BenchmarkEnroll":        {"a whole `CA.Enroll` without HTTP: nonce, CSR and WireGuard-key proofs, token redemption, address allocation, signing, storing", "certificates issued/s"},
 }
 
+// describeGoBench says what s measures; "+user" variants of a known
+// benchmark verify a bundle that also carries a user certificate.
+func describeGoBench(s GoBenchSummary) (info struct{ what, unit string }) {
+	if i, ok := goBenchInfo[s.Name]; ok {
+		return i
+	}
+	if base, ok := strings.CutSuffix(s.Name, "+user"); ok {
+		if i, ok := goBenchInfo[base]; ok {
+			i.what += ", with a user certificate bound to the same device key"
+			return i
+		}
+	}
+	info.what, info.unit = "package `"+s.Pkg+"`", "ops/s"
+	return info
+}
+
+// Busy reports whether the machine had other work to do around the run:
+// a load average above half its CPUs before the run (when nothing of ours
+// ran) or, after it, above what the benchmark itself explains (it keeps
+// at most about two CPUs busy).
+func (rep *Report) Busy() bool {
+	cpus := float64(max(rep.Machine.CPUs, 1))
+	before, after := load1(rep.Machine.LoadBefore), load1(rep.Machine.LoadAfter)
+	return before > cpus/2 || after > cpus+1
+}
+
+// load1 is the 1-minute figure of a "1 5 15" load average string.
+func load1(s string) float64 {
+	f := strings.Fields(s)
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}
+
 // Markdown renders the report.
 func (rep *Report) Markdown() string {
 	var b strings.Builder
@@ -117,6 +153,11 @@ func (rep *Report) Markdown() string {
 		p("| iperf3 | %s |\n", m.IPerf3)
 	}
 	p("| load average (1/5/15 min) | %s before, %s after |\n\n", m.LoadBefore, m.LoadAfter)
+	if rep.Busy() {
+		p("> **This machine was busy with other work during the run** (load average above; %d CPUs). ", m.CPUs)
+		p("The absolute figures are lower and noisier than on an idle machine; the ratios, measured side by side, ")
+		p("still compare like with like.\n\n")
+	}
 
 	p("## Data plane\n\n")
 	p("Two network namespaces, each with a veth into the same bridge namespace; the client sends to the server ")
@@ -197,10 +238,7 @@ func (rep *Report) Markdown() string {
 	p("| benchmark | what it measures | ns/op (median) | rate | B/op | allocs/op |\n")
 	p("|---|---|--:|--:|--:|--:|\n")
 	for _, s := range rep.GoBench {
-		info, ok := goBenchInfo[s.Name]
-		if !ok {
-			info.what, info.unit = "package `"+s.Pkg+"`", "ops/s"
-		}
+		info := describeGoBench(s)
 		p("| `%s` | %s | %s | **%s %s** | %s | %s |\n", s.Name, info.what, num(s.MedianNsPerOp()),
 			num(s.PerSecond()), info.unit, num(s.MedianMetric("B/op")), num(s.MedianMetric("allocs/op")))
 	}
