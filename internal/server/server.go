@@ -1,0 +1,186 @@
+// Package server wires the CA and the coordinator into one TLS listener and
+// the CA's admin API onto a unix socket: what `certmesh-server run` serves,
+// usable in-process by tests.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/coord"
+)
+
+// Role says which halves a server runs.
+type Role string
+
+// The roles.
+const (
+	RoleAll   Role = "all"
+	RoleCA    Role = "ca"
+	RoleCoord Role = "coord"
+)
+
+// ParseRole validates a role name.
+func ParseRole(s string) (Role, error) {
+	switch r := Role(s); r {
+	case RoleAll, RoleCA, RoleCoord:
+		return r, nil
+	}
+	return "", fmt.Errorf("role %q: want ca, coord or all", s)
+}
+
+// Options configure a server.
+type Options struct {
+	StateDir string
+	// Listen is the TCP address (default: the config's); ignored when
+	// Listener is set.
+	Listen   string
+	Listener net.Listener
+	Role     Role
+	Logger   *slog.Logger
+	// Now is the CA's and coordinator's clock (tests).
+	Now func() time.Time
+}
+
+// Server is a running certmesh-server.
+type Server struct {
+	CA    *ca.CA // nil for RoleCoord
+	Coord *coord.Server
+	Addr  net.Addr
+
+	log   *slog.Logger
+	https *http.Server
+	admin *http.Server
+	errc  chan error
+}
+
+// Start opens the state directory and starts serving.
+func Start(o Options) (*Server, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Role == "" {
+		o.Role = RoleAll
+	}
+	cfg, err := ca.LoadConfig(o.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	roots, err := ca.LoadRoots(o.StateDir, cfg.TrustDomain)
+	if err != nil {
+		return nil, err
+	}
+	serveCA, serveCoord := o.Role == RoleCA || o.Role == RoleAll, o.Role == RoleCoord || o.Role == RoleAll
+	s := &Server{log: o.Logger, errc: make(chan error, 2)}
+	mux := http.NewServeMux()
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS13, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: roots.Pool()}
+	if serveCA {
+		if s.CA, err = ca.Open(o.StateDir, ca.Options{Logger: o.Logger.With("component", "ca"), Now: o.Now}); err != nil {
+			return nil, err
+		}
+		h := s.CA.Handler()
+		mux.Handle("/v1/ca/", h)
+		mux.Handle("/v1/login/", h)
+		tlsCfg.GetCertificate = s.CA.GetCertificate
+	} else {
+		kp, err := ca.LoadServerCertificate(o.StateDir)
+		if err != nil {
+			return nil, err
+		}
+		tlsCfg.Certificates = []tls.Certificate{*kp}
+	}
+	if serveCoord {
+		opts := coord.Options{Logger: o.Logger.With("component", "coord"), Now: o.Now}
+		if s.CA != nil {
+			opts.Authorize = s.CA.DeviceActive
+		}
+		s.Coord = coord.New(roots, opts)
+		if s.CA != nil {
+			s.CA.OnRevoke(func(id certs.DeviceID) { s.Coord.Kick(id) })
+		}
+		mux.Handle("/v1/coord/", s.Coord.Handler())
+	}
+	ln := o.Listener
+	if ln == nil {
+		listen := o.Listen
+		if listen == "" {
+			listen = cfg.Listen
+		}
+		if ln, err = net.Listen("tcp", listen); err != nil {
+			s.closeCA()
+			return nil, fmt.Errorf("listening on %s: %w", listen, err)
+		}
+	}
+	s.Addr = ln.Addr()
+	s.https = &http.Server{Handler: mux, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug)}
+	go func() { s.errc <- s.https.ServeTLS(ln, "", "") }()
+	if s.CA != nil {
+		if err := s.serveAdmin(o.StateDir); err != nil {
+			_ = s.https.Close()
+			s.closeCA()
+			return nil, err
+		}
+	}
+	o.Logger.Info("certmesh-server running", "listen", s.Addr.String(), "role", o.Role, "trust_domain", cfg.TrustDomain,
+		"root_fingerprint", certs.FingerprintOf(roots.Certificates()[0]))
+	return s, nil
+}
+
+// serveAdmin serves the admin API on STATE/admin.sock, mode 0600.
+func (s *Server) serveAdmin(state string) error {
+	sock := filepath.Join(state, ca.AdminSocketFile)
+	_ = os.Remove(sock)
+	old := syscall.Umask(0o177)
+	ln, err := net.Listen("unix", sock)
+	syscall.Umask(old)
+	if err != nil {
+		return fmt.Errorf("opening admin socket: %w", err)
+	}
+	s.admin = &http.Server{Handler: s.CA.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() { s.errc <- s.admin.Serve(ln) }()
+	return nil
+}
+
+func (s *Server) closeCA() {
+	if s.CA != nil {
+		_ = s.CA.Close()
+	}
+}
+
+// Wait serves until ctx ends or a listener fails, then closes everything.
+func (s *Server) Wait(ctx context.Context) error {
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-s.errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+	}
+	return errors.Join(err, s.Close())
+}
+
+// Close stops serving and closes the databases.
+func (s *Server) Close() error {
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if s.admin != nil {
+		_ = s.admin.Shutdown(shutdownCtx)
+	}
+	// Watch streams never end by themselves: close rather than wait.
+	err := s.https.Close()
+	s.closeCA()
+	return err
+}
