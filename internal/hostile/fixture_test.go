@@ -1,0 +1,273 @@
+package hostile_test
+
+// The test deployment: a real CA (ca.Init, ca.Open, ca.Handler over HTTPS
+// configured like certmesh-server) whose config sends agents to the hostile
+// coordinator, which holds the CA's server TLS key; two real agents in
+// userspace mode, the victim and a legitimate peer; and a testca fixture
+// around the CA's own root and intermediate key, to issue what the CA
+// never would. Everything listens on 127.0.0.1.
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/tls"
+	"encoding/json"
+	"io"
+	"log"
+	"log/slog"
+	"math/big"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"go.step.sm/crypto/pemutil"
+
+	"github.com/certmesh/certmesh/agent"
+	"github.com/certmesh/certmesh/agent/wgdev"
+	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/hostile"
+	"github.com/certmesh/certmesh/internal/testca"
+	"github.com/certmesh/certmesh/internal/wire"
+)
+
+const trustDomain = certs.TrustDomain("corp.example")
+
+// waitFor bounds every wait for something that should happen.
+const waitFor = 5 * time.Second
+
+type fixture struct {
+	StateDir string
+	CA       *ca.CA
+	Coord    *hostile.Coordinator
+	// PKI issues with the CA's real intermediate key.
+	PKI      *testca.CA
+	Overlays []netip.Prefix
+	Victim   *node
+	Peer     *node
+
+	mu       sync.Mutex
+	nextHost uint64
+	syncs    int             // labels used by fixture.sync
+	legit    map[string]bool // tokens the legitimate peer sent
+}
+
+// node is one running agent.
+type node struct {
+	Name     string
+	StateDir string
+	Agent    *agent.Agent
+	Status   *agent.Client
+	Self     agent.SelfStatus
+	WGKey    wgdev.PrivateKey // read back from STATE/wireguard.key
+	// Conn is the agent's watch on the hostile coordinator; Conn.Publish is
+	// its real, CA-issued bundle and endpoints.
+	Conn *hostile.Conn
+	// Probe records what reaches the node's overlay address (victim only;
+	// see startListener).
+	Probe *probe
+	logs  *logBuffer
+}
+
+// V4 is the node's certified IPv4 overlay address.
+func (n *node) V4() netip.Addr {
+	for _, a := range n.Self.Addresses {
+		if a.Is4() {
+			return a
+		}
+	}
+	panic("node has no IPv4 overlay address")
+}
+
+// Endpoint is the node's WireGuard endpoint on loopback.
+func (n *node) Endpoint() netip.AddrPort {
+	return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(n.Agent.Device().ListenPort()))
+}
+
+// AsPeer is the node as an honest coordinator would relay it.
+func (n *node) AsPeer() wire.Peer {
+	return wire.Peer{Label: string(n.Self.DeviceID), Bundle: n.Conn.Publish.Bundle, Endpoints: n.Conn.Publish.Endpoints}
+}
+
+// newFixture sets up the CA, the hostile coordinator, the victim (with a
+// probe listener) and the legitimate peer, both connected.
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	t.Parallel()
+	f := &fixture{StateDir: filepath.Join(shortTempDir(t), "ca"), nextHost: 100}
+	if _, err := ca.Init(f.StateDir, ca.InitOptions{TrustDomain: trustDomain}); err != nil {
+		t.Fatalf("ca.Init: %v", err)
+	}
+	tlsCert, err := tls.LoadX509KeyPair(filepath.Join(f.StateDir, ca.ServerCertFile), filepath.Join(f.StateDir, ca.ServerKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Coord = hostile.New(t, tlsCert)
+	setCoordinatorURL(t, f.StateDir, f.Coord.URL())
+	f.CA, err = ca.Open(f.StateDir, ca.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatalf("ca.Open: %v", err)
+	}
+	t.Cleanup(func() { f.CA.Close() })
+	f.Overlays = f.CA.Config().Overlays()
+	f.PKI = testca.FromKeyPairs(t, trustDomain, &certs.KeyPair{Cert: f.CA.Roots().Certificates()[0]},
+		&certs.KeyPair{Cert: f.CA.Intermediate().Cert, Key: readKey(t, filepath.Join(f.StateDir, "intermediate.key"))},
+		f.Overlays...)
+
+	srv := httptest.NewUnstartedServer(f.CA.Handler())
+	srv.TLS = &tls.Config{ // as cmd/certmesh-server/run.go
+		MinVersion:     tls.VersionTLS13,
+		ClientAuth:     tls.VerifyClientCertIfGiven,
+		ClientCAs:      f.CA.Roots().Pool(),
+		GetCertificate: f.CA.GetCertificate,
+	}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+
+	f.Victim = f.startAgent(t, srv.URL, "victim")
+	f.Peer = f.startAgent(t, srv.URL, "peer")
+	startListener(t, f.Victim)
+	return f
+}
+
+// shortTempDir is a temporary directory with a short path: the agent's
+// unix socket lives in its state directory.
+func shortTempDir(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "hostile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// setCoordinatorURL points the CA's agents at the hostile coordinator.
+func setCoordinatorURL(t *testing.T, stateDir, u string) {
+	t.Helper()
+	cfg, err := ca.LoadConfig(stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.CoordinatorURL = u
+	data, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(stateDir, "config.json"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readKey(t *testing.T, path string) crypto.Signer {
+	t.Helper()
+	k, err := pemutil.Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, ok := k.(crypto.Signer)
+	if !ok {
+		t.Fatalf("%s holds no signing key", path)
+	}
+	return s
+}
+
+// startAgent enrolls a new agent with a fresh token, runs it until the
+// test ends and waits for its watch on the hostile coordinator.
+func (f *fixture) startAgent(t *testing.T, caURL, name string) *node {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
+	defer cancel()
+	tok, _, err := f.CA.CreateToken(ctx, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &node{Name: name, StateDir: filepath.Join(filepath.Dir(f.StateDir), name), logs: &logBuffer{}}
+	u, _ := url.Parse(caURL)
+	runCtx, stop := context.WithCancel(context.Background())
+	n.Agent, err = agent.New(ctx, agent.Config{
+		StateDir: n.StateDir, ServerURL: u, RootFingerprint: certs.FingerprintOf(f.CA.Roots().Certificates()[0]),
+		Token: tok, Hostname: certs.Hostname(name), Mode: wgdev.Userspace,
+		AdvertiseAddrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")},
+		Logger:         slog.New(slog.NewTextHandler(n.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	if err != nil {
+		stop()
+		t.Fatalf("agent.New(%s): %v", name, err)
+	}
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		if err := n.Agent.Run(runCtx); err != nil {
+			n.logs.Write([]byte("Run: " + err.Error() + "\n"))
+		}
+	}()
+	t.Cleanup(func() {
+		stop()
+		<-ran
+		if t.Failed() {
+			t.Logf("--- %s agent log ---\n%s", name, n.logs.String())
+		}
+	})
+	n.Status = agent.NewClient(n.StateDir)
+	st := waitStatus(t, n, "agent to serve its status", func(*agent.Status) bool { return true })
+	n.Self = st.Self
+	if n.WGKey, err = wgdev.LoadPrivateKey(filepath.Join(n.StateDir, "wireguard.key")); err != nil {
+		t.Fatal(err)
+	}
+	if n.Conn, err = f.Coord.WaitForAgent(ctx, n.Self.DeviceID); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// freshAddrs returns IPv4 and IPv6 overlay addresses no agent holds.
+func (f *fixture) freshAddrs() []netip.Addr {
+	f.mu.Lock()
+	n := f.nextHost
+	f.nextHost++
+	f.mu.Unlock()
+	out := make([]netip.Addr, len(f.Overlays))
+	for i, p := range f.Overlays {
+		b := p.Masked().Addr().AsSlice()
+		sum := new(big.Int).Add(new(big.Int).SetBytes(b), big.NewInt(int64(n))).Bytes()
+		full := make([]byte, len(b))
+		copy(full[len(full)-len(sum):], sum)
+		out[i], _ = netip.AddrFromSlice(full)
+	}
+	return out
+}
+
+// profile is a machine profile in the CA's trust domain for the WireGuard
+// key wg, with fresh addresses.
+func (f *fixture) profile(t *testing.T, host string, wg certs.WireGuardKey) certs.MachineProfile {
+	t.Helper()
+	p := f.PKI.NewProfile(t, host)
+	p.Addresses = f.freshAddrs()
+	p.WireGuardKey = wg
+	return p
+}
+
+// logBuffer collects an agent's log lines from its goroutines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
