@@ -115,6 +115,14 @@ func (a *Agent) loadOrEnroll(ctx context.Context) error {
 // adopt makes a verified certificate of ours the current one.
 func (a *Agent) adopt(enr *enrollment, b certs.Bundle, id certs.Identity) {
 	a.ident.set(b, a.keys)
+	// Connections kept alive from before present the old certificate (or
+	// none, after enrollment): the next call must handshake again.
+	if a.caAPI != nil {
+		a.caAPI.hc.CloseIdleConnections()
+	}
+	if a.coord != nil {
+		a.coord.api.hc.CloseIdleConnections()
+	}
 	a.mu.Lock()
 	a.enr, a.self = enr, id
 	a.mu.Unlock()
