@@ -8,10 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/certmesh/certmesh/agent"
+	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/netns"
 )
 
@@ -28,6 +30,37 @@ func TestKernelMesh(t *testing.T) {
 	agents := m.Agents()
 	a1, a2, a3 := agents[0], agents[1], agents[2]
 
+	// What the CA certified for each agent, from its own records.
+	certified := map[certs.DeviceID]Device{}
+	t.Run("certified", func(t *testing.T) {
+		devs, err := m.Devices(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range devs {
+			certified[d.ID] = d
+		}
+		if len(devs) != len(agents) {
+			t.Errorf("devices list has %d devices, want %d: %+v", len(devs), len(agents), devs)
+		}
+		for _, a := range agents {
+			d, ok := certified[a.ID]
+			switch {
+			case !ok:
+				t.Errorf("%s (%s) missing from devices list", a.Name, a.ID)
+			case d.State != "active" || d.Hostname != a.Name:
+				t.Errorf("devices list: %s is %+v, want active with hostname %s", a.ID, d, a.Name)
+			case d.WireGuardKey != a.Key || !sameAddrs(d.Addresses, a.Addrs):
+				t.Errorf("%s says it is %s at %v, the CA certified %s at %v", a.Name, a.Key, a.Addrs, d.WireGuardKey, d.Addresses)
+			case !a.V4().IsValid() || !a.V6().IsValid():
+				t.Errorf("%s: certified addresses %v, want one IPv4 and one IPv6", a.Name, d.Addresses)
+			}
+		}
+	})
+	if t.Failed() {
+		t.FailNow()
+	}
+
 	t.Run("status-cli", func(t *testing.T) {
 		for _, a := range agents {
 			st, err := a.StatusCLI(ctx, m.Bin)
@@ -43,6 +76,8 @@ func TestKernelMesh(t *testing.T) {
 		}
 	})
 
+	// wg(8) talks to the agent's UAPI socket: exactly the verified peers,
+	// each with the certified key and only its certified addresses.
 	t.Run("wg-show", func(t *testing.T) {
 		for _, a := range agents {
 			got, err := a.WGAllowedIPs(ctx)
@@ -51,12 +86,13 @@ func TestKernelMesh(t *testing.T) {
 			}
 			want := map[string][]string{}
 			for _, o := range others(agents, a) {
+				d := certified[o.ID]
 				var ips []string
-				for _, ip := range o.Addrs {
+				for _, ip := range d.Addresses {
 					ips = append(ips, netip.PrefixFrom(ip, ip.BitLen()).String())
 				}
 				slices.Sort(ips)
-				want[o.Key.String()] = ips
+				want[d.WireGuardKey.String()] = ips
 			}
 			if fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Errorf("wg show %s allowed-ips on %s = %v, want %v", a.Iface, a.Name, got, want)
@@ -71,9 +107,12 @@ func TestKernelMesh(t *testing.T) {
 					t.Run(fmt.Sprintf("%s-%s-%s", src.Name, dst.Name, ip), func(t *testing.T) {
 						t.Parallel()
 						// The first packets may be lost while the first
-						// handshake completes: retry until 3 of 3 come back.
-						wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+						// handshake completes: retry until 3 of 3 come back
+						// (see FirstContactTimeout).
+						wctx, cancel := context.WithTimeout(ctx, FirstContactTimeout)
 						defer cancel()
+						start := time.Now()
+						defer func() { logSlowFirstContact(t, start) }()
 						err := netns.WaitFor(wctx, 200*time.Millisecond, func() error {
 							r, err := Ping(wctx, src.Host, ip, 3, 200*time.Millisecond)
 							if err != nil {
@@ -95,6 +134,20 @@ func TestKernelMesh(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
+
+	// After the pings every pair has completed a handshake, and the CLI
+	// says so.
+	t.Run("status-handshake", func(t *testing.T) {
+		for _, a := range agents {
+			st, err := a.StatusCLI(ctx, m.Bin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := CheckPeers(st, others(agents, a), true); err != nil {
+				t.Error(err)
+			}
+		}
+	})
 
 	t.Run("tcp", func(t *testing.T) {
 		before := statuses(ctx, t, agents)
@@ -175,24 +228,34 @@ func TestKernelMesh(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, d := range devs {
-			if d.ID == a3.ID && d.State != "revoked" {
-				t.Errorf("devices list: %s is %q, want revoked", a3.Name, d.State)
-			}
+		if i := slices.IndexFunc(devs, func(d Device) bool { return d.ID == a3.ID }); i < 0 {
+			t.Errorf("devices list: %s (%s) missing after revocation", a3.Name, a3.ID)
+		} else if devs[i].State != "revoked" {
+			t.Errorf("devices list: %s is %q, want revoked", a3.Name, devs[i].State)
 		}
-		for _, p := range [][2]*Agent{{a1, a3}, {a2, a3}, {a3, a1}, {a3, a2}} {
+		// No traffic to or from the revoked agent any more, while the
+		// others still talk to each other. Each failing ping waits for its
+		// timeout, so they run in parallel.
+		var wg sync.WaitGroup
+		for _, p := range [][2]*Agent{{a1, a3}, {a2, a3}, {a3, a1}, {a3, a2}, {a1, a2}, {a2, a1}} {
 			for _, ip := range p[1].Addrs {
-				if r, err := Ping(ctx, p[0].Host, ip, 2, 200*time.Millisecond); err == nil {
-					t.Errorf("ping %s -> %s (%s, revoked) still works: %d replies", p[0].Name, p[1].Name, ip, r.Received)
-				}
+				wg.Go(func() {
+					r, err := Ping(ctx, p[0].Host, ip, 3, 200*time.Millisecond)
+					switch {
+					case p[1] == a3 || p[0] == a3:
+						if err == nil {
+							t.Errorf("ping %s -> %s (%s) still works after revoking %s: %d of %d replies",
+								p[0].Name, p[1].Name, ip, a3.Name, r.Received, r.Sent)
+						}
+					case err != nil:
+						t.Error(err)
+					case r.Received != r.Sent:
+						t.Errorf("ping %s -> %s (%s): %d of %d replies", p[0].Name, p[1].Name, ip, r.Received, r.Sent)
+					}
+				})
 			}
 		}
-		// The others still talk to each other.
-		for _, p := range [][2]*Agent{{a1, a2}, {a2, a1}} {
-			if _, err := Ping(ctx, p[0].Host, p[1].V4(), 2, 200*time.Millisecond); err != nil {
-				t.Error(err)
-			}
-		}
+		wg.Wait()
 		if err := CheckPeers(mustStatus(ctx, t, a1), []*Agent{a2}, false); err != nil {
 			t.Error(err)
 		}

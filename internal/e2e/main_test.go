@@ -2,19 +2,28 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/certmesh/certmesh/internal/netns"
 )
+
+// errNoGo means the go command, needed to build the binaries, is missing:
+// the tests skip rather than fail. A build that fails is a failure.
+var errNoGo = errors.New("the go command is not installed")
 
 var bins struct {
 	once sync.Once
@@ -24,6 +33,7 @@ var bins struct {
 }
 
 func TestMain(m *testing.M) {
+	removeLeftovers()
 	code := m.Run()
 	if bins.dir != "" {
 		os.RemoveAll(bins.dir)
@@ -35,6 +45,10 @@ func TestMain(m *testing.M) {
 func binaries(t testing.TB) *Binaries {
 	t.Helper()
 	bins.once.Do(func() {
+		if _, err := exec.LookPath(GoCommand()); err != nil {
+			bins.err = errNoGo
+			return
+		}
 		bins.dir, bins.err = os.MkdirTemp("", "certmesh-e2e-bin-")
 		if bins.err != nil {
 			return
@@ -45,6 +59,9 @@ func binaries(t testing.TB) *Binaries {
 		bins.b, bins.err = Build(ctx, bins.dir, false)
 		t.Logf("built binaries in %v", time.Since(start).Round(time.Millisecond))
 	})
+	if errors.Is(bins.err, errNoGo) {
+		t.Skipf("cannot build certmesh: %v", bins.err)
+	}
 	if bins.err != nil {
 		t.Fatalf("building binaries: %v", bins.err)
 	}
@@ -64,7 +81,7 @@ func NewMesh(t testing.TB, n int) *Mesh {
 	}
 	bin := binaries(t)
 	dir := t.TempDir()
-	nw := netns.NewTest(t, netns.Options{})
+	nw := netns.NewTest(t, netns.Options{Prefix: nextPrefix()})
 	m := New(nw, Options{Bin: bin, Dir: dir})
 	t.Cleanup(func() { dumpLogsOnFailure(t, m.Logs()) })
 
@@ -91,7 +108,7 @@ func dumpLogsOnFailure(t testing.TB, logs map[string]string) {
 		return
 	}
 	for _, name := range slices.Sorted(maps.Keys(logs)) {
-		t.Logf("---- %s (%s), last lines:\n%s", name, logs[name], Tail(logs[name], 40))
+		t.Logf("---- %s (%s), last lines:\n%s", name, logs[name], Tail(logs[name], 150))
 	}
 }
 
@@ -155,5 +172,88 @@ func (p *proc) exited() error {
 		return fmt.Errorf("%s exited: %v\n%s", filepath.Base(p.cmd.Path), p.err, Tail(p.log, 20))
 	default:
 		return nil
+	}
+}
+
+// Namespaces (and TUN interfaces, whose UAPI sockets live in the shared
+// UAPIDir) are named "e2<pid><letter>-...", so that a later run can tell
+// the leftovers of a test binary that died without cleaning up (killed,
+// or panicked on a timeout) from those of a run still in progress.
+var (
+	prefixSeq atomic.Int32
+	prefixRE  = regexp.MustCompile(`^e2([0-9]+)[a-z]$`)
+)
+
+// nextPrefix returns the next namespace prefix of this process, or "" (a
+// random one) after 26 networks.
+func nextPrefix() string {
+	n := prefixSeq.Add(1)
+	if n > 26 {
+		return ""
+	}
+	p := fmt.Sprintf("e2%d%c", os.Getpid(), 'a'+n-1)
+	if len(p) > netns.MaxPrefixLen {
+		return ""
+	}
+	return p
+}
+
+// removeLeftovers deletes the namespaces and UAPI sockets of earlier test
+// binaries that are no longer running.
+func removeLeftovers() {
+	if os.Geteuid() != 0 {
+		return
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	names, err := netns.ListNamespaces(ctx)
+	if err != nil {
+		return
+	}
+	done := map[string]bool{}
+	for _, ns := range names {
+		prefix, _, ok := strings.Cut(ns, "-")
+		m := prefixRE.FindStringSubmatch(prefix)
+		if !ok || m == nil || done[prefix] || processAlive(m[1]) {
+			continue
+		}
+		done[prefix] = true
+		if err := netns.Cleanup(ctx, prefix+"-"); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: removing leftovers of an earlier run: %v\n", err)
+		}
+	}
+	socks, _ := filepath.Glob(filepath.Join(UAPIDir, "e2*.sock"))
+	for _, sock := range socks {
+		iface := strings.TrimSuffix(filepath.Base(sock), ".sock")
+		i := strings.LastIndex(iface, "w")
+		if i < 0 {
+			continue
+		}
+		if m := prefixRE.FindStringSubmatch(iface[:i]); m != nil && !processAlive(m[1]) {
+			_ = os.Remove(sock)
+		}
+	}
+}
+
+// processAlive reports whether pid is a running process (other than this
+// one, whose own names are never leftovers).
+func processAlive(pid string) bool {
+	if pid == strconv.Itoa(os.Getpid()) {
+		return true
+	}
+	_, err := os.Stat(filepath.Join("/proc", pid))
+	return err == nil
+}
+
+// logSlowFirstContact notes a first contact between two agents that took
+// more than a couple of handshakes: the wireguard-go race described at
+// FirstContactTimeout, which the tests tolerate but report.
+func logSlowFirstContact(t *testing.T, start time.Time) {
+	t.Helper()
+	if d := time.Since(start); d > 3*time.Second && !t.Failed() {
+		t.Logf("NOTE: first contact took %v (crossed handshake initiations, see FirstContactTimeout)", d.Round(time.Millisecond))
 	}
 }

@@ -33,6 +33,18 @@ const (
 	// UAPIDir is where wireguard-go (and the agent) put their UAPI sockets.
 	UAPIDir = "/var/run/wireguard"
 
+	// FirstContactTimeout bounds how long the first packets between two
+	// agents that have just configured each other may take to get through.
+	// Normally that is one handshake, a few milliseconds. But both agents
+	// initiate a handshake the moment they add each other, and when the two
+	// initiations cross, wireguard-go's parallel handshake workers can race
+	// (ConsumeMessageResponse checks the handshake state under a read lock
+	// and writes it later without checking again), leaving one direction
+	// with a session the other end does not know. wireguard-go recovers by
+	// itself once the sender has heard nothing back for 15 seconds
+	// (keepalive timeout + rekey timeout), hence this bound.
+	FirstContactTimeout = 30 * time.Second
+
 	serverHostName = "srv"
 	pollInterval   = 100 * time.Millisecond
 )
@@ -179,10 +191,14 @@ func (m *Mesh) Token(ctx context.Context) (string, error) {
 }
 
 // Device is the part of `devices list --json` the tests look at.
+// Addresses and WireGuardKey are what the CA put in the device's current
+// certificate.
 type Device struct {
-	ID       certs.DeviceID `json:"id"`
-	Hostname string         `json:"hostname"`
-	State    string         `json:"state"`
+	ID           certs.DeviceID     `json:"id"`
+	Hostname     string             `json:"hostname"`
+	Addresses    []netip.Addr       `json:"addresses"`
+	WireGuardKey certs.WireGuardKey `json:"wireguard_key"`
+	State        string             `json:"state"`
 }
 
 // Devices runs `devices list --json`.

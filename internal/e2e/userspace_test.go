@@ -77,7 +77,7 @@ func TestUserspaceMesh(t *testing.T) {
 		logs["agent "+name] = filepath.Join(dir, name, "agent.log")
 		p := startProc(t, logs["agent "+name], bin.Certmesh, "agent", "--state", a.StateDir, "--server", serverURL,
 			"--root-fingerprint", fp, "--token", tok, "--hostname", name,
-			"--userspace", "--socks5", "127.0.0.1:0", "--advertise", "127.0.0.1")
+			"--userspace", "--socks5", "127.0.0.1:0", "--advertise", "127.0.0.1", "--debug")
 		pas = append(pas, procAgent{a, p})
 	}
 
@@ -201,14 +201,41 @@ func TestUserspaceMesh(t *testing.T) {
 		echo.Serve(ln)
 	}
 
+	// Wait until every proxy reaches every echo server (the first contact
+	// may be slow, see FirstContactTimeout); from then on the exchanges
+	// below must just work.
+	socks := map[string]string{}
 	for _, pa := range pas {
 		st, err := pa.Status(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
+		socks[pa.Name] = st.Self.SOCKS5
+		for _, ip := range a3.Addrs {
+			dst := netip.AddrPortFrom(ip, echoPort)
+			start := time.Now()
+			wctx, cancel := context.WithTimeout(ctx, FirstContactTimeout)
+			err := netns.WaitFor(wctx, pollInterval, func() error {
+				actx, cancel := context.WithTimeout(wctx, 3*time.Second)
+				defer cancel()
+				c, err := socks5Connect(actx, st.Self.SOCKS5, dst)
+				if err != nil {
+					return err
+				}
+				return c.Close()
+			})
+			cancel()
+			if err != nil {
+				t.Fatalf("%s cannot reach %s through its SOCKS5 proxy: %v", pa.Name, dst, err)
+			}
+			logSlowFirstContact(t, start)
+		}
+	}
+
+	for _, pa := range pas {
 		for _, ip := range a3.Addrs {
 			t.Run(fmt.Sprintf("echo-%s-%s", pa.Name, ip), func(t *testing.T) {
-				c, err := socks5Connect(ctx, st.Self.SOCKS5, netip.AddrPortFrom(ip, echoPort))
+				c, err := socks5Connect(ctx, socks[pa.Name], netip.AddrPortFrom(ip, echoPort))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -242,12 +269,32 @@ func TestUserspaceMesh(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// u1 and u2 have not exchanged data yet: allow for a slow first
+		// contact (see FirstContactTimeout).
 		start := time.Now()
-		_, err = socks5Connect(ctx, st.Self.SOCKS5, netip.AddrPortFrom(pas[1].V4(), 9))
-		var se socksError
-		if !errors.As(err, &se) || se != socksConnRefused {
-			t.Fatalf("SOCKS5 CONNECT to a closed port of %s: err = %v, want reply %d (connection refused)", pas[1].Name, err, socksConnRefused)
+		wctx, cancel := context.WithTimeout(ctx, FirstContactTimeout)
+		defer cancel()
+		err = netns.WaitFor(wctx, pollInterval, func() error {
+			actx, cancel := context.WithTimeout(wctx, 3*time.Second)
+			defer cancel()
+			c, err := socks5Connect(actx, st.Self.SOCKS5, netip.AddrPortFrom(pas[1].V4(), 9))
+			if err == nil {
+				c.Close()
+				t.Fatalf("SOCKS5 CONNECT to a closed port of %s succeeded", pas[1].Name)
+			}
+			var se socksError
+			switch {
+			case errors.As(err, &se) && se == socksConnRefused:
+				return nil
+			case errors.As(err, &se):
+				t.Fatalf("SOCKS5 CONNECT to a closed port of %s: %v, want reply %d (connection refused)", pas[1].Name, err, socksConnRefused)
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatalf("SOCKS5 CONNECT to a closed port of %s: %v, want reply %d (connection refused)", pas[1].Name, err, socksConnRefused)
 		}
+		logSlowFirstContact(t, start)
 		t.Logf("connection refused after %v", time.Since(start).Round(time.Millisecond))
 	})
 }
@@ -305,7 +352,11 @@ func socks5Connect(ctx context.Context, proxy string, dst netip.AddrPort) (net.C
 		c.Close()
 		return nil, fmt.Errorf("SOCKS5 via %s to %s: %w", proxy, dst, err)
 	}
-	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+	deadline := time.Now().Add(15 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = c.SetDeadline(deadline)
 	if _, err := c.Write([]byte{5, 1, 0}); err != nil {
 		return fail(err)
 	}
