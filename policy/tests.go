@@ -1,0 +1,345 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/tailscale/hujson"
+
+	"github.com/certmesh/certmesh/certs"
+)
+
+func (p *parser) tests(v *hujson.Value) []Test {
+	elems, ok := p.array(v, `"tests"`)
+	if !ok {
+		return nil
+	}
+	var tests []Test
+	for i := range elems {
+		e := &elems[i]
+		f := p.object(e, fmt.Sprintf("tests[%d]", i), []string{"name", "from", "to", "port", "proto", "expect"})
+		if f == nil {
+			continue
+		}
+		t := Test{Name: fmt.Sprintf("tests[%d]", i), Proto: ProtoTCP, Pos: p.pos(e.StartOffset)}
+		before := len(p.problems) + p.more
+		if nv := f["name"]; nv != nil {
+			if n, ok := p.name(nv, "a test's name"); ok {
+				t.Name = n
+			}
+		}
+		for _, fld := range []string{"from", "to", "expect"} {
+			if f[fld] == nil {
+				p.errorf(e.StartOffset, "tests[%d] has no %q", i, fld)
+			}
+		}
+		if ev := f["expect"]; ev != nil {
+			if s, ok := p.str(ev, `"expect"`); ok {
+				switch s {
+				case "accept":
+					t.Accept = true
+				case "drop":
+				default:
+					p.errorf(ev.StartOffset, "\"expect\" must be \"accept\" or \"drop\", not %q", s)
+				}
+			}
+		}
+		if pv := f["proto"]; pv != nil {
+			if s, ok := p.str(pv, `"proto"`); ok {
+				switch s {
+				case "tcp":
+					t.Proto = ProtoTCP
+				case "udp":
+					t.Proto = ProtoUDP
+				case "icmp":
+					t.Proto = ProtoICMP
+				case "icmpv6":
+					t.Proto = ProtoICMPv6
+				default:
+					p.errorf(pv.StartOffset, "unknown proto %q: want tcp, udp, icmp or icmpv6", s)
+				}
+			}
+		}
+		icmp := t.Proto == ProtoICMP || t.Proto == ProtoICMPv6
+		hasPort := false
+		if pv := f["port"]; pv != nil {
+			lit, ok := pv.Value.(hujson.Literal)
+			var err error
+			if !ok || lit.Kind() != '0' {
+				err = fmt.Errorf("must be a number, not %s", kindName(pv))
+			} else {
+				t.Port, err = parsePortNumber(string(lit))
+			}
+			switch {
+			case err != nil:
+				p.errorf(pv.StartOffset, "\"port\": %v", err)
+			case icmp:
+				p.errorf(pv.StartOffset, "%s has no port", t.Proto)
+			}
+			hasPort = true
+		}
+		if fv := f["from"]; fv != nil {
+			t.From, t.FromText, _ = p.endpoint(fv, `"from"`, false)
+		}
+		if tv := f["to"]; tv != nil {
+			needPort := !icmp && !hasPort
+			var port uint16
+			t.To, t.ToText, port = p.endpoint(tv, `"to"`, needPort)
+			if needPort {
+				t.Port = port
+			}
+			if !icmp && !hasPort && port == 0 && tv.Value.Kind() == '{' {
+				p.errorf(tv.StartOffset, "a test to %s needs a \"port\"", t.Proto)
+			}
+		}
+		if len(p.problems)+p.more == before {
+			tests = append(tests, t)
+		}
+	}
+	return tests
+}
+
+// endpoint parses a test's "from" or "to": a selector string naming one
+// identity or an object of traits. withPort: the string ends in ":PORT"
+// (an IPv6 address is then in brackets), returned as port.
+func (p *parser) endpoint(v *hujson.Value, what string, withPort bool) (id certs.Identity, text string, port uint16) {
+	id.Attestation = certs.AttestationToken
+	if v.Value.Kind() == '{' {
+		return p.endpointObject(v, what, id)
+	}
+	s, ok := p.str(v, what)
+	if !ok {
+		return id, "", 0
+	}
+	text = s
+	selText := s
+	if withPort {
+		i := strings.LastIndexByte(s, ':')
+		if _, err := netip.ParseAddr(s); err == nil || i < 0 || strings.Trim(s[i+1:], "0123456789") != "" {
+			p.errorf(v.StartOffset, "%s %q has no port: write %s:PORT (an IPv6 address as [ADDRESS]:PORT), or give \"proto\": \"icmp\"", what, s, s)
+			return id, text, 0
+		}
+		n, err := parsePortNumber(s[i+1:])
+		if err != nil {
+			p.errorf(v.StartOffset, "%s %q: %v", what, s, err)
+			return id, text, 0
+		}
+		port = n
+		selText = s[:i]
+		if strings.HasPrefix(selText, "[") && strings.HasSuffix(selText, "]") {
+			selText = selText[1 : len(selText)-1]
+			if a, err := netip.ParseAddr(selText); err != nil || !a.Is6() {
+				p.errorf(v.StartOffset, "%s %q: brackets are for an IPv6 address", what, s)
+				return id, text, 0
+			}
+		} else if a, err := netip.ParseAddr(selText); err == nil && a.Is6() {
+			p.errorf(v.StartOffset, "%s %q: write an IPv6 address in brackets, [%s]:%d", what, s, selText, n)
+			return id, text, 0
+		}
+	}
+	sel, err := parseSelector(selText)
+	if err != nil {
+		p.errorf(v.StartOffset, "%s: %v", what, err)
+		return id, text, port
+	}
+	sel.Pos = p.pos(v.StartOffset)
+	p.checkReference(sel)
+	switch sel.Kind {
+	case SelectAny:
+		p.errorf(v.StartOffset, "%s must name one identity, not *", what)
+	case SelectUser:
+		id.User = &certs.UserIdentity{Email: certs.Email(sel.Name)}
+	case SelectGroup:
+		id.User = &certs.UserIdentity{Groups: []certs.Group{certs.Group(sel.Name)}}
+	case SelectTag:
+		id.Tags = []certs.Tag{certs.Tag(sel.Name)}
+	case SelectDevice:
+		id.DeviceID = certs.DeviceID(sel.Name)
+	case SelectHost:
+		id.Hostname = certs.Hostname(sel.Name)
+	case SelectPrefix:
+		if !sel.Prefix.IsSingleIP() {
+			p.errorf(v.StartOffset, "%s must name one address, not the range %s", what, sel.Prefix)
+		}
+		id.Addresses = []netip.Addr{sel.Prefix.Addr()}
+	}
+	return id, text, port
+}
+
+func (p *parser) endpointObject(v *hujson.Value, what string, id certs.Identity) (certs.Identity, string, uint16) {
+	f := p.object(v, what, []string{"user", "groups", "tags", "device", "host", "addresses", "attestation"})
+	if len(f) == 0 {
+		if f != nil {
+			p.errorf(v.StartOffset, "%s describes no identity", what)
+		}
+		return id, "", 0
+	}
+	if uv := f["user"]; uv != nil {
+		if s, ok := p.str(uv, "user"); ok {
+			e, err := certs.ParseEmail(s)
+			if err != nil {
+				p.errorf(uv.StartOffset, "%v", err)
+			}
+			id.User = &certs.UserIdentity{Email: e}
+		}
+	}
+	if gv := f["groups"]; gv != nil {
+		ss, offs := p.strs(gv, "groups", false)
+		if id.User == nil {
+			id.User = &certs.UserIdentity{}
+		}
+		for i, s := range ss {
+			g, err := certs.ParseGroup(s)
+			if err != nil {
+				p.errorf(offs[i], "%v", err)
+				continue
+			}
+			id.User.Groups = append(id.User.Groups, g)
+		}
+	}
+	if tv := f["tags"]; tv != nil {
+		for _, sel := range p.selectors(tv, "tags", false, []SelectorKind{SelectTag}, "want tag:NAME") {
+			p.checkReference(sel)
+			id.Tags = append(id.Tags, certs.Tag(sel.Name))
+		}
+	}
+	if dv := f["device"]; dv != nil {
+		if s, ok := p.str(dv, "device"); ok {
+			d, err := certs.ParseDeviceID(s)
+			if err != nil {
+				p.errorf(dv.StartOffset, "%v", err)
+			}
+			id.DeviceID = d
+		}
+	}
+	if hv := f["host"]; hv != nil {
+		if s, ok := p.str(hv, "host"); ok {
+			h, err := certs.ParseHostname(s)
+			if err != nil {
+				p.errorf(hv.StartOffset, "%v", err)
+			}
+			id.Hostname = h
+		}
+	}
+	if av := f["addresses"]; av != nil {
+		ss, offs := p.strs(av, "addresses", false)
+		for i, s := range ss {
+			a, err := netip.ParseAddr(s)
+			if err != nil || a.Zone() != "" || a.Is4In6() {
+				p.errorf(offs[i], "bad address %q", s)
+				continue
+			}
+			id.Addresses = append(id.Addresses, a)
+		}
+	}
+	if av := f["attestation"]; av != nil {
+		if s, ok := p.str(av, "attestation"); ok {
+			if l := certs.AttestationLevel(s); l.Valid() {
+				id.Attestation = l
+			} else {
+				p.errorf(av.StartOffset, "unknown attestation level %q: want %q or %q", s, certs.AttestationTPM, certs.AttestationToken)
+			}
+		}
+	}
+	return id, describe(id), 0
+}
+
+// describe writes a synthetic identity in compact form.
+func describe(id certs.Identity) string {
+	var parts []string
+	if u := id.User; u != nil {
+		if u.Email != "" {
+			parts = append(parts, "user:"+string(u.Email))
+		}
+		for _, g := range u.Groups {
+			parts = append(parts, "idp-group:"+strconv.Quote(string(g)))
+		}
+	}
+	for _, t := range id.Tags {
+		parts = append(parts, "tag:"+string(t))
+	}
+	if id.DeviceID != "" {
+		parts = append(parts, "device:"+string(id.DeviceID))
+	}
+	if id.Hostname != "" {
+		parts = append(parts, "host:"+string(id.Hostname))
+	}
+	for _, a := range id.Addresses {
+		parts = append(parts, a.String())
+	}
+	if id.Attestation != certs.AttestationToken {
+		parts = append(parts, "attestation:"+string(id.Attestation))
+	}
+	return "{" + strings.Join(parts, " ") + "}"
+}
+
+// TestResult is the outcome of one of a policy's tests.
+type TestResult struct {
+	Index int    // in the policy's tests
+	Name  string // the test's name, or "tests[i]"
+	Pos   Position
+	// From, To, Proto and Port are the case tested, as the test wrote it.
+	From, To string
+	Proto    Proto
+	Port     uint16
+	// Want is the expected decision: true for accept, false for drop.
+	Want     bool
+	Decision Decision
+	Passed   bool
+}
+
+// String is one line: the verdict, the test, what was decided and by
+// which rule.
+func (r TestResult) String() string {
+	verdict := "ok  "
+	if !r.Passed {
+		verdict = "FAIL"
+	}
+	to := r.To
+	if r.Proto != ProtoICMP && r.Proto != ProtoICMPv6 && strings.HasPrefix(to, "{") {
+		to += ":" + strconv.Itoa(int(r.Port))
+	}
+	s := fmt.Sprintf("%s %s (line %d): %s -> %s %s: %s", verdict, r.Name, r.Pos.Line, r.From, to, r.Proto, r.Decision)
+	if !r.Passed {
+		s += fmt.Sprintf(", want %s", acceptWord(r.Want))
+	}
+	return s
+}
+
+func acceptWord(accept bool) string {
+	if accept {
+		return "accept"
+	}
+	return "drop"
+}
+
+// RunTests runs the policy's tests against its compiled form, in order.
+// Each test's "from" and "to" are synthetic identities (see the package
+// documentation); the test passes when Decide's verdict is the expected
+// one.
+func RunTests(p *Policy) []TestResult {
+	c := p.Compile()
+	out := make([]TestResult, len(p.Tests))
+	for i, t := range p.Tests {
+		d := c.Decide(t.From, t.To, t.Proto, t.Port)
+		out[i] = TestResult{
+			Index: i, Name: t.Name, Pos: t.Pos,
+			From: t.FromText, To: t.ToText, Proto: t.Proto, Port: t.Port,
+			Want: t.Accept, Decision: d, Passed: d.Accept == t.Accept,
+		}
+	}
+	return out
+}
+
+// Failed returns the results that did not pass.
+func Failed(results []TestResult) []TestResult {
+	var out []TestResult
+	for _, r := range results {
+		if !r.Passed {
+			out = append(out, r)
+		}
+	}
+	return out
+}
