@@ -18,6 +18,7 @@ import (
 type dataPlane interface {
 	UpsertPeer(p wgdev.Peer) error
 	RemovePeer(k certs.WireGuardKey) error
+	Peers() ([]wgdev.PeerStats, error)
 }
 
 // Reasons the agent refuses a peer beyond those of certs.Verify.
@@ -147,22 +148,28 @@ func (m *peerManager) upsertLocked(p *wire.Peer) {
 		m.removeLocked(p.Label, "label reassigned")
 	}
 	old := m.peers[id.DeviceID]
-	if old != nil && old.id.WireGuardKey != id.WireGuardKey {
-		if err := m.dev.RemovePeer(old.id.WireGuardKey); err != nil {
-			m.reject(p.Label, &certs.RejectError{Reason: ReasonDataPlane, Err: err})
-			return
-		}
-	}
-	wp := wgdev.Peer{PublicKey: id.WireGuardKey, AllowedIPs: id.AllowedIPs(), PersistentKeepalive: KeepAlive}
-	if len(p.Endpoints) > 0 {
-		wp.Endpoint = p.Endpoints[0]
-	}
+	wp := peerConfig(id, p.Endpoints)
 	if err := m.dev.UpsertPeer(wp); err != nil {
+		// wireguard-go may have applied part of the change: take the key
+		// out of the device and put the previous configuration back, so
+		// the device never holds a peer the agent does not track.
+		if old == nil || old.id.WireGuardKey != id.WireGuardKey {
+			_ = m.dev.RemovePeer(id.WireGuardKey)
+		}
 		if old != nil {
-			delete(m.peers, id.DeviceID)
+			if rerr := m.dev.UpsertPeer(peerConfig(old.id, old.endpoints)); rerr != nil {
+				_ = m.dev.RemovePeer(old.id.WireGuardKey)
+				m.forgetLocked(old)
+			}
 		}
 		m.reject(p.Label, &certs.RejectError{Reason: ReasonDataPlane, Err: err})
 		return
+	}
+	// Key rotation: the new key took over the addresses; drop the old one.
+	if old != nil && old.id.WireGuardKey != id.WireGuardKey {
+		if err := m.dev.RemovePeer(old.id.WireGuardKey); err != nil {
+			m.log.Error("removing rotated WireGuard key", "device", id.DeviceID, "err", err)
+		}
 	}
 	if old != nil && old.label != p.Label {
 		delete(m.labels, old.label)
@@ -179,12 +186,38 @@ func (m *peerManager) upsertLocked(p *wire.Peer) {
 	}
 }
 
+// peerConfig is the WireGuard configuration of a verified peer: key and
+// AllowedIPs from its certificate, the first usable endpoint the
+// coordinator offered (none if none is usable: the peer can still reach us).
+func peerConfig(id certs.Identity, eps []netip.AddrPort) wgdev.Peer {
+	wp := wgdev.Peer{PublicKey: id.WireGuardKey, AllowedIPs: id.AllowedIPs(), PersistentKeepalive: KeepAlive}
+	for _, ep := range eps {
+		a := ep.Addr()
+		if ep.IsValid() && ep.Port() != 0 && !a.IsUnspecified() && !a.IsMulticast() {
+			wp.Endpoint = ep
+			break
+		}
+	}
+	return wp
+}
+
+// forgetLocked drops a peer from the agent's records (not the device).
+func (m *peerManager) forgetLocked(p *verifiedPeer) {
+	delete(m.peers, p.id.DeviceID)
+	if m.labels[p.label] == p.id.DeviceID {
+		delete(m.labels, p.label)
+	}
+}
+
 // checkConsistentLocked refuses a verified identity that is us, that is
 // older than one already seen for the same device (replay after rotation),
 // or that claims an address or key another verified peer holds.
 func (m *peerManager) checkConsistentLocked(id certs.Identity) error {
 	if id.DeviceID == m.self.DeviceID {
 		return refusal(ReasonSelf, "bundle is this device's own")
+	}
+	if id.WireGuardKey == m.self.WireGuardKey {
+		return refusal(ReasonKeyConflict, "WireGuard key is this device's own")
 	}
 	if newest, ok := m.newest[id.DeviceID]; ok && id.NotBefore.Before(newest) {
 		return refusal(ReasonReplayed, "certificate %s of device %s is older than one already seen (issued %s)",
@@ -243,9 +276,33 @@ func (m *peerManager) sweep() {
 			m.log.Info("peer's user certificate expired", "device", devID, "email", u.Email)
 		}
 		if now.After(p.id.NotAfter) {
-			label := p.label
-			m.removeLocked(label, "certificate expired")
-			m.reject(label, refusal(certs.ReasonExpired, "certificate of device %s expired at %s", devID, p.id.NotAfter.UTC().Format(time.RFC3339)))
+			m.forgetLocked(p)
+			if err := m.dev.RemovePeer(p.id.WireGuardKey); err != nil {
+				m.log.Error("removing peer", "device", devID, "err", err)
+			}
+			m.log.Info("peer removed", "device", devID, "hostname", p.id.Hostname, "why", "certificate expired")
+			m.reject(p.label, refusal(certs.ReasonExpired, "certificate of device %s expired at %s", devID, p.id.NotAfter.UTC().Format(time.RFC3339)))
+		}
+	}
+	m.reconcileLocked()
+}
+
+// reconcileLocked removes from the device any peer the agent does not hold
+// as verified: whatever went wrong before, the device ends up with
+// exactly the verified peers.
+func (m *peerManager) reconcileLocked() {
+	stats, err := m.dev.Peers()
+	if err != nil {
+		return
+	}
+	want := make(map[certs.WireGuardKey]bool, len(m.peers))
+	for _, p := range m.peers {
+		want[p.id.WireGuardKey] = true
+	}
+	for _, s := range stats {
+		if !want[s.PublicKey] {
+			m.log.Warn("removing a WireGuard peer that is not verified", "key", s.PublicKey)
+			_ = m.dev.RemovePeer(s.PublicKey)
 		}
 	}
 }

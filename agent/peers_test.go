@@ -33,6 +33,8 @@ func (r *recordingPlane) UpsertPeer(p wgdev.Peer) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.failFor[p.PublicKey] {
+		// Like wireguard-go's IpcSet, fail after applying part of it.
+		r.peers[p.PublicKey] = wgdev.Peer{PublicKey: p.PublicKey, AllowedIPs: p.AllowedIPs}
 		return errors.New("device refused the peer")
 	}
 	r.peers[p.PublicKey] = p
@@ -44,6 +46,16 @@ func (r *recordingPlane) RemovePeer(k certs.WireGuardKey) error {
 	defer r.mu.Unlock()
 	delete(r.peers, k)
 	return nil
+}
+
+func (r *recordingPlane) Peers() ([]wgdev.PeerStats, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []wgdev.PeerStats
+	for k, p := range r.peers {
+		out = append(out, wgdev.PeerStats{PublicKey: k, AllowedIPs: p.AllowedIPs, Endpoint: p.Endpoint})
+	}
+	return out, nil
 }
 
 func (r *recordingPlane) keys() []certs.WireGuardKey {
@@ -171,6 +183,11 @@ func TestPeerRefusals(t *testing.T) {
 		{"older certificate of a peer", func(t *testing.T, h *harness, good certs.MachineProfile) wire.Peer {
 			return h.peer(t, "x", good, testca.WithValidity(h.now.Add(-2*time.Hour), h.now.Add(time.Hour)))
 		}, ReasonReplayed},
+		{"own WireGuard key", func(t *testing.T, h *harness, _ certs.MachineProfile) wire.Peer {
+			p := h.pki.NewProfile(t, "mallory")
+			p.WireGuardKey = h.self.WireGuardKey
+			return h.peer(t, "x", p)
+		}, ReasonKeyConflict},
 		{"garbage bundle", func(t *testing.T, h *harness, _ certs.MachineProfile) wire.Peer {
 			return wire.Peer{Label: "x", Bundle: certs.WireBundle{Machine: []byte("not DER")}}
 		}, certs.ReasonMalformed},
@@ -282,4 +299,45 @@ func TestSweepRemovesExpiredPeers(t *testing.T) {
 	if r, _ := h.rejection("s"); r.Reason != certs.ReasonExpired {
 		t.Fatalf("reason = %q, want %q", r.Reason, certs.ReasonExpired)
 	}
+}
+
+// A device that half-applies a refused update keeps neither the new key
+// nor loses the old configuration.
+func TestFailedUpdateRestoresPeer(t *testing.T) {
+	h := newHarness(t)
+	p := h.pki.NewProfile(t, "rotating")
+	h.m.apply(upsert(h.peer(t, "r", p, testca.WithValidity(h.now.Add(-time.Hour), h.now.Add(time.Hour)))))
+	oldKey := p.WireGuardKey
+	p.WireGuardKey = testca.RandomWireGuardKey(t)
+	h.plane.failFor[p.WireGuardKey] = true
+	h.m.apply(upsert(h.peer(t, "r", p, testca.WithValidity(h.now.Add(-time.Minute), h.now.Add(time.Hour)))))
+	h.wantOnly(t, oldKey)
+	if got, _ := h.plane.get(oldKey); len(got.AllowedIPs) != len(p.Addresses) {
+		t.Fatalf("old peer lost its addresses: %+v", got)
+	}
+}
+
+func TestUnusableEndpointsAreSkipped(t *testing.T) {
+	h := newHarness(t)
+	p := h.pki.NewProfile(t, "a")
+	ev := h.peer(t, "a", p)
+	ev.Endpoints = []netip.AddrPort{netip.MustParseAddrPort("0.0.0.0:1"), netip.MustParseAddrPort("192.0.2.7:0"),
+		netip.MustParseAddrPort("[ff02::1]:51820"), netip.MustParseAddrPort("192.0.2.8:51820")}
+	h.m.apply(upsert(ev))
+	got, ok := h.plane.get(p.WireGuardKey)
+	if !ok || got.Endpoint != netip.MustParseAddrPort("192.0.2.8:51820") {
+		t.Fatalf("peer %+v, want the first usable endpoint", got)
+	}
+}
+
+func TestSweepRemovesUntrackedDevicePeers(t *testing.T) {
+	h := newHarness(t)
+	good := h.pki.NewProfile(t, "good")
+	h.m.apply(upsert(h.peer(t, "good", good)))
+	stray := testca.RandomWireGuardKey(t)
+	if err := h.plane.UpsertPeer(wgdev.Peer{PublicKey: stray}); err != nil {
+		t.Fatal(err)
+	}
+	h.m.sweep()
+	h.wantOnly(t, good.WireGuardKey)
 }

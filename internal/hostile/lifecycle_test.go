@@ -6,7 +6,6 @@ package hostile_test
 
 import (
 	"net/netip"
-	"os"
 	"slices"
 	"testing"
 	"time"
@@ -139,21 +138,13 @@ func TestExpiredPeerIsRemoved(t *testing.T) {
 	checkDeviceMatchesStatus(t, f.Victim)
 }
 
-// knownBugsEnv enables the tests of agent bugs that are reported but not
-// fixed yet.
-const knownBugsEnv = "CERTMESH_HOSTILE_KNOWN_BUGS"
-
 // TestUnusableEndpointOrphansPeer: the coordinator relays a verified
 // peer's own bundle again, with an endpoint the WireGuard device refuses
-// (0.0.0.0:1). agent/peers.go upsertLocked then forgets the peer
-// (delete(m.peers, ...)) although it is still configured on the device,
-// so neither a removal nor the certificate's expiry takes it off the
-// device any more: the coordinator keeps a peer in the mesh past its
-// certificate, which the design says it cannot.
+// (0.0.0.0:1). An agent that forgot the peer on that refusal while the
+// device kept it would let the coordinator keep a peer in the mesh past
+// its removal or its certificate's expiry, which the design says it
+// cannot. (Found by this suite; fixed in agent/peers.go.)
 func TestUnusableEndpointOrphansPeer(t *testing.T) {
-	if os.Getenv(knownBugsEnv) == "" {
-		t.Skipf("known agent bug (agent/peers.go upsertLocked: a data-plane refusal of an update drops the peer from the agent's state but not from the device); set %s=1 to run", knownBugsEnv)
-	}
 	t.Parallel()
 	bad := []netip.AddrPort{netip.MustParseAddrPort("0.0.0.0:1")}
 
