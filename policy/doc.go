@@ -60,7 +60,7 @@
 // the identity of the node enforcing the policy, so a rule applies on the
 // nodes its "to" matches:
 //
-//	*                  every verified identity
+//	"*"                every verified identity
 //	user:EMAIL         the logged-in user (an accepted user certificate) with that email (case-insensitive)
 //	group:NAME         a logged-in user in that group (see Groups)
 //	tag:NAME           a device whose machine certificate carries that tag
@@ -80,7 +80,7 @@
 //
 // "ports" is a non-empty array of:
 //
-//	*               every protocol and port
+//	"*"             every protocol and port
 //	tcp:5432        one TCP port (1-65535)
 //	tcp:8000-8100   an inclusive range
 //	tcp:*           every TCP port
