@@ -26,6 +26,24 @@ type IPerf struct {
 	// CPU time of the client (Host) and server (Remote) iperf3 processes
 	// over wall time, in percent of one CPU, as iperf3 reports it.
 	HostCPU, RemoteCPU float64
+
+	// Filled in by the benchmark, not parsed: the CPU time the tunnel's
+	// processes at both ends used during the whole iperf3 run, and how
+	// long data flowed in it (Seconds plus the omitted start).
+	TunnelCPU time.Duration
+	Transfer  time.Duration
+}
+
+// TunnelCPUPerGB is the tunnel's CPU time per gigabyte that crossed it
+// during the run (0 without tunnel processes).
+func (r *IPerf) TunnelCPUPerGB() time.Duration {
+	if r.TunnelCPU == 0 || r.Transfer <= 0 {
+		return 0
+	}
+	// iperf3 counts the bytes of the measured interval only; the CPU time
+	// covers the omitted start too, so scale the rate to the whole flow.
+	bytes := r.BitsPerSecond / 8 * r.Transfer.Seconds()
+	return time.Duration(float64(r.TunnelCPU) / (bytes / 1e9))
 }
 
 // iperfJSON is the part of iperf3's -J report we read.

@@ -285,8 +285,19 @@ func runIPerfRetry(ctx context.Context, log *slog.Logger, p *Path, o options) (*
 			case <-time.After(time.Second):
 			}
 		}
-		var r *IPerf
+		var (
+			r          *IPerf
+			cpu0, cpu1 time.Duration
+		)
+		if cpu0, err = cpuTime(p.Procs); err != nil {
+			return nil, err
+		}
 		if r, err = RunIPerf(ctx, p.Client, p.Dst, o.duration, o.omit); err == nil {
+			if cpu1, err = cpuTime(p.Procs); err != nil {
+				return nil, err
+			}
+			r.TunnelCPU = cpu1 - cpu0
+			r.Transfer = time.Duration(r.Seconds*float64(time.Second)) + o.omit
 			return r, nil
 		}
 		if ctx.Err() != nil {

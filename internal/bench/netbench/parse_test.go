@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseIPerfJSON(t *testing.T) {
@@ -166,5 +167,37 @@ func TestBusy(t *testing.T) {
 		if got := rep.Busy(); got != tc.want {
 			t.Errorf("Busy(%q, %q) = %v", tc.before, tc.after, got)
 		}
+	}
+}
+
+func TestParseProcStatCPU(t *testing.T) {
+	// Real /proc/1/stat: utime 284, stime 1243.
+	b, err := os.ReadFile("testdata/proc-stat.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ParseProcStatCPU(string(b)); err != nil || got != 284+1243 {
+		t.Errorf("ParseProcStatCPU = %d, %v; want 1527", got, err)
+	}
+	// A command name with spaces and parentheses does not shift fields.
+	odd := "42 (a) b (c) R 1 42 42 0 -1 4194304 10 0 0 0 7 9 0 0 20 0 1 0 5 1 1"
+	if got, err := ParseProcStatCPU(odd); err != nil || got != 16 {
+		t.Errorf("ParseProcStatCPU(odd comm) = %d, %v; want 16", got, err)
+	}
+	for _, bad := range []string{"", "42 (x) R 1 2", "42 (x) R 1 42 42 0 -1 4194304 10 0 0 0 u 9"} {
+		if got, err := ParseProcStatCPU(bad); err == nil {
+			t.Errorf("ParseProcStatCPU(%q) = %d, want an error", bad, got)
+		}
+	}
+}
+
+func TestTunnelCPUPerGB(t *testing.T) {
+	// 8 Gbit/s for 9 s measured + 1 s omitted = 10 GB; 5 s of CPU -> 500 ms/GB.
+	r := &IPerf{BitsPerSecond: 8e9, TunnelCPU: 5 * time.Second, Transfer: 10 * time.Second}
+	if got := r.TunnelCPUPerGB(); got != 500*time.Millisecond {
+		t.Errorf("TunnelCPUPerGB = %v, want 500ms", got)
+	}
+	if got := (&IPerf{BitsPerSecond: 8e9, Transfer: time.Second}).TunnelCPUPerGB(); got != 0 {
+		t.Errorf("TunnelCPUPerGB without tunnel = %v", got)
 	}
 }

@@ -26,6 +26,9 @@ type Path struct {
 	Dst    netip.Addr // address the client sends to
 	Iface  string     // the client's tunnel interface; "" for the plain veth
 	MTU    int        // MTU of the client's egress interface for Dst
+	// Procs are the tunnel's processes at both ends (the agents, or the
+	// wireguard-go daemons); none for the plain veth.
+	Procs []*netns.Process
 }
 
 // BareMTU is the MTU given to the hand-configured wireguard-go interfaces:
@@ -95,8 +98,20 @@ func SetUp(ctx context.Context, log *slog.Logger, n *netns.Network, bin *e2e.Bin
 
 	t.Paths = []*Path{
 		{Key: "veth", Title: "veth (no tunnel)", Client: a1.Host, Server: a2.Host, Dst: a2.Host.Addr},
-		{Key: "wireguard-go", Title: "bare wireguard-go", Client: w1, Server: w2, Dst: a2.V4(), Iface: wgIfaces[0]},
-		{Key: "certmesh", Title: "certmesh agent", Client: a1.Host, Server: a2.Host, Dst: a2.V4(), Iface: a1.Iface},
+		{Key: "wireguard-go", Title: "bare wireguard-go", Client: w1, Server: w2, Dst: a2.V4(), Iface: wgIfaces[0],
+			Procs: t.WGProc},
+		{Key: "certmesh", Title: "certmesh agent", Client: a1.Host, Server: a2.Host, Dst: a2.V4(), Iface: a1.Iface,
+			Procs: []*netns.Process{a1.Proc, a2.Proc}},
+	}
+	for _, p := range t.WGProc {
+		if err := checkComm(p, filepath.Base(bin.WireGuardGo)); err != nil {
+			return t, err
+		}
+	}
+	for _, a := range ags {
+		if err := checkComm(a.Proc, filepath.Base(bin.Certmesh)); err != nil {
+			return t, err
+		}
 	}
 	for _, p := range t.Paths {
 		if p.MTU, err = routeMTU(ctx, p.Client, p.Dst); err != nil {

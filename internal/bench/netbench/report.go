@@ -33,6 +33,18 @@ func (r *PathResult) Mbps() []float64 {
 // MedianMbps is the median throughput in Mbit/s.
 func (r *PathResult) MedianMbps() float64 { return median(r.Mbps()) }
 
+// MedianCPUPerGB is the median tunnel CPU time per GB in milliseconds
+// (0 for the plain veth).
+func (r *PathResult) MedianCPUPerGB() float64 {
+	var v []float64
+	for _, x := range r.Runs {
+		if c := x.TunnelCPUPerGB(); c > 0 {
+			v = append(v, ms(c))
+		}
+	}
+	return median(v)
+}
+
 // MedianRTT and AvgRTT are the ping round-trip times in milliseconds.
 func (r *PathResult) MedianRTT() float64 { return ms(r.Ping.Median()) }
 func (r *PathResult) AvgRTT() float64    { return ms(r.Ping.Avg()) }
@@ -70,6 +82,20 @@ func (rep *Report) PairedRatios() []float64 {
 	var v []float64
 	for i := range min(len(cm.Runs), len(wg.Runs)) {
 		v = append(v, ratio(cm.Runs[i].BitsPerSecond, wg.Runs[i].BitsPerSecond))
+	}
+	return v
+}
+
+// PairedCPURatios returns, per round, certmesh's tunnel CPU time per GB
+// over bare wireguard-go's in the same round.
+func (rep *Report) PairedCPURatios() []float64 {
+	cm, wg := rep.path("certmesh"), rep.path("wireguard-go")
+	if cm == nil || wg == nil {
+		return nil
+	}
+	var v []float64
+	for i := range min(len(cm.Runs), len(wg.Runs)) {
+		v = append(v, ratio(float64(cm.Runs[i].TunnelCPUPerGB()), float64(wg.Runs[i].TunnelCPUPerGB())))
 	}
 	return v
 }
@@ -168,21 +194,27 @@ func (rep *Report) Markdown() string {
 		p(" after leaving out the first %s", o.omit)
 	}
 	p(", %d run(s) per path, interleaved round by round; the median is shown. ", o.reps)
+	p("Tunnel CPU per GB: user + system CPU time of the tunnel's two processes (the agents, or the two ")
+	p("wireguard-go daemons) during each iperf3 run, from /proc/PID/stat, per gigabyte carried. ")
 	p("Latency: %d pings %s apart on the idle path, before the throughput runs.\n\n", o.pings, o.pingInterval)
 
 	veth, wg := rep.path("veth"), rep.path("wireguard-go")
-	p("| path | MTU | TCP throughput (median) | min – max | × veth | × wireguard-go | retransmits (median) | RTT median | RTT avg | RTT × wireguard-go | ping loss |\n")
-	p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	p("| path | MTU | TCP throughput (median) | min – max | × veth | × wireguard-go | tunnel CPU per GB (median) | CPU/GB × wireguard-go | retransmits (median) | RTT median | RTT avg | RTT × wireguard-go | ping loss |\n")
+	p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, r := range rep.Paths {
 		lo, hi := minMax(r.Mbps())
 		var retr []float64
 		for _, x := range r.Runs {
 			retr = append(retr, float64(x.Retransmits))
 		}
-		p("| %s | %d | %s Mbit/s | %s – %s | %s | %s | %s | %.3f ms | %.3f ms | %s | %.0f%% |\n",
+		cpu := "—"
+		if c := r.MedianCPUPerGB(); c > 0 {
+			cpu = num(c) + " ms"
+		}
+		p("| %s | %d | %s Mbit/s | %s – %s | %s | %s | %s | %s | %s | %.3f ms | %.3f ms | %s | %.0f%% |\n",
 			r.Path.Title, r.Path.MTU, num(r.MedianMbps()), num(lo), num(hi),
 			rat(r.MedianMbps(), veth.MedianMbps()), rat(r.MedianMbps(), wg.MedianMbps()),
-			num(median(retr)), r.MedianRTT(), r.AvgRTT(), rat(r.MedianRTT(), wg.MedianRTT()), 100*r.Ping.Loss())
+			cpu, rat(r.MedianCPUPerGB(), wg.MedianCPUPerGB()), num(median(retr)), r.MedianRTT(), r.AvgRTT(), rat(r.MedianRTT(), wg.MedianRTT()), 100*r.Ping.Loss())
 	}
 	p("\n")
 
@@ -198,6 +230,12 @@ func (rep *Report) Markdown() string {
 		p("; round by round: median %.2f, range %.2f – %.2f", median(pr), lo, hi)
 	}
 	p("). Target ≥ %.2f: %s. ", TargetRatio, verdict)
+	p("**certmesh / bare wireguard-go CPU time per GB: %.2f** (both tunnel ends; lower is better", ratio(cm.MedianCPUPerGB(), wg.MedianCPUPerGB()))
+	if pr := rep.PairedCPURatios(); len(pr) > 1 {
+		lo, hi := minMax(pr)
+		p("; round by round: median %.2f, range %.2f – %.2f", median(pr), lo, hi)
+	}
+	p("). ")
 	p("**certmesh / bare wireguard-go latency (median RTT): %.2f.** ", ratio(cm.MedianRTT(), wg.MedianRTT()))
 	p("Tunnel cost over the plain veth: throughput × %.2f with certmesh, × %.2f with bare wireguard-go.\n\n",
 		ratio(cm.MedianMbps(), veth.MedianMbps()), ratio(wg.MedianMbps(), veth.MedianMbps()))
@@ -208,12 +246,12 @@ func (rep *Report) Markdown() string {
 		for _, r := range rep.Paths {
 			p(" %s |", r.Path.Key)
 		}
-		p(" certmesh / wireguard-go |\n|--:|")
+		p(" throughput certmesh / wireguard-go | CPU per GB certmesh / wireguard-go |\n|--:|")
 		for range rep.Paths {
 			p("--:|")
 		}
-		p("--:|\n")
-		paired := rep.PairedRatios()
+		p("--:|--:|\n")
+		paired, pairedCPU := rep.PairedRatios(), rep.PairedCPURatios()
 		for i := range o.reps {
 			p("| %d |", i+1)
 			for _, r := range rep.Paths {
@@ -223,11 +261,14 @@ func (rep *Report) Markdown() string {
 					p(" – |")
 				}
 			}
-			if i < len(paired) {
-				p(" %.2f |\n", paired[i])
-			} else {
-				p(" – |\n")
+			for _, v := range [][]float64{paired, pairedCPU} {
+				if i < len(v) {
+					p(" %.2f |", v[i])
+				} else {
+					p(" – |")
+				}
 			}
+			p("\n")
 		}
 		p("\n</details>\n\n")
 	}
@@ -254,7 +295,10 @@ func (rep *Report) Markdown() string {
 	p("adds on top of the wireguard-go it embeds; it should be close to 1, as the packet path is the same code. ")
 	p("A ratio clearly below %.2f, or an MTU that differs from the bare wireguard-go row, points at the agent's ", TargetRatio)
 	p("device configuration (MTU, TUN offloads, UDP bind, work in the packet path) rather than at the machine; ")
-	p("when the min – max ranges of the two rows overlap, the difference is within noise. The × veth column is ")
+	p("when the min – max ranges of the two rows overlap, the difference is within noise. Tunnel CPU per GB ")
+	p("is the steadiest figure on a busy machine: other work steals time from the tunnel and lowers its ")
+	p("throughput, but hardly changes the work each byte costs, so its ratio is the one to trust when the ")
+	p("throughput ratio swings from round to round. The × veth column is ")
 	p("the price of WireGuard itself in user space. ")
 	p("The certificate figures are per core and are not on the packet path: an agent verifies a bundle when a ")
 	p("peer appears or renews, so Verify/s bounds how fast it absorbs a mesh's churn (a thousand peers at once ")
@@ -277,11 +321,13 @@ func churn(res []GoBenchSummary) string {
 func (rep *Report) Summary() string {
 	var b strings.Builder
 	for _, r := range rep.Paths {
-		fmt.Fprintf(&b, "%-14s %8s Mbit/s  RTT %.3f ms  MTU %d\n", r.Path.Key, num(r.MedianMbps()), r.MedianRTT(), r.Path.MTU)
+		fmt.Fprintf(&b, "%-14s %8s Mbit/s  CPU/GB %6s ms  RTT %.3f ms  MTU %d\n", r.Path.Key, num(r.MedianMbps()),
+			num(r.MedianCPUPerGB()), r.MedianRTT(), r.Path.MTU)
 	}
 	if cm, wg := rep.path("certmesh"), rep.path("wireguard-go"); cm != nil && wg != nil {
-		fmt.Fprintf(&b, "certmesh / wireguard-go: throughput %.2f (target >= %.2f), RTT %.2f\n",
-			ratio(cm.MedianMbps(), wg.MedianMbps()), TargetRatio, ratio(cm.MedianRTT(), wg.MedianRTT()))
+		fmt.Fprintf(&b, "certmesh / wireguard-go: throughput %.2f (target >= %.2f), CPU per GB %.2f, RTT %.2f\n",
+			ratio(cm.MedianMbps(), wg.MedianMbps()), TargetRatio, ratio(cm.MedianCPUPerGB(), wg.MedianCPUPerGB()),
+			ratio(cm.MedianRTT(), wg.MedianRTT()))
 	}
 	for _, s := range rep.GoBench {
 		fmt.Fprintf(&b, "%-24s %10s ns/op  %8s /s\n", s.Name, num(s.MedianNsPerOp()), num(s.PerSecond()))
@@ -289,9 +335,9 @@ func (rep *Report) Summary() string {
 	return b.String()
 }
 
-// rat formats a/b as "0.97", or "—" when b is 0.
+// rat formats a/b as "0.97", or "—" when either is 0 (not measured).
 func rat(a, b float64) string {
-	if b == 0 {
+	if a == 0 || b == 0 {
 		return "—"
 	}
 	return fmt.Sprintf("%.2f", a/b)
