@@ -70,10 +70,10 @@ const (
 type icmpClass uint8
 
 const (
-	icmpOther        icmpClass = iota // informational, decided by policy, never tracked
-	icmpEchoRequest                   // opens a flow keyed by the echo identifier
-	icmpEchoReply                     // answers a flow keyed by the echo identifier
-	icmpError                         // quotes a packet that this node sent: related to its flow
+	icmpOther       icmpClass = iota // informational, decided by policy, never tracked
+	icmpEchoRequest                  // opens a flow keyed by the echo identifier
+	icmpEchoReply                    // answers a flow keyed by the echo identifier
+	icmpError                        // quotes a packet that this node sent: related to its flow
 )
 
 // packet is what the filter needs to know about one IP packet. All of it is
