@@ -321,6 +321,19 @@ func (n *Node) Decide(src certs.Identity, proto Proto, port uint16) Decision {
 	return n.c.decide(&src, n.rules, proto, port)
 }
 
+// DecideFunc is Decide in the form a packet filter calls it: src by
+// pointer (not copied), the IP protocol number, and (accept, rule index or
+// -1). It is safe for concurrent use.
+func (n *Node) DecideFunc() func(src *certs.Identity, proto uint8, dstPort uint16) (accept bool, rule int) {
+	return func(src *certs.Identity, proto uint8, dstPort uint16) (bool, int) {
+		if n == nil || !n.any || src == nil {
+			return false, -1
+		}
+		d := n.c.decide(src, n.rules, Proto(proto), dstPort)
+		return d.Accept, d.Rule
+	}
+}
+
 // AcceptsAny reports whether some rule applies to this node at all; when
 // none does, every inbound packet is dropped.
 func (n *Node) AcceptsAny() bool { return n != nil && n.any }

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -124,11 +125,17 @@ func (p *parser) parse() *Policy {
 		p.errorf(off, "invalid UTF-8")
 		return nil
 	}
-	if off, ok := checkDepth(p.src); !ok {
-		p.errorf(off, "nested more than %d levels deep", MaxDepth)
+	if off, msg := prescan(p.src); msg != "" {
+		p.errorf(off, "%s", msg)
 		return nil
 	}
-	root, err := hujson.Parse(p.src)
+	in := p.src
+	if len(in) > 0 && in[len(in)-1] != '\n' {
+		// hujson needs a line comment to end in a newline, even at the end
+		// of the file; offsets are unchanged.
+		in = append(slices.Clone(in), '\n')
+	}
+	root, err := hujson.Parse(in)
 	if err != nil {
 		p.syntaxError(err)
 		return nil
@@ -192,39 +199,47 @@ func (p *parser) syntaxError(err error) {
 	p.errorf(off, "syntax error: %s", m[3])
 }
 
-// checkDepth scans HuJSON for nesting deeper than MaxDepth, skipping
-// strings and comments, before the recursive parser sees it. It returns
-// the offset of the first bracket too deep.
-func checkDepth(b []byte) (int, bool) {
+// prescan looks, before the recursive parser, for nesting deeper than
+// MaxDepth and for a string left open at the end of its line (which the
+// parser would report only at the end of the file). It skips strings and
+// comments, and returns the offset of the problem and a message, or "".
+func prescan(b []byte) (int, string) {
 	depth := 0
 	for i := 0; i < len(b); i++ {
 		switch c := b[i]; {
 		case c == '"':
+			start := i
 			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\n' {
+					break
+				}
 				if b[i] == '\\' {
 					i++
 				}
+			}
+			if i >= len(b) || b[i] != '"' {
+				return start, "string is not closed on its line"
 			}
 		case c == '/' && i+1 < len(b) && b[i+1] == '/':
 			for i < len(b) && b[i] != '\n' {
 				i++
 			}
 		case c == '/' && i+1 < len(b) && b[i+1] == '*':
-			end := strings.Index(string(b[i+2:]), "*/")
+			end := bytes.Index(b[i+2:], []byte("*/"))
 			if end < 0 {
-				return 0, true // unterminated: the parser reports it
+				return i, "comment is not closed"
 			}
 			i += 2 + end + 1
 		case c == '[' || c == '{':
 			depth++
 			if depth > MaxDepth {
-				return i, false
+				return i, fmt.Sprintf("nested more than %d levels deep", MaxDepth)
 			}
 		case c == ']' || c == '}':
 			depth--
 		}
 	}
-	return 0, true
+	return 0, ""
 }
 
 // kindName names a JSON value's kind for messages.

@@ -117,6 +117,10 @@ func (p *parser) endpoint(v *hujson.Value, what string, withPort bool) (id certs
 	selText := s
 	if withPort {
 		i := strings.LastIndexByte(s, ':')
+		if a, err := netip.ParseAddr(s); err == nil && a.Is6() {
+			p.errorf(v.StartOffset, "%s %q is an IPv6 address without a port: write an IPv6 address in brackets, [ADDRESS]:PORT", what, s)
+			return id, text, 0
+		}
 		if _, err := netip.ParseAddr(s); err == nil || i < 0 || strings.Trim(s[i+1:], "0123456789") != "" {
 			p.errorf(v.StartOffset, "%s %q has no port: write %s:PORT (an IPv6 address as [ADDRESS]:PORT), or give \"proto\": \"icmp\"", what, s, s)
 			return id, text, 0
@@ -200,7 +204,14 @@ func (p *parser) endpointObject(v *hujson.Value, what string, id certs.Identity)
 		}
 	}
 	if tv := f["tags"]; tv != nil {
-		for _, sel := range p.selectors(tv, "tags", false, []SelectorKind{SelectTag}, "want tag:NAME") {
+		ss, offs := p.strs(tv, "tags", false)
+		for i, s := range ss {
+			sel, err := parseSelector(s)
+			if err != nil || sel.Kind != SelectTag {
+				p.errorf(offs[i], "tags: %q is not a tag: want tag:NAME", s)
+				continue
+			}
+			sel.Pos = p.pos(offs[i])
 			p.checkReference(sel)
 			id.Tags = append(id.Tags, certs.Tag(sel.Name))
 		}
