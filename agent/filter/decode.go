@@ -188,6 +188,7 @@ func decode(b []byte, p *packet) error {
 // records fragmentation in p. Every length is checked against pl before it
 // is used.
 func walkIPv6(next uint8, pl []byte, p *packet) (uint8, []byte, error) {
+	seenFrag := false
 	for {
 		switch next {
 		case ext6HopByHop, ext6Routing, ext6DestOpts, ext6Mobility, ext6HIP, ext6Shim6, ext6Exp1, ext6Exp2:
@@ -215,10 +216,11 @@ func walkIPv6(next uint8, pl []byte, p *packet) (uint8, []byte, error) {
 			if !f.IsValid() {
 				return 0, nil, errExtHeader
 			}
-			if p.frag != fragNone {
+			if seenFrag {
 				// A second Fragment header: nothing legitimate sends this.
 				return 0, nil, errExtHeader
 			}
+			seenFrag = true
 			off := f.FragmentOffset() // in 8-octet units
 			switch {
 			case off > 0:
