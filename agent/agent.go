@@ -95,9 +95,25 @@ func (a *Agent) loadOrEnroll(ctx context.Context) error {
 			return fmt.Errorf("this machine's hostname is not usable, pass --hostname: %w", err)
 		}
 	}
-	resp, err := enroll(ctx, a.caAPI, a.keys, host, a.cfg.Token)
-	if err != nil {
+	var resp wire.CertificateResponse
+	if p, err := loadPending(a.cfg.StateDir); err == nil {
+		resp.Pending = p // a restarted agent resumes waiting
+	} else if resp, err = enroll(ctx, a.caAPI, a.keys, host, a.cfg.Token); err != nil {
 		return err
+	}
+	if resp.Pending != nil {
+		if err := savePending(a.cfg.StateDir, resp.Pending); err != nil {
+			return err
+		}
+		resp, err = awaitApproval(ctx, a.caAPI, resp.Pending, a.cfg.Logger, a.cfg.ApprovalPoll)
+		if err != nil {
+			var se *ServerError
+			if errors.As(err, &se) { // denied, or forgotten by the CA: do not wait again
+				_ = removePending(a.cfg.StateDir)
+			}
+			return err
+		}
+		_ = removePending(a.cfg.StateDir)
 	}
 	b, id, err := checkOwnCertificate(resp, roots, a.keys, a.cfg.Now())
 	if err != nil {

@@ -32,6 +32,8 @@ type Config struct {
 	// interfaces, without loopback and the tunnel.
 	AdvertiseAddrs []netip.Addr
 
+	// ApprovalPoll is how often a pending enrollment is polled (default 2s).
+	ApprovalPoll time.Duration
 	// SweepInterval is how often expired peers are looked for (default 1s).
 	SweepInterval time.Duration
 	Logger        *slog.Logger
@@ -51,6 +53,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Mode == wgdev.KernelTUN && c.InterfaceName == "" {
 		c.InterfaceName = "certmesh0"
+	}
+	if c.ApprovalPoll <= 0 {
+		c.ApprovalPoll = 2 * time.Second
 	}
 	if c.SweepInterval <= 0 {
 		c.SweepInterval = time.Second

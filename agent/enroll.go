@@ -5,7 +5,9 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -61,6 +63,35 @@ func enroll(ctx context.Context, api *apiClient, k *keys, hostname certs.Hostnam
 		return resp, fmt.Errorf("enrolling: %w", err)
 	}
 	return resp, nil
+}
+
+// awaitApproval polls a pending enrollment until an admin decides. save
+// is called first so that a restarted agent resumes waiting.
+func awaitApproval(ctx context.Context, api *apiClient, p *wire.Pending, log *slog.Logger, interval time.Duration) (wire.CertificateResponse, error) {
+	log.Warn("enrollment waits for an administrator's approval", "pending", p.ID, "hint", p.Message)
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return wire.CertificateResponse{}, fmt.Errorf("waiting for approval of %s: %w", p.ID, ctx.Err())
+		case <-time.After(interval):
+		}
+		var resp wire.CertificateResponse
+		err := api.call(ctx, http.MethodPost, wire.PathEnrollPoll, wire.EnrollPollRequest{ID: p.ID, Secret: p.Secret}, &resp)
+		var se *ServerError
+		switch {
+		case errors.As(err, &se):
+			return resp, fmt.Errorf("enrollment %s: %w", p.ID, err)
+		case err != nil:
+			log.Warn("asking about the pending enrollment", "err", err)
+		case resp.Pending == nil:
+			log.Info("enrollment approved", "pending", p.ID)
+			return resp, nil
+		case time.Since(last) > time.Minute:
+			log.Info("still waiting for approval", "pending", p.ID, "status", resp.Pending.Message)
+			last = time.Now()
+		}
+	}
 }
 
 // renew asks for a new machine certificate over mTLS.

@@ -21,6 +21,7 @@ const (
 	wgKeyFile      = "wireguard.key"
 	rootFile       = "root.crt"
 	enrollmentFile = "enrollment.json"
+	pendingFile    = "pending.json" // an enrollment waiting for approval
 	// SocketFile is the local API socket.
 	SocketFile = "agent.sock"
 )
@@ -143,4 +144,33 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 		return fmt.Errorf("replacing %s: %w", path, err)
 	}
 	return nil
+}
+
+// savePending keeps a pending enrollment's ID and poll secret (0600).
+func savePending(dir string, p *wire.Pending) error {
+	data, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	return writeAtomic(filepath.Join(dir, pendingFile), data, 0o600)
+}
+
+func loadPending(dir string) (*wire.Pending, error) {
+	data, err := os.ReadFile(filepath.Join(dir, pendingFile))
+	if err != nil {
+		return nil, err
+	}
+	var p wire.Pending
+	if err := json.Unmarshal(data, &p); err != nil || p.ID == "" {
+		return nil, fmt.Errorf("reading %s: not a pending enrollment", pendingFile)
+	}
+	return &p, nil
+}
+
+func removePending(dir string) error {
+	err := os.Remove(filepath.Join(dir, pendingFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
 }

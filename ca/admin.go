@@ -13,7 +13,13 @@ const (
 	AdminPathTokens  = "/admin/tokens"
 	AdminPathDevices = "/admin/devices"
 	AdminPathUsers   = "/admin/users"
+	AdminPathPending = "/admin/pending"
 )
+
+// DenyRequest gives the reason of a denial (shown to the agent).
+type DenyRequest struct {
+	Reason string `json:"reason,omitempty"`
+}
 
 // TokenRequest asks for a new enrollment token.
 type TokenRequest struct {
@@ -69,6 +75,26 @@ func (c *CA) AdminHandler() http.Handler {
 		}
 		dev, err := c.Revoke(r.Context(), id)
 		c.reply(w, r, dev, err)
+	})
+	mux.HandleFunc("GET "+AdminPathPending, func(w http.ResponseWriter, r *http.Request) {
+		ps, err := c.Pending(r.Context())
+		if ps == nil {
+			ps = []store.PendingEnrollment{}
+		}
+		c.reply(w, r, ps, err)
+	})
+	mux.HandleFunc("POST "+AdminPathPending+"/{id}/approve", func(w http.ResponseWriter, r *http.Request) {
+		dev, err := c.Approve(r.Context(), r.PathValue("id"))
+		c.reply(w, r, dev, err)
+	})
+	mux.HandleFunc("POST "+AdminPathPending+"/{id}/deny", func(w http.ResponseWriter, r *http.Request) {
+		var req DenyRequest
+		if err := ReadJSON(w, r, &req); err != nil {
+			c.reply(w, r, nil, err)
+			return
+		}
+		p, err := c.Deny(r.Context(), r.PathValue("id"), req.Reason)
+		c.reply(w, r, p, err)
 	})
 	mux.HandleFunc("GET "+AdminPathUsers, func(w http.ResponseWriter, r *http.Request) {
 		users, err := c.Users(r.Context())

@@ -96,3 +96,21 @@ func (a *AdminClient) RemoveUser(ctx context.Context, ref string) (store.User, e
 	var out store.User
 	return out, a.do(ctx, http.MethodPost, AdminPathUsers+"/"+url.PathEscape(ref)+"/remove", nil, &out)
 }
+
+// Pending lists enrollments waiting for approval (and decided ones).
+func (a *AdminClient) Pending(ctx context.Context) ([]store.PendingEnrollment, error) {
+	var out []store.PendingEnrollment
+	return out, a.do(ctx, http.MethodGet, AdminPathPending, nil, &out)
+}
+
+// Approve approves a pending enrollment.
+func (a *AdminClient) Approve(ctx context.Context, id string) (store.Device, error) {
+	var out store.Device
+	return out, a.do(ctx, http.MethodPost, AdminPathPending+"/"+url.PathEscape(id)+"/approve", nil, &out)
+}
+
+// Deny denies a pending enrollment.
+func (a *AdminClient) Deny(ctx context.Context, id, reason string) (store.PendingEnrollment, error) {
+	var out store.PendingEnrollment
+	return out, a.do(ctx, http.MethodPost, AdminPathPending+"/"+url.PathEscape(id)+"/deny", DenyRequest{Reason: reason}, &out)
+}

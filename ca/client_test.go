@@ -83,7 +83,12 @@ func openTestCA(t testing.TB) *testEnv {
 // of certmesh-server.
 func newTestEnv(t testing.TB) *testEnv {
 	t.Helper()
-	e := openTestCA(t)
+	return serve(t, openTestCA(t))
+}
+
+// serve serves e.CA over HTTPS like certmesh-server.
+func serve(t testing.TB, e *testEnv) *testEnv {
+	t.Helper()
 	srv := httptest.NewUnstartedServer(e.CA.Handler())
 	srv.TLS = &tls.Config{
 		MinVersion:     tls.VersionTLS13,

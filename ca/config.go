@@ -44,10 +44,23 @@ type Config struct {
 	Listen string `json:"listen"`
 	// CoordinatorURL is given to agents; empty means "the same server".
 	CoordinatorURL string `json:"coordinator_url,omitempty"`
+	// Approval is "required" to hold every new enrollment until an admin
+	// approves it (certmesh-server devices pending|approve|deny); empty
+	// or "none" issues at once.
+	Approval ApprovalMode `json:"approval,omitempty"`
 	// OIDC, if set, enables user login through the organisation's
 	// identity provider (certmesh login).
 	OIDC *OIDCConfig `json:"oidc,omitempty"`
 }
+
+// ApprovalMode says whether new enrollments wait for an admin.
+type ApprovalMode string
+
+// The approval modes.
+const (
+	ApprovalNone     ApprovalMode = "none"
+	ApprovalRequired ApprovalMode = "required"
+)
 
 // Defaults for a new deployment.
 const (
@@ -77,6 +90,11 @@ func (c *Config) Validate() error {
 	}
 	if c.TokenTTL <= 0 {
 		return fmt.Errorf("token_ttl must be positive")
+	}
+	switch c.Approval {
+	case "", ApprovalNone, ApprovalRequired:
+	default:
+		return fmt.Errorf("approval %q: want %q or %q", c.Approval, ApprovalNone, ApprovalRequired)
 	}
 	if c.OIDC != nil {
 		if err := c.OIDC.Validate(); err != nil {

@@ -75,6 +75,12 @@ func describeKey(k any) string {
 
 // Enroll handles a first enrollment with a one-time token.
 func (c *CA) Enroll(ctx context.Context, req wire.EnrollRequest) (wire.CertificateResponse, error) {
+	return c.EnrollFrom(ctx, req, "")
+}
+
+// EnrollFrom is Enroll for a request from the network address remote
+// (shown to the admin who approves it).
+func (c *CA) EnrollFrom(ctx context.Context, req wire.EnrollRequest, remote string) (wire.CertificateResponse, error) {
 	host, err := certs.ParseHostname(req.Hostname)
 	if err != nil {
 		return wire.CertificateResponse{}, &Error{Code: CodeBadRequest, Msg: "hostname", Err: err}
@@ -86,11 +92,15 @@ func (c *CA) Enroll(ctx context.Context, req wire.EnrollRequest) (wire.Certifica
 	if err != nil {
 		return wire.CertificateResponse{}, err
 	}
+	e := enrollment{host: host, cr: cr, level: certs.AttestationToken, remote: remote}
+	if c.cfg.Approval == ApprovalRequired {
+		return c.queue(ctx, req.Token, e)
+	}
 	devID, err := certs.NewDeviceID()
 	if err != nil {
 		return wire.CertificateResponse{}, err
 	}
-	var cert *x509.Certificate
+	var dev store.Device
 	err = c.store.Update(ctx, func(tx store.Tx) error {
 		tok, err := c.redeemToken(tx, req.Token, devID)
 		if err != nil {
@@ -99,28 +109,55 @@ func (c *CA) Enroll(ctx context.Context, req wire.EnrollRequest) (wire.Certifica
 		if err := checkKeysUnused(tx, cr, ""); err != nil {
 			return err
 		}
-		idx, err := tx.NextAddressIndex()
-		if err != nil {
-			return fmt.Errorf("allocating address: %w", err)
-		}
-		addrs, err := addressesFor(c.cfg, idx)
-		if err != nil {
-			return err
-		}
-		now := c.now()
-		dev := store.Device{
-			ID: devID, Hostname: host, Addresses: addrs, WireGuardKey: cr.wgKey, DeviceKeyFP: cr.deviceFP,
-			Attestation: certs.AttestationToken, Tags: tok.Tags, State: store.DeviceActive,
-			TokenID: tok.ID, EnrolledAt: now,
-		}
-		cert, err = c.issue(ctx, tx, &dev, cr.csr)
+		dev, err = c.createDevice(ctx, tx, devID, e, tok.Tags, tok.ID)
 		return err
 	})
 	if err != nil {
 		return wire.CertificateResponse{}, err
 	}
-	c.log.Info("device enrolled", "device", devID, "hostname", host, "serial", cert.SerialNumber.Text(16))
-	return c.response(devID, cert), nil
+	return c.deviceResponse(ctx, dev)
+}
+
+// createDevice allocates addresses (never reused), issues the first
+// machine certificate and records the device, inside tx.
+func (c *CA) createDevice(ctx context.Context, tx store.Tx, devID certs.DeviceID, e enrollment, tags []certs.Tag, tokenID string) (store.Device, error) {
+	idx, err := tx.NextAddressIndex()
+	if err != nil {
+		return store.Device{}, fmt.Errorf("allocating address: %w", err)
+	}
+	addrs, err := addressesFor(c.cfg, idx)
+	if err != nil {
+		return store.Device{}, err
+	}
+	dev := store.Device{
+		ID: devID, Hostname: e.host, Addresses: addrs, WireGuardKey: e.cr.wgKey, DeviceKeyFP: e.cr.deviceFP,
+		Attestation: e.level, EKFP: e.ekFP, Tags: tags, State: store.DeviceActive,
+		TokenID: tokenID, EnrolledAt: c.now(),
+	}
+	cert, err := c.issue(ctx, tx, &dev, e.cr.csr)
+	if err != nil {
+		return store.Device{}, err
+	}
+	c.log.Info("device enrolled", "device", devID, "hostname", e.host, "attestation", e.level, "serial", cert.SerialNumber.Text(16))
+	return dev, nil
+}
+
+// deviceResponse answers with the device's current certificate.
+func (c *CA) deviceResponse(ctx context.Context, dev store.Device) (wire.CertificateResponse, error) {
+	var der []byte
+	err := c.store.View(ctx, func(tx store.Tx) error {
+		rec, err := tx.GetCertificate(dev.Serial)
+		der = rec.DER
+		return err
+	})
+	if err != nil {
+		return wire.CertificateResponse{}, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return wire.CertificateResponse{}, err
+	}
+	return c.response(dev.ID, cert), nil
 }
 
 // issue signs a machine certificate for dev and records it and the device.

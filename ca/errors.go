@@ -23,6 +23,7 @@ const (
 	CodeNotFound     Code = "not-found"
 	CodeExhausted    Code = "addresses-exhausted"
 	CodeInternal     Code = "internal"
+	CodeDenied       Code = "denied" // an admin denied the enrollment
 
 	// Login (OIDC) refusals.
 	CodeLoginDisabled  Code = "login-disabled"   // no identity provider configured
@@ -64,7 +65,7 @@ func CodeOf(err error) Code {
 
 func httpStatus(c Code) int {
 	switch c {
-	case CodeForbidden, CodeTokenUsed, CodeTokenExpired, CodeBadToken, CodeLoginRefused, CodeBadIDToken:
+	case CodeDenied, CodeForbidden, CodeTokenUsed, CodeTokenExpired, CodeBadToken, CodeLoginRefused, CodeBadIDToken:
 		return http.StatusForbidden
 	case CodeNotFound:
 		return http.StatusNotFound

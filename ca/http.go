@@ -33,8 +33,17 @@ func (c *CA) Handler() http.Handler {
 			c.reply(w, r, nil, err)
 			return
 		}
-		resp, err := c.Enroll(r.Context(), req)
-		c.reply(w, r, resp, err)
+		resp, err := c.EnrollFrom(r.Context(), req, r.RemoteAddr)
+		c.replyEnroll(w, r, resp, err)
+	})
+	mux.HandleFunc("POST "+wire.PathEnrollPoll, func(w http.ResponseWriter, r *http.Request) {
+		var req wire.EnrollPollRequest
+		if err := ReadJSON(w, r, &req); err != nil {
+			c.reply(w, r, nil, err)
+			return
+		}
+		resp, err := c.PollEnrollment(r.Context(), req)
+		c.replyEnroll(w, r, resp, err)
 	})
 	mux.HandleFunc("POST "+wire.PathRenew, func(w http.ResponseWriter, r *http.Request) {
 		var req wire.RenewRequest
@@ -81,6 +90,15 @@ func (c *CA) Handler() http.Handler {
 		fmt.Fprintf(w, "<!doctype html><title>certmesh login</title><p>%s</p>\n", html.EscapeString(msg))
 	})
 	return mux
+}
+
+// replyEnroll answers 202 Accepted while the enrollment waits for approval.
+func (c *CA) replyEnroll(w http.ResponseWriter, r *http.Request, resp wire.CertificateResponse, err error) {
+	if err == nil && resp.Pending != nil {
+		writeJSON(w, http.StatusAccepted, resp)
+		return
+	}
+	c.reply(w, r, resp, err)
 }
 
 // peerCerts is the client certificate chain of an mTLS request (nil

@@ -84,11 +84,62 @@ func devicesCmd() *cobra.Command {
 			return nil
 		},
 	}
-	for _, c := range []*cobra.Command{list, revoke} {
+	pending := &cobra.Command{
+		Use:   "pending",
+		Short: "List enrollments waiting for approval (approval: required)",
+		RunE: func(c *cobra.Command, _ []string) error {
+			ps, err := ca.NewAdminClient(state).Pending(c.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(c.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(ps)
+			}
+			tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tHOSTNAME\tLEVEL\tEK SHA-256\tTPM\tFROM\tREQUESTED\tTOKEN\tSTATE")
+			for _, p := range ps {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, p.Hostname, p.Attestation, orDash(p.EKFP),
+					orDash(p.Manufacturer), p.RemoteAddr, p.RequestedAt.Local().Format(time.RFC3339), orDash(p.TokenID), p.State)
+			}
+			return tw.Flush()
+		},
+	}
+	pending.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	approve := &cobra.Command{
+		Use:   "approve ID",
+		Short: "Approve a pending enrollment: the device gets its certificate",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			d, err := ca.NewAdminClient(state).Approve(c.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "approved: device %s (%s)\n", d.ID, d.Hostname)
+			return nil
+		},
+	}
+	var reason string
+	deny := &cobra.Command{
+		Use:   "deny ID",
+		Short: "Deny a pending enrollment: the agent stops with the reason",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			p, err := ca.NewAdminClient(state).Deny(c.Context(), args[0], reason)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "denied %s (%s)\n", p.ID, p.Hostname)
+			return nil
+		},
+	}
+	deny.Flags().StringVar(&reason, "reason", "", "reason shown to the device")
+	for _, c := range []*cobra.Command{list, revoke, pending, approve, deny} {
 		c.Flags().StringVar(&state, "state", "", "state directory of the running server")
 		_ = c.MarkFlagRequired("state")
 	}
-	cmd.AddCommand(list, revoke)
+	cmd.AddCommand(list, revoke, pending, approve, deny)
 	return cmd
 }
 
@@ -158,4 +209,11 @@ func usersCmd() *cobra.Command {
 	}
 	cmd.AddCommand(list, approve, remove)
 	return cmd
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

@@ -20,6 +20,7 @@ var (
 	bucketMeta    = []byte("meta")
 	bucketUsers   = []byte("users")
 	bucketIDToks  = []byte("id-tokens")
+	bucketPending = []byte("pending")
 	keyAddrIndex  = []byte("address-index")
 )
 
@@ -35,7 +36,7 @@ func OpenBolt(path string) (*Bolt, error) {
 		return nil, fmt.Errorf("opening database %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketTokens, bucketNonces, bucketDevices, bucketCerts, bucketMeta, bucketUsers, bucketIDToks} {
+		for _, b := range [][]byte{bucketTokens, bucketNonces, bucketDevices, bucketCerts, bucketMeta, bucketUsers, bucketIDToks, bucketPending} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -226,4 +227,25 @@ func (t boltTx) MarkIDTokenUsed(hash string, expires, now time.Time) error {
 		return err
 	}
 	return b.Put([]byte(hash), v)
+}
+
+func (t boltTx) PutPending(p PendingEnrollment) error { return t.put(bucketPending, p.ID, p) }
+
+func (t boltTx) GetPending(id string) (p PendingEnrollment, err error) {
+	err = t.get(bucketPending, id, &p)
+	return p, err
+}
+
+func (t boltTx) ListPending() ([]PendingEnrollment, error) {
+	var out []PendingEnrollment
+	err := t.tx.Bucket(bucketPending).ForEach(func(k, v []byte) error {
+		var p PendingEnrollment
+		if err := json.Unmarshal(v, &p); err != nil {
+			return fmt.Errorf("decoding pending enrollment: %w", err)
+		}
+		out = append(out, p)
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].RequestedAt.Before(out[j].RequestedAt) })
+	return out, err
 }

@@ -56,6 +56,10 @@ type Tx interface {
 	ListUsers() ([]User, error)
 	DeleteUser(id certs.UserID) error
 
+	PutPending(p PendingEnrollment) error
+	GetPending(id string) (PendingEnrollment, error)
+	ListPending() ([]PendingEnrollment, error)
+
 	// MarkIDTokenUsed records the hash of an ID token until expires; it
 	// returns ErrExists if the token was already used, so that one token
 	// yields at most one user certificate. Expired marks are purged.
@@ -122,6 +126,7 @@ type Device struct {
 	WireGuardKey certs.WireGuardKey     `json:"wireguard_key"`
 	DeviceKeyFP  string                 `json:"device_key_sha256"` // SHA-256 of the device key's SPKI
 	Attestation  certs.AttestationLevel `json:"attestation"`
+	EKFP         string                 `json:"ek_sha256,omitempty"` // TPM: SHA-256 of the EK's public key
 	Tags         []certs.Tag            `json:"tags,omitempty"`
 	State        DeviceState            `json:"state"`
 	Serial       string                 `json:"serial"` // current certificate
@@ -141,4 +146,37 @@ type CertRecord struct {
 	IssuedAt   time.Time      `json:"issued_at"`
 	NotAfter   time.Time      `json:"not_after"`
 	Superseded bool           `json:"superseded,omitempty"`
+}
+
+// PendingState is where an enrollment waiting for approval stands.
+type PendingState string
+
+// The pending enrollment states.
+const (
+	PendingWaiting  PendingState = "waiting"
+	PendingApproved PendingState = "approved"
+	PendingDenied   PendingState = "denied"
+)
+
+// PendingEnrollment is an enrollment that passed every check and waits for
+// an admin (approval: required). It holds what the admin needs to decide
+// and what the CA needs to issue once approved.
+type PendingEnrollment struct {
+	ID           string                 `json:"id"`
+	PollHash     [32]byte               `json:"poll_hash"` // SHA-256 of the secret the agent polls with
+	State        PendingState           `json:"state"`
+	Hostname     certs.Hostname         `json:"hostname"`
+	Tags         []certs.Tag            `json:"tags,omitempty"`
+	TokenID      string                 `json:"token_id,omitempty"`
+	RemoteAddr   string                 `json:"remote_addr"`
+	RequestedAt  time.Time              `json:"requested_at"`
+	Attestation  certs.AttestationLevel `json:"attestation"`
+	EKFP         string                 `json:"ek_sha256,omitempty"`
+	Manufacturer string                 `json:"tpm_manufacturer,omitempty"`
+	CSR          []byte                 `json:"csr"`
+	WireGuardKey certs.WireGuardKey     `json:"wireguard_key"`
+	DeviceKeyFP  string                 `json:"device_key_sha256"`
+	DecidedAt    time.Time              `json:"decided_at,omitzero"`
+	Reason       string                 `json:"reason,omitempty"` // why it was denied
+	DeviceID     certs.DeviceID         `json:"device_id,omitempty"`
 }

@@ -137,6 +137,8 @@ func (m *Mesh) Browser() *http.Client {
 type NodeOptions struct {
 	Tags  []certs.Tag
 	Clock *Clock // default: real time
+	// Wait bounds the enrollment, approval included (default 30s).
+	Wait time.Duration
 }
 
 // Node is one running agent.
@@ -153,21 +155,36 @@ type Node struct {
 // AddNode enrolls and runs an agent; it stops when the test ends.
 func (m *Mesh) AddNode(t testing.TB, name string, o NodeOptions) *Node {
 	t.Helper()
+	n, err := m.StartNode(t, name, o)
+	if err != nil {
+		t.Fatalf("testmesh: agent %s: %v", name, err)
+	}
+	return n
+}
+
+// StartNode is AddNode returning the agent's error instead of failing the
+// test; it may be called from another goroutine (say, while an enrollment
+// waits for approval) and waits up to o.Wait (default 30s) to enroll.
+func (m *Mesh) StartNode(t testing.TB, name string, o NodeOptions) (*Node, error) {
 	n := &Node{Name: name, StateDir: filepath.Join(m.Dir, name), Logs: &LogBuffer{}, done: make(chan struct{})}
 	cfg := agent.Config{
 		StateDir: n.StateDir, ServerURL: m.URL, RootFingerprint: m.Fingerprint, Token: m.Token(t, o.Tags...),
 		Hostname: certs.Hostname(name), Mode: wgdev.Userspace,
 		AdvertiseAddrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")},
 		Logger:         slog.New(slog.NewTextHandler(n.Logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		ApprovalPoll:   200 * time.Millisecond,
 	}
 	if o.Clock != nil {
 		cfg.Now = o.Clock.Now
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	if o.Wait == 0 {
+		o.Wait = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), o.Wait)
 	defer cancel()
 	a, err := agent.New(ctx, cfg)
 	if err != nil {
-		t.Fatalf("testmesh: agent %s: %v", name, err)
+		return nil, err
 	}
 	n.Agent, n.Client = a, agent.NewClient(n.StateDir)
 	runCtx, stop := context.WithCancel(context.Background())
@@ -184,14 +201,21 @@ func (m *Mesh) AddNode(t testing.TB, name string, o NodeOptions) *Node {
 			t.Logf("--- agent %s log ---\n%s", name, n.Logs.String())
 		}
 	})
-	Eventually(t, 10*time.Second, name+"'s local API", func() error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
 		_, err := n.Client.Status(t.Context())
-		return err
-	})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("local API: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	m.mu.Lock()
 	m.nodes = append(m.nodes, n)
 	m.mu.Unlock()
-	return n
+	return n, nil
 }
 
 // Stop stops the agent and waits for it.

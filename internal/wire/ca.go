@@ -17,6 +17,9 @@ const (
 	PathNonce  = "/v1/ca/nonce"
 	PathEnroll = "/v1/ca/enroll"
 	PathRenew  = "/v1/ca/renew"
+	// PathEnrollPoll is where an agent whose enrollment waits for an
+	// admin's approval asks how it stands.
+	PathEnrollPoll = "/v1/ca/enroll/poll"
 )
 
 // MaxRequestSize bounds every request body the servers read.
@@ -54,6 +57,22 @@ type CertificateResponse struct {
 	CoordinatorURL string           `json:"coordinator_url,omitempty"`
 	OverlayRoutes  []netip.Prefix   `json:"overlay_routes"`
 	NotAfter       time.Time        `json:"not_after"`
+	// Pending is set instead of a certificate when the enrollment waits
+	// for an admin's approval (HTTP 202): poll PathEnrollPoll with it.
+	Pending *Pending `json:"pending,omitempty"`
+}
+
+// Pending identifies an enrollment waiting for approval.
+type Pending struct {
+	ID      string `json:"id"`
+	Secret  string `json:"secret"`
+	Message string `json:"message"`
+}
+
+// EnrollPollRequest asks how a pending enrollment stands.
+type EnrollPollRequest struct {
+	ID     string `json:"id"`
+	Secret string `json:"secret"`
 }
 
 // RootsResponse lists the trust anchors (PEM) and the trust domain.
