@@ -372,6 +372,17 @@ type DeviceKey struct {
 	Name string
 }
 
+// QualifyingData is what enrollment has the TPM certify the device key
+// over: SHA-256(nonce ‖ WireGuard public key), with the CA's nonce. The CA
+// computes the same (ca/attest.QualifyingData) and compares it with the
+// certification's extraData.
+func QualifyingData(nonce, wgPublicKey []byte) []byte {
+	h := sha256.New()
+	h.Write(nonce)
+	h.Write(wgPublicKey)
+	return h.Sum(nil)
+}
+
 const maxQualifyingData = 64 // TPM2B_DATA holds at most sizeof(TPMT_HA)
 
 func checkQualifyingData(qd []byte) error {

@@ -1,0 +1,151 @@
+//go:build tpmsimulator
+
+package tpmtest
+
+import (
+	"context"
+	"errors"
+
+	"io"
+	"sync"
+	"testing"
+
+	gotpm "github.com/google/go-tpm-tools/simulator"
+
+	"github.com/certmesh/certmesh/agent/tpmkey"
+)
+
+// Simulator is the Microsoft reference TPM 2.0 simulator (through
+// go-tpm-tools, compiled in with cgo), as a go.step.sm/crypto simulator.
+// The simulator is one global C instance per process: only one may be open
+// at a time, so tests that use it must not run in parallel (New blocks
+// until the previous test's simulator is closed).
+type Simulator struct {
+	mu  sync.Mutex
+	sim *gotpm.Simulator
+}
+
+// Open is a no-op: NewSimulator opens it.
+func (s *Simulator) Open() error { return nil }
+
+// Read implements io.Reader (a TPM response).
+func (s *Simulator) Read(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sim == nil {
+		return 0, errors.New("tpmtest: simulator closed")
+	}
+	return s.sim.Read(p)
+}
+
+// Write implements io.Writer (a TPM command).
+func (s *Simulator) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sim == nil {
+		return 0, errors.New("tpmtest: simulator closed")
+	}
+	return s.sim.Write(p)
+}
+
+// Close powers the simulator off and frees it for the next test.
+func (s *Simulator) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sim == nil {
+		return nil
+	}
+	err := s.sim.Close()
+	s.sim = nil
+	return err
+}
+
+// MeasurementLog returns nothing: the simulator has no event log.
+func (s *Simulator) MeasurementLog() ([]byte, error) { return nil, nil }
+
+// Reboot restarts the TPM as a host reboot does (TPM2_Shutdown then
+// TPM2_Startup(CLEAR)): transient objects and sessions are gone, seeds
+// and persistent objects (the SRK and EK handles) stay.
+func (s *Simulator) Reboot() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sim == nil {
+		return errors.New("tpmtest: simulator closed")
+	}
+	return s.sim.Reset()
+}
+
+// ManufactureReset wipes the TPM: new seeds (so a new EK and SRK), NV
+// cleared. Blobs made before no longer load.
+func (s *Simulator) ManufactureReset() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sim == nil {
+		return errors.New("tpmtest: simulator closed")
+	}
+	return s.sim.ManufactureReset()
+}
+
+// NewSimulator powers on a fresh simulator (random seeds, empty NV) and
+// closes it when the test ends.
+func NewSimulator(t testing.TB) *Simulator {
+	t.Helper()
+	sim, err := gotpm.Get()
+	if err != nil {
+		t.Fatalf("tpmtest: starting the TPM simulator: %v", err)
+	}
+	s := &Simulator{sim: sim}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("tpmtest: closing the TPM simulator: %v", err)
+		}
+	})
+	return s
+}
+
+// TPM is an agent/tpmkey handle on a fresh simulator, with the simulator
+// and the state dir at hand.
+type TPM struct {
+	*tpmkey.TPM
+	Sim      *Simulator
+	StateDir string
+}
+
+// New starts a fresh simulator and opens a tpmkey handle on it with its
+// state dir in t.TempDir().
+func New(t testing.TB) *TPM {
+	t.Helper()
+	sim := NewSimulator(t)
+	dir := t.TempDir()
+	return &TPM{TPM: open(t, sim, dir), Sim: sim, StateDir: dir}
+}
+
+// Reopen opens a new tpmkey handle on the same simulator and state dir, as
+// the agent does after a restart.
+func (f *TPM) Reopen(t testing.TB) *TPM {
+	t.Helper()
+	return &TPM{TPM: open(t, f.Sim, f.StateDir), Sim: f.Sim, StateDir: f.StateDir}
+}
+
+// Other opens a second handle on the same simulator (the same TPM) with
+// its own, empty state dir: another AK and other device keys in the same
+// TPM.
+func (f *TPM) Other(t testing.TB) *TPM {
+	t.Helper()
+	dir := t.TempDir()
+	return &TPM{TPM: open(t, f.Sim, dir), Sim: f.Sim, StateDir: dir}
+}
+
+func open(t testing.TB, sim *Simulator, dir string) *tpmkey.TPM {
+	t.Helper()
+	h, err := tpmkey.Open(context.Background(), tpmkey.Config{StateDir: dir, Simulator: sim})
+	if err != nil {
+		t.Fatalf("tpmtest: opening tpmkey on the simulator: %v", err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+// RW is the raw command channel, for go-tpm calls that make what tpmkey
+// never would. Do not use it while a tpmkey call runs.
+func (f *TPM) RW() io.ReadWriter { return f.Sim }
