@@ -72,7 +72,9 @@ func Build(ctx context.Context, dir string, wireguardGo bool) (*Binaries, error)
 		return nil, err
 	}
 	goBuild := func(args ...string) error {
-		cmd := exec.CommandContext(ctx, GoCommand(), append([]string{"build"}, args...)...)
+		// No VCS stamping: it fails when the checkout belongs to another
+		// user (git's safe.directory), e.g. for a test run without root.
+		cmd := exec.CommandContext(ctx, GoCommand(), append([]string{"build", "-buildvcs=false"}, args...)...)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("%s: %w\n%s", strings.Join(cmd.Args, " "), err, out)
