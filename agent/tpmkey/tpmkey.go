@@ -55,8 +55,9 @@ type Config struct {
 	// Device is the TPM character device (or a TPM simulator's unix
 	// socket). Empty means [DefaultDevice].
 	Device string
-	// StateDir is where AK and device key blobs are kept (created 0700 if
-	// missing; files are 0600). Required. Give each TPM its own directory:
+	// StateDir is where AK and device key blobs are kept (made 0700 —
+	// created so, or narrowed if it is open to group or others; files are
+	// 0600). Required. Give each TPM its own directory:
 	// the blobs only load on the TPM that made them.
 	StateDir string
 	// DownloadEKCertificate lets go.step.sm/crypto fetch the EK certificate
@@ -88,6 +89,13 @@ func Open(ctx context.Context, cfg Config) (*TPM, error) {
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("tpmkey: state dir: %w", err)
+	}
+	if st, err := os.Stat(cfg.StateDir); err != nil {
+		return nil, fmt.Errorf("tpmkey: state dir: %w", err)
+	} else if st.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(cfg.StateDir, 0o700); err != nil {
+			return nil, fmt.Errorf("tpmkey: state dir: %w", err)
+		}
 	}
 	store := &fileStore{dir: cfg.StateDir}
 	opts := []steptpm.NewTPMOption{steptpm.WithStore(store)}
