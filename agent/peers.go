@@ -28,6 +28,9 @@ const (
 	ReasonKeyConflict     certs.Reason = "key-conflict"     // WireGuard key already held by another verified peer
 	ReasonReplayed        certs.Reason = "replayed"         // older than a certificate already seen for the device
 	ReasonDataPlane       certs.Reason = "data-plane"       // the device refused the configuration
+	// ReasonUserReplayed: a user certificate older than one already seen
+	// on the device (the peer stays, without that user).
+	ReasonUserReplayed certs.Reason = "user-replayed"
 )
 
 // KeepAlive is the persistent keepalive configured for every peer, so that
@@ -64,6 +67,7 @@ type peerManager struct {
 	peers    map[certs.DeviceID]*verifiedPeer
 	labels   map[string]certs.DeviceID
 	newest   map[certs.DeviceID]time.Time // highest NotBefore seen per device
+	newestU  map[certs.DeviceID]time.Time // highest user certificate NotBefore seen per device
 	rejected map[string]Rejection
 }
 
@@ -71,7 +75,7 @@ func newPeerManager(roots *certs.Roots, dev dataPlane, self certs.Identity, log 
 	return &peerManager{
 		roots: roots, dev: dev, log: log, now: now, self: self,
 		peers: map[certs.DeviceID]*verifiedPeer{}, labels: map[string]certs.DeviceID{},
-		newest: map[certs.DeviceID]time.Time{}, rejected: map[string]Rejection{},
+		newest: map[certs.DeviceID]time.Time{}, newestU: map[certs.DeviceID]time.Time{}, rejected: map[string]Rejection{},
 	}
 }
 
@@ -143,6 +147,13 @@ func (m *peerManager) upsertLocked(p *wire.Peer) {
 		m.reject(p.Label, err)
 		return
 	}
+	if u := id.User; u != nil && u.NotBefore.Before(m.newestU[id.DeviceID]) {
+		// A coordinator replaying an older user certificate (another
+		// person, other groups) on the same machine certificate.
+		id.User = nil
+		id.UserRejected = &certs.RejectError{Reason: ReasonUserReplayed, Err: fmt.Errorf(
+			"user certificate %s of %s is older than one already seen on device %s", u.Serial, u.Email, id.DeviceID)}
+	}
 	// The coordinator moved this label to another device: drop the old one.
 	if prev, ok := m.labels[p.Label]; ok && prev != id.DeviceID {
 		m.removeLocked(p.Label, "label reassigned")
@@ -178,6 +189,9 @@ func (m *peerManager) upsertLocked(p *wire.Peer) {
 	m.labels[p.Label] = id.DeviceID
 	if id.NotBefore.After(m.newest[id.DeviceID]) {
 		m.newest[id.DeviceID] = id.NotBefore
+	}
+	if id.User != nil && id.User.NotBefore.After(m.newestU[id.DeviceID]) {
+		m.newestU[id.DeviceID] = id.User.NotBefore
 	}
 	delete(m.rejected, p.Label)
 	if old == nil || old.id.Serial != id.Serial {

@@ -1,11 +1,13 @@
 package ca
 
 import (
+	"encoding/json"
 	"net/http"
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/store"
+	"github.com/certmesh/certmesh/policy"
 )
 
 // Admin API paths, served only on the local admin socket.
@@ -14,7 +16,13 @@ const (
 	AdminPathDevices = "/admin/devices"
 	AdminPathUsers   = "/admin/users"
 	AdminPathPending = "/admin/pending"
+	AdminPathPolicy  = "/admin/policy"
 )
+
+// PublishRequest carries a policy source to sign and publish.
+type PublishRequest struct {
+	Source string `json:"source"`
+}
 
 // DenyRequest gives the reason of a denial (shown to the agent).
 type DenyRequest struct {
@@ -75,6 +83,20 @@ func (c *CA) AdminHandler() http.Handler {
 		}
 		dev, err := c.Revoke(r.Context(), id)
 		c.reply(w, r, dev, err)
+	})
+	mux.HandleFunc("GET "+AdminPathPolicy, func(w http.ResponseWriter, r *http.Request) {
+		info, err := c.CurrentPolicy()
+		c.reply(w, r, info, err)
+	})
+	mux.HandleFunc("POST "+AdminPathPolicy, func(w http.ResponseWriter, r *http.Request) {
+		var req PublishRequest
+		r.Body = http.MaxBytesReader(w, r.Body, 2*policy.MaxSize)
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			c.reply(w, r, nil, &Error{Code: CodeBadRequest, Msg: "policy publish request", Err: err})
+			return
+		}
+		info, err := c.PublishPolicy(r.Context(), []byte(req.Source))
+		c.reply(w, r, info, err)
 	})
 	mux.HandleFunc("GET "+AdminPathPending, func(w http.ResponseWriter, r *http.Request) {
 		ps, err := c.Pending(r.Context())

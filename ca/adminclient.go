@@ -114,3 +114,15 @@ func (a *AdminClient) Deny(ctx context.Context, id, reason string) (store.Pendin
 	var out store.PendingEnrollment
 	return out, a.do(ctx, http.MethodPost, AdminPathPending+"/"+url.PathEscape(id)+"/deny", DenyRequest{Reason: reason}, &out)
 }
+
+// Policy describes the current policy.
+func (a *AdminClient) Policy(ctx context.Context) (PolicyInfo, error) {
+	var out PolicyInfo
+	return out, a.do(ctx, http.MethodGet, AdminPathPolicy, nil, &out)
+}
+
+// PublishPolicy signs and publishes a policy source.
+func (a *AdminClient) PublishPolicy(ctx context.Context, src []byte) (PolicyInfo, error) {
+	var out PolicyInfo
+	return out, a.do(ctx, http.MethodPost, AdminPathPolicy, PublishRequest{Source: string(src)}, &out)
+}

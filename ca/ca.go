@@ -35,7 +35,11 @@ type CA struct {
 	rp     *relyingParty // nil without OIDC
 	logins *logins
 
+	policyMu sync.Mutex // serialises policy publication
+
 	mu        sync.Mutex
+	pol       *policyState // nil for a state directory from before policies
+	onPolicy  []func(doc []byte)
 	serverTLS *tls.Certificate
 	onRevoke  []func(certs.DeviceID)
 }
@@ -78,6 +82,10 @@ func Open(stateDir string, o Options) (*CA, error) {
 	c := &CA{
 		stateDir: stateDir, cfg: cfg, roots: roots, root: &certs.KeyPair{Cert: roots.Certificates()[0]},
 		inter: inter, store: st, signer: sg, log: o.Logger, now: o.Now, logins: newLogins(),
+	}
+	if c.pol, err = loadPolicy(stateDir); err != nil {
+		c.Close()
+		return nil, err
 	}
 	if cfg.OIDC != nil {
 		if c.rp, err = newRelyingParty(*cfg.OIDC, o.Logger, o.Now); err != nil {

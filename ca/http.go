@@ -58,6 +58,15 @@ func (c *CA) Handler() http.Handler {
 		resp, err := c.Renew(r.Context(), peer, req)
 		c.reply(w, r, resp, err)
 	})
+	mux.HandleFunc("GET "+wire.PathPolicy, func(w http.ResponseWriter, r *http.Request) {
+		doc := c.Policy()
+		if doc == nil {
+			c.reply(w, r, nil, refuse(CodeNotFound, "this CA publishes no policy"))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(doc)
+	})
 	mux.HandleFunc("POST "+wire.PathLoginStart, func(w http.ResponseWriter, r *http.Request) {
 		var req wire.LoginStartRequest
 		if err := ReadJSON(w, r, &req); err != nil {

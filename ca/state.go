@@ -86,6 +86,7 @@ func Init(stateDir string, o InitOptions) (certs.Fingerprint, error) {
 		func() error { return writeKey(stateDir, intermediateKeyFile, inter.Key) },
 		func() error { return writeServerPair(stateDir, server, certs.EncodePEM(inter.Cert)) },
 		func() error { return writeConfig(stateDir, cfg) },
+		func() error { return initPolicy(stateDir, root, cfg.TrustDomain, o.Now) },
 		func() error {
 			s, err := store.OpenBolt(filepath.Join(stateDir, dbFile))
 			if err != nil {

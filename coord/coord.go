@@ -38,6 +38,7 @@ type Server struct {
 
 	mu    sync.Mutex
 	peers map[certs.DeviceID]*member
+	docs  map[wire.DocKind][]byte // the current document events, encoded
 }
 
 // member is one connected agent.
@@ -66,7 +67,7 @@ func New(roots *certs.Roots, o Options) *Server {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Server{roots: roots, opts: o, log: o.Logger, peers: map[certs.DeviceID]*member{}}
+	return &Server{roots: roots, opts: o, log: o.Logger, peers: map[certs.DeviceID]*member{}, docs: map[wire.DocKind][]byte{}}
 }
 
 // authenticate verifies the mTLS client chain and returns its identity.
@@ -106,9 +107,36 @@ func (s *Server) checkPublish(self certs.Identity, p wire.Publish) (wire.Peer, e
 	return wire.Peer{Label: string(id.DeviceID), Bundle: p.Bundle, Endpoints: p.Endpoints}, nil
 }
 
+// SetDocument makes data the current document of its kind and relays it
+// to every connected agent (and to those that connect later). The
+// coordinator does not verify it: agents do.
+func (s *Server) SetDocument(kind wire.DocKind, data []byte) error {
+	enc, err := encodeEvent(&wire.Event{Type: wire.EventDocument, Doc: &wire.Document{Kind: kind, Data: data}})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.docs[kind] = enc
+	s.broadcastLocked("", enc)
+	return nil
+}
+
+// documentsLocked returns the current document events.
+func (s *Server) documentsLocked() [][]byte {
+	out := make([][]byte, 0, len(s.docs))
+	for _, k := range []wire.DocKind{wire.DocCRL, wire.DocCheckpoint, wire.DocPolicy} {
+		if d, ok := s.docs[k]; ok {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
 // join registers m, replacing an earlier connection of the same device,
-// and tells the others. It returns the snapshot m starts from.
-func (s *Server) join(m *member) []wire.Peer {
+// and tells the others. It returns the snapshot m starts from and the
+// current documents.
+func (s *Server) join(m *member) ([]wire.Peer, [][]byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old, ok := s.peers[m.id]; ok {
@@ -122,7 +150,7 @@ func (s *Server) join(m *member) []wire.Peer {
 		}
 	}
 	s.broadcastLocked(m.id, m.encoded)
-	return snap
+	return snap, s.documentsLocked()
 }
 
 // update replaces the published state of a connected device.

@@ -68,7 +68,7 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 	}
 	m := &member{id: self.DeviceID, peer: peer, encoded: enc,
 		events: make(chan []byte, s.opts.WatchBuffer), done: make(chan struct{})}
-	snap := s.join(m)
+	snap, docs := s.join(m)
 	defer s.leave(m)
 	s.log.Info("agent joined", "device", self.DeviceID, "remote", r.RemoteAddr, "peers", len(snap))
 
@@ -77,6 +77,11 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	if err := wire.EncodeEvent(w, &wire.Event{Type: wire.EventSnapshot, Peers: snap}); err != nil {
 		return
+	}
+	for _, d := range docs {
+		if _, err := w.Write(d); err != nil {
+			return
+		}
 	}
 	if rc.Flush() != nil {
 		return

@@ -417,7 +417,9 @@ func TestVerifyKeyCertificationRefusals(t *testing.T) {
 		{name: "not TPM generated", o: certifyOpts{magic: 0x12345678}, want: attest.ReasonNotTPMGenerated},
 		{name: "creation attestation", o: certifyOpts{typ: tpm2.TPMSTAttestCreation}, want: attest.ReasonAttestationType},
 		{name: "key public swapped", edit: func(c *certification) { c.keyPublic = other.keyPublic }, want: attest.ReasonNameMismatch},
-		{name: "AK public swapped", edit: func(c *certification) { c.akPublic = tpm2.Marshal(rsaPublic(akAttrs, tpm2.TPMAlgSHA256, &stranger.PublicKey)) }, want: attest.ReasonBadSignature},
+		{name: "AK public swapped", edit: func(c *certification) {
+			c.akPublic = tpm2.Marshal(rsaPublic(akAttrs, tpm2.TPMAlgSHA256, &stranger.PublicKey))
+		}, want: attest.ReasonBadSignature},
 		{name: "unrestricted AK", edit: func(c *certification) { c.akPublic = unrestricted }, want: attest.ReasonAKNotRestricted},
 		{name: "signature with trailing data", edit: func(c *certification) { c.signature = append(c.signature, 0) }, want: attest.ReasonMalformed},
 		{name: "key public with trailing data", edit: func(c *certification) { c.keyPublic = append(c.keyPublic, 0) }, want: attest.ReasonMalformed},

@@ -19,6 +19,7 @@ import (
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/coord"
+	"github.com/certmesh/certmesh/internal/wire"
 )
 
 // Role says which halves a server runs.
@@ -108,6 +109,10 @@ func Start(o Options) (*Server, error) {
 		s.Coord = coord.New(roots, opts)
 		if s.CA != nil {
 			s.CA.OnRevoke(func(id certs.DeviceID) { s.Coord.Kick(id) })
+			s.CA.OnPolicy(func(doc []byte) { s.relay(wire.DocPolicy, doc) })
+			if doc := s.CA.Policy(); doc != nil {
+				s.relay(wire.DocPolicy, doc)
+			}
 		}
 		mux.Handle("/v1/coord/", s.Coord.Handler())
 	}
@@ -151,6 +156,13 @@ func (s *Server) serveAdmin(state string) error {
 	s.admin = &http.Server{Handler: s.CA.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() { s.errc <- s.admin.Serve(ln) }()
 	return nil
+}
+
+// relay hands a signed document to the coordinator.
+func (s *Server) relay(kind wire.DocKind, doc []byte) {
+	if err := s.Coord.SetDocument(kind, doc); err != nil {
+		s.log.Error("relaying document", "kind", kind, "err", err)
+	}
 }
 
 func (s *Server) closeCA() {

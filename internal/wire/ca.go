@@ -20,6 +20,8 @@ const (
 	// PathEnrollPoll is where an agent whose enrollment waits for an
 	// admin's approval asks how it stands.
 	PathEnrollPoll = "/v1/ca/enroll/poll"
+	// PathPolicy serves the current signed policy document.
+	PathPolicy = "/v1/ca/policy"
 )
 
 // MaxRequestSize bounds every request body the servers read.

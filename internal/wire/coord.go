@@ -17,8 +17,10 @@ const (
 	PathWatch   = "/v1/coord/watch"
 )
 
-// MaxEventSize bounds one coordinator event on the wire.
-const MaxEventSize = 1 << 20
+// MaxEventSize bounds one coordinator event on the wire. It leaves room
+// for the largest signed policy (policy.MaxDocumentSize, base64 in JSON)
+// and a CRL of some 50,000 entries.
+const MaxEventSize = 4 << 20
 
 // MaxEndpoints bounds the endpoints one peer may advertise.
 const MaxEndpoints = 16
@@ -48,7 +50,27 @@ const (
 	EventSnapshot EventType = "snapshot"
 	EventUpsert   EventType = "upsert"
 	EventRemove   EventType = "remove"
+	// EventDocument carries a signed document the CA published (policy,
+	// CRL, log checkpoint). The coordinator only relays it; agents verify
+	// its signature against the pinned root before using it.
+	EventDocument EventType = "document"
 )
+
+// DocKind names a signed document.
+type DocKind string
+
+// The document kinds.
+const (
+	DocPolicy     DocKind = "policy"
+	DocCRL        DocKind = "crl"
+	DocCheckpoint DocKind = "checkpoint"
+)
+
+// Document is a signed document as relayed.
+type Document struct {
+	Kind DocKind `json:"kind"`
+	Data []byte  `json:"data"`
+}
 
 // Event is one line of the watch stream.
 type Event struct {
@@ -56,6 +78,7 @@ type Event struct {
 	Peers []Peer    `json:"peers,omitempty"` // snapshot
 	Peer  *Peer     `json:"peer,omitempty"`  // upsert
 	Label string    `json:"label,omitempty"` // remove
+	Doc   *Document `json:"doc,omitempty"`   // document
 }
 
 // Validate checks an event's shape (not its trustworthiness).
@@ -75,6 +98,10 @@ func (e *Event) Validate() error {
 	case EventRemove:
 		if e.Label == "" {
 			return errors.New("remove without label")
+		}
+	case EventDocument:
+		if e.Doc == nil || e.Doc.Kind == "" || len(e.Doc.Data) == 0 {
+			return errors.New("document event without a document")
 		}
 	default:
 		return fmt.Errorf("unknown event type %q", e.Type)

@@ -1,0 +1,177 @@
+package ca
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/policy"
+)
+
+// Files of the access policy in the state directory.
+const (
+	PolicySignerCertFile = "policy-signer.crt"
+	policySignerKeyFile  = "policy-signer.key"
+	// PolicyFile holds the current signed policy document (JSON).
+	PolicyFile = "policy.json"
+)
+
+// initPolicy creates the policy-signing certificate (signed by the root,
+// its own key and extended key usage; the intermediate that issues leaves
+// cannot sign policy) and publishes the starter policy as version 1.
+func initPolicy(stateDir string, root *certs.KeyPair, td certs.TrustDomain, now time.Time) error {
+	signer, err := policy.NewPolicySigningCertificate(root, td, now)
+	if err != nil {
+		return err
+	}
+	if err := writeCert(stateDir, PolicySignerCertFile, signer); err != nil {
+		return err
+	}
+	if err := writeKey(stateDir, policySignerKeyFile, signer.Key); err != nil {
+		return err
+	}
+	doc, err := policy.Sign(1, policy.Starter(td), signer.Key, []*x509.Certificate{signer.Cert}, now)
+	if err != nil {
+		return fmt.Errorf("signing the starter policy: %w", err)
+	}
+	return writePolicyDoc(stateDir, doc)
+}
+
+func writePolicyDoc(stateDir string, doc *policy.SignedPolicy) error {
+	data, err := doc.Marshal()
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(stateDir, PolicyFile), data, 0o644)
+}
+
+// writeFileAtomic writes a file whole or not at all.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// policyState is the CA's current policy and its signer.
+type policyState struct {
+	signer *certs.KeyPair
+	doc    *policy.SignedPolicy
+	raw    []byte
+}
+
+// loadPolicy reads the signer and the current document (if the state
+// directory has them).
+func loadPolicy(stateDir string) (*policyState, error) {
+	if _, err := os.Stat(filepath.Join(stateDir, PolicySignerCertFile)); errors.Is(err, os.ErrNotExist) {
+		return nil, nil // a state directory from before policies
+	}
+	signer, err := loadKeyPair(stateDir, PolicySignerCertFile, policySignerKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := os.ReadFile(filepath.Join(stateDir, PolicyFile))
+	if err != nil {
+		return nil, fmt.Errorf("reading current policy: %w", err)
+	}
+	doc, err := policy.ParseSignedPolicy(raw)
+	if err != nil {
+		return nil, fmt.Errorf("reading current policy: %w", err)
+	}
+	return &policyState{signer: signer, doc: doc, raw: raw}, nil
+}
+
+// Policy returns the current signed policy document (nil if none).
+func (c *CA) Policy() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pol == nil {
+		return nil
+	}
+	return c.pol.raw
+}
+
+// PolicyInfo describes the current policy.
+type PolicyInfo struct {
+	Version  uint64    `json:"version"`
+	SignedAt time.Time `json:"signed_at"`
+	Signer   string    `json:"signer"`
+	Source   string    `json:"source"`
+}
+
+// CurrentPolicy describes the current policy.
+func (c *CA) CurrentPolicy() (PolicyInfo, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pol == nil {
+		return PolicyInfo{}, refuse(CodeNotFound, "this CA has no policy signer (state directory from an older version)")
+	}
+	return PolicyInfo{Version: c.pol.doc.Version, SignedAt: c.pol.doc.SignedAt, Signer: c.pol.signer.Cert.Subject.CommonName,
+		Source: string(c.pol.doc.Policy)}, nil
+}
+
+// OnPolicy registers a function called with every newly published signed
+// policy document (the coordinator relays it).
+func (c *CA) OnPolicy(fn func(doc []byte)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.onPolicy = append(c.onPolicy, fn)
+}
+
+// PublishPolicy checks src (syntax, references, its own tests), signs it
+// as the next version and publishes it.
+func (c *CA) PublishPolicy(ctx context.Context, src []byte) (PolicyInfo, error) {
+	c.policyMu.Lock() // one publication at a time: versions never repeat
+	defer c.policyMu.Unlock()
+	c.mu.Lock()
+	st := c.pol
+	c.mu.Unlock()
+	if st == nil {
+		return PolicyInfo{}, refuse(CodeNotFound, "this CA has no policy signer (state directory from an older version)")
+	}
+	if _, err := policy.Parse(src); err != nil {
+		return PolicyInfo{}, &Error{Code: CodeBadRequest, Msg: "policy", Err: err}
+	}
+	doc, err := policy.Sign(st.doc.Version+1, src, st.signer.Key, []*x509.Certificate{st.signer.Cert}, c.now())
+	if err != nil {
+		return PolicyInfo{}, &Error{Code: CodeBadRequest, Msg: "policy refused", Err: err}
+	}
+	raw, err := doc.Marshal()
+	if err != nil {
+		return PolicyInfo{}, err
+	}
+	if err := writeFileAtomic(filepath.Join(c.stateDir, PolicyFile), raw, 0o644); err != nil {
+		return PolicyInfo{}, fmt.Errorf("storing policy: %w", err)
+	}
+	c.mu.Lock()
+	c.pol = &policyState{signer: st.signer, doc: doc, raw: raw}
+	fns := append([]func([]byte){}, c.onPolicy...)
+	c.mu.Unlock()
+	c.log.Info("policy published", "version", doc.Version)
+	for _, fn := range fns {
+		fn(raw)
+	}
+	return PolicyInfo{Version: doc.Version, SignedAt: doc.SignedAt, Signer: st.signer.Cert.Subject.CommonName, Source: string(src)}, nil
+}
