@@ -52,8 +52,8 @@ func TestKernelMesh(t *testing.T) {
 				t.Errorf("devices list: %s is %+v, want active with hostname %s", a.ID, d, a.Name)
 			case d.WireGuardKey != a.Key || !sameAddrs(d.Addresses, a.Addrs):
 				t.Errorf("%s says it is %s at %v, the CA certified %s at %v", a.Name, a.Key, a.Addrs, d.WireGuardKey, d.Addresses)
-			case !a.V4().IsValid() || !a.V6().IsValid():
-				t.Errorf("%s: certified addresses %v, want one IPv4 and one IPv6", a.Name, d.Addresses)
+			case !a.V4().IsValid():
+				t.Errorf("%s: certified addresses %v, want an IPv4 address (and optionally IPv6)", a.Name, d.Addresses)
 			}
 		}
 	})
@@ -164,8 +164,10 @@ func TestKernelMesh(t *testing.T) {
 				if i == j {
 					continue
 				}
+				// One direction of each pair over IPv4, the other over
+				// IPv6 when the CA certified one.
 				ip := dst.V4()
-				if i > j {
+				if i > j && dst.V6().IsValid() {
 					ip = dst.V6()
 				}
 				jobs = append(jobs, job{src, dst, ip, port})
