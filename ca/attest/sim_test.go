@@ -15,9 +15,6 @@ import (
 	"strings"
 	"testing"
 
-	legacy "github.com/google/go-tpm/legacy/tpm2"
-	"github.com/google/go-tpm/tpm2"
-
 	"github.com/certmesh/certmesh/agent/tpmkey"
 	"github.com/certmesh/certmesh/ca/attest"
 	"github.com/certmesh/certmesh/internal/tpmtest"
@@ -289,7 +286,8 @@ func TestSimActivationIsBoundToEKAndAK(t *testing.T) {
 
 func TestSimRejectUnrestrictedAK(t *testing.T) {
 	e := newEnrollment(t)
-	h, pub := e.tpm.UnrestrictedSigningKey(t)
+	unrestricted := e.tpm.UnrestrictedSigningKey(t)
+	pub := unrestricted.Public
 
 	// The CA refuses to bind it to the EK at all...
 	_, _, err := attest.MakeCredential(e.ekCert.PublicKey, pub)
@@ -301,7 +299,7 @@ func TestSimRejectUnrestrictedAK(t *testing.T) {
 	qd := attest.QualifyingData(e.nonce, e.wgPub)
 	soft, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	keyPub := tpmtest.SoftwareKeyPublic(t, &soft.PublicKey)
-	ci, sig := e.tpm.ForgeCertification(t, h, keyPub, qd)
+	ci, sig := e.tpm.ForgeCertification(t, unrestricted, keyPub, qd)
 	_, err = attest.VerifyKeyCertification(pub, keyPub, ci, sig, qd)
 	wantReason(t, err, attest.ReasonAKNotRestricted)
 
@@ -316,9 +314,9 @@ func TestSimRejectUnrestrictedAK(t *testing.T) {
 	wantReason(t, err, attest.ReasonBadSignature)
 
 	// And a genuine TPM2_Certify by the unrestricted key is refused too.
-	exportH, exportPub := e.tpm.ExportableKey(t)
-	ci, sig = e.tpm.Certify(t, exportH, h, qd)
-	_, err = attest.VerifyKeyCertification(pub, exportPub, ci, sig, qd)
+	exportable := e.tpm.ExportableKey(t)
+	ci, sig = e.tpm.Certify(t, exportable, unrestricted, qd)
+	_, err = attest.VerifyKeyCertification(pub, exportable.Public, ci, sig, qd)
 	wantReason(t, err, attest.ReasonAKNotRestricted)
 }
 
@@ -432,17 +430,7 @@ func TestSimRejectQuoteAsCertification(t *testing.T) {
 	}
 	// A PCR quote by the real AK over the right data is a TPM statement,
 	// but not about the key.
-	ak := e.tpm.LoadAK(t)
-	quote, qsig, err := legacy.Quote(e.tpm.RW(), ak, "", "", qd, legacy.PCRSelection{Hash: legacy.AlgSHA256, PCRs: []int{0}}, legacy.AlgNull)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sig := tpm2.Marshal(tpm2.TPMTSignature{
-		SigAlg: tpm2.TPMAlgRSASSA,
-		Signature: tpm2.NewTPMUSignature(tpm2.TPMAlgRSASSA, &tpm2.TPMSSignatureRSA{
-			Hash: tpm2.TPMAlgSHA256, Sig: tpm2.TPM2BPublicKeyRSA{Buffer: qsig.RSA.Signature},
-		}),
-	})
+	quote, sig := e.tpm.QuoteWithAK(t, qd)
 	_, err = attest.VerifyKeyCertification(akPub, dk.Attestation.KeyPublic, quote, sig, qd)
 	wantReason(t, err, attest.ReasonAttestationType)
 }

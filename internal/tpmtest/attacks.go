@@ -30,28 +30,45 @@ func (f *TPM) srk(t testing.TB) tpmutil.Handle {
 	return tpmutil.Handle(tpmkey.SRKHandle)
 }
 
-func (f *TPM) createAndLoad(t testing.TB, tmpl legacy.Public) (tpmutil.Handle, []byte) {
+// Object is a key created under the SRK and not loaded: the simulator has
+// room for only three loaded objects, so helpers load what they use and
+// flush it at once.
+type Object struct {
+	// Public is the object's public area (TPMT_PUBLIC).
+	Public  []byte
+	private []byte
+}
+
+func (f *TPM) create(t testing.TB, tmpl legacy.Public) Object {
 	t.Helper()
-	srk := f.srk(t)
-	priv, pub, _, _, _, err := legacy.CreateKey(f.RW(), srk, legacy.PCRSelection{}, "", "", tmpl)
+	priv, pub, _, _, _, err := legacy.CreateKey(f.RW(), f.srk(t), legacy.PCRSelection{}, "", "", tmpl)
 	if err != nil {
 		t.Fatalf("tpmtest: TPM2_Create: %v", err)
 	}
-	h, _, err := legacy.Load(f.RW(), srk, "", pub, priv)
+	return Object{Public: pub, private: priv}
+}
+
+// with loads o, runs fn with its handle and flushes it.
+func (f *TPM) with(t testing.TB, o Object, fn func(tpmutil.Handle)) {
+	t.Helper()
+	h, _, err := legacy.Load(f.RW(), f.srk(t), "", o.Public, o.private)
 	if err != nil {
 		t.Fatalf("tpmtest: TPM2_Load: %v", err)
 	}
-	t.Cleanup(func() { _ = legacy.FlushContext(f.RW(), h) })
-	return h, pub
+	defer func() {
+		if err := legacy.FlushContext(f.RW(), h); err != nil {
+			t.Errorf("tpmtest: flush: %v", err)
+		}
+	}()
+	fn(h)
 }
 
-// UnrestrictedSigningKey creates and loads an RSA 2048 signing key that is
-// TPM-bound but NOT restricted: it signs any digest, including one of a
-// forged TPMS_ATTEST. It returns the handle and the public area
-// (TPMT_PUBLIC) to present as an "AK".
-func (f *TPM) UnrestrictedSigningKey(t testing.TB) (tpmutil.Handle, []byte) {
+// UnrestrictedSigningKey creates an RSA 2048 signing key that is TPM-bound
+// but NOT restricted: it signs any digest, including one of a forged
+// TPMS_ATTEST. Its public area is what an attacker would present as "AK".
+func (f *TPM) UnrestrictedSigningKey(t testing.TB) Object {
 	t.Helper()
-	return f.createAndLoad(t, legacy.Public{
+	return f.create(t, legacy.Public{
 		Type:    legacy.AlgRSA,
 		NameAlg: legacy.AlgSHA256,
 		Attributes: legacy.FlagSign | legacy.FlagFixedTPM | legacy.FlagFixedParent |
@@ -63,11 +80,11 @@ func (f *TPM) UnrestrictedSigningKey(t testing.TB) (tpmutil.Handle, []byte) {
 	})
 }
 
-// ExportableKey creates and loads an ECC P-256 signing key with fixedTPM
-// and fixedParent clear (a key that may be duplicated out of the TPM).
-func (f *TPM) ExportableKey(t testing.TB) (tpmutil.Handle, []byte) {
+// ExportableKey creates an ECC P-256 signing key with fixedTPM and
+// fixedParent clear (a key that may be duplicated out of the TPM).
+func (f *TPM) ExportableKey(t testing.TB) Object {
 	t.Helper()
-	return f.createAndLoad(t, legacy.Public{
+	return f.create(t, legacy.Public{
 		Type:       legacy.AlgECC,
 		NameAlg:    legacy.AlgSHA256,
 		Attributes: legacy.FlagSign | legacy.FlagSensitiveDataOrigin | legacy.FlagUserWithAuth,
@@ -79,33 +96,31 @@ func (f *TPM) ExportableKey(t testing.TB) (tpmutil.Handle, []byte) {
 	})
 }
 
-// LoadAK loads tpmkey's AK with go-tpm (from its blobs in the state dir)
-// and returns its handle.
-func (f *TPM) LoadAK(t testing.TB) tpmutil.Handle {
+// AK is tpmkey's AK as an Object (from its blobs in the state dir).
+func (f *TPM) AK(t testing.TB) Object {
 	t.Helper()
-	srk := f.srk(t)
 	pub, priv, err := f.AKBlobs(context.Background())
 	if err != nil {
 		t.Fatalf("tpmtest: AK blobs: %v", err)
 	}
 	// AKBlobs carry tpm2-tools' size prefixes; go-tpm adds its own.
-	h, _, err := legacy.Load(f.RW(), srk, "", pub[2:], priv[2:])
-	if err != nil {
-		t.Fatalf("tpmtest: loading the AK: %v", err)
-	}
-	t.Cleanup(func() { _ = legacy.FlushContext(f.RW(), h) })
-	return h
+	return Object{Public: pub[2:], private: priv[2:]}
 }
 
 // Certify runs TPM2_Certify of object by signer over qualifyingData and
 // returns the TPMS_ATTEST and the TPMT_SIGNATURE.
-func (f *TPM) Certify(t testing.TB, object, signer tpmutil.Handle, qualifyingData []byte) (certifyInfo, signature []byte) {
+func (f *TPM) Certify(t testing.TB, object, signer Object, qualifyingData []byte) (certifyInfo, signature []byte) {
 	t.Helper()
-	ci, sig, err := legacy.CertifyEx(f.RW(), "", "", object, signer, qualifyingData, certifyScheme)
-	if err != nil {
-		t.Fatalf("tpmtest: TPM2_Certify: %v", err)
-	}
-	return ci, sig
+	f.with(t, object, func(oh tpmutil.Handle) {
+		f.with(t, signer, func(sh tpmutil.Handle) {
+			var err error
+			certifyInfo, signature, err = legacy.CertifyEx(f.RW(), "", "", oh, sh, qualifyingData, certifyScheme)
+			if err != nil {
+				t.Fatalf("tpmtest: TPM2_Certify: %v", err)
+			}
+		})
+	})
+	return certifyInfo, signature
 }
 
 // ExportableDeviceKey creates an exportable key (see ExportableKey) and
@@ -113,14 +128,37 @@ func (f *TPM) Certify(t testing.TB, object, signer tpmutil.Handle, qualifyingDat
 // about a key that can leave the TPM.
 func (f *TPM) ExportableDeviceKey(t testing.TB, qualifyingData []byte) tpmkey.Attestation {
 	t.Helper()
-	h, pub := f.ExportableKey(t)
-	ak := f.LoadAK(t)
-	ci, sig := f.Certify(t, h, ak, qualifyingData)
+	key := f.ExportableKey(t)
+	ci, sig := f.Certify(t, key, f.AK(t), qualifyingData)
 	akPub, err := f.AKPublic(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tpmkey.Attestation{AKPublic: akPub, KeyPublic: pub, CertifyInfo: ci, Signature: sig}
+	return tpmkey.Attestation{AKPublic: akPub, KeyPublic: key.Public, CertifyInfo: ci, Signature: sig}
+}
+
+// QuoteWithAK has the real AK quote PCR 0 (SHA-256 bank) over
+// qualifyingData: a genuine TPM statement, but not a key certification.
+func (f *TPM) QuoteWithAK(t testing.TB, qualifyingData []byte) (quote, signature []byte) {
+	t.Helper()
+	f.with(t, f.AK(t), func(h tpmutil.Handle) {
+		q, sig, err := legacy.Quote(f.RW(), h, "", "", qualifyingData, legacy.PCRSelection{Hash: legacy.AlgSHA256, PCRs: []int{0}}, legacy.AlgNull)
+		if err != nil {
+			t.Fatalf("tpmtest: TPM2_Quote: %v", err)
+		}
+		quote, signature = q, rsaSignature(sig.RSA.Signature)
+	})
+	return quote, signature
+}
+
+func rsaSignature(sig []byte) []byte {
+	return tpm2.Marshal(tpm2.TPMTSignature{
+		SigAlg: tpm2.TPMAlgRSASSA,
+		Signature: tpm2.NewTPMUSignature(tpm2.TPMAlgRSASSA, &tpm2.TPMSSignatureRSA{
+			Hash: tpm2.TPMAlgSHA256,
+			Sig:  tpm2.TPM2BPublicKeyRSA{Buffer: sig},
+		}),
+	})
 }
 
 // SoftwareKeyPublic is a TPMT_PUBLIC for a key the attacker holds in
@@ -158,7 +196,7 @@ func SoftwareKeyPublic(t testing.TB, key *ecdsa.PublicKey) []byte {
 // keyPublic over qualifyingData and signs it with TPM2_Sign using signer.
 // A restricted key (a real AK) refuses to sign it; an unrestricted one
 // does. That is the forgery the CA's AK checks exist for.
-func (f *TPM) ForgeCertification(t testing.TB, signer tpmutil.Handle, keyPublic, qualifyingData []byte) (certifyInfo, signature []byte) {
+func (f *TPM) ForgeCertification(t testing.TB, signer Object, keyPublic, qualifyingData []byte) (certifyInfo, signature []byte) {
 	t.Helper()
 	pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](keyPublic)
 	if err != nil {
@@ -180,25 +218,22 @@ func (f *TPM) ForgeCertification(t testing.TB, signer tpmutil.Handle, keyPublic,
 	}
 	certifyInfo = tpm2.Marshal(att)
 	digest := sha256.Sum256(certifyInfo)
-	sig, err := legacy.Sign(f.RW(), signer, "", digest[:], nil, &certifyScheme)
-	if err != nil {
-		t.Fatalf("tpmtest: TPM2_Sign of the forged attestation: %v", err)
-	}
-	signature = tpm2.Marshal(tpm2.TPMTSignature{
-		SigAlg: tpm2.TPMAlgRSASSA,
-		Signature: tpm2.NewTPMUSignature(tpm2.TPMAlgRSASSA, &tpm2.TPMSSignatureRSA{
-			Hash: tpm2.TPMAlgSHA256,
-			Sig:  tpm2.TPM2BPublicKeyRSA{Buffer: sig.RSA.Signature},
-		}),
+	f.with(t, signer, func(h tpmutil.Handle) {
+		sig, err := legacy.Sign(f.RW(), h, "", digest[:], nil, &certifyScheme)
+		if err != nil {
+			t.Fatalf("tpmtest: TPM2_Sign of the forged attestation: %v", err)
+		}
+		signature = rsaSignature(sig.RSA.Signature)
 	})
 	return certifyInfo, signature
 }
 
-// SignWithAK tries TPM2_Sign of a digest with the real AK. A
+// SignWithAK tries TPM2_Sign of an external digest with the real AK. A
 // restricted key refuses a digest without a ticket; the error is returned.
-func (f *TPM) SignWithAK(t testing.TB, digest []byte) error {
+func (f *TPM) SignWithAK(t testing.TB, digest []byte) (err error) {
 	t.Helper()
-	ak := f.LoadAK(t)
-	_, err := legacy.Sign(f.RW(), ak, "", digest, nil, &certifyScheme)
+	f.with(t, f.AK(t), func(h tpmutil.Handle) {
+		_, err = legacy.Sign(f.RW(), h, "", digest, nil, &certifyScheme)
+	})
 	return err
 }
