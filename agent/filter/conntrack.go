@@ -413,21 +413,18 @@ func relatedKey(in *innerPacket) flowKey {
 }
 
 // outbound records a packet this node sends.
-func (t *table) outbound(p *packet, now int64) {
-	if !trackable(p) {
-		return
-	}
-	k := outboundKey(p)
-	s := t.shard(&k)
+// k is outboundKey(p); p is trackable.
+func (t *table) outbound(k *flowKey, p *packet, now int64) {
+	s := t.shard(k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := t.get(s, &k, now)
+	e := t.get(s, k, now)
 	switch {
 	case e == nil:
 		if !opensOutbound(p) {
 			return
 		}
-		if e = t.insert(s, &k, now); e == nil {
+		if e = t.insert(s, k, now); e == nil {
 			return
 		}
 		t.reset(e, originLocal, p, now)

@@ -101,10 +101,15 @@ type FlowCounters struct {
 }
 
 // tally accumulates one batch's counts so that the shared counters are
-// touched once per batch, not once per packet.
+// touched once per batch, not once per packet, and remembers the batch's
+// last established flow (bulk transfers send batches of one flow).
 type tally struct {
 	established, related uint64
 	drops                [numReasons]uint64
+
+	// The flow of the previous packet, when it was accepted as established.
+	last   flowKey
+	cached bool
 }
 
 type counters struct {

@@ -119,7 +119,8 @@ type Device struct {
 	reg    atomic.Pointer[regime]
 	ct     *table
 	frags  *fragTable
-	now    func() time.Time
+	clock  func() time.Time // Config.Now, or nil for the real clock
+	base   time.Time        // the clock's reading at Wrap; deadlines count from it
 	onDrop func(Drop)
 	ctr    counters
 
@@ -141,17 +142,19 @@ func Wrap(dev tun.Device, cfg Config) *Device {
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = DefaultSweepInterval
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
 	to := cfg.Timeouts.withDefaults()
 	d := &Device{
 		Device: dev,
 		ct:     newTable(cfg.MaxFlows, to),
 		frags:  newFragTable(cfg.MaxFragments, to.Fragment),
-		now:    cfg.Now,
+		clock:  cfg.Now, // nil: the monotonic clock alone (see now)
 		onDrop: cfg.OnDrop,
 		stop:   make(chan struct{}),
+	}
+	if d.clock != nil {
+		d.base = d.clock()
+	} else {
+		d.base = time.Now()
 	}
 	d.reg.Store(&regime{decide: cfg.Decider, peers: cfg.Peers, epoch: 1})
 	if cfg.SweepInterval > 0 {
@@ -175,10 +178,20 @@ func (d *Device) sweeper(every time.Duration) {
 	}
 }
 
+// now is the time in nanoseconds since Wrap. The real clock is read through
+// its monotonic reading only: cheaper than time.Now on the packet path, and
+// immune to wall-clock steps.
+func (d *Device) now() int64 {
+	if d.clock == nil {
+		return int64(time.Since(d.base))
+	}
+	return int64(d.clock().Sub(d.base))
+}
+
 // Sweep removes expired flows and fragment records now, and returns how
 // many flows it removed.
 func (d *Device) Sweep() int {
-	now := d.now().UnixNano()
+	now := d.now()
 	d.frags.sweep(now)
 	return d.ct.sweep(now)
 }
@@ -239,7 +252,7 @@ func (d *Device) SetPeers(p Peers) {
 // needs Revalidate).
 func (d *Device) Revalidate() int {
 	reg := d.swap(func(*regime) {})
-	now := d.now().UnixNano()
+	now := d.now()
 	dropped := 0
 	var flows []remoteFlow
 	for i := range d.ct.shards {
@@ -283,17 +296,28 @@ func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 
 func (d *Device) outbound(bufs [][]byte, sizes []int, offset, n int) {
 	n = min(n, len(bufs), len(sizes))
-	now := d.now().UnixNano()
-	var p packet
+	now := d.now()
+	var (
+		p      packet
+		last   flowKey
+		cached bool
+	)
 	for i := range n {
 		b, sz := bufs[i], sizes[i]
 		if sz <= 0 || offset < 0 || offset > len(b) || sz > len(b)-offset {
 			continue
 		}
-		if decode(b[offset:offset+sz], &p) != nil || p.frag == fragLater {
+		if decode(b[offset:offset+sz], &p) != nil || p.frag == fragLater || !trackable(&p) {
 			continue
 		}
-		d.ct.outbound(&p, now)
+		k := outboundKey(&p)
+		if cached && k == last && sameAsPrevious(&p) {
+			// The previous packet of this batch was on the same flow and
+			// already did what this one would (same clock reading).
+			continue
+		}
+		d.ct.outbound(&k, &p, now)
+		last, cached = k, true
 	}
 	d.ctr.outbound.Add(uint64(n))
 }
@@ -315,14 +339,12 @@ func (d *Device) WriteFrom(sender *certs.Identity, bufs [][]byte, offset int) (i
 		return 0, nil
 	}
 	reg := d.reg.Load()
-	now := d.now().UnixNano()
-	kp := d.bufPool.Get()
-	var keep [][]byte
-	if kp != nil {
-		keep = (*kp.(*[][]byte))[:0]
-	} else {
-		keep = make([][]byte, 0, len(bufs))
+	now := d.now()
+	kp, _ := d.bufPool.Get().(*[][]byte)
+	if kp == nil {
+		kp = new([][]byte)
 	}
+	keep := (*kp)[:0]
 	var t tally
 	for _, b := range bufs {
 		if d.inbound(reg, sender, b, offset, now, &t) {
@@ -338,9 +360,9 @@ func (d *Device) WriteFrom(sender *certs.Identity, bufs [][]byte, offset int) (i
 			n = w
 		}
 	}
-	clear(keep)
-	keep = keep[:0]
-	d.bufPool.Put(&keep)
+	clear(keep) // do not keep wireguard-go's buffers alive
+	*kp = keep[:0]
+	d.bufPool.Put(kp)
 	return n, err
 }
 
@@ -375,8 +397,16 @@ func (d *Device) inbound(reg *regime, sender *certs.Identity, b []byte, offset i
 	var k flowKey
 	if trackable(&p) {
 		k = inboundKey(&p)
+		if t.cached && k == t.last && p.frag == fragNone && sameAsPrevious(&p) {
+			// Same flow as the previous packet of this batch, which was
+			// accepted as established: the table has nothing to learn.
+			t.established++
+			return true
+		}
+		t.cached = false
 		if d.ct.inbound(&k, &p, reg.epoch, now) == inEstablished {
 			t.established++
+			t.last, t.cached = k, true
 			d.acceptedFirstFragment(&p, now)
 			return true
 		}
@@ -407,6 +437,14 @@ func (d *Device) inbound(reg *regime, sender *certs.Identity, b []byte, offset i
 	d.ctr.rule(rule)
 	d.acceptedFirstFragment(&p, now)
 	return true
+}
+
+// sameAsPrevious reports whether p changes nothing in a flow's entry that the
+// previous packet of the same flow, in the same batch, did not already
+// change: no TCP SYN, FIN or RST, and not an ICMP echo request (which may
+// start a new flow).
+func sameAsPrevious(p *packet) bool {
+	return p.tcpFlags&(tcpSYN|tcpFIN|tcpRST) == 0 && p.icmp != icmpEchoRequest
 }
 
 func (d *Device) acceptedFirstFragment(p *packet, now int64) {

@@ -530,7 +530,8 @@ func TestTableBoundIsExactAcrossShards(t *testing.T) {
 	}
 	for i := range 200_000 {
 		p := &packet{version: 4, proto: ProtoUDP, src: self4, dst: alice4, sport: uint16(i), dport: uint16(i >> 16)}
-		h.dev.ct.outbound(p, 1)
+		k := outboundKey(p)
+		h.dev.ct.outbound(&k, p, 1)
 	}
 	c := h.dev.Counters()
 	if c.Flows.Active > c.Flows.Max {
