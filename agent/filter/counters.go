@@ -29,8 +29,10 @@ const (
 	DropFragment DropReason = "fragment"
 )
 
-// DropReasons lists every DropReason.
-var DropReasons = []DropReason{DropNoPolicy, DropMalformed, DropUnknownSource, DropSpoofedSource, DropDenied, DropFragment}
+var dropReasons = [...]DropReason{DropNoPolicy, DropMalformed, DropUnknownSource, DropSpoofedSource, DropDenied, DropFragment}
+
+// DropReasons returns every DropReason.
+func DropReasons() []DropReason { return append([]DropReason(nil), dropReasons[:]...) }
 
 func (r DropReason) index() int {
 	switch r {
@@ -183,7 +185,7 @@ func (d *Device) Counters() Counters {
 			}
 		}
 	}
-	for _, r := range DropReasons {
+	for _, r := range dropReasons {
 		n := c.drops[r.index()].Load()
 		out.Dropped[r] = n
 		out.DroppedTotal += n

@@ -322,10 +322,11 @@ func (d *Device) outbound(bufs [][]byte, sizes []int, offset, n int) {
 	d.ctr.outbound.Add(uint64(n))
 }
 
-// Write filters decrypted inbound packets and writes the accepted ones to
-// the wrapped device. It returns len(bufs) when that write succeeds (dropped
-// packets count as consumed); on error, the wrapped device's count of the
-// accepted packets it wrote, and its error.
+// Write filters decrypted inbound packets and writes the accepted ones, in
+// order, to the wrapped device in one call (none if all are dropped). It
+// returns len(bufs) and nil when that write succeeds (dropped packets count
+// as consumed), otherwise what the wrapped device returned. wireguard-go only
+// looks at the error.
 func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
 	return d.WriteFrom(nil, bufs, offset)
 }

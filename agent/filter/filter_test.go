@@ -856,7 +856,7 @@ func TestCountersJSON(t *testing.T) {
 		}
 	}
 	dropped := got["dropped"].(map[string]any)
-	for _, r := range DropReasons {
+	for _, r := range DropReasons() {
 		if _, ok := dropped[string(r)]; !ok {
 			t.Errorf("reason %q missing in %s", r, b)
 		}
