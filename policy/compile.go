@@ -58,55 +58,99 @@ type compiledRule struct {
 	ports []PortSpec
 }
 
+// ruleSet is a set of rules, kept as a list of indexes (sparse) or as a
+// bitmap (dense), whichever is cheaper to OR into a scratch set.
+type ruleSet struct {
+	sparse []int32
+	dense  []uint64
+}
+
+func (r *ruleSet) orInto(acc []uint64) {
+	if r.dense != nil {
+		for i, w := range r.dense {
+			acc[i] |= w
+		}
+		return
+	}
+	for _, i := range r.sparse {
+		acc[i/64] |= 1 << (i % 64)
+	}
+}
+
 // sideIndex selects rules by the keys of an identity.
 type sideIndex struct {
 	any       []uint64
-	users     map[certs.Email][]int32
-	idpGroups map[certs.Group][]int32
-	tags      map[certs.Tag][]int32
-	devices   map[certs.DeviceID][]int32
-	hosts     map[certs.Hostname][]int32
-	addrs     map[netip.Addr][]int32
-	prefixes  []prefixRules // not single addresses
+	users     map[certs.Email]*ruleSet
+	idpGroups map[certs.Group]*ruleSet
+	tags      map[certs.Tag]*ruleSet
+	devices   map[certs.DeviceID]*ruleSet
+	hosts     map[certs.Hostname]*ruleSet
+	addrs     map[netip.Addr]*ruleSet
+	prefixes  []prefixRules // ranges (not single addresses)
 }
 
 type prefixRules struct {
 	prefix netip.Prefix
-	rules  []int32
+	rules  *ruleSet
 }
 
 func newSideIndex(words int) sideIndex {
 	return sideIndex{
 		any:       make([]uint64, words),
-		users:     map[certs.Email][]int32{},
-		idpGroups: map[certs.Group][]int32{},
-		tags:      map[certs.Tag][]int32{},
-		devices:   map[certs.DeviceID][]int32{},
-		hosts:     map[certs.Hostname][]int32{},
-		addrs:     map[netip.Addr][]int32{},
+		users:     map[certs.Email]*ruleSet{},
+		idpGroups: map[certs.Group]*ruleSet{},
+		tags:      map[certs.Tag]*ruleSet{},
+		devices:   map[certs.DeviceID]*ruleSet{},
+		hosts:     map[certs.Hostname]*ruleSet{},
+		addrs:     map[netip.Addr]*ruleSet{},
 	}
 }
 
-// add appends rule r to a posting list unless it ends with it already.
-func add[K comparable](m map[K][]int32, k K, r int32) {
-	l := m[k]
-	if len(l) == 0 || l[len(l)-1] != r {
-		m[k] = append(l, r)
+// add appends rule r to a key's set unless it ends with it already (rules
+// are added in order).
+func add[K comparable](m map[K]*ruleSet, k K, r int32) {
+	rs := m[k]
+	if rs == nil {
+		rs = &ruleSet{}
+		m[k] = rs
+	}
+	if l := rs.sparse; len(l) == 0 || l[len(l)-1] != r {
+		rs.sparse = append(l, r)
 	}
 }
 
-func (s *sideIndex) add(gi *groupIndex, sel Selector, r int32) {
+// groupExpansion caches groupIndex.expand during a compilation.
+type groupExpansion struct {
+	gi    *groupIndex
+	cache map[certs.Group]expanded
+}
+
+type expanded struct {
+	emails []certs.Email
+	idp    []certs.Group
+}
+
+func (ge *groupExpansion) expand(g certs.Group) expanded {
+	e, ok := ge.cache[g]
+	if !ok {
+		e.emails, e.idp = ge.gi.expand(g)
+		ge.cache[g] = e
+	}
+	return e
+}
+
+func (s *sideIndex) add(ge *groupExpansion, sel Selector, r int32) {
 	switch sel.Kind {
 	case SelectAny:
 		s.any[r/64] |= 1 << (r % 64)
 	case SelectUser:
 		add(s.users, certs.Email(sel.Name), r)
 	case SelectGroup:
-		emails, idp := gi.expand(certs.Group(sel.Name))
-		for _, e := range emails {
-			add(s.users, e, r)
+		e := ge.expand(certs.Group(sel.Name))
+		for _, email := range e.emails {
+			add(s.users, email, r)
 		}
-		for _, g := range idp {
+		for _, g := range e.idp {
 			add(s.idpGroups, g, r)
 		}
 	case SelectTag:
@@ -122,48 +166,81 @@ func (s *sideIndex) add(gi *groupIndex, sel Selector, r int32) {
 		}
 		for i := range s.prefixes {
 			if s.prefixes[i].prefix == sel.Prefix {
-				l := s.prefixes[i].rules
-				if l[len(l)-1] != r {
-					s.prefixes[i].rules = append(l, r)
+				rs := s.prefixes[i].rules
+				if rs.sparse[len(rs.sparse)-1] != r {
+					rs.sparse = append(rs.sparse, r)
 				}
 				return
 			}
 		}
-		s.prefixes = append(s.prefixes, prefixRules{prefix: sel.Prefix, rules: []int32{r}})
+		s.prefixes = append(s.prefixes, prefixRules{prefix: sel.Prefix, rules: &ruleSet{sparse: []int32{r}}})
 	}
 }
 
-func setAll(acc []uint64, rules []int32) {
-	for _, r := range rules {
-		acc[r/64] |= 1 << (r % 64)
+// finish turns the sets that are cheaper as bitmaps into bitmaps.
+func (s *sideIndex) finish(words int) {
+	densifyAll(s.users, words)
+	densifyAll(s.idpGroups, words)
+	densifyAll(s.tags, words)
+	densifyAll(s.devices, words)
+	densifyAll(s.hosts, words)
+	densifyAll(s.addrs, words)
+	for _, p := range s.prefixes {
+		p.rules.densify(words)
 	}
 }
 
-// collect ORs into acc the rules that select id.
+func densifyAll[K comparable](m map[K]*ruleSet, words int) {
+	for _, rs := range m {
+		rs.densify(words)
+	}
+}
+
+// densify makes a set that lists more rules than a bitmap has words a
+// bitmap.
+func (r *ruleSet) densify(words int) {
+	if len(r.sparse) <= words {
+		return
+	}
+	r.dense = make([]uint64, words)
+	for _, i := range r.sparse {
+		r.dense[i/64] |= 1 << (i % 64)
+	}
+	r.sparse = nil
+}
+
+// or ORs a key's rules into acc.
+func or[K comparable](acc []uint64, m map[K]*ruleSet, k K) {
+	if rs := m[k]; rs != nil {
+		rs.orInto(acc)
+	}
+}
+
+// collect sets acc to the rules that select id.
 func (s *sideIndex) collect(id *certs.Identity, acc []uint64) {
 	copy(acc, s.any)
 	if u := id.User; u != nil {
 		if u.Email != "" {
-			setAll(acc, s.users[u.Email])
+			or(acc, s.users, u.Email)
 		}
 		for _, g := range u.Groups {
-			setAll(acc, s.idpGroups[g])
+			or(acc, s.idpGroups, g)
 		}
 	}
 	for _, t := range id.Tags {
-		setAll(acc, s.tags[t])
+		or(acc, s.tags, t)
 	}
 	if id.DeviceID != "" {
-		setAll(acc, s.devices[id.DeviceID])
+		or(acc, s.devices, id.DeviceID)
 	}
 	if id.Hostname != "" {
-		setAll(acc, s.hosts[id.Hostname])
+		or(acc, s.hosts, id.Hostname)
 	}
 	for _, a := range id.Addresses {
-		setAll(acc, s.addrs[a])
+		or(acc, s.addrs, a)
 		for i := range s.prefixes {
 			if s.prefixes[i].prefix.Contains(a) {
-				setAll(acc, s.prefixes[i].rules)
+				s.prefixes[i].rules.orInto(acc)
 			}
 		}
 	}
@@ -182,15 +259,15 @@ func (p *Policy) Compile() *Compiled {
 		condTPM:   make([]uint64, words),
 		condToken: make([]uint64, words),
 	}
-	gi := newGroupIndex(p.Groups)
+	ge := &groupExpansion{gi: newGroupIndex(p.Groups), cache: map[certs.Group]expanded{}}
 	for i, r := range p.Rules {
 		ri := int32(i)
 		c.rules[i] = compiledRule{name: r.Name, ports: r.Ports}
 		for _, s := range r.From {
-			c.src.add(gi, s, ri)
+			c.src.add(ge, s, ri)
 		}
 		for _, s := range r.To {
-			c.dst.add(gi, s, ri)
+			c.dst.add(ge, s, ri)
 		}
 		switch r.When.Attestation {
 		case "":
@@ -203,6 +280,8 @@ func (p *Policy) Compile() *Compiled {
 			c.condToken[i/64] |= 1 << (i % 64)
 		}
 	}
+	c.src.finish(words)
+	c.dst.finish(words)
 	return c
 }
 

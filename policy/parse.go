@@ -299,9 +299,8 @@ func (p *parser) members(v *hujson.Value, what string) ([]member, bool) {
 	var out []member
 	for i := range obj.Members {
 		m := &obj.Members[i]
-		var name string
-		if err := json.Unmarshal(m.Name.Value.(hujson.Literal), &name); err != nil {
-			p.errorf(m.Name.StartOffset, "bad member name: %v", err)
+		name, ok := p.unquote(m.Name.Value.(hujson.Literal), m.Name.StartOffset, "member name")
+		if !ok {
 			continue
 		}
 		if seen[name] {
@@ -321,9 +320,17 @@ func (p *parser) str(v *hujson.Value, what string) (string, bool) {
 		p.errorf(v.StartOffset, "%s must be a string, not %s", what, kindName(v))
 		return "", false
 	}
+	return p.unquote(lit, v.StartOffset, what)
+}
+
+// unquote decodes a JSON string literal (which the parser validated).
+func (p *parser) unquote(lit hujson.Literal, off int, what string) (string, bool) {
+	if bytes.IndexByte(lit, '\\') < 0 {
+		return string(lit[1 : len(lit)-1]), true // the common case, no escapes
+	}
 	var s string
 	if err := json.Unmarshal(lit, &s); err != nil {
-		p.errorf(v.StartOffset, "%s: %v", what, err)
+		p.errorf(off, "%s: %v", what, err)
 		return "", false
 	}
 	return s, true

@@ -389,3 +389,13 @@ func TestStarterPolicy(t *testing.T) {
 		}
 	}
 }
+
+func TestParseEscapes(t *testing.T) {
+	pol, err := Parse([]byte(`{"groups": {"group:\u0065ng": []}, "rules": [{"name": "caf\u00e9 \"x\"", "from": ["group:eng"], "to": ["*"], "ports": ["tcp:\u0032\u0032"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pol.Group("eng") == nil || pol.Rules[0].Name != `café "x"` || pol.Rules[0].Ports[0].First != 22 {
+		t.Fatalf("%+v", pol.Rules[0])
+	}
+}

@@ -1,0 +1,103 @@
+package policy
+
+import (
+	"crypto/x509"
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/testca"
+)
+
+// FuzzParse: Parse never panics; its problems have positions inside the
+// input, in order; a policy it accepts compiles, runs its tests and
+// decides without panicking, and the compiled decision agrees with the
+// plain meaning.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{
+		evalPolicy, testsPolicy, signedSrc, string(Starter("corp.example")),
+		`{}`, `{"rules": [,]}`, "{\"rules\": [\n{\"from\": [\"*\"], \"to\": [\"*\"], \"ports\": [\"tcp:1-2\"]}]}",
+		`{"groups": {"group:a": ["group:b"], "group:b": ["group:a"]}}`,
+		`{"tests": [{"from": {"user": "a@b.example"}, "to": "[fd7a::1]:22", "expect": "drop"}]}`,
+		"// comment\n{/* c */\"rules\": [],}",
+		"{\"rules\": [\"\xff\"]}", `[[[[[[[[[[[[[[[[[[[[[[[[`, `{"a": "\u0000"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	src := certs.Identity{User: &certs.UserIdentity{Email: "dana@corp.example", Groups: []certs.Group{"eng"}}, Tags: []certs.Tag{"ci"},
+		Hostname: "a", Attestation: certs.AttestationTPM, Addresses: []netip.Addr{netip.MustParseAddr("100.64.0.1")}}
+	dst := certs.Identity{Tags: []certs.Tag{"db", "web"}, Hostname: "build", Addresses: []netip.Addr{netip.MustParseAddr("100.64.0.53")}}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		pol, err := Parse(data)
+		if err != nil {
+			var pe *ParseError
+			if !errors.As(err, &pe) || len(pe.Problems) == 0 {
+				t.Fatalf("error %T %v", err, err)
+			}
+			last := 0
+			for _, p := range pe.Problems {
+				if p.Pos.Offset < last || p.Pos.Offset > len(data) || p.Pos.Line < 1 || p.Pos.Column < 1 || p.Msg == "" {
+					t.Fatalf("problem %+v in %d bytes", p, len(data))
+				}
+				last = p.Pos.Offset
+			}
+			return
+		}
+		if pol == nil || string(pol.Source) != string(data) {
+			t.Fatal("accepted without the source")
+		}
+		c := pol.Compile()
+		RunTests(pol)
+		for _, proto := range []Proto{ProtoTCP, ProtoUDP, ProtoICMP, 47} {
+			for _, port := range []uint16{0, 1, 22, 5432, 65535} {
+				d := c.Decide(src, dst, proto, port)
+				if want := reference(pol, src, dst, proto, port); d.Rule != want || d.Accept != (want >= 0) {
+					t.Fatalf("Decide %v, reference rule %d", d, want)
+				}
+			}
+		}
+	})
+}
+
+// FuzzParseSignedPolicy: a document from the wire never panics the parser
+// or Verify, and Verify accepts nothing that is not the signed original.
+func FuzzParseSignedPolicy(f *testing.F) {
+	ca := testca.New(f, td)
+	signer, err := NewPolicySigningCertificate(ca.Root(), td, time.Now())
+	if err != nil {
+		f.Fatal(err)
+	}
+	now := time.Now()
+	d, err := Sign(2, []byte(signedSrc), signer.Key, []*x509.Certificate{signer.Cert}, now)
+	if err != nil {
+		f.Fatal(err)
+	}
+	wire, err := d.Marshal()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(wire)
+	f.Add(wire[:len(wire)/2])
+	f.Add([]byte(`{"version": 1, "policy": "e30=", "signed_at": "2030-01-01T00:00:00Z", "chain": ["AA=="], "signature": "AA=="}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		doc, err := ParseSignedPolicy(data)
+		if err != nil {
+			if ReasonOf(err) == "" {
+				t.Fatalf("untyped error %v", err)
+			}
+			return
+		}
+		pol, err := Verify(doc, ca.Roots(), now, 1)
+		if err != nil {
+			if ReasonOf(err) == "" {
+				t.Fatalf("untyped error %v", err)
+			}
+			return
+		}
+		if string(pol.Source) != signedSrc || doc.Version != 2 || !doc.SignedAt.Equal(d.SignedAt) {
+			t.Fatalf("accepted a document that is not the signed one: version %d", doc.Version)
+		}
+	})
+}
