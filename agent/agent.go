@@ -11,21 +11,25 @@ import (
 	"sync"
 	"time"
 
+	"github.com/certmesh/certmesh/agent/filter"
 	"github.com/certmesh/certmesh/agent/wgdev"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/wire"
+	"golang.zx2c4.com/wireguard/tun"
 )
 
 // Agent is a running node.
 type Agent struct {
-	cfg   Config
-	keys  *keys
-	roots *certs.Roots
-	ident identity
-	caAPI *apiClient
-	dev   *wgdev.Device
-	peers *peerManager
-	coord *coordClient
+	cfg    Config
+	keys   *keys
+	roots  *certs.Roots
+	ident  identity
+	caAPI  *apiClient
+	dev    *wgdev.Device
+	peers  *peerManager
+	coord  *coordClient
+	filter *filter.Device
+	policy *policyHolder
 
 	mu        sync.Mutex
 	enr       *enrollment
@@ -145,22 +149,45 @@ func (a *Agent) adopt(enr *enrollment, b certs.Bundle, id certs.Identity) {
 	if a.peers != nil {
 		a.peers.setSelf(id)
 	}
+	if a.policy != nil {
+		a.policy.reinstall()
+	}
 }
 
 func (a *Agent) openDevice(ctx context.Context) error {
 	a.mu.Lock()
 	self, routes := a.self, a.enr.Cert.OverlayRoutes
 	a.mu.Unlock()
+	// The packet filter sees every packet between WireGuard and the OS;
+	// it drops all inbound traffic until a valid policy is installed.
+	peers := filter.PeersFunc(func(addr netip.Addr) (*certs.Identity, bool) {
+		if a.peers == nil {
+			return nil, false
+		}
+		return a.peers.lookup(addr)
+	})
 	dev, err := wgdev.Open(ctx, wgdev.Config{
 		Mode: a.cfg.Mode, InterfaceName: a.cfg.InterfaceName, Addresses: self.AllowedIPs(),
 		OverlayRoutes: routes, ListenPort: a.cfg.ListenPort, PrivateKey: a.keys.wg,
 		Logger: a.cfg.Logger.With("component", "wireguard"), UAPI: a.cfg.Mode == wgdev.KernelTUN,
+		WrapTUN: func(t tun.Device) tun.Device {
+			a.filter = filter.Wrap(t, filter.Config{Peers: peers, Now: a.cfg.Now})
+			return a.filter
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("opening WireGuard device: %w", err)
 	}
 	a.dev = dev
 	a.peers = newPeerManager(a.roots, dev, self, a.cfg.Logger.With("component", "peers"), a.cfg.Now)
+	a.peers.onChange = func() { a.filter.Revalidate() }
+	a.policy = &policyHolder{roots: a.roots, stateDir: a.cfg.StateDir, log: a.cfg.Logger.With("component", "policy"),
+		now: a.cfg.Now, filter: a.filter, self: func() certs.Identity {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			return a.self
+		}}
+	a.policy.load()
 	if err := a.computeEndpoints(); err != nil {
 		dev.Close()
 		return err
@@ -175,6 +202,7 @@ func (a *Agent) openDevice(ctx context.Context) error {
 	a.coord = &coordClient{
 		api:     newAPIClient(coordURL, serverTLS(a.roots, &a.ident)),
 		peers:   a.peers,
+		docs:    a.document,
 		publish: a.publication,
 		log:     a.cfg.Logger.With("component", "coord"),
 	}
@@ -201,6 +229,16 @@ func (a *Agent) computeEndpoints() error {
 	a.endpoints = eps
 	a.mu.Unlock()
 	return nil
+}
+
+// document handles a signed document relayed by the coordinator.
+func (a *Agent) document(d *wire.Document) {
+	switch d.Kind {
+	case wire.DocPolicy:
+		_ = a.policy.offer(d.Data, true) // a refusal is logged and shown in status
+	default:
+		a.cfg.Logger.Debug("ignoring document", "kind", d.Kind)
+	}
 }
 
 // publication is what we tell the coordinator about ourselves.

@@ -20,6 +20,7 @@ import (
 type coordClient struct {
 	api       *apiClient
 	peers     *peerManager
+	docs      func(*wire.Document)
 	publish   func() wire.Publish
 	log       *slog.Logger
 	connected atomic.Bool
@@ -82,6 +83,10 @@ func (c *coordClient) watch(ctx context.Context) error {
 		}
 		if err != nil {
 			return err
+		}
+		if e.Type == wire.EventDocument {
+			c.docs(e.Doc)
+			continue
 		}
 		c.peers.apply(e)
 	}

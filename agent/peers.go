@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/certmesh/certmesh/agent/wgdev"
@@ -69,6 +70,36 @@ type peerManager struct {
 	newest   map[certs.DeviceID]time.Time // highest NotBefore seen per device
 	newestU  map[certs.DeviceID]time.Time // highest user certificate NotBefore seen per device
 	rejected map[string]Rejection
+
+	// byAddr maps each verified peer's overlay addresses to its identity,
+	// rebuilt on every change and read without locks by the packet filter.
+	byAddr   atomic.Pointer[map[netip.Addr]*certs.Identity]
+	onChange func() // called (under mu) after the verified identities changed
+}
+
+// lookup returns the verified identity holding overlay address a.
+func (m *peerManager) lookup(a netip.Addr) (*certs.Identity, bool) {
+	idx := m.byAddr.Load()
+	if idx == nil {
+		return nil, false
+	}
+	id, ok := (*idx)[a]
+	return id, ok
+}
+
+// changedLocked rebuilds the address index and tells the filter.
+func (m *peerManager) changedLocked() {
+	idx := make(map[netip.Addr]*certs.Identity, 2*len(m.peers))
+	for _, p := range m.peers {
+		id := p.id // a copy the filter may keep
+		for _, a := range id.Addresses {
+			idx[a] = &id
+		}
+	}
+	m.byAddr.Store(&idx)
+	if m.onChange != nil {
+		m.onChange()
+	}
 }
 
 func newPeerManager(roots *certs.Roots, dev dataPlane, self certs.Identity, log *slog.Logger, now func() time.Time) *peerManager {
@@ -90,6 +121,7 @@ func (m *peerManager) setSelf(id certs.Identity) {
 func (m *peerManager) apply(e *wire.Event) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	defer m.changedLocked()
 	switch e.Type {
 	case wire.EventSnapshot:
 		keep := map[string]bool{}
@@ -281,8 +313,15 @@ func (m *peerManager) sweep() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
+	changed := false
+	defer func() {
+		if changed {
+			m.changedLocked()
+		}
+	}()
 	for devID, p := range m.peers {
 		if u := p.id.User; u != nil && now.After(u.NotAfter) {
+			changed = true
 			// The person's certificate ended; the machine stays a peer.
 			p.id.User = nil
 			p.id.UserRejected = &certs.RejectError{Reason: certs.ReasonUserExpired,
@@ -290,6 +329,7 @@ func (m *peerManager) sweep() {
 			m.log.Info("peer's user certificate expired", "device", devID, "email", u.Email)
 		}
 		if now.After(p.id.NotAfter) {
+			changed = true
 			m.forgetLocked(p)
 			if err := m.dev.RemovePeer(p.id.WireGuardKey); err != nil {
 				m.log.Error("removing peer", "device", devID, "err", err)

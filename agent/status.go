@@ -13,6 +13,7 @@ type Status struct {
 	Coordinator CoordStatus  `json:"coordinator"`
 	Peers       []PeerStatus `json:"peers"`
 	Rejected    []Rejection  `json:"rejected"`
+	Policy      PolicyStatus `json:"policy"`
 }
 
 // SelfStatus describes this node.

@@ -55,6 +55,7 @@ func (a *Agent) Status() (*Status, error) {
 			st.Self.User = userStatus(uid)
 		}
 	}
+	st.Policy = a.policy.status()
 	st.Rejected = append([]Rejection{}, rejected...)
 	return st, nil
 }

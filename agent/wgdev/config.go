@@ -3,6 +3,7 @@ package wgdev
 import (
 	"errors"
 	"fmt"
+	"golang.zx2c4.com/wireguard/tun"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -74,6 +75,11 @@ type Config struct {
 	// (/var/run/wireguard/<InterfaceName>.sock) so that wg(8) can inspect
 	// and configure the device. Requires InterfaceName (and root).
 	UAPI bool
+
+	// WrapTUN, if set, is given the TUN device (kernel or netstack) before
+	// wireguard-go takes it, and wireguard-go uses what it returns: the
+	// agent's packet filter sits there and sees every packet.
+	WrapTUN func(tun.Device) tun.Device `json:"-"`
 }
 
 // withDefaults validates c and returns a copy with defaults filled in.

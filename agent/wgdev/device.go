@@ -86,6 +86,9 @@ func Open(ctx context.Context, cfg Config) (*Device, error) {
 		d.log = d.log.With("wg_interface", d.name)
 	}
 
+	if cfg.WrapTUN != nil {
+		tdev = cfg.WrapTUN(tdev)
+	}
 	// From here on, d.wg owns tdev: closing it closes the TUN.
 	d.wg = device.NewDevice(tdev, newBind(), wgLogger(d.log))
 	fail := func(err error) (*Device, error) {

@@ -61,6 +61,7 @@ type Coordinator struct {
 	conns     []*Conn // every watch ever opened, oldest first
 	published []Publication
 	snapshots map[certs.DeviceID][]wire.Peer
+	greeting  []*wire.Event
 	changed   chan struct{} // closed and replaced whenever conns changes
 }
 
@@ -149,11 +150,33 @@ func (c *Coordinator) SetSnapshot(id certs.DeviceID, peers ...wire.Peer) {
 	c.snapshots[id] = append([]wire.Peer(nil), peers...)
 }
 
+// SetGreeting sets events every later watch receives right after its
+// snapshot, as an honest coordinator sends the current signed documents
+// (policy, CRL, checkpoint). Watches already open are not affected.
+func (c *Coordinator) SetGreeting(events ...*wire.Event) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.greeting = append([]*wire.Event(nil), events...)
+}
+
+// snapshotFor is the snapshot line of device id and the greeting lines.
 func (c *Coordinator) snapshotFor(id certs.DeviceID) ([]byte, error) {
 	c.mu.Lock()
 	peers := c.snapshots[id]
+	greeting := c.greeting
 	c.mu.Unlock()
-	return json.Marshal(&wire.Event{Type: wire.EventSnapshot, Peers: peers})
+	out, err := json.Marshal(&wire.Event{Type: wire.EventSnapshot, Peers: peers})
+	if err != nil {
+		return nil, err
+	}
+	for _, ev := range greeting {
+		line, err := json.Marshal(ev)
+		if err != nil {
+			return nil, err
+		}
+		out = append(append(out, '\n'), line...)
+	}
+	return out, nil
 }
 
 // Send writes ev to every open watch.

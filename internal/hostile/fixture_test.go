@@ -115,6 +115,10 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatalf("ca.Open: %v", err)
 	}
 	t.Cleanup(func() { f.CA.Close() })
+	// The CA's real starter policy (everyone may reach everyone), relayed
+	// as an honest coordinator would: the attacks are on peers, and a node
+	// without a policy would drop every packet anyway.
+	f.Coord.SetGreeting(&wire.Event{Type: wire.EventDocument, Doc: &wire.Document{Kind: wire.DocPolicy, Data: f.CA.Policy()}})
 	f.Overlays = f.CA.Config().Overlays()
 	f.PKI = testca.FromKeyPairs(t, trustDomain, &certs.KeyPair{Cert: f.CA.Roots().Certificates()[0]},
 		&certs.KeyPair{Cert: f.CA.Intermediate().Cert, Key: readKey(t, filepath.Join(f.StateDir, "intermediate.key"))},
