@@ -333,9 +333,10 @@ func checkSignerProfile(c *x509.Certificate) error {
 // order:
 //
 //   - the document is well formed (ReasonMalformed);
-//   - its first certificate is a policy-signing certificate
-//     (checkSignerProfile: not a CA, EKUPolicySigning, URI SAN
-//     spiffe://<roots' trust domain>/policy; else ReasonWrongEKU);
+//   - its first certificate is a policy-signing certificate: not a CA,
+//     EKUPolicySigning as its only extended key usage, digital signatures
+//     allowed, the URI SAN spiffe://<roots' trust domain>/policy (else
+//     ReasonWrongEKU);
 //   - it is issued directly by one of the pinned roots (ReasonUntrusted):
 //     neither the intermediate that issues leaves nor anything it signs
 //     can sign a policy;
@@ -346,9 +347,13 @@ func checkSignerProfile(c *x509.Certificate) error {
 //   - Version is greater than current (ReasonRollback);
 //   - the policy parses (ReasonInvalidPolicy).
 //
-// An agent that reloads the policy it stored passes current 0 (or the
-// stored version minus one); one that receives the version it holds again
-// may skip Verify (it would say rollback).
+// The signing certificate must be valid now: the CA re-signs the current
+// policy with a new signing certificate before the old one expires. An
+// agent that reloads the policy it stored at start passes current 0 and,
+// as now, the time it first accepted the document (so that a signing
+// certificate that expired while the agent was down does not leave it
+// without a policy until the next publication); one that receives the
+// version it holds again may skip Verify (it would say rollback).
 func Verify(d *SignedPolicy, roots *certs.Roots, now time.Time, current uint64) (*Policy, error) {
 	if d == nil {
 		return nil, refuse(ReasonMalformed, "no document")
@@ -376,6 +381,9 @@ func Verify(d *SignedPolicy, roots *certs.Roots, now time.Time, current uint64) 
 	}
 	if err := checkIssuedByRoot(leaf, chain[1:], roots); err != nil {
 		return nil, err
+	}
+	if len(leaf.UnhandledCriticalExtensions) > 0 {
+		return nil, refuse(ReasonUntrusted, "signing certificate has an unknown critical extension %s", leaf.UnhandledCriticalExtensions[0])
 	}
 	switch {
 	case now.Before(leaf.NotBefore):

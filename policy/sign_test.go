@@ -271,6 +271,9 @@ func TestVerifyRefusesOtherSigners(t *testing.T) {
 	})
 	noEKU := makeCert(t, p.ca.Root(), func(c *x509.Certificate) { c.UnknownExtKeyUsage = nil })
 	caWithEKU := makeCert(t, p.ca.Root(), func(c *x509.Certificate) { c.IsCA = true; c.KeyUsage |= x509.KeyUsageCertSign })
+	critical := makeCert(t, p.ca.Root(), func(c *x509.Certificate) {
+		c.ExtraExtensions = []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 2, 3, 4}, Critical: true, Value: []byte{5, 0}}}
+	})
 	keyEncipherment := makeCert(t, p.ca.Root(), func(c *x509.Certificate) { c.KeyUsage = x509.KeyUsageKeyEncipherment })
 	cases := []struct {
 		name string
@@ -291,6 +294,7 @@ func TestVerifyRefusesOtherSigners(t *testing.T) {
 		{"no extended key usage", resign(t, d, noEKU.Key, noEKU.Cert), ReasonWrongEKU},
 		{"a CA with the usage", resign(t, d, caWithEKU.Key, caWithEKU.Cert), ReasonWrongEKU},
 		{"no digital signature", resign(t, d, keyEncipherment.Key, keyEncipherment.Cert), ReasonWrongEKU},
+		{"an unknown critical extension", resign(t, d, critical.Key, critical.Cert), ReasonUntrusted},
 		{"our chain, another key", resign(t, d, otherSigner.Key, p.signer.Cert), ReasonBadSignature},
 	}
 	for _, tc := range cases {
