@@ -2,6 +2,8 @@ package certs_test
 
 import (
 	"bytes"
+	"crypto/x509"
+	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -163,6 +165,82 @@ func FuzzVerify(f *testing.F) {
 			}
 			if id.User.UserID == "" || id.User.Email == "" {
 				t.Fatalf("accepted an incomplete user %+v", id.User)
+			}
+		}
+	})
+}
+
+// FuzzVerifyCRL feeds arbitrary DER to VerifyCRL, with the CA's
+// intermediate and a machine certificate (a leaf, which a hostile
+// coordinator may offer as the issuer) as the intermediates, once holding
+// no CRL and once holding CRL 10. VerifyCRL must not panic, must refuse
+// with a typed CRL reason, and may accept only a CRL the intermediate
+// signed, with a number above the one held (or the held one unchanged).
+//
+//	go test ./certs -run XXX -fuzz FuzzVerifyCRL -fuzztime 20s -fuzzminimizetime 100x
+func FuzzVerifyCRL(f *testing.F) {
+	ca := testca.New(f, td)
+	inter := ca.Intermediate()
+	leaf, leafKey := ca.IssueMachine(f, ca.NewProfile(f, "leaf"))
+	other := testca.New(f, td)
+	now := time.Now()
+	this, next := now.Add(-time.Minute), now.Add(5*time.Minute)
+	entries := []certs.RevokedCert{
+		testca.Revoked(leaf.Machine, certs.RevokeKeyCompromise),
+		{Serial: big.NewInt(0x7f), RevokedAt: this, Reason: certs.RevokeSuperseded},
+	}
+	held := ca.IssueCRL(f, 10, this, next, entries...)
+	heldCRL, err := certs.VerifyCRL(held, ca.Roots(), []*x509.Certificate{inter.Cert}, now, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range [][]byte{
+		held,
+		ca.IssueCRL(f, 11, this, next),
+		ca.IssueCRL(f, 9, this, next, entries...),
+		ca.IssueCRL(f, 10, this, next),
+		ca.IssueCRL(f, 12, now.Add(time.Hour), now.Add(2*time.Hour)),
+		testca.SignCRL(f, leaf.Machine, leafKey, testca.CRLTemplate(11, this, next)),
+		testca.SignCRL(f, inter.Cert, leafKey, testca.CRLTemplate(11, this, next)),
+		other.IssueCRL(f, 11, this, next),
+		held[:len(held)/2],
+		nil,
+		[]byte("garbage"),
+	} {
+		f.Add(s)
+	}
+	inters := []*x509.Certificate{leaf.Machine, inter.Cert}
+	f.Fuzz(func(t *testing.T, der []byte) {
+		for _, current := range []*certs.CRL{nil, heldCRL} {
+			crl, err := certs.VerifyCRL(der, ca.Roots(), inters, now, current)
+			if err != nil {
+				if !strings.HasPrefix(string(certs.ReasonOf(err)), "crl-") || crl != nil {
+					t.Fatalf("VerifyCRL = %v, %v: want a typed crl-* rejection and no CRL", crl, err)
+				}
+				continue
+			}
+			rl, perr := x509.ParseRevocationList(der)
+			if perr != nil || rl.CheckSignatureFrom(inter.Cert) != nil {
+				t.Fatalf("VerifyCRL accepted a CRL the intermediate did not sign (%v)", perr)
+			}
+			if current != nil {
+				if crl == current {
+					if crl.Number.Cmp(current.Number) != 0 {
+						t.Fatal("no change with another number")
+					}
+					continue
+				}
+				if crl.Number.Cmp(current.Number) <= 0 {
+					t.Fatalf("accepted CRL %s over the held %s", crl.Number, current.Number)
+				}
+			}
+			if !bytes.Equal(crl.Raw, der) || crl.Number == nil || crl.Number.Sign() < 0 || crl.Issuer != inter.Cert || crl.NextUpdate.Before(crl.ThisUpdate) {
+				t.Fatalf("accepted an inconsistent CRL %+v", crl)
+			}
+			for _, r := range crl.Revoked() {
+				if !crl.IsRevoked(r.Serial) {
+					t.Fatalf("serial %x listed but not revoked", r.Serial)
+				}
 			}
 		}
 	})

@@ -11,16 +11,23 @@
 // Go itself refuses to parse (a duplicated extension) needs
 // IssueMachineWire or IssueUserWire, which return the DER as it would
 // travel.
+//
+// CRLs: IssueCRL signs one as the CA does (certs.NewCRL with the
+// intermediate); SignCRL signs any template with any name and key (a leaf,
+// another CA, a forged issuer name), and IssueIntermediate makes further
+// intermediates under the root (a rotation, a CA without cRLSign).
 package testca
 
 import (
 	"crypto"
 	"crypto/ecdh"
 	"crypto/rand"
+	"crypto/sha1"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"fmt"
+	"math/big"
 	"net"
 	"net/netip"
 	"net/url"
@@ -61,9 +68,10 @@ type CA struct {
 	inter    *certs.KeyPair
 	roots    *certs.Roots
 
-	mu    sync.Mutex
-	host  uint32 // host number of the last address NewProfile handed out
-	users uint32 // number of the last user NewUserProfile made up
+	mu            sync.Mutex
+	host          uint32 // host number of the last address NewProfile handed out
+	users         uint32 // number of the last user NewUserProfile made up
+	intermediates int    // number of intermediates IssueIntermediate made
 }
 
 // New creates a root and an intermediate constrained to td and the overlay
@@ -586,4 +594,124 @@ func (ca *CA) prepareUser(t testing.TB, machine *x509.Certificate, opts []Option
 	}
 	parent := o.finish(t, tmpl, key)
 	return o, tmpl, parent, tmpl.PublicKey
+}
+
+// IssueCRL signs a CRL with the CA's intermediate, as the CA does
+// (certs.NewCRL), and returns its DER.
+func (ca *CA) IssueCRL(t testing.TB, number int64, thisUpdate, nextUpdate time.Time, revoked ...certs.RevokedCert) []byte {
+	t.Helper()
+	der, err := certs.NewCRL(ca.inter, big.NewInt(number), thisUpdate, nextUpdate, revoked)
+	if err != nil {
+		t.Fatalf("testca: %v", err)
+	}
+	return der
+}
+
+// Revoked is the CRL entry of cert: revoked a minute ago for reason.
+func Revoked(cert *x509.Certificate, reason int) certs.RevokedCert {
+	return certs.RevokedCert{Serial: cert.SerialNumber, RevokedAt: time.Now().Add(-time.Minute), Reason: reason}
+}
+
+// CRLTemplate is the template of a CRL with these fields, for SignCRL.
+// Edit it (ExtraExtensions, entries' ExtraExtensions, a negative number...)
+// to make a CRL NewCRL never would.
+func CRLTemplate(number int64, thisUpdate, nextUpdate time.Time, revoked ...certs.RevokedCert) *x509.RevocationList {
+	tmpl := &x509.RevocationList{Number: big.NewInt(number), ThisUpdate: thisUpdate, NextUpdate: nextUpdate}
+	for _, r := range revoked {
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{
+			SerialNumber: r.Serial, RevocationTime: r.RevokedAt, ReasonCode: r.Reason,
+		})
+	}
+	return tmpl
+}
+
+// SignCRL signs tmpl with key, naming as issuer the subject of name and as
+// authority key ID its subject key ID (or, if it has none, the SHA-1 of
+// its public key), for attack tests: a CRL signed by a leaf (name and key
+// of a machine certificate), by another CA, by a CA without cRLSign, or
+// naming the intermediate but signed with another key. Unlike
+// certs.NewCRL and x509.CreateRevocationList it does not require name to be
+// a CA with cRLSign or key to be name's.
+func SignCRL(t testing.TB, name *x509.Certificate, key crypto.Signer, tmpl *x509.RevocationList) []byte {
+	t.Helper()
+	issuer := *name // x509.CreateRevocationList reads only the subject, key usage and key ID
+	issuer.KeyUsage |= x509.KeyUsageCRLSign
+	if len(issuer.SubjectKeyId) == 0 {
+		issuer.SubjectKeyId = keyID(t, name.RawSubjectPublicKeyInfo)
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, &issuer, key)
+	if err != nil {
+		t.Fatalf("testca: signing CRL: %v", err)
+	}
+	return der
+}
+
+// keyID is the SHA-1 of the subjectPublicKey BIT STRING of spki (RFC 5280
+// 4.2.1.2, method 1), as Go computes subject key IDs.
+func keyID(t testing.TB, spki []byte) []byte {
+	t.Helper()
+	var info struct {
+		Algorithm pkix.AlgorithmIdentifier
+		PublicKey asn1.BitString
+	}
+	if _, err := asn1.Unmarshal(spki, &info); err != nil {
+		t.Fatalf("testca: parsing public key: %v", err)
+	}
+	sum := sha1.Sum(info.PublicKey.Bytes)
+	return sum[:]
+}
+
+// IssueIntermediate issues another intermediate under the CA's root, with
+// the profile of certs.NewIntermediate (subject "certmesh intermediate <td>
+// <n>", certSign and cRLSign, path length 0, the CA intermediate's name
+// constraints, valid from a minute ago for certs.IntermediateLifetime), after
+// the edits: a second intermediate (rotation), or with
+// WithTemplate(func(c) { c.KeyUsage = x509.KeyUsageCertSign }) a CA without
+// cRLSign. Only WithTemplate and WithValidity apply. It needs the root's
+// key (not with FromKeyPairs without one).
+func (ca *CA) IssueIntermediate(t testing.TB, opts ...Option) *certs.KeyPair {
+	t.Helper()
+	if ca.root.Key == nil {
+		t.Fatalf("testca: IssueIntermediate needs the root's key")
+	}
+	o := ca.options(opts, certs.IntermediateLifetime)
+	in := ca.inter.Cert
+	ca.mu.Lock()
+	ca.intermediates++
+	n := ca.intermediates
+	ca.mu.Unlock()
+	tmpl := &x509.Certificate{
+		SerialNumber:                randomSerial(t),
+		Subject:                     pkix.Name{CommonName: fmt.Sprintf("%s %d", in.Subject.CommonName, n+1), Organization: in.Subject.Organization},
+		KeyUsage:                    x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid:       true,
+		IsCA:                        true,
+		MaxPathLen:                  0,
+		MaxPathLenZero:              true,
+		PermittedDNSDomainsCritical: true,
+		PermittedDNSDomains:         in.PermittedDNSDomains,
+		PermittedURIDomains:         in.PermittedURIDomains,
+		PermittedIPRanges:           in.PermittedIPRanges,
+		PermittedEmailAddresses:     in.PermittedEmailAddresses,
+	}
+	key := newKey(t)
+	o.finish(t, tmpl, key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.root.Cert, key.Public(), ca.root.Key)
+	if err != nil {
+		t.Fatalf("testca: signing intermediate: %v", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatalf("testca: %v", err)
+	}
+	return &certs.KeyPair{Cert: cert, Key: key}
+}
+
+func randomSerial(t testing.TB) *big.Int {
+	t.Helper()
+	s, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+	if err != nil {
+		t.Fatalf("testca: %v", err)
+	}
+	return s.Add(s, big.NewInt(1))
 }

@@ -206,3 +206,57 @@ func TestUserOptions(t *testing.T) {
 		t.Error("WithIntermediates(): the bundle still carries intermediates")
 	}
 }
+
+func TestIssueCRL(t *testing.T) {
+	ca := testca.New(t, "corp.example")
+	b, key := ca.IssueMachine(t, ca.NewProfile(t, "lost"))
+	now := time.Now()
+	der := ca.IssueCRL(t, 3, now.Add(-time.Minute), now.Add(5*time.Minute), testca.Revoked(b.Machine, certs.RevokeKeyCompromise))
+	inters := []*x509.Certificate{ca.Intermediate().Cert}
+	crl, err := certs.VerifyCRL(der, ca.Roots(), inters, now, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if crl.Number.Int64() != 3 || !crl.IsRevoked(b.Machine.SerialNumber) || !crl.Covers(b.Machine) {
+		t.Fatalf("CRL %v: revoked %v covers %v", crl.Number, crl.IsRevoked(b.Machine.SerialNumber), crl.Covers(b.Machine))
+	}
+
+	// SignCRL: with the intermediate's name and key it is as good as
+	// IssueCRL; with a leaf's, a leaf's CRL.
+	tmpl := testca.CRLTemplate(4, now.Add(-time.Minute), now.Add(5*time.Minute), testca.Revoked(b.Machine, 0))
+	if _, err := certs.VerifyCRL(testca.SignCRL(t, ca.Intermediate().Cert, ca.Intermediate().Key, tmpl), ca.Roots(), inters, now, crl); err != nil {
+		t.Errorf("SignCRL by the intermediate: %v", err)
+	}
+	leafCRL := testca.SignCRL(t, b.Machine, key, tmpl)
+	if _, err := certs.VerifyCRL(leafCRL, ca.Roots(), append(inters, b.Machine), now, crl); certs.ReasonOf(err) != certs.ReasonCRLSignedByLeaf {
+		t.Errorf("SignCRL by a leaf: %v", err)
+	}
+}
+
+func TestIssueIntermediate(t *testing.T) {
+	ca := testca.New(t, "corp.example")
+	second := ca.IssueIntermediate(t)
+	c := second.Cert
+	if !c.IsCA || c.KeyUsage != x509.KeyUsageCertSign|x509.KeyUsageCRLSign || c.MaxPathLen != 0 || !c.MaxPathLenZero || len(c.SubjectKeyId) == 0 {
+		t.Fatalf("intermediate: CA %v usage %b path len %d/%v SKID %x", c.IsCA, c.KeyUsage, c.MaxPathLen, c.MaxPathLenZero, c.SubjectKeyId)
+	}
+	if c.Subject.String() == ca.Intermediate().Cert.Subject.String() {
+		t.Errorf("same subject as the CA's intermediate: %v", c.Subject)
+	}
+	// It issues machine certificates peers accept, within the same name
+	// constraints.
+	b, _ := ca.IssueMachine(t, ca.NewProfile(t, "rotated"), testca.WithIssuer(second))
+	if _, err := certs.Verify(b, ca.Roots(), time.Now()); err != nil {
+		t.Fatalf("machine certificate of the second intermediate: %v", err)
+	}
+	outside := ca.NewProfile(t, "outside")
+	outside.Addresses[0] = netip.MustParseAddr("10.1.2.3")
+	b, _ = ca.IssueMachine(t, outside, testca.WithIssuer(second))
+	if _, err := certs.Verify(b, ca.Roots(), time.Now()); certs.ReasonOf(err) != certs.ReasonNameConstraints {
+		t.Errorf("outside the overlay: %v", err)
+	}
+	noCRL := ca.IssueIntermediate(t, testca.WithTemplate(func(c *x509.Certificate) { c.KeyUsage = x509.KeyUsageCertSign }))
+	if noCRL.Cert.KeyUsage&x509.KeyUsageCRLSign != 0 {
+		t.Error("WithTemplate did not apply")
+	}
+}
