@@ -12,6 +12,18 @@
 // another TPM — are kept as files of mode 0600 in Config.StateDir and are
 // reused after a restart.
 //
+// Enrollment, agent side (the CA side of each step is in ca/attest):
+//
+//	t, _ := tpmkey.Open(ctx, tpmkey.Config{StateDir: dir})
+//	ek, _ := t.EK(ctx)              // send ek.Certificate.Raw (or ek.Public)
+//	akPub, _ := t.AKPublic(ctx)      // send; the CA answers MakeCredential's challenge
+//	secret, _ := t.ActivateCredential(ctx, ch.Credential, ch.Secret) // send back
+//	qd := tpmkey.QualifyingData(nonce, wgPublicKey)
+//	dk, _ := t.CreateDeviceKey(ctx, qd) // send dk.Attestation; sign the CSR with dk.Signer
+//
+// After a restart, [TPM.DeviceSigner] gives the same key back; a renewal
+// that keeps the key sends [TPM.CertifyDeviceKey] over the new nonce.
+//
 // This package never imports a server package; the CA-side checks are in
 // ca/attest.
 package tpmkey
@@ -437,11 +449,11 @@ func (t *TPM) CreateDeviceKey(ctx context.Context, qualifyingData []byte) (*Devi
 		return nil, fmt.Errorf("tpmkey: device key signer: %w", err)
 	}
 	// Only now that the new key is stored and usable, drop older ones.
+	// Best effort: the newest key is the current one whatever is left,
+	// and a leftover is removed next time.
 	for _, old := range t.deviceKeyNames() {
 		if old != name {
-			if err := t.tpm.DeleteKey(ctx, old); err != nil && !errors.Is(err, steptpm.ErrNotFound) {
-				return nil, fmt.Errorf("tpmkey: removing old device key %s: %w", old, err)
-			}
+			_ = t.tpm.DeleteKey(ctx, old)
 		}
 	}
 	return &DeviceKey{Signer: signer, Attestation: att, Name: name}, nil

@@ -311,6 +311,12 @@ func TestMakeCredentialShape(t *testing.T) {
 	if _, _, err := attest.MakeCredential(nil, s.akPublic); err == nil {
 		t.Fatal("no EK accepted")
 	}
+	// High-range EK templates (AES-256, SHA-384) are not supported.
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	_, _, err = attest.MakeCredential(&p384.PublicKey, s.akPublic)
+	wantReason(t, err, attest.ReasonEKUnsupported)
+	_, _, err = attest.MakeCredential(&rsaKey(t, 3072).PublicKey, s.akPublic)
+	wantReason(t, err, attest.ReasonEKUnsupported)
 }
 
 func TestMakeCredentialRefusesBadAK(t *testing.T) {

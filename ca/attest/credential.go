@@ -2,7 +2,10 @@ package attest
 
 import (
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/subtle"
 	"fmt"
 
@@ -42,6 +45,9 @@ func MakeCredential(ekPub crypto.PublicKey, akPublic []byte) (Challenge, []byte,
 	if err := checkEKKey(ekPub); err != nil {
 		return Challenge{}, nil, err
 	}
+	if err := checkCredentialEK(ekPub); err != nil {
+		return Challenge{}, nil, err
+	}
 	ak, err := ParseAKPublic(akPublic)
 	if err != nil {
 		return Challenge{}, nil, err
@@ -67,6 +73,24 @@ func CheckActivation(expected, got []byte) error {
 	}
 	if subtle.ConstantTimeCompare(expected, got) != 1 {
 		return refuse(ReasonActivation, "the secret returned is not the one encrypted to the EK: the AK is not in the TPM that holds this EK")
+	}
+	return nil
+}
+
+// checkCredentialEK accepts the EKs whose TCG default template this
+// package makes credentials for: RSA 2048 and ECC P-256, both with
+// AES-128 and SHA-256 (the "low range" EK every TPM has). The high-range
+// templates (RSA 3072, ECC P-384, AES-256, SHA-384) are not supported.
+func checkCredentialEK(pub crypto.PublicKey) error {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		if k.N.BitLen() != 2048 {
+			return refuse(ReasonEKUnsupported, "RSA EK of %d bits: credential activation supports the RSA 2048 EK template", k.N.BitLen())
+		}
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() {
+			return refuse(ReasonEKUnsupported, "ECC EK on %s: credential activation supports the ECC P-256 EK template", curveName(k))
+		}
 	}
 	return nil
 }

@@ -143,7 +143,7 @@ func ParseAKPublic(akPublic []byte) (*AKInfo, error) {
 	if err != nil {
 		return nil, refuseErr(ReasonAKUnsupported, err, "cannot compute the AK name")
 	}
-	return &AKInfo{Public: key, Name: name, public: pub}, nil
+	return &AKInfo{Public: key, Name: name}, nil
 }
 
 func hashOf(alg tpm2.TPMIAlgHash) (crypto.Hash, error) {

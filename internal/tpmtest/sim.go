@@ -7,6 +7,7 @@ import (
 	"errors"
 
 	"io"
+	"strings"
 	"sync"
 	"testing"
 
@@ -86,16 +87,39 @@ func (s *Simulator) ManufactureReset() error {
 	return s.sim.ManufactureReset()
 }
 
+// holder is the name of the test holding the simulator, to fail (rather
+// than wait forever) when that test or one of its subtests asks for a
+// second one.
+var (
+	holderMu sync.Mutex
+	holder   string
+)
+
 // NewSimulator powers on a fresh simulator (random seeds, empty NV) and
-// closes it when the test ends.
+// closes it when the test ends. One simulator exists per process: a
+// parallel test waits for the previous one to finish; a test (or its
+// subtest) that asks for a second while it holds one fails — use
+// TPM.Other or TPM.Reopen for a second handle on the same TPM.
 func NewSimulator(t testing.TB) *Simulator {
 	t.Helper()
+	holderMu.Lock()
+	h := holder
+	holderMu.Unlock()
+	if h != "" && (t.Name() == h || strings.HasPrefix(t.Name(), h+"/")) {
+		t.Fatalf("tpmtest: %s already holds the TPM simulator (one per process); use Other or Reopen", h)
+	}
 	sim, err := gotpm.Get()
 	if err != nil {
 		t.Fatalf("tpmtest: starting the TPM simulator: %v", err)
 	}
+	holderMu.Lock()
+	holder = t.Name()
+	holderMu.Unlock()
 	s := &Simulator{sim: sim}
 	t.Cleanup(func() {
+		holderMu.Lock()
+		holder = ""
+		holderMu.Unlock()
 		if err := s.Close(); err != nil {
 			t.Errorf("tpmtest: closing the TPM simulator: %v", err)
 		}
