@@ -136,9 +136,11 @@ func Open(ctx context.Context, cfg Config) (*TPM, error) {
 	t.tpm = st
 	info, err := st.Info(ctx)
 	if err != nil {
+		t.Close()
 		return nil, fmt.Errorf("tpmkey: TPM at %s does not answer: %w", t.where(), err)
 	}
 	if info.Version != steptpm.Version(2) {
+		t.Close()
 		return nil, fmt.Errorf("tpmkey: TPM at %s is %s; TPM 2.0 is required", t.where(), info.Version)
 	}
 	return t, nil
