@@ -14,19 +14,30 @@ build:
 demo: build
 	BIN=$(BIN) ./scripts/demo.sh
 
-# The whole suite. Network-namespace tests run as root and skip otherwise.
+# The whole suite, then every fuzz target for a few seconds.
+# Network-namespace tests run as root and skip otherwise.
 test: build vet
-	$(GO) test -count=1 -timeout 20m $(PKGS)
+	$(GO) test -count=1 -timeout 25m $(PKGS)
+	$(MAKE) fuzz FUZZTIME=$(FUZZTIME_SHORT)
 
 vet:
 	$(GO) vet $(PKGS)
 
-# Long fuzzing, separate from the suite (FUZZTIME per target).
+# Longer fuzzing, separate from the suite (FUZZTIME per target).
 FUZZTIME ?= 60s
+FUZZTIME_SHORT ?= 4s
+FUZZ_TARGETS := \
+	./certs:FuzzParseBundle ./certs:FuzzVerify ./certs:FuzzVerifyCRL \
+	./internal/wire:FuzzDecodeEvent \
+	./policy:FuzzParse ./policy:FuzzParseSignedPolicy \
+	./agent/filter:FuzzDecode ./agent/filter:FuzzWrite \
+	./ca/attest:FuzzVerifyKeyCertification
 fuzz:
-	$(GO) test ./certs -run XXX -fuzz FuzzParseBundle -fuzztime $(FUZZTIME)
-	$(GO) test ./certs -run XXX -fuzz FuzzVerify -fuzztime $(FUZZTIME)
-	$(GO) test ./internal/wire -run XXX -fuzz FuzzDecodeEvent -fuzztime $(FUZZTIME)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
+		$(GO) test $$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME); \
+	done
 
 # Benchmarks: figures go to BENCHMARKS.md (needs root for namespaces).
 bench: build

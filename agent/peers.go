@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -192,6 +193,15 @@ func (m *peerManager) upsertLocked(p *wire.Peer) {
 	}
 	old := m.peers[id.DeviceID]
 	wp := peerConfig(id, p.Endpoints)
+	// Two agents learn of each other at the same moment; if both started
+	// a handshake at once (a keepalive is sent as soon as it is set),
+	// wireguard-go can end up with crossed sessions and a direction that
+	// stays silent until its 15 s retry. The agent with the lower key
+	// starts; the other turns its keepalive on a little later.
+	delayKeepalive := (old == nil || old.id.WireGuardKey != id.WireGuardKey) && !m.startsHandshake(id.WireGuardKey)
+	if delayKeepalive {
+		wp.PersistentKeepalive = 0
+	}
 	if err := m.dev.UpsertPeer(wp); err != nil {
 		// wireguard-go may have applied part of the change: take the key
 		// out of the device and put the previous configuration back, so
@@ -226,6 +236,9 @@ func (m *peerManager) upsertLocked(p *wire.Peer) {
 		m.newestU[id.DeviceID] = id.User.NotBefore
 	}
 	delete(m.rejected, p.Label)
+	if delayKeepalive {
+		m.enableKeepaliveLater(id.DeviceID, id.WireGuardKey)
+	}
 	if old == nil || old.id.Serial != id.Serial {
 		m.log.Info("peer verified and configured", "device", id.DeviceID, "hostname", id.Hostname,
 			"addresses", id.Addresses, "not_after", id.NotAfter)
@@ -245,6 +258,32 @@ func peerConfig(id certs.Identity, eps []netip.AddrPort) wgdev.Peer {
 		}
 	}
 	return wp
+}
+
+// KeepaliveDelay is how long the agent with the higher WireGuard key
+// waits before turning a new peer's keepalive on (see upsertLocked).
+var KeepaliveDelay = 2 * time.Second
+
+// startsHandshake reports whether we start the handshake with peer key k:
+// the lower key does.
+func (m *peerManager) startsHandshake(k certs.WireGuardKey) bool {
+	return bytes.Compare(m.self.WireGuardKey[:], k[:]) < 0
+}
+
+// enableKeepaliveLater turns the keepalive of a peer on after
+// KeepaliveDelay, if it is still configured with that key.
+func (m *peerManager) enableKeepaliveLater(dev certs.DeviceID, k certs.WireGuardKey) {
+	time.AfterFunc(KeepaliveDelay, func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		p := m.peers[dev]
+		if p == nil || p.id.WireGuardKey != k {
+			return
+		}
+		if err := m.dev.UpsertPeer(peerConfig(p.id, p.endpoints)); err != nil {
+			m.log.Warn("turning on keepalive", "device", dev, "err", err)
+		}
+	})
 }
 
 // forgetLocked drops a peer from the agent's records (not the device).

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"errors"
 	"log/slog"
 	"net/netip"
@@ -138,8 +139,25 @@ func TestPeerConfiguredFromCertificateOnly(t *testing.T) {
 	if !slices.Equal(got.AllowedIPs, want) {
 		t.Errorf("AllowedIPs = %v, want the certified host addresses %v", got.AllowedIPs, want)
 	}
-	if got.Endpoint != netip.MustParseAddrPort("192.0.2.1:51820") || got.PersistentKeepalive != KeepAlive {
+	if got.Endpoint != netip.MustParseAddrPort("192.0.2.1:51820") {
 		t.Errorf("peer = %+v", got)
+	}
+	// The lower key starts the handshake at once; the other side turns
+	// its keepalive on after KeepaliveDelay.
+	starts := bytes.Compare(h.self.WireGuardKey[:], p.WireGuardKey[:]) < 0
+	if wantKA := map[bool]time.Duration{true: KeepAlive, false: 0}[starts]; got.PersistentKeepalive != wantKA {
+		t.Errorf("keepalive right after configuration = %s, want %s (we start: %v)", got.PersistentKeepalive, wantKA, starts)
+	}
+	deadline := time.Now().Add(KeepaliveDelay + 5*time.Second)
+	for {
+		got, _ = h.plane.get(p.WireGuardKey)
+		if got.PersistentKeepalive == KeepAlive {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("keepalive never turned on: %+v", got)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	ps, rs := h.m.snapshot()
 	if len(ps) != 1 || ps[0].id.DeviceID != p.DeviceID || len(rs) != 0 {

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -216,4 +217,44 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+func policyCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "policy", Short: "Publish and show the signed access policy"}
+	var state string
+	publish := &cobra.Command{
+		Use:   "publish FILE",
+		Short: "Check, sign and publish a policy as the next version (refused if its tests fail)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			src, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			info, err := ca.NewAdminClient(state).PublishPolicy(c.Context(), src)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "published policy version %d (signed by %q); agents install it as the coordinator relays it\n", info.Version, info.Signer)
+			return nil
+		},
+	}
+	show := &cobra.Command{
+		Use:   "show",
+		Short: "Print the current policy version and source",
+		RunE: func(c *cobra.Command, _ []string) error {
+			info, err := ca.NewAdminClient(state).Policy(c.Context())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "// version %d, signed by %q at %s\n%s", info.Version, info.Signer, info.SignedAt.Local().Format(time.RFC3339), info.Source)
+			return nil
+		},
+	}
+	for _, c := range []*cobra.Command{publish, show} {
+		c.Flags().StringVar(&state, "state", "", "state directory of the running server")
+		_ = c.MarkFlagRequired("state")
+	}
+	cmd.AddCommand(publish, show)
+	return cmd
 }

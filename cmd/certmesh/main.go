@@ -18,7 +18,9 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(agentCmd(), statusCmd(), loginCmd(), logoutCmd())
+	pol := policyCmd()
+	pol.AddCommand(policyShowCmd())
+	root.AddCommand(agentCmd(), statusCmd(), loginCmd(), logoutCmd(), pol)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "certmesh:", err)
 		os.Exit(1)

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/certmesh/certmesh/agent"
+	"github.com/spf13/cobra"
+)
+
+// policyShowCmd prints the policy the running agent enforces.
+func policyShowCmd() *cobra.Command {
+	var state string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "show",
+		Short: "Show the access policy the running agent enforces (version, signer, counters)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := agent.NewClient(state).Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			p := st.Policy
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(p)
+			}
+			if p.Version == 0 {
+				fmt.Fprintln(out, "no valid policy: all inbound mesh traffic is dropped")
+			} else {
+				fmt.Fprintf(out, "version %d signed by %q at %s\n", p.Version, p.Signer, p.SignedAt.Local().Format(time.RFC3339))
+			}
+			if p.Refused != "" {
+				fmt.Fprintf(out, "last refused document (%s): %s\n", p.RefusedAt.Local().Format(time.RFC3339), p.Refused)
+			}
+			for _, rc := range p.Counters.AcceptedByRule {
+				name := fmt.Sprintf("rule %d", rc.Rule)
+				if rc.Rule >= 0 && rc.Rule < len(p.Rules) && p.Rules[rc.Rule] != "" {
+					name = p.Rules[rc.Rule]
+				}
+				fmt.Fprintf(out, "accepted %8d  %s\n", rc.Accepted, name)
+			}
+			reasons := make([]string, 0, len(p.Counters.Dropped))
+			for r := range p.Counters.Dropped {
+				reasons = append(reasons, string(r))
+			}
+			sort.Strings(reasons)
+			for _, r := range reasons {
+				for k, v := range p.Counters.Dropped {
+					if string(k) == r && v > 0 {
+						fmt.Fprintf(out, "dropped  %8d  %s\n", v, r)
+					}
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&state, "state", defaultState, "state directory of the agent")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
