@@ -181,6 +181,8 @@ func (a *Agent) openDevice(ctx context.Context) error {
 	a.dev = dev
 	a.peers = newPeerManager(a.roots, dev, self, a.cfg.Logger.With("component", "peers"), a.cfg.Now)
 	a.peers.onChange = func() { a.filter.Revalidate() }
+	a.peers.staleGrace, a.peers.stalePolicy = a.cfg.CRLGrace, a.cfg.CRLStalePolicy
+	a.loadCRL()
 	a.policy = &policyHolder{roots: a.roots, stateDir: a.cfg.StateDir, log: a.cfg.Logger.With("component", "policy"),
 		now: a.cfg.Now, filter: a.filter, self: func() certs.Identity {
 			a.mu.Lock()
@@ -236,6 +238,8 @@ func (a *Agent) document(d *wire.Document) {
 	switch d.Kind {
 	case wire.DocPolicy:
 		_ = a.policy.offer(d.Data, true) // a refusal is logged and shown in status
+	case wire.DocCRL:
+		_ = a.offerCRL(d.Data, true)
 	default:
 		a.cfg.Logger.Debug("ignoring document", "kind", d.Kind)
 	}

@@ -32,6 +32,11 @@ type Config struct {
 	// interfaces, without loopback and the tunnel.
 	AdvertiseAddrs []netip.Addr
 
+	// CRLGrace is how long past its nextUpdate a CRL may be before it is
+	// stale (default 10m); CRLStalePolicy says what happens then
+	// (default StaleKeep).
+	CRLGrace       time.Duration
+	CRLStalePolicy StalePolicy
 	// ApprovalPoll is how often a pending enrollment is polled (default 2s).
 	ApprovalPoll time.Duration
 	// SweepInterval is how often expired peers are looked for (default 1s).
@@ -53,6 +58,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Mode == wgdev.KernelTUN && c.InterfaceName == "" {
 		c.InterfaceName = "certmesh0"
+	}
+	if c.CRLGrace <= 0 {
+		c.CRLGrace = 10 * time.Minute
+	}
+	if c.CRLStalePolicy == "" {
+		c.CRLStalePolicy = StaleKeep
+	}
+	if _, err := ParseStalePolicy(string(c.CRLStalePolicy)); err != nil {
+		return err
 	}
 	if c.ApprovalPoll <= 0 {
 		c.ApprovalPoll = 2 * time.Second

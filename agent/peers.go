@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -45,6 +46,8 @@ type verifiedPeer struct {
 	label     string
 	id        certs.Identity
 	endpoints []netip.AddrPort
+	machine   *x509.Certificate // for CRL checks
+	user      *x509.Certificate // nil without a user certificate
 }
 
 // Rejection records why the coordinator's view of a peer was refused.
@@ -74,7 +77,14 @@ type peerManager struct {
 
 	// byAddr maps each verified peer's overlay addresses to its identity,
 	// rebuilt on every change and read without locks by the packet filter.
-	byAddr   atomic.Pointer[map[netip.Addr]*certs.Identity]
+	byAddr atomic.Pointer[map[netip.Addr]*certs.Identity]
+
+	crl          *certs.CRL
+	crlRefusal   string
+	crlRefusedAt time.Time
+	staleGrace   time.Duration
+	stalePolicy  StalePolicy
+
 	onChange func() // called (under mu) after the verified identities changed
 }
 
@@ -180,6 +190,18 @@ func (m *peerManager) upsertLocked(p *wire.Peer) {
 		m.reject(p.Label, err)
 		return
 	}
+	if m.revokedLocked(b.Machine) {
+		m.reject(p.Label, refusal(ReasonRevoked, "certificate %s of device %s is revoked (CRL %s)", id.Serial, id.DeviceID, m.crl.Number))
+		return
+	}
+	if m.peers[id.DeviceID] == nil && m.staleLocked() && m.stalePolicy == StaleRefuseNew {
+		m.reject(p.Label, refusal(ReasonCRLStale, "the CRL is stale (next update was %s): accepting no new peers", m.crl.NextUpdate.UTC().Format(time.RFC3339)))
+		return
+	}
+	if id.User != nil && m.revokedLocked(b.User) {
+		id.UserRejected = &certs.RejectError{Reason: ReasonUserRevoked, Err: fmt.Errorf("user certificate %s of %s is revoked", id.User.Serial, id.User.Email)}
+		id.User = nil
+	}
 	if u := id.User; u != nil && u.NotBefore.Before(m.newestU[id.DeviceID]) {
 		// A coordinator replaying an older user certificate (another
 		// person, other groups) on the same machine certificate.
@@ -227,7 +249,7 @@ func (m *peerManager) upsertLocked(p *wire.Peer) {
 	if old != nil && old.label != p.Label {
 		delete(m.labels, old.label)
 	}
-	m.peers[id.DeviceID] = &verifiedPeer{label: p.Label, id: id, endpoints: slices.Clone(p.Endpoints)}
+	m.peers[id.DeviceID] = &verifiedPeer{label: p.Label, id: id, endpoints: slices.Clone(p.Endpoints), machine: b.Machine, user: b.User}
 	m.labels[p.Label] = id.DeviceID
 	if id.NotBefore.After(m.newest[id.DeviceID]) {
 		m.newest[id.DeviceID] = id.NotBefore
@@ -258,6 +280,66 @@ func peerConfig(id certs.Identity, eps []netip.AddrPort) wgdev.Peer {
 		}
 	}
 	return wp
+}
+
+// revokedLocked reports whether the CRL held revokes c.
+func (m *peerManager) revokedLocked(c *x509.Certificate) bool {
+	return m.crl != nil && c != nil && m.crl.Covers(c) && m.crl.IsRevoked(c.SerialNumber)
+}
+
+// staleLocked reports whether the CRL held is past its next update by more
+// than the grace period. (Before the first CRL arrives nothing is stale: a
+// coordinator that withholds every CRL gains what withholding a new one
+// gains, until the certificates expire.)
+func (m *peerManager) staleLocked() bool {
+	return m.crl != nil && m.now().After(m.crl.NextUpdate.Add(m.staleGrace))
+}
+
+func (m *peerManager) currentCRL() *certs.CRL {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.crl
+}
+
+func (m *peerManager) crlRefused(err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.crlRefusal, m.crlRefusedAt = err.Error(), m.now()
+}
+
+// setCRL installs a newer CRL: revoked peers leave the device now, revoked
+// users are dropped from their machines.
+func (m *peerManager) setCRL(crl *certs.CRL) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.crl = crl
+	for devID, p := range m.peers {
+		if m.revokedLocked(p.machine) {
+			m.forgetLocked(p)
+			if err := m.dev.RemovePeer(p.id.WireGuardKey); err != nil {
+				m.log.Error("removing revoked peer", "device", devID, "err", err)
+			}
+			m.log.Warn("peer revoked, removed", "device", devID, "hostname", p.id.Hostname, "serial", p.id.Serial)
+			m.reject(p.label, refusal(ReasonRevoked, "certificate %s of device %s is revoked (CRL %s)", p.id.Serial, devID, crl.Number))
+			continue
+		}
+		if p.id.User != nil && m.revokedLocked(p.user) {
+			p.id.UserRejected = &certs.RejectError{Reason: ReasonUserRevoked, Err: fmt.Errorf("user certificate %s of %s is revoked", p.id.User.Serial, p.id.User.Email)}
+			p.id.User = nil
+		}
+	}
+	m.changedLocked()
+}
+
+func (m *peerManager) crlStatus() CRLStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := CRLStatus{StalePolicy: m.stalePolicy, Refused: m.crlRefusal, RefusedAt: m.crlRefusedAt}
+	if m.crl != nil {
+		st.Number, st.ThisUpdate, st.NextUpdate, st.Entries = m.crl.Number.String(), m.crl.ThisUpdate, m.crl.NextUpdate, m.crl.Len()
+		st.Stale = m.staleLocked()
+	}
+	return st
 }
 
 // KeepaliveDelay is how long the agent with the higher WireGuard key

@@ -56,3 +56,7 @@ func (a *Agent) renewOnce(ctx context.Context) error {
 	}
 	return nil
 }
+
+// RenewNow renews the machine certificate at once (normally the agent
+// renews by itself at two thirds of its life).
+func (a *Agent) RenewNow(ctx context.Context) error { return a.renewOnce(ctx) }

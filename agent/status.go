@@ -14,6 +14,7 @@ type Status struct {
 	Peers       []PeerStatus `json:"peers"`
 	Rejected    []Rejection  `json:"rejected"`
 	Policy      PolicyStatus `json:"policy"`
+	CRL         CRLStatus    `json:"crl"`
 }
 
 // SelfStatus describes this node.

@@ -56,6 +56,7 @@ func (a *Agent) Status() (*Status, error) {
 		}
 	}
 	st.Policy = a.policy.status()
+	st.CRL = a.peers.crlStatus()
 	st.Rejected = append([]Rejection{}, rejected...)
 	return st, nil
 }

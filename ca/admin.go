@@ -129,6 +129,10 @@ func (c *CA) AdminHandler() http.Handler {
 		u, err := c.ApproveUser(r.Context(), r.PathValue("ref"))
 		c.reply(w, r, u, err)
 	})
+	mux.HandleFunc("POST "+AdminPathUsers+"/{ref}/revoke", func(w http.ResponseWriter, r *http.Request) {
+		u, err := c.RevokeUser(r.Context(), r.PathValue("ref"))
+		c.reply(w, r, u, err)
+	})
 	mux.HandleFunc("POST "+AdminPathUsers+"/{ref}/remove", func(w http.ResponseWriter, r *http.Request) {
 		u, err := c.RemoveUser(r.Context(), r.PathValue("ref"))
 		c.reply(w, r, u, err)

@@ -126,3 +126,9 @@ func (a *AdminClient) PublishPolicy(ctx context.Context, src []byte) (PolicyInfo
 	var out PolicyInfo
 	return out, a.do(ctx, http.MethodPost, AdminPathPolicy, PublishRequest{Source: string(src)}, &out)
 }
+
+// RevokeUser revokes a user's certificates and blocks the user's logins.
+func (a *AdminClient) RevokeUser(ctx context.Context, ref string) (store.User, error) {
+	var out store.User
+	return out, a.do(ctx, http.MethodPost, AdminPathUsers+"/"+url.PathEscape(ref)+"/revoke", nil, &out)
+}

@@ -36,10 +36,13 @@ type CA struct {
 	logins *logins
 
 	policyMu sync.Mutex // serialises policy publication
+	crlMu    sync.Mutex // serialises CRL numbering and signing
 
 	mu        sync.Mutex
 	pol       *policyState // nil for a state directory from before policies
 	onPolicy  []func(doc []byte)
+	crl       *crlState
+	onCRL     []func(der []byte)
 	serverTLS *tls.Certificate
 	onRevoke  []func(certs.DeviceID)
 }
@@ -84,6 +87,10 @@ func Open(stateDir string, o Options) (*CA, error) {
 		inter: inter, store: st, signer: sg, log: o.Logger, now: o.Now, logins: newLogins(),
 	}
 	if c.pol, err = loadPolicy(stateDir); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if err := c.RefreshCRL(context.Background()); err != nil {
 		c.Close()
 		return nil, err
 	}

@@ -44,6 +44,11 @@ type Config struct {
 	Listen string `json:"listen"`
 	// CoordinatorURL is given to agents; empty means "the same server".
 	CoordinatorURL string `json:"coordinator_url,omitempty"`
+	// CRLNextUpdate is how long each CRL is current (default 5m).
+	CRLNextUpdate Duration `json:"crl_next_update,omitempty"`
+	// CRLListen, if set, also serves the current CRL over plain HTTP at
+	// http://<CRLListen>/crl for other tools.
+	CRLListen string `json:"crl_http_listen,omitempty"`
 	// Approval is "required" to hold every new enrollment until an admin
 	// approves it (certmesh-server devices pending|approve|deny); empty
 	// or "none" issues at once.
@@ -90,6 +95,9 @@ func (c *Config) Validate() error {
 	}
 	if c.TokenTTL <= 0 {
 		return fmt.Errorf("token_ttl must be positive")
+	}
+	if c.CRLNextUpdate != 0 && (time.Duration(c.CRLNextUpdate) < 10*time.Second || time.Duration(c.CRLNextUpdate) > 7*24*time.Hour) {
+		return fmt.Errorf("crl_next_update %s: want between 10s and 7 days", time.Duration(c.CRLNextUpdate))
 	}
 	switch c.Approval {
 	case "", ApprovalNone, ApprovalRequired:

@@ -44,10 +44,19 @@ func (c *CA) Revoke(ctx context.Context, id certs.DeviceID) (store.Device, error
 			return fmt.Errorf("parsing current certificate: %w", err)
 		}
 		dev.State, dev.RevokedAt = store.DeviceRevoked, c.now()
-		return tx.PutDevice(dev)
+		if err := tx.PutDevice(dev); err != nil {
+			return err
+		}
+		// Every certificate of the device that has not expired: the
+		// current one, superseded ones, and its users' certificates.
+		_, err = c.revokeCertsLocked(tx, func(r store.CertRecord) bool { return r.DeviceID == id }, certs.RevokeCessationOfOperation)
+		return err
 	})
 	if err != nil {
 		return store.Device{}, err
+	}
+	if err := c.RefreshCRL(ctx); err != nil {
+		c.log.Error("publishing CRL after revocation", "device", id, "err", err)
 	}
 	if err := c.signer.revoke(ctx, cert, "revoked by admin"); err != nil {
 		c.log.Error("authority revocation record", "device", id, "err", err)

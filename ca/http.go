@@ -58,6 +58,7 @@ func (c *CA) Handler() http.Handler {
 		resp, err := c.Renew(r.Context(), peer, req)
 		c.reply(w, r, resp, err)
 	})
+	mux.HandleFunc("GET "+wire.PathCRL, c.ServeCRL)
 	mux.HandleFunc("GET "+wire.PathPolicy, func(w http.ResponseWriter, r *http.Request) {
 		doc := c.Policy()
 		if doc == nil {
@@ -108,6 +109,18 @@ func (c *CA) replyEnroll(w http.ResponseWriter, r *http.Request, resp wire.Certi
 		return
 	}
 	c.reply(w, r, resp, err)
+}
+
+// ServeCRL answers with the current CRL (DER).
+func (c *CA) ServeCRL(w http.ResponseWriter, r *http.Request) {
+	der := c.CRL()
+	if der == nil {
+		http.Error(w, "no CRL yet", http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/pkix-crl")
+	w.Header().Set("Cache-Control", "max-age=60")
+	_, _ = w.Write(der)
 }
 
 // peerCerts is the client certificate chain of an mTLS request (nil

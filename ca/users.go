@@ -75,6 +75,9 @@ func (c *CA) recordLogin(ctx context.Context, s *loginSession, u verifiedUser) e
 		case err != nil:
 			return err
 		}
+		if rec.State == store.UserRevoked {
+			return refuse(CodeLoginRefused, "%s is revoked: an administrator must remove the revocation (certmesh-server users remove) before a new login", email)
+		}
 		rec.Email, rec.Groups = email, groups
 		if err := tx.PutUser(rec); err != nil {
 			return fmt.Errorf("recording user: %w", err)
@@ -249,4 +252,34 @@ func (c *CA) RemoveUser(ctx context.Context, ref string) (store.User, error) {
 		c.log.Info("user removed", "user", u.ID, "email", u.Email)
 	}
 	return u, err
+}
+
+// RevokeUser revokes every current certificate of a user and blocks the
+// user's logins (and so renewal: a user certificate is renewed by logging
+// in again).
+func (c *CA) RevokeUser(ctx context.Context, ref string) (store.User, error) {
+	var u store.User
+	var n int
+	err := c.store.Update(ctx, func(tx store.Tx) (err error) {
+		if u, err = findUser(tx, ref); err != nil {
+			return err
+		}
+		if u.State == store.UserRevoked {
+			return refuse(CodeBadRequest, "%s is already revoked", u.Email)
+		}
+		u.State = store.UserRevoked
+		if err := tx.PutUser(u); err != nil {
+			return err
+		}
+		n, err = c.revokeCertsLocked(tx, func(r store.CertRecord) bool { return r.UserID == u.ID }, certs.RevokePrivilegeWithdrawn)
+		return err
+	})
+	if err != nil {
+		return store.User{}, err
+	}
+	c.log.Info("user revoked", "user", u.ID, "email", u.Email, "certificates", n)
+	if err := c.RefreshCRL(ctx); err != nil {
+		c.log.Error("publishing CRL after revocation", "user", u.ID, "err", err)
+	}
+	return u, nil
 }

@@ -75,13 +75,15 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
-	if err := wire.EncodeEvent(w, &wire.Event{Type: wire.EventSnapshot, Peers: snap}); err != nil {
-		return
-	}
+	// The signed documents first (CRL, checkpoint, policy), so that the
+	// agent judges the snapshot's peers with the current CRL.
 	for _, d := range docs {
 		if _, err := w.Write(d); err != nil {
 			return
 		}
+	}
+	if err := wire.EncodeEvent(w, &wire.Event{Type: wire.EventSnapshot, Peers: snap}); err != nil {
+		return
 	}
 	if rc.Flush() != nil {
 		return

@@ -204,11 +204,24 @@ func usersCmd() *cobra.Command {
 			return nil
 		},
 	}
-	for _, c := range []*cobra.Command{list, approve, remove} {
+	revoke := &cobra.Command{
+		Use:   "revoke ID|EMAIL",
+		Short: "Revoke every current certificate of a user and block the user's logins",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			u, err := ca.NewAdminClient(state).RevokeUser(c.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "revoked %s (%s)\n", u.Email, u.ID)
+			return nil
+		},
+	}
+	for _, c := range []*cobra.Command{list, approve, remove, revoke} {
 		c.Flags().StringVar(&state, "state", "", "state directory of the running server")
 		_ = c.MarkFlagRequired("state")
 	}
-	cmd.AddCommand(list, approve, remove)
+	cmd.AddCommand(list, approve, remove, revoke)
 	return cmd
 }
 

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/certmesh/certmesh/agent"
 	"github.com/certmesh/certmesh/agent/wgdev"
@@ -22,6 +23,8 @@ func agentCmd() *cobra.Command {
 		userspace, debug                                          bool
 		port                                                      int
 		advertise                                                 []string
+		crlStale                                                  string
+		crlGrace                                                  time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -36,6 +39,10 @@ func agentCmd() *cobra.Command {
 				Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 			}
 			var err error
+			if cfg.CRLStalePolicy, err = agent.ParseStalePolicy(crlStale); err != nil {
+				return fmt.Errorf("--crl-stale: %w", err)
+			}
+			cfg.CRLGrace = crlGrace
 			if tokenFile != "" {
 				if token != "" {
 					return fmt.Errorf("--token and --token-file exclude each other")
@@ -97,6 +104,8 @@ func agentCmd() *cobra.Command {
 	f.IntVar(&port, "listen-port", 0, "WireGuard UDP port (default random)")
 	f.StringSliceVar(&advertise, "advertise", nil, "underlay IPs peers should send to (default: this host's addresses)")
 	f.BoolVar(&debug, "debug", false, "debug logging")
+	f.StringVar(&crlStale, "crl-stale", string(agent.StaleKeep), "when the CRL is stale: keep (peers stay, new ones accepted) or refuse-new (no new peers)")
+	f.DurationVar(&crlGrace, "crl-grace", 10*time.Minute, "how long past its next update a CRL may be before it is stale")
 	_ = cmd.MarkFlagRequired("server")
 	_ = cmd.MarkFlagRequired("root-fingerprint")
 	return cmd

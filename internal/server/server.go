@@ -60,10 +60,12 @@ type Server struct {
 	Coord *coord.Server
 	Addr  net.Addr
 
-	log   *slog.Logger
-	https *http.Server
-	admin *http.Server
-	errc  chan error
+	log    *slog.Logger
+	https  *http.Server
+	admin  *http.Server
+	crl    *http.Server
+	stopBG context.CancelFunc
+	errc   chan error
 }
 
 // Start opens the state directory and starts serving.
@@ -113,6 +115,10 @@ func Start(o Options) (*Server, error) {
 			if doc := s.CA.Policy(); doc != nil {
 				s.relay(wire.DocPolicy, doc)
 			}
+			s.CA.OnCRL(func(der []byte) { s.relay(wire.DocCRL, der) })
+			if der := s.CA.CRL(); der != nil {
+				s.relay(wire.DocCRL, der)
+			}
 		}
 		mux.Handle("/v1/coord/", s.Coord.Handler())
 	}
@@ -131,7 +137,17 @@ func Start(o Options) (*Server, error) {
 	s.https = &http.Server{Handler: mux, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug)}
 	go func() { s.errc <- s.https.ServeTLS(ln, "", "") }()
+	if s.CA != nil && cfg.CRLListen != "" {
+		if err := s.serveCRL(cfg.CRLListen); err != nil {
+			_ = s.https.Close()
+			s.closeCA()
+			return nil, err
+		}
+	}
 	if s.CA != nil {
+		bg, cancel := context.WithCancel(context.Background())
+		s.stopBG = cancel
+		go s.CA.RunCRL(bg)
 		if err := s.serveAdmin(o.StateDir); err != nil {
 			_ = s.https.Close()
 			s.closeCA()
@@ -141,6 +157,20 @@ func Start(o Options) (*Server, error) {
 	o.Logger.Info("certmesh-server running", "listen", s.Addr.String(), "role", o.Role, "trust_domain", cfg.TrustDomain,
 		"root_fingerprint", certs.FingerprintOf(roots.Certificates()[0]))
 	return s, nil
+}
+
+// serveCRL serves the current CRL over plain HTTP at /crl (a CRL is
+// signed; other tools fetch it without TLS, as CRL distribution does).
+func (s *Server) serveCRL(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listening for CRL on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /crl", s.CA.ServeCRL)
+	s.crl = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { s.errc <- s.crl.Serve(ln) }()
+	return nil
 }
 
 // serveAdmin serves the admin API on STATE/admin.sock, mode 0600.
@@ -188,8 +218,14 @@ func (s *Server) Wait(ctx context.Context) error {
 func (s *Server) Close() error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if s.stopBG != nil {
+		s.stopBG()
+	}
 	if s.admin != nil {
 		_ = s.admin.Shutdown(shutdownCtx)
+	}
+	if s.crl != nil {
+		_ = s.crl.Close()
 	}
 	// Watch streams never end by themselves: close rather than wait.
 	err := s.https.Close()

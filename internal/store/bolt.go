@@ -22,6 +22,7 @@ var (
 	bucketIDToks  = []byte("id-tokens")
 	bucketPending = []byte("pending")
 	keyAddrIndex  = []byte("address-index")
+	keyCRLNumber  = []byte("crl-number")
 )
 
 // Bolt is the embedded store: one bbolt file, mode 0600.
@@ -132,16 +133,35 @@ func (t boltTx) PurgeNonces(now time.Time) error {
 	return nil
 }
 
-func (t boltTx) NextAddressIndex() (uint64, error) {
+func (t boltTx) NextAddressIndex() (uint64, error) { return t.nextCounter(keyAddrIndex) }
+
+func (t boltTx) NextCRLNumber() (uint64, error) { return t.nextCounter(keyCRLNumber) }
+
+// nextCounter increments and returns a persistent counter.
+func (t boltTx) nextCounter(key []byte) (uint64, error) {
 	b := t.tx.Bucket(bucketMeta)
 	var n uint64
-	if v := b.Get(keyAddrIndex); len(v) == 8 {
+	if v := b.Get(key); len(v) == 8 {
 		n = binary.BigEndian.Uint64(v)
 	}
 	n++
 	var buf [8]byte
 	binary.BigEndian.PutUint64(buf[:], n)
-	return n, b.Put(keyAddrIndex, buf[:])
+	return n, b.Put(key, buf[:])
+}
+
+func (t boltTx) ListCertificates() ([]CertRecord, error) {
+	var out []CertRecord
+	err := t.tx.Bucket(bucketCerts).ForEach(func(k, v []byte) error {
+		var c CertRecord
+		if err := json.Unmarshal(v, &c); err != nil {
+			return fmt.Errorf("decoding certificate %q: %w", k, err)
+		}
+		out = append(out, c)
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].IssuedAt.Before(out[j].IssuedAt) })
+	return out, err
 }
 
 func (t boltTx) PutDevice(d Device) error { return t.put(bucketDevices, string(d.ID), d) }

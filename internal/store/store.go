@@ -50,6 +50,10 @@ type Tx interface {
 
 	PutCertificate(c CertRecord) error
 	GetCertificate(serial string) (CertRecord, error)
+	// ListCertificates returns every issued certificate, oldest first.
+	ListCertificates() ([]CertRecord, error)
+	// NextCRLNumber returns a CRL number never returned before.
+	NextCRLNumber() (uint64, error)
 
 	PutUser(u User) error
 	GetUser(id certs.UserID) (User, error)
@@ -73,6 +77,7 @@ type UserState string
 const (
 	UserPending  UserState = "pending"  // first login waits for an admin
 	UserApproved UserState = "approved" // may log in
+	UserRevoked  UserState = "revoked"  // certificates revoked, may not log in
 )
 
 // User is a person who logged in through the identity provider.
@@ -146,6 +151,9 @@ type CertRecord struct {
 	IssuedAt   time.Time      `json:"issued_at"`
 	NotAfter   time.Time      `json:"not_after"`
 	Superseded bool           `json:"superseded,omitempty"`
+	RevokedAt  time.Time      `json:"revoked_at,omitzero"`
+	// RevokeReason is an RFC 5280 reason code (certs.Revoke*).
+	RevokeReason int `json:"revoke_reason,omitempty"`
 }
 
 // PendingState is where an enrollment waiting for approval stands.

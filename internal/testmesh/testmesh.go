@@ -139,6 +139,8 @@ type NodeOptions struct {
 	Clock *Clock // default: real time
 	// Wait bounds the enrollment, approval included (default 30s).
 	Wait time.Duration
+	// Token enrolls with this token instead of a fresh one.
+	Token string
 }
 
 // Node is one running agent.
@@ -148,6 +150,7 @@ type Node struct {
 	Agent    *agent.Agent
 	Client   *agent.Client
 	Logs     *LogBuffer
+	Token    string // the enrollment token it used
 	stop     context.CancelFunc
 	done     chan struct{}
 }
@@ -166,9 +169,12 @@ func (m *Mesh) AddNode(t testing.TB, name string, o NodeOptions) *Node {
 // test; it may be called from another goroutine (say, while an enrollment
 // waits for approval) and waits up to o.Wait (default 30s) to enroll.
 func (m *Mesh) StartNode(t testing.TB, name string, o NodeOptions) (*Node, error) {
-	n := &Node{Name: name, StateDir: filepath.Join(m.Dir, name), Logs: &LogBuffer{}, done: make(chan struct{})}
+	n := &Node{Name: name, StateDir: filepath.Join(m.Dir, name), Logs: &LogBuffer{}, done: make(chan struct{}), Token: o.Token}
+	if n.Token == "" {
+		n.Token = m.Token(t, o.Tags...)
+	}
 	cfg := agent.Config{
-		StateDir: n.StateDir, ServerURL: m.URL, RootFingerprint: m.Fingerprint, Token: m.Token(t, o.Tags...),
+		StateDir: n.StateDir, ServerURL: m.URL, RootFingerprint: m.Fingerprint, Token: n.Token,
 		Hostname: certs.Hostname(name), Mode: wgdev.Userspace,
 		AdvertiseAddrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")},
 		Logger:         slog.New(slog.NewTextHandler(n.Logs, &slog.HandlerOptions{Level: slog.LevelDebug})),

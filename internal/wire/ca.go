@@ -22,6 +22,8 @@ const (
 	PathEnrollPoll = "/v1/ca/enroll/poll"
 	// PathPolicy serves the current signed policy document.
 	PathPolicy = "/v1/ca/policy"
+	// PathCRL serves the current CRL (DER, application/pkix-crl).
+	PathCRL = "/v1/ca/crl"
 )
 
 // MaxRequestSize bounds every request body the servers read.

@@ -1,0 +1,129 @@
+package ca
+
+import (
+	"context"
+	"fmt"
+	"math/big"
+	"time"
+
+	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/store"
+)
+
+// DefaultCRLNextUpdate is how long a CRL is current: agents treat one past
+// its nextUpdate (plus their grace) as stale. The CA publishes a new one at
+// half that interval and on every revocation.
+const DefaultCRLNextUpdate = 5 * time.Minute
+
+// crlState is the current CRL.
+type crlState struct {
+	der    []byte
+	number uint64
+}
+
+// CRL returns the current CRL (DER), nil before the first.
+func (c *CA) CRL() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.crl == nil {
+		return nil
+	}
+	return c.crl.der
+}
+
+// OnCRL registers a function called with every new CRL (the coordinator
+// relays it).
+func (c *CA) OnCRL(fn func(der []byte)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.onCRL = append(c.onCRL, fn)
+}
+
+func (c *CA) crlInterval() time.Duration {
+	if c.cfg.CRLNextUpdate > 0 {
+		return time.Duration(c.cfg.CRLNextUpdate)
+	}
+	return DefaultCRLNextUpdate
+}
+
+// RefreshCRL signs a new CRL with the intermediate: every revoked
+// certificate that has not expired, a number that only grows (kept in the
+// database), nextUpdate one interval away. Then it tells the listeners.
+func (c *CA) RefreshCRL(ctx context.Context) error {
+	c.crlMu.Lock()
+	defer c.crlMu.Unlock()
+	now := c.now()
+	var number uint64
+	var revoked []certs.RevokedCert
+	err := c.store.Update(ctx, func(tx store.Tx) error {
+		recs, err := tx.ListCertificates()
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			if r.RevokedAt.IsZero() || now.After(r.NotAfter) {
+				continue // expired certificates need no CRL entry
+			}
+			serial, ok := new(big.Int).SetString(r.Serial, 16)
+			if !ok {
+				return fmt.Errorf("certificate record with serial %q", r.Serial)
+			}
+			revoked = append(revoked, certs.RevokedCert{Serial: serial, RevokedAt: r.RevokedAt, Reason: r.RevokeReason})
+		}
+		number, err = tx.NextCRLNumber()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("building CRL: %w", err)
+	}
+	der, err := certs.NewCRL(c.inter, new(big.Int).SetUint64(number), now.Add(-time.Minute), now.Add(c.crlInterval()), revoked)
+	if err != nil {
+		return fmt.Errorf("signing CRL: %w", err)
+	}
+	c.mu.Lock()
+	c.crl = &crlState{der: der, number: number}
+	fns := append([]func([]byte){}, c.onCRL...)
+	c.mu.Unlock()
+	c.log.Debug("CRL published", "number", number, "entries", len(revoked))
+	for _, fn := range fns {
+		fn(der)
+	}
+	return nil
+}
+
+// RunCRL republishes the CRL at half its interval until ctx ends.
+func (c *CA) RunCRL(ctx context.Context) {
+	t := time.NewTicker(c.crlInterval() / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := c.RefreshCRL(ctx); err != nil {
+				c.log.Error("refreshing CRL", "err", err)
+			}
+		}
+	}
+}
+
+// revokeCertsLocked marks every unexpired certificate that match selects
+// as revoked, inside tx, and returns how many.
+func (c *CA) revokeCertsLocked(tx store.Tx, match func(store.CertRecord) bool, reason int) (int, error) {
+	recs, err := tx.ListCertificates()
+	if err != nil {
+		return 0, err
+	}
+	now, n := c.now(), 0
+	for _, r := range recs {
+		if !match(r) || !r.RevokedAt.IsZero() || now.After(r.NotAfter) {
+			continue
+		}
+		r.RevokedAt, r.RevokeReason = now, reason
+		if err := tx.PutCertificate(r); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
