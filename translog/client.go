@@ -59,6 +59,21 @@ func (e *StatusError) Error() string {
 	return fmt.Sprintf("GET %s: HTTP %d: %s", e.URL, e.Status, e.Message)
 }
 
+// AnswerError is an answer from the log that is not what was asked for
+// (malformed JSON, missing or misnumbered entries, a proof for other
+// sizes): the log answered, but wrongly.
+type AnswerError struct {
+	Path string
+	Err  error
+}
+
+func (e *AnswerError) Error() string { return fmt.Sprintf("GET %s: wrong answer: %v", e.Path, e.Err) }
+func (e *AnswerError) Unwrap() error { return e.Err }
+
+func badAnswer(path, format string, args ...any) error {
+	return &AnswerError{Path: path, Err: fmt.Errorf(format, args...)}
+}
+
 func (c *Client) get(ctx context.Context, path string, q url.Values, limit int64) ([]byte, error) {
 	u := *c.base
 	u.Path += path
@@ -77,7 +92,7 @@ func (c *Client) get(ctx context.Context, path string, q url.Values, limit int64
 		return nil, fmt.Errorf("GET %s: %w", u.String(), err)
 	}
 	if int64(len(body)) > limit {
-		return nil, fmt.Errorf("GET %s: answer larger than %d bytes", u.String(), limit)
+		return nil, badAnswer(path, "answer larger than %d bytes", limit)
 	}
 	if resp.StatusCode != http.StatusOK {
 		var er ErrorResponse
@@ -99,7 +114,7 @@ func (c *Client) getJSON(ctx context.Context, path string, q url.Values, v any) 
 		return err
 	}
 	if err := json.Unmarshal(body, v); err != nil {
-		return fmt.Errorf("GET %s: malformed answer: %w", path, err)
+		return &AnswerError{Path: path, Err: fmt.Errorf("malformed JSON: %w", err)}
 	}
 	return nil
 }
@@ -132,15 +147,15 @@ func (c *Client) Entries(ctx context.Context, start, end uint64) ([]LoggedEntry,
 		return nil, err
 	}
 	if len(resp.Entries) == 0 {
-		return nil, fmt.Errorf("entries [%d, %d): the log returned none", start, end)
+		return nil, badAnswer(PathEntries, "entries [%d, %d): the log returned none", start, end)
 	}
 	if uint64(len(resp.Entries)) > end-start {
-		return nil, fmt.Errorf("entries [%d, %d): the log returned %d", start, end, len(resp.Entries))
+		return nil, badAnswer(PathEntries, "entries [%d, %d): the log returned %d", start, end, len(resp.Entries))
 	}
 	out := make([]LoggedEntry, len(resp.Entries))
 	for i, e := range resp.Entries {
 		if e.Index != start+uint64(i) {
-			return nil, fmt.Errorf("entries [%d, %d): answer %d has index %d, want %d", start, end, i, e.Index, start+uint64(i))
+			return nil, badAnswer(PathEntries, "entries [%d, %d): answer %d has index %d, want %d", start, end, i, e.Index, start+uint64(i))
 		}
 		out[i] = LoggedEntry(e)
 	}
@@ -156,7 +171,7 @@ func (c *Client) InclusionProof(ctx context.Context, index, size uint64) ([][]by
 		return nil, err
 	}
 	if resp.Index != index || resp.TreeSize != size {
-		return nil, fmt.Errorf("inclusion proof for entry %d of size %d: the log answered for entry %d of size %d", index, size, resp.Index, resp.TreeSize)
+		return nil, badAnswer(PathInclusionProof, "inclusion proof for entry %d of size %d: the log answered for entry %d of size %d", index, size, resp.Index, resp.TreeSize)
 	}
 	return resp.Proof, nil
 }
@@ -170,7 +185,7 @@ func (c *Client) ConsistencyProof(ctx context.Context, oldSize, newSize uint64) 
 		return nil, err
 	}
 	if resp.Old != oldSize || resp.New != newSize {
-		return nil, fmt.Errorf("consistency proof %d to %d: the log answered for %d to %d", oldSize, newSize, resp.Old, resp.New)
+		return nil, badAnswer(PathConsistencyProof, "consistency proof %d to %d: the log answered for %d to %d", oldSize, newSize, resp.Old, resp.New)
 	}
 	return resp.Proof, nil
 }
