@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -78,7 +79,8 @@ func (h *policyHolder) offer(data []byte, save bool) error {
 	doc, err := policy.ParseSignedPolicy(data)
 	var pol *policy.Policy
 	if err == nil {
-		if doc.Version == current && h.doc != nil && string(doc.Signature) == string(h.doc.Signature) {
+		if doc.Version == current && h.doc != nil && bytes.Equal(doc.Signature, h.doc.Signature) &&
+			bytes.Equal(doc.SignedMessage(), h.doc.SignedMessage()) && bytes.Equal(doc.Policy, h.doc.Policy) {
 			return nil // the one we hold, relayed again
 		}
 		pol, err = policy.Verify(doc, h.roots, h.now(), current)
