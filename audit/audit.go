@@ -49,6 +49,8 @@ type Report struct {
 	Checkpoint translog.Checkpoint `json:"-"`
 	Size       uint64              `json:"size"`
 	Root       translog.Hash       `json:"root"`
+	// Signed is the newest checkpoint as the log signed it.
+	Signed string `json:"checkpoint,omitempty"`
 	// FirstRun: there was no pinned key; the log's own was trusted.
 	FirstRun bool `json:"first_run"`
 	// Checked lists the sizes of the earlier checkpoints the newest was
@@ -149,7 +151,7 @@ func (a *Auditor) Verify(ctx context.Context) (*Report, error) {
 		rep.Alarms = append(rep.Alarms, alarm(AlarmBadCheckpoint, "the newest checkpoint from %s: %v", a.cfg.Client.URL(), err))
 		return rep, nil
 	}
-	rep.Checkpoint, rep.Size, rep.Root = cp, cp.Size, cp.Root
+	rep.Checkpoint, rep.Size, rep.Root, rep.Signed = cp, cp.Size, cp.Root, string(cp.Signed)
 
 	// History: every checkpoint seen before.
 	for _, sc := range a.state.Checkpoints {
@@ -511,7 +513,7 @@ func (a *Auditor) poll(ctx context.Context, onRecord func(Record)) (*Report, err
 		rep.Alarms = append(rep.Alarms, alarm(AlarmBadCheckpoint, "the newest checkpoint from %s: %v", a.cfg.Client.URL(), err))
 		return rep, nil
 	}
-	rep.Checkpoint, rep.Size, rep.Root = cp, cp.Size, cp.Root
+	rep.Checkpoint, rep.Size, rep.Root, rep.Signed = cp, cp.Size, cp.Root, string(cp.Signed)
 	if a.cp.Size > 0 {
 		al, err := a.checkExtends(ctx, a.cp, cp)
 		if err != nil {

@@ -494,3 +494,49 @@ func TestWatch(t *testing.T) {
 		t.Fatalf("alarm %v", al)
 	}
 }
+
+// TestKeyRotationWithPin: the operators rotate the log key (same origin,
+// same tree); an auditor who pins the new key keeps its history.
+func TestKeyRotationWithPin(t *testing.T) {
+	f := newFixture(t)
+	f.populate(f.log, 2)
+	_, rep := f.verify(f.state)
+	mustOK(t, rep)
+	entries, _ := f.log.Entries(0, f.log.Size())
+
+	skey, vkey, _ := translog.GenerateKey(translog.Origin(td))
+	s, _, _ := translog.NewSigner(skey)
+	rotated, err := translog.Open(t.TempDir()+"/rotated.db", s, translog.Origin(td))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rotated.Close()
+	for _, e := range entries {
+		entry, _ := translog.ParseLeaf(e.Leaf)
+		entry.Chain = e.Chain
+		f.append(rotated, entry)
+	}
+	f.append(rotated, translog.PolicyEntry(2, []byte("v2"), time.Now()))
+	h, _ := rotated.Handler(vkey)
+	f.serveHandler(h)
+
+	_, rep = f.verify(f.state) // pinned old key
+	if hasAlarm(rep, AlarmKeyChanged) == nil {
+		t.Fatalf("rotation without a pin: %+v", rep.Alarms)
+	}
+	a, err := New(Config{Client: f.client, Roots: f.ca.Roots(), StateFile: f.state, LogKey: vkey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err = a.Verify(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, rep)
+	if len(rep.Checked) != 1 {
+		t.Fatalf("history not checked after rotation: %v", rep.Checked)
+	}
+	if st, _ := LoadState(f.state); st.LogKey != vkey || len(st.Checkpoints) != 2 {
+		t.Fatalf("state after rotation: %+v", st)
+	}
+}
