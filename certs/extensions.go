@@ -5,6 +5,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -12,12 +13,16 @@ import (
 )
 
 // machineExtensions encodes the certmesh extensions of a machine certificate.
-func machineExtensions(wg WireGuardKey, level AttestationLevel, tags []Tag) ([]pkix.Extension, error) {
+func machineExtensions(wg WireGuardKey, level AttestationLevel, ek EKFingerprint, tags []Tag) ([]pkix.Extension, error) {
 	wgDER, err := asn1.Marshal(wg[:])
 	if err != nil {
 		return nil, fmt.Errorf("encoding WireGuard key extension: %w", err)
 	}
-	levelDER, err := asn1.MarshalWithParams(string(level), "utf8")
+	att := string(level)
+	if ek != "" {
+		att += ekSeparator + string(ek)
+	}
+	levelDER, err := asn1.MarshalWithParams(att, "utf8")
 	if err != nil {
 		return nil, fmt.Errorf("encoding attestation extension: %w", err)
 	}
@@ -113,24 +118,38 @@ func parseWireGuardExt(c *x509.Certificate) (WireGuardKey, error) {
 	return WireGuardKeyFromBytes(raw)
 }
 
-func parseAttestationExt(c *x509.Certificate) (AttestationLevel, error) {
+// ekSeparator joins the attestation level and the EK fingerprint in the
+// attestation extension: "tpm;ek-sha256=<64 hex digits>".
+const ekSeparator = ";ek-sha256="
+
+func parseAttestationExt(c *x509.Certificate) (AttestationLevel, EKFingerprint, error) {
 	val, ok, err := findExtension(c, OIDAttestation)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if !ok {
-		return "", fmt.Errorf("no attestation extension (%s)", OIDAttestation)
+		return "", "", fmt.Errorf("no attestation extension (%s)", OIDAttestation)
 	}
 	// encoding/asn1's "utf8" would also take a PrintableString: be strict.
 	in, s := cryptobyte.String(val), cryptobyte.String(nil)
 	if !in.ReadASN1(&s, cbasn1.UTF8String) || !in.Empty() {
-		return "", fmt.Errorf("attestation extension is not one UTF8String")
+		return "", "", fmt.Errorf("attestation extension is not one UTF8String")
 	}
-	l := AttestationLevel(s)
+	levelStr, ekStr, hasEK := strings.Cut(string(s), ekSeparator)
+	l := AttestationLevel(levelStr)
 	if !l.Valid() {
-		return "", fmt.Errorf("unknown attestation level %q", string(s))
+		return "", "", fmt.Errorf("unknown attestation level %q", levelStr)
 	}
-	return l, nil
+	var ek EKFingerprint
+	if hasEK {
+		if ek, err = ParseEKFingerprint(ekStr); err != nil {
+			return "", "", fmt.Errorf("attestation extension: %w", err)
+		}
+	}
+	if (l == AttestationTPM) != hasEK {
+		return "", "", fmt.Errorf("attestation level %q with%s an EK fingerprint", l, map[bool]string{true: "", false: "out"}[hasEK])
+	}
+	return l, ek, nil
 }
 
 func parseTagsExt(c *x509.Certificate) ([]Tag, error) {

@@ -84,6 +84,23 @@ const (
 // Valid reports whether the level is one certmesh knows.
 func (l AttestationLevel) Valid() bool { return l == AttestationToken || l == AttestationTPM }
 
+// EKFingerprint names a TPM: the SHA-256 of its endorsement key's
+// SubjectPublicKeyInfo, 64 lower-case hex digits. A machine certificate of
+// attestation level tpm carries it.
+type EKFingerprint string
+
+var ekFPRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// ParseEKFingerprint validates an EK fingerprint (hex, colons allowed,
+// either case) and returns it in canonical form.
+func ParseEKFingerprint(s string) (EKFingerprint, error) {
+	c := strings.ToLower(strings.ReplaceAll(strings.TrimSpace(s), ":", ""))
+	if !ekFPRE.MatchString(c) {
+		return "", fmt.Errorf("invalid EK fingerprint %q: want the 64 hex digits of a SHA-256", s)
+	}
+	return EKFingerprint(c), nil
+}
+
 // Tag is an admin-assigned label such as "tag:db" (stored without the prefix).
 type Tag string
 

@@ -28,6 +28,9 @@ func addrs(ss ...string) []netip.Addr {
 	return out
 }
 
+// testEK is an EK fingerprint for TPM-level test certificates.
+const testEK = certs.EKFingerprint("0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0")
+
 func TestIssuanceRoundTrip(t *testing.T) {
 	ca := testca.New(t, td)
 	tests := []struct {
@@ -46,6 +49,9 @@ func TestIssuanceRoundTrip(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := ca.NewProfile(t, "alpha")
 			p.Addresses, p.Attestation, p.Tags = tt.addresses, tt.attestation, tt.tags
+			if tt.attestation == certs.AttestationTPM {
+				p.EK = testEK
+			}
 			b, key := ca.IssueMachine(t, p)
 			m := b.Machine
 			now := time.Now()
@@ -55,7 +61,7 @@ func TestIssuanceRoundTrip(t *testing.T) {
 				t.Fatalf("Verify: %v", err)
 			}
 			if id.TrustDomain != td || id.DeviceID != p.DeviceID || id.Hostname != p.Hostname ||
-				id.WireGuardKey != p.WireGuardKey || id.Attestation != p.Attestation {
+				id.WireGuardKey != p.WireGuardKey || id.Attestation != p.Attestation || id.EK != p.EK {
 				t.Errorf("identity %+v does not match profile %+v", id, p)
 			}
 			if !slices.Equal(id.Addresses, p.Addresses) || !slices.Equal(id.Tags, p.Tags) {
@@ -118,8 +124,12 @@ func TestIssuanceRoundTrip(t *testing.T) {
 			}
 			at, ok := extension(m, certs.OIDAttestation)
 			var level cryptobyte.String
-			if s := cryptobyte.String(at.Value); !ok || !s.ReadASN1(&level, cbasn1.UTF8String) || !s.Empty() || string(level) != string(p.Attestation) {
-				t.Errorf("attestation extension %x, want UTF8String %q", at.Value, p.Attestation)
+			wantAtt := string(p.Attestation)
+			if p.EK != "" {
+				wantAtt += ";ek-sha256=" + string(p.EK)
+			}
+			if s := cryptobyte.String(at.Value); !ok || !s.ReadASN1(&level, cbasn1.UTF8String) || !s.Empty() || string(level) != wantAtt {
+				t.Errorf("attestation extension %x, want UTF8String %q", at.Value, wantAtt)
 			}
 			tg, ok := extension(m, certs.OIDTags)
 			if ok != (len(p.Tags) > 0) {
@@ -166,7 +176,7 @@ func TestOpenSSLReadsMachineCertificate(t *testing.T) {
 	}
 	ca := testca.New(t, td)
 	p := ca.NewProfile(t, "alpha")
-	p.Attestation, p.Tags = certs.AttestationTPM, []certs.Tag{"db"}
+	p.Attestation, p.Tags, p.EK = certs.AttestationTPM, []certs.Tag{"db"}, testEK
 	b, _ := ca.IssueMachine(t, p)
 	file := filepath.Join(t.TempDir(), "machine.pem")
 	if err := os.WriteFile(file, certs.EncodePEM(b.Machine), 0o600); err != nil {
@@ -185,6 +195,7 @@ func TestOpenSSLReadsMachineCertificate(t *testing.T) {
 		certs.OIDWireGuardKey.String() + ":",
 		certs.OIDAttestation.String() + ":",
 		certs.OIDTags.String() + ":",
+		"tpm;ek-sha256=" + string(testEK), // the attestation level and EK, readable
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("openssl output lacks %q:\n%s", want, text)

@@ -18,7 +18,10 @@ type MachineProfile struct {
 	Addresses    []netip.Addr // overlay addresses (IPv4 and IPv6 ULA)
 	WireGuardKey WireGuardKey
 	Attestation  AttestationLevel
-	Tags         []Tag
+	// EK is the fingerprint of the TPM's endorsement key; required for
+	// attestation level tpm, absent otherwise.
+	EK   EKFingerprint
+	Tags []Tag
 }
 
 // Validate checks the profile before anything is signed.
@@ -41,6 +44,14 @@ func (p MachineProfile) Validate() error {
 	if !p.Attestation.Valid() {
 		return fmt.Errorf("machine profile has unknown attestation level %q", p.Attestation)
 	}
+	if p.EK != "" {
+		if _, err := ParseEKFingerprint(string(p.EK)); err != nil {
+			return fmt.Errorf("machine profile: %w", err)
+		}
+	}
+	if (p.Attestation == AttestationTPM) != (p.EK != "") {
+		return fmt.Errorf("machine profile: attestation level tpm needs an EK fingerprint, and only it has one")
+	}
 	return nil
 }
 
@@ -62,7 +73,7 @@ func (p MachineProfile) TemplateData() (x509util.TemplateData, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	exts, err := machineExtensions(p.WireGuardKey, p.Attestation, p.Tags)
+	exts, err := machineExtensions(p.WireGuardKey, p.Attestation, p.EK, p.Tags)
 	if err != nil {
 		return nil, err
 	}
@@ -106,6 +117,7 @@ type Identity struct {
 	Addresses    []netip.Addr
 	WireGuardKey WireGuardKey
 	Attestation  AttestationLevel
+	EK           EKFingerprint // level tpm: the TPM's endorsement key
 	Tags         []Tag
 	Serial       string
 	NotBefore    time.Time

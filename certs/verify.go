@@ -352,7 +352,7 @@ func machineIdentity(m *x509.Certificate, td TrustDomain) (Identity, error) {
 	if id.WireGuardKey, err = parseWireGuardExt(m); err != nil {
 		return Identity{}, &RejectError{Reason: ReasonProfile, Err: err}
 	}
-	if id.Attestation, err = parseAttestationExt(m); err != nil {
+	if id.Attestation, id.EK, err = parseAttestationExt(m); err != nil {
 		return Identity{}, &RejectError{Reason: ReasonProfile, Err: err}
 	}
 	if id.Tags, err = parseTagsExt(m); err != nil {
