@@ -103,10 +103,14 @@ func (rep *Report) PairedCPURatios() []float64 {
 // goBenchInfo says what a known Go benchmark measures and what its rate
 // counts.
 var goBenchInfo = map[string]struct{ what, unit string }{
-	"BenchmarkVerify/parsed": {"`certs.Verify` of a parsed bundle (chain to the pinned root, validity, name constraints, WireGuard key and address extensions)", "Verify/s"},
-	"BenchmarkVerify/wire":   {"the same from the bytes a coordinator relays: `ParseBundle` + `Verify`", "Verify/s"},
-	"BenchmarkIssueMachine":  {"the CA's signing step: machine-certificate template from a CSR + ECDSA signature by the intermediate", "certificates issued/s"},
-	"BenchmarkEnroll":        {"a whole `CA.Enroll` without HTTP: nonce, CSR and WireGuard-key proofs, token redemption, address allocation, signing, storing", "certificates issued/s"},
+	"BenchmarkVerify/parsed":          {"`certs.Verify` of a parsed bundle (chain to the pinned root, validity, name constraints, WireGuard key and address extensions)", "Verify/s"},
+	"BenchmarkVerify/wire":            {"the same from the bytes a coordinator relays: `ParseBundle` + `Verify`", "Verify/s"},
+	"BenchmarkIssueMachine":           {"the CA's signing step: machine-certificate template from a CSR + ECDSA signature by the intermediate", "certificates issued/s"},
+	"BenchmarkVerifyCRL/10k":          {"`certs.VerifyCRL` of a new CRL of 10,000 entries (about 540 KB): signature, chain, parsing", "CRLs/s"},
+	"BenchmarkVerifyCRL/10k-same":     {"the CRL the agent already holds, received again byte for byte", "CRLs/s"},
+	"BenchmarkVerifyCRL/10k-resigned": {"the held CRL's entries under a new signature", "CRLs/s"},
+	"BenchmarkVerifyCRL/IsRevoked":    {"one revocation lookup in a held 10,000-entry CRL", "lookups/s"},
+	"BenchmarkEnroll":                 {"a whole `CA.Enroll` without HTTP: nonce, CSR and WireGuard-key proofs, token redemption, address allocation, signing, storing", "certificates issued/s"},
 }
 
 // describeGoBench says what s measures; "+user" variants of a known
@@ -220,8 +224,15 @@ func (rep *Report) Markdown() string {
 
 	cm := rep.path("certmesh")
 	tr := ratio(cm.MedianMbps(), wg.MedianMbps())
+	cr := ratio(cm.MedianCPUPerGB(), wg.MedianCPUPerGB())
 	verdict := "**met**"
-	if tr < TargetRatio {
+	switch {
+	case tr >= TargetRatio:
+	case cr > 0 && cr <= 1/TargetRatio:
+		verdict = fmt.Sprintf("**not met in this run**; but certmesh spent no more CPU per byte than bare "+
+			"wireguard-go (%.2f), which points at the machine's noise rather than at extra work in the agent's "+
+			"packet path. Run it again on an idle machine to tell", cr)
+	default:
 		verdict = "**not met**"
 	}
 	p("**certmesh / bare wireguard-go throughput: %.2f** (ratio of the medians", tr)
