@@ -467,10 +467,10 @@ func TestWatch(t *testing.T) {
 			t.Fatal("watch never verified")
 		}
 	}
-	f.append(f.log, translog.PolicyEntry(2, []byte("policy v2"), time.Now()))
+	f.append(f.log, translog.PolicyEntry(f.policy+1, []byte("policy next"), time.Now()))
 	select {
 	case r := <-records:
-		if r.Kind != KindPolicy || r.PolicyVersion != 2 || r.Index != f.log.Size()-1 {
+		if r.Kind != KindPolicy || r.PolicyVersion != f.policy+1 || r.Index != f.log.Size()-1 {
 			t.Fatalf("new record %+v", r)
 		}
 	case al := <-alarms:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -32,6 +33,7 @@ type fixture struct {
 	client   *translog.Client
 	machines []certs.Bundle // logged machine bundles (with the user for some)
 	state    string
+	policy   uint64 // the last policy version populate logged
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -95,11 +97,13 @@ func (f *fixture) append(l *translog.Log, es ...translog.Entry) {
 	}
 }
 
-// populate logs n machines (every other one with a user certificate), a
-// policy version, and the revocation of the first machine certificate.
+// populate logs n machines (every other one with a user certificate), the
+// next policy version, and the revocation of the first of these machine
+// certificates.
 func (f *fixture) populate(l *translog.Log, n int) {
 	f.t.Helper()
 	var es []translog.Entry
+	firstNew := len(f.machines)
 	for i := range n {
 		b, _ := f.ca.IssueMachine(f.t, f.ca.NewProfile(f.t, "host"+string(rune('a'+i))))
 		es = append(es, translog.CertificateEntry(b.Machine.Raw, b.Intermediates[0].Raw))
@@ -109,8 +113,9 @@ func (f *fixture) populate(l *translog.Log, n int) {
 		}
 		f.machines = append(f.machines, b)
 	}
-	es = append(es, translog.PolicyEntry(1, []byte("policy v1"), time.Now()))
-	first := f.machines[0].Machine
+	f.policy++
+	es = append(es, translog.PolicyEntry(f.policy, []byte(fmt.Sprintf("policy v%d", f.policy)), time.Now()))
+	first := f.machines[firstNew].Machine
 	dev := first.URIs[0].Path[len("/device/"):]
 	es = append(es, translog.RevocationEntry(translog.Revocation{Serial: first.SerialNumber, Time: time.Now(), Reason: translog.ReasonKeyCompromise, Device: certs.DeviceID(dev)}))
 	f.append(l, es...)
