@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -177,19 +178,56 @@ func TestAuditCLI(t *testing.T) {
 	}
 }
 
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 func TestAuditWatchCLI(t *testing.T) {
 	f := newAuditFixture(t)
 	state := filepath.Join(f.dir, "state.json")
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	var out, errOut bytes.Buffer
+	var out, errOut syncBuffer
 	fl := &auditFlags{server: f.plainURL, rootFile: f.rootFile, stateFile: state, timeout: time.Second}
+	type result struct {
+		code int
+		err  error
+	}
+	done := make(chan result, 1)
 	go func() {
-		time.Sleep(100 * time.Millisecond)
-		f.log.Append(context.Background(), translog.PolicyEntry(1, []byte("p"), time.Now()))
+		code, err := runAuditWatch(ctx, &out, &errOut, fl, 10*time.Millisecond)
+		done <- result{code, err}
 	}()
-	code, err := runAuditWatch(ctx, &out, &errOut, fl, 10*time.Millisecond)
-	if err != nil || code != 0 || !strings.Contains(out.String(), "policy version 1") {
-		t.Fatalf("watch: code %d, %v\n%s%s", code, err, out.String(), errOut.String())
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			if ctx.Err() != nil {
+				t.Fatalf("watch: no %s\n%s%s", what, out.String(), errOut.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitFor("first verification", func() bool { _, err := os.Stat(state); return err == nil })
+	if _, err := f.log.Append(context.Background(), translog.PolicyEntry(1, []byte("p"), time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("new entry printed", func() bool { return strings.Contains(out.String(), "policy version 1") })
+	cancel()
+	if r := <-done; r.err != nil || r.code != 0 {
+		t.Fatalf("watch ended with code %d, %v\n%s%s", r.code, r.err, out.String(), errOut.String())
 	}
 }
