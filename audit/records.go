@@ -45,6 +45,7 @@ type Record struct {
 	Addresses    []string   `json:"addresses,omitempty"`
 	WireGuardKey string     `json:"wireguard_key,omitempty"`
 	Attestation  string     `json:"attestation,omitempty"`
+	EK           string     `json:"ek_fingerprint,omitempty"` // attestation tpm: the TPM's endorsement key
 	Tags         []string   `json:"tags,omitempty"`
 	UserID       string     `json:"user_id,omitempty"`
 	Email        string     `json:"email,omitempty"`
@@ -226,6 +227,7 @@ func fillMachine(rec *Record, id certs.Identity) {
 	}
 	rec.WireGuardKey = id.WireGuardKey.String()
 	rec.Attestation = string(id.Attestation)
+	rec.EK = string(id.EK)
 	for _, t := range id.Tags {
 		rec.Tags = append(rec.Tags, "tag:"+string(t))
 	}

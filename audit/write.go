@@ -60,6 +60,7 @@ func FormatRecord(r Record) string {
 	line("addresses", strings.Join(r.Addresses, ", "))
 	line("wireguard key", r.WireGuardKey)
 	line("attestation", r.Attestation)
+	line("tpm ek", r.EK)
 	line("tags", strings.Join(r.Tags, ", "))
 	line("user", r.UserID)
 	line("email", r.Email)
