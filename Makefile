@@ -3,7 +3,7 @@ GO      ?= go
 BIN     ?= bin
 PKGS    := ./...
 
-.PHONY: all build demo test test-short vet fuzz bench clean
+.PHONY: all build demo test test-tpm vet fuzz bench clean
 
 all: build
 
@@ -18,7 +18,15 @@ demo: build
 # Network-namespace tests run as root and skip otherwise.
 test: build vet
 	$(GO) test -count=1 -timeout 25m $(PKGS)
+	$(MAKE) test-tpm
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME_SHORT)
+
+# The TPM tests against the Microsoft reference TPM simulator (cgo,
+# libssl-dev). Everything else builds and tests without the tag.
+TPM_PKGS := ./agent/tpmkey ./ca/attest ./internal/tpmtest ./internal/testmesh
+test-tpm:
+	$(GO) vet -tags tpmsimulator $(TPM_PKGS)
+	$(GO) test -count=1 -timeout 10m -tags tpmsimulator $(TPM_PKGS)
 
 vet:
 	$(GO) vet $(PKGS)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/agent/filter"
+	"github.com/certmesh/certmesh/agent/tpmkey"
 	"github.com/certmesh/certmesh/agent/wgdev"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/wire"
@@ -30,6 +31,7 @@ type Agent struct {
 	coord  *coordClient
 	filter *filter.Device
 	policy *policyHolder
+	tpm    *tpmkey.TPM // nil without --tpm
 
 	mu        sync.Mutex
 	enr       *enrollment
@@ -46,11 +48,16 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	k, err := loadOrCreateKeys(cfg.StateDir)
+	k, err := loadOrCreateKeys(cfg.StateDir, cfg.TPM == nil)
 	if err != nil {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, keys: k}
+	if cfg.TPM != nil {
+		if err := a.loadTPMSigner(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if err := a.loadOrEnroll(ctx); err != nil {
 		return nil, err
 	}
@@ -102,6 +109,10 @@ func (a *Agent) loadOrEnroll(ctx context.Context) error {
 	var resp wire.CertificateResponse
 	if p, err := loadPending(a.cfg.StateDir); err == nil {
 		resp.Pending = p // a restarted agent resumes waiting
+	} else if a.tpm != nil {
+		if resp, err = a.enrollTPM(ctx, host); err != nil {
+			return err
+		}
 	} else if resp, err = enroll(ctx, a.caAPI, a.keys, host, a.cfg.Token); err != nil {
 		return err
 	}
@@ -292,6 +303,15 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.expireUser(ctx)
 		}
 	}
+}
+
+// Bundle returns the agent's current bundle (machine certificate, chain,
+// user certificate) and its verified identity.
+func (a *Agent) Bundle() (certs.Bundle, certs.Identity) {
+	_, b := a.ident.get()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return b, a.self
 }
 
 // Device exposes the data plane (userspace mode: its netstack).

@@ -32,6 +32,9 @@ type Config struct {
 	// interfaces, without loopback and the tunnel.
 	AdvertiseAddrs []netip.Addr
 
+	// TPM, if set, keeps the device key in a TPM 2.0 and enrolls with
+	// TPM attestation.
+	TPM *TPMConfig
 	// CRLGrace is how long past its nextUpdate a CRL may be before it is
 	// stale (default 10m); CRLStalePolicy says what happens then
 	// (default StaleKeep).

@@ -38,13 +38,17 @@ type keys struct {
 	wg     wgdev.PrivateKey
 }
 
-func loadOrCreateKeys(dir string) (*keys, error) {
+// loadOrCreateKeys loads (or creates) the WireGuard key and, with
+// softwareDevice, the device key; a TPM agent's device key is in the TPM.
+func loadOrCreateKeys(dir string, softwareDevice bool) (*keys, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating state directory: %w", err)
 	}
 	k := &keys{}
 	devPath := filepath.Join(dir, deviceKeyFile)
-	if err := checkPrivate(devPath); err == nil {
+	if !softwareDevice {
+		// the TPM holds it
+	} else if err := checkPrivate(devPath); err == nil {
 		raw, err := pemutil.Read(devPath)
 		if err != nil {
 			return nil, fmt.Errorf("reading device key: %w", err)

@@ -17,7 +17,14 @@ const (
 	AdminPathUsers   = "/admin/users"
 	AdminPathPending = "/admin/pending"
 	AdminPathPolicy  = "/admin/policy"
+	AdminPathEKs     = "/admin/eks"
 )
+
+// EKRequest adds or removes EK fingerprints on the allow-list.
+type EKRequest struct {
+	Fingerprints []string `json:"fingerprints"`
+	Remove       bool     `json:"remove,omitempty"`
+}
 
 // PublishRequest carries a policy source to sign and publish.
 type PublishRequest struct {
@@ -83,6 +90,18 @@ func (c *CA) AdminHandler() http.Handler {
 		}
 		dev, err := c.Revoke(r.Context(), id)
 		c.reply(w, r, dev, err)
+	})
+	mux.HandleFunc("GET "+AdminPathEKs, func(w http.ResponseWriter, r *http.Request) {
+		c.reply(w, r, c.EKs(), nil)
+	})
+	mux.HandleFunc("POST "+AdminPathEKs, func(w http.ResponseWriter, r *http.Request) {
+		var req EKRequest
+		if err := ReadJSON(w, r, &req); err != nil {
+			c.reply(w, r, nil, err)
+			return
+		}
+		err := c.SetEKs(req.Fingerprints, !req.Remove)
+		c.reply(w, r, c.EKs(), err)
 	})
 	mux.HandleFunc("GET "+AdminPathPolicy, func(w http.ResponseWriter, r *http.Request) {
 		info, err := c.CurrentPolicy()

@@ -132,3 +132,15 @@ func (a *AdminClient) RevokeUser(ctx context.Context, ref string) (store.User, e
 	var out store.User
 	return out, a.do(ctx, http.MethodPost, AdminPathUsers+"/"+url.PathEscape(ref)+"/revoke", nil, &out)
 }
+
+// EKs lists the allow-listed EK fingerprints.
+func (a *AdminClient) EKs(ctx context.Context) ([]string, error) {
+	var out []string
+	return out, a.do(ctx, http.MethodGet, AdminPathEKs, nil, &out)
+}
+
+// SetEKs adds (or, with remove, removes) EK fingerprints.
+func (a *AdminClient) SetEKs(ctx context.Context, fps []string, remove bool) ([]string, error) {
+	var out []string
+	return out, a.do(ctx, http.MethodPost, AdminPathEKs, EKRequest{Fingerprints: fps, Remove: remove}, &out)
+}

@@ -42,7 +42,7 @@ func (c *CA) queue(ctx context.Context, token string, e enrollment) (wire.Certif
 		EKFP: e.ekFP, Manufacturer: e.vendor, CSR: e.cr.csr.Raw, WireGuardKey: e.cr.wgKey, DeviceKeyFP: e.cr.deviceFP,
 	}
 	err = c.store.Update(ctx, func(tx store.Tx) error {
-		if token != "" || e.level == certs.AttestationToken {
+		if token != "" {
 			tok, err := c.redeemToken(tx, token, "")
 			if err != nil {
 				return err
@@ -132,6 +132,7 @@ func waitingLocked(tx store.Tx, id string) (store.PendingEnrollment, error) {
 // Approve issues the certificate of a pending enrollment.
 func (c *CA) Approve(ctx context.Context, id string) (store.Device, error) {
 	var dev store.Device
+	var replaced []certs.DeviceID
 	err := c.store.Update(ctx, func(tx store.Tx) error {
 		p, err := waitingLocked(tx, id)
 		if err != nil {
@@ -149,6 +150,11 @@ func (c *CA) Approve(ctx context.Context, id string) (store.Device, error) {
 		if err != nil {
 			return err
 		}
+		if p.EKFP != "" {
+			if replaced, err = c.replaceEKDevicesLocked(tx, certs.EKFingerprint(p.EKFP)); err != nil {
+				return err
+			}
+		}
 		if dev, err = c.createDevice(ctx, tx, devID, enrollment{host: p.Hostname, cr: cr, level: p.Attestation, ekFP: p.EKFP}, p.Tags, p.TokenID); err != nil {
 			return err
 		}
@@ -158,6 +164,7 @@ func (c *CA) Approve(ctx context.Context, id string) (store.Device, error) {
 	if err != nil {
 		return store.Device{}, err
 	}
+	c.afterReplace(ctx, replaced)
 	c.log.Info("enrollment approved", "pending", id, "device", dev.ID, "hostname", dev.Hostname)
 	return dev, nil
 }

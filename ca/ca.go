@@ -33,6 +33,7 @@ type CA struct {
 	now      func() time.Time
 
 	rp     *relyingParty // nil without OIDC
+	tpm    *tpmState
 	logins *logins
 
 	policyMu sync.Mutex // serialises policy publication
@@ -85,6 +86,10 @@ func Open(stateDir string, o Options) (*CA, error) {
 	c := &CA{
 		stateDir: stateDir, cfg: cfg, roots: roots, root: &certs.KeyPair{Cert: roots.Certificates()[0]},
 		inter: inter, store: st, signer: sg, log: o.Logger, now: o.Now, logins: newLogins(),
+	}
+	if c.tpm, err = loadTPM(stateDir, cfg); err != nil {
+		c.Close()
+		return nil, err
 	}
 	if c.pol, err = loadPolicy(stateDir); err != nil {
 		c.Close()

@@ -53,6 +53,8 @@ type Config struct {
 	// approves it (certmesh-server devices pending|approve|deny); empty
 	// or "none" issues at once.
 	Approval ApprovalMode `json:"approval,omitempty"`
+	// TPM configures TPM enrollment (manufacturer roots, TPM-only).
+	TPM *TPMConfig `json:"tpm,omitempty"`
 	// OIDC, if set, enables user login through the organisation's
 	// identity provider (certmesh login).
 	OIDC *OIDCConfig `json:"oidc,omitempty"`

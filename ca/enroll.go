@@ -93,7 +93,25 @@ func (c *CA) EnrollFrom(ctx context.Context, req wire.EnrollRequest, remote stri
 		return wire.CertificateResponse{}, err
 	}
 	e := enrollment{host: host, cr: cr, level: certs.AttestationToken, remote: remote}
+	tokenNeeded := true
+	switch {
+	case req.TPM != nil:
+		s, err := c.checkTPM(req.TPM, req.Nonce, cr)
+		if err != nil {
+			return wire.CertificateResponse{}, err
+		}
+		e.level, e.ekFP, e.vendor = certs.AttestationTPM, s.ek.String(), s.vendor
+		// An EK on the allow-list (an MDM export) is authorization enough;
+		// one that is only genuine (manufacturer certificate) also needs a
+		// token, or any TPM of that make could join.
+		tokenNeeded = !s.allowed || req.Token != ""
+	case c.cfg.TPM != nil && c.cfg.TPM.RequireTPM:
+		return wire.CertificateResponse{}, refuse(CodeBadAttestation, "this CA only enrolls devices with a TPM (run the agent with --tpm)")
+	}
 	if c.cfg.Approval == ApprovalRequired {
+		if !tokenNeeded {
+			req.Token = ""
+		}
 		return c.queue(ctx, req.Token, e)
 	}
 	devID, err := certs.NewDeviceID()
@@ -101,20 +119,32 @@ func (c *CA) EnrollFrom(ctx context.Context, req wire.EnrollRequest, remote stri
 		return wire.CertificateResponse{}, err
 	}
 	var dev store.Device
+	var replaced []certs.DeviceID
 	err = c.store.Update(ctx, func(tx store.Tx) error {
-		tok, err := c.redeemToken(tx, req.Token, devID)
-		if err != nil {
-			return err
+		var tok store.Token
+		if tokenNeeded {
+			var err error
+			if tok, err = c.redeemToken(tx, req.Token, devID); err != nil {
+				return err
+			}
+		}
+		if e.ekFP != "" {
+			var err error
+			if replaced, err = c.replaceEKDevicesLocked(tx, certs.EKFingerprint(e.ekFP)); err != nil {
+				return err
+			}
 		}
 		if err := checkKeysUnused(tx, cr, ""); err != nil {
 			return err
 		}
+		var err error
 		dev, err = c.createDevice(ctx, tx, devID, e, tok.Tags, tok.ID)
 		return err
 	})
 	if err != nil {
 		return wire.CertificateResponse{}, err
 	}
+	c.afterReplace(ctx, replaced)
 	return c.deviceResponse(ctx, dev)
 }
 
@@ -164,7 +194,7 @@ func (c *CA) deviceResponse(ctx context.Context, dev store.Device) (wire.Certifi
 func (c *CA) issue(ctx context.Context, tx store.Tx, dev *store.Device, csr *x509.CertificateRequest) (*x509.Certificate, error) {
 	p := certs.MachineProfile{
 		TrustDomain: c.cfg.TrustDomain, DeviceID: dev.ID, Hostname: dev.Hostname, Addresses: dev.Addresses,
-		WireGuardKey: dev.WireGuardKey, Attestation: dev.Attestation, Tags: dev.Tags,
+		WireGuardKey: dev.WireGuardKey, Attestation: dev.Attestation, EK: certs.EKFingerprint(dev.EKFP), Tags: dev.Tags,
 	}
 	now := c.now()
 	cert, err := c.signer.signMachine(ctx, csr, p, now, time.Duration(c.cfg.MachineCertLifetime))

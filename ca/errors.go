@@ -11,19 +11,20 @@ type Code string
 
 // The refusal codes, returned to clients in wire.Error.Code.
 const (
-	CodeBadRequest   Code = "bad-request"
-	CodeBadCSR       Code = "bad-csr"
-	CodeBadProof     Code = "bad-proof"
-	CodeBadNonce     Code = "bad-nonce"
-	CodeBadToken     Code = "bad-token"
-	CodeTokenUsed    Code = "token-used"
-	CodeTokenExpired Code = "token-expired"
-	CodeKeyInUse     Code = "key-in-use"
-	CodeForbidden    Code = "forbidden"
-	CodeNotFound     Code = "not-found"
-	CodeExhausted    Code = "addresses-exhausted"
-	CodeInternal     Code = "internal"
-	CodeDenied       Code = "denied" // an admin denied the enrollment
+	CodeBadRequest     Code = "bad-request"
+	CodeBadCSR         Code = "bad-csr"
+	CodeBadProof       Code = "bad-proof"
+	CodeBadNonce       Code = "bad-nonce"
+	CodeBadToken       Code = "bad-token"
+	CodeTokenUsed      Code = "token-used"
+	CodeTokenExpired   Code = "token-expired"
+	CodeKeyInUse       Code = "key-in-use"
+	CodeForbidden      Code = "forbidden"
+	CodeNotFound       Code = "not-found"
+	CodeExhausted      Code = "addresses-exhausted"
+	CodeInternal       Code = "internal"
+	CodeDenied         Code = "denied"          // an admin denied the enrollment
+	CodeBadAttestation Code = "bad-attestation" // TPM evidence refused
 
 	// Login (OIDC) refusals.
 	CodeLoginDisabled  Code = "login-disabled"   // no identity provider configured
@@ -65,7 +66,7 @@ func CodeOf(err error) Code {
 
 func httpStatus(c Code) int {
 	switch c {
-	case CodeDenied, CodeForbidden, CodeTokenUsed, CodeTokenExpired, CodeBadToken, CodeLoginRefused, CodeBadIDToken:
+	case CodeBadAttestation, CodeDenied, CodeForbidden, CodeTokenUsed, CodeTokenExpired, CodeBadToken, CodeLoginRefused, CodeBadIDToken:
 		return http.StatusForbidden
 	case CodeNotFound:
 		return http.StatusNotFound

@@ -59,6 +59,15 @@ func (c *CA) Handler() http.Handler {
 		c.reply(w, r, resp, err)
 	})
 	mux.HandleFunc("GET "+wire.PathCRL, c.ServeCRL)
+	mux.HandleFunc("POST "+wire.PathTPMChallenge, func(w http.ResponseWriter, r *http.Request) {
+		var req wire.TPMChallengeRequest
+		if err := ReadJSON(w, r, &req); err != nil {
+			c.reply(w, r, nil, err)
+			return
+		}
+		resp, err := c.TPMChallenge(r.Context(), req)
+		c.reply(w, r, resp, err)
+	})
 	mux.HandleFunc("GET "+wire.PathPolicy, func(w http.ResponseWriter, r *http.Request) {
 		doc := c.Policy()
 		if doc == nil {

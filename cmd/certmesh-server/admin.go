@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/ca/attest"
 	"github.com/spf13/cobra"
 )
 
@@ -269,5 +270,77 @@ func policyCmd() *cobra.Command {
 		_ = c.MarkFlagRequired("state")
 	}
 	cmd.AddCommand(publish, show)
+	return cmd
+}
+
+func ekCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "ek", Short: "Manage the allow-list of TPM endorsement keys (SHA-256 fingerprints)"}
+	var state string
+	print := func(c *cobra.Command, fps []string) {
+		for _, fp := range fps {
+			fmt.Fprintln(c.OutOrStdout(), fp)
+		}
+	}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List allow-listed EK fingerprints",
+		RunE: func(c *cobra.Command, _ []string) error {
+			fps, err := ca.NewAdminClient(state).EKs(c.Context())
+			if err == nil {
+				print(c, fps)
+			}
+			return err
+		},
+	}
+	add := &cobra.Command{
+		Use:   "add FINGERPRINT...",
+		Short: "Allow TPMs by EK fingerprint (from `certmesh tpm ek` or an MDM export)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			_, err := ca.NewAdminClient(state).SetEKs(c.Context(), args, false)
+			return err
+		},
+	}
+	remove := &cobra.Command{
+		Use:   "remove FINGERPRINT...",
+		Short: "Remove EK fingerprints from the allow-list",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			_, err := ca.NewAdminClient(state).SetEKs(c.Context(), args, true)
+			return err
+		},
+	}
+	imp := &cobra.Command{
+		Use:   "import FILE",
+		Short: "Allow every EK fingerprint in FILE (one per line, # comments)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			f, err := os.Open(args[0])
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			set, err := attest.ParseAllowList(f)
+			if err != nil {
+				return err
+			}
+			var fps []string
+			for fp, ok := range set {
+				if ok {
+					fps = append(fps, fp.String())
+				}
+			}
+			all, err := ca.NewAdminClient(state).SetEKs(c.Context(), fps, false)
+			if err == nil {
+				fmt.Fprintf(c.OutOrStdout(), "imported %d; %d EKs allowed\n", len(fps), len(all))
+			}
+			return err
+		},
+	}
+	for _, c := range []*cobra.Command{list, add, remove, imp} {
+		c.Flags().StringVar(&state, "state", "", "state directory of the running server")
+		_ = c.MarkFlagRequired("state")
+	}
+	cmd.AddCommand(list, add, remove, imp)
 	return cmd
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/agent"
+	"github.com/certmesh/certmesh/agent/tpmkey"
 	"github.com/certmesh/certmesh/agent/wgdev"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/spf13/cobra"
@@ -25,6 +26,8 @@ func agentCmd() *cobra.Command {
 		advertise                                                 []string
 		crlStale                                                  string
 		crlGrace                                                  time.Duration
+		useTPM                                                    bool
+		tpmDevice, ekCert                                         string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -43,6 +46,9 @@ func agentCmd() *cobra.Command {
 				return fmt.Errorf("--crl-stale: %w", err)
 			}
 			cfg.CRLGrace = crlGrace
+			if useTPM {
+				cfg.TPM = &agent.TPMConfig{Device: tpmDevice, EKCertFile: ekCert}
+			}
 			if tokenFile != "" {
 				if token != "" {
 					return fmt.Errorf("--token and --token-file exclude each other")
@@ -104,6 +110,9 @@ func agentCmd() *cobra.Command {
 	f.IntVar(&port, "listen-port", 0, "WireGuard UDP port (default random)")
 	f.StringSliceVar(&advertise, "advertise", nil, "underlay IPs peers should send to (default: this host's addresses)")
 	f.BoolVar(&debug, "debug", false, "debug logging")
+	f.BoolVar(&useTPM, "tpm", false, "keep the device key in the TPM 2.0 and enroll with TPM attestation")
+	f.StringVar(&tpmDevice, "tpm-device", tpmkey.DefaultDevice, "TPM device")
+	f.StringVar(&ekCert, "tpm-ek-cert", "", "EK certificate file (PEM or DER) for a TPM that keeps none")
 	f.StringVar(&crlStale, "crl-stale", string(agent.StaleKeep), "when the CRL is stale: keep (peers stay, new ones accepted) or refuse-new (no new peers)")
 	f.DurationVar(&crlGrace, "crl-grace", 10*time.Minute, "how long past its next update a CRL may be before it is stale")
 	_ = cmd.MarkFlagRequired("server")

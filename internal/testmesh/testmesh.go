@@ -139,8 +139,12 @@ type NodeOptions struct {
 	Clock *Clock // default: real time
 	// Wait bounds the enrollment, approval included (default 30s).
 	Wait time.Duration
-	// Token enrolls with this token instead of a fresh one.
-	Token string
+	// Token enrolls with this token instead of a fresh one; NoToken
+	// enrolls without any (a TPM on the EK allow-list).
+	Token   string
+	NoToken bool
+	// TPM keeps the device key in a TPM (tests: the simulator).
+	TPM *agent.TPMConfig
 }
 
 // Node is one running agent.
@@ -170,7 +174,7 @@ func (m *Mesh) AddNode(t testing.TB, name string, o NodeOptions) *Node {
 // waits for approval) and waits up to o.Wait (default 30s) to enroll.
 func (m *Mesh) StartNode(t testing.TB, name string, o NodeOptions) (*Node, error) {
 	n := &Node{Name: name, StateDir: filepath.Join(m.Dir, name), Logs: &LogBuffer{}, done: make(chan struct{}), Token: o.Token}
-	if n.Token == "" {
+	if n.Token == "" && !o.NoToken {
 		n.Token = m.Token(t, o.Tags...)
 	}
 	cfg := agent.Config{
@@ -179,6 +183,7 @@ func (m *Mesh) StartNode(t testing.TB, name string, o NodeOptions) (*Node, error
 		AdvertiseAddrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")},
 		Logger:         slog.New(slog.NewTextHandler(n.Logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		ApprovalPoll:   200 * time.Millisecond,
+		TPM:            o.TPM,
 	}
 	if o.Clock != nil {
 		cfg.Now = o.Clock.Now

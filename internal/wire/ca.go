@@ -43,6 +43,9 @@ type EnrollRequest struct {
 	WireGuardKey certs.WireGuardKey `json:"wireguard_key"`
 	Nonce        string             `json:"nonce"`
 	Proof        []byte             `json:"proof"` // XEdDSA signature, see ProofMessage
+	// TPM, when set, makes this a TPM enrollment (attestation level tpm):
+	// the CSR's key must be the TPM-certified device key.
+	TPM *TPMEvidence `json:"tpm,omitempty"`
 }
 
 // RenewRequest asks for a new machine certificate over mTLS with the current
