@@ -178,3 +178,25 @@ func removePending(dir string) error {
 	}
 	return err
 }
+
+// ReadBundle reads an agent's own bundle from its state directory: the
+// machine certificate and chain from the enrollment, and the user
+// certificate if one is kept (for certmesh cert inspect; nothing is
+// verified here).
+func ReadBundle(stateDir string) (certs.Bundle, error) {
+	data, err := os.ReadFile(filepath.Join(stateDir, enrollmentFile))
+	if err != nil {
+		return certs.Bundle{}, fmt.Errorf("reading the agent's enrollment: %w", err)
+	}
+	var e enrollment
+	if err := json.Unmarshal(data, &e); err != nil {
+		return certs.Bundle{}, fmt.Errorf("reading %s: %w", enrollmentFile, err)
+	}
+	w := e.Cert.Bundle
+	if u, err := os.ReadFile(filepath.Join(stateDir, userCertFile)); err == nil {
+		if cs, err := certs.ParsePEM(u); err == nil && len(cs) == 1 {
+			w.User = cs[0].Raw
+		}
+	}
+	return certs.ParseBundle(w)
+}

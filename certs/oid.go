@@ -20,11 +20,12 @@ var Arc = asn1.ObjectIdentifier{2, 25, 1422168524}
 // a machine extension.
 var (
 	OIDWireGuardKey  = arc(1) // 32-byte OCTET STRING
-	OIDAttestation   = arc(2) // UTF8String: "tpm" or "token"
+	OIDAttestation   = arc(2) // UTF8String: "token", or "tpm;ek-sha256=<hex>"
 	OIDTags          = arc(3) // SEQUENCE OF UTF8String
 	OIDRoutes        = arc(4) // reserved: routes the node may serve
 	OIDGroups        = arc(5) // user certificate: SEQUENCE OF UTF8String, the user's groups (absent: none)
 	OIDDeviceBinding = arc(6) // user certificate: UTF8String, the device ID it is bound to
+	// .10 is the policy-signing extended key usage (policy.EKUPolicySigning).
 )
 
 func arc(n int) asn1.ObjectIdentifier {

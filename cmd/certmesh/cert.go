@@ -1,0 +1,160 @@
+package main
+
+import (
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/certmesh/certmesh/agent"
+	"github.com/certmesh/certmesh/certs"
+	"github.com/spf13/cobra"
+)
+
+// certCmd inspects certificates the way an auditor reads them.
+func certCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "cert", Short: "Inspect certmesh certificates"}
+	var rootFile, state string
+	inspect := &cobra.Command{
+		Use:   "inspect [FILE]",
+		Short: "Print a certificate or a whole bundle (PEM): chain, certmesh extensions, SPIFFE ID, fingerprints, verdict",
+		Long: "Prints each certificate of FILE (or, with --state, this agent's own bundle) with every certmesh\n" +
+			"extension decoded, and verifies the bundle against the root (--root, or the agent's pinned root).",
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var data []byte
+			var err error
+			switch {
+			case len(args) == 1:
+				data, err = os.ReadFile(args[0])
+			case state != "":
+				data, err = ownBundlePEM(state)
+				if rootFile == "" {
+					rootFile = filepath.Join(state, "root.crt")
+				}
+			default:
+				return fmt.Errorf("give a PEM file or --state")
+			}
+			if err != nil {
+				return err
+			}
+			cs, err := certs.ParsePEM(data)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			for i, c := range cs {
+				printCert(out, i, c.Raw)
+			}
+			if rootFile == "" {
+				return nil
+			}
+			return printVerdict(out, cs, rootFile)
+		},
+	}
+	inspect.Flags().StringVar(&rootFile, "root", "", "root certificate (PEM) to verify the bundle against")
+	inspect.Flags().StringVar(&state, "state", "", "inspect this agent's own bundle (and verify it against its pinned root)")
+	cmd.AddCommand(inspect)
+	return cmd
+}
+
+// ownBundlePEM reads the agent's certificates from its state directory.
+func ownBundlePEM(state string) ([]byte, error) {
+	b, err := agent.ReadBundle(state)
+	if err != nil {
+		return nil, err
+	}
+	all := append([]*x509.Certificate{b.Machine}, b.Intermediates...)
+	if b.User != nil {
+		all = append(all, b.User)
+	}
+	return certs.EncodePEM(all...), nil
+}
+
+func printCert(w io.Writer, i int, der []byte) {
+	b, err := certs.ParseBundle(certs.WireBundle{Machine: der})
+	if err != nil {
+		fmt.Fprintf(w, "[%d] unparseable: %v\n", i, err)
+		return
+	}
+	c := b.Machine
+	sum := sha256.Sum256(der)
+	spki := sha256.Sum256(c.RawSubjectPublicKeyInfo)
+	kind := "leaf"
+	if c.IsCA {
+		kind = "CA"
+	}
+	fmt.Fprintf(w, "[%d] %s  %s\n", i, kind, c.Subject)
+	fmt.Fprintf(w, "    issuer        %s\n", c.Issuer)
+	fmt.Fprintf(w, "    serial        %s\n", c.SerialNumber.Text(16))
+	fmt.Fprintf(w, "    valid         %s .. %s\n", c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339))
+	fmt.Fprintf(w, "    sha256        %s\n", hex.EncodeToString(sum[:]))
+	fmt.Fprintf(w, "    key sha256    %s\n", hex.EncodeToString(spki[:]))
+	for _, u := range c.URIs {
+		fmt.Fprintf(w, "    SPIFFE ID     %s\n", u)
+	}
+	if len(c.DNSNames) > 0 {
+		fmt.Fprintf(w, "    DNS           %s\n", strings.Join(c.DNSNames, ", "))
+	}
+	if len(c.EmailAddresses) > 0 {
+		fmt.Fprintf(w, "    email         %s\n", strings.Join(c.EmailAddresses, ", "))
+	}
+	for _, ip := range c.IPAddresses {
+		fmt.Fprintf(w, "    overlay IP    %s\n", ip)
+	}
+	for _, e := range c.Extensions {
+		name, val := certs.DescribeExtension(e)
+		if name != "" {
+			fmt.Fprintf(w, "    %-13s %s\n", name, val)
+		}
+	}
+}
+
+func printVerdict(w io.Writer, cs []*x509.Certificate, rootFile string) error {
+	data, err := os.ReadFile(rootFile)
+	if err != nil {
+		return err
+	}
+	rs, err := certs.ParsePEM(data)
+	if err != nil || len(rs) == 0 {
+		return fmt.Errorf("%s holds no root certificate", rootFile)
+	}
+	var b certs.Bundle
+	for _, c := range cs {
+		switch {
+		case c.IsCA:
+			b.Intermediates = append(b.Intermediates, c)
+		case b.Machine == nil:
+			b.Machine = c
+		default:
+			b.User = c
+		}
+	}
+	if b.Machine == nil {
+		return fmt.Errorf("no machine certificate in the bundle")
+	}
+	td, err := certs.TrustDomainOf(b.Machine)
+	if err != nil {
+		return err
+	}
+	roots, err := certs.NewRoots(td, rs[0])
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "root sha256   %s\n", certs.FingerprintOf(rs[0]))
+	id, err := certs.Verify(b, roots, time.Now())
+	if err != nil {
+		fmt.Fprintf(w, "verdict       REFUSED (%s): %v\n", certs.ReasonOf(err), err)
+		return nil
+	}
+	fmt.Fprintf(w, "verdict       verified: %s, device %s, level %s, WireGuard %s\n", id.DisplayName(), id.DeviceID, id.Attestation, id.WireGuardKey)
+	if id.UserRejected != nil {
+		fmt.Fprintf(w, "user          not accepted: %v\n", id.UserRejected)
+	}
+	return nil
+}
