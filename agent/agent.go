@@ -16,6 +16,7 @@ import (
 	"github.com/certmesh/certmesh/agent/wgdev"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/wire"
+	"github.com/certmesh/certmesh/translog"
 	"golang.zx2c4.com/wireguard/tun"
 )
 
@@ -32,6 +33,7 @@ type Agent struct {
 	filter *filter.Device
 	policy *policyHolder
 	tpm    *tpmkey.TPM // nil without --tpm
+	tlog   *logState   // nil when the CA runs no log
 
 	mu        sync.Mutex
 	enr       *enrollment
@@ -39,7 +41,8 @@ type Agent struct {
 	endpoints []netip.AddrPort
 	socks     string
 	login     LoginState
-	runCtx    context.Context // Run's context, for background logins
+	userIncl  *translog.InclusionBundle // the user certificate's inclusion proof
+	runCtx    context.Context           // Run's context, for background logins
 }
 
 // New prepares an agent: keys, enrollment (first start) or the stored
@@ -193,6 +196,16 @@ func (a *Agent) openDevice(ctx context.Context) error {
 	a.peers = newPeerManager(a.roots, dev, self, a.cfg.Logger.With("component", "peers"), a.cfg.Now)
 	a.peers.onChange = func() { a.filter.Revalidate() }
 	a.peers.staleGrace, a.peers.stalePolicy = a.cfg.CRLGrace, a.cfg.CRLStalePolicy
+	logClient, err := translog.NewClient(a.cfg.ServerURL.String(), a.caAPI.hc)
+	if err != nil {
+		dev.Close()
+		return err
+	}
+	if a.tlog, err = newLogState(a.cfg.StateDir, a.enr.Cert.LogKey, logClient); err != nil {
+		dev.Close()
+		return err
+	}
+	a.peers.logged = a.logCheck()
 	a.loadCRL()
 	a.policy = &policyHolder{roots: a.roots, stateDir: a.cfg.StateDir, log: a.cfg.Logger.With("component", "policy"),
 		now: a.cfg.Now, filter: a.filter, self: func() certs.Identity {
@@ -244,6 +257,15 @@ func (a *Agent) computeEndpoints() error {
 	return nil
 }
 
+// logCheck is the peer manager's inclusion check: nil (no check) when
+// unlogged peers are allowed or the CA runs no log.
+func (a *Agent) logCheck() func(der []byte, b *translog.InclusionBundle) error {
+	if a.cfg.AllowUnlogged || a.tlog == nil {
+		return nil
+	}
+	return a.checkLogged
+}
+
 // document handles a signed document relayed by the coordinator.
 func (a *Agent) document(d *wire.Document) {
 	switch d.Kind {
@@ -251,6 +273,8 @@ func (a *Agent) document(d *wire.Document) {
 		_ = a.policy.offer(d.Data, true) // a refusal is logged and shown in status
 	case wire.DocCRL:
 		_ = a.offerCRL(d.Data, true)
+	case wire.DocCheckpoint:
+		a.offerCheckpoint(context.Background(), d.Data)
 	default:
 		a.cfg.Logger.Debug("ignoring document", "kind", d.Kind)
 	}
@@ -261,7 +285,11 @@ func (a *Agent) publication() wire.Publish {
 	_, b := a.ident.get()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return wire.Publish{Bundle: b.Wire(), Endpoints: a.endpoints}
+	p := wire.Publish{Bundle: b.Wire(), Endpoints: a.endpoints, Inclusion: a.enr.Cert.Inclusion}
+	if b.User != nil {
+		p.UserInclusion = a.userIncl
+	}
+	return p
 }
 
 // Run serves until ctx ends, then tears the device down.

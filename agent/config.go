@@ -35,6 +35,10 @@ type Config struct {
 	// TPM, if set, keeps the device key in a TPM 2.0 and enrolls with
 	// TPM attestation.
 	TPM *TPMConfig
+	// AllowUnlogged accepts peers whose certificates come without a valid
+	// inclusion proof in the CA's transparency log (require_logged off).
+	// The default, false, requires it.
+	AllowUnlogged bool
 	// CRLGrace is how long past its nextUpdate a CRL may be before it is
 	// stale (default 10m); CRLStalePolicy says what happens then
 	// (default StaleKeep).

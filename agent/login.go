@@ -13,6 +13,7 @@ import (
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/wire"
+	"github.com/certmesh/certmesh/translog"
 )
 
 // userCertFile keeps the user certificate between runs (not secret: its
@@ -117,7 +118,7 @@ func (a *Agent) followLogin(ctx context.Context, id string, expires time.Time) {
 		}
 		switch resp.Status {
 		case wire.LoginDone:
-			u, err := a.adoptUserCert(ctx, resp.UserCert)
+			u, err := a.adoptUserCert(ctx, resp.UserCert, resp.UserInclusion)
 			a.setLogin(id, func(s *LoginState) {
 				if err != nil {
 					s.Status, s.Message = wire.LoginFailed, err.Error()
@@ -140,7 +141,7 @@ func (a *Agent) followLogin(ctx context.Context, id string, expires time.Time) {
 // adoptUserCert verifies a user certificate from the CA the way peers will
 // (with our machine certificate, against the pinned root), keeps it and
 // publishes it.
-func (a *Agent) adoptUserCert(ctx context.Context, der []byte) (*certs.UserIdentity, error) {
+func (a *Agent) adoptUserCert(ctx context.Context, der []byte, incl *translog.InclusionBundle) (*certs.UserIdentity, error) {
 	u, err := x509.ParseCertificate(der)
 	if err != nil {
 		return nil, fmt.Errorf("user certificate from the CA: %w", err)
@@ -152,6 +153,12 @@ func (a *Agent) adoptUserCert(ctx context.Context, der []byte) (*certs.UserIdent
 	if err := writeAtomic(filepath.Join(a.cfg.StateDir, userCertFile), certs.EncodePEM(u), 0o644); err != nil {
 		return nil, fmt.Errorf("saving user certificate: %w", err)
 	}
+	if err := saveUserInclusion(a.cfg.StateDir, incl); err != nil && incl != nil {
+		return nil, fmt.Errorf("saving the user certificate's inclusion proof: %w", err)
+	}
+	a.mu.Lock()
+	a.userIncl = incl
+	a.mu.Unlock()
 	a.ident.setUser(u)
 	a.cfg.Logger.Info("user logged in", "email", id.Email, "groups", id.Groups, "not_after", id.NotAfter)
 	a.republish(ctx, "publishing user certificate")
@@ -186,6 +193,7 @@ func (a *Agent) loadUserCert() {
 	if err == nil && len(cs) == 1 {
 		if _, err = a.verifyUser(cs[0]); err == nil {
 			a.ident.setUser(cs[0])
+			a.userIncl = loadUserInclusion(a.cfg.StateDir)
 			return
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/certmesh/certmesh/agent/wgdev"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/wire"
+	"github.com/certmesh/certmesh/translog"
 )
 
 // dataPlane is what the peer manager needs of the WireGuard device.
@@ -84,6 +85,8 @@ type peerManager struct {
 	crlRefusedAt time.Time
 	staleGrace   time.Duration
 	stalePolicy  StalePolicy
+	// logged, if set, checks a certificate's inclusion in the CA's log.
+	logged func(der []byte, b *translog.InclusionBundle) error
 
 	onChange func() // called (under mu) after the verified identities changed
 }
@@ -189,6 +192,18 @@ func (m *peerManager) upsertLocked(p *wire.Peer) {
 	if err := m.checkConsistentLocked(id); err != nil {
 		m.reject(p.Label, err)
 		return
+	}
+	if m.logged != nil {
+		if err := m.logged(b.Machine.Raw, p.Inclusion); err != nil {
+			m.reject(p.Label, refusal(ReasonNotLogged, "machine certificate %s: %v", id.Serial, err))
+			return
+		}
+		if id.User != nil {
+			if err := m.logged(b.User.Raw, p.UserInclusion); err != nil {
+				id.UserRejected = &certs.RejectError{Reason: ReasonUserNotLogged, Err: fmt.Errorf("user certificate %s: %w", id.User.Serial, err)}
+				id.User = nil
+			}
+		}
 	}
 	if m.revokedLocked(b.Machine) {
 		m.reject(p.Label, refusal(ReasonRevoked, "certificate %s of device %s is revoked (CRL %s)", id.Serial, id.DeviceID, m.crl.Number))

@@ -15,6 +15,7 @@ type Status struct {
 	Rejected    []Rejection  `json:"rejected"`
 	Policy      PolicyStatus `json:"policy"`
 	CRL         CRLStatus    `json:"crl"`
+	Log         LogStatus    `json:"log"`
 }
 
 // SelfStatus describes this node.

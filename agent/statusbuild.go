@@ -57,6 +57,7 @@ func (a *Agent) Status() (*Status, error) {
 	}
 	st.Policy = a.policy.status()
 	st.CRL = a.peers.crlStatus()
+	st.Log = a.logStatus()
 	st.Rejected = append([]Rejection{}, rejected...)
 	return st, nil
 }

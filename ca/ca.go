@@ -10,11 +10,13 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/store"
 	"github.com/certmesh/certmesh/internal/wire"
+	"github.com/certmesh/certmesh/translog"
 )
 
 // NonceTTL is how long an enrollment nonce stays valid.
@@ -32,20 +34,24 @@ type CA struct {
 	log      *slog.Logger
 	now      func() time.Time
 
-	rp     *relyingParty // nil without OIDC
-	tpm    *tpmState
-	logins *logins
+	rp                *relyingParty // nil without OIDC
+	tlog              *translog.Log
+	logVKey           string
+	checkpointChanged atomic.Bool
+	tpm               *tpmState
+	logins            *logins
 
 	policyMu sync.Mutex // serialises policy publication
 	crlMu    sync.Mutex // serialises CRL numbering and signing
 
-	mu        sync.Mutex
-	pol       *policyState // nil for a state directory from before policies
-	onPolicy  []func(doc []byte)
-	crl       *crlState
-	onCRL     []func(der []byte)
-	serverTLS *tls.Certificate
-	onRevoke  []func(certs.DeviceID)
+	mu           sync.Mutex
+	pol          *policyState // nil for a state directory from before policies
+	onPolicy     []func(doc []byte)
+	crl          *crlState
+	onCRL        []func(der []byte)
+	onCheckpoint []func(cp []byte)
+	serverTLS    *tls.Certificate
+	onRevoke     []func(certs.DeviceID)
 }
 
 // Options tune Open.
@@ -87,6 +93,10 @@ func Open(stateDir string, o Options) (*CA, error) {
 		stateDir: stateDir, cfg: cfg, roots: roots, root: &certs.KeyPair{Cert: roots.Certificates()[0]},
 		inter: inter, store: st, signer: sg, log: o.Logger, now: o.Now, logins: newLogins(),
 	}
+	if c.tlog, c.logVKey, err = openLog(stateDir, cfg.TrustDomain); err != nil {
+		c.Close()
+		return nil, err
+	}
 	if c.tpm, err = loadTPM(stateDir, cfg); err != nil {
 		c.Close()
 		return nil, err
@@ -94,6 +104,13 @@ func Open(stateDir string, o Options) (*CA, error) {
 	if c.pol, err = loadPolicy(stateDir); err != nil {
 		c.Close()
 		return nil, err
+	}
+	if c.pol != nil && c.tlog.Size() == 0 {
+		// The starter policy, signed at init, is the log's first entry.
+		if err := c.logAppend(context.Background(), translog.PolicyEntry(c.pol.doc.Version, c.pol.raw, c.pol.doc.SignedAt)); err != nil {
+			c.Close()
+			return nil, err
+		}
 	}
 	if err := c.RefreshCRL(context.Background()); err != nil {
 		c.Close()
@@ -110,6 +127,9 @@ func Open(stateDir string, o Options) (*CA, error) {
 
 // Close releases the databases.
 func (c *CA) Close() error {
+	if c.tlog != nil {
+		c.tlog.Close()
+	}
 	err1 := c.signer.close()
 	err2 := c.store.Close()
 	if err1 != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/store"
+	"github.com/certmesh/certmesh/translog"
 )
 
 // DefaultCRLNextUpdate is how long a CRL is current: agents treat one past
@@ -85,6 +86,7 @@ func (c *CA) RefreshCRL(ctx context.Context) error {
 	fns := append([]func([]byte){}, c.onCRL...)
 	c.mu.Unlock()
 	c.log.Debug("CRL published", "number", number, "entries", len(revoked))
+	c.publishCheckpoint()
 	for _, fn := range fns {
 		fn(der)
 	}
@@ -115,6 +117,7 @@ func (c *CA) revokeCertsLocked(tx store.Tx, match func(store.CertRecord) bool, r
 		return 0, err
 	}
 	now, n := c.now(), 0
+	var entries []translog.Entry
 	for _, r := range recs {
 		if !match(r) || !r.RevokedAt.IsZero() || now.After(r.NotAfter) {
 			continue
@@ -123,7 +126,17 @@ func (c *CA) revokeCertsLocked(tx store.Tx, match func(store.CertRecord) bool, r
 		if err := tx.PutCertificate(r); err != nil {
 			return n, err
 		}
+		e, err := revocationEntry(tx, r, now, reason)
+		if err != nil {
+			return n, err
+		}
+		entries = append(entries, e)
 		n++
+	}
+	if len(entries) > 0 {
+		if err := c.logAppend(context.Background(), entries...); err != nil {
+			return n, err
+		}
 	}
 	return n, nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/store"
 	"github.com/certmesh/certmesh/internal/wire"
+	"github.com/certmesh/certmesh/translog"
 	"go.step.sm/crypto/x25519"
 )
 
@@ -205,6 +206,9 @@ func (c *CA) issue(ctx context.Context, tx store.Tx, dev *store.Device, csr *x50
 	if err := tx.PutCertificate(store.CertRecord{Serial: serial, DeviceID: dev.ID, DER: cert.Raw, IssuedAt: now, NotAfter: cert.NotAfter}); err != nil {
 		return nil, fmt.Errorf("recording certificate: %w", err)
 	}
+	if err := c.logAppend(ctx, translog.CertificateEntry(cert.Raw, c.inter.Cert.Raw)); err != nil {
+		return nil, err
+	}
 	dev.Serial, dev.NotAfter = serial, cert.NotAfter
 	if err := tx.PutDevice(*dev); err != nil {
 		return nil, fmt.Errorf("recording device: %w", err)
@@ -234,9 +238,11 @@ func checkKeysUnused(tx store.Tx, cr *checkedRequest, self certs.DeviceID) error
 }
 
 func (c *CA) response(id certs.DeviceID, cert *x509.Certificate) wire.CertificateResponse {
+	c.publishCheckpoint()
 	return wire.CertificateResponse{
 		DeviceID: id, Bundle: c.bundleFor(cert), CoordinatorURL: c.cfg.CoordinatorURL,
 		OverlayRoutes: c.cfg.Overlays(), NotAfter: cert.NotAfter,
+		Inclusion: c.inclusion(cert), LogKey: c.logVKey,
 	}
 }
 

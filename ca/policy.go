@@ -11,6 +11,7 @@ import (
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/policy"
+	"github.com/certmesh/certmesh/translog"
 )
 
 // Files of the access policy in the state directory.
@@ -162,6 +163,10 @@ func (c *CA) PublishPolicy(ctx context.Context, src []byte) (PolicyInfo, error) 
 	if err != nil {
 		return PolicyInfo{}, err
 	}
+	if err := c.logAppend(ctx, translog.PolicyEntry(doc.Version, raw, doc.SignedAt)); err != nil {
+		return PolicyInfo{}, err
+	}
+	c.publishCheckpoint()
 	if err := writeFileAtomic(filepath.Join(c.stateDir, PolicyFile), raw, 0o644); err != nil {
 		return PolicyInfo{}, fmt.Errorf("storing policy: %w", err)
 	}

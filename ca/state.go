@@ -87,6 +87,7 @@ func Init(stateDir string, o InitOptions) (certs.Fingerprint, error) {
 		func() error { return writeServerPair(stateDir, server, certs.EncodePEM(inter.Cert)) },
 		func() error { return writeConfig(stateDir, cfg) },
 		func() error { return initPolicy(stateDir, root, cfg.TrustDomain, o.Now) },
+		func() error { return initLog(stateDir, cfg.TrustDomain) },
 		func() error {
 			s, err := store.OpenBolt(filepath.Join(stateDir, dbFile))
 			if err != nil {

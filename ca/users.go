@@ -10,6 +10,7 @@ import (
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/store"
 	"github.com/certmesh/certmesh/internal/wire"
+	"github.com/certmesh/certmesh/translog"
 )
 
 // authenticateDevice checks the machine certificate a device presented
@@ -155,6 +156,9 @@ func (c *CA) issueUser(ctx context.Context, s *loginSession, u verifiedUser) (*w
 			DER: cert.Raw, IssuedAt: now, NotAfter: cert.NotAfter}); err != nil {
 			return fmt.Errorf("recording certificate: %w", err)
 		}
+		if err := c.logAppend(ctx, translog.CertificateEntry(cert.Raw, c.inter.Cert.Raw)); err != nil {
+			return err
+		}
 		if rec.Devices == nil {
 			rec.Devices = map[certs.DeviceID]string{}
 		}
@@ -168,7 +172,9 @@ func (c *CA) issueUser(ctx context.Context, s *loginSession, u verifiedUser) (*w
 	for i, g := range groups {
 		gs[i] = string(g)
 	}
-	return &wire.LoginPollResponse{Status: wire.LoginDone, UserCert: cert.Raw, Email: string(email), Groups: gs, NotAfter: cert.NotAfter}, nil
+	c.publishCheckpoint()
+	return &wire.LoginPollResponse{Status: wire.LoginDone, UserCert: cert.Raw, Email: string(email), Groups: gs, NotAfter: cert.NotAfter,
+		UserInclusion: c.inclusion(cert)}, nil
 }
 
 // Users lists the users who logged in.

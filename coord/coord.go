@@ -104,7 +104,8 @@ func (s *Server) checkPublish(self certs.Identity, p wire.Publish) (wire.Peer, e
 	if len(p.Endpoints) > wire.MaxEndpoints {
 		return wire.Peer{}, fmt.Errorf("%d endpoints, at most %d allowed", len(p.Endpoints), wire.MaxEndpoints)
 	}
-	return wire.Peer{Label: string(id.DeviceID), Bundle: p.Bundle, Endpoints: p.Endpoints}, nil
+	return wire.Peer{Label: string(id.DeviceID), Bundle: p.Bundle, Endpoints: p.Endpoints,
+		Inclusion: p.Inclusion, UserInclusion: p.UserInclusion}, nil
 }
 
 // SetDocument makes data the current document of its kind and relays it

@@ -26,7 +26,7 @@ func agentCmd() *cobra.Command {
 		advertise                                                 []string
 		crlStale                                                  string
 		crlGrace                                                  time.Duration
-		useTPM                                                    bool
+		useTPM, requireLogged                                     bool
 		tpmDevice, ekCert                                         string
 	)
 	cmd := &cobra.Command{
@@ -46,6 +46,7 @@ func agentCmd() *cobra.Command {
 				return fmt.Errorf("--crl-stale: %w", err)
 			}
 			cfg.CRLGrace = crlGrace
+			cfg.AllowUnlogged = !requireLogged
 			if useTPM {
 				cfg.TPM = &agent.TPMConfig{Device: tpmDevice, EKCertFile: ekCert}
 			}
@@ -110,6 +111,7 @@ func agentCmd() *cobra.Command {
 	f.IntVar(&port, "listen-port", 0, "WireGuard UDP port (default random)")
 	f.StringSliceVar(&advertise, "advertise", nil, "underlay IPs peers should send to (default: this host's addresses)")
 	f.BoolVar(&debug, "debug", false, "debug logging")
+	f.BoolVar(&requireLogged, "require-logged", true, "accept a peer only with a valid inclusion proof of its certificate in the CA's transparency log")
 	f.BoolVar(&useTPM, "tpm", false, "keep the device key in the TPM 2.0 and enroll with TPM attestation")
 	f.StringVar(&tpmDevice, "tpm-device", tpmkey.DefaultDevice, "TPM device")
 	f.StringVar(&ekCert, "tpm-ek-cert", "", "EK certificate file (PEM or DER) for a TPM that keeps none")

@@ -95,6 +95,12 @@ func Start(o Options) (*Server, error) {
 		h := s.CA.Handler()
 		mux.Handle("/v1/ca/", h)
 		mux.Handle("/v1/login/", h)
+		lh, err := s.CA.LogHandler()
+		if err != nil {
+			s.closeCA()
+			return nil, err
+		}
+		mux.Handle("/v1/log/", lh)
 		tlsCfg.GetCertificate = s.CA.GetCertificate
 	} else {
 		kp, err := ca.LoadServerCertificate(o.StateDir)
@@ -115,6 +121,8 @@ func Start(o Options) (*Server, error) {
 			if doc := s.CA.Policy(); doc != nil {
 				s.relay(wire.DocPolicy, doc)
 			}
+			s.CA.OnCheckpoint(func(cp []byte) { s.relay(wire.DocCheckpoint, cp) })
+			s.relay(wire.DocCheckpoint, s.CA.Checkpoint())
 			s.CA.OnCRL(func(der []byte) { s.relay(wire.DocCRL, der) })
 			if der := s.CA.CRL(); der != nil {
 				s.relay(wire.DocCRL, der)
@@ -168,6 +176,9 @@ func (s *Server) serveCRL(addr string) error {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /crl", s.CA.ServeCRL)
+	if lh, err := s.CA.LogHandler(); err == nil {
+		mux.Handle("/v1/log/", lh) // the log is public and signed: plain HTTP for auditors' tools
+	}
 	s.crl = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { s.errc <- s.crl.Serve(ln) }()
 	return nil

@@ -66,6 +66,18 @@ func TestRevokedDeviceCutOff(t *testing.T) {
 			t.Fatalf("%s holds CRL %+v, want one listing the revoked device", n.Name, st.CRL)
 		}
 	}
+	// Every agent followed the transparency log (peers were accepted with
+	// inclusion proofs, require_logged being the default) and saw no
+	// split view; the revocation is in the log too.
+	testmesh.Eventually(t, 5*time.Second, "the agents to follow the log past the revocation", func() error {
+		for _, n := range []*testmesh.Node{a, b} {
+			st := n.Status(t).Log
+			if !st.RequireLogged || st.Alarm != "" || st.Size < 5 {
+				return fmt.Errorf("%s: log status %+v", n.Name, st)
+			}
+		}
+		return nil
+	})
 }
 
 func TestRevokedUserDropped(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/translog"
 )
 
 // HTTP paths of the CA.
@@ -64,6 +65,10 @@ type CertificateResponse struct {
 	CoordinatorURL string           `json:"coordinator_url,omitempty"`
 	OverlayRoutes  []netip.Prefix   `json:"overlay_routes"`
 	NotAfter       time.Time        `json:"not_after"`
+	// Inclusion proves the machine certificate is in the CA's
+	// transparency log; LogKey is the log's verifier key (C2SP note).
+	Inclusion *translog.InclusionBundle `json:"inclusion,omitempty"`
+	LogKey    string                    `json:"log_key,omitempty"`
 	// Pending is set instead of a certificate when the enrollment waits
 	// for an admin's approval (HTTP 202): poll PathEnrollPoll with it.
 	Pending *Pending `json:"pending,omitempty"`

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/translog"
 )
 
 // HTTP paths of the coordinator.
@@ -29,6 +30,10 @@ const MaxEndpoints = 16
 type Publish struct {
 	Bundle    certs.WireBundle `json:"bundle"`
 	Endpoints []netip.AddrPort `json:"endpoints"`
+	// Inclusion proofs of the machine and user certificates in the CA's
+	// transparency log (agents with require_logged refuse a peer without).
+	Inclusion     *translog.InclusionBundle `json:"inclusion,omitempty"`
+	UserInclusion *translog.InclusionBundle `json:"user_inclusion,omitempty"`
 }
 
 // Peer is one other agent as the coordinator relays it. Nothing here is
@@ -36,9 +41,11 @@ type Publish struct {
 type Peer struct {
 	// Label is the coordinator's name for the peer (its device ID as the
 	// coordinator believes it). Agents use it only to match removals.
-	Label     string           `json:"label"`
-	Bundle    certs.WireBundle `json:"bundle"`
-	Endpoints []netip.AddrPort `json:"endpoints"`
+	Label         string                    `json:"label"`
+	Bundle        certs.WireBundle          `json:"bundle"`
+	Endpoints     []netip.AddrPort          `json:"endpoints"`
+	Inclusion     *translog.InclusionBundle `json:"inclusion,omitempty"`
+	UserInclusion *translog.InclusionBundle `json:"user_inclusion,omitempty"`
 }
 
 // EventType says what an Event carries.

@@ -1,6 +1,10 @@
 package wire
 
-import "time"
+import (
+	"time"
+
+	"github.com/certmesh/certmesh/translog"
+)
 
 // HTTP paths of the CA's user login (OIDC).
 const (
@@ -61,4 +65,6 @@ type LoginPollResponse struct {
 	Email    string      `json:"email,omitempty"`
 	Groups   []string    `json:"groups,omitempty"`
 	NotAfter time.Time   `json:"not_after,omitzero"`
+	// UserInclusion proves the user certificate is in the CA's log.
+	UserInclusion *translog.InclusionBundle `json:"user_inclusion,omitempty"`
 }

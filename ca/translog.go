@@ -1,0 +1,145 @@
+package ca
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/store"
+	"github.com/certmesh/certmesh/translog"
+)
+
+// Files of the transparency log in the state directory.
+const (
+	logKeyFile = "log.key" // note signer key, 0600
+	// LogPubFile is the log's verifier key (C2SP note format).
+	LogPubFile = "log.pub"
+	logDBFile  = "translog.db"
+)
+
+// initLog creates the log's signing key.
+func initLog(stateDir string, td certs.TrustDomain) error {
+	skey, vkey, err := translog.GenerateKey(translog.Origin(td))
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(stateDir, logKeyFile), []byte(skey+"\n"), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(stateDir, LogPubFile), []byte(vkey+"\n"), 0o644)
+}
+
+// openLog opens the transparency log (creating its key for a state
+// directory from before the log).
+func openLog(stateDir string, td certs.TrustDomain) (*translog.Log, string, error) {
+	keyPath := filepath.Join(stateDir, logKeyFile)
+	if _, err := os.Stat(keyPath); errors.Is(err, os.ErrNotExist) {
+		if err := initLog(stateDir, td); err != nil {
+			return nil, "", fmt.Errorf("creating the log key: %w", err)
+		}
+	}
+	if err := checkKeyMode(keyPath); err != nil {
+		return nil, "", err
+	}
+	skey, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, "", err
+	}
+	signer, vkey, err := translog.NewSigner(strings.TrimSpace(string(skey)))
+	if err != nil {
+		return nil, "", fmt.Errorf("log key: %w", err)
+	}
+	l, err := translog.Open(filepath.Join(stateDir, logDBFile), signer, translog.Origin(td))
+	if err != nil {
+		return nil, "", err
+	}
+	return l, vkey, nil
+}
+
+// LogKey is the transparency log's verifier key.
+func (c *CA) LogKey() string { return c.logVKey }
+
+// LogHandler serves the log's public, read-only endpoints (/v1/log/...).
+func (c *CA) LogHandler() (http.Handler, error) { return c.tlog.Handler(c.logVKey) }
+
+// Checkpoint is the log's current signed checkpoint.
+func (c *CA) Checkpoint() []byte { return c.tlog.Checkpoint() }
+
+// OnCheckpoint registers a function called with every new checkpoint.
+func (c *CA) OnCheckpoint(fn func(cp []byte)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.onCheckpoint = append(c.onCheckpoint, fn)
+}
+
+// logAppend appends entries to the transparency log. Called inside the
+// store transaction that records what they describe: if the log refuses,
+// nothing is issued.
+func (c *CA) logAppend(ctx context.Context, es ...translog.Entry) error {
+	if _, err := c.tlog.AppendBatch(ctx, es); err != nil {
+		return fmt.Errorf("appending to the transparency log: %w", err)
+	}
+	c.checkpointChanged.Store(true)
+	return nil
+}
+
+// publishCheckpoint tells the listeners about a new checkpoint (after the
+// transaction that appended committed).
+func (c *CA) publishCheckpoint() {
+	if !c.checkpointChanged.Swap(false) {
+		return
+	}
+	cp := c.tlog.Checkpoint()
+	c.mu.Lock()
+	fns := append([]func([]byte){}, c.onCheckpoint...)
+	c.mu.Unlock()
+	for _, fn := range fns {
+		fn(cp)
+	}
+}
+
+// inclusion returns the inclusion proof of a logged certificate against
+// the current checkpoint.
+func (c *CA) inclusion(cert *x509.Certificate) *translog.InclusionBundle {
+	h, err := translog.CertificateLeafHash(cert.Raw)
+	if err != nil {
+		return nil
+	}
+	idx, ok, err := c.tlog.Lookup(h)
+	if err != nil || !ok {
+		c.log.Error("certificate missing from the transparency log", "serial", cert.SerialNumber.Text(16), "err", err)
+		return nil
+	}
+	b, err := c.tlog.InclusionBundle(idx)
+	if err != nil {
+		c.log.Error("inclusion proof", "serial", cert.SerialNumber.Text(16), "err", err)
+		return nil
+	}
+	return &b
+}
+
+// InclusionOf returns the inclusion proof of a certificate the CA issued.
+func (c *CA) InclusionOf(cert *x509.Certificate) *translog.InclusionBundle { return c.inclusion(cert) }
+
+// revocationEntry describes a revoked certificate record for the log.
+func revocationEntry(tx store.Tx, r store.CertRecord, at time.Time, reason int) (translog.Entry, error) {
+	serial, ok := new(big.Int).SetString(r.Serial, 16)
+	if !ok {
+		return translog.Entry{}, fmt.Errorf("certificate record with serial %q", r.Serial)
+	}
+	rev := translog.Revocation{Serial: serial, Time: at, Reason: translog.RevocationReason(reason), Device: r.DeviceID}
+	if r.UserID != "" {
+		if u, err := tx.GetUser(r.UserID); err == nil {
+			rev.Email = u.Email
+		}
+	}
+	return translog.RevocationEntry(rev), nil
+}
