@@ -13,6 +13,7 @@ import (
 
 	"github.com/certmesh/certmesh/agent"
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/translog"
 	"github.com/spf13/cobra"
 )
 
@@ -95,6 +96,9 @@ func printCert(w io.Writer, i int, der []byte) {
 	fmt.Fprintf(w, "    valid         %s .. %s\n", c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339))
 	fmt.Fprintf(w, "    sha256        %s\n", hex.EncodeToString(sum[:]))
 	fmt.Fprintf(w, "    key sha256    %s\n", hex.EncodeToString(spki[:]))
+	if h, err := translog.CertificateLeafHash(der); err == nil && !c.IsCA {
+		fmt.Fprintf(w, "    log leaf      %s (find it with certmesh audit list --json)\n", h)
+	}
 	for _, u := range c.URIs {
 		fmt.Fprintf(w, "    SPIFFE ID     %s\n", u)
 	}
