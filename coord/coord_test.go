@@ -611,7 +611,7 @@ func TestSlowConsumerDoesNotBlockOthers(t *testing.T) {
 // Known bug, skipped unless COORD_TEST_KNOWN_BUGS=1: the handler of a
 // watcher that does not read is blocked in Write/Flush (HTTP/2 flow
 // control) when broadcastLocked closes m.done, never sees it, and the
-// member stays in the map (coord/coord.go:207-212, coord/http.go:329-334).
+// member stays in the map (coord/coord.go:208-213, coord/http.go:80-108).
 func TestSlowConsumerIsDisconnected(t *testing.T) {
 	if os.Getenv("COORD_TEST_KNOWN_BUGS") == "" {
 		t.Skip("known bug: a slow watcher blocked in Write is never disconnected (set COORD_TEST_KNOWN_BUGS=1 to run)")
@@ -756,7 +756,7 @@ func TestEventsAreWellFormed(t *testing.T) {
 // watch before its snapshot.
 //
 // Known bug, skipped unless COORD_TEST_KNOWN_BUGS=1: SetDocument encodes
-// without validating (coord/coord.go:113-123), so an empty document is
+// without validating (coord/coord.go:114-124), so an empty document is
 // stored and broadcast, and wire.DecodeEvent refuses it on every agent
 // ("document event without a document").
 func TestSetDocumentRefusesInvalidDocuments(t *testing.T) {
