@@ -45,6 +45,7 @@ const waitFor = 5 * time.Second
 type fixture struct {
 	StateDir string
 	CA       *ca.CA
+	CAURL    string // the CA's HTTPS listener, where agents enroll
 	Coord    *hostile.Coordinator
 	// PKI issues with the CA's real intermediate key.
 	PKI      *testca.CA
@@ -134,6 +135,7 @@ func newFixture(t *testing.T) *fixture {
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
+	f.CAURL = srv.URL
 
 	f.Victim = f.startAgent(t, srv.URL, "victim")
 	f.Peer = f.startAgent(t, srv.URL, "peer")
@@ -183,8 +185,9 @@ func readKey(t *testing.T, path string) crypto.Signer {
 }
 
 // startAgent enrolls a new agent with a fresh token, runs it until the
-// test ends and waits for its watch on the hostile coordinator.
-func (f *fixture) startAgent(t *testing.T, caURL, name string) *node {
+// test ends and waits for its watch on the hostile coordinator. edits, if
+// any, change the agent's configuration first (a stale-CRL policy, ...).
+func (f *fixture) startAgent(t *testing.T, caURL, name string, edits ...func(*agent.Config)) *node {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
 	defer cancel()
@@ -195,7 +198,7 @@ func (f *fixture) startAgent(t *testing.T, caURL, name string) *node {
 	n := &node{Name: name, StateDir: filepath.Join(filepath.Dir(f.StateDir), name), logs: &logBuffer{}}
 	u, _ := url.Parse(caURL)
 	runCtx, stop := context.WithCancel(context.Background())
-	n.Agent, err = agent.New(ctx, agent.Config{
+	cfg := agent.Config{
 		StateDir: n.StateDir, ServerURL: u, RootFingerprint: certs.FingerprintOf(f.CA.Roots().Certificates()[0]),
 		Token: tok, Hostname: certs.Hostname(name), Mode: wgdev.Userspace,
 		AdvertiseAddrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")},
@@ -205,7 +208,11 @@ func (f *fixture) startAgent(t *testing.T, caURL, name string) *node {
 		// internal/hostile/log_test.go attacks the log checks.
 		AllowUnlogged: true,
 		Logger:        slog.New(slog.NewTextHandler(n.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	for _, edit := range edits {
+		edit(&cfg)
+	}
+	n.Agent, err = agent.New(ctx, cfg)
 	if err != nil {
 		stop()
 		t.Fatalf("agent.New(%s): %v", name, err)
