@@ -112,7 +112,11 @@ func (s *Server) checkPublish(self certs.Identity, p wire.Publish) (wire.Peer, e
 // to every connected agent (and to those that connect later). The
 // coordinator does not verify it: agents do.
 func (s *Server) SetDocument(kind wire.DocKind, data []byte) error {
-	enc, err := encodeEvent(&wire.Event{Type: wire.EventDocument, Doc: &wire.Document{Kind: kind, Data: data}})
+	ev := &wire.Event{Type: wire.EventDocument, Doc: &wire.Document{Kind: kind, Data: data}}
+	if err := ev.Validate(); err != nil {
+		return fmt.Errorf("refusing to relay document: %w", err)
+	}
+	enc, err := encodeEvent(ev)
 	if err != nil {
 		return err
 	}

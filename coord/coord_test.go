@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -608,14 +607,11 @@ func TestSlowConsumerDoesNotBlockOthers(t *testing.T) {
 // TestSlowConsumerIsDisconnected: the watcher found too slow is
 // disconnected: the others are told it left and newcomers no longer get it.
 //
-// Known bug, skipped unless COORD_TEST_KNOWN_BUGS=1: the handler of a
+// Found by these tests and fixed: the handler of a
 // watcher that does not read is blocked in Write/Flush (HTTP/2 flow
 // control) when broadcastLocked closes m.done, never sees it, and the
 // member stays in the map (coord/coord.go:208-213, coord/http.go:80-108).
 func TestSlowConsumerIsDisconnected(t *testing.T) {
-	if os.Getenv("COORD_TEST_KNOWN_BUGS") == "" {
-		t.Skip("known bug: a slow watcher blocked in Write is never disconnected (set COORD_TEST_KNOWN_BUGS=1 to run)")
-	}
 	f, fast, slow, fs := slowConsumer(t)
 	fs.wantRemove(t, slow)
 	f.wantConnected(t, fast.id)
@@ -755,14 +751,11 @@ func TestEventsAreWellFormed(t *testing.T) {
 // every connected watch, and, kept as the current document, every future
 // watch before its snapshot.
 //
-// Known bug, skipped unless COORD_TEST_KNOWN_BUGS=1: SetDocument encodes
+// Found by these tests and fixed: SetDocument encodes
 // without validating (coord/coord.go:114-124), so an empty document is
 // stored and broadcast, and wire.DecodeEvent refuses it on every agent
 // ("document event without a document").
 func TestSetDocumentRefusesInvalidDocuments(t *testing.T) {
-	if os.Getenv("COORD_TEST_KNOWN_BUGS") == "" {
-		t.Skip("known bug: SetDocument relays documents agents cannot decode (set COORD_TEST_KNOWN_BUGS=1 to run)")
-	}
 	f := newFixture(t)
 	if err := f.coord.SetDocument(wire.DocPolicy, []byte("policy v1")); err != nil {
 		t.Fatal(err)

@@ -70,9 +70,27 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 		events: make(chan []byte, s.opts.WatchBuffer), done: make(chan struct{})}
 	snap, docs := s.join(m)
 	defer s.leave(m)
+	rc := http.NewResponseController(w)
+	// A member that stops reading fills its flow-control window and
+	// leaves this handler stuck in a write that never sees m.done: once
+	// the member is closed (slow, kicked, replaced), give the handler a
+	// moment to end the stream itself, then cut the pending write.
+	handlerDone := make(chan struct{})
+	defer close(handlerDone)
+	go func() {
+		select {
+		case <-m.done:
+		case <-handlerDone:
+			return
+		}
+		select {
+		case <-handlerDone:
+		case <-time.After(time.Second):
+			_ = rc.SetWriteDeadline(time.Now())
+		}
+	}()
 	s.log.Info("agent joined", "device", self.DeviceID, "remote", r.RemoteAddr, "peers", len(snap))
 
-	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	// The signed documents first (CRL, checkpoint, policy), so that the
