@@ -315,6 +315,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	go a.fetchCRL(ctx)
 	go a.coord.run(ctx)
 	go a.renewLoop(ctx)
 	a.cfg.Logger.Info("agent running", "device", a.self.DeviceID, "listen_port", a.dev.ListenPort(), "mode", a.cfg.Mode)

@@ -1,13 +1,17 @@
 package agent
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"math/big"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/wire"
 )
 
 // crlFile keeps the newest verified CRL across restarts.
@@ -93,6 +97,30 @@ func (a *Agent) offerCRL(der []byte, save bool) error {
 	a.peers.setCRL(crl)
 	a.cfg.Logger.Info("CRL installed", "number", crl.Number, "entries", crl.Len(), "next_update", crl.NextUpdate)
 	return nil
+}
+
+// fetchCRL asks the CA for its current CRL (over the pinned TLS), so an
+// agent holds one even if the coordinator never relays any: withholding
+// CRLs then always ends in a stale CRL, which status reports.
+func (a *Agent) fetchCRL(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.caAPI.url(wire.PathCRL), nil)
+	if err != nil {
+		return
+	}
+	resp, err := a.caAPI.hc.Do(req)
+	if err != nil {
+		a.cfg.Logger.Debug("fetching the CRL from the CA", "err", err)
+		return
+	}
+	defer resp.Body.Close()
+	der, err := io.ReadAll(io.LimitReader(resp.Body, certs.MaxCRLSize+1))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		a.cfg.Logger.Debug("fetching the CRL from the CA", "status", resp.Status, "err", err)
+		return
+	}
+	_ = a.offerCRL(der, true)
 }
 
 // loadCRL restores the CRL kept from the last run.

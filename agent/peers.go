@@ -85,6 +85,7 @@ type peerManager struct {
 	crlRefusedAt time.Time
 	staleGrace   time.Duration
 	stalePolicy  StalePolicy
+	wasStale     bool
 	// logged, if set, checks a certificate's inclusion in the CA's log.
 	logged func(der []byte, b *translog.InclusionBundle) error
 
@@ -475,6 +476,15 @@ func (m *peerManager) sweep() {
 		}
 	}
 	m.reconcileLocked()
+	if stale := m.staleLocked(); stale != m.wasStale {
+		m.wasStale = stale
+		if stale {
+			m.log.Warn("the CRL is stale: no newer one arrived in time (the CA or the coordinator is not delivering revocations)",
+				"number", m.crl.Number, "next_update", m.crl.NextUpdate, "grace", m.staleGrace, "policy", m.stalePolicy)
+		} else {
+			m.log.Info("the CRL is current again", "number", m.crl.Number, "next_update", m.crl.NextUpdate)
+		}
+	}
 }
 
 // reconcileLocked removes from the device any peer the agent does not hold

@@ -151,17 +151,7 @@ func (t boltTx) nextCounter(key []byte) (uint64, error) {
 }
 
 func (t boltTx) ListCertificates() ([]CertRecord, error) {
-	var out []CertRecord
-	err := t.tx.Bucket(bucketCerts).ForEach(func(k, v []byte) error {
-		var c CertRecord
-		if err := json.Unmarshal(v, &c); err != nil {
-			return fmt.Errorf("decoding certificate %q: %w", k, err)
-		}
-		out = append(out, c)
-		return nil
-	})
-	sort.Slice(out, func(i, j int) bool { return out[i].IssuedAt.Before(out[j].IssuedAt) })
-	return out, err
+	return listSorted(t, bucketCerts, "certificate", func(a, b CertRecord) bool { return a.IssuedAt.Before(b.IssuedAt) })
 }
 
 func (t boltTx) PutDevice(d Device) error { return t.put(bucketDevices, string(d.ID), d) }
@@ -172,17 +162,7 @@ func (t boltTx) GetDevice(id certs.DeviceID) (d Device, err error) {
 }
 
 func (t boltTx) ListDevices() ([]Device, error) {
-	var out []Device
-	err := t.tx.Bucket(bucketDevices).ForEach(func(k, v []byte) error {
-		var d Device
-		if err := json.Unmarshal(v, &d); err != nil {
-			return fmt.Errorf("decoding device %q: %w", k, err)
-		}
-		out = append(out, d)
-		return nil
-	})
-	sort.Slice(out, func(i, j int) bool { return out[i].EnrolledAt.Before(out[j].EnrolledAt) })
-	return out, err
+	return listSorted(t, bucketDevices, "device", func(a, b Device) bool { return a.EnrolledAt.Before(b.EnrolledAt) })
 }
 
 func (t boltTx) PutCertificate(c CertRecord) error { return t.put(bucketCerts, c.Serial, c) }
@@ -200,17 +180,7 @@ func (t boltTx) GetUser(id certs.UserID) (u User, err error) {
 }
 
 func (t boltTx) ListUsers() ([]User, error) {
-	var out []User
-	err := t.tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
-		var u User
-		if err := json.Unmarshal(v, &u); err != nil {
-			return fmt.Errorf("decoding user %q: %w", k, err)
-		}
-		out = append(out, u)
-		return nil
-	})
-	sort.Slice(out, func(i, j int) bool { return out[i].FirstSeen.Before(out[j].FirstSeen) })
-	return out, err
+	return listSorted(t, bucketUsers, "user", func(a, b User) bool { return a.FirstSeen.Before(b.FirstSeen) })
 }
 
 func (t boltTx) DeleteUser(id certs.UserID) error {
@@ -257,15 +227,20 @@ func (t boltTx) GetPending(id string) (p PendingEnrollment, err error) {
 }
 
 func (t boltTx) ListPending() ([]PendingEnrollment, error) {
-	var out []PendingEnrollment
-	err := t.tx.Bucket(bucketPending).ForEach(func(k, v []byte) error {
-		var p PendingEnrollment
-		if err := json.Unmarshal(v, &p); err != nil {
-			return fmt.Errorf("decoding pending enrollment: %w", err)
+	return listSorted(t, bucketPending, "pending enrollment", func(a, b PendingEnrollment) bool { return a.RequestedAt.Before(b.RequestedAt) })
+}
+
+// listSorted decodes every record of a bucket and sorts them with less.
+func listSorted[T any](t boltTx, bucket []byte, what string, less func(a, b T) bool) ([]T, error) {
+	var out []T
+	err := t.tx.Bucket(bucket).ForEach(func(k, v []byte) error {
+		var r T
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("decoding %s %q: %w", what, k, err)
 		}
-		out = append(out, p)
+		out = append(out, r)
 		return nil
 	})
-	sort.Slice(out, func(i, j int) bool { return out[i].RequestedAt.Before(out[j].RequestedAt) })
+	sort.SliceStable(out, func(i, j int) bool { return less(out[i], out[j]) })
 	return out, err
 }
