@@ -9,7 +9,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -269,17 +268,9 @@ func (c *CA) Renew(ctx context.Context, peer []*x509.Certificate, req wire.Renew
 	}
 	var cert *x509.Certificate
 	err = c.store.Update(ctx, func(tx store.Tx) error {
-		dev, err := tx.GetDevice(id.DeviceID)
-		if errors.Is(err, store.ErrNotFound) {
-			return refuse(CodeForbidden, "device %s is not enrolled", id.DeviceID)
-		} else if err != nil {
+		dev, err := currentDeviceLocked(tx, id)
+		if err != nil {
 			return err
-		}
-		if dev.State != store.DeviceActive {
-			return refuse(CodeForbidden, "device %s is %s", dev.ID, dev.State)
-		}
-		if dev.Serial != id.Serial {
-			return refuse(CodeForbidden, "certificate %s was superseded by %s", id.Serial, dev.Serial)
 		}
 		if err := checkKeysUnused(tx, cr, dev.ID); err != nil {
 			return err

@@ -25,21 +25,28 @@ func (c *CA) authenticateDevice(ctx context.Context, peer []*x509.Certificate) (
 		return certs.Identity{}, &Error{Code: CodeForbidden, Msg: "client certificate", Err: err}
 	}
 	err = c.store.View(ctx, func(tx store.Tx) error {
-		dev, err := tx.GetDevice(id.DeviceID)
-		if errors.Is(err, store.ErrNotFound) {
-			return refuse(CodeForbidden, "device %s is not enrolled", id.DeviceID)
-		} else if err != nil {
-			return err
-		}
-		if dev.State != store.DeviceActive {
-			return refuse(CodeForbidden, "device %s is %s", dev.ID, dev.State)
-		}
-		if dev.Serial != id.Serial {
-			return refuse(CodeForbidden, "certificate %s was superseded by %s", id.Serial, dev.Serial)
-		}
-		return nil
+		_, err := currentDeviceLocked(tx, id)
+		return err
 	})
 	return id, err
+}
+
+// currentDeviceLocked returns the device of a verified machine identity if
+// it is enrolled, active, and the certificate is its current one.
+func currentDeviceLocked(tx store.Tx, id certs.Identity) (store.Device, error) {
+	dev, err := tx.GetDevice(id.DeviceID)
+	if errors.Is(err, store.ErrNotFound) {
+		return dev, refuse(CodeForbidden, "device %s is not enrolled", id.DeviceID)
+	} else if err != nil {
+		return dev, err
+	}
+	if dev.State != store.DeviceActive {
+		return dev, refuse(CodeForbidden, "device %s is %s", dev.ID, dev.State)
+	}
+	if dev.Serial != id.Serial {
+		return dev, refuse(CodeForbidden, "certificate %s was superseded by %s", id.Serial, dev.Serial)
+	}
+	return dev, nil
 }
 
 // userIDOf is the stable ID of a verified user.

@@ -2,7 +2,6 @@ package testmesh_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -85,13 +84,7 @@ func TestRevokedUserDropped(t *testing.T) {
 	a := m.AddNode(t, "laptop-a", testmesh.NodeOptions{})
 	b := m.AddNode(t, "laptop-b", testmesh.NodeOptions{})
 	login(t, m, idp, a, alice)
-	testmesh.Eventually(t, 10*time.Second, "b to see alice", func() error {
-		p, err := peerNamed(b.Status(t), "laptop-a")
-		if err == nil && p.User == nil {
-			err = errors.New("no user yet")
-		}
-		return err
-	})
+	waitUserSeen(t, b, "laptop-a")
 	if _, err := m.Server.CA.RevokeUser(t.Context(), "alice@corp.example"); err != nil {
 		t.Fatal(err)
 	}

@@ -192,13 +192,7 @@ func TestLogout(t *testing.T) {
 	a := m.AddNode(t, "laptop-a", testmesh.NodeOptions{})
 	b := m.AddNode(t, "laptop-b", testmesh.NodeOptions{})
 	login(t, m, idp, a, alice)
-	testmesh.Eventually(t, 10*time.Second, "b to see alice", func() error {
-		pa, err := peerNamed(b.Status(t), "laptop-a")
-		if err == nil && pa.User == nil {
-			err = errors.New("no user yet")
-		}
-		return err
-	})
+	waitUserSeen(t, b, "laptop-a")
 	if err := a.Client.Logout(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -243,4 +237,16 @@ func TestLoginRefusedThroughAgent(t *testing.T) {
 	if st := a.Status(t); st.Self.User != nil {
 		t.Fatalf("refused login left a user: %+v", st.Self.User)
 	}
+}
+
+// waitUserSeen waits until observer sees a user on host's machine.
+func waitUserSeen(t *testing.T, observer *testmesh.Node, host string) {
+	t.Helper()
+	testmesh.Eventually(t, 10*time.Second, observer.Name+" to see the user of "+host, func() error {
+		p, err := peerNamed(observer.Status(t), host)
+		if err == nil && p.User == nil {
+			err = errors.New("no user yet")
+		}
+		return err
+	})
 }
