@@ -31,6 +31,8 @@ func initCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Created certmesh CA for %s in %s\nRoot fingerprint (SHA-256): %s\n", domain, state, fp)
+			fmt.Fprintf(cmd.OutOrStdout(), "Published the starter access policy (version 1): EVERY ENROLLED DEVICE MAY REACH EVERY OTHER.\n"+
+				"Tighten it: certmesh-server policy show --state %s > policy.hujson, edit, certmesh policy test, certmesh-server policy publish.\n", state)
 			return nil
 		},
 	}

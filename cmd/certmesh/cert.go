@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/http"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/agent"
+	"github.com/certmesh/certmesh/audit"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/translog"
 	"github.com/spf13/cobra"
@@ -20,7 +22,7 @@ import (
 // certCmd inspects certificates the way an auditor reads them.
 func certCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "cert", Short: "Inspect certmesh certificates"}
-	var rootFile, state string
+	var rootFile, state, logURL string
 	inspect := &cobra.Command{
 		Use:   "inspect [FILE]",
 		Short: "Print a certificate or a whole bundle (PEM): chain, certmesh extensions, SPIFFE ID, fingerprints, verdict",
@@ -51,6 +53,9 @@ func certCmd() *cobra.Command {
 			out := cmd.OutOrStdout()
 			for i, c := range cs {
 				printCert(out, i, c.Raw)
+				if logURL != "" && !c.IsCA {
+					printLogEntry(cmd, out, logURL, rootFile, c)
+				}
 			}
 			if rootFile == "" {
 				return nil
@@ -59,6 +64,7 @@ func certCmd() *cobra.Command {
 		},
 	}
 	inspect.Flags().StringVar(&rootFile, "root", "", "root certificate (PEM) to verify the bundle against")
+	inspect.Flags().StringVar(&logURL, "log", "", "the CA's URL: find each certificate's entry in its transparency log (https verified against --root)")
 	inspect.Flags().StringVar(&state, "state", "", "inspect this agent's own bundle (and verify it against its pinned root)")
 	cmd.AddCommand(inspect)
 	return cmd
@@ -161,4 +167,36 @@ func printVerdict(w io.Writer, cs []*x509.Certificate, rootFile string) error {
 		fmt.Fprintf(w, "user          not accepted: %v\n", id.UserRejected)
 	}
 	return nil
+}
+
+// printLogEntry looks the certificate up in the CA's transparency log.
+func printLogEntry(cmd *cobra.Command, w io.Writer, logURL, rootFile string, c *x509.Certificate) {
+	var roots *certs.Roots
+	if rootFile != "" {
+		if data, err := os.ReadFile(rootFile); err == nil {
+			if rs, err := certs.ParsePEM(data); err == nil && len(rs) > 0 {
+				if td, err := certs.TrustDomainOf(c); err == nil {
+					roots, _ = certs.NewRoots(td, rs[0])
+				}
+			}
+		}
+	}
+	hc := http.DefaultClient
+	if roots != nil {
+		hc = audit.HTTPClient(roots, 30*time.Second)
+	}
+	cl, err := translog.NewClient(logURL, hc)
+	if err != nil {
+		fmt.Fprintf(w, "    log entry     %v\n", err)
+		return
+	}
+	idx, ok, err := translog.FindCertificate(cmd.Context(), cl, c.Raw)
+	switch {
+	case err != nil:
+		fmt.Fprintf(w, "    log entry     lookup failed: %v\n", err)
+	case !ok:
+		fmt.Fprintf(w, "    log entry     NOT IN THE LOG\n")
+	default:
+		fmt.Fprintf(w, "    log entry     index %d\n", idx)
+	}
 }
