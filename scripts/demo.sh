@@ -42,7 +42,16 @@ for i in $(seq 1 100); do
   [ "$ok" = 3 ] && break
   sleep 0.2
 done
-sleep 1 # let the first handshakes complete
+echo "waiting for the WireGuard handshakes between every pair..."
+for i in $(seq 1 75); do
+  hs=0
+  for name in alpha beta gamma; do
+    c=$("$BIN/certmesh" status --state "$DIR/$name" --json 2>/dev/null | grep -c '"last_handshake"' || true)
+    hs=$((hs + c))
+  done
+  [ "$hs" -ge 6 ] && break
+  sleep 0.2
+done
 for name in alpha beta gamma; do
   echo; echo "== certmesh status --state $DIR/$name"
   "$BIN/certmesh" status --state "$DIR/$name"
