@@ -4,6 +4,12 @@
 // network namespaces built by internal/netns, or on loopback in userspace
 // mode.
 //
+// A mesh can also be a relying party of an OpenID Provider that runs in
+// the test process: [Mesh.InitServer], [Mesh.PatchServerConfig] and
+// [Mesh.RunServer] configure the server before it starts, and
+// [Mesh.Login] logs a user in through `certmesh login` with a
+// [Mesh.Browser] in the agent's namespace.
+//
 // The fixture itself does not import "testing": [Build], [New] and the
 // [Mesh] methods return errors, so a benchmark driver can use them too. The
 // tests wrap them (see NewMesh in the test files).

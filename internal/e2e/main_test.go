@@ -33,6 +33,10 @@ var bins struct {
 }
 
 func TestMain(m *testing.M) {
+	if mode := os.Getenv(helperEnv); mode != "" {
+		// This binary was started by a test as a helper program.
+		os.Exit(runHelper(mode))
+	}
 	removeLeftovers()
 	code := m.Run()
 	if bins.dir != "" {
@@ -74,17 +78,7 @@ func binaries(t testing.TB) *Binaries {
 // failed, the tails of all logs are printed first.
 func NewMesh(t testing.TB, n int) *Mesh {
 	t.Helper()
-	netns.RequireRoot(t)
-	netns.RequireCommands(t, "wg")
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skipf("no /dev/net/tun: %v", err)
-	}
-	bin := binaries(t)
-	dir := t.TempDir()
-	nw := netns.NewTest(t, netns.Options{Prefix: nextPrefix()})
-	m := New(nw, Options{Bin: bin, Dir: dir})
-	t.Cleanup(func() { dumpLogsOnFailure(t, m.Logs()) })
-
+	m := newTestMesh(t)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -100,6 +94,25 @@ func NewMesh(t testing.TB, n int) *Mesh {
 		t.Fatal(err)
 	}
 	t.Logf("mesh of %d agents converged in %v", n, time.Since(start).Round(time.Millisecond))
+	return m
+}
+
+// newTestMesh skips the test unless kernel-mode agents can run here, and
+// returns a mesh on a fresh network with nothing started yet. Everything
+// is torn down when the test ends; if it failed, the tails of all logs are
+// printed first.
+func newTestMesh(t testing.TB) *Mesh {
+	t.Helper()
+	netns.RequireRoot(t)
+	netns.RequireCommands(t, "wg")
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Skipf("no /dev/net/tun: %v", err)
+	}
+	bin := binaries(t)
+	dir := t.TempDir()
+	nw := netns.NewTest(t, netns.Options{Prefix: nextPrefix()})
+	m := New(nw, Options{Bin: bin, Dir: dir})
+	t.Cleanup(func() { dumpLogsOnFailure(t, m.Logs()) })
 	return m
 }
 

@@ -98,6 +98,8 @@ type Agent struct {
 	Iface    string // TUN interface name, unique on the machine
 	StateDir string
 	Proc     *netns.Process
+	// Token is the enrollment token the agent was started with.
+	Token string
 
 	// From the agent's status once it runs.
 	ID    certs.DeviceID
@@ -132,10 +134,26 @@ func Start(ctx context.Context, net *netns.Network, opts Options, n int) (*Mesh,
 }
 
 // StartServer initialises a CA in Dir/srv and runs certmesh-server in its
-// own namespace, waiting until its admin socket answers.
+// own namespace, waiting until its admin socket answers: [Mesh.InitServer]
+// then [Mesh.RunServer].
 func (m *Mesh) StartServer(ctx context.Context) error {
+	if err := m.InitServer(ctx); err != nil {
+		return err
+	}
+	return m.RunServer(ctx)
+}
+
+// InitServer adds the server's host and runs `certmesh-server init` in
+// Dir/srv/state, without starting the server: a test can change its
+// configuration ([Mesh.PatchServerConfig]) or start helpers in its
+// namespace before [Mesh.RunServer]. It sets Server (without Proc),
+// Fingerprint and URL.
+func (m *Mesh) InitServer(ctx context.Context) error {
 	if m.Bin == nil || m.Dir == "" {
 		return errors.New("e2e: mesh needs Options.Bin and Options.Dir")
+	}
+	if m.Server != nil {
+		return errors.New("e2e: the server is already initialised")
 	}
 	h, err := m.Net.AddHost(ctx, serverHostName)
 	if err != nil {
@@ -151,14 +169,73 @@ func (m *Mesh) StartServer(ctx context.Context) error {
 		return fmt.Errorf("e2e: no root fingerprint in the output of init: %q", out)
 	}
 	m.Fingerprint = mt[1]
+	m.URL = "https://" + netip.AddrPortFrom(h.Addr, ServerPort).String()
+	m.Server = s
+	return nil
+}
+
+// ServerConfigFile is the server's configuration file, written by init and
+// read once by run.
+func (m *Mesh) ServerConfigFile() string {
+	return filepath.Join(m.Server.StateDir, "config.json")
+}
+
+// PatchServerConfig sets top-level settings of the server's config.json
+// (for example "oidc" to a ca.OIDCConfig), keeping the others. Call it
+// between InitServer and RunServer: the server reads its configuration
+// once, at start.
+func (m *Mesh) PatchServerConfig(patch map[string]any) error {
+	if m.Server == nil {
+		return errors.New("e2e: initialise the server first")
+	}
+	if m.Server.Proc != nil {
+		return errors.New("e2e: the server already runs; it would not see the change")
+	}
+	path := m.ServerConfigFile()
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var cfg map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		return fmt.Errorf("e2e: %s: %w", path, err)
+	}
+	for k, v := range patch {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return fmt.Errorf("e2e: config setting %q: %w", k, err)
+		}
+		cfg[k] = b
+	}
+	out, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(out, '\n'), fi.Mode().Perm())
+}
+
+// RunServer runs `certmesh-server run` for the state InitServer created,
+// in the server's namespace, and waits until its admin socket answers.
+func (m *Mesh) RunServer(ctx context.Context) error {
+	s := m.Server
+	if s == nil {
+		return errors.New("e2e: initialise the server first")
+	}
+	if s.Proc != nil {
+		return errors.New("e2e: the server already runs")
+	}
+	h := s.Host
 	listen := netip.AddrPortFrom(h.Addr, ServerPort)
-	m.URL = "https://" + listen.String()
+	var err error
 	s.Proc, err = h.Start(context.Background(), filepath.Join(m.Dir, serverHostName, "server.log"),
 		m.Bin.Server, "run", "--state", s.StateDir, "--listen", listen.String())
 	if err != nil {
 		return err
 	}
-	m.Server = s
 	err = waitProc(ctx, s.Proc, func() error {
 		_, err := m.ServerCLI(ctx, "devices", "list", "--state", s.StateDir, "--json")
 		return err
@@ -179,7 +256,17 @@ func (m *Mesh) ServerCLI(ctx context.Context, args ...string) (string, error) {
 
 // Token creates a one-time enrollment token with `token create`.
 func (m *Mesh) Token(ctx context.Context) (string, error) {
-	out, err := m.ServerCLI(ctx, "token", "create", "--state", m.Server.StateDir)
+	return m.TaggedToken(ctx)
+}
+
+// TaggedToken creates a one-time enrollment token whose device gets tags
+// (`token create --tags`).
+func (m *Mesh) TaggedToken(ctx context.Context, tags ...string) (string, error) {
+	args := []string{"token", "create", "--state", m.Server.StateDir}
+	if len(tags) > 0 {
+		args = append(args, "--tags", strings.Join(tags, ","))
+	}
+	out, err := m.ServerCLI(ctx, args...)
 	if err != nil {
 		return "", err
 	}
@@ -220,6 +307,39 @@ func (m *Mesh) Revoke(ctx context.Context, a *Agent) error {
 	return err
 }
 
+// RevokeUser runs `users revoke EMAIL`.
+func (m *Mesh) RevokeUser(ctx context.Context, email string) error {
+	_, err := m.ServerCLI(ctx, "users", "revoke", "--state", m.Server.StateDir, email)
+	return err
+}
+
+var publishedRE = regexp.MustCompile(`published policy version ([0-9]+)`)
+
+// PublishPolicy writes src to a file under Dir and runs `policy publish`
+// with it, returning the version the server gave it.
+func (m *Mesh) PublishPolicy(ctx context.Context, src []byte) (uint64, error) {
+	f, err := os.CreateTemp(m.Dir, "policy-*.hujson")
+	if err != nil {
+		return 0, err
+	}
+	_, err = f.Write(src)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, err
+	}
+	out, err := m.ServerCLI(ctx, "policy", "publish", "--state", m.Server.StateDir, f.Name())
+	if err != nil {
+		return 0, err
+	}
+	mt := publishedRE.FindStringSubmatch(out)
+	if mt == nil {
+		return 0, fmt.Errorf("e2e: no version in the output of policy publish: %q", out)
+	}
+	return strconv.ParseUint(mt[1], 10, 64)
+}
+
 // Agents returns the agents added so far.
 func (m *Mesh) Agents() []*Agent {
 	m.mu.Lock()
@@ -237,26 +357,54 @@ func (m *Mesh) AddAgent(ctx context.Context, name string) (*Agent, error) {
 	return m.StartAgent(ctx, h)
 }
 
+// AgentOptions configure one agent of [Mesh.AddAgentWith].
+type AgentOptions struct {
+	// Tags are given to the device through its enrollment token.
+	Tags []string
+	// Args are appended to the agent's command line, after
+	// Options.AgentArgs.
+	Args []string
+}
+
+// AddAgentWith is [Mesh.AddAgent] with options.
+func (m *Mesh) AddAgentWith(ctx context.Context, name string, opts AgentOptions) (*Agent, error) {
+	h, err := m.Net.AddHost(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return m.StartAgentWith(ctx, h, opts)
+}
+
 // StartAgent enrolls an agent on h with a fresh token and runs it in kernel
 // TUN mode, waiting until its local API answers. Its interface gets a name
 // unique on the machine: wireguard-go's UAPI socket
 // (/var/run/wireguard/NAME.sock) is not per network namespace.
 func (m *Mesh) StartAgent(ctx context.Context, h *netns.Host) (*Agent, error) {
-	if m.Server == nil {
+	return m.StartAgentWith(ctx, h, AgentOptions{})
+}
+
+// NextInterface returns a TUN interface name unique on the machine, for an
+// agent the test starts itself.
+func (m *Mesh) NextInterface() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.nextIf++
+	return m.Net.Prefix() + "w" + strconv.Itoa(m.nextIf)
+}
+
+// StartAgentWith is [Mesh.StartAgent] with options.
+func (m *Mesh) StartAgentWith(ctx context.Context, h *netns.Host, opts AgentOptions) (*Agent, error) {
+	if m.Server == nil || m.Server.Proc == nil {
 		return nil, errors.New("e2e: start the server first")
 	}
-	tok, err := m.Token(ctx)
+	tok, err := m.TaggedToken(ctx, opts.Tags...)
 	if err != nil {
 		return nil, err
 	}
-	m.mu.Lock()
-	m.nextIf++
-	iface := m.Net.Prefix() + "w" + strconv.Itoa(m.nextIf)
-	m.mu.Unlock()
-	a := &Agent{Name: h.Name, Host: h, Iface: iface, StateDir: filepath.Join(m.Dir, h.Name, "state")}
-	args := []string{"agent", "--state", a.StateDir, "--server", m.URL, "--root-fingerprint", m.Fingerprint,
-		"--token", tok, "--tun", iface, "--hostname", h.Name, "--listen-port", strconv.Itoa(WireGuardPort)}
-	args = append(args, m.opts.AgentArgs...)
+	iface := m.NextInterface()
+	a := &Agent{Name: h.Name, Host: h, Iface: iface, StateDir: filepath.Join(m.Dir, h.Name, "state"), Token: tok}
+	args := m.AgentArgs(a, tok)
+	args = append(args, opts.Args...)
 	if err := m.runAgent(ctx, a, args); err != nil {
 		return a, err
 	}
@@ -272,9 +420,19 @@ func (m *Mesh) RestartAgent(ctx context.Context, a *Agent) error {
 	if err := a.Stop(); err != nil {
 		return err
 	}
-	args := []string{"agent", "--state", a.StateDir, "--server", m.URL, "--root-fingerprint", m.Fingerprint,
-		"--tun", a.Iface, "--hostname", a.Name, "--listen-port", strconv.Itoa(WireGuardPort)}
-	return m.runAgent(ctx, a, append(args, m.opts.AgentArgs...))
+	return m.runAgent(ctx, a, m.AgentArgs(a, ""))
+}
+
+// AgentArgs is the command line of certmesh (without the program name)
+// that runs a in kernel TUN mode: enrolling with token unless it is empty,
+// with Options.AgentArgs at the end.
+func (m *Mesh) AgentArgs(a *Agent, token string) []string {
+	args := []string{"agent", "--state", a.StateDir, "--server", m.URL, "--root-fingerprint", m.Fingerprint}
+	if token != "" {
+		args = append(args, "--token", token)
+	}
+	args = append(args, "--tun", a.Iface, "--hostname", a.Name, "--listen-port", strconv.Itoa(WireGuardPort))
+	return append(args, m.opts.AgentArgs...)
 }
 
 func (m *Mesh) runAgent(ctx context.Context, a *Agent, args []string) error {

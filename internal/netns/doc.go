@@ -26,6 +26,14 @@
 //	if err != nil { ... }
 //	defer n.Close()
 //
+// The calling process can also open sockets inside a host without running
+// a program there: [Host.Listen], [Host.ListenPacket] and [Host.DialContext]
+// (usable as an http.Transport's DialContext) create them on a thread
+// switched into the host's namespace for the duration ([Host.Do]), and a
+// socket keeps its namespace for life. [Host.ForwardTCP] relays a port
+// inside a host to a server of the calling process, e.g. a test identity
+// provider on 127.0.0.1.
+//
 // [Network.Close] stops every process started with [Host.Start], kills any
 // other process still running inside the namespaces and deletes them. Use
 // [Cleanup] to remove leftovers of a previous run that crashed before it
