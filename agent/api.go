@@ -20,6 +20,7 @@ const (
 	apiPathStatus = "/status"
 	apiPathLogin  = "/login"
 	apiPathLogout = "/logout"
+	apiPathRenew  = "/renew"
 )
 
 // LoginRequest asks the agent to start a user login.
@@ -62,6 +63,18 @@ func (a *Agent) serveAPI(ctx context.Context) error {
 	})
 	mux.HandleFunc("GET "+apiPathLogin, func(w http.ResponseWriter, r *http.Request) {
 		apiJSON(w, a.LoginStatus())
+	})
+	mux.HandleFunc("POST "+apiPathRenew, func(w http.ResponseWriter, r *http.Request) {
+		if err := a.RenewNow(r.Context()); err != nil {
+			apiError(w, http.StatusBadGateway, err)
+			return
+		}
+		st, err := a.Status()
+		if err != nil {
+			apiError(w, http.StatusInternalServerError, err)
+			return
+		}
+		apiJSON(w, st.Self)
 	})
 	mux.HandleFunc("POST "+apiPathLogout, func(w http.ResponseWriter, r *http.Request) {
 		if err := a.Logout(r.Context()); err != nil {
@@ -160,6 +173,12 @@ func (c *Client) Login(ctx context.Context, req LoginRequest) (LoginState, error
 func (c *Client) LoginStatus(ctx context.Context) (LoginState, error) {
 	var st LoginState
 	return st, c.do(ctx, http.MethodGet, apiPathLogin, nil, &st)
+}
+
+// Renew renews the machine certificate now and returns the new self status.
+func (c *Client) Renew(ctx context.Context) (SelfStatus, error) {
+	var st SelfStatus
+	return st, c.do(ctx, http.MethodPost, apiPathRenew, struct{}{}, &st)
 }
 
 // Logout drops the user certificate.

@@ -97,3 +97,21 @@ func logoutCmd() *cobra.Command {
 	cmd.Flags().StringVar(&state, "state", defaultState, "state directory of the agent")
 	return cmd
 }
+
+func renewCmd() *cobra.Command {
+	var state string
+	cmd := &cobra.Command{
+		Use:   "renew",
+		Short: "Renew this machine's certificate now (the agent renews by itself at two thirds of its life)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := agent.NewClient(state).Renew(cmd.Context())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "renewed: serial %s, expires %s\n", st.CertSerial, st.CertNotAfter.Local().Format(time.RFC3339))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&state, "state", defaultState, "state directory of the agent")
+	return cmd
+}

@@ -19,6 +19,11 @@ func TestRevokedDeviceCutOff(t *testing.T) {
 	serve(t, a, 7000)
 	testmesh.Eventually(t, 15*time.Second, "bad to reach a", func() error { return reach(bad, a.V4(), 7000, 2*time.Second) })
 
+	// `certmesh renew` through the local API works before the revocation.
+	before := bad.Status(t).Self.CertSerial
+	if st, err := bad.Client.Renew(t.Context()); err != nil || st.CertSerial == before {
+		t.Fatalf("renewal through the local API: %+v, %v", st, err)
+	}
 	start := time.Now()
 	dev, err := m.Server.CA.Revoke(t.Context(), bad.Status(t).Self.DeviceID)
 	if err != nil {
@@ -50,7 +55,7 @@ func TestRevokedDeviceCutOff(t *testing.T) {
 		t.Fatal("the revoked device still reaches a")
 	}
 	// It cannot renew.
-	if err := bad.Agent.RenewNow(t.Context()); err == nil || !strings.Contains(err.Error(), "revoked") {
+	if _, err := bad.Client.Renew(t.Context()); err == nil || !strings.Contains(err.Error(), "revoked") {
 		t.Fatalf("renewal of a revoked device: %v", err)
 	}
 	// Its token is spent: it cannot enroll again with it.
