@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/certmesh/certmesh/internal/testpolicy"
 	"net/netip"
 	"sync"
 	"testing"
@@ -13,29 +14,6 @@ import (
 	"github.com/certmesh/certmesh/agent/filter"
 	"github.com/certmesh/certmesh/internal/netns"
 )
-
-// dbPolicy lets group:eng reach tag:db on 5432 (and finance too, if
-// withFinance), nothing else. As in internal/testmesh.
-func dbPolicy(withFinance bool) []byte {
-	from := `["group:eng"]`
-	finance := "drop"
-	if withFinance {
-		from, finance = `["group:eng", "group:finance"]`, "accept"
-	}
-	return fmt.Appendf(nil, `{
-	// Written by the e2e test.
-	"groups": {"group:eng": [], "group:finance": []},
-	"tagOwners": {"tag:db": []},
-	"rules": [
-		{"name": "to the database", "from": %s, "to": ["tag:db"], "ports": ["tcp:5432"]},
-	],
-	"tests": [
-		{"from": "group:eng", "to": "tag:db:5432", "expect": "accept"},
-		{"from": "group:eng", "to": "tag:db:22", "expect": "drop"},
-		{"from": "group:finance", "to": "tag:db:5432", "expect": %q},
-	],
-}`, from, finance)
-}
 
 func denied(st *agent.Status) uint64 { return st.Policy.Counters.Dropped[filter.DropDenied] }
 
@@ -132,7 +110,7 @@ func TestKernelPolicy(t *testing.T) {
 	})
 
 	// Version 2: only group:eng reaches tag:db, on tcp:5432.
-	v2, err := m.PublishPolicy(ctx, dbPolicy(false))
+	v2, err := m.PublishPolicy(ctx, testpolicy.DB(false))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +186,7 @@ func TestKernelPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	publish := time.Now()
-	v3, err := m.PublishPolicy(ctx, dbPolicy(true))
+	v3, err := m.PublishPolicy(ctx, testpolicy.DB(true))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/certmesh/certmesh/internal/testpolicy"
 	"io"
 	"net"
 	"net/netip"
@@ -15,28 +16,6 @@ import (
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/testmesh"
 )
-
-// dbPolicy lets group:eng reach tag:db on 5432 (and finance too, if
-// withFinance), nothing else.
-func dbPolicy(withFinance bool) []byte {
-	from := `["group:eng"]`
-	finance := "drop"
-	if withFinance {
-		from, finance = `["group:eng", "group:finance"]`, "accept"
-	}
-	return fmt.Appendf(nil, `{
-	"groups": {"group:eng": [], "group:finance": []},
-	"tagOwners": {"tag:db": []},
-	"rules": [
-		{"name": "to the database", "from": %s, "to": ["tag:db"], "ports": ["tcp:5432"]},
-	],
-	"tests": [
-		{"from": "group:eng", "to": "tag:db:5432", "expect": "accept"},
-		{"from": "group:eng", "to": "tag:db:22", "expect": "drop"},
-		{"from": "group:finance", "to": "tag:db:5432", "expect": %q},
-	],
-}`, from, finance)
-}
 
 // serve accepts connections on n's overlay port and echoes.
 func serve(t *testing.T, n *testmesh.Node, port uint16) {
@@ -112,7 +91,7 @@ func TestPolicyEnforced(t *testing.T) {
 		return nil
 	})
 
-	info, err := m.Server.CA.PublishPolicy(t.Context(), dbPolicy(false))
+	info, err := m.Server.CA.PublishPolicy(t.Context(), testpolicy.DB(false))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +128,7 @@ func TestPolicyEnforced(t *testing.T) {
 	}
 
 	// A new version reaches live agents within seconds.
-	if _, err := m.Server.CA.PublishPolicy(t.Context(), dbPolicy(true)); err != nil {
+	if _, err := m.Server.CA.PublishPolicy(t.Context(), testpolicy.DB(true)); err != nil {
 		t.Fatal(err)
 	}
 	testmesh.Eventually(t, 10*time.Second, "finance to reach the database under version 3", func() error {
@@ -173,7 +152,7 @@ func TestPolicyChangeKeepsAllowedFlows(t *testing.T) {
 	a := m.AddNode(t, "laptop-a", testmesh.NodeOptions{})
 	login(t, m, idp, a, alice)
 	serve(t, db, 5432)
-	if _, err := m.Server.CA.PublishPolicy(t.Context(), dbPolicy(false)); err != nil {
+	if _, err := m.Server.CA.PublishPolicy(t.Context(), testpolicy.DB(false)); err != nil {
 		t.Fatal(err)
 	}
 	var conn net.Conn
@@ -200,7 +179,7 @@ func TestPolicyChangeKeepsAllowedFlows(t *testing.T) {
 		return nil
 	})
 	defer conn.Close()
-	if _, err := m.Server.CA.PublishPolicy(t.Context(), dbPolicy(true)); err != nil {
+	if _, err := m.Server.CA.PublishPolicy(t.Context(), testpolicy.DB(true)); err != nil {
 		t.Fatal(err)
 	}
 	testmesh.Eventually(t, 5*time.Second, "db to install version 3", func() error {
