@@ -23,7 +23,7 @@ test: build vet
 
 # The TPM tests against the Microsoft reference TPM simulator (cgo,
 # libssl-dev). Everything else builds and tests without the tag.
-TPM_PKGS := ./agent/tpmkey ./ca/attest ./internal/tpmtest ./internal/testmesh
+TPM_PKGS := ./agent/tpmkey ./ca/attest ./ca ./internal/tpmtest ./internal/testmesh
 test-tpm:
 	$(GO) vet -tags tpmsimulator $(TPM_PKGS)
 	$(GO) test -count=1 -timeout 10m -tags tpmsimulator $(TPM_PKGS)

@@ -27,7 +27,7 @@ type enrollment struct {
 
 // queue records an enrollment that waits for an admin. The token is spent
 // now: the same token cannot queue a second request.
-func (c *CA) queue(ctx context.Context, token string, e enrollment) (wire.CertificateResponse, error) {
+func (c *CA) queue(ctx context.Context, token string, tokenNeeded bool, e enrollment) (wire.CertificateResponse, error) {
 	id, err := certs.NewDeviceID() // a fresh random name for the request
 	if err != nil {
 		return wire.CertificateResponse{}, err
@@ -42,7 +42,7 @@ func (c *CA) queue(ctx context.Context, token string, e enrollment) (wire.Certif
 		EKFP: e.ekFP, Manufacturer: e.vendor, CSR: e.cr.csr.Raw, WireGuardKey: e.cr.wgKey, DeviceKeyFP: e.cr.deviceFP,
 	}
 	err = c.store.Update(ctx, func(tx store.Tx) error {
-		if token != "" {
+		if tokenNeeded {
 			tok, err := c.redeemToken(tx, token, "")
 			if err != nil {
 				return err

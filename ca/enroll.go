@@ -109,10 +109,7 @@ func (c *CA) EnrollFrom(ctx context.Context, req wire.EnrollRequest, remote stri
 		return wire.CertificateResponse{}, refuse(CodeBadAttestation, "this CA only enrolls devices with a TPM (run the agent with --tpm)")
 	}
 	if c.cfg.Approval == ApprovalRequired {
-		if !tokenNeeded {
-			req.Token = ""
-		}
-		return c.queue(ctx, req.Token, e)
+		return c.queue(ctx, req.Token, tokenNeeded, e)
 	}
 	devID, err := certs.NewDeviceID()
 	if err != nil {

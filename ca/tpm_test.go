@@ -375,9 +375,6 @@ type tpmRefusal struct {
 	status int
 	code   ca.Code
 	msgs   []string
-	// approvalBug: with approval required the CA queues this request
-	// instead of refusing it (a known bug, see the case).
-	approvalBug bool
 }
 
 // challengeWith posts the agent's challenge request after edit spoiled it.
@@ -619,7 +616,6 @@ var tpmRefusals = []tpmRefusal{
 		// (approval.go: `if token != ""`), so a request without a token
 		// — TPM level with an EK that is only genuine, and token level
 		// too — is queued for the admin instead of refused.
-		approvalBug: true,
 	},
 }
 
@@ -644,9 +640,6 @@ func TestTPMRefusals(t *testing.T) {
 					d := newTestDevice(t, "tpm-laptop")
 
 					st, body := tc.send(t, e, d, token)
-					if tc.approvalBug && e.approval() && st == http.StatusAccepted {
-						t.Skipf("KNOWN BUG: with approval required, an enrollment without a token is queued instead of refused: %s", body)
-					}
 					wantRefusal(t, st, body, tc.status, tc.code, tc.msgs...)
 					e.wantNothingRecorded(t)
 
