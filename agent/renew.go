@@ -50,6 +50,7 @@ func (a *Agent) renewOnce(ctx context.Context) error {
 		return err
 	}
 	a.adopt(enr, b, id)
+	a.seedWitness(resp.Inclusion)
 	a.fetchCRL(ctx)
 	a.cfg.Logger.Info("certificate renewed", "serial", id.Serial, "not_after", id.NotAfter)
 	if err := a.coord.republish(ctx); err != nil {

@@ -47,9 +47,11 @@ type logState struct {
 	witness  *translog.Witness
 	client   *translog.Client // the CA's log endpoints (consistency proofs)
 
-	mu      sync.Mutex
-	alarm   string
-	alarmAt time.Time
+	mu       sync.Mutex
+	alarm    string
+	alarmAt  time.Time
+	verified map[uint64]translog.Hash // older tree sizes proven consistent with the witness's history
+	pending  []translog.Checkpoint    // seen, signed, not provable yet
 }
 
 // newLogState restores the witness for the log whose verifier key the CA
@@ -62,7 +64,7 @@ func newLogState(stateDir, vkey string, client *translog.Client) (*logState, err
 	if err != nil {
 		return nil, fmt.Errorf("the CA's log key: %w", err)
 	}
-	ls := &logState{stateDir: stateDir, witness: translog.NewWitness(v), client: client}
+	ls := &logState{stateDir: stateDir, witness: translog.NewWitness(v), client: client, verified: map[uint64]translog.Hash{}}
 	data, err := os.ReadFile(filepath.Join(stateDir, witnessFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return ls, nil
@@ -106,34 +108,147 @@ func (a *Agent) offerCheckpoint(ctx context.Context, signed []byte) {
 		a.cfg.Logger.Warn("checkpoint refused", "err", err)
 		return
 	}
+	if err := a.checkConsistent(ctx, cp); err != nil {
+		a.cfg.Logger.Warn("checkpoint not taken", "size", cp.Size, "err", err)
+	}
+}
+
+// checkConsistent proves a signed checkpoint consistent with the
+// witness's history, with a proof from the CA's log: a newer one becomes
+// the latest, an older one must be a prefix of the latest. A proof that
+// fails raises the alarm; one that cannot be fetched leaves cp unproven
+// (an error), though its root is recorded so that a second root for the
+// same size is caught.
+func (a *Agent) checkConsistent(ctx context.Context, cp translog.Checkpoint) error {
+	l := a.tlog
 	latest, ok := l.witness.Latest()
-	var proof [][]byte
-	if ok && cp.Size > latest.Size && latest.Size > 0 {
-		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		proof, err = l.client.ConsistencyProof(pctx, latest.Size, cp.Size)
-		cancel()
-		if err != nil {
-			// Can't check consistency now: still record what we saw, so
-			// that a second root for this size is caught.
-			if oerr := l.witness.Observe(cp); oerr != nil {
-				a.logAlarm(oerr)
+	if !ok {
+		// Nothing held yet (no proof possible): trust on first use. The
+		// agent seeds its witness from the CA's own checkpoint at start.
+		if err := l.witness.Advance(cp, nil); err != nil {
+			return err
+		}
+		l.save()
+		return nil
+	}
+	// Any second root for a size already seen is a split view.
+	if err := l.witness.Observe(cp); err != nil {
+		a.logAlarm(err)
+		return err
+	}
+	if cp.Size == latest.Size {
+		return nil
+	}
+	l.mu.Lock()
+	root, done := l.verified[cp.Size]
+	l.mu.Unlock()
+	if done && root == cp.Root {
+		return nil
+	}
+	advanced, err := a.proveConsistent(ctx, cp, latest)
+	if err != nil {
+		return err
+	}
+	if advanced {
+		a.checkPending(ctx)
+	}
+	return nil
+}
+
+// proveConsistent fetches and checks the consistency proof between cp and
+// latest; cp newer becomes the latest. A checkpoint that cannot be proven
+// yet (the CA's log is not that large, or unreachable) is kept pending.
+func (a *Agent) proveConsistent(ctx context.Context, cp, latest translog.Checkpoint) (advanced bool, err error) {
+	l := a.tlog
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	older, newer := latest, cp
+	if cp.Size < latest.Size {
+		older, newer = cp, latest
+	}
+	proof, err := l.client.ConsistencyProof(pctx, older.Size, newer.Size)
+	if err != nil {
+		l.addPending(cp)
+		return false, fmt.Errorf("cannot prove tree %d consistent with %d yet: %w", cp.Size, latest.Size, err)
+	}
+	if cp.Size > latest.Size {
+		err = l.witness.Advance(cp, proof)
+	} else {
+		err = l.witness.Verifier().VerifyConsistency(older, newer, proof)
+	}
+	if err != nil {
+		if r := translog.ReasonOf(err); r == translog.ReasonInconsistent || r == translog.ReasonSplitView {
+			a.logAlarm(err)
+		}
+		return false, err
+	}
+	l.mu.Lock()
+	l.verified[cp.Size] = cp.Root
+	l.mu.Unlock()
+	l.save()
+	return cp.Size > latest.Size, nil
+}
+
+// checkPending proves the checkpoints seen but not yet provable against
+// the (new) latest one, now that the log has grown past them.
+func (a *Agent) checkPending(ctx context.Context) {
+	l := a.tlog
+	latest, ok := l.witness.Latest()
+	if !ok {
+		return
+	}
+	l.mu.Lock()
+	pending := l.pending
+	l.pending = nil
+	l.mu.Unlock()
+	for _, p := range pending {
+		if p.Size > latest.Size {
+			l.addPending(p)
+			continue
+		}
+		if p.Size == latest.Size {
+			if p.Root != latest.Root {
+				a.logAlarm(&translog.SplitViewError{Origin: p.Origin, Size: p.Size, Roots: [2]translog.Hash{latest.Root, p.Root}})
 			}
-			a.cfg.Logger.Warn("fetching a consistency proof", "err", err)
+			continue
+		}
+		_, _ = a.proveConsistent(ctx, p, latest) // alarms on a fork; re-queued if still unprovable
+	}
+}
+
+// addPending keeps a checkpoint to prove later (bounded).
+func (l *logState) addPending(cp translog.Checkpoint) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, p := range l.pending {
+		if p.Size == cp.Size && p.Root == cp.Root {
 			return
 		}
 	}
-	if err := l.witness.Advance(cp, proof); err != nil {
-		switch translog.ReasonOf(err) {
-		case translog.ReasonRollback:
-			return // an older checkpoint relayed again: nothing to learn
-		case translog.ReasonInconsistent, translog.ReasonSplitView:
-			a.logAlarm(err)
-		default:
-			a.cfg.Logger.Warn("checkpoint refused", "err", err)
-		}
+	if len(l.pending) >= maxPendingCheckpoints {
+		l.pending = l.pending[1:]
+	}
+	l.pending = append(l.pending, cp)
+}
+
+// maxPendingCheckpoints bounds the checkpoints kept to prove later.
+const maxPendingCheckpoints = 64
+
+// seed starts an empty witness from a checkpoint the CA itself gave over
+// the pinned TLS (the one in our own certificate's inclusion proof), so
+// the first checkpoint a coordinator relays is not trusted blindly.
+func (a *Agent) seedWitness(b *translog.InclusionBundle) {
+	if a.tlog == nil || b == nil {
 		return
 	}
-	l.save()
+	cp, err := a.tlog.witness.Verifier().ParseCheckpoint(b.Checkpoint)
+	if err != nil {
+		a.cfg.Logger.Warn("the CA's own checkpoint does not verify", "err", err)
+		return
+	}
+	if err := a.checkConsistent(context.Background(), cp); err != nil {
+		a.cfg.Logger.Warn("the CA's own checkpoint", "err", err)
+	}
 }
 
 func (a *Agent) logAlarm(err error) {
@@ -151,7 +266,17 @@ func (a *Agent) checkLogged(der []byte, b *translog.InclusionBundle) error {
 	if errors.As(err, &sv) {
 		a.logAlarm(err)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	// The proof is against a signed tree; that tree must be one history
+	// with the one we follow, or a holder of the log key could show us a
+	// fork that holds a certificate the real log lacks.
+	cp, err := a.tlog.witness.Verifier().ParseCheckpoint(b.Checkpoint)
+	if err != nil {
+		return err
+	}
+	return a.checkConsistent(context.Background(), cp)
 }
 
 func (a *Agent) logStatus() LogStatus {

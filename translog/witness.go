@@ -171,9 +171,11 @@ func (w *Witness) Advance(cp Checkpoint, proof [][]byte) error {
 
 // VerifyCertificate checks b for the certificate der as
 // VerifyCertificateIncluded does and records b's checkpoint (Observe), so
-// that a proof against a forked tree raises a *SplitViewError. A checkpoint
-// newer than Latest is accepted as long as it is signed by the log; the
-// witness learns whether it is consistent when it advances past it.
+// that a proof against a forked tree raises a *SplitViewError. It does not
+// prove b's checkpoint consistent with Latest: a caller that follows the
+// log must do that (with a consistency proof from the log) before trusting
+// the certificate, as the agent does, or a holder of the log key can show
+// it a fork.
 func (w *Witness) VerifyCertificate(der []byte, b InclusionBundle) error {
 	cp, err := verifyBundle(der, b, w.v)
 	if err != nil {
