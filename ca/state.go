@@ -34,6 +34,10 @@ type InitOptions struct {
 	OverlayV4   netip.Prefix // zero: DefaultOverlayV4
 	Listen      string
 	Now         time.Time
+	// EmailDomains, if set, constrain the intermediate's rfc822 names: a
+	// user certificate can only name addresses in these domains, even if
+	// the online intermediate's key is stolen.
+	EmailDomains []string
 }
 
 // Init creates a new state directory: root and intermediate CA, server TLS
@@ -71,7 +75,11 @@ func Init(stateDir string, o InitOptions) (certs.Fingerprint, error) {
 	if err != nil {
 		return "", err
 	}
-	inter, err := certs.NewIntermediate(root, cfg.TrustDomain, cfg.Overlays(), o.Now)
+	var interOpts []certs.IntermediateOption
+	if len(o.EmailDomains) > 0 {
+		interOpts = append(interOpts, certs.PermitEmailDomains(o.EmailDomains...))
+	}
+	inter, err := certs.NewIntermediate(root, cfg.TrustDomain, cfg.Overlays(), o.Now, interOpts...)
 	if err != nil {
 		return "", err
 	}

@@ -145,3 +145,18 @@ func TestReopenKeepsState(t *testing.T) {
 		t.Fatalf("%d devices after reopen, want 2", n)
 	}
 }
+
+func TestInitConstrainsEmailDomains(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	if _, err := ca.Init(dir, ca.InitOptions{TrustDomain: testTrustDomain, EmailDomains: []string{"corp.example"}}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := ca.Open(dir, ca.Options{Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := c.Intermediate().Cert.PermittedEmailAddresses; len(got) != 1 || got[0] != "corp.example" {
+		t.Fatalf("intermediate permits emails %v, want [corp.example]", got)
+	}
+}

@@ -12,6 +12,7 @@ import (
 
 func initCmd() *cobra.Command {
 	var state, td, overlay, listen string
+	var emailDomains []string
 	cmd := &cobra.Command{
 		Use:   "init",
 		Short: "Create a new CA: root, intermediate, config and database",
@@ -26,7 +27,7 @@ func initCmd() *cobra.Command {
 					return fmt.Errorf("--overlay: %w", err)
 				}
 			}
-			fp, err := ca.Init(state, ca.InitOptions{TrustDomain: domain, OverlayV4: o, Listen: listen, Now: time.Now()})
+			fp, err := ca.Init(state, ca.InitOptions{TrustDomain: domain, OverlayV4: o, Listen: listen, Now: time.Now(), EmailDomains: emailDomains})
 			if err != nil {
 				return err
 			}
@@ -40,6 +41,7 @@ func initCmd() *cobra.Command {
 	cmd.Flags().StringVar(&td, "trust-domain", "", "trust domain, e.g. corp.example")
 	cmd.Flags().StringVar(&overlay, "overlay", ca.DefaultOverlayV4, "IPv4 overlay range")
 	cmd.Flags().StringVar(&listen, "listen", ca.DefaultListen, "default listen address for `run`")
+	cmd.Flags().StringSliceVar(&emailDomains, "email-domain", nil, "constrain user certificates to these email domains in the intermediate itself (repeatable)")
 	_ = cmd.MarkFlagRequired("state")
 	_ = cmd.MarkFlagRequired("trust-domain")
 	return cmd
