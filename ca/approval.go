@@ -108,12 +108,7 @@ func (c *CA) PollEnrollment(ctx context.Context, req wire.EnrollPollRequest) (wi
 
 // Pending lists enrollments that wait for approval (and decided ones).
 func (c *CA) Pending(ctx context.Context) ([]store.PendingEnrollment, error) {
-	var out []store.PendingEnrollment
-	err := c.store.View(ctx, func(tx store.Tx) (err error) {
-		out, err = tx.ListPending()
-		return err
-	})
-	return out, err
+	return list(ctx, c, store.Tx.ListPending)
 }
 
 func waitingLocked(tx store.Tx, id string) (store.PendingEnrollment, error) {

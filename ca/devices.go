@@ -12,12 +12,7 @@ import (
 
 // Devices lists the enrolled devices.
 func (c *CA) Devices(ctx context.Context) ([]store.Device, error) {
-	var out []store.Device
-	err := c.store.View(ctx, func(tx store.Tx) (err error) {
-		out, err = tx.ListDevices()
-		return err
-	})
-	return out, err
+	return list(ctx, c, store.Tx.ListDevices)
 }
 
 // Revoke marks a device revoked (it can no longer renew), records the
@@ -84,4 +79,14 @@ func (c *CA) DeviceActive(ctx context.Context, id certs.DeviceID) error {
 		}
 		return nil
 	})
+}
+
+// list reads a list of records in a read-only transaction.
+func list[T any](ctx context.Context, c *CA, read func(store.Tx) ([]T, error)) ([]T, error) {
+	var out []T
+	err := c.store.View(ctx, func(tx store.Tx) (err error) {
+		out, err = read(tx)
+		return err
+	})
+	return out, err
 }

@@ -186,12 +186,7 @@ func (c *CA) issueUser(ctx context.Context, s *loginSession, u verifiedUser) (*w
 
 // Users lists the users who logged in.
 func (c *CA) Users(ctx context.Context) ([]store.User, error) {
-	var out []store.User
-	err := c.store.View(ctx, func(tx store.Tx) (err error) {
-		out, err = tx.ListUsers()
-		return err
-	})
-	return out, err
+	return list(ctx, c, store.Tx.ListUsers)
 }
 
 // findUser resolves an admin's reference to a user: an ID or an email.

@@ -113,11 +113,18 @@ func (t boltTx) TakeNonce(value string) (n Nonce, err error) {
 }
 
 func (t boltTx) PurgeNonces(now time.Time) error {
-	b := t.tx.Bucket(bucketNonces)
+	return t.deleteWhere(bucketNonces, func(v []byte) bool {
+		var n Nonce
+		return json.Unmarshal(v, &n) != nil || now.After(n.ExpiresAt)
+	})
+}
+
+// deleteWhere deletes the records of bucket whose value matches.
+func (t boltTx) deleteWhere(bucket []byte, match func(v []byte) bool) error {
+	b := t.tx.Bucket(bucket)
 	var stale [][]byte
 	err := b.ForEach(func(k, v []byte) error {
-		var n Nonce
-		if json.Unmarshal(v, &n) != nil || now.After(n.ExpiresAt) {
+		if match(v) {
 			stale = append(stale, append([]byte(nil), k...))
 		}
 		return nil
@@ -192,23 +199,14 @@ func (t boltTx) DeleteUser(id certs.UserID) error {
 }
 
 func (t boltTx) MarkIDTokenUsed(hash string, expires, now time.Time) error {
-	b := t.tx.Bucket(bucketIDToks)
-	var stale [][]byte
-	err := b.ForEach(func(k, v []byte) error {
+	err := t.deleteWhere(bucketIDToks, func(v []byte) bool {
 		var exp time.Time
-		if exp.UnmarshalText(v) != nil || now.After(exp) {
-			stale = append(stale, append([]byte(nil), k...))
-		}
-		return nil
+		return exp.UnmarshalText(v) != nil || now.After(exp)
 	})
 	if err != nil {
 		return err
 	}
-	for _, k := range stale {
-		if err := b.Delete(k); err != nil {
-			return err
-		}
-	}
+	b := t.tx.Bucket(bucketIDToks)
 	if b.Get([]byte(hash)) != nil {
 		return fmt.Errorf("ID token %s…: %w", hash[:min(12, len(hash))], ErrExists)
 	}
