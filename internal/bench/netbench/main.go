@@ -3,24 +3,31 @@
 // writes BENCHMARKS.md).
 //
 // In one run, side by side, it measures TCP throughput (iperf3) and ping
-// latency over three paths between two network namespaces joined by veth
+// latency over four paths between two network namespaces joined by veth
 // pairs and a bridge (built with internal/netns):
 //
 //   - the plain veth path, as the baseline;
 //   - bare upstream wireguard-go (built from the pinned module) configured
-//     by hand with wg(8), with the agents' own keys and overlay addresses;
-//   - two certmesh agents on kernel TUN, through the mesh.
+//     by hand with wg(8), with the agents' own keys and overlay addresses:
+//     the agents' data plane with the packet filter off;
+//   - two certmesh agents on kernel TUN, through the mesh, under a one-rule
+//     allow-all policy;
+//   - the same agents under a generated 1,000-rule policy whose last rule
+//     alone accepts the traffic (LargePolicy). Before every measurement
+//     over either certmesh path its policy is published as a new version
+//     and installed on both agents.
 //
 // Throughput runs are interleaved (one run of every path per round, the
 // order rotating) so that drift in the machine's load hits all paths
-// alike. It then runs the Go micro-benchmarks of ./certs and ./ca.
+// alike. It then runs the Go micro-benchmarks of ./certs, ./ca, ./policy
+// and ./agent/filter.
 //
 // It needs root (network namespaces, TUN), iproute2, iperf3, ping and
 // wg(8). Every namespace and process it starts is removed when it ends,
 // including on SIGINT/SIGTERM; leftovers of a run that was killed are
 // removed by the next run.
 //
-//	go run ./internal/bench/netbench -out BENCHMARKS.md   # full: ~5 minutes
+//	go run ./internal/bench/netbench -out BENCHMARKS.md   # full: ~8 minutes
 //	go run ./internal/bench/netbench -quick -out /tmp/b.md
 package main
 
@@ -48,7 +55,7 @@ import (
 const netPrefix = "cmbench"
 
 // goBenchPkgs are the packages whose Go benchmarks are run.
-var goBenchPkgs = []string{"./certs", "./ca"}
+var goBenchPkgs = []string{"./certs", "./ca", "./policy", "./agent/filter"}
 
 type options struct {
 	out          string
@@ -77,8 +84,8 @@ func main() {
 	flag.BoolVar(&o.verbose, "v", false, "debug logging")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./internal/bench/netbench [flags]\n\n"+
-			"Measures veth vs bare wireguard-go vs certmesh (iperf3, ping) in network namespaces\n"+
-			"and the Go micro-benchmarks of ./certs and ./ca; writes a Markdown report. Needs root.\n\n")
+			"Measures veth vs bare wireguard-go vs certmesh with 1 and 1,000 policy rules (iperf3, ping) in network namespaces\n"+
+			"and the Go micro-benchmarks of ./certs, ./ca, ./policy and ./agent/filter; writes a Markdown report. Needs root.\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -238,6 +245,9 @@ func runNetwork(ctx context.Context, log *slog.Logger, o options, bin *e2e.Binar
 	// Latency first, on an otherwise idle network.
 	for _, pr := range rep.Paths {
 		p := pr.Path
+		if err := usePolicy(ctx, log, topo, pr); err != nil {
+			return err
+		}
 		log.Info("netbench: ping", "path", p.Key, "from", p.Client.Name, "to", p.Dst, "count", o.pings)
 		pr.Ping, err = e2e.Ping(ctx, p.Client, p.Dst, o.pings, o.pingInterval)
 		if err != nil {
@@ -248,6 +258,9 @@ func runNetwork(ctx context.Context, log *slog.Logger, o options, bin *e2e.Binar
 	// A short unreported run per path warms up TCP, caches and CPU clocks.
 	if !o.quick {
 		for _, pr := range rep.Paths {
+			if err := usePolicy(ctx, log, topo, pr); err != nil {
+				return err
+			}
 			if _, err := RunIPerf(ctx, pr.Path.Client, pr.Path.Dst, 2*time.Second, 0); err != nil {
 				return err
 			}
@@ -260,16 +273,74 @@ func runNetwork(ctx context.Context, log *slog.Logger, o options, bin *e2e.Binar
 		for i := range rep.Paths {
 			pr := rep.Paths[(round+i)%len(rep.Paths)]
 			p := pr.Path
+			if err := usePolicy(ctx, log, topo, pr); err != nil {
+				return err
+			}
+			var before uint64
+			if p.Policy != nil {
+				if before, err = decidedByLast(ctx, topo, p); err != nil {
+					return err
+				}
+			}
 			r, err := runIPerfRetry(ctx, log, p, o)
 			if err != nil {
 				return err
 			}
 			pr.Runs = append(pr.Runs, r)
-			log.Info("netbench: iperf3", "round", round+1, "of", o.reps, "path", p.Key,
-				"Mbit/s", fmt.Sprintf("%.0f", r.BitsPerSecond/1e6), "retransmits", r.Retransmits)
+			args := []any{"round", round + 1, "of", o.reps, "path", p.Key,
+				"Mbit/s", fmt.Sprintf("%.0f", r.BitsPerSecond/1e6), "retransmits", r.Retransmits}
+			if p.Policy != nil {
+				after, err := decidedByLast(ctx, topo, p)
+				if err != nil {
+					return err
+				}
+				pr.LastRuleFlows = append(pr.LastRuleFlows, after-before)
+				args = append(args, "policy version", pr.Versions[len(pr.Versions)-1], "flows accepted by the last rule", after-before)
+			}
+			log.Info("netbench: iperf3", args...)
 		}
 	}
 	return nil
+}
+
+// usePolicy publishes the policy of pr's path, if it has one, as a new
+// version and waits until both agents hold it.
+func usePolicy(ctx context.Context, log *slog.Logger, topo *Topology, pr *PathResult) error {
+	p := pr.Path
+	if p.Policy == nil {
+		return nil
+	}
+	v, wait, err := publishPolicy(ctx, topo.Mesh, p.Policy, topo.Agents)
+	if err != nil {
+		return fmt.Errorf("path %s: %w%s", p.Key, err, meshLogs(topo.Mesh))
+	}
+	pr.Versions = append(pr.Versions, v)
+	pr.InstallWaits = append(pr.InstallWaits, wait)
+	log.Info("netbench: policy installed on both agents", "path", p.Key, "version", v, "rules", p.Rules,
+		"after publish", wait.Round(time.Millisecond))
+	// Let the agents finish whatever installing it set off (saving it,
+	// re-deciding tracked flows) before anything is measured.
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(500 * time.Millisecond):
+	}
+	return nil
+}
+
+// decidedByLast returns how many flows the last rule of p's policy has
+// accepted on the server's agent, after checking that the agent holds a
+// policy of p.Rules rules.
+func decidedByLast(ctx context.Context, topo *Topology, p *Path) (uint64, error) {
+	srv := topo.Agents[1]
+	n, rules, err := ruleAccepts(ctx, srv, p.Rules-1)
+	if err != nil {
+		return 0, err
+	}
+	if rules != p.Rules {
+		return 0, fmt.Errorf("path %s: %s holds a policy of %d rules, want %d", p.Key, srv.Name, rules, p.Rules)
+	}
+	return n, nil
 }
 
 // runIPerfRetry retries a failed iperf3 run twice (a server that is still

@@ -19,7 +19,7 @@ import (
 // Path is one way from a client namespace to a server namespace that the
 // benchmark measures.
 type Path struct {
-	Key    string // "veth", "wireguard-go", "certmesh"
+	Key    string // "veth", "wireguard-go", "certmesh", "certmesh-1000"
 	Title  string // for the report
 	Client *netns.Host
 	Server *netns.Host
@@ -29,6 +29,11 @@ type Path struct {
 	// Procs are the tunnel's processes at both ends (the agents, or the
 	// wireguard-go daemons); none for the plain veth.
 	Procs []*netns.Process
+	// Policy, for the certmesh paths, is the access policy published (as
+	// a new version, installed on both agents) before every measurement
+	// over the path; Rules is its number of rules.
+	Policy []byte
+	Rules  int
 }
 
 // BareMTU is the MTU given to the hand-configured wireguard-go interfaces:
@@ -51,6 +56,8 @@ type Topology struct {
 	Mesh   *e2e.Mesh
 	Paths  []*Path
 	WGProc []*netns.Process
+	// Agents are the two certmesh agents (client a1, server a2).
+	Agents []*e2e.Agent
 }
 
 // SetUp builds the topology on n. On error the caller still closes n,
@@ -65,8 +72,27 @@ func SetUp(ctx context.Context, log *slog.Logger, n *netns.Network, bin *e2e.Bin
 	}
 	ags := m.Agents()
 	a1, a2 := ags[0], ags[1]
+	t.Agents = []*e2e.Agent{a1, a2}
 	log.Info("netbench: certmesh mesh up", "took", time.Since(start).Round(time.Millisecond),
 		"a1", a1.V4(), "a2", a2.V4())
+
+	// The 1,000-rule policy: only its last rule accepts a1 -> a2.
+	cli, err := identityOf(ctx, a1)
+	if err != nil {
+		return t, err
+	}
+	srv, err := identityOf(ctx, a2)
+	if err != nil {
+		return t, err
+	}
+	large := LargePolicy(cli, srv, LargePolicyRules)
+	if err := CheckLargePolicy(large, cli, srv, LargePolicyRules); err != nil {
+		return t, err
+	}
+	starter := allowAll()
+	if err := checkAllowAll(starter); err != nil {
+		return t, err
+	}
 
 	// Bare wireguard-go with the agents' own keys and addresses.
 	w1, err := n.AddHost(ctx, "w1")
@@ -100,8 +126,10 @@ func SetUp(ctx context.Context, log *slog.Logger, n *netns.Network, bin *e2e.Bin
 		{Key: "veth", Title: "veth (no tunnel)", Client: a1.Host, Server: a2.Host, Dst: a2.Host.Addr},
 		{Key: "wireguard-go", Title: "bare wireguard-go", Client: w1, Server: w2, Dst: a2.V4(), Iface: wgIfaces[0],
 			Procs: t.WGProc},
-		{Key: "certmesh", Title: "certmesh agent", Client: a1.Host, Server: a2.Host, Dst: a2.V4(), Iface: a1.Iface,
-			Procs: []*netns.Process{a1.Proc, a2.Proc}},
+		{Key: "certmesh", Title: "certmesh agent, 1-rule policy (allow all)", Client: a1.Host, Server: a2.Host, Dst: a2.V4(), Iface: a1.Iface,
+			Procs: []*netns.Process{a1.Proc, a2.Proc}, Policy: starter, Rules: 1},
+		{Key: "certmesh-1000", Title: "certmesh agent, 1,000-rule policy (the last one accepts)", Client: a1.Host, Server: a2.Host, Dst: a2.V4(), Iface: a1.Iface,
+			Procs: []*netns.Process{a1.Proc, a2.Proc}, Policy: large, Rules: LargePolicyRules},
 	}
 	for _, p := range t.WGProc {
 		if err := checkComm(p, filepath.Base(bin.WireGuardGo)); err != nil {

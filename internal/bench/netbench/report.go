@@ -19,6 +19,13 @@ type PathResult struct {
 	Path *Path
 	Runs []*IPerf // one per round, in round order
 	Ping *e2e.PingResult
+	// For the certmesh paths: the policy version published before each
+	// measurement (ping, warm-up, every round), how long after publish
+	// both agents held it, and, per round, how many flows the policy's
+	// last rule accepted on the server's agent during the iperf3 run.
+	Versions      []uint64
+	InstallWaits  []time.Duration
+	LastRuleFlows []uint64
 }
 
 // Mbps returns the throughput of every run in Mbit/s.
@@ -74,28 +81,26 @@ func (rep *Report) path(key string) *PathResult {
 
 // PairedRatios returns, per round, certmesh's throughput over bare
 // wireguard-go's in the same round.
-func (rep *Report) PairedRatios() []float64 {
-	cm, wg := rep.path("certmesh"), rep.path("wireguard-go")
-	if cm == nil || wg == nil {
-		return nil
-	}
-	var v []float64
-	for i := range min(len(cm.Runs), len(wg.Runs)) {
-		v = append(v, ratio(cm.Runs[i].BitsPerSecond, wg.Runs[i].BitsPerSecond))
-	}
-	return v
-}
+func (rep *Report) PairedRatios() []float64 { return rep.Paired("certmesh", "wireguard-go", false) }
 
 // PairedCPURatios returns, per round, certmesh's tunnel CPU time per GB
 // over bare wireguard-go's in the same round.
-func (rep *Report) PairedCPURatios() []float64 {
-	cm, wg := rep.path("certmesh"), rep.path("wireguard-go")
-	if cm == nil || wg == nil {
+func (rep *Report) PairedCPURatios() []float64 { return rep.Paired("certmesh", "wireguard-go", true) }
+
+// Paired returns, per round, path a's throughput (or tunnel CPU time per
+// GB, with cpu) over path b's in the same round.
+func (rep *Report) Paired(a, b string, cpu bool) []float64 {
+	pa, pb := rep.path(a), rep.path(b)
+	if pa == nil || pb == nil {
 		return nil
 	}
 	var v []float64
-	for i := range min(len(cm.Runs), len(wg.Runs)) {
-		v = append(v, ratio(float64(cm.Runs[i].TunnelCPUPerGB()), float64(wg.Runs[i].TunnelCPUPerGB())))
+	for i := range min(len(pa.Runs), len(pb.Runs)) {
+		if cpu {
+			v = append(v, ratio(float64(pa.Runs[i].TunnelCPUPerGB()), float64(pb.Runs[i].TunnelCPUPerGB())))
+		} else {
+			v = append(v, ratio(pa.Runs[i].BitsPerSecond, pb.Runs[i].BitsPerSecond))
+		}
 	}
 	return v
 }
@@ -103,14 +108,29 @@ func (rep *Report) PairedCPURatios() []float64 {
 // goBenchInfo says what a known Go benchmark measures and what its rate
 // counts.
 var goBenchInfo = map[string]struct{ what, unit string }{
-	"BenchmarkVerify/parsed":          {"`certs.Verify` of a parsed bundle (chain to the pinned root, validity, name constraints, WireGuard key and address extensions)", "Verify/s"},
-	"BenchmarkVerify/wire":            {"the same from the bytes a coordinator relays: `ParseBundle` + `Verify`", "Verify/s"},
-	"BenchmarkIssueMachine":           {"the CA's signing step: machine-certificate template from a CSR + ECDSA signature by the intermediate", "certificates issued/s"},
-	"BenchmarkVerifyCRL/10k":          {"`certs.VerifyCRL` of a new CRL of 10,000 entries (about 540 KB): signature, chain, parsing", "CRLs/s"},
-	"BenchmarkVerifyCRL/10k-same":     {"the CRL the agent already holds, received again byte for byte", "CRLs/s"},
-	"BenchmarkVerifyCRL/10k-resigned": {"the held CRL's entries under a new signature", "CRLs/s"},
-	"BenchmarkVerifyCRL/IsRevoked":    {"one revocation lookup in a held 10,000-entry CRL", "lookups/s"},
-	"BenchmarkEnroll":                 {"a whole `CA.Enroll` without HTTP: nonce, CSR and WireGuard-key proofs, token redemption, address allocation, signing, storing", "certificates issued/s"},
+	"BenchmarkParse1000Rules":                              {"`policy.Parse` of a 1,000-rule policy (HuJSON, checks, positions): what publishing and every agent do once per version", "policies/s"},
+	"BenchmarkCompile1000Rules":                            {"`Policy.Compile` of the same: the per-version work of an agent before it installs a policy", "policies/s"},
+	"BenchmarkDecide1000Rules/Compiled.Decide/accept-last": {"one decision against 1,000 rules for a peer only the last rule accepts, source and destination looked up", "decisions/s"},
+	"BenchmarkDecide1000Rules/Node.Decide/accept-last":     {"the same with the node's side precomputed (what the agent's filter calls, once per new inbound flow)", "decisions/s"},
+	"BenchmarkDecide1000Rules/Node.Decide/drop":            {"one decision against 1,000 rules for a peer no rule accepts", "decisions/s"},
+	"BenchmarkDecide1000Rules/DecideFunc/drop":             {"the same through the filter's `DecideFunc` adapter", "decisions/s"},
+	"BenchmarkWriteAccept/nofilter/batch=1":                {"inbound packets written to a no-op TUN device without the filter (the harness alone), one packet per write", "pkts/s"},
+	"BenchmarkWriteAccept/nofilter/batch=128":              {"the same, 128 packets per write", "pkts/s"},
+	"BenchmarkWriteAccept/established/batch=1":             {"the filter on inbound 1420-byte TCP packets of an established flow (the per-packet cost: decode, source check, connection-tracking lookup), one packet per write", "pkts/s"},
+	"BenchmarkWriteAccept/established/batch=128":           {"the same, 128 packets per write (wireguard-go's batch size)", "pkts/s"},
+	"BenchmarkWriteAccept/established/parallel":            {"the same from several goroutines at once, each its own flow (wireguard-go's per-peer receive goroutines)", "pkts/s"},
+	"BenchmarkWriteAccept/newflow/batch=1":                 {"every packet a new TCP flow: a policy decision and a connection-tracking insertion per packet, one per write", "pkts/s"},
+	"BenchmarkWriteAccept/newflow/batch=128":               {"the same, 128 packets per write", "pkts/s"},
+	"BenchmarkReadTrack":                                   {"outbound packets through the filter (tracking only), 128 per read", "pkts/s"},
+	"BenchmarkDecode":                                      {"decoding one IPv6 TCP packet's headers", "packets/s"},
+	"BenchmarkVerify/parsed":                               {"`certs.Verify` of a parsed bundle (chain to the pinned root, validity, name constraints, WireGuard key and address extensions)", "Verify/s"},
+	"BenchmarkVerify/wire":                                 {"the same from the bytes a coordinator relays: `ParseBundle` + `Verify`", "Verify/s"},
+	"BenchmarkIssueMachine":                                {"the CA's signing step: machine-certificate template from a CSR + ECDSA signature by the intermediate", "certificates issued/s"},
+	"BenchmarkVerifyCRL/10k":                               {"`certs.VerifyCRL` of a new CRL of 10,000 entries (about 540 KB): signature, chain, parsing", "CRLs/s"},
+	"BenchmarkVerifyCRL/10k-same":                          {"the CRL the agent already holds, received again byte for byte", "CRLs/s"},
+	"BenchmarkVerifyCRL/10k-resigned":                      {"the held CRL's entries under a new signature", "CRLs/s"},
+	"BenchmarkVerifyCRL/IsRevoked":                         {"one revocation lookup in a held 10,000-entry CRL", "lookups/s"},
+	"BenchmarkEnroll":                                      {"a whole `CA.Enroll` without HTTP: nonce, CSR and WireGuard-key proofs, token redemption, address allocation, signing, storing", "certificates issued/s"},
 }
 
 // describeGoBench says what s measures; "+user" variants of a known
@@ -127,6 +147,29 @@ func describeGoBench(s GoBenchSummary) (info struct{ what, unit string }) {
 	}
 	info.what, info.unit = "package `"+s.Pkg+"`", "ops/s"
 	return info
+}
+
+// goBenchRate is the rate column of s: its pkts/s metric when it reports
+// one (an op of the packet filter's benchmarks is a batch of packets),
+// otherwise one second over the median ns/op.
+func goBenchRate(s GoBenchSummary) float64 {
+	if v := s.MedianMetric("pkts/s"); v > 0 {
+		return v
+	}
+	return s.PerSecond()
+}
+
+// goBenchCPUPerPkt is the median cpu-ns/pkt of s, or 0.
+func goBenchCPUPerPkt(s GoBenchSummary) float64 { return s.MedianMetric("cpu-ns/pkt") }
+
+// findGoBench returns the benchmark named name, if it ran.
+func findGoBench(res []GoBenchSummary, name string) (GoBenchSummary, bool) {
+	for _, s := range res {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return GoBenchSummary{}, false
 }
 
 // Busy reports whether the machine had other work to do around the run:
@@ -192,7 +235,8 @@ func (rep *Report) Markdown() string {
 	p("## Data plane\n\n")
 	p("Two network namespaces, each with a veth into the same bridge namespace; the client sends to the server ")
 	p("over the plain veth, over bare upstream wireguard-go configured by hand with `wg` (the agents' own keys ")
-	p("and overlay addresses, MTU %d, static endpoints), and through two certmesh agents on kernel TUN. ", BareMTU)
+	p("and overlay addresses, MTU %d, static endpoints), and through two certmesh agents on kernel TUN, ", BareMTU)
+	p("once under a one-rule allow-all policy and once under a %s-rule policy (see below). ", num(LargePolicyRules))
 	p("Throughput: iperf3, one TCP stream, %s per run", o.duration)
 	if o.omit > 0 {
 		p(" after leaving out the first %s", o.omit)
@@ -257,12 +301,18 @@ func (rep *Report) Markdown() string {
 		for _, r := range rep.Paths {
 			p(" %s |", r.Path.Key)
 		}
-		p(" throughput certmesh / wireguard-go | CPU per GB certmesh / wireguard-go |\n|--:|")
-		for range rep.Paths {
+		p(" throughput certmesh / wireguard-go | CPU per GB certmesh / wireguard-go |")
+		extra := [][]float64{rep.PairedRatios(), rep.PairedCPURatios()}
+		if rep.path("certmesh-1000") != nil {
+			p(" throughput certmesh-1000 / wireguard-go | CPU per GB certmesh-1000 / wireguard-go | throughput certmesh-1000 / certmesh |")
+			extra = append(extra, rep.Paired("certmesh-1000", "wireguard-go", false),
+				rep.Paired("certmesh-1000", "wireguard-go", true), rep.Paired("certmesh-1000", "certmesh", false))
+		}
+		p("\n|--:|")
+		for range len(rep.Paths) + len(extra) {
 			p("--:|")
 		}
-		p("--:|--:|\n")
-		paired, pairedCPU := rep.PairedRatios(), rep.PairedCPURatios()
+		p("\n")
 		for i := range o.reps {
 			p("| %d |", i+1)
 			for _, r := range rep.Paths {
@@ -272,7 +322,7 @@ func (rep *Report) Markdown() string {
 					p(" – |")
 				}
 			}
-			for _, v := range [][]float64{paired, pairedCPU} {
+			for _, v := range extra {
 				if i < len(v) {
 					p(" %.2f |", v[i])
 				} else {
@@ -284,15 +334,24 @@ func (rep *Report) Markdown() string {
 		p("\n</details>\n\n")
 	}
 
-	p("## Certificates\n\n")
+	rep.policyMarkdown(p)
+
+	p("## Micro-benchmarks: certificates, policy, packet filter\n\n")
 	p("`%s`, median of %d run(s). The rate is one second divided by the median ns/op: ", rep.GoBenchCmd, o.benchCount)
-	p("one goroutine, so roughly what one core does.\n\n")
-	p("| benchmark | what it measures | ns/op (median) | rate | B/op | allocs/op |\n")
-	p("|---|---|--:|--:|--:|--:|\n")
+	p("one goroutine, so roughly what one core does; for the packet filter (`agent/filter`), whose operations ")
+	p("are batches of packets, it is packets per second of wall time, and CPU ns/pkt is the process's CPU ")
+	p("time per packet (the steadier figure on a busy machine, and the one that counts the parallel ")
+	p("benchmark's goroutines).\n\n")
+	p("| benchmark | what it measures | ns/op (median) | rate | CPU ns/pkt | B/op | allocs/op |\n")
+	p("|---|---|--:|--:|--:|--:|--:|\n")
 	for _, s := range rep.GoBench {
 		info := describeGoBench(s)
-		p("| `%s` | %s | %s | **%s %s** | %s | %s |\n", s.Name, info.what, num(s.MedianNsPerOp()),
-			num(s.PerSecond()), info.unit, num(s.MedianMetric("B/op")), num(s.MedianMetric("allocs/op")))
+		cpu := "—"
+		if c := goBenchCPUPerPkt(s); c > 0 {
+			cpu = num(c)
+		}
+		p("| `%s` | %s | %s | **%s %s** | %s | %s | %s |\n", s.Name, info.what, num(s.MedianNsPerOp()),
+			num(goBenchRate(s)), info.unit, cpu, num(s.MedianMetric("B/op")), num(s.MedianMetric("allocs/op")))
 	}
 	p("\n")
 
@@ -301,7 +360,7 @@ func (rep *Report) Markdown() string {
 	p("%d CPUs, so a tunnel's throughput here is bounded by CPU time for encryption and the user-space hops, not ", m.CPUs)
 	p("by any link, and the veth figure is an in-kernel memory copy rather than a network speed. The absolute ")
 	p("numbers therefore say little about another machine, and on a shared or virtual machine they move from run ")
-	p("to run (see min – max). **The ratios are what matter**: the three paths are measured in the same run, ")
+	p("to run (see min – max). **The ratios are what matter**: the paths are measured in the same run, ")
 	p("interleaved, so drift in the machine's load hits them alike. certmesh / wireguard-go isolates what certmesh ")
 	p("adds on top of the wireguard-go it embeds; it should be close to 1, as the packet path is the same code. ")
 	p("A ratio clearly below %.2f, or an MTU that differs from the bare wireguard-go row, points at the agent's ", TargetRatio)
@@ -313,8 +372,10 @@ func (rep *Report) Markdown() string {
 	p("the price of WireGuard itself in user space. ")
 	p("The certificate figures are per core and are not on the packet path: an agent verifies a bundle when a ")
 	p("peer appears or renews, so Verify/s bounds how fast it absorbs a mesh's churn (a thousand peers at once ")
-	p("take about %s), and certificates issued/s bounds the CA's enrollment and renewal capacity.\n",
+	p("take about %s), and certificates issued/s bounds the CA's enrollment and renewal capacity. ",
 		churn(rep.GoBench))
+	p("Parsing and compiling a policy happen once per published version, a decision once per new inbound flow; ")
+	p("only the packet filter's established-flow figures are paid on every packet.\n")
 	return b.String()
 }
 
@@ -339,6 +400,11 @@ func (rep *Report) Summary() string {
 		fmt.Fprintf(&b, "certmesh / wireguard-go: throughput %.2f (target >= %.2f), CPU per GB %.2f, RTT %.2f\n",
 			ratio(cm.MedianMbps(), wg.MedianMbps()), TargetRatio, ratio(cm.MedianCPUPerGB(), wg.MedianCPUPerGB()),
 			ratio(cm.MedianRTT(), wg.MedianRTT()))
+	}
+	if big, wg, one := rep.path("certmesh-1000"), rep.path("wireguard-go"), rep.path("certmesh"); big != nil && wg != nil && one != nil {
+		fmt.Fprintf(&b, "certmesh-1000 / wireguard-go (filter off): throughput %.2f (target >= %.2f: under 5%% cost), CPU per GB %.2f; certmesh-1000 / certmesh: throughput %.2f, CPU per GB %.2f\n",
+			ratio(big.MedianMbps(), wg.MedianMbps()), PolicyTargetRatio, ratio(big.MedianCPUPerGB(), wg.MedianCPUPerGB()),
+			ratio(big.MedianMbps(), one.MedianMbps()), ratio(big.MedianCPUPerGB(), one.MedianCPUPerGB()))
 	}
 	for _, s := range rep.GoBench {
 		fmt.Fprintf(&b, "%-24s %10s ns/op  %8s /s\n", s.Name, num(s.MedianNsPerOp()), num(s.PerSecond()))
