@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/wire"
 )
 
@@ -20,20 +21,31 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
+// acceptPublish authenticates the client certificate and reads and checks
+// the Publish body of a publish or watch request; on a refusal it has
+// answered and returns false.
+func (s *Server) acceptPublish(w http.ResponseWriter, r *http.Request) (certs.Identity, wire.Peer, bool) {
 	self, err := s.authenticate(r.Context(), peerCerts(r))
 	if err != nil {
 		httpError(w, http.StatusForbidden, "client certificate refused: "+err.Error())
-		return
+		return certs.Identity{}, wire.Peer{}, false
 	}
 	var p wire.Publish
 	if err := readJSON(w, r, &p); err != nil {
 		httpError(w, http.StatusBadRequest, err.Error())
-		return
+		return certs.Identity{}, wire.Peer{}, false
 	}
 	peer, err := s.checkPublish(self, p)
 	if err != nil {
 		httpError(w, http.StatusBadRequest, "publish refused: "+err.Error())
+		return certs.Identity{}, wire.Peer{}, false
+	}
+	return self, peer, true
+}
+
+func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
+	self, peer, ok := s.acceptPublish(w, r)
+	if !ok {
 		return
 	}
 	if err := s.update(self.DeviceID, peer); err != nil {
@@ -46,19 +58,8 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 // handleWatch: the body is the agent's first Publish; the response is the
 // event stream (snapshot, then deltas) for as long as the agent stays.
 func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
-	self, err := s.authenticate(r.Context(), peerCerts(r))
-	if err != nil {
-		httpError(w, http.StatusForbidden, "client certificate refused: "+err.Error())
-		return
-	}
-	var p wire.Publish
-	if err := readJSON(w, r, &p); err != nil {
-		httpError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	peer, err := s.checkPublish(self, p)
-	if err != nil {
-		httpError(w, http.StatusBadRequest, "publish refused: "+err.Error())
+	self, peer, ok := s.acceptPublish(w, r)
+	if !ok {
 		return
 	}
 	enc, err := encodeEvent(&wire.Event{Type: wire.EventUpsert, Peer: &peer})
