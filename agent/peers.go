@@ -331,11 +331,8 @@ func (m *peerManager) setCRL(crl *certs.CRL) {
 	m.crl = crl
 	for devID, p := range m.peers {
 		if m.revokedLocked(p.machine) {
-			m.forgetLocked(p)
-			if err := m.dev.RemovePeer(p.id.WireGuardKey); err != nil {
-				m.log.Error("removing revoked peer", "device", devID, "err", err)
-			}
-			m.log.Warn("peer revoked, removed", "device", devID, "hostname", p.id.Hostname, "serial", p.id.Serial)
+			m.log.Warn("peer revoked", "device", devID, "hostname", p.id.Hostname, "serial", p.id.Serial)
+			m.dropLocked(p, "revoked")
 			m.reject(p.label, refusal(ReasonRevoked, "certificate %s of device %s is revoked (CRL %s)", p.id.Serial, devID, crl.Number))
 			continue
 		}
@@ -433,16 +430,21 @@ func (m *peerManager) removeLocked(label, why string) {
 	if !ok {
 		return
 	}
-	delete(m.labels, label)
 	p := m.peers[devID]
-	delete(m.peers, devID)
 	if p == nil {
+		delete(m.labels, label)
 		return
 	}
+	m.dropLocked(p, why)
+}
+
+// dropLocked forgets a verified peer and takes it out of the device.
+func (m *peerManager) dropLocked(p *verifiedPeer, why string) {
+	m.forgetLocked(p)
 	if err := m.dev.RemovePeer(p.id.WireGuardKey); err != nil {
-		m.log.Error("removing peer", "device", devID, "err", err)
+		m.log.Error("removing peer", "device", p.id.DeviceID, "err", err)
 	}
-	m.log.Info("peer removed", "device", devID, "hostname", p.id.Hostname, "why", why)
+	m.log.Info("peer removed", "device", p.id.DeviceID, "hostname", p.id.Hostname, "why", why)
 }
 
 // sweep removes peers whose certificate has expired.
@@ -467,11 +469,7 @@ func (m *peerManager) sweep() {
 		}
 		if now.After(p.id.NotAfter) {
 			changed = true
-			m.forgetLocked(p)
-			if err := m.dev.RemovePeer(p.id.WireGuardKey); err != nil {
-				m.log.Error("removing peer", "device", devID, "err", err)
-			}
-			m.log.Info("peer removed", "device", devID, "hostname", p.id.Hostname, "why", "certificate expired")
+			m.dropLocked(p, "certificate expired")
 			m.reject(p.label, refusal(certs.ReasonExpired, "certificate of device %s expired at %s", devID, p.id.NotAfter.UTC().Format(time.RFC3339)))
 		}
 	}
