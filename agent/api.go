@@ -1,18 +1,17 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/certmesh/certmesh/internal/localapi"
 )
 
 // Local API paths, served on STATE/agent.sock.
@@ -105,53 +104,17 @@ func apiError(w http.ResponseWriter, status int, err error) {
 }
 
 // Client talks to a running agent's local API.
-type Client struct{ hc *http.Client }
+type Client struct{ api *localapi.Client }
 
 // NewClient connects to STATE/agent.sock.
 func NewClient(stateDir string) *Client {
 	sock := filepath.Join(stateDir, SocketFile)
-	return &Client{hc: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			c, err := d.DialContext(ctx, "unix", sock)
-			if err != nil {
-				return nil, fmt.Errorf("connecting to the agent at %s (is `certmesh agent` running?): %w", sock, err)
-			}
-			return c, nil
-		},
-	}}}
+	return &Client{api: localapi.New(sock, "agent", "is `certmesh agent` running?", 10*time.Second)}
 }
 
 // do calls the local API.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://agent"+path, body)
-	if err != nil {
-		return err
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var e struct{ Error string }
-		if json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&e) == nil && e.Error != "" {
-			return errors.New(e.Error)
-		}
-		return fmt.Errorf("agent answered %s", resp.Status)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("decoding agent answer to %s: %w", path, err)
-	}
-	return nil
+	return c.api.Do(ctx, method, path, in, out)
 }
 
 // Status fetches the agent's status.

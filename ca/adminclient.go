@@ -1,64 +1,35 @@
 package ca
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
 
+	"github.com/certmesh/certmesh/internal/localapi"
 	"github.com/certmesh/certmesh/internal/store"
-	"github.com/certmesh/certmesh/internal/wire"
 )
 
 // AdminClient talks to a running server over its admin socket.
 type AdminClient struct {
-	hc *http.Client
+	api *localapi.Client
 }
 
 // NewAdminClient connects to STATE/admin.sock.
 func NewAdminClient(stateDir string) *AdminClient {
 	sock := filepath.Join(stateDir, AdminSocketFile)
-	return &AdminClient{hc: &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			c, err := d.DialContext(ctx, "unix", sock)
-			if err != nil {
-				return nil, fmt.Errorf("connecting to the running server at %s (is `certmesh-server run` up?): %w", sock, err)
-			}
-			return c, nil
-		},
-	}}}
+	return &AdminClient{api: localapi.New(sock, "server", "is `certmesh-server run` up?", 0)}
 }
 
+// do calls the admin API; a refusal says the server refused and why.
 func (a *AdminClient) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
+	err := a.api.Do(ctx, method, path, in, out)
+	if refused, ok := errors.AsType[*localapi.RefusedError](err); ok {
+		return fmt.Errorf("server refused: %w", refused)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://admin"+path, body)
-	if err != nil {
-		return err
-	}
-	resp, err := a.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var e wire.Error
-		_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&e)
-		return fmt.Errorf("server refused: %s", e.Error)
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
+	return err
 }
 
 // CreateToken asks the server for an enrollment token.
