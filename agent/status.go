@@ -20,6 +20,20 @@ type Status struct {
 
 // SelfStatus describes this node.
 type SelfStatus struct {
+	MachineStatus
+	CertSerial string           `json:"cert_serial"`
+	Mode       string           `json:"mode"`
+	Interface  string           `json:"interface,omitempty"`
+	ListenPort int              `json:"listen_port"`
+	Endpoints  []netip.AddrPort `json:"endpoints"`
+	SOCKS5     string           `json:"socks5,omitempty"`
+	// User is the person logged in on this device (certmesh login).
+	User *UserStatus `json:"user,omitempty"`
+}
+
+// MachineStatus is a machine identity as verified from its certificate: this
+// node's own, or a peer's. Embedded, so its fields stay flat in the JSON.
+type MachineStatus struct {
 	DeviceID     certs.DeviceID         `json:"device_id"`
 	Hostname     certs.Hostname         `json:"hostname"`
 	FQDN         string                 `json:"fqdn"`
@@ -27,15 +41,15 @@ type SelfStatus struct {
 	WireGuardKey certs.WireGuardKey     `json:"wireguard_key"`
 	Attestation  certs.AttestationLevel `json:"attestation"`
 	Tags         []certs.Tag            `json:"tags,omitempty"`
-	CertSerial   string                 `json:"cert_serial"`
 	CertNotAfter time.Time              `json:"cert_not_after"`
-	Mode         string                 `json:"mode"`
-	Interface    string                 `json:"interface,omitempty"`
-	ListenPort   int                    `json:"listen_port"`
-	Endpoints    []netip.AddrPort       `json:"endpoints"`
-	SOCKS5       string                 `json:"socks5,omitempty"`
-	// User is the person logged in on this device (certmesh login).
-	User *UserStatus `json:"user,omitempty"`
+}
+
+func machineStatus(id certs.Identity) MachineStatus {
+	return MachineStatus{
+		DeviceID: id.DeviceID, Hostname: id.Hostname, FQDN: id.Hostname.FQDN(id.TrustDomain),
+		Addresses: id.Addresses, WireGuardKey: id.WireGuardKey, Attestation: id.Attestation, Tags: id.Tags,
+		CertNotAfter: id.NotAfter,
+	}
 }
 
 // CoordStatus is the state of the coordinator link.
@@ -48,20 +62,13 @@ type CoordStatus struct {
 // PeerStatus is one verified, configured peer.
 type PeerStatus struct {
 	// Name is "user@domain on hostname", or the hostname and tags.
-	Name          string                 `json:"name"`
-	DeviceID      certs.DeviceID         `json:"device_id"`
-	Hostname      certs.Hostname         `json:"hostname"`
-	FQDN          string                 `json:"fqdn"`
-	Addresses     []netip.Addr           `json:"addresses"`
-	WireGuardKey  certs.WireGuardKey     `json:"wireguard_key"`
-	Attestation   certs.AttestationLevel `json:"attestation"`
-	Tags          []certs.Tag            `json:"tags,omitempty"`
-	Verified      bool                   `json:"verified"`
-	CertNotAfter  time.Time              `json:"cert_not_after"`
-	Endpoint      string                 `json:"endpoint,omitempty"`
-	LastHandshake time.Time              `json:"last_handshake,omitzero"`
-	RxBytes       uint64                 `json:"rx_bytes"`
-	TxBytes       uint64                 `json:"tx_bytes"`
+	Name string `json:"name"`
+	MachineStatus
+	Verified      bool      `json:"verified"`
+	Endpoint      string    `json:"endpoint,omitempty"`
+	LastHandshake time.Time `json:"last_handshake,omitzero"`
+	RxBytes       uint64    `json:"rx_bytes"`
+	TxBytes       uint64    `json:"tx_bytes"`
 	// User is the person logged in on the peer, verified from its user
 	// certificate; UserRejected says why a user certificate it carries
 	// was not accepted (the machine identity stands without it).

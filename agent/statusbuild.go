@@ -19,9 +19,8 @@ func (a *Agent) Status() (*Status, error) {
 	a.mu.Unlock()
 	st := &Status{
 		Self: SelfStatus{
-			DeviceID: self.DeviceID, Hostname: self.Hostname, FQDN: self.Hostname.FQDN(self.TrustDomain),
-			Addresses: self.Addresses, WireGuardKey: self.WireGuardKey, Attestation: self.Attestation, Tags: self.Tags,
-			CertSerial: self.Serial, CertNotAfter: self.NotAfter, Mode: a.cfg.Mode.String(),
+			MachineStatus: machineStatus(self),
+			CertSerial:    self.Serial, Mode: a.cfg.Mode.String(),
 			Interface: a.dev.InterfaceName(), ListenPort: a.dev.ListenPort(), Endpoints: eps, SOCKS5: socks,
 		},
 		Coordinator: CoordStatus{URL: a.coord.api.base.String(), Connected: a.coord.connected.Load()},
@@ -34,9 +33,7 @@ func (a *Agent) Status() (*Status, error) {
 	for _, p := range peers {
 		ps := PeerStatus{
 			Name: p.id.DisplayName(), User: userStatus(p.id.User),
-			DeviceID: p.id.DeviceID, Hostname: p.id.Hostname, FQDN: p.id.Hostname.FQDN(p.id.TrustDomain),
-			Addresses: p.id.Addresses, WireGuardKey: p.id.WireGuardKey, Attestation: p.id.Attestation, Tags: p.id.Tags,
-			Verified: true, CertNotAfter: p.id.NotAfter,
+			MachineStatus: machineStatus(p.id), Verified: true,
 		}
 		if p.id.UserRejected != nil {
 			ps.UserRejected = p.id.UserRejected.Error()
