@@ -17,6 +17,8 @@ import (
 	"log"
 	"log/slog"
 	"math/big"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
@@ -101,6 +103,21 @@ func (n *node) AsPeer() wire.Peer {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	t.Parallel()
+	f := initFixture(t)
+	f.editConfig(t, func(*ca.Config) {})
+	f.openCA(t)
+	f.CAURL = serveCA(t, f.CA, f.CA.Handler(), nil)
+
+	f.Victim = f.startAgent(t, f.CAURL, "victim")
+	f.Peer = f.startAgent(t, f.CAURL, "peer")
+	startListener(t, f.Victim)
+	return f
+}
+
+// initFixture creates the CA's state and the hostile coordinator, which
+// presents the server certificate the CA's init made.
+func initFixture(t *testing.T) *fixture {
+	t.Helper()
 	f := &fixture{StateDir: filepath.Join(shortTempDir(t), "ca"), nextHost: 100}
 	if _, err := ca.Init(f.StateDir, ca.InitOptions{TrustDomain: trustDomain}); err != nil {
 		t.Fatalf("ca.Init: %v", err)
@@ -110,7 +127,33 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	f.Coord = hostile.New(t, tlsCert)
-	setCoordinatorURL(t, f.StateDir, f.Coord.URL())
+	return f
+}
+
+// editConfig rewrites the CA's config before it opens: agents are pointed
+// at the hostile coordinator, then edit changes whatever else a test needs.
+func (f *fixture) editConfig(t *testing.T, edit func(*ca.Config)) {
+	t.Helper()
+	cfg, err := ca.LoadConfig(f.StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.CoordinatorURL = f.Coord.URL()
+	edit(cfg)
+	data, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(f.StateDir, "config.json"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// openCA opens the CA, has the coordinator greet every agent with its
+// starter policy and keeps a testca.PKI on the CA's own keys for forging.
+func (f *fixture) openCA(t *testing.T) {
+	t.Helper()
+	var err error
 	f.CA, err = ca.Open(f.StateDir, ca.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatalf("ca.Open: %v", err)
@@ -124,23 +167,28 @@ func newFixture(t *testing.T) *fixture {
 	f.PKI = testca.FromKeyPairs(t, trustDomain, &certs.KeyPair{Cert: f.CA.Roots().Certificates()[0]},
 		&certs.KeyPair{Cert: f.CA.Intermediate().Cert, Key: readKey(t, filepath.Join(f.StateDir, "intermediate.key"))},
 		f.Overlays...)
+}
 
-	srv := httptest.NewUnstartedServer(f.CA.Handler())
-	srv.TLS = &tls.Config{ // as cmd/certmesh-server/run.go
+// serveCA serves h over TLS as cmd/certmesh-server/run.go does (client
+// certificates from the CA's root, if given), on ln or a new loopback
+// listener, until the test ends, and returns its URL.
+func serveCA(t *testing.T, c *ca.CA, h http.Handler, ln net.Listener) string {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
+	if ln != nil {
+		srv.Listener.Close()
+		srv.Listener = ln
+	}
+	srv.TLS = &tls.Config{
 		MinVersion:     tls.VersionTLS13,
 		ClientAuth:     tls.VerifyClientCertIfGiven,
-		ClientCAs:      f.CA.Roots().Pool(),
-		GetCertificate: f.CA.GetCertificate,
+		ClientCAs:      c.Roots().Pool(),
+		GetCertificate: c.GetCertificate,
 	}
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	f.CAURL = srv.URL
-
-	f.Victim = f.startAgent(t, srv.URL, "victim")
-	f.Peer = f.startAgent(t, srv.URL, "peer")
-	startListener(t, f.Victim)
-	return f
+	return srv.URL
 }
 
 // shortTempDir is a temporary directory with a short path: the agent's
@@ -152,23 +200,6 @@ func shortTempDir(t *testing.T) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
-}
-
-// setCoordinatorURL points the CA's agents at the hostile coordinator.
-func setCoordinatorURL(t *testing.T, stateDir, u string) {
-	t.Helper()
-	cfg, err := ca.LoadConfig(stateDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.CoordinatorURL = u
-	data, err := json.MarshalIndent(cfg, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(stateDir, "config.json"), data, 0o600); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func readKey(t *testing.T, path string) crypto.Signer {

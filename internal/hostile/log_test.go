@@ -27,13 +27,8 @@ package hostile_test
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
-	"io"
-	"log"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -49,7 +44,6 @@ import (
 	"github.com/certmesh/certmesh/agent"
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
-	"github.com/certmesh/certmesh/internal/hostile"
 	"github.com/certmesh/certmesh/internal/oidctest"
 	"github.com/certmesh/certmesh/internal/testca"
 	"github.com/certmesh/certmesh/internal/wire"
@@ -92,49 +86,23 @@ const (
 func newLogFixture(t *testing.T, o logOptions) *logFixture {
 	t.Helper()
 	t.Parallel()
-	f := &logFixture{fixture: &fixture{StateDir: filepath.Join(shortTempDir(t), "ca"), nextHost: 100}}
-	if _, err := ca.Init(f.StateDir, ca.InitOptions{TrustDomain: trustDomain}); err != nil {
-		t.Fatalf("ca.Init: %v", err)
-	}
-	tlsCert, err := tls.LoadX509KeyPair(filepath.Join(f.StateDir, ca.ServerCertFile), filepath.Join(f.StateDir, ca.ServerKeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Coord = hostile.New(t, tlsCert)
+	f := &logFixture{fixture: initFixture(t)}
 	// The CA's listener comes first: an OIDC redirect URL names it.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := ca.LoadConfig(f.StateDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.CoordinatorURL = f.Coord.URL()
-	if o.idp {
+	f.editConfig(t, func(cfg *ca.Config) {
+		if !o.idp {
+			return
+		}
 		f.IdP = oidctest.New(t)
 		redirect := "https://" + ln.Addr().String() + wire.PathLoginCallback
 		f.IdP.AddClient(idpClientID, idpClientSecret, redirect)
 		cfg.OIDC = &ca.OIDCConfig{Issuer: f.IdP.Issuer(), ClientID: idpClientID, ClientSecret: idpClientSecret,
 			RedirectURL: redirect, AllowedDomains: []string{idpDomain}, CAFile: f.IdP.CAFile()}
-	}
-	data, err := json.MarshalIndent(cfg, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(f.StateDir, "config.json"), data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f.CA, err = ca.Open(f.StateDir, ca.Options{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatalf("ca.Open: %v", err)
-	}
-	t.Cleanup(func() { f.CA.Close() })
-	f.Coord.SetGreeting(&wire.Event{Type: wire.EventDocument, Doc: &wire.Document{Kind: wire.DocPolicy, Data: f.CA.Policy()}})
-	f.Overlays = f.CA.Config().Overlays()
-	f.PKI = testca.FromKeyPairs(t, trustDomain, &certs.KeyPair{Cert: f.CA.Roots().Certificates()[0]},
-		&certs.KeyPair{Cert: f.CA.Intermediate().Cert, Key: readKey(t, filepath.Join(f.StateDir, "intermediate.key"))},
-		f.Overlays...)
+	})
+	f.openCA(t)
 
 	lh, err := f.CA.LogHandler()
 	if err != nil {
@@ -143,19 +111,7 @@ func newLogFixture(t *testing.T, o logOptions) *logFixture {
 	mux := http.NewServeMux() // as internal/server: the CA's API and its log
 	mux.Handle("/", f.CA.Handler())
 	mux.Handle("/v1/log/", lh)
-	srv := httptest.NewUnstartedServer(mux)
-	srv.Listener.Close()
-	srv.Listener = ln
-	srv.TLS = &tls.Config{
-		MinVersion:     tls.VersionTLS13,
-		ClientAuth:     tls.VerifyClientCertIfGiven,
-		ClientCAs:      f.CA.Roots().Pool(),
-		GetCertificate: f.CA.GetCertificate,
-	}
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	f.CAURL = srv.URL
+	f.CAURL = serveCA(t, f.CA, mux, ln)
 	plain := httptest.NewServer(lh)
 	t.Cleanup(plain.Close)
 	if f.Log, err = translog.NewClient(plain.URL, plain.Client()); err != nil {
