@@ -247,6 +247,39 @@ func olderThanPeer(t *testing.T, f *fixture) testca.Option {
 	return testca.WithValidity(b.Machine.NotBefore.Add(-time.Hour), time.Now().Add(23*time.Hour))
 }
 
+// Certificates the real intermediate signs outside what its name
+// constraints and the profile allow: TestForgedCertificates and the
+// blast-radius row of the online intermediate both try them.
+var (
+	outsideTrustDomain = attack{name: "other-trust-domain", want: certs.ReasonNameConstraints,
+		peer: issued(func(_ *fixture, p *certs.MachineProfile) { p.TrustDomain = "evil.example" })}
+	// x509 lets a URI name constraint for corp.example admit its
+	// subdomains; the profile check must not.
+	subTrustDomain = attack{name: "sub-trust-domain", want: certs.ReasonWrongTrustDomain,
+		peer: issued(func(_ *fixture, p *certs.MachineProfile) { p.TrustDomain = "evil." + trustDomain })}
+	addressOutsideOverlay = attack{name: "ip-outside-overlay", want: certs.ReasonNameConstraints,
+		src:  func(*fixture) []netip.Addr { return []netip.Addr{netip.MustParseAddr("192.0.2.10")} },
+		peer: issued(nil)}
+	addressPartlyOutsideOverlay = attack{name: "ip-partly-outside-overlay", want: certs.ReasonNameConstraints,
+		peer: issued(func(_ *fixture, p *certs.MachineProfile) {
+			p.Addresses = append(p.Addresses, netip.MustParseAddr("10.200.0.1"))
+		})}
+	// signedBySubCA: the intermediate (path length 0) signs a CA
+	// certificate, which signs the peer.
+	signedBySubCA = attack{name: "signed-by-sub-ca", want: certs.ReasonUntrusted,
+		peer: func(t *testing.T, f *fixture, a *attacker) wire.Peer {
+			sub, key := f.PKI.IssueMachine(t, f.profile(t, "sub-ca", testca.RandomWireGuardKey(t)),
+				testca.WithTemplate(func(c *x509.Certificate) {
+					c.IsCA, c.BasicConstraintsValid = true, true
+					c.KeyUsage |= x509.KeyUsageCertSign
+				}))
+			b, _ := f.PKI.IssueMachine(t, f.legitProfile(t, a),
+				testca.WithIssuer(&certs.KeyPair{Cert: sub.Machine, Key: key}),
+				testca.WithIntermediates(sub.Machine, f.PKI.Intermediate().Cert))
+			return wire.Peer{Bundle: b.Wire()}
+		}}
+)
+
 var control = attack{
 	name: "control-legitimately-issued", peer: issued(nil),
 	keyConfigured: true, delivered: true,
@@ -326,19 +359,7 @@ func TestForgedCertificates(t *testing.T) {
 		{name: "intermediate-missing", want: certs.ReasonUntrusted, peer: issued(nil, testca.WithIntermediates())},
 		{name: "unrelated-intermediate", want: certs.ReasonUntrusted,
 			peer: issued(nil, testca.WithIntermediates(other.Intermediate().Cert))},
-		{name: "other-trust-domain", want: certs.ReasonNameConstraints,
-			peer: issued(func(_ *fixture, p *certs.MachineProfile) { p.TrustDomain = "evil.example" })},
-		// x509 lets a URI name constraint for corp.example admit its
-		// subdomains; the profile check must not.
-		{name: "sub-trust-domain", want: certs.ReasonWrongTrustDomain,
-			peer: issued(func(_ *fixture, p *certs.MachineProfile) { p.TrustDomain = "evil." + trustDomain })},
-		{name: "ip-outside-overlay", want: certs.ReasonNameConstraints,
-			src:  func(*fixture) []netip.Addr { return []netip.Addr{netip.MustParseAddr("192.0.2.10")} },
-			peer: issued(nil)},
-		{name: "ip-partly-outside-overlay", want: certs.ReasonNameConstraints,
-			peer: issued(func(_ *fixture, p *certs.MachineProfile) {
-				p.Addresses = append(p.Addresses, netip.MustParseAddr("10.200.0.1"))
-			})},
+		outsideTrustDomain, subTrustDomain, addressOutsideOverlay, addressPartlyOutsideOverlay,
 		{name: "ca-true-leaf", want: certs.ReasonKeyUsage,
 			peer: issued(nil, testca.WithTemplate(func(c *x509.Certificate) {
 				c.IsCA, c.BasicConstraintsValid = true, true
@@ -356,19 +377,7 @@ func TestForgedCertificates(t *testing.T) {
 					testca.WithIntermediates(leaf.Machine, f.PKI.Intermediate().Cert))
 				return wire.Peer{Bundle: b.Wire()}
 			}},
-		{name: "signed-by-sub-ca", want: certs.ReasonUntrusted,
-			peer: func(t *testing.T, f *fixture, a *attacker) wire.Peer {
-				// The intermediate (path length 0) signs a CA certificate.
-				sub, key := f.PKI.IssueMachine(t, f.profile(t, "sub-ca", testca.RandomWireGuardKey(t)),
-					testca.WithTemplate(func(c *x509.Certificate) {
-						c.IsCA, c.BasicConstraintsValid = true, true
-						c.KeyUsage |= x509.KeyUsageCertSign
-					}))
-				b, _ := f.PKI.IssueMachine(t, f.legitProfile(t, a),
-					testca.WithIssuer(&certs.KeyPair{Cert: sub.Machine, Key: key}),
-					testca.WithIntermediates(sub.Machine, f.PKI.Intermediate().Cert))
-				return wire.Peer{Bundle: b.Wire()}
-			}},
+		signedBySubCA,
 		{name: "coordinator-server-cert", want: certs.ReasonProfile,
 			peer: func(t *testing.T, f *fixture, a *attacker) wire.Peer {
 				pem, err := os.ReadFile(filepath.Join(f.StateDir, ca.ServerCertFile))

@@ -651,31 +651,10 @@ func brIntermediateOutside(t *testing.T) {
 	f := newFixture(t)
 	runAttacks(t, f, []attack{
 		control,
-		{name: "other-trust-domain", want: certs.ReasonNameConstraints,
-			peer: issued(func(_ *fixture, p *certs.MachineProfile) { p.TrustDomain = "evil.example" })},
-		{name: "sub-domain-of-the-trust-domain", want: certs.ReasonWrongTrustDomain,
-			peer: issued(func(_ *fixture, p *certs.MachineProfile) { p.TrustDomain = "evil." + trustDomain })},
-		{name: "address-outside-the-overlay", want: certs.ReasonNameConstraints,
-			src:  func(*fixture) []netip.Addr { return []netip.Addr{netip.MustParseAddr("192.0.2.10")} },
-			peer: issued(nil)},
-		{name: "address-partly-outside-the-overlay", want: certs.ReasonNameConstraints,
-			peer: issued(func(_ *fixture, p *certs.MachineProfile) {
-				p.Addresses = append(p.Addresses, netip.MustParseAddr("10.200.0.1"))
-			})},
+		outsideTrustDomain, subTrustDomain, addressOutsideOverlay, addressPartlyOutsideOverlay,
 		{name: "dns-name-outside-the-trust-domain", want: certs.ReasonNameConstraints, anyOf: []certs.Reason{certs.ReasonProfile},
 			peer: issued(nil, testca.WithDNSNames("host.evil.example"))},
-		{name: "a-CA-it-signed", want: certs.ReasonUntrusted,
-			peer: func(t *testing.T, f *fixture, a *attacker) wire.Peer {
-				sub, key := f.PKI.IssueMachine(t, f.profile(t, "sub-ca", testca.RandomWireGuardKey(t)),
-					testca.WithTemplate(func(c *x509.Certificate) {
-						c.IsCA, c.BasicConstraintsValid = true, true
-						c.KeyUsage |= x509.KeyUsageCertSign
-					}))
-				b, _ := f.PKI.IssueMachine(t, f.legitProfile(t, a),
-					testca.WithIssuer(&certs.KeyPair{Cert: sub.Machine, Key: key}),
-					testca.WithIntermediates(sub.Machine, f.PKI.Intermediate().Cert))
-				return wire.Peer{Bundle: b.Wire()}
-			}},
+		signedBySubCA, // a CA it signed
 	})
 	// A user certificate naming another trust domain, on the peer's real
 	// machine bundle: the user is refused, the machine stays.
