@@ -123,3 +123,16 @@ func (s *State) record(cp translog.Checkpoint, now time.Time) {
 		s.Checkpoints = append(s.Checkpoints[:1], s.Checkpoints[n-MaxStateCheckpoints+1:]...)
 	}
 }
+
+// save records the verified checkpoint in the state file, unless the log
+// raised an alarm about itself.
+func (a *Auditor) save(rep *Report) error {
+	if a.cfg.StateFile == "" || rep.integrityAlarm() || a.v == nil || a.cp.Size != rep.Size {
+		return nil
+	}
+	a.state.Origin, a.state.LogKey = a.v.Origin(), a.v.Key()
+	now := a.cfg.Now().UTC()
+	a.state.record(a.cp, now)
+	a.state.LastVerified = now
+	return a.state.Save(a.cfg.StateFile)
+}
