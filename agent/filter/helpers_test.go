@@ -4,13 +4,162 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/certmesh/certmesh/certs"
 )
+
+// wgOffset is the offset wireguard-go writes packets at
+// (device.MessageTransportOffsetContent).
+const wgOffset = 16
+
+var (
+	self4  = netip.MustParseAddr("100.64.0.1")
+	alice4 = netip.MustParseAddr("100.64.0.2")
+	bob4   = netip.MustParseAddr("100.64.0.3")
+	ghost4 = netip.MustParseAddr("100.64.0.99") // no peer holds it
+	self6  = netip.MustParseAddr("fd7a:115c:a1e0::1")
+	alice6 = netip.MustParseAddr("fd7a:115c:a1e0::2")
+	bob6   = netip.MustParseAddr("fd7a:115c:a1e0::3")
+
+	alice = &certs.Identity{DeviceID: "alice-laptop", Addresses: []netip.Addr{alice4, alice6}, Tags: []certs.Tag{"laptop"}}
+	bob   = &certs.Identity{DeviceID: "bob-server", Addresses: []netip.Addr{bob4, bob6}, Tags: []certs.Tag{"db"}}
+)
+
+// peerMap is a Peers over a fixed set of identities.
+type peerMap map[netip.Addr]*certs.Identity
+
+func (m peerMap) Lookup(a netip.Addr) (*certs.Identity, bool) { id, ok := m[a]; return id, ok }
+
+func peersOf(ids ...*certs.Identity) peerMap {
+	m := peerMap{}
+	for _, id := range ids {
+		for _, a := range id.Addresses {
+			m[a] = id
+		}
+	}
+	return m
+}
+
+// rule is one accept rule of a toy policy.
+type rule struct {
+	device certs.DeviceID // "" = any
+	proto  uint8
+	port   uint16 // 0 = any
+}
+
+// policy compiles rules into a Decider that also counts its calls.
+func policy(calls *atomic.Int64, rules ...rule) Decider {
+	return func(src *certs.Identity, proto uint8, port uint16) (bool, int) {
+		if calls != nil {
+			calls.Add(1)
+		}
+		for i, r := range rules {
+			if (r.device == "" || r.device == src.DeviceID) && r.proto == proto && (r.port == 0 || r.port == port) {
+				return true, i
+			}
+		}
+		return false, -1
+	}
+}
+
+func denyAll(*certs.Identity, uint8, uint16) (bool, int) { return false, -1 }
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+type harness struct {
+	t     *testing.T
+	tun   *fakeTUN
+	dev   *Device
+	clock *fakeClock
+	drops []Drop
+}
+
+func newHarness(t *testing.T, cfg Config) *harness {
+	t.Helper()
+	h := &harness{t: t, tun: newFakeTUN(), clock: &fakeClock{t: time.Unix(1_700_000_000, 0)}}
+	if cfg.Now == nil {
+		cfg.Now = h.clock.Now
+	}
+	if cfg.SweepInterval == 0 {
+		cfg.SweepInterval = -1
+	}
+	if cfg.OnDrop == nil {
+		cfg.OnDrop = func(d Drop) { h.drops = append(h.drops, d) }
+	}
+	h.dev = Wrap(h.tun, cfg)
+	t.Cleanup(func() { h.dev.Close() })
+	return h
+}
+
+// withOffset copies pkt into a buffer at wgOffset, as wireguard-go lays it out.
+func withOffset(pkt []byte) []byte {
+	b := make([]byte, wgOffset+len(pkt))
+	copy(b[wgOffset:], pkt)
+	return b
+}
+
+// recv delivers pkt as wireguard-go does for a decrypted inbound packet and
+// reports whether it reached the operating system.
+func (h *harness) recv(pkt []byte) bool {
+	h.t.Helper()
+	n, err := h.dev.Write([][]byte{withOffset(pkt)}, wgOffset)
+	if err != nil || n != 1 {
+		h.t.Fatalf("Write = %d, %v", n, err)
+	}
+	w := h.tun.takeWritten()
+	switch len(w) {
+	case 0:
+		return false
+	case 1:
+		if string(w[0]) != string(pkt) {
+			h.t.Fatalf("written packet differs from the one sent")
+		}
+		return true
+	default:
+		h.t.Fatalf("%d packets written for one", len(w))
+		return false
+	}
+}
+
+// send has the operating system send pkt through the device (wireguard-go's
+// Read) and checks that it passes unchanged.
+func (h *harness) send(pkt []byte) {
+	h.t.Helper()
+	h.tun.mu.Lock()
+	h.tun.queue = append(h.tun.queue, pkt)
+	h.tun.mu.Unlock()
+	bufs := [][]byte{make([]byte, 2048)}
+	sizes := []int{0}
+	n, err := h.dev.Read(bufs, sizes, wgOffset)
+	if err != nil || n != 1 || string(bufs[0][wgOffset:wgOffset+sizes[0]]) != string(pkt) {
+		h.t.Fatalf("Read = %d, %v, or packet changed", n, err)
+	}
+}
+
+func (h *harness) lastDrop() DropReason {
+	if len(h.drops) == 0 {
+		return ""
+	}
+	return h.drops[len(h.drops)-1].Reason
+}
 
 // Packet builders: real packets with correct IP and transport checksums,
 // built with gVisor's header encoders.
