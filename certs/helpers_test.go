@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"testing"
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
@@ -30,4 +31,9 @@ func extension(c *x509.Certificate, oid asn1.ObjectIdentifier) (pkix.Extension, 
 		}
 	}
 	return pkix.Extension{}, false
+}
+
+// wire returns a fixed bundle.
+func wire(w certs.WireBundle) func(*testing.T) certs.WireBundle {
+	return func(*testing.T) certs.WireBundle { return w }
 }
