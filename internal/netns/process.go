@@ -1,6 +1,7 @@
 package netns
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -162,9 +165,54 @@ func (p *Process) stop() error {
 			return fmt.Errorf("netns: stop pid %d: still running %v after SIGKILL", pgid, killWait)
 		}
 	}
-	// The leader is gone; make sure no child of it survives in the group.
+	// The leader is gone; make sure no child of it survives in the group,
+	// and wait until the kernel has finished them: a killed process is
+	// still listed in its namespace until it has exited.
 	if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("netns: stop pid %d: kill remaining group members: %w", pgid, err)
 	}
-	return nil
+	deadline := time.Now().Add(killWait)
+	for {
+		left, err := liveGroupMembers(pgid)
+		if err != nil || len(left) == 0 {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("netns: stop pid %d: group members %v still running %v after SIGKILL", pgid, left, killWait)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// liveGroupMembers returns the processes of group pgid that have not exited
+// (zombies, which an init that does not reap may keep, do not count).
+func liveGroupMembers(pgid int) ([]int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("netns: listing processes: %w", err)
+	}
+	var live []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // exited meanwhile
+		}
+		// pid (comm) state ppid pgrp ...; comm may hold spaces and parens.
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
+			continue
+		}
+		if g, err := strconv.Atoi(f[2]); err == nil && g == pgid {
+			live = append(live, pid)
+		}
+	}
+	return live, nil
 }
