@@ -40,16 +40,9 @@ func ParseStalePolicy(s string) (StalePolicy, error) {
 	return "", fmt.Errorf("stale CRL policy %q: want %q or %q", s, StaleKeep, StaleRefuseNew)
 }
 
-// ReasonRevoked: the peer's machine certificate is on the CRL.
-const ReasonRevoked certs.Reason = "revoked"
-
 // ReasonCRLStale: a new peer refused because the CRL is stale and the
 // agent runs with StaleRefuseNew.
 const ReasonCRLStale certs.Reason = "crl-stale"
-
-// ReasonUserRevoked: the peer's user certificate is on the CRL (the
-// machine stays).
-const ReasonUserRevoked certs.Reason = "user-revoked"
 
 // CRLStatus is the revocation list the agent holds.
 type CRLStatus struct {

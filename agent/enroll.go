@@ -119,7 +119,7 @@ func checkOwnCertificate(resp wire.CertificateResponse, roots *certs.Roots, k *k
 	if err != nil {
 		return certs.Bundle{}, certs.Identity{}, err
 	}
-	id, err := certs.Verify(b, roots, now)
+	id, err := certs.Verify(b, roots, nil, now)
 	if err != nil {
 		return certs.Bundle{}, certs.Identity{}, fmt.Errorf("the CA returned a certificate that does not verify: %w", err)
 	}

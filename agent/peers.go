@@ -185,7 +185,7 @@ func (m *peerManager) upsertLocked(p *wire.Peer) {
 		m.reject(p.Label, err)
 		return
 	}
-	id, err := certs.Verify(b, m.roots, m.now())
+	id, err := certs.Verify(b, m.roots, m.crl, m.now())
 	if err != nil {
 		m.reject(p.Label, err)
 		return
@@ -206,17 +206,9 @@ func (m *peerManager) upsertLocked(p *wire.Peer) {
 			}
 		}
 	}
-	if m.revokedLocked(b.Machine) {
-		m.reject(p.Label, refusal(ReasonRevoked, "certificate %s of device %s is revoked (CRL %s)", id.Serial, id.DeviceID, m.crl.Number))
-		return
-	}
 	if m.peers[id.DeviceID] == nil && m.staleLocked() && m.stalePolicy == StaleRefuseNew {
 		m.reject(p.Label, refusal(ReasonCRLStale, "the CRL is stale (next update was %s): accepting no new peers", m.crl.NextUpdate.UTC().Format(time.RFC3339)))
 		return
-	}
-	if id.User != nil && m.revokedLocked(b.User) {
-		id.UserRejected = &certs.RejectError{Reason: ReasonUserRevoked, Err: fmt.Errorf("user certificate %s of %s is revoked", id.User.Serial, id.User.Email)}
-		id.User = nil
 	}
 	if u := id.User; u != nil && u.NotBefore.Before(m.newestU[id.DeviceID]) {
 		// A coordinator replaying an older user certificate (another
@@ -298,11 +290,6 @@ func peerConfig(id certs.Identity, eps []netip.AddrPort) wgdev.Peer {
 	return wp
 }
 
-// revokedLocked reports whether the CRL held revokes c.
-func (m *peerManager) revokedLocked(c *x509.Certificate) bool {
-	return m.crl != nil && c != nil && m.crl.Covers(c) && m.crl.IsRevoked(c.SerialNumber)
-}
-
 // staleLocked reports whether the CRL held is past its next update by more
 // than the grace period. (Before the first CRL arrives nothing is stale: a
 // coordinator that withholds every CRL gains what withholding a new one
@@ -330,15 +317,16 @@ func (m *peerManager) setCRL(crl *certs.CRL) {
 	defer m.mu.Unlock()
 	m.crl = crl
 	for devID, p := range m.peers {
-		if m.revokedLocked(p.machine) {
+		if err := crl.CheckMachine(p.machine, p.id); err != nil {
 			m.log.Warn("peer revoked", "device", devID, "hostname", p.id.Hostname, "serial", p.id.Serial)
 			m.dropLocked(p, "revoked")
-			m.reject(p.label, refusal(ReasonRevoked, "certificate %s of device %s is revoked (CRL %s)", p.id.Serial, devID, crl.Number))
+			m.reject(p.label, err)
 			continue
 		}
-		if p.id.User != nil && m.revokedLocked(p.user) {
-			p.id.UserRejected = &certs.RejectError{Reason: ReasonUserRevoked, Err: fmt.Errorf("user certificate %s of %s is revoked", p.id.User.Serial, p.id.User.Email)}
-			p.id.User = nil
+		if p.id.User != nil {
+			if err := crl.CheckUser(p.user, p.id.User); err != nil {
+				p.id.UserRejected, p.id.User = err, nil
+			}
 		}
 	}
 	m.changedLocked()

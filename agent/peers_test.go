@@ -89,7 +89,7 @@ func newHarness(t *testing.T) *harness {
 	h := &harness{pki: testca.New(t, testTD), plane: newRecordingPlane(), now: time.Now()}
 	h.self = h.pki.NewProfile(t, "self")
 	b, _ := h.pki.IssueMachine(t, h.self)
-	self, err := certs.Verify(b, h.pki.Roots(), h.now)
+	self, err := certs.Verify(b, h.pki.Roots(), nil, h.now)
 	if err != nil {
 		t.Fatalf("verifying own certificate: %v", err)
 	}

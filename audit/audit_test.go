@@ -30,7 +30,7 @@ func TestVerifyHonestLog(t *testing.T) {
 	}
 	// The first machine is decoded and marked revoked by the last entry.
 	m := recs[0]
-	id, err := certs.Verify(f.machines[0], f.ca.Roots(), time.Now())
+	id, err := certs.Verify(f.machines[0], f.ca.Roots(), nil, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -192,7 +192,7 @@ func (a *analysis) certificate(rec *Record, der []byte, chainDER [][]byte) ([]Al
 	switch translog.CertificateKind(c) {
 	case "machine":
 		rec.Kind = KindMachineCertificate
-		id, err := certs.Verify(certs.Bundle{Machine: c, Intermediates: chain}, a.roots, at)
+		id, err := certs.Verify(certs.Bundle{Machine: c, Intermediates: chain}, a.roots, nil, at)
 		if err != nil {
 			return append(alarms, entryAlarm(AlarmUntrustedCertificate, idx, "machine certificate serial %s (%s): %v", rec.Serial, rec.SPIFFEID, err)), warnings
 		}
@@ -255,7 +255,7 @@ func (a *analysis) user(rec *Record, u *x509.Certificate, chain []*x509.Certific
 			continue
 		}
 		inter := append(append([]*x509.Certificate{}, chain...), a.chains[mi]...)
-		id, err := certs.Verify(certs.Bundle{Machine: m, Intermediates: inter, User: u}, a.roots, at)
+		id, err := certs.Verify(certs.Bundle{Machine: m, Intermediates: inter, User: u}, a.roots, nil, at)
 		if err != nil {
 			break // the machine certificate does not verify with this chain: check alone
 		}

@@ -312,7 +312,7 @@ func (d *testDevice) Accept(t testing.TB, e *testEnv, resp wire.CertificateRespo
 	if err != nil {
 		t.Fatalf("ParseBundle: %v", err)
 	}
-	id, err := certs.Verify(b, e.CA.Roots(), e.Clock.Now())
+	id, err := certs.Verify(b, e.CA.Roots(), nil, e.Clock.Now())
 	if err != nil {
 		t.Fatalf("issued bundle does not verify: %v", err)
 	}

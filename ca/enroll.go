@@ -249,7 +249,7 @@ func (c *CA) Renew(ctx context.Context, peer []*x509.Certificate, req wire.Renew
 	if len(peer) == 0 {
 		return wire.CertificateResponse{}, refuse(CodeForbidden, "renewal needs the current machine certificate (mTLS)")
 	}
-	id, err := certs.Verify(certs.Bundle{Machine: peer[0], Intermediates: peer[1:]}, c.roots, c.now())
+	id, err := certs.Verify(certs.Bundle{Machine: peer[0], Intermediates: peer[1:]}, c.roots, nil, c.now())
 	if err != nil {
 		return wire.CertificateResponse{}, &Error{Code: CodeForbidden, Msg: "client certificate", Err: err}
 	}

@@ -159,7 +159,7 @@ func (e *loginEnv) verifyPair(t *testing.T, d *testDevice, userDER []byte) certs
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := certs.Verify(b, e.CA.Roots(), time.Now())
+	id, err := certs.Verify(b, e.CA.Roots(), nil, time.Now())
 	if err != nil {
 		t.Fatalf("bundle with user certificate: %v", err)
 	}

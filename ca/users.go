@@ -20,7 +20,7 @@ func (c *CA) authenticateDevice(ctx context.Context, peer []*x509.Certificate) (
 	if len(peer) == 0 {
 		return certs.Identity{}, refuse(CodeForbidden, "this request needs the device's machine certificate (mTLS)")
 	}
-	id, err := certs.Verify(certs.Bundle{Machine: peer[0], Intermediates: peer[1:]}, c.roots, c.now())
+	id, err := certs.Verify(certs.Bundle{Machine: peer[0], Intermediates: peer[1:]}, c.roots, nil, c.now())
 	if err != nil {
 		return certs.Identity{}, &Error{Code: CodeForbidden, Msg: "client certificate", Err: err}
 	}

@@ -29,7 +29,7 @@ func TestAttestationExtension(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b, _ := ca.IssueMachine(t, ca.NewProfile(t, "alpha"),
 				testca.WithExtension(pkix.Extension{Id: certs.OIDAttestation, Value: testca.UTF8String(tc.value)}))
-			id, err := certs.Verify(b, ca.Roots(), time.Now())
+			id, err := certs.Verify(b, ca.Roots(), nil, time.Now())
 			if !tc.ok {
 				if certs.ReasonOf(err) != certs.ReasonProfile {
 					t.Fatalf("Verify = %v, want a profile rejection", err)

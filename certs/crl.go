@@ -207,6 +207,32 @@ func (c *CRL) Covers(cert *x509.Certificate) bool {
 	return len(cert.AuthorityKeyId) == 0 || bytes.Equal(cert.AuthorityKeyId, c.IssuerSKID)
 }
 
+// Revokes reports whether c is on this CRL: issued by the CRL's issuer and
+// listed by serial. A nil CRL revokes nothing.
+func (c *CRL) Revokes(cert *x509.Certificate) bool {
+	return c.Covers(cert) && c.IsRevoked(cert.SerialNumber)
+}
+
+// CheckMachine returns the rejection (ReasonRevoked) for machine
+// certificate cert, verified as id, if this CRL revokes it; nil otherwise.
+// Verify calls it; an agent that receives a newer CRL calls it again for
+// the peers it holds.
+func (c *CRL) CheckMachine(cert *x509.Certificate, id Identity) error {
+	if !c.Revokes(cert) {
+		return nil
+	}
+	return reject(ReasonRevoked, "machine certificate %s of device %s is revoked (CRL %s)", id.Serial, id.DeviceID, c.Number)
+}
+
+// CheckUser is CheckMachine for a user certificate verified as u
+// (ReasonUserRevoked).
+func (c *CRL) CheckUser(cert *x509.Certificate, u *UserIdentity) *RejectError {
+	if !c.Revokes(cert) {
+		return nil
+	}
+	return userReject(ReasonUserRevoked, "user certificate %s of %s is revoked (CRL %s)", u.Serial, u.Email, c.Number)
+}
+
 // Stale reports whether now is more than grace past the CRL's nextUpdate:
 // the CA should have published a newer CRL by then, so either the CA is
 // down or someone (the coordinator) withholds it. VerifyCRL accepts stale

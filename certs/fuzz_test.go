@@ -92,7 +92,7 @@ func FuzzParseBundle(f *testing.F) {
 		if b.Machine == nil || len(b.Intermediates) != 1 || (b.User != nil) != (len(user) > 0) {
 			t.Fatalf("ParseBundle returned %d intermediates, machine %v, user %v", len(b.Intermediates), b.Machine != nil, b.User != nil)
 		}
-		id, err := certs.Verify(b, ca.Roots(), now)
+		id, err := certs.Verify(b, ca.Roots(), nil, now)
 		if err != nil && certs.ReasonOf(err) == "" {
 			t.Fatalf("Verify error %v has no reason", err)
 		}
@@ -127,10 +127,10 @@ func FuzzVerify(f *testing.F) {
 		if err != nil {
 			return
 		}
-		id, err := certs.Verify(b, ca.Roots(), now)
+		id, err := certs.Verify(b, ca.Roots(), nil, now)
 		alone := b
 		alone.User = nil
-		machineOnly, errAlone := certs.Verify(alone, ca.Roots(), now)
+		machineOnly, errAlone := certs.Verify(alone, ca.Roots(), nil, now)
 		if certs.ReasonOf(err) != certs.ReasonOf(errAlone) || id.DeviceID != machineOnly.DeviceID || id.WireGuardKey != machineOnly.WireGuardKey {
 			t.Fatalf("the user certificate changed the machine verdict: %v / %v, %+v / %+v", err, errAlone, id, machineOnly)
 		}

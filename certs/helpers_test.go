@@ -20,7 +20,7 @@ func verifyWire(w certs.WireBundle, roots *certs.Roots, now time.Time) (certs.Id
 	if err != nil {
 		return certs.Identity{}, err
 	}
-	return certs.Verify(b, roots, now)
+	return certs.Verify(b, roots, nil, now)
 }
 
 // extension returns c's extension with this OID.

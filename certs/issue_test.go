@@ -56,7 +56,7 @@ func TestIssuanceRoundTrip(t *testing.T) {
 			m := b.Machine
 			now := time.Now()
 
-			id, err := certs.Verify(b, ca.Roots(), now)
+			id, err := certs.Verify(b, ca.Roots(), nil, now)
 			if err != nil {
 				t.Fatalf("Verify: %v", err)
 			}
@@ -308,7 +308,7 @@ func TestServerCertificate(t *testing.T) {
 		t.Errorf("server certificate does not verify as %s: %v", certs.ServerName(td), err)
 	}
 	// It is not a machine certificate.
-	if _, err := certs.Verify(certs.Bundle{Machine: c, Intermediates: []*x509.Certificate{ca.Intermediate().Cert}}, ca.Roots(), time.Now()); certs.ReasonOf(err) != certs.ReasonProfile {
+	if _, err := certs.Verify(certs.Bundle{Machine: c, Intermediates: []*x509.Certificate{ca.Intermediate().Cert}}, ca.Roots(), nil, time.Now()); certs.ReasonOf(err) != certs.ReasonProfile {
 		t.Errorf("Verify(server certificate) = %v, want a profile rejection", err)
 	}
 }

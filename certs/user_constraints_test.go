@@ -97,7 +97,7 @@ func TestIntermediateEmailConstraints(t *testing.T) {
 		if _, err := b.User.Verify(x509.VerifyOptions{Roots: ca.Roots().Pool(), Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 			t.Errorf("x509 Verify of a user certificate for %s: %v", email, err)
 		}
-		if id, err := certs.Verify(b, ca.Roots(), time.Now()); err != nil || id.User == nil {
+		if id, err := certs.Verify(b, ca.Roots(), nil, time.Now()); err != nil || id.User == nil {
 			t.Errorf("certs.Verify of a user certificate for %s: %v, rejected %v", email, err, id.UserRejected)
 		}
 	}
@@ -112,7 +112,7 @@ func TestIntermediateEmailConstraints(t *testing.T) {
 		t.Errorf("the email option changed the other constraints: DNS %v URI %v IP %v", in.PermittedDNSDomains, in.PermittedURIDomains, in.PermittedIPRanges)
 	}
 	cm, _ := cca.IssueMachine(t, cca.NewProfile(t, "laptop"))
-	if _, err := certs.Verify(cm, cca.Roots(), time.Now()); err != nil {
+	if _, err := certs.Verify(cm, cca.Roots(), nil, time.Now()); err != nil {
 		t.Fatalf("machine certificate under an email-constrained intermediate: %v", err)
 	}
 	for email, ok := range map[string]bool{
@@ -124,7 +124,7 @@ func TestIntermediateEmailConstraints(t *testing.T) {
 		"eve@notcorp.example":       false,
 		"mallory@other.example.com": false,
 	} {
-		id, err := certs.Verify(cca.IssueUser(t, cm, testca.WithEmail(email)), cca.Roots(), time.Now())
+		id, err := certs.Verify(cca.IssueUser(t, cm, testca.WithEmail(email)), cca.Roots(), nil, time.Now())
 		if err != nil {
 			t.Fatalf("%s: Verify: %v (the machine must stand)", email, err)
 		}

@@ -27,7 +27,7 @@ func TestVerifyUserRejects(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	baseline, err := certs.Verify(machine, ca.Roots(), now)
+	baseline, err := certs.Verify(machine, ca.Roots(), nil, now)
 	if err != nil {
 		t.Fatal(err)
 	}

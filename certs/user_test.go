@@ -51,7 +51,7 @@ func TestUserIssuanceRoundTrip(t *testing.T) {
 			b.User = u
 			now := time.Now()
 
-			id, err := certs.Verify(b, ca.Roots(), now)
+			id, err := certs.Verify(b, ca.Roots(), nil, now)
 			if err != nil {
 				t.Fatalf("Verify: %v", err)
 			}

@@ -47,7 +47,7 @@ func TestVerifyUserAccepts(t *testing.T) {
 
 	// A machine certificate that fails still fails, whatever the user.
 	expired, _ := ca.IssueMachine(t, ca.NewProfile(t, "old"), testca.WithValidity(time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour)))
-	if _, err := certs.Verify(ca.IssueUser(t, expired), ca.Roots(), time.Now()); certs.ReasonOf(err) != certs.ReasonExpired {
+	if _, err := certs.Verify(ca.IssueUser(t, expired), ca.Roots(), nil, time.Now()); certs.ReasonOf(err) != certs.ReasonExpired {
 		t.Errorf("expired machine with a valid user: %v, want %q", err, certs.ReasonExpired)
 	}
 }

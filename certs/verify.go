@@ -24,6 +24,7 @@ const (
 	ReasonWrongTrustDomain Reason = "wrong-trust-domain" // SPIFFE ID outside our trust domain
 	ReasonProfile          Reason = "profile"            // missing or malformed certmesh field
 	ReasonKeyUsage         Reason = "key-usage"          // not a client-auth leaf
+	ReasonRevoked          Reason = "revoked"            // on the CRL passed to Verify
 )
 
 // RejectError is the typed error Verify returns.
@@ -61,6 +62,7 @@ const (
 	ReasonUserProfile          Reason = "user-profile"            // missing or malformed certmesh user field
 	ReasonUserDeviceMismatch   Reason = "user-device-mismatch"    // bound to another device than the machine certificate's
 	ReasonUserKeyMismatch      Reason = "user-key-mismatch"       // subject key is not the machine certificate's
+	ReasonUserRevoked          Reason = "user-revoked"            // on the CRL passed to Verify
 )
 
 // userReasons maps the reason a leaf check gives to its user-certificate
@@ -80,8 +82,13 @@ var userReasons = map[Reason]Reason{
 // Verify decides whether a peer's bundle is trustworthy at time now: the
 // machine certificate must chain to one of roots through the bundle's
 // intermediates (name constraints enforced), be valid now, be a client-auth
-// leaf, and carry a complete certmesh machine profile inside roots'
-// trust domain. On success it returns the identity the certificate proves.
+// leaf, carry a complete certmesh machine profile inside roots' trust
+// domain, and not be revoked by crl. On success it returns the identity the
+// certificate proves.
+//
+// crl is a CRL the caller already verified with [VerifyCRL] (the newest it
+// holds), or nil to check no revocation. It revokes only certificates of
+// the issuer that signed it.
 //
 // If the bundle carries a user certificate, Verify accepts it, and sets
 // Identity.User, only if it too chains to roots through the bundle's
@@ -90,7 +97,7 @@ var userReasons = map[Reason]Reason{
 // by its device binding extension to the machine certificate's device ID,
 // and carries exactly one user SPIFFE ID in roots' trust domain, exactly one
 // email address, no DNS or IP SAN, no machine extension, and well-formed
-// groups.
+// groups, and is not revoked by crl.
 //
 // A user certificate that fails any of this never makes Verify fail: the
 // machine identity is returned with User nil and Identity.UserRejected
@@ -100,7 +107,7 @@ var userReasons = map[Reason]Reason{
 // certificate is optional, so whoever relays a bundle can always strip it,
 // and a forged one must buy no more than stripping does, the peer without
 // its user. The reason is recorded so that agents can log and show it.
-func Verify(b Bundle, roots *Roots, now time.Time) (Identity, error) {
+func Verify(b Bundle, roots *Roots, crl *CRL, now time.Time) (Identity, error) {
 	m := b.Machine
 	if m == nil {
 		return Identity{}, reject(ReasonMalformed, "bundle has no machine certificate")
@@ -116,10 +123,19 @@ func Verify(b Bundle, roots *Roots, now time.Time) (Identity, error) {
 		return Identity{}, err
 	}
 	id, err := machineIdentity(m, roots.TrustDomain)
-	if err != nil || b.User == nil {
+	if err != nil {
 		return id, err
 	}
+	if err := crl.CheckMachine(m, id); err != nil {
+		return Identity{}, err
+	}
+	if b.User == nil {
+		return id, nil
+	}
 	user, uerr := verifyUser(b.User, m, id.DeviceID, inter, b.Intermediates, roots, now)
+	if uerr == nil {
+		uerr = crl.CheckUser(b.User, user)
+	}
 	if uerr != nil {
 		id.UserRejected = uerr
 	} else {

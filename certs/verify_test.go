@@ -229,10 +229,10 @@ func TestVerifyAccepts(t *testing.T) {
 func TestVerifyWithoutMachineOrRoots(t *testing.T) {
 	ca := testca.New(t, td)
 	b, _ := ca.IssueMachine(t, ca.NewProfile(t, "peer"))
-	if _, err := certs.Verify(certs.Bundle{Intermediates: b.Intermediates}, ca.Roots(), time.Now()); certs.ReasonOf(err) != certs.ReasonMalformed {
+	if _, err := certs.Verify(certs.Bundle{Intermediates: b.Intermediates}, ca.Roots(), nil, time.Now()); certs.ReasonOf(err) != certs.ReasonMalformed {
 		t.Errorf("no machine certificate: %v, want malformed", err)
 	}
-	if _, err := certs.Verify(b, nil, time.Now()); certs.ReasonOf(err) != certs.ReasonUntrusted {
+	if _, err := certs.Verify(b, nil, nil, time.Now()); certs.ReasonOf(err) != certs.ReasonUntrusted {
 		t.Errorf("no roots: %v, want untrusted-chain", err)
 	}
 	if certs.ReasonOf(nil) != "" || certs.ReasonOf(bytes.ErrTooLarge) != "" {

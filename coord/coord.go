@@ -75,7 +75,7 @@ func (s *Server) authenticate(ctx context.Context, chain []*x509.Certificate) (c
 	if len(chain) == 0 {
 		return certs.Identity{}, fmt.Errorf("no client certificate")
 	}
-	id, err := certs.Verify(certs.Bundle{Machine: chain[0], Intermediates: chain[1:]}, s.roots, s.opts.Now())
+	id, err := certs.Verify(certs.Bundle{Machine: chain[0], Intermediates: chain[1:]}, s.roots, nil, s.opts.Now())
 	if err != nil {
 		return certs.Identity{}, err
 	}
@@ -94,7 +94,7 @@ func (s *Server) checkPublish(self certs.Identity, p wire.Publish) (wire.Peer, e
 	if err != nil {
 		return wire.Peer{}, err
 	}
-	id, err := certs.Verify(b, s.roots, s.opts.Now())
+	id, err := certs.Verify(b, s.roots, nil, s.opts.Now())
 	if err != nil {
 		return wire.Peer{}, err
 	}

@@ -157,7 +157,7 @@ func printVerdict(w io.Writer, cs []*x509.Certificate, rootFile string) error {
 		return err
 	}
 	fmt.Fprintf(w, "root sha256   %s\n", certs.FingerprintOf(rs[0]))
-	id, err := certs.Verify(b, roots, time.Now())
+	id, err := certs.Verify(b, roots, nil, time.Now())
 	if err != nil {
 		fmt.Fprintf(w, "verdict       REFUSED (%s): %v\n", certs.ReasonOf(err), err)
 		return nil

@@ -273,7 +273,7 @@ func brCoordinatorHideRevocation(t *testing.T) {
 		t.Errorf("the CA's earlier CRL after the revocation: CRL status %+v, want a rollback refusal and the revocation kept", st.CRL)
 	}
 	send(t, f.Victim.Conn, upsert(f.Peer.AsPeer()))
-	if r, ok := rejectionOf(f.sync(t), label); !ok || (r.Reason != agent.ReasonRevoked && r.Reason != agent.ReasonReplayed) {
+	if r, ok := rejectionOf(f.sync(t), label); !ok || (r.Reason != certs.ReasonRevoked && r.Reason != agent.ReasonReplayed) {
 		t.Errorf("the revoked peer relayed again: %+v (refused %v)", r, ok)
 	}
 	brKeptOut(t, f, f.Peer)

@@ -110,7 +110,7 @@ func brDeviceActAsAnother(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		id, err := certs.Verify(nb, f.CA.Roots(), time.Now())
+		id, err := certs.Verify(nb, f.CA.Roots(), nil, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}

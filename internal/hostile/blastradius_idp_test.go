@@ -250,7 +250,7 @@ func brIdP(t *testing.T) {
 				t.Errorf("the user certificate names %s", u)
 			}
 		}
-		if id, err := certs.Verify(b, f.CA.Roots(), time.Now()); err != nil || id.User == nil {
+		if id, err := certs.Verify(b, f.CA.Roots(), nil, time.Now()); err != nil || id.User == nil {
 			t.Errorf("the user certificate does not verify: %v (user rejected: %v)", err, id.UserRejected)
 		}
 	})

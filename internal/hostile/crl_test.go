@@ -150,13 +150,13 @@ func TestCRLRevocationReachesVictim(t *testing.T) {
 	send(t, f.Victim.Conn, crlEvent(der))
 	st = waitStatus(t, f.Victim, "the revoked peer to be removed", func(st *agent.Status) bool {
 		r, ok := rejectionOf(st, string(f.Peer.Self.DeviceID))
-		return ok && r.Reason == agent.ReasonRevoked
+		return ok && r.Reason == certs.ReasonRevoked
 	})
 	t.Logf("revoked peer removed %s after the CRL was relayed", time.Since(sent).Round(time.Millisecond))
 	if st.CRL.Number != crlNumber(t, der).String() || st.CRL.Entries < 1 || st.CRL.Stale || st.CRL.Refused != "" {
 		t.Errorf("after the revocation the victim's CRL status is %+v, want number %s with the entry", st.CRL, crlNumber(t, der))
 	}
-	f.peerRevoked(t, st, agent.ReasonRevoked)
+	f.peerRevoked(t, st, certs.ReasonRevoked)
 	f.peerShut(t)
 
 	// The coordinator relays the peer's bundle again, under its label and
@@ -166,8 +166,8 @@ func TestCRLRevocationReachesVictim(t *testing.T) {
 		p.Label = label
 		send(t, f.Victim.Conn, upsert(p))
 		st := f.sync(t)
-		if r, ok := rejectionOf(st, label); !ok || r.Reason != agent.ReasonRevoked {
-			t.Errorf("the revoked bundle relayed under %q: got %+v (refused: %v), want %q", label, r, ok, agent.ReasonRevoked)
+		if r, ok := rejectionOf(st, label); !ok || r.Reason != certs.ReasonRevoked {
+			t.Errorf("the revoked bundle relayed under %q: got %+v (refused: %v), want %q", label, r, ok, certs.ReasonRevoked)
 		}
 	}
 	if _, ok := devicePeer(t, f.Victim, f.Peer.Self.WireGuardKey); ok {
@@ -284,10 +284,10 @@ func TestCRLRollback(t *testing.T) {
 	older := f.currentCRL(t)
 	newer := f.revokePeer(t)
 	st := f.relayCRL(t, newer)
-	f.peerRevoked(t, st, agent.ReasonRevoked)
+	f.peerRevoked(t, st, certs.ReasonRevoked)
 
 	st = f.expectCRLRefused(t, older, certs.ReasonCRLRollback)
-	f.peerRevoked(t, st, agent.ReasonRevoked)
+	f.peerRevoked(t, st, certs.ReasonRevoked)
 
 	now := time.Now()
 	n := crlNumber(t, newer).Int64()
@@ -297,7 +297,7 @@ func TestCRLRollback(t *testing.T) {
 	// The coordinator relays the peer's bundle once more.
 	send(t, f.Victim.Conn, upsert(f.Peer.AsPeer()))
 	st = f.sync(t)
-	f.peerRevoked(t, st, agent.ReasonRevoked)
+	f.peerRevoked(t, st, certs.ReasonRevoked)
 
 	// The coordinator drops the stream and greets the reconnecting victim
 	// as if it were new: the peer in the snapshot, the older CRL after it.
@@ -320,7 +320,7 @@ func TestCRLRollback(t *testing.T) {
 	if st.CRL.Number != crlNumber(t, newer).String() {
 		t.Errorf("after the reconnection the CRL held is %s, want %s", st.CRL.Number, crlNumber(t, newer))
 	}
-	f.peerRevoked(t, st, agent.ReasonRevoked)
+	f.peerRevoked(t, st, certs.ReasonRevoked)
 	f.peerShut(t)
 	checkDeviceMatchesStatus(t, f.Victim)
 }
@@ -334,7 +334,7 @@ func TestForgedCRL(t *testing.T) {
 	f.connectPeer(t)
 	revocation := f.revokePeer(t)
 	st := f.relayCRL(t, revocation)
-	f.peerRevoked(t, st, agent.ReasonRevoked)
+	f.peerRevoked(t, st, certs.ReasonRevoked)
 	held := crlNumber(t, revocation).Int64()
 
 	now := time.Now()
@@ -389,7 +389,7 @@ func TestForgedCRL(t *testing.T) {
 			// The coordinator follows the forgery with the peer's bundle.
 			send(t, f.Victim.Conn, upsert(f.Peer.AsPeer()))
 			st = f.sync(t)
-			f.peerRevoked(t, st, agent.ReasonRevoked)
+			f.peerRevoked(t, st, certs.ReasonRevoked)
 		})
 	}
 	f.peerShut(t)
@@ -408,7 +408,7 @@ func TestForgedCRL(t *testing.T) {
 	}
 	send(t, f.Victim.Conn, upsert(f.Peer.AsPeer()))
 	st = f.sync(t)
-	f.peerRevoked(t, st, agent.ReasonRevoked)
+	f.peerRevoked(t, st, certs.ReasonRevoked)
 	checkDeviceMatchesStatus(t, f.Victim)
 }
 

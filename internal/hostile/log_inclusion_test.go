@@ -186,7 +186,7 @@ func neverLoggedAttacks(f *logFixture) []attack {
 		t.Helper()
 		b, err := certs.ParseBundle(w)
 		if err == nil {
-			_, err = certs.Verify(b, f.CA.Roots(), time.Now())
+			_, err = certs.Verify(b, f.CA.Roots(), nil, time.Now())
 		}
 		if err != nil {
 			t.Fatalf("the forged bundle does not even chain: %v", err)

@@ -277,7 +277,7 @@ func checkMachineUnchanged(t *testing.T, f *fixture, st *agent.Status, machine c
 	t.Helper()
 	// What the machine certificate alone proves, against the roots the
 	// victim pins (the CA's).
-	want, err := certs.Verify(certs.Bundle{Machine: machine.Machine, Intermediates: machine.Intermediates}, f.CA.Roots(), time.Now())
+	want, err := certs.Verify(certs.Bundle{Machine: machine.Machine, Intermediates: machine.Intermediates}, f.CA.Roots(), nil, time.Now())
 	if err != nil {
 		t.Fatalf("the machine bundle does not verify: %v", err)
 	}

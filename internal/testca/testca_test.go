@@ -15,7 +15,7 @@ func TestIssueMachineVerifies(t *testing.T) {
 	ca := testca.New(t, "corp.example")
 	p := ca.NewProfile(t, "alpha")
 	b, key := ca.IssueMachine(t, p)
-	id, err := certs.Verify(b, ca.Roots(), time.Now())
+	id, err := certs.Verify(b, ca.Roots(), nil, time.Now())
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
@@ -32,7 +32,7 @@ func TestIssueMachineVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ParseBundle: %v", err)
 	}
-	if _, err := certs.Verify(pb, ca.Roots(), time.Now()); err != nil {
+	if _, err := certs.Verify(pb, ca.Roots(), nil, time.Now()); err != nil {
 		t.Fatalf("Verify wire bundle: %v", err)
 	}
 }
@@ -60,7 +60,7 @@ func TestCustomOverlays(t *testing.T) {
 		t.Fatalf("addresses %v, want [10.99.0.1]", p.Addresses)
 	}
 	b, _ := ca.IssueMachine(t, p)
-	if _, err := certs.Verify(b, ca.Roots(), time.Now()); err != nil {
+	if _, err := certs.Verify(b, ca.Roots(), nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -117,7 +117,7 @@ func TestFromKeyPairs(t *testing.T) {
 	orig := testca.New(t, "corp.example")
 	ca := testca.FromKeyPairs(t, "corp.example", &certs.KeyPair{Cert: orig.Root().Cert}, orig.Intermediate())
 	b, _ := ca.IssueMachine(t, ca.NewProfile(t, "host"))
-	if _, err := certs.Verify(b, orig.Roots(), time.Now()); err != nil {
+	if _, err := certs.Verify(b, orig.Roots(), nil, time.Now()); err != nil {
 		t.Fatalf("certificate issued through FromKeyPairs does not verify against the original root: %v", err)
 	}
 }
@@ -132,7 +132,7 @@ func TestIssueUserVerifies(t *testing.T) {
 	if !b.User.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(key.Public()) {
 		t.Error("user certificate key is not the device key")
 	}
-	id, err := certs.Verify(b, ca.Roots(), time.Now())
+	id, err := certs.Verify(b, ca.Roots(), nil, time.Now())
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
@@ -157,7 +157,7 @@ func TestIssueUserVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ParseBundle: %v", err)
 	}
-	if id, err := certs.Verify(pb, ca.Roots(), time.Now()); err != nil || id.User == nil {
+	if id, err := certs.Verify(pb, ca.Roots(), nil, time.Now()); err != nil || id.User == nil {
 		t.Fatalf("Verify wire bundle: %v, user rejected: %v", err, id.UserRejected)
 	}
 }
@@ -187,7 +187,7 @@ func TestUserOptions(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := ca.IssueUser(t, machine, tt.opts...)
-			id, err := certs.Verify(b, ca.Roots(), now)
+			id, err := certs.Verify(b, ca.Roots(), nil, now)
 			if err != nil {
 				t.Fatalf("Verify: %v (the machine must stand)", err)
 			}
@@ -246,13 +246,13 @@ func TestIssueIntermediate(t *testing.T) {
 	// It issues machine certificates peers accept, within the same name
 	// constraints.
 	b, _ := ca.IssueMachine(t, ca.NewProfile(t, "rotated"), testca.WithIssuer(second))
-	if _, err := certs.Verify(b, ca.Roots(), time.Now()); err != nil {
+	if _, err := certs.Verify(b, ca.Roots(), nil, time.Now()); err != nil {
 		t.Fatalf("machine certificate of the second intermediate: %v", err)
 	}
 	outside := ca.NewProfile(t, "outside")
 	outside.Addresses[0] = netip.MustParseAddr("10.1.2.3")
 	b, _ = ca.IssueMachine(t, outside, testca.WithIssuer(second))
-	if _, err := certs.Verify(b, ca.Roots(), time.Now()); certs.ReasonOf(err) != certs.ReasonNameConstraints {
+	if _, err := certs.Verify(b, ca.Roots(), nil, time.Now()); certs.ReasonOf(err) != certs.ReasonNameConstraints {
 		t.Errorf("outside the overlay: %v", err)
 	}
 	noCRL := ca.IssueIntermediate(t, testca.WithTemplate(func(c *x509.Certificate) { c.KeyUsage = x509.KeyUsageCertSign }))

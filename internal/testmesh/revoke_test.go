@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/agent"
+	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/testmesh"
 )
 
@@ -98,7 +99,7 @@ func TestRevokedUserDropped(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if p.User != nil || !strings.Contains(p.UserRejected, string(agent.ReasonUserRevoked)) {
+		if p.User != nil || !strings.Contains(p.UserRejected, string(certs.ReasonUserRevoked)) {
 			return fmt.Errorf("b sees %q (rejected %q)", p.Name, p.UserRejected)
 		}
 		return nil

@@ -77,7 +77,7 @@ func TestTPMEnrollment(t *testing.T) {
 	if !b.Machine.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(signer.Public()) {
 		t.Fatal("the machine certificate's key is not the TPM's device key")
 	}
-	id, err := certs.Verify(b, m.Roots, b.Machine.NotBefore.Add(1))
+	id, err := certs.Verify(b, m.Roots, nil, b.Machine.NotBefore.Add(1))
 	if err != nil || string(id.EK) != ek.Fingerprint.String() {
 		t.Fatalf("identity EK %q (%v), want %s", id.EK, err, ek.Fingerprint)
 	}
