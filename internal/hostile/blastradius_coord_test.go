@@ -192,15 +192,7 @@ func brCoordinatorReplayPolicy(t *testing.T) {
 	f.peerTraffic(t, true)
 	// The coordinator drops the stream and greets the reconnecting victim
 	// with v2.
-	f.Coord.SetGreeting(policyEvent(v2))
-	f.Victim.Conn.Close()
-	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
-	defer cancel()
-	cn, err := f.Coord.WaitForAgent(ctx, f.Victim.Self.DeviceID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Victim.Conn = cn
+	f.reconnectVictim(t, policyEvent(v2))
 	if st := f.sync(t); st.Policy.Version != info3.Version || !strings.Contains(st.Policy.Refused, "("+string(policy.ReasonRollback)+")") {
 		t.Errorf("after a reconnection greeted with v2 the policy status is %s, want version %d held and a rollback refusal", asJSON(st.Policy), info3.Version)
 	}

@@ -301,18 +301,10 @@ func TestCRLRollback(t *testing.T) {
 
 	// The coordinator drops the stream and greets the reconnecting victim
 	// as if it were new: the peer in the snapshot, the older CRL after it.
-	f.Coord.SetGreeting(
+	reconnect := time.Now()
+	f.reconnectVictim(t,
 		&wire.Event{Type: wire.EventDocument, Doc: &wire.Document{Kind: wire.DocPolicy, Data: f.CA.Policy()}},
 		crlEvent(older))
-	reconnect := time.Now()
-	f.Victim.Conn.Close()
-	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
-	defer cancel()
-	cn, err := f.Coord.WaitForAgent(ctx, f.Victim.Self.DeviceID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Victim.Conn = cn
 	st = f.sync(t)
 	if !strings.Contains(st.CRL.Refused, "("+string(certs.ReasonCRLRollback)+")") || st.CRL.RefusedAt.Before(reconnect) {
 		t.Errorf("the older CRL in the greeting after a reconnection: CRL status %+v, want a rollback refusal", st.CRL)

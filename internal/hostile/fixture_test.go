@@ -274,6 +274,28 @@ func (f *fixture) startAgent(t *testing.T, caURL, name string, edits ...func(*ag
 	return n
 }
 
+// awaitVictim waits for the victim's new watch on the coordinator (after
+// the old stream was dropped) and makes it the victim's connection.
+func (f *fixture) awaitVictim(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
+	defer cancel()
+	cn, err := f.Coord.WaitForAgent(ctx, f.Victim.Self.DeviceID)
+	if err != nil {
+		t.Fatalf("the victim did not reconnect: %v", err)
+	}
+	f.Victim.Conn = cn
+}
+
+// reconnectVictim drops the victim's stream; the coordinator greets the
+// reconnecting victim with greeting (then the snapshot).
+func (f *fixture) reconnectVictim(t *testing.T, greeting ...*wire.Event) {
+	t.Helper()
+	f.Coord.SetGreeting(greeting...)
+	f.Victim.Conn.Close()
+	f.awaitVictim(t)
+}
+
 // freshAddrs returns IPv4 and IPv6 overlay addresses no agent holds.
 func (f *fixture) freshAddrs() []netip.Addr {
 	f.mu.Lock()

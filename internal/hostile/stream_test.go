@@ -6,7 +6,6 @@ package hostile_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/json"
 	"strings"
@@ -121,13 +120,7 @@ func TestHostileStream(t *testing.T) {
 			c.send(t, f, old)
 			select {
 			case <-old.Done():
-				ctx, cancel := context.WithTimeout(t.Context(), waitFor)
-				defer cancel()
-				cn, err := f.Coord.WaitForAgent(ctx, f.Victim.Self.DeviceID)
-				if err != nil {
-					t.Fatalf("the victim did not reconnect after dropping the stream: %v", err)
-				}
-				f.Victim.Conn = cn
+				f.awaitVictim(t)
 				t.Log("the victim dropped the stream and reconnected")
 			case <-time.After(time.Second):
 				t.Log("the victim kept the stream open")
