@@ -40,7 +40,8 @@ FUZZ_TARGETS := \
 	./internal/wire:FuzzDecodeEvent \
 	./policy:FuzzParse ./policy:FuzzParseSignedPolicy \
 	./agent/filter:FuzzDecode ./agent/filter:FuzzWrite \
-	./ca/attest:FuzzVerifyKeyCertification
+	./ca/attest:FuzzVerifyKeyCertification \
+	./translog:FuzzParseLeaf ./translog:FuzzParseCheckpointText ./translog:FuzzVerifyCertificate
 fuzz:
 	GO=$(GO) ./scripts/fuzz.sh $(FUZZTIME) $(FUZZ_TARGETS)
 
