@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/fuzzedit"
 	"github.com/certmesh/certmesh/internal/testca"
 )
 
 // fuzzSeeds are machine certificates worth mutating: a good one and a few
 // that Verify rejects for different reasons.
 func fuzzSeeds(f *testing.F, ca *testca.CA) [][]byte {
-	good, _ := goodSeed(f, ca)
+	good := goodSeed(f, ca)
 	p := ca.NewProfile(f, "seed")
 	p.Tags = []certs.Tag{"db"}
 	self, _ := ca.IssueMachineWire(f, p, testca.WithSelfSigned())
@@ -24,13 +25,12 @@ func fuzzSeeds(f *testing.F, ca *testca.CA) [][]byte {
 	return [][]byte{good.Machine.Raw, self.Machine, short.Machine, dup.Machine, good.Machine.Raw[:len(good.Machine.Raw)/2], nil, []byte("garbage")}
 }
 
-// goodSeed is a machine bundle the user seeds are bound to, and a valid
-// user certificate for it.
-func goodSeed(f *testing.F, ca *testca.CA) (certs.Bundle, []byte) {
+// goodSeed is a valid machine bundle, the one the user seeds are bound to.
+func goodSeed(f *testing.F, ca *testca.CA) certs.Bundle {
 	p := ca.NewProfile(f, "seed")
 	p.Tags = []certs.Tag{"db"}
 	b, _ := ca.IssueMachine(f, p)
-	return b, ca.IssueUser(f, b, testca.WithGroups("eng", "ops")).User.Raw
+	return b
 }
 
 // userFuzzSeeds are user certificates for machine worth mutating: a good
@@ -71,7 +71,7 @@ func FuzzParseBundle(f *testing.F) {
 	for _, s := range fuzzSeeds(f, ca) {
 		f.Add(s, inter, []byte(nil))
 	}
-	machine, _ := goodSeed(f, ca)
+	machine := goodSeed(f, ca)
 	for _, u := range userFuzzSeeds(f, ca, machine) {
 		f.Add(machine.Machine.Raw, inter, u)
 	}
@@ -102,32 +102,67 @@ func FuzzParseBundle(f *testing.F) {
 	})
 }
 
-// FuzzVerify feeds arbitrary DER as the machine certificate and the user
-// certificate (none if empty), with the CA's real intermediate. Verify must
-// not panic, must reject with a typed reason, may accept only what a
-// certmesh CA signed, and must decide about the machine exactly as it does
-// without the user certificate.
+// FuzzVerify edits this process's genuine machine certificate and one of
+// its user certificates (userFuzzSeeds, or none) and verifies the bundle
+// with the CA's real intermediate. Verify must not panic, must reject with
+// a typed reason, may accept only what a certmesh CA signed, and must
+// decide about the machine exactly as it does without the user
+// certificate. The genuine machine certificate, alone or with the genuine
+// user certificate, must be accepted (with the user).
+//
+// Every process (each fuzz worker runs this set-up again) makes a PKI of
+// its own, so the fuzzer mutates edit lists (internal/fuzzedit) applied to
+// this process's certificates, not the certificates' bytes: seeds holding
+// another process's certificates would never verify in the workers.
 func FuzzVerify(f *testing.F) {
 	ca := testca.New(f, td)
-	for _, s := range fuzzSeeds(f, ca) {
-		f.Add(s, []byte(nil))
-	}
-	machine, _ := goodSeed(f, ca)
-	for _, u := range userFuzzSeeds(f, ca, machine) {
-		f.Add(machine.Machine.Raw, u)
-	}
+	machine := goodSeed(f, ca)
+	users := append(userFuzzSeeds(f, ca, machine), nil) // users[0] is the good one; nil: no user certificate
 	inter := ca.Intermediate().Cert
 	now := time.Now()
-	f.Fuzz(func(t *testing.T, machine, user []byte) {
-		w := certs.WireBundle{Machine: machine, Intermediates: [][]byte{inter.Raw}}
-		if len(user) > 0 {
-			w.User = user
+	genuine := machine.Machine.Raw
+	b, err := certs.ParseBundle(certs.WireBundle{Machine: genuine, Intermediates: [][]byte{inter.Raw}, User: users[0]})
+	if err != nil {
+		f.Fatal(err)
+	}
+	if id, err := certs.Verify(b, ca.Roots(), nil, now); err != nil || id.User == nil {
+		f.Fatalf("the genuine bundle is not accepted with its user: %v, user rejected: %v", err, id.UserRejected)
+	}
+
+	for i := range users {
+		f.Add([]byte(nil), uint8(i), []byte(nil))
+	}
+	f.Add(fuzzedit.Xor(len(genuine)/2, 1), uint8(0), []byte(nil))
+	f.Add(fuzzedit.Xor(len(genuine)-1, 0x80), uint8(0), []byte(nil))
+	f.Add(fuzzedit.Cut(len(genuine)/2), uint8(len(users)-1), []byte(nil))
+	f.Add(fuzzedit.Cut(len(genuine)-1), uint8(0), []byte(nil))
+	f.Add(fuzzedit.Insert(len(genuine), 0), uint8(0), []byte(nil))
+	f.Add([]byte(nil), uint8(0), fuzzedit.Xor(len(users[0])/2, 1))
+	f.Add([]byte(nil), uint8(0), fuzzedit.Xor(len(users[0])-1, 0x80))
+	f.Add([]byte(nil), uint8(0), fuzzedit.Cut(len(users[0])-1))
+	f.Add([]byte(nil), uint8(0), fuzzedit.Insert(len(users[0]), 0))
+	f.Add([]byte(nil), uint8(len(users)-1), append(fuzzedit.Insert(0, 0x30), fuzzedit.Insert(1, 0x00)...))
+	f.Fuzz(func(t *testing.T, machineEdits []byte, userSel uint8, userEdits []byte) {
+		machineDER := fuzzedit.Apply(genuine, machineEdits)
+		userDER := fuzzedit.Apply(users[int(userSel)%len(users)], userEdits)
+		// The genuine machine certificate, alone or with the good user
+		// certificate: the fixture every other input is an edit of.
+		want := bytes.Equal(machineDER, genuine) && (len(userDER) == 0 || bytes.Equal(userDER, users[0]))
+		w := certs.WireBundle{Machine: machineDER, Intermediates: [][]byte{inter.Raw}}
+		if len(userDER) > 0 {
+			w.User = userDER
 		}
 		b, err := certs.ParseBundle(w)
 		if err != nil {
+			if want {
+				t.Fatalf("the genuine bundle does not parse: %v", err)
+			}
 			return
 		}
 		id, err := certs.Verify(b, ca.Roots(), nil, now)
+		if want && (err != nil || (b.User != nil) != (id.User != nil)) {
+			t.Fatalf("the genuine bundle is not accepted (with its user): %v, user rejected: %v", err, id.UserRejected)
+		}
 		alone := b
 		alone.User = nil
 		machineOnly, errAlone := certs.Verify(alone, ca.Roots(), nil, now)
@@ -166,16 +201,26 @@ func FuzzVerify(f *testing.F) {
 			if id.User.UserID == "" || id.User.Email == "" {
 				t.Fatalf("accepted an incomplete user %+v", id.User)
 			}
+			for _, bad := range users[1:] {
+				if len(bad) > 0 && bytes.Equal(userDER, bad) {
+					t.Fatal("Verify accepted one of the user certificates it must reject")
+				}
+			}
 		}
 	})
 }
 
-// FuzzVerifyCRL feeds arbitrary DER to VerifyCRL, with the CA's
-// intermediate and a machine certificate (a leaf, which a hostile
-// coordinator may offer as the issuer) as the intermediates, once holding
-// no CRL and once holding CRL 10. VerifyCRL must not panic, must refuse
-// with a typed CRL reason, and may accept only a CRL the intermediate
-// signed, with a number above the one held (or the held one unchanged).
+// FuzzVerifyCRL edits one of this process's CRLs (the one held, newer,
+// older, another with the held number, one from the future, CRLs signed by
+// a leaf, by a wrong key, by another CA, or none) and gives it to
+// VerifyCRL, with the CA's intermediate and a machine certificate (a leaf,
+// which a hostile coordinator may offer as the issuer) as the
+// intermediates, once holding no CRL and once holding CRL 10. VerifyCRL
+// must not panic, must refuse with a typed CRL reason, and may accept only
+// a CRL the intermediate signed, with a number above the one held (or the
+// held one unchanged). The genuine held CRL and the genuine newer CRL must
+// be accepted. As in FuzzVerify, the fuzzer mutates edit lists applied to
+// this process's CRLs, whose keys differ from one process to the next.
 //
 //	go test ./certs -run XXX -fuzz FuzzVerifyCRL -fuzztime 20s -fuzzminimizetime 100x
 func FuzzVerifyCRL(f *testing.F) {
@@ -190,30 +235,46 @@ func FuzzVerifyCRL(f *testing.F) {
 		{Serial: big.NewInt(0x7f), RevokedAt: this, Reason: certs.RevokeSuperseded},
 	}
 	held := ca.IssueCRL(f, 10, this, next, entries...)
-	heldCRL, err := certs.VerifyCRL(held, ca.Roots(), []*x509.Certificate{inter.Cert}, now, nil)
-	if err != nil {
-		f.Fatal(err)
-	}
-	for _, s := range [][]byte{
+	newer := ca.IssueCRL(f, 11, this, next)
+	crls := [][]byte{
 		held,
-		ca.IssueCRL(f, 11, this, next),
+		newer,
 		ca.IssueCRL(f, 9, this, next, entries...),
 		ca.IssueCRL(f, 10, this, next),
 		ca.IssueCRL(f, 12, now.Add(time.Hour), now.Add(2*time.Hour)),
 		testca.SignCRL(f, leaf.Machine, leafKey, testca.CRLTemplate(11, this, next)),
 		testca.SignCRL(f, inter.Cert, leafKey, testca.CRLTemplate(11, this, next)),
 		other.IssueCRL(f, 11, this, next),
-		held[:len(held)/2],
 		nil,
-		[]byte("garbage"),
-	} {
-		f.Add(s)
 	}
 	inters := []*x509.Certificate{leaf.Machine, inter.Cert}
-	f.Fuzz(func(t *testing.T, der []byte) {
+	heldCRL, err := certs.VerifyCRL(held, ca.Roots(), inters, now, nil)
+	if err != nil {
+		f.Fatalf("the genuine CRL is refused: %v", err)
+	}
+	if crl, err := certs.VerifyCRL(newer, ca.Roots(), inters, now, heldCRL); err != nil || crl == heldCRL {
+		f.Fatalf("the genuine newer CRL is refused: %v", err)
+	}
+
+	for i := range crls {
+		f.Add(uint8(i), []byte(nil))
+	}
+	f.Add(uint8(0), fuzzedit.Xor(len(held)/2, 1))
+	f.Add(uint8(0), fuzzedit.Xor(len(held)-1, 0x80))
+	f.Add(uint8(0), fuzzedit.Cut(len(held)/2))
+	f.Add(uint8(0), fuzzedit.Insert(len(held), 0))
+	f.Add(uint8(1), fuzzedit.Xor(len(newer)/2, 1))
+	f.Add(uint8(1), fuzzedit.Cut(len(newer)-1))
+	f.Add(uint8(len(crls)-1), append(fuzzedit.Insert(0, 0x30), fuzzedit.Insert(1, 0x00)...))
+	f.Fuzz(func(t *testing.T, sel uint8, edits []byte) {
+		der := fuzzedit.Apply(crls[int(sel)%len(crls)], edits)
+		want := bytes.Equal(der, held) || bytes.Equal(der, newer)
 		for _, current := range []*certs.CRL{nil, heldCRL} {
 			crl, err := certs.VerifyCRL(der, ca.Roots(), inters, now, current)
 			if err != nil {
+				if want {
+					t.Fatalf("the genuine CRL is refused (holding %v): %v", current != nil, err)
+				}
 				if !strings.HasPrefix(string(certs.ReasonOf(err)), "crl-") || crl != nil {
 					t.Fatalf("VerifyCRL = %v, %v: want a typed crl-* rejection and no CRL", crl, err)
 				}
