@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"crypto/x509"
 	"errors"
 	"net/netip"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/fuzzedit"
 	"github.com/certmesh/certmesh/internal/testca"
 )
 
@@ -63,13 +65,17 @@ func FuzzParse(f *testing.F) {
 
 // FuzzParseSignedPolicy: a document from the wire never panics the parser
 // or Verify, and Verify accepts nothing that is not the signed original.
+//
+// Every process (each fuzz worker runs this set-up again) has a CA and a
+// policy signer of its own: the fuzzer edits this process's genuine
+// document (no edits is the genuine document, which must verify).
 func FuzzParseSignedPolicy(f *testing.F) {
 	ca := testca.New(f, td)
-	signer, err := NewPolicySigningCertificate(ca.Root(), td, time.Now())
+	now := time.Now()
+	signer, err := NewPolicySigningCertificate(ca.Root(), td, now)
 	if err != nil {
 		f.Fatal(err)
 	}
-	now := time.Now()
 	d, err := Sign(2, []byte(signedSrc), signer.Key, []*x509.Certificate{signer.Cert}, now)
 	if err != nil {
 		f.Fatal(err)
@@ -78,10 +84,29 @@ func FuzzParseSignedPolicy(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	f.Add(wire)
-	f.Add(wire[:len(wire)/2])
-	f.Add([]byte(`{"version": 1, "policy": "e30=", "signed_at": "2030-01-01T00:00:00Z", "chain": ["AA=="], "signature": "AA=="}`))
-	f.Fuzz(func(t *testing.T, data []byte) {
+	doc, err := ParseSignedPolicy(wire)
+	if err != nil {
+		f.Fatalf("the genuine document does not parse: %v", err)
+	}
+	if _, err := Verify(doc, ca.Roots(), now, 1); err != nil {
+		f.Fatalf("the genuine document is refused: %v", err)
+	}
+	version := bytes.Index(wire, []byte(`"version":2`))
+	if version < 0 {
+		f.Fatalf("no version 2 in %s", wire)
+	}
+	version += len(`"version":`)
+	f.Add([]byte(nil))
+	f.Add(fuzzedit.Xor(version, 1))                            // version 3: not what was signed
+	f.Add(fuzzedit.Xor(len(wire)/3, 1))                        // inside the policy or chain
+	f.Add(fuzzedit.Xor(len(wire)-4, 1))                        // inside the signature
+	f.Add(append(fuzzedit.Xor(40, 4), fuzzedit.Xor(41, 4)...)) // two bytes
+	f.Add(fuzzedit.Cut(len(wire) / 2))
+	f.Add(fuzzedit.Cut(len(wire) - 1))
+	f.Add(fuzzedit.Insert(1, ' ')) // still the genuine document
+	f.Add(fuzzedit.Insert(len(wire)-1, ','))
+	f.Fuzz(func(t *testing.T, edits []byte) {
+		data := fuzzedit.Apply(wire, edits)
 		doc, err := ParseSignedPolicy(data)
 		if err != nil {
 			if ReasonOf(err) == "" {
@@ -96,7 +121,7 @@ func FuzzParseSignedPolicy(f *testing.F) {
 			}
 			return
 		}
-		if string(pol.Source) != signedSrc || doc.Version != 2 || !doc.SignedAt.Equal(d.SignedAt) {
+		if string(pol.Source) != signedSrc || doc.Version != d.Version || !doc.SignedAt.Equal(d.SignedAt) {
 			t.Fatalf("accepted a document that is not the signed one: version %d", doc.Version)
 		}
 	})

@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-tpm/tpm2"
 
 	"github.com/certmesh/certmesh/ca/attest"
+	"github.com/certmesh/certmesh/internal/fuzzedit"
 	"github.com/certmesh/certmesh/internal/tpmtest"
 )
 
@@ -476,15 +477,48 @@ func TestErrorForm(t *testing.T) {
 
 var _ crypto.Signer = (*rsa.PrivateKey)(nil)
 
+// FuzzVerifyKeyCertification: the device key's public area, the
+// certifyInfo and the AK's signature come from the network. Nothing
+// panics, every refusal has a reason, and only the certifyInfo the AK
+// signed, naming the key it certified, is accepted.
+//
+// Every process (each fuzz worker runs this set-up again) has a soft TPM
+// with keys of its own: the fuzzer edits this process's genuine
+// certification (no edits is the genuine one, which must verify).
 func FuzzVerifyKeyCertification(f *testing.F) {
 	s := newSoftTPM(f)
 	qd := attest.QualifyingData([]byte("nonce"), []byte("wg"))
 	c := s.certify(f, qd, certifyOpts{})
-	f.Add(c.keyPublic, c.certifyInfo, c.signature)
-	f.Fuzz(func(t *testing.T, keyPublic, certifyInfo, signature []byte) {
+	pub, err := attest.VerifyKeyCertification(c.akPublic, c.keyPublic, c.certifyInfo, c.signature, qd)
+	if err != nil {
+		f.Fatalf("the genuine certification is refused: %v", err)
+	}
+	if !c.key.PublicKey.Equal(pub) {
+		f.Fatal("the genuine certification returns another key")
+	}
+	f.Add([]byte(nil), []byte(nil), []byte(nil))
+	f.Add(fuzzedit.Xor(len(c.keyPublic)-1, 1), []byte(nil), []byte(nil))               // the key's point
+	f.Add(fuzzedit.Xor(7, 0x02), []byte(nil), []byte(nil))                             // fixedTPM cleared
+	f.Add([]byte(nil), fuzzedit.Xor(0, 1), []byte(nil))                                // the magic: no longer what the AK signed
+	f.Add([]byte(nil), fuzzedit.Xor(len(c.certifyInfo)-1, 1), []byte(nil))             // the qualified name: likewise
+	f.Add([]byte(nil), []byte(nil), fuzzedit.Xor(len(c.signature)-1, 1))               // the signature value
+	f.Add([]byte(nil), []byte(nil), append(fuzzedit.Xor(0, 1), fuzzedit.Xor(3, 1)...)) // its algorithms
+	f.Add(fuzzedit.Cut(len(c.keyPublic)/2), []byte(nil), []byte(nil))
+	f.Add([]byte(nil), fuzzedit.Cut(len(c.certifyInfo)-1), []byte(nil))
+	f.Add([]byte(nil), []byte(nil), fuzzedit.Cut(len(c.signature)-1))
+	f.Add(fuzzedit.Insert(len(c.keyPublic), 0), []byte(nil), []byte(nil))
+	f.Add([]byte(nil), fuzzedit.Insert(len(c.certifyInfo), 0), []byte(nil))
+	f.Add([]byte(nil), []byte(nil), fuzzedit.Insert(len(c.signature), 0))
+	f.Fuzz(func(t *testing.T, keyEdits, infoEdits, sigEdits []byte) {
+		keyPublic := fuzzedit.Apply(c.keyPublic, keyEdits)
+		certifyInfo := fuzzedit.Apply(c.certifyInfo, infoEdits)
+		signature := fuzzedit.Apply(c.signature, sigEdits)
 		pub, err := attest.VerifyKeyCertification(c.akPublic, keyPublic, certifyInfo, signature, qd)
 		if err == nil && !bytes.Equal(certifyInfo, c.certifyInfo) {
 			t.Fatalf("accepted altered certifyInfo (key %v)", pub)
+		}
+		if err == nil && !c.key.PublicKey.Equal(pub) {
+			t.Fatalf("accepted a key the AK did not certify: %v", pub)
 		}
 		if err != nil && attest.ReasonOf(err) == "" {
 			t.Fatalf("untyped error %v", err)
