@@ -153,6 +153,9 @@ func (v *Verifier) ParseCheckpoint(signed []byte) (Checkpoint, error) {
 }
 
 func parseCheckpointText(text string) (Checkpoint, error) {
+	if !strings.HasSuffix(text, "\n") {
+		return Checkpoint{}, fail(ReasonMalformedCheckpoint, "checkpoint text does not end with a newline")
+	}
 	lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
 	if len(lines) < 3 {
 		return Checkpoint{}, fail(ReasonMalformedCheckpoint, "checkpoint has %d lines, want at least 3", len(lines))
