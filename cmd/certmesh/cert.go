@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,12 +23,13 @@ import (
 // certCmd inspects certificates the way an auditor reads them.
 func certCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "cert", Short: "Inspect certmesh certificates"}
-	var rootFile, state, logURL string
+	var rootFile, state, logURL, crlFile string
 	inspect := &cobra.Command{
 		Use:   "inspect [FILE]",
 		Short: "Print a certificate or a whole bundle (PEM): chain, certmesh extensions, SPIFFE ID, fingerprints, verdict",
 		Long: "Prints each certificate of FILE (or, with --state, this agent's own bundle) with every certmesh\n" +
-			"extension decoded, and verifies the bundle against the root (--root, or the agent's pinned root).",
+			"extension decoded, and verifies the bundle against the root (--root, or the agent's pinned root)\n" +
+			"and, with --crl, against a CRL the CA published (DER or PEM, e.g. fetched from its CRL URL).",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var data []byte
@@ -58,14 +60,18 @@ func certCmd() *cobra.Command {
 				}
 			}
 			if rootFile == "" {
+				if crlFile != "" {
+					return fmt.Errorf("--crl needs --root (or --state) to verify the CRL's signature")
+				}
 				return nil
 			}
-			return printVerdict(out, cs, rootFile)
+			return printVerdict(out, cs, rootFile, crlFile)
 		},
 	}
 	inspect.Flags().StringVar(&rootFile, "root", "", "root certificate (PEM) to verify the bundle against")
 	inspect.Flags().StringVar(&logURL, "log", "", "the CA's URL: find each certificate's entry in its transparency log (https verified against --root)")
 	inspect.Flags().StringVar(&state, "state", "", "inspect this agent's own bundle (and verify it against its pinned root)")
+	inspect.Flags().StringVar(&crlFile, "crl", "", "a CRL file (DER or PEM) of the CA: the verdict says whether it revokes the bundle")
 	cmd.AddCommand(inspect)
 	return cmd
 }
@@ -125,7 +131,7 @@ func printCert(w io.Writer, i int, der []byte) {
 	}
 }
 
-func printVerdict(w io.Writer, cs []*x509.Certificate, rootFile string) error {
+func printVerdict(w io.Writer, cs []*x509.Certificate, rootFile, crlFile string) error {
 	data, err := os.ReadFile(rootFile)
 	if err != nil {
 		return err
@@ -157,7 +163,19 @@ func printVerdict(w io.Writer, cs []*x509.Certificate, rootFile string) error {
 		return err
 	}
 	fmt.Fprintf(w, "root sha256   %s\n", certs.FingerprintOf(rs[0]))
-	id, err := certs.Verify(b, roots, nil, time.Now())
+	now := time.Now()
+	var crl *certs.CRL
+	if crlFile != "" {
+		if crl, err = readCRL(crlFile, roots, b.Intermediates, now); err != nil {
+			return err
+		}
+		stale := ""
+		if crl.Stale(now, 0) {
+			stale = " (past it: a newer CRL may revoke more)"
+		}
+		fmt.Fprintf(w, "CRL           number %s, %d entries, next update %s%s\n", crl.Number, crl.Len(), crl.NextUpdate.UTC().Format(time.RFC3339), stale)
+	}
+	id, err := certs.Verify(b, roots, crl, now)
 	if err != nil {
 		fmt.Fprintf(w, "verdict       REFUSED (%s): %v\n", certs.ReasonOf(err), err)
 		return nil
@@ -167,6 +185,27 @@ func printVerdict(w io.Writer, cs []*x509.Certificate, rootFile string) error {
 		fmt.Fprintf(w, "user          not accepted: %v\n", id.UserRejected)
 	}
 	return nil
+}
+
+// readCRL reads a CRL file (DER, or PEM "X509 CRL") and verifies it
+// against roots through the bundle's intermediates. A stale CRL is still
+// used: it lists at least what was revoked when it was issued.
+func readCRL(path string, roots *certs.Roots, inters []*x509.Certificate, now time.Time) (*certs.CRL, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if blk, _ := pem.Decode(data); blk != nil {
+		if blk.Type != "X509 CRL" {
+			return nil, fmt.Errorf("%s: PEM block %q, want \"X509 CRL\"", path, blk.Type)
+		}
+		data = blk.Bytes
+	}
+	crl, err := certs.VerifyCRL(data, roots, inters, now, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return crl, nil
 }
 
 // printLogEntry looks the certificate up in the CA's transparency log.
