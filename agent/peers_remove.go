@@ -1,0 +1,97 @@
+package agent
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/certmesh/certmesh/certs"
+)
+
+// forgetLocked drops a peer from the agent's records (not the device).
+func (m *peerManager) forgetLocked(p *verifiedPeer) {
+	delete(m.peers, p.id.DeviceID)
+	if m.labels[p.label] == p.id.DeviceID {
+		delete(m.labels, p.label)
+	}
+}
+
+// removeLocked drops the peer the coordinator knows as label.
+func (m *peerManager) removeLocked(label, why string) {
+	devID, ok := m.labels[label]
+	if !ok {
+		return
+	}
+	p := m.peers[devID]
+	if p == nil {
+		delete(m.labels, label)
+		return
+	}
+	m.dropLocked(p, why)
+}
+
+// dropLocked forgets a verified peer and takes it out of the device.
+func (m *peerManager) dropLocked(p *verifiedPeer, why string) {
+	m.forgetLocked(p)
+	if err := m.dev.RemovePeer(p.id.WireGuardKey); err != nil {
+		m.log.Error("removing peer", "device", p.id.DeviceID, "err", err)
+	}
+	m.log.Info("peer removed", "device", p.id.DeviceID, "hostname", p.id.Hostname, "why", why)
+}
+
+// sweep removes peers whose certificate has expired.
+func (m *peerManager) sweep() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	changed := false
+	defer func() {
+		if changed {
+			m.changedLocked()
+		}
+	}()
+	for devID, p := range m.peers {
+		if u := p.id.User; u != nil && now.After(u.NotAfter) {
+			changed = true
+			// The person's certificate ended; the machine stays a peer.
+			p.id.User = nil
+			p.id.UserRejected = &certs.RejectError{Reason: certs.ReasonUserExpired,
+				Err: fmt.Errorf("user certificate of %s expired at %s", u.Email, u.NotAfter.UTC().Format(time.RFC3339))}
+			m.log.Info("peer's user certificate expired", "device", devID, "email", u.Email)
+		}
+		if now.After(p.id.NotAfter) {
+			changed = true
+			m.dropLocked(p, "certificate expired")
+			m.reject(p.label, refusal(certs.ReasonExpired, "certificate of device %s expired at %s", devID, p.id.NotAfter.UTC().Format(time.RFC3339)))
+		}
+	}
+	m.reconcileLocked()
+	if stale := m.staleLocked(); stale != m.wasStale {
+		m.wasStale = stale
+		if stale {
+			m.log.Warn("the CRL is stale: no newer one arrived in time (the CA or the coordinator is not delivering revocations)",
+				"number", m.crl.Number, "next_update", m.crl.NextUpdate, "grace", m.staleGrace, "policy", m.stalePolicy)
+		} else {
+			m.log.Info("the CRL is current again", "number", m.crl.Number, "next_update", m.crl.NextUpdate)
+		}
+	}
+}
+
+// reconcileLocked removes from the device any peer the agent does not hold
+// as verified: whatever went wrong before, the device ends up with
+// exactly the verified peers.
+func (m *peerManager) reconcileLocked() {
+	stats, err := m.dev.Peers()
+	if err != nil {
+		return
+	}
+	want := make(map[certs.WireGuardKey]bool, len(m.peers))
+	for _, p := range m.peers {
+		want[p.id.WireGuardKey] = true
+	}
+	for _, s := range stats {
+		if !want[s.PublicKey] {
+			m.log.Warn("removing a WireGuard peer that is not verified", "key", s.PublicKey)
+			_ = m.dev.RemovePeer(s.PublicKey)
+		}
+	}
+}
