@@ -14,14 +14,51 @@ import (
 const goodFingerprint = "AB:CD:EF:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89"
 
 // buildAgent builds cmd/certmesh into a temporary directory.
-func buildAgent(t *testing.T) string {
+func buildAgent(t *testing.T) string { return build(t, "certmesh") }
+
+// build builds cmd/NAME into a temporary directory.
+func build(t *testing.T, name string) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "certmesh")
-	out, err := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "../cmd/certmesh").CombinedOutput()
+	bin := filepath.Join(t.TempDir(), name)
+	out, err := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "../cmd/"+name).CombinedOutput()
 	if err != nil {
-		t.Fatalf("building certmesh: %v\n%s", err, out)
+		t.Fatalf("building %s: %v\n%s", name, err, out)
 	}
 	return bin
+}
+
+// TestSystemdUnits: each unit's ExecStart, expanded with its Environment=
+// lines, is a command line the real binary accepts.
+func TestSystemdUnits(t *testing.T) {
+	bins := map[string]string{"certmesh": build(t, "certmesh"), "certmesh-server": build(t, "certmesh-server")}
+	units, err := filepath.Glob("systemd/*.service")
+	if err != nil || len(units) < 3 {
+		t.Fatalf("units %v, %v", units, err)
+	}
+	for _, path := range units {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unit := string(data)
+		env := map[string]string{}
+		for _, m := range regexp.MustCompile(`(?m)^Environment=([A-Z_]+)=(.*)$`).FindAllStringSubmatch(unit, -1) {
+			env[m[1]] = m[2]
+		}
+		if strings.Contains(unit, "EnvironmentFile=/etc/certmesh/agent.env") {
+			// What provision.sh writes (TestProvision checks it as installed).
+			env["CERTMESH_SERVER"], env["CERTMESH_ROOT_FINGERPRINT"] = "https://ca.corp.example", strings.Repeat("ab", 32)
+		}
+		argv := execStart(t, unit, env)
+		bin, ok := bins[filepath.Base(argv[0])]
+		if !ok {
+			t.Errorf("%s runs %s, not a certmesh binary", path, argv[0])
+			continue
+		}
+		if out, err := exec.CommandContext(t.Context(), bin, append(argv[1:], "--help")...).CombinedOutput(); err != nil {
+			t.Errorf("%s: %s %s: %v\n%s", path, argv[0], strings.Join(argv[1:], " "), err, out)
+		}
+	}
 }
 
 // provision runs mdm/provision.sh installing under prefix, never starting
@@ -104,27 +141,35 @@ func TestProvision(t *testing.T) {
 	}
 }
 
-// checkExecStart expands the unit's ExecStart as systemd does with the
-// environment file (${VAR} one word, $VAR split on white space) and has the
-// real agent parse the result: an unknown flag fails.
-func checkExecStart(t *testing.T, bin, unit string, env map[string]string) {
+// execStart expands the unit's ExecStart as systemd does with env (${VAR}
+// one word, $VAR split on white space, an unset one nothing).
+func execStart(t *testing.T, unit string, env map[string]string) []string {
 	t.Helper()
 	m := regexp.MustCompile(`(?m)^ExecStart=((?:.*\\\n)*.*)$`).FindStringSubmatch(unit)
 	if m == nil {
 		t.Fatal("no ExecStart in the unit")
 	}
 	line := strings.ReplaceAll(m[1], "\\\n", " ")
-	var args []string
-	for _, w := range strings.Fields(line)[1:] { // [0] is the binary
+	var argv []string
+	for _, w := range strings.Fields(line) {
 		switch {
 		case strings.HasPrefix(w, "${") && strings.HasSuffix(w, "}"):
-			args = append(args, env[w[2:len(w)-1]])
+			argv = append(argv, env[w[2:len(w)-1]])
 		case strings.HasPrefix(w, "$"):
-			args = append(args, strings.Fields(env[w[1:]])...)
+			argv = append(argv, strings.Fields(env[w[1:]])...)
 		default:
-			args = append(args, w)
+			argv = append(argv, w)
 		}
 	}
+	return argv
+}
+
+// checkExecStart has the real agent parse the unit's command line with the
+// environment file provision.sh wrote, with and without TPM flags: an
+// unknown flag fails.
+func checkExecStart(t *testing.T, bin, unit string, env map[string]string) {
+	t.Helper()
+	args := execStart(t, unit, env)[1:]
 	for _, flags := range []string{"", "--tpm --tpm-device /dev/tpmrm0"} {
 		a := append(append([]string{}, args...), strings.Fields(flags)...)
 		if out, err := exec.CommandContext(t.Context(), bin, append(a, "--help")...).CombinedOutput(); err != nil {
