@@ -20,37 +20,26 @@ type flowKey struct {
 }
 
 // outboundKey and inboundKey build the flow key of a packet sent or received.
-func outboundKey(p *packet) flowKey {
-	k := flowKey{local: p.src, remote: p.dst, proto: p.proto}
-	switch p.proto {
-	case ProtoTCP, ProtoUDP:
-		k.lport, k.rport = p.sport, p.dport
-	case ProtoICMP, ProtoICMPv6:
-		k.lport = p.sport
-	}
-	return k
-}
+func outboundKey(p *packet) flowKey { return keyOf(p.proto, p.src, p.dst, p.sport, p.dport, p.sport) }
 
-func inboundKey(p *packet) flowKey {
-	k := flowKey{local: p.dst, remote: p.src, proto: p.proto}
-	switch p.proto {
-	case ProtoTCP, ProtoUDP:
-		k.lport, k.rport = p.dport, p.sport
-	case ProtoICMP, ProtoICMPv6:
-		k.lport = p.sport
-	}
-	return k
-}
+func inboundKey(p *packet) flowKey { return keyOf(p.proto, p.dst, p.src, p.dport, p.sport, p.sport) }
 
 // relatedKey is the key of the flow an ICMP error is about: the quoted
 // packet was sent by this node.
 func relatedKey(in *innerPacket) flowKey {
-	k := flowKey{local: in.src, remote: in.dst, proto: in.proto}
-	switch in.proto {
+	return keyOf(in.proto, in.src, in.dst, in.sport, in.dport, in.sport)
+}
+
+// keyOf is the key of a flow of protocol proto between local (port lport)
+// and remote (port rport); for ICMP echo, which has no ports, the echo
+// identifier echoID stands in lport.
+func keyOf(proto uint8, local, remote netip.Addr, lport, rport, echoID uint16) flowKey {
+	k := flowKey{local: local, remote: remote, proto: proto}
+	switch proto {
 	case ProtoTCP, ProtoUDP:
-		k.lport, k.rport = in.sport, in.dport
+		k.lport, k.rport = lport, rport
 	case ProtoICMP, ProtoICMPv6:
-		k.lport = in.sport
+		k.lport = echoID
 	}
 	return k
 }
