@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"sync"
 
@@ -263,7 +264,12 @@ func (d *Device) Close() error {
 		d.mu.Unlock()
 		close(d.done)
 		if d.uapi != nil {
-			if err := d.uapi.Close(); err != nil {
+			// wireguard-go's UAPIListener.Close closes its inotify
+			// descriptor, which can end its watcher goroutine (closing
+			// the cancel pipe) before Close writes to that pipe: the
+			// write then fails with "file already closed" although
+			// everything was closed. Only other errors are reported.
+			if err := d.uapi.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
 				d.closeErr = fmt.Errorf("closing UAPI socket: %w", err)
 			}
 			<-d.uapiDone
