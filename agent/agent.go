@@ -206,6 +206,7 @@ func (a *Agent) openDevice(ctx context.Context) error {
 		return err
 	}
 	a.peers.logged = a.logCheck()
+	a.peers.logAlarm, a.peers.alarmPolicy = a.tlog.currentAlarm, a.cfg.LogAlarmPolicy
 	a.seedWitness(a.enr.Cert.Inclusion)
 	a.loadCRL()
 	a.policy = &policyHolder{roots: a.roots, stateDir: a.cfg.StateDir, log: a.cfg.Logger.With("component", "policy"),

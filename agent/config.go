@@ -41,9 +41,13 @@ type Config struct {
 	AllowUnlogged bool
 	// CRLGrace is how long past its nextUpdate a CRL may be before it is
 	// stale (default 10m); CRLStalePolicy says what happens then
-	// (default StaleKeep).
+	// (default DegradedKeep).
 	CRLGrace       time.Duration
-	CRLStalePolicy StalePolicy
+	CRLStalePolicy DegradedPolicy
+	// LogAlarmPolicy says what happens to new peers once the transparency
+	// log showed two histories (a split view or an inconsistent tree: the
+	// log key signed both), until the agent restarts (default DegradedKeep).
+	LogAlarmPolicy DegradedPolicy
 	// ApprovalPoll is how often a pending enrollment is polled (default 2s).
 	ApprovalPoll time.Duration
 	// SweepInterval is how often expired peers are looked for (default 1s).
@@ -70,10 +74,16 @@ func (c *Config) Validate() error {
 		c.CRLGrace = 10 * time.Minute
 	}
 	if c.CRLStalePolicy == "" {
-		c.CRLStalePolicy = StaleKeep
+		c.CRLStalePolicy = DegradedKeep
 	}
-	if _, err := ParseStalePolicy(string(c.CRLStalePolicy)); err != nil {
-		return err
+	if _, err := ParseDegradedPolicy(string(c.CRLStalePolicy)); err != nil {
+		return fmt.Errorf("stale CRL %w", err)
+	}
+	if c.LogAlarmPolicy == "" {
+		c.LogAlarmPolicy = DegradedKeep
+	}
+	if _, err := ParseDegradedPolicy(string(c.LogAlarmPolicy)); err != nil {
+		return fmt.Errorf("log alarm %w", err)
 	}
 	if c.ApprovalPoll <= 0 {
 		c.ApprovalPoll = 2 * time.Second

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"math/big"
 	"net/http"
@@ -17,31 +16,8 @@ import (
 // crlFile keeps the newest verified CRL across restarts.
 const crlFile = "crl.der"
 
-// StalePolicy says what the agent does when the CRL it holds is past its
-// nextUpdate by more than the grace period (the CA or the coordinator is
-// not delivering new ones).
-type StalePolicy string
-
-// The stale-CRL policies.
-const (
-	// StaleKeep keeps working: peers stay and new ones are accepted
-	// (availability first). Status and logs say the CRL is stale.
-	StaleKeep StalePolicy = "keep"
-	// StaleRefuseNew keeps the current peers but accepts no new ones.
-	StaleRefuseNew StalePolicy = "refuse-new"
-)
-
-// ParseStalePolicy validates a stale-CRL policy name.
-func ParseStalePolicy(s string) (StalePolicy, error) {
-	switch p := StalePolicy(s); p {
-	case StaleKeep, StaleRefuseNew:
-		return p, nil
-	}
-	return "", fmt.Errorf("stale CRL policy %q: want %q or %q", s, StaleKeep, StaleRefuseNew)
-}
-
 // ReasonCRLStale: a new peer refused because the CRL is stale and the
-// agent runs with StaleRefuseNew.
+// agent runs with DegradedRefuseNew.
 const ReasonCRLStale certs.Reason = "crl-stale"
 
 // CRLStatus is the revocation list the agent holds.
@@ -51,10 +27,10 @@ type CRLStatus struct {
 	NextUpdate time.Time `json:"next_update,omitzero"`
 	Entries    int       `json:"entries"`
 	// Stale: past NextUpdate by more than the grace period.
-	Stale       bool        `json:"stale"`
-	StalePolicy StalePolicy `json:"stale_policy"`
-	Refused     string      `json:"refused,omitempty"`
-	RefusedAt   time.Time   `json:"refused_at,omitzero"`
+	Stale       bool           `json:"stale"`
+	StalePolicy DegradedPolicy `json:"stale_policy"`
+	Refused     string         `json:"refused,omitempty"`
+	RefusedAt   time.Time      `json:"refused_at,omitzero"`
 }
 
 // serialOf parses a certs.Identity serial (hex).

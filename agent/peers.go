@@ -83,10 +83,14 @@ type peerManager struct {
 	crlRefusal   string
 	crlRefusedAt time.Time
 	staleGrace   time.Duration
-	stalePolicy  StalePolicy
+	stalePolicy  DegradedPolicy
 	wasStale     bool
 	// logged, if set, checks a certificate's inclusion in the CA's log.
 	logged func(der []byte, b *translog.InclusionBundle) error
+	// logAlarm, if set, returns the transparency-log alarm ("" if none);
+	// alarmPolicy says whether new peers are accepted while there is one.
+	logAlarm    func() string
+	alarmPolicy DegradedPolicy
 
 	onChange func() // called (under mu) after the verified identities changed
 }

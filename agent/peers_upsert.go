@@ -41,9 +41,15 @@ func (m *peerManager) upsertLocked(p *wire.Peer) {
 			}
 		}
 	}
-	if m.peers[id.DeviceID] == nil && m.staleLocked() && m.stalePolicy == StaleRefuseNew {
+	if m.peers[id.DeviceID] == nil && m.staleLocked() && m.stalePolicy == DegradedRefuseNew {
 		m.reject(p.Label, refusal(ReasonCRLStale, "the CRL is stale (next update was %s): accepting no new peers", m.crl.NextUpdate.UTC().Format(time.RFC3339)))
 		return
+	}
+	if m.peers[id.DeviceID] == nil && m.alarmPolicy == DegradedRefuseNew && m.logAlarm != nil {
+		if alarm := m.logAlarm(); alarm != "" {
+			m.reject(p.Label, refusal(ReasonLogAlarm, "the transparency log showed two histories (%s): accepting no new peers until the agent restarts", alarm))
+			return
+		}
 	}
 	if u := id.User; u != nil && u.NotBefore.Before(m.newestU[id.DeviceID]) {
 		// A coordinator replaying an older user certificate (another

@@ -21,10 +21,13 @@ const witnessFile = "witness.json"
 // userInclusionFile keeps the user certificate's inclusion proof.
 const userInclusionFile = "user-inclusion.json"
 
-// Reasons for refusing a peer (or its user) that is not in the log.
+// Reasons for refusing a peer (or its user) that is not in the log, or
+// any new peer once the log raised an alarm (with LogAlarmPolicy
+// DegradedRefuseNew).
 const (
 	ReasonNotLogged     certs.Reason = "not-logged"      // no valid inclusion proof for the machine certificate
 	ReasonUserNotLogged certs.Reason = "user-not-logged" // no valid inclusion proof for the user certificate (machine stays)
+	ReasonLogAlarm      certs.Reason = "log-alarm"       // a new peer while the log alarm stands
 )
 
 // LogStatus is what the agent knows of the CA's transparency log.
@@ -39,6 +42,8 @@ type LogStatus struct {
 	// or the coordinator is lying. It stays until the agent restarts.
 	Alarm   string    `json:"alarm,omitempty"`
 	AlarmAt time.Time `json:"alarm_at,omitzero"`
+	// AlarmPolicy: whether new peers are accepted while the alarm stands.
+	AlarmPolicy DegradedPolicy `json:"alarm_policy"`
 }
 
 // logState is the agent's witness of the CA's log.
@@ -87,6 +92,16 @@ func (l *logState) save() {
 		err = writeAtomic(filepath.Join(l.stateDir, witnessFile), data, 0o600)
 	}
 	_ = err // best effort: the witness is rebuilt from the next checkpoint
+}
+
+// currentAlarm returns the alarm raised, "" if none (or no log).
+func (l *logState) currentAlarm() string {
+	if l == nil {
+		return ""
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.alarm
 }
 
 // raise records an alarm (split view, inconsistent history).
@@ -280,7 +295,7 @@ func (a *Agent) checkLogged(der []byte, b *translog.InclusionBundle) error {
 }
 
 func (a *Agent) logStatus() LogStatus {
-	st := LogStatus{RequireLogged: !a.cfg.AllowUnlogged}
+	st := LogStatus{RequireLogged: !a.cfg.AllowUnlogged, AlarmPolicy: a.cfg.LogAlarmPolicy}
 	if a.tlog == nil {
 		return st
 	}

@@ -24,7 +24,7 @@ func agentCmd() *cobra.Command {
 		userspace, debug                                          bool
 		port                                                      int
 		advertise                                                 []string
-		crlStale                                                  string
+		crlStale, logAlarm                                        string
 		crlGrace                                                  time.Duration
 		useTPM, requireLogged                                     bool
 		tpmDevice, ekCert                                         string
@@ -42,8 +42,11 @@ func agentCmd() *cobra.Command {
 				Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 			}
 			var err error
-			if cfg.CRLStalePolicy, err = agent.ParseStalePolicy(crlStale); err != nil {
+			if cfg.CRLStalePolicy, err = agent.ParseDegradedPolicy(crlStale); err != nil {
 				return fmt.Errorf("--crl-stale: %w", err)
+			}
+			if cfg.LogAlarmPolicy, err = agent.ParseDegradedPolicy(logAlarm); err != nil {
+				return fmt.Errorf("--log-alarm: %w", err)
 			}
 			cfg.CRLGrace = crlGrace
 			cfg.AllowUnlogged = !requireLogged
@@ -115,8 +118,9 @@ func agentCmd() *cobra.Command {
 	f.BoolVar(&useTPM, "tpm", false, "keep the device key in the TPM 2.0 and enroll with TPM attestation")
 	f.StringVar(&tpmDevice, "tpm-device", tpmkey.DefaultDevice, "TPM device")
 	f.StringVar(&ekCert, "tpm-ek-cert", "", "EK certificate file (PEM or DER) for a TPM that keeps none")
-	f.StringVar(&crlStale, "crl-stale", string(agent.StaleKeep), "when the CRL is stale: keep (peers stay, new ones accepted) or refuse-new (no new peers)")
+	f.StringVar(&crlStale, "crl-stale", string(agent.DegradedKeep), "when the CRL is stale: keep (peers stay, new ones accepted) or refuse-new (no new peers)")
 	f.DurationVar(&crlGrace, "crl-grace", 10*time.Minute, "how long past its next update a CRL may be before it is stale")
+	f.StringVar(&logAlarm, "log-alarm", string(agent.DegradedKeep), "once the transparency log showed two histories: keep (accept new peers, alarm in status) or refuse-new (no new peers until restart)")
 	_ = cmd.MarkFlagRequired("server")
 	_ = cmd.MarkFlagRequired("root-fingerprint")
 	return cmd

@@ -428,7 +428,7 @@ func TestStaleCRL(t *testing.T) {
 	t.Run("refuse-new", func(t *testing.T) {
 		f := newFixture(t)
 		f.replaceVictim(t, "strict", func(c *agent.Config) {
-			c.CRLStalePolicy, c.CRLGrace = agent.StaleRefuseNew, crlStaleGrace
+			c.CRLStalePolicy, c.CRLGrace = agent.DegradedRefuseNew, crlStaleGrace
 		})
 		f.connectPeer(t)
 		a := f.newAttacker(t, "newcomer")
@@ -440,8 +440,8 @@ func TestStaleCRL(t *testing.T) {
 		n := crlNumber(t, f.currentCRL(t)).Int64() + 1
 		last := f.PKI.IssueCRL(t, n, now.Add(-time.Minute), now.Add(3*time.Second))
 		st := f.relayCRL(t, last)
-		if st.CRL.Number != big.NewInt(n).String() || st.CRL.Stale || st.CRL.StalePolicy != agent.StaleRefuseNew {
-			t.Fatalf("the victim's CRL status is %+v, want number %d, fresh, policy %s", st.CRL, n, agent.StaleRefuseNew)
+		if st.CRL.Number != big.NewInt(n).String() || st.CRL.Stale || st.CRL.StalePolicy != agent.DegradedRefuseNew {
+			t.Fatalf("the victim's CRL status is %+v, want number %d, fresh, policy %s", st.CRL, n, agent.DegradedRefuseNew)
 		}
 		// While the CRL is fresh, a new peer is taken (and taken out again,
 		// so that it is new once more later).
@@ -499,8 +499,8 @@ func TestStaleCRL(t *testing.T) {
 		// Past its nextUpdate by more than the default grace (10 min).
 		old := f.PKI.IssueCRL(t, n, now.Add(-2*time.Hour), now.Add(-time.Hour))
 		st := f.relayCRL(t, old)
-		if st.CRL.Number != big.NewInt(n).String() || !st.CRL.Stale || st.CRL.StalePolicy != agent.StaleKeep {
-			t.Fatalf("the victim's CRL status is %+v, want number %d, stale, policy %s", st.CRL, n, agent.StaleKeep)
+		if st.CRL.Number != big.NewInt(n).String() || !st.CRL.Stale || st.CRL.StalePolicy != agent.DegradedKeep {
+			t.Fatalf("the victim's CRL status is %+v, want number %d, stale, policy %s", st.CRL, n, agent.DegradedKeep)
 		}
 		a := f.newAttacker(t, "newcomer")
 		b, _ := f.PKI.IssueMachine(t, f.legitProfile(t, a))
@@ -514,7 +514,7 @@ func TestStaleCRL(t *testing.T) {
 		}
 		f.peerReaches(t)
 		checkDeviceMatchesStatus(t, f.Victim)
-		// agent.StaleKeep's documentation: "Status and logs say the CRL
+		// agent.DegradedKeep's documentation: "Status and logs say the CRL
 		// is stale".
 		deadline := time.Now().Add(3 * time.Second) // the sweep notices within a second
 		for !strings.Contains(strings.ToLower(f.Victim.logs.String()), "crl is stale") {

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/certmesh/certmesh/agent"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/wire"
 	"github.com/certmesh/certmesh/translog"
@@ -75,6 +76,53 @@ func TestLogCheckpointAlarms(t *testing.T) {
 		f.relayCheckpoint(t, f.Victim, fork.Checkpoint())
 		f.expectLogAlarm(t, cp, "split view")
 	})
+	// After a split view, a peer the victim already has stays; a new one
+	// is accepted under the default policy and refused under refuse-new.
+	for _, pol := range []agent.DegradedPolicy{agent.DegradedKeep, agent.DegradedRefuseNew} {
+		t.Run("new-peer-after-an-alarm-"+string(pol), func(t *testing.T) {
+			f := newLogFixture(t, logOptions{victim: func(c *agent.Config) { c.LogAlarmPolicy = pol }})
+			send(t, f.Victim.Conn, upsert(f.loggedPeer(f.Peer)))
+			waitStatus(t, f.Victim, "the peer configured", func(st *agent.Status) bool {
+				_, ok := peerOf(st, f.Peer.Self.DeviceID)
+				return ok
+			})
+			cp := f.holdCurrentCheckpoint(t)
+			f.relayCheckpoint(t, f.Victim, f.fork(t, cp.Size-1, f.hiddenEntry(t)).Checkpoint())
+			f.expectLogAlarm(t, cp, "split view")
+
+			late := f.startAgent(t, f.CAURL, "late", func(c *agent.Config) { c.AllowUnlogged = false })
+			send(t, f.Victim.Conn, upsert(f.loggedPeer(late)))
+			st := waitStatus(t, f.Victim, "a verdict on the new peer", func(st *agent.Status) bool {
+				_, accepted := peerOf(st, late.Self.DeviceID)
+				_, refused := rejectionOf(st, string(late.Self.DeviceID))
+				return accepted || refused
+			})
+			if st.Log.AlarmPolicy != pol {
+				t.Errorf("log status says alarm policy %q, want %q", st.Log.AlarmPolicy, pol)
+			}
+			_, accepted := peerOf(st, late.Self.DeviceID)
+			_, configured := devicePeer(t, f.Victim, late.Self.WireGuardKey)
+			r, refused := rejectionOf(st, string(late.Self.DeviceID))
+			switch pol {
+			case agent.DegradedKeep:
+				if !accepted || !configured {
+					t.Errorf("keep: the new peer was not taken (status %v, device %v, refusal %+v)", accepted, configured, r)
+				}
+			case agent.DegradedRefuseNew:
+				if accepted || configured || !refused || r.Reason != agent.ReasonLogAlarm {
+					t.Errorf("refuse-new: the new peer got through (status %v, device %v) or was refused for another reason (%+v)", accepted, configured, r)
+				} else {
+					t.Logf("refused: %s", r.Error)
+				}
+			}
+			if _, ok := peerOf(st, f.Peer.Self.DeviceID); !ok {
+				t.Error("the peer configured before the alarm was dropped")
+			}
+			if _, ok := devicePeer(t, f.Victim, f.Peer.Self.WireGuardKey); !ok {
+				t.Error("the peer configured before the alarm left the WireGuard device")
+			}
+		})
+	}
 	t.Run("split-view-fork-seen-first", func(t *testing.T) {
 		// A victim seeds its witness from the checkpoint in its own
 		// certificate's inclusion proof, which the CA gave over the pinned

@@ -46,6 +46,8 @@ type logOptions struct {
 	idp bool
 	// noPeer starts the victim only.
 	noPeer bool
+	// victim, if set, edits the victim's configuration.
+	victim func(*agent.Config)
 }
 
 // The compromised identity provider's client registration (logOptions.idp).
@@ -95,7 +97,11 @@ func newLogFixture(t *testing.T, o logOptions) *logFixture {
 	}
 
 	edit := func(c *agent.Config) { c.AllowUnlogged = false }
-	f.Victim = f.startAgent(t, f.CAURL, "victim", edit)
+	victimEdits := []func(*agent.Config){edit}
+	if o.victim != nil {
+		victimEdits = append(victimEdits, o.victim)
+	}
+	f.Victim = f.startAgent(t, f.CAURL, "victim", victimEdits...)
 	if !o.noPeer {
 		f.Peer = f.startAgent(t, f.CAURL, "peer", edit)
 	}
