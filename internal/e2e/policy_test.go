@@ -3,12 +3,12 @@ package e2e
 import (
 	"context"
 	"errors"
-	"fmt"
-	"github.com/certmesh/certmesh/internal/testpolicy"
 	"net/netip"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/certmesh/certmesh/internal/testpolicy"
 
 	"github.com/certmesh/certmesh/agent"
 	"github.com/certmesh/certmesh/agent/filter"
@@ -24,20 +24,8 @@ func waitPolicy(ctx context.Context, t *testing.T, v uint64, agents ...*Agent) t
 	start := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	err := netns.WaitFor(wctx, 50*time.Millisecond, func() error {
-		var errs []error
-		for _, a := range agents {
-			st, err := a.Status(wctx)
-			if err != nil {
-				errs = append(errs, err)
-			} else if st.Policy.Version != v {
-				errs = append(errs, fmt.Errorf("%s holds policy version %d (refused: %q)", a.Name, st.Policy.Version, st.Policy.Refused))
-			}
-		}
-		return errors.Join(errs...)
-	})
-	if err != nil {
-		t.Fatalf("policy version %d not installed everywhere: %v", v, err)
+	if err := WaitPolicy(wctx, v, agents...); err != nil {
+		t.Fatal(err)
 	}
 	return time.Since(start)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/certmesh/certmesh/agent"
 	"github.com/certmesh/certmesh/certs"
@@ -150,4 +151,25 @@ func waitProc(ctx context.Context, p *netns.Process, fn func() error) error {
 		return fn()
 	})
 	return err
+}
+
+// WaitPolicy waits until every agent holds policy version v (or ctx ends,
+// then the error says which agent holds what, and what it refused).
+func WaitPolicy(ctx context.Context, v uint64, agents ...*Agent) error {
+	err := netns.WaitFor(ctx, 50*time.Millisecond, func() error {
+		var errs []error
+		for _, a := range agents {
+			st, err := a.Status(ctx)
+			if err != nil {
+				errs = append(errs, err)
+			} else if st.Policy.Version != v {
+				errs = append(errs, fmt.Errorf("%s holds policy version %d (refused: %q)", a.Name, st.Policy.Version, st.Policy.Refused))
+			}
+		}
+		return errors.Join(errs...)
+	})
+	if err != nil {
+		return fmt.Errorf("policy version %d not installed on every agent: %w", v, err)
+	}
+	return nil
 }

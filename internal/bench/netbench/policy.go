@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/e2e"
-	"github.com/certmesh/certmesh/internal/netns"
 	"github.com/certmesh/certmesh/policy"
 )
 
@@ -138,20 +136,8 @@ func publishPolicy(ctx context.Context, m *e2e.Mesh, src []byte, agents []*e2e.A
 	start := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	err = netns.WaitFor(wctx, 50*time.Millisecond, func() error {
-		var errs []error
-		for _, a := range agents {
-			st, err := a.Status(wctx)
-			if err != nil {
-				errs = append(errs, err)
-			} else if st.Policy.Version != v {
-				errs = append(errs, fmt.Errorf("%s holds policy version %d (refused: %q)", a.Name, st.Policy.Version, st.Policy.Refused))
-			}
-		}
-		return errors.Join(errs...)
-	})
-	if err != nil {
-		return v, 0, fmt.Errorf("policy version %d not installed on every agent: %w", v, err)
+	if err := e2e.WaitPolicy(wctx, v, agents...); err != nil {
+		return v, 0, err
 	}
 	return v, time.Since(start), nil
 }
