@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/atomicfile"
 	"github.com/certmesh/certmesh/internal/wire"
 )
 
@@ -59,7 +60,7 @@ func (a *Agent) offerCRL(der []byte, save bool) error {
 		return nil
 	}
 	if save {
-		if err := writeAtomic(filepath.Join(a.cfg.StateDir, crlFile), der, 0o644); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(a.cfg.StateDir, crlFile), der, 0o644); err != nil {
 			a.cfg.Logger.Warn("saving CRL", "err", err)
 		}
 	}

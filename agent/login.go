@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/atomicfile"
 	"github.com/certmesh/certmesh/internal/wire"
 	"github.com/certmesh/certmesh/translog"
 )
@@ -150,7 +151,7 @@ func (a *Agent) adoptUserCert(ctx context.Context, der []byte, incl *translog.In
 	if err != nil {
 		return nil, err
 	}
-	if err := writeAtomic(filepath.Join(a.cfg.StateDir, userCertFile), certs.EncodePEM(u), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(a.cfg.StateDir, userCertFile), certs.EncodePEM(u), 0o644); err != nil {
 		return nil, fmt.Errorf("saving user certificate: %w", err)
 	}
 	if err := saveUserInclusion(a.cfg.StateDir, incl); err != nil && incl != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/certmesh/certmesh/agent/filter"
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/atomicfile"
 	"github.com/certmesh/certmesh/policy"
 )
 
@@ -91,7 +92,7 @@ func (h *policyHolder) offer(data []byte, save bool) error {
 		return err
 	}
 	if save {
-		if err := writeAtomic(filepath.Join(h.stateDir, policyFile), data, 0o644); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(h.stateDir, policyFile), data, 0o644); err != nil {
 			return fmt.Errorf("saving policy: %w", err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/certmesh/certmesh/agent/wgdev"
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/atomicfile"
 	"github.com/certmesh/certmesh/internal/wire"
 	"go.step.sm/crypto/pemutil"
 )
@@ -63,7 +65,11 @@ func loadOrCreateKeys(dir string, softwareDevice bool) (*keys, error) {
 		if err != nil {
 			return nil, err
 		}
-		if _, err := pemutil.Serialize(key, pemutil.ToFile(devPath, 0o600)); err != nil {
+		block, err := pemutil.Serialize(key)
+		if err != nil {
+			return nil, fmt.Errorf("encoding device key: %w", err)
+		}
+		if err := atomicfile.WriteFile(devPath, pem.EncodeToMemory(block), 0o600); err != nil {
 			return nil, fmt.Errorf("writing device key: %w", err)
 		}
 		k.device = key
@@ -126,7 +132,7 @@ func loadEnrollment(dir string) (*enrollment, *certs.Roots, error) {
 }
 
 func saveRoots(dir string, roots *certs.Roots) error {
-	return writeAtomic(filepath.Join(dir, rootFile), certs.EncodePEM(roots.Certificates()...), 0o644)
+	return atomicfile.WriteFile(filepath.Join(dir, rootFile), certs.EncodePEM(roots.Certificates()...), 0o644)
 }
 
 func saveEnrollment(dir string, e *enrollment) error {
@@ -134,20 +140,7 @@ func saveEnrollment(dir string, e *enrollment) error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(dir, enrollmentFile), data, 0o600)
-}
-
-// writeAtomic replaces path with data so that a crash leaves the old or the
-// new file, never half of one.
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("replacing %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.WriteFile(filepath.Join(dir, enrollmentFile), data, 0o600)
 }
 
 // savePending keeps a pending enrollment's ID and poll secret (0600).
@@ -156,7 +149,7 @@ func savePending(dir string, p *wire.Pending) error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(dir, pendingFile), data, 0o600)
+	return atomicfile.WriteFile(filepath.Join(dir, pendingFile), data, 0o600)
 }
 
 func loadPending(dir string) (*wire.Pending, error) {

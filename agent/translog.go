@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/atomicfile"
 	"github.com/certmesh/certmesh/translog"
 )
 
@@ -89,7 +90,7 @@ func newLogState(stateDir, vkey string, client *translog.Client) (*logState, err
 func (l *logState) save() {
 	data, err := json.Marshal(l.witness.State())
 	if err == nil {
-		err = writeAtomic(filepath.Join(l.stateDir, witnessFile), data, 0o600)
+		err = atomicfile.WriteFile(filepath.Join(l.stateDir, witnessFile), data, 0o600)
 	}
 	_ = err // best effort: the witness is rebuilt from the next checkpoint
 }
@@ -317,7 +318,7 @@ func saveUserInclusion(dir string, b *translog.InclusionBundle) error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(dir, userInclusionFile), data, 0o644)
+	return atomicfile.WriteFile(filepath.Join(dir, userInclusionFile), data, 0o644)
 }
 
 func loadUserInclusion(dir string) *translog.InclusionBundle {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/atomicfile"
 )
 
 // Duration is a time.Duration that reads and writes as "24h0m0s" in JSON.
@@ -138,5 +139,5 @@ func writeConfig(stateDir string, c *Config) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(stateDir, configFile), append(data, '\n'), 0o600)
+	return atomicfile.WriteFile(filepath.Join(stateDir, configFile), append(data, '\n'), 0o600)
 }

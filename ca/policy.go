@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/atomicfile"
 	"github.com/certmesh/certmesh/policy"
 	"github.com/certmesh/certmesh/translog"
 )
@@ -48,32 +49,7 @@ func writePolicyDoc(stateDir string, doc *policy.SignedPolicy) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(stateDir, PolicyFile), data, 0o644)
-}
-
-// writeFileAtomic writes a file whole or not at all.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.WriteFile(filepath.Join(stateDir, PolicyFile), data, 0o644)
 }
 
 // policyState is the CA's current policy and its signer.
@@ -167,7 +143,7 @@ func (c *CA) PublishPolicy(ctx context.Context, src []byte) (PolicyInfo, error) 
 		return PolicyInfo{}, err
 	}
 	c.publishCheckpoint()
-	if err := writeFileAtomic(filepath.Join(c.stateDir, PolicyFile), raw, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(c.stateDir, PolicyFile), raw, 0o644); err != nil {
 		return PolicyInfo{}, fmt.Errorf("storing policy: %w", err)
 	}
 	c.mu.Lock()

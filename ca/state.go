@@ -3,6 +3,7 @@ package ca
 import (
 	"crypto"
 	"crypto/rand"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/atomicfile"
 	"github.com/certmesh/certmesh/internal/store"
 	"go.step.sm/crypto/pemutil"
 )
@@ -139,30 +141,27 @@ func randomULA() (netip.Prefix, error) {
 }
 
 func writeCert(dir, name string, kp *certs.KeyPair) error {
-	return os.WriteFile(filepath.Join(dir, name), certs.EncodePEM(kp.Cert), 0o644)
+	return atomicfile.WriteFile(filepath.Join(dir, name), certs.EncodePEM(kp.Cert), 0o644)
 }
 
 func writeKey(dir, name string, key crypto.Signer) error {
-	if _, err := pemutil.Serialize(key, pemutil.ToFile(filepath.Join(dir, name), 0o600)); err != nil {
-		return fmt.Errorf("writing %s: %w", name, err)
+	block, err := pemutil.Serialize(key)
+	if err != nil {
+		return fmt.Errorf("encoding %s: %w", name, err)
 	}
-	return nil
+	return atomicfile.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(block), 0o600)
 }
 
 // writeServerPair stores the server TLS certificate, followed by chain, and
-// its key, replacing the previous pair.
+// its key, replacing the previous pair: each file whole and durable, the key
+// first (a crash between the two leaves a pair that does not match, which
+// LoadServerCertificate refuses with tls's "private key does not match").
 func writeServerPair(dir string, kp *certs.KeyPair, chain []byte) error {
-	if err := writeKey(dir, ServerKeyFile+".new", kp.Key); err != nil {
+	if err := writeKey(dir, ServerKeyFile, kp.Key); err != nil {
 		return err
 	}
 	data := append(certs.EncodePEM(kp.Cert), chain...)
-	if err := os.WriteFile(filepath.Join(dir, ServerCertFile+".new"), data, 0o644); err != nil {
-		return err
-	}
-	if err := os.Rename(filepath.Join(dir, ServerKeyFile+".new"), filepath.Join(dir, ServerKeyFile)); err != nil {
-		return err
-	}
-	return os.Rename(filepath.Join(dir, ServerCertFile+".new"), filepath.Join(dir, ServerCertFile))
+	return atomicfile.WriteFile(filepath.Join(dir, ServerCertFile), data, 0o644)
 }
 
 func loadKeyPair(dir, certName, keyName string) (*certs.KeyPair, error) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/certmesh/certmesh/ca/attest"
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/atomicfile"
 	"github.com/certmesh/certmesh/internal/store"
 	"github.com/certmesh/certmesh/internal/wire"
 )
@@ -277,7 +278,7 @@ func (c *CA) SetEKs(fps []string, allowed bool) error {
 	if err := attest.WriteAllowList(&buf, next); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(c.stateDir, EKAllowListFile), buf.Bytes(), 0o600); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(c.stateDir, EKAllowListFile), buf.Bytes(), 0o600); err != nil {
 		return fmt.Errorf("saving EK allow-list: %w", err)
 	}
 	c.tpm.allow = next

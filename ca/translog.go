@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/atomicfile"
 	"github.com/certmesh/certmesh/internal/store"
 	"github.com/certmesh/certmesh/translog"
 )
@@ -31,10 +32,10 @@ func initLog(stateDir string, td certs.TrustDomain) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(stateDir, logKeyFile), []byte(skey+"\n"), 0o600); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(stateDir, logKeyFile), []byte(skey+"\n"), 0o600); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(stateDir, LogPubFile), []byte(vkey+"\n"), 0o644)
+	return atomicfile.WriteFile(filepath.Join(stateDir, LogPubFile), []byte(vkey+"\n"), 0o644)
 }
 
 // openLog opens the transparency log (creating its key for a state

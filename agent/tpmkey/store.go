@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/certmesh/certmesh/internal/atomicfile"
 	"go.step.sm/crypto/tpm/storage"
 )
 
@@ -66,35 +67,7 @@ func (s *fileStore) write(prefix, name string, v any) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(s.dir, ".tmp-"+prefix+"*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, s.path(prefix, name)); err != nil {
-		return err
-	}
-	if d, err := os.Open(s.dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
+	return atomicfile.WriteFile(s.path(prefix, name), b, 0o600)
 }
 
 func (s *fileStore) read(prefix, name string, v any) error {

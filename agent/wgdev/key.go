@@ -11,9 +11,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/atomicfile"
 )
 
 // redacted is what a PrivateKey prints as, whichever way it is formatted.
@@ -95,42 +95,16 @@ func (k PrivateKey) MarshalText() ([]byte, error) { return []byte(redacted), nil
 // Save writes k to path in wg(8) format (base64 and a newline, readable by
 // `wg pubkey`). The file is written atomically with mode 0600; an existing
 // file at path is replaced.
-func (k PrivateKey) Save(path string) (err error) {
+func (k PrivateKey) Save(path string) error {
 	if k.IsZero() {
 		return errors.New("saving WireGuard private key: key is zero")
-	}
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp*") // created with mode 0600
-	if err != nil {
-		return fmt.Errorf("saving WireGuard private key: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return fmt.Errorf("saving WireGuard private key: %w", err)
 	}
 	buf := make([]byte, base64.StdEncoding.EncodedLen(len(k))+1)
 	base64.StdEncoding.Encode(buf, k[:])
 	buf[len(buf)-1] = '\n'
-	_, err = f.Write(buf)
+	err := atomicfile.WriteFile(path, buf, 0o600)
 	clear(buf)
 	if err != nil {
-		return fmt.Errorf("saving WireGuard private key: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("saving WireGuard private key: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("saving WireGuard private key: %w", err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
 		return fmt.Errorf("saving WireGuard private key: %w", err)
 	}
 	return nil
