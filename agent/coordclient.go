@@ -8,11 +8,22 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"sync/atomic"
 	"time"
 
 	"github.com/certmesh/certmesh/internal/wire"
+)
+
+// Reconnection of the coordinator watch: a failed watch is retried after
+// a delay that doubles from watchBackoffMin to watchBackoffMax, jittered
+// (half fixed, half random) so that agents a coordinator dropped at once
+// do not come back at once. A stream that lived watchHealthy resets it.
+const (
+	watchBackoffMin = 500 * time.Millisecond
+	watchBackoffMax = 30 * time.Second
+	watchHealthy    = time.Minute
 )
 
 // coordClient keeps a watch open to the coordinator and feeds its events
@@ -25,29 +36,60 @@ type coordClient struct {
 	log       *slog.Logger
 	connected atomic.Bool
 	lastErr   atomic.Value // string
+
+	// watchFn replaces watch in tests of the reconnection loop.
+	watchFn func(context.Context) error
+	// Owned by the run goroutine: the error the last watch ended with
+	// (logged once, its repeats at debug level) and whether that watch
+	// had connected first.
+	failure       string
+	failConnected bool
 }
 
 func (c *coordClient) run(ctx context.Context) {
-	backoff := 500 * time.Millisecond
+	watch := c.watchFn
+	if watch == nil {
+		watch = c.watch
+	}
+	backoff := watchBackoffMin
 	for ctx.Err() == nil {
 		start := time.Now()
-		err := c.watch(ctx)
-		c.connected.Store(false)
+		err := watch(ctx)
+		connected := c.connected.Swap(false)
 		if ctx.Err() != nil {
 			return
 		}
-		c.lastErr.Store(err.Error())
-		c.log.Warn("coordinator connection lost", "err", err)
-		if time.Since(start) > time.Minute {
-			backoff = 500 * time.Millisecond
+		if time.Since(start) > watchHealthy {
+			backoff, c.failure = watchBackoffMin, ""
 		}
+		delay := backoff/2 + rand.N(backoff/2+1)
+		c.lastErr.Store(err.Error())
+		if err.Error() != c.failure {
+			c.log.Warn("coordinator connection lost", "err", err, "retry_in", delay.Round(time.Millisecond))
+		} else {
+			// The same failure again (a coordinator that sends what we
+			// refuse on every watch, or stays down): said once already.
+			c.log.Debug("coordinator connection lost again", "err", err, "retry_in", delay.Round(time.Millisecond))
+		}
+		c.failure, c.failConnected = err.Error(), connected
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(delay):
 		}
-		backoff = min(backoff*2, 30*time.Second)
+		backoff = min(backoff*2, watchBackoffMax)
 	}
+}
+
+// markConnected records that a watch is open. Reconnecting after a watch
+// that connected and then failed is not news: it is logged at debug level.
+func (c *coordClient) markConnected() {
+	c.connected.Store(true)
+	if c.failure != "" && c.failConnected {
+		c.log.Debug("connected to coordinator again")
+		return
+	}
+	c.log.Info("connected to coordinator")
 }
 
 // watch opens one stream and reads it until it ends.
@@ -73,8 +115,7 @@ func (c *coordClient) watch(ctx context.Context) error {
 		_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&e)
 		return &ServerError{Status: resp.StatusCode, Code: e.Code, Msg: e.Error}
 	}
-	c.connected.Store(true)
-	c.log.Info("connected to coordinator")
+	c.markConnected()
 	er := wire.NewEventReader(resp.Body)
 	for {
 		e, err := er.Next()

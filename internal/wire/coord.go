@@ -18,7 +18,9 @@ const (
 	PathWatch   = "/v1/coord/watch"
 )
 
-// MaxEventSize bounds one coordinator event on the wire. It leaves room
+// MaxEventSize bounds one coordinator event on the wire: the length of its
+// JSON line, not counting the newline that ends it. EncodeEvent writes and
+// EventReader reads exactly the events up to this size. It leaves room
 // for the largest signed policy (policy.MaxDocumentSize, base64 in JSON)
 // and a CRL of some 50,000 entries.
 const MaxEventSize = 4 << 20
@@ -134,7 +136,8 @@ type EventReader struct {
 // NewEventReader reads events from r, refusing lines over MaxEventSize.
 func NewEventReader(r io.Reader) *EventReader {
 	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), MaxEventSize)
+	// The buffer holds the longest line and its newline.
+	sc.Buffer(make([]byte, 64<<10), MaxEventSize+1)
 	return &EventReader{sc: sc}
 }
 
