@@ -115,6 +115,9 @@ func (c *coordClient) watch(ctx context.Context) error {
 		_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&e)
 		return &ServerError{Status: resp.StatusCode, Code: e.Code, Msg: e.Error}
 	}
+	if ce := resp.Header.Get("Content-Encoding"); ce != "" && ce != "identity" {
+		return fmt.Errorf("coordinator sent a compressed stream (Content-Encoding %q), which the agent does not accept", ce)
+	}
 	c.markConnected()
 	er := wire.NewEventReader(resp.Body)
 	for {

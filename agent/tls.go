@@ -91,8 +91,10 @@ type apiClient struct {
 }
 
 func newAPIClient(base *url.URL, tlsCfg *tls.Config) *apiClient {
+	// DisableCompression: no transparent gzip, which would inflate
+	// whatever a hostile coordinator compressed, without bound.
 	tr := &http.Transport{TLSClientConfig: tlsCfg, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second,
-		ResponseHeaderTimeout: 30 * time.Second}
+		ResponseHeaderTimeout: 30 * time.Second, DisableCompression: true}
 	return &apiClient{base: base, hc: &http.Client{Transport: tr}}
 }
 

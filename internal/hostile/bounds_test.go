@@ -7,7 +7,11 @@ package hostile_test
 
 import (
 	"bytes"
+	"compress/gzip"
+	"context"
 	"encoding/json"
+	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -71,5 +75,66 @@ func TestEventAtSizeLimit(t *testing.T) {
 	st := waitStatus(t, f.Victim, "reconnection", func(st *agent.Status) bool { return st.Coordinator.Connected })
 	if _, ok := peerOf(st, f.Peer.Self.DeviceID); !ok {
 		t.Errorf("the peer is missing after the reconnection: %s", asJSON(st.Peers))
+	}
+}
+
+// gzipBomb answers a watch with a gzip stream that inflates to up to
+// 64 GiB of blank lines (keep-alives to the reader), then the snapshot
+// relaying peer: a few MB on the wire, and seconds of CPU for a client
+// that inflates it. It writes until the agent hangs up.
+func gzipBomb(t *testing.T, peer wire.Peer) http.HandlerFunc {
+	var member bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&member, gzip.BestCompression)
+	zw.Write(bytes.Repeat([]byte("\n"), 1<<20))
+	zw.Close()
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.Header().Set("Content-Encoding", "gzip")
+		w.WriteHeader(http.StatusOK)
+		rc := http.NewResponseController(w)
+		for range 64 << 10 {
+			if _, err := w.Write(member.Bytes()); err != nil || rc.Flush() != nil {
+				return
+			}
+		}
+		zw := gzip.NewWriter(w)
+		json.NewEncoder(zw).Encode(&wire.Event{Type: wire.EventSnapshot, Peers: []wire.Peer{peer}})
+		zw.Close()
+		rc.Flush()
+		<-r.Context().Done()
+	}
+}
+
+// TestGzipBomb: the coordinator answers a watch with a compressed stream
+// that inflates a thousandfold. The agent must not inflate it (it asks for
+// no compression and refuses a compressed answer), drop it at once and
+// apply the valid snapshot of its next watch: the peer is configured in
+// its WireGuard device.
+func TestGzipBomb(t *testing.T) {
+	f := newFixture(t)
+	f.Coord.SetSnapshot(f.Victim.Self.DeviceID, f.Peer.AsPeer())
+	f.Coord.OnNextWatch(gzipBomb(t, f.Peer.AsPeer()))
+	old := f.Victim.Conn
+	old.Close() // the victim reconnects, into the bomb
+	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
+	defer cancel()
+	cn, err := f.Coord.WaitForAgent(ctx, f.Victim.Self.DeviceID)
+	if err != nil {
+		t.Fatalf("the victim did not come back from the bomb within %s (still inflating it?): %v", waitFor, err)
+	}
+	f.Victim.Conn = cn
+	waitStatus(t, f.Victim, "the peer from the snapshot after the bomb", func(st *agent.Status) bool {
+		_, ok := peerOf(st, f.Peer.Self.DeviceID)
+		return ok
+	})
+	if _, ok := devicePeer(t, f.Victim, f.Peer.Self.WireGuardKey); !ok {
+		t.Fatal("the peer of the snapshot after the bomb is not configured in the WireGuard device")
+	}
+	var asked []string
+	for _, p := range f.Coord.Published() {
+		asked = append(asked, p.AcceptEncoding)
+	}
+	if slices.ContainsFunc(asked, func(s string) bool { return s != "" }) {
+		t.Errorf("the agent asked for compressed answers (Accept-Encoding %q)", asked)
 	}
 }

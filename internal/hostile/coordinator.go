@@ -49,7 +49,9 @@ type Publication struct {
 	Publish wire.Publish
 	// Raw is the body as received.
 	Raw []byte
-	At  time.Time
+	// AcceptEncoding is the request's Accept-Encoding header.
+	AcceptEncoding string
+	At             time.Time
 }
 
 // Coordinator is the hostile coordinator.
@@ -62,6 +64,7 @@ type Coordinator struct {
 	published []Publication
 	snapshots map[certs.DeviceID][]wire.Peer
 	greeting  []*wire.Event
+	nextWatch http.HandlerFunc
 	changed   chan struct{} // closed and replaced whenever conns changes
 }
 
@@ -159,6 +162,15 @@ func (c *Coordinator) SetGreeting(events ...*wire.Event) {
 	c.greeting = append([]*wire.Event(nil), events...)
 }
 
+// OnNextWatch has the next watch answered by h instead (once the agent's
+// publication is recorded): a stream of the test's own making, say a
+// compressed one. Later watches are answered as usual.
+func (c *Coordinator) OnNextWatch(h http.HandlerFunc) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nextWatch = h
+}
+
 // snapshotFor is the snapshot line of device id and the greeting lines.
 func (c *Coordinator) snapshotFor(id certs.DeviceID) ([]byte, error) {
 	c.mu.Lock()
@@ -210,7 +222,7 @@ func (c *Coordinator) notify() {
 }
 
 func (c *Coordinator) record(r *http.Request) (Publication, error) {
-	p := Publication{Path: r.URL.Path, DeviceID: clientDevice(r), At: time.Now()}
+	p := Publication{Path: r.URL.Path, DeviceID: clientDevice(r), AcceptEncoding: r.Header.Get("Accept-Encoding"), At: time.Now()}
 	raw, err := io.ReadAll(io.LimitReader(r.Body, wire.MaxRequestSize))
 	if err != nil {
 		return p, err
@@ -238,6 +250,14 @@ func (c *Coordinator) handleWatch(w http.ResponseWriter, r *http.Request) {
 	p, err := c.record(r)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	c.mu.Lock()
+	h := c.nextWatch
+	c.nextWatch = nil
+	c.mu.Unlock()
+	if h != nil {
+		h(w, r)
 		return
 	}
 	cn := &Conn{DeviceID: p.DeviceID, Publish: p.Publish, RemoteAddr: r.RemoteAddr,
