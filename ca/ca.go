@@ -112,6 +112,10 @@ func Open(stateDir string, o Options) (*CA, error) {
 			return nil, err
 		}
 	}
+	if err := c.refreshPolicyIfDue(context.Background()); err != nil {
+		c.Close()
+		return nil, err
+	}
 	if err := c.RefreshCRL(context.Background()); err != nil {
 		c.Close()
 		return nil, err

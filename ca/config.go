@@ -47,6 +47,10 @@ type Config struct {
 	CoordinatorURL string `json:"coordinator_url,omitempty"`
 	// CRLNextUpdate is how long each CRL is current (default 5m).
 	CRLNextUpdate Duration `json:"crl_next_update,omitempty"`
+	// PolicyValidity is how long each signing of the policy is current
+	// (its valid-until; default policy.DefaultValidity, 1h). The CA signs
+	// the current version again at half of it.
+	PolicyValidity Duration `json:"policy_validity,omitempty"`
 	// CRLListen, if set, also serves the current CRL over plain HTTP at
 	// http://<CRLListen>/crl for other tools.
 	CRLListen string `json:"crl_http_listen,omitempty"`
@@ -101,6 +105,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CRLNextUpdate != 0 && (time.Duration(c.CRLNextUpdate) < 10*time.Second || time.Duration(c.CRLNextUpdate) > 7*24*time.Hour) {
 		return fmt.Errorf("crl_next_update %s: want between 10s and 7 days", time.Duration(c.CRLNextUpdate))
+	}
+	if c.PolicyValidity != 0 && (time.Duration(c.PolicyValidity) < 10*time.Second || time.Duration(c.PolicyValidity) > 30*24*time.Hour) {
+		return fmt.Errorf("policy_validity %s: want between 10s and 30 days", time.Duration(c.PolicyValidity))
 	}
 	switch c.Approval {
 	case "", ApprovalNone, ApprovalRequired:

@@ -8,6 +8,7 @@ import (
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/store"
+	"github.com/certmesh/certmesh/internal/wire"
 	"github.com/certmesh/certmesh/translog"
 )
 
@@ -19,6 +20,7 @@ const DefaultCRLNextUpdate = 5 * time.Minute
 // crlState is the current CRL.
 type crlState struct {
 	der    []byte
+	etag   string // wire.ETag(der)
 	number uint64
 }
 
@@ -30,6 +32,16 @@ func (c *CA) CRL() []byte {
 		return nil
 	}
 	return c.crl.der
+}
+
+// crlDoc is the current CRL and its ETag (nil, "" before the first).
+func (c *CA) crlDoc() ([]byte, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.crl == nil {
+		return nil, ""
+	}
+	return c.crl.der, c.crl.etag
 }
 
 // OnCRL registers a function called with every new CRL (the coordinator
@@ -82,7 +94,7 @@ func (c *CA) RefreshCRL(ctx context.Context) error {
 		return fmt.Errorf("signing CRL: %w", err)
 	}
 	c.mu.Lock()
-	c.crl = &crlState{der: der, number: number}
+	c.crl = &crlState{der: der, etag: wire.ETag(der), number: number}
 	fns := append([]func([]byte){}, c.onCRL...)
 	c.mu.Unlock()
 	c.log.Debug("CRL published", "number", number, "entries", len(revoked))

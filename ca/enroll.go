@@ -238,7 +238,7 @@ func (c *CA) response(id certs.DeviceID, cert *x509.Certificate) wire.Certificat
 	return wire.CertificateResponse{
 		DeviceID: id, Bundle: c.bundleFor(cert), CoordinatorURL: c.cfg.CoordinatorURL,
 		OverlayRoutes: c.cfg.Overlays(), NotAfter: cert.NotAfter,
-		Inclusion: c.inclusion(cert), LogKey: c.logVKey,
+		Inclusion: c.inclusion(cert), LogKey: c.logVKey, Policy: c.Policy(),
 	}
 }
 

@@ -69,13 +69,12 @@ func (c *CA) Handler() http.Handler {
 		c.reply(w, r, resp, err)
 	})
 	mux.HandleFunc("GET "+wire.PathPolicy, func(w http.ResponseWriter, r *http.Request) {
-		doc := c.Policy()
+		doc, etag := c.policyDoc()
 		if doc == nil {
 			c.reply(w, r, nil, refuse(CodeNotFound, "this CA publishes no policy"))
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(doc)
+		serveDocument(w, r, doc, etag, "application/json")
 	})
 	mux.HandleFunc("POST "+wire.PathLoginStart, func(w http.ResponseWriter, r *http.Request) {
 		var req wire.LoginStartRequest
@@ -120,16 +119,15 @@ func (c *CA) replyEnroll(w http.ResponseWriter, r *http.Request, resp wire.Certi
 	c.reply(w, r, resp, err)
 }
 
-// ServeCRL answers with the current CRL (DER).
+// ServeCRL answers with the current CRL (DER), or 304 Not Modified to a
+// request whose If-None-Match names it.
 func (c *CA) ServeCRL(w http.ResponseWriter, r *http.Request) {
-	der := c.CRL()
+	der, etag := c.crlDoc()
 	if der == nil {
 		http.Error(w, "no CRL yet", http.StatusServiceUnavailable)
 		return
 	}
-	w.Header().Set("Content-Type", "application/pkix-crl")
-	w.Header().Set("Cache-Control", "max-age=60")
-	_, _ = w.Write(der)
+	serveDocument(w, r, der, etag, "application/pkix-crl")
 }
 
 // peerCerts is the client certificate chain of an mTLS request (nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/atomicfile"
+	"github.com/certmesh/certmesh/internal/wire"
 	"github.com/certmesh/certmesh/policy"
 	"github.com/certmesh/certmesh/translog"
 )
@@ -37,7 +38,7 @@ func initPolicy(stateDir string, root *certs.KeyPair, td certs.TrustDomain, now 
 	if err := writeKey(stateDir, policySignerKeyFile, signer.Key); err != nil {
 		return err
 	}
-	doc, err := policy.Sign(1, policy.Starter(td), signer.Key, []*x509.Certificate{signer.Cert}, now)
+	doc, err := policy.Sign(1, policy.Starter(td), signer.Key, []*x509.Certificate{signer.Cert}, now) // Open signs it again when due
 	if err != nil {
 		return fmt.Errorf("signing the starter policy: %w", err)
 	}
@@ -57,6 +58,7 @@ type policyState struct {
 	signer *certs.KeyPair
 	doc    *policy.SignedPolicy
 	raw    []byte
+	etag   string // wire.ETag(raw)
 }
 
 // loadPolicy reads the signer and the current document (if the state
@@ -77,7 +79,7 @@ func loadPolicy(stateDir string) (*policyState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading current policy: %w", err)
 	}
-	return &policyState{signer: signer, doc: doc, raw: raw}, nil
+	return &policyState{signer: signer, doc: doc, raw: raw, etag: wire.ETag(raw)}, nil
 }
 
 // Policy returns the current signed policy document (nil if none).
@@ -90,12 +92,24 @@ func (c *CA) Policy() []byte {
 	return c.pol.raw
 }
 
+// policyDoc is the current signed policy document and its ETag (nil, ""
+// if none).
+func (c *CA) policyDoc() ([]byte, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pol == nil {
+		return nil, ""
+	}
+	return c.pol.raw, c.pol.etag
+}
+
 // PolicyInfo describes the current policy.
 type PolicyInfo struct {
-	Version  uint64    `json:"version"`
-	SignedAt time.Time `json:"signed_at"`
-	Signer   string    `json:"signer"`
-	Source   string    `json:"source"`
+	Version    uint64    `json:"version"`
+	SignedAt   time.Time `json:"signed_at"`
+	ValidUntil time.Time `json:"valid_until"`
+	Signer     string    `json:"signer"`
+	Source     string    `json:"source"`
 }
 
 // CurrentPolicy describes the current policy.
@@ -105,8 +119,7 @@ func (c *CA) CurrentPolicy() (PolicyInfo, error) {
 	if c.pol == nil {
 		return PolicyInfo{}, refuse(CodeNotFound, "this CA has no policy signer (state directory from an older version)")
 	}
-	return PolicyInfo{Version: c.pol.doc.Version, SignedAt: c.pol.doc.SignedAt, Signer: c.pol.signer.Cert.Subject.CommonName,
-		Source: string(c.pol.doc.Policy)}, nil
+	return c.pol.info(), nil
 }
 
 // OnPolicy registers a function called with every newly published signed
@@ -131,7 +144,7 @@ func (c *CA) PublishPolicy(ctx context.Context, src []byte) (PolicyInfo, error) 
 	if _, err := policy.Parse(src); err != nil {
 		return PolicyInfo{}, &Error{Code: CodeBadRequest, Msg: "policy", Err: err}
 	}
-	doc, err := policy.Sign(st.doc.Version+1, src, st.signer.Key, []*x509.Certificate{st.signer.Cert}, c.now())
+	doc, err := policy.SignValidFor(st.doc.Version+1, src, st.signer.Key, []*x509.Certificate{st.signer.Cert}, c.now(), c.policyValidity())
 	if err != nil {
 		return PolicyInfo{}, &Error{Code: CodeBadRequest, Msg: "policy refused", Err: err}
 	}
@@ -143,16 +156,32 @@ func (c *CA) PublishPolicy(ctx context.Context, src []byte) (PolicyInfo, error) 
 		return PolicyInfo{}, err
 	}
 	c.publishCheckpoint()
-	if err := atomicfile.WriteFile(filepath.Join(c.stateDir, PolicyFile), raw, 0o644); err != nil {
-		return PolicyInfo{}, fmt.Errorf("storing policy: %w", err)
+	next, err := c.installPolicy(st.signer, doc, raw)
+	if err != nil {
+		return PolicyInfo{}, err
 	}
+	c.log.Info("policy published", "version", doc.Version, "valid_until", doc.ValidUntil)
+	return next.info(), nil
+}
+
+func (st *policyState) info() PolicyInfo {
+	return PolicyInfo{Version: st.doc.Version, SignedAt: st.doc.SignedAt, ValidUntil: st.doc.ValidUntil,
+		Signer: st.signer.Cert.Subject.CommonName, Source: string(st.doc.Policy)}
+}
+
+// installPolicy stores a newly signed document, makes it the current one
+// and hands it to the listeners (the coordinator relays it).
+func (c *CA) installPolicy(signer *certs.KeyPair, doc *policy.SignedPolicy, raw []byte) (*policyState, error) {
+	if err := atomicfile.WriteFile(filepath.Join(c.stateDir, PolicyFile), raw, 0o644); err != nil {
+		return nil, fmt.Errorf("storing policy: %w", err)
+	}
+	st := &policyState{signer: signer, doc: doc, raw: raw, etag: wire.ETag(raw)}
 	c.mu.Lock()
-	c.pol = &policyState{signer: st.signer, doc: doc, raw: raw}
+	c.pol = st
 	fns := append([]func([]byte){}, c.onPolicy...)
 	c.mu.Unlock()
-	c.log.Info("policy published", "version", doc.Version)
 	for _, fn := range fns {
 		fn(raw)
 	}
-	return PolicyInfo{Version: doc.Version, SignedAt: doc.SignedAt, Signer: st.signer.Cert.Subject.CommonName, Source: string(src)}, nil
+	return st, nil
 }

@@ -109,6 +109,12 @@ type SignedPolicy struct {
 	Policy []byte `json:"policy"`
 	// SignedAt is when the CA signed, to the second, in UTC.
 	SignedAt time.Time `json:"signed_at"`
+	// ValidUntil is when the document stops being current, to the second,
+	// in UTC: the CA signs the current version again (same version and
+	// policy, new SignedAt and ValidUntil) well before then, and agents
+	// refuse a document past it (ReasonPastValidUntil). Documents of the
+	// first format (signature context v1) had none; Verify refuses those.
+	ValidUntil time.Time `json:"valid_until,omitzero"`
 	// Chain is the DER of the policy-signing certificate, followed by any
 	// intermediates. (Verify requires the signing certificate to be issued
 	// by a pinned root, so in practice the chain is that certificate alone.)
@@ -118,21 +124,24 @@ type SignedPolicy struct {
 }
 
 // signatureContext separates policy signatures from anything else the key
-// could be made to sign.
-const signatureContext = "certmesh policy signature v1\x00"
+// could be made to sign, and names the format of the signed message. The
+// first format ("certmesh policy signature v1") had no ValidUntil; a
+// signature over it never verifies as one over this one.
+const signatureContext = "certmesh policy signature v2\x00"
 
-// SignedMessage is what the signature covers: the context string
-// "certmesh policy signature v1" and a zero byte, then the version (8 bytes
-// big-endian), SignedAt in Unix seconds (8 bytes big-endian, two's
-// complement), and the SHA-256 of the policy bytes. The message is
-// hashed with SHA-256 and signed (ECDSA, RSA PKCS #1 v1.5), or signed as
-// is (Ed25519).
+// SignedMessage is what the signature covers (format v2): the context
+// string "certmesh policy signature v2" and a zero byte, then the version
+// (8 bytes big-endian), SignedAt and ValidUntil in Unix seconds (8 bytes
+// big-endian each, two's complement), and the SHA-256 of the policy bytes.
+// The message is hashed with SHA-256 and signed (ECDSA, RSA PKCS #1 v1.5),
+// or signed as is (Ed25519).
 func (d *SignedPolicy) SignedMessage() []byte {
 	sum := sha256.Sum256(d.Policy)
-	msg := make([]byte, 0, len(signatureContext)+8+8+len(sum))
+	msg := make([]byte, 0, len(signatureContext)+8+8+8+len(sum))
 	msg = append(msg, signatureContext...)
 	msg = binary.BigEndian.AppendUint64(msg, d.Version)
 	msg = binary.BigEndian.AppendUint64(msg, uint64(d.SignedAt.Unix()))
+	msg = binary.BigEndian.AppendUint64(msg, uint64(d.ValidUntil.Unix()))
 	return append(msg, sum[:]...)
 }
 
@@ -177,6 +186,9 @@ const (
 	ReasonBadSignature Reason = "bad-signature"
 	// ReasonRollback: the version is not greater than the one held.
 	ReasonRollback Reason = "rollback"
+	// ReasonPastValidUntil: the document is past its ValidUntil (an old
+	// signing the CA has replaced), or has none (the first format).
+	ReasonPastValidUntil Reason = "past-valid-until"
 	// ReasonInvalidPolicy: the signature is good but the policy does not
 	// parse; the CA never signs such a policy.
 	ReasonInvalidPolicy Reason = "invalid-policy"
@@ -238,6 +250,10 @@ func (d *SignedPolicy) checkForm() error {
 		return refuse(ReasonMalformed, "no signing time")
 	case d.SignedAt.Nanosecond() != 0:
 		return refuse(ReasonMalformed, "signing time %s is not a whole second", d.SignedAt.Format(time.RFC3339Nano))
+	case d.ValidUntil.Nanosecond() != 0:
+		return refuse(ReasonMalformed, "valid-until %s is not a whole second", d.ValidUntil.Format(time.RFC3339Nano))
+	case !d.ValidUntil.IsZero() && !d.ValidUntil.After(d.SignedAt):
+		return refuse(ReasonMalformed, "valid-until %s is not after the signing time %s", d.ValidUntil.Format(time.RFC3339), d.SignedAt.Format(time.RFC3339))
 	case len(d.Chain) == 0:
 		return refuse(ReasonMalformed, "no signing certificate")
 	case len(d.Chain) > MaxChain:
@@ -256,12 +272,22 @@ func (d *SignedPolicy) checkForm() error {
 }
 
 // Sign signs policy source src as version, at now (truncated to the
-// second), with signer, the key of chain[0], a policy-signing certificate
-// (NewPolicySigningCertificate); chain may go on with intermediates. It
-// refuses a source that does not parse and a policy whose own tests fail.
+// second), valid for DefaultValidity, with signer, the key of chain[0], a
+// policy-signing certificate (NewPolicySigningCertificate); chain may go
+// on with intermediates. It refuses a source that does not parse and a
+// policy whose own tests fail.
 func Sign(version uint64, src []byte, signer crypto.Signer, chain []*x509.Certificate, now time.Time) (*SignedPolicy, error) {
+	return SignValidFor(version, src, signer, chain, now, DefaultValidity)
+}
+
+// SignValidFor is Sign with ValidUntil validity after now (at least a
+// second, whole seconds).
+func SignValidFor(version uint64, src []byte, signer crypto.Signer, chain []*x509.Certificate, now time.Time, validity time.Duration) (*SignedPolicy, error) {
 	if version == 0 {
 		return nil, errors.New("sign policy: versions start at 1")
+	}
+	if validity < time.Second {
+		return nil, fmt.Errorf("sign policy: validity %s, want at least a second", validity)
 	}
 	pol, err := Parse(src)
 	if err != nil {
@@ -285,10 +311,12 @@ func Sign(version uint64, src []byte, signer crypto.Signer, chain []*x509.Certif
 	if !ok || !pub.Equal(leaf.PublicKey) {
 		return nil, errors.New("sign policy: the key is not the signing certificate's")
 	}
+	signedAt := now.UTC().Truncate(time.Second)
 	d := &SignedPolicy{
-		Version:  version,
-		Policy:   slices.Clone(src),
-		SignedAt: now.UTC().Truncate(time.Second),
+		Version:    version,
+		Policy:     slices.Clone(src),
+		SignedAt:   signedAt,
+		ValidUntil: signedAt.Add(validity.Truncate(time.Second)),
 	}
 	for _, c := range chain {
 		d.Chain = append(d.Chain, slices.Clone(c.Raw))
@@ -344,16 +372,20 @@ func checkSignerProfile(c *x509.Certificate) error {
 //     MaxClockSkew ahead of now (ReasonExpired, ReasonNotYetValid);
 //   - the signature over SignedMessage is its key's (ReasonBadSignature):
 //     an edited policy, version or time with the old signature fails here;
+//   - it has a ValidUntil and now is not past it (ReasonPastValidUntil):
+//     a genuine but old signing is refused even by an agent holding none;
 //   - Version is greater than current (ReasonRollback);
 //   - the policy parses (ReasonInvalidPolicy).
 //
 // The signing certificate must be valid now: the CA re-signs the current
 // policy with a new signing certificate before the old one expires. An
 // agent that reloads the policy it stored at start passes current 0 and,
-// as now, the time it first accepted the document (so that a signing
+// as now, the document's SignedAt (so that a document or signing
 // certificate that expired while the agent was down does not leave it
-// without a policy until the next publication); one that receives the
-// version it holds again may skip Verify (it would say rollback).
+// without a policy; it then knows the policy is past ValidUntil). One
+// that receives the version it holds again skips Verify if it is the same
+// document; a re-signing of it (IsResigning) it verifies with current
+// one below its version.
 func Verify(d *SignedPolicy, roots *certs.Roots, now time.Time, current uint64) (*Policy, error) {
 	if d == nil {
 		return nil, refuse(ReasonMalformed, "no document")
@@ -397,6 +429,9 @@ func Verify(d *SignedPolicy, roots *certs.Roots, now time.Time, current uint64) 
 	}
 	if err := checkSignature(leaf, d.SignedMessage(), d.Signature); err != nil {
 		return nil, refuse(ReasonBadSignature, "%v", err)
+	}
+	if err := checkFresh(d, now); err != nil {
+		return nil, err
 	}
 	if d.Version <= current {
 		if d.Version == current {

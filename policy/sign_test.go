@@ -187,7 +187,8 @@ func TestSignVerifyRoundTrip(t *testing.T) {
 	if _, err := Verify(p.sign(t, 8, signedSrc, now.Add(MaxClockSkew-time.Minute)), p.ca.Roots(), now, 7); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Verify(d, p.ca.Roots(), p.signer.Cert.NotAfter, 0); err != nil {
+	end := p.signer.Cert.NotAfter
+	if _, err := Verify(p.sign(t, 8, signedSrc, end.Add(-time.Minute)), p.ca.Roots(), end, 0); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -232,6 +233,7 @@ func TestVerifyRefusesEdits(t *testing.T) {
 		"policy cut short":  func(d *SignedPolicy) { d.Policy = d.Policy[:len(d.Policy)-2] },
 		"version raised":    func(d *SignedPolicy) { d.Version++ },
 		"signing time":      func(d *SignedPolicy) { d.SignedAt = d.SignedAt.Add(-time.Second) },
+		"valid-until moved": func(d *SignedPolicy) { d.ValidUntil = d.ValidUntil.Add(24 * time.Hour) },
 		"signature flipped": func(d *SignedPolicy) { d.Signature[len(d.Signature)/2] ^= 1 },
 		"signature of another version": func(d *SignedPolicy) {
 			d.Signature = v6.Signature
@@ -339,6 +341,7 @@ func TestVerifyRefusesInvalidPolicy(t *testing.T) {
 	p := newPKI(t)
 	now := time.Now()
 	d := &SignedPolicy{Version: 3, Policy: []byte(`{"rules": [{"from": ["group:nobody"]}]}`), SignedAt: now.UTC().Truncate(time.Second)}
+	d.ValidUntil = d.SignedAt.Add(time.Hour)
 	_, err := Verify(resign(t, d, p.signer.Key, p.signer.Cert), p.ca.Roots(), now, 0)
 	wantReason(t, err, ReasonInvalidPolicy)
 	if !strings.Contains(err.Error(), `group "group:nobody" is not defined`) {

@@ -156,6 +156,7 @@ func Start(o Options) (*Server, error) {
 		bg, cancel := context.WithCancel(context.Background())
 		s.stopBG = cancel
 		go s.CA.RunCRL(bg)
+		go s.CA.RunPolicy(bg)
 		if err := s.serveAdmin(o.StateDir); err != nil {
 			_ = s.https.Close()
 			s.closeCA()

@@ -5,6 +5,8 @@ package wire
 
 import (
 	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"net/netip"
 	"time"
 
@@ -21,11 +23,22 @@ const (
 	// PathEnrollPoll is where an agent whose enrollment waits for an
 	// admin's approval asks how it stands.
 	PathEnrollPoll = "/v1/ca/enroll/poll"
-	// PathPolicy serves the current signed policy document.
+	// PathPolicy serves the current signed policy document. Like PathCRL
+	// it answers a GET with If-None-Match: ETag(document held) with 304 Not
+	// Modified and no body when the document is unchanged.
 	PathPolicy = "/v1/ca/policy"
 	// PathCRL serves the current CRL (DER, application/pkix-crl).
 	PathCRL = "/v1/ca/crl"
 )
+
+// ETag is the entity tag under which the CA serves a document (a CRL's
+// DER, a signed policy's JSON): a strong tag over its SHA-256, so that an
+// agent computes it for the document it holds, from whichever path it came,
+// and asks for the CA's only if it differs.
+func ETag(doc []byte) string {
+	sum := sha256.Sum256(doc)
+	return `"` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`
+}
 
 // MaxRequestSize bounds every request body the servers read.
 const MaxRequestSize = 64 << 10
@@ -72,6 +85,10 @@ type CertificateResponse struct {
 	// Pending is set instead of a certificate when the enrollment waits
 	// for an admin's approval (HTTP 202): poll PathEnrollPoll with it.
 	Pending *Pending `json:"pending,omitempty"`
+	// Policy is the CA's current signed policy document (policy.
+	// SignedPolicy's wire form), so that an agent holds the current policy
+	// from the CA itself before any coordinator relays an older one.
+	Policy json.RawMessage `json:"policy,omitempty"`
 }
 
 // Pending identifies an enrollment waiting for approval.
