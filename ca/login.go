@@ -241,6 +241,7 @@ type loginOutcome struct {
 // refusal that says why.
 func (c *CA) finishLogin(ctx context.Context, s *loginSession, u verifiedUser, err error) loginOutcome {
 	if err == nil {
+		u.Groups = groupStrings(c.userGroups(u))
 		err = c.recordLogin(ctx, s, u)
 	}
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -31,6 +32,7 @@ import (
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/oidctest"
 	"github.com/certmesh/certmesh/internal/store"
+	"github.com/certmesh/certmesh/internal/testmesh"
 	"github.com/certmesh/certmesh/internal/wire"
 )
 
@@ -52,7 +54,8 @@ var (
 // loginEnv is a CA configured as relying party of a test provider.
 type loginEnv struct {
 	*testEnv
-	IdP *oidctest.Provider
+	IdP  *oidctest.Provider
+	Logs *testmesh.LogBuffer // what the CA logged
 }
 
 // newLoginEnv starts the provider and a CA whose config.json points at it;
@@ -89,7 +92,8 @@ func newLoginEnv(t *testing.T, edit func(*ca.OIDCConfig), opts ...oidctest.Optio
 		t.Fatal(err)
 	}
 	clk := &testClock{}
-	c, err := ca.Open(dir, ca.Options{Logger: discardLogger(), Now: clk.Now})
+	logs := &testmesh.LogBuffer{}
+	c, err := ca.Open(dir, ca.Options{Logger: slog.New(slog.NewTextHandler(logs, nil)), Now: clk.Now})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -102,7 +106,7 @@ func newLoginEnv(t *testing.T, edit func(*ca.OIDCConfig), opts ...oidctest.Optio
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	return &loginEnv{testEnv: &testEnv{Dir: dir, CA: c, Clock: clk, Srv: srv, nextIndex: 1}, IdP: idp}
+	return &loginEnv{testEnv: &testEnv{Dir: dir, CA: c, Clock: clk, Srv: srv, nextIndex: 1}, IdP: idp, Logs: logs}
 }
 
 // enrolled returns a device enrolled with a fresh token.

@@ -192,6 +192,9 @@ func (rp *relyingParty) verifyIDToken(ctx context.Context, p *oidc.Provider, raw
 	if err != nil {
 		return verifiedUser{}, classifyIDTokenError(err)
 	}
+	if err := checkSubject(idt.Subject); err != nil {
+		return verifiedUser{}, err
+	}
 	if nonce != "" && subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(nonce)) != 1 {
 		if idt.Nonce == "" {
 			return verifiedUser{}, refuse(CodeBadIDToken, "ID token has no nonce; this login sent one")
@@ -235,7 +238,7 @@ func (rp *relyingParty) allowed(u verifiedUser) error {
 	}
 	if len(rp.cfg.AllowedGroups) > 0 && !slices.ContainsFunc(u.Groups, func(g string) bool { return slices.Contains(rp.cfg.AllowedGroups, g) }) {
 		return refuse(CodeLoginRefused, "%s is in none of the allowed groups (%s); the provider says: [%s]", u.Email,
-			strings.Join(rp.cfg.AllowedGroups, ", "), strings.Join(u.Groups, ", "))
+			strings.Join(rp.cfg.AllowedGroups, ", "), sample(u.Groups))
 	}
 	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/certmesh/certmesh/certs"
 )
 
 // OIDCConfig makes the CA a relying party of the organisation's OpenID
@@ -27,7 +29,9 @@ type OIDCConfig struct {
 	GroupsClaim string `json:"groups_claim,omitempty"`
 	// AllowedDomains, if not empty, are the only email domains accepted.
 	AllowedDomains []string `json:"allowed_domains,omitempty"`
-	// AllowedGroups, if not empty: the user must be in at least one.
+	// AllowedGroups, if not empty: the user must be in at least one. A user
+	// certificate carries at most certs.MaxGroups groups: of a user in more,
+	// it keeps these and the groups the current policy names.
 	AllowedGroups []string `json:"allowed_groups,omitempty"`
 	// UserCertLifetime is the life of a user certificate (default 12h). It
 	// is shortened to the provider's session when the token says when that
@@ -90,6 +94,11 @@ func (o OIDCConfig) Validate() error {
 	for _, d := range o.AllowedDomains {
 		if d == "" || strings.ContainsAny(d, "@ /") {
 			return fmt.Errorf("oidc.allowed_domains: %q is not a domain", d)
+		}
+	}
+	for _, g := range o.AllowedGroups {
+		if _, err := certs.ParseGroup(g); err != nil {
+			return fmt.Errorf("oidc.allowed_groups: %w", err)
 		}
 	}
 	return nil

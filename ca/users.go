@@ -56,6 +56,9 @@ func userIDOf(u verifiedUser) certs.UserID { return certs.DeriveUserID(u.Issuer,
 // is created or updated, and a new user's login waits for approval when
 // the server requires it (CodeLoginPending).
 func (c *CA) recordLogin(ctx context.Context, s *loginSession, u verifiedUser) error {
+	if err := checkSubject(u.Subject); err != nil {
+		return err
+	}
 	email, err := certs.ParseEmail(u.Email)
 	if err != nil {
 		return refuse(CodeBadIDToken, "email claim: %v", err)
@@ -175,12 +178,8 @@ func (c *CA) issueUser(ctx context.Context, s *loginSession, u verifiedUser) (*w
 	if err != nil {
 		return nil, err
 	}
-	gs := make([]string, len(groups))
-	for i, g := range groups {
-		gs[i] = string(g)
-	}
 	c.publishCheckpoint()
-	return &wire.LoginPollResponse{Status: wire.LoginDone, UserCert: cert.Raw, Email: string(email), Groups: gs, NotAfter: cert.NotAfter,
+	return &wire.LoginPollResponse{Status: wire.LoginDone, UserCert: cert.Raw, Email: string(email), Groups: groupStrings(groups), NotAfter: cert.NotAfter,
 		UserInclusion: c.inclusion(cert)}, nil
 }
 

@@ -140,3 +140,18 @@ func findCycle(defs []GroupDef) (*GroupDef, []certs.Group) {
 	}
 	return nil, nil
 }
+
+// GroupNames lists the groups the policy names, sorted: every group:NAME a
+// rule, tag owner or group member uses must be defined under "groups"
+// (Parse refuses it otherwise), so these are the definitions' names. A
+// user's identity-provider group that is not among them cannot change a
+// decision of this policy (the CA keeps these when a user is in more groups
+// than a certificate can carry).
+func (p *Policy) GroupNames() []certs.Group {
+	out := make([]certs.Group, 0, len(p.Groups))
+	for _, g := range p.Groups {
+		out = append(out, g.Name)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
