@@ -41,6 +41,7 @@ type Agent struct {
 	endpoints []netip.AddrPort
 	socks     string
 	login     LoginState
+	loginCh   chan struct{}             // closed when login changes (loginwait.go)
 	userIncl  *translog.InclusionBundle // the user certificate's inclusion proof
 	runCtx    context.Context           // Run's context, for background logins
 }

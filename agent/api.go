@@ -60,9 +60,7 @@ func (a *Agent) serveAPI(ctx context.Context) error {
 		}
 		apiJSON(w, st)
 	})
-	mux.HandleFunc("GET "+apiPathLogin, func(w http.ResponseWriter, r *http.Request) {
-		apiJSON(w, a.LoginStatus())
-	})
+	mux.HandleFunc("GET "+apiPathLogin, a.serveLoginStatus)
 	mux.HandleFunc("POST "+apiPathRenew, func(w http.ResponseWriter, r *http.Request) {
 		if err := a.RenewNow(r.Context()); err != nil {
 			apiError(w, http.StatusBadGateway, err)
@@ -104,12 +102,12 @@ func apiError(w http.ResponseWriter, status int, err error) {
 }
 
 // Client talks to a running agent's local API.
-type Client struct{ api *localapi.Client }
+type Client struct{ api, long *localapi.Client }
 
 // NewClient connects to STATE/agent.sock.
 func NewClient(stateDir string) *Client {
 	sock := filepath.Join(stateDir, SocketFile)
-	return &Client{api: localapi.New(sock, "agent", "is `certmesh agent` running?", 10*time.Second)}
+	return &Client{api: localapi.New(sock, "agent", "is `certmesh agent` running?", 10*time.Second), long: newLongClient(stateDir)}
 }
 
 // do calls the local API.

@@ -71,6 +71,7 @@ func (a *Agent) Login(ctx context.Context, deviceFlow bool) (LoginState, error) 
 	}
 	a.mu.Lock()
 	a.login = st
+	a.loginChangedLocked()
 	runCtx := a.runCtx
 	a.mu.Unlock()
 	if runCtx == nil {
@@ -93,6 +94,7 @@ func (a *Agent) setLogin(id string, edit func(*LoginState)) {
 	defer a.mu.Unlock()
 	if a.login.LoginID == id { // a newer login replaced it
 		edit(&a.login)
+		a.loginChangedLocked()
 	}
 }
 
@@ -210,6 +212,7 @@ func (a *Agent) Logout(ctx context.Context) error {
 	had := a.ident.setUser(nil) != nil
 	a.mu.Lock()
 	a.login = LoginState{}
+	a.loginChangedLocked()
 	a.mu.Unlock()
 	if had {
 		a.cfg.Logger.Info("user logged out")

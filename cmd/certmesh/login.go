@@ -36,33 +36,16 @@ func loginCmd() *cobra.Command {
 				fmt.Fprintf(out, "On any device, open %s and enter the code:\n\n  %s\n\n", st.VerificationURI, st.UserCode)
 			}
 			fmt.Fprintf(out, "Waiting for the login (until %s)...\n", st.Expires.Local().Format(time.Kitchen))
-			said := st.Status
-			for {
-				select {
-				case <-cmd.Context().Done():
-					return cmd.Context().Err()
-				case <-time.After(time.Second):
+			cur, err := cl.AwaitLogin(cmd.Context(), st, func(cur agent.LoginState) {
+				if cur.Status == wire.LoginAwaitingApproval {
+					fmt.Fprintf(out, "Waiting for an administrator to approve this first login: %s\n", cur.Message)
 				}
-				cur, err := cl.LoginStatus(cmd.Context())
-				if err != nil {
-					return err
-				}
-				if cur.LoginID != st.LoginID {
-					return fmt.Errorf("another login replaced this one")
-				}
-				switch cur.Status {
-				case wire.LoginDone:
-					fmt.Fprintf(out, "Logged in as %s (groups: %s) until %s.\n", cur.User.Email, joinStrings(cur.User.Groups), cur.User.NotAfter.Local().Format(time.RFC3339))
-					return nil
-				case wire.LoginFailed:
-					return fmt.Errorf("login failed: %s", cur.Message)
-				case wire.LoginAwaitingApproval:
-					if said != cur.Status {
-						fmt.Fprintf(out, "Waiting for an administrator to approve this first login: %s\n", cur.Message)
-					}
-				}
-				said = cur.Status
+			})
+			if err != nil {
+				return err
 			}
+			fmt.Fprintf(out, "Logged in as %s (groups: %s) until %s.\n", cur.User.Email, joinStrings(cur.User.Groups), cur.User.NotAfter.Local().Format(time.RFC3339))
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&state, "state", defaultState, "state directory of the agent")

@@ -250,3 +250,51 @@ func waitUserSeen(t *testing.T, observer *testmesh.Node, host string) {
 		return err
 	})
 }
+
+// `certmesh login` (agent.Client.AwaitLogin) returns as soon as the user
+// certificate is issued: one long poll of the agent's local API, started
+// before the user signed in, answers with the certificate. (It used to ask
+// once a second, so it waited up to a second after issuance.)
+func TestLoginReturnsOnIssuance(t *testing.T) {
+	m, idp := ssoMesh(t)
+	a := m.AddNode(t, "laptop-a", testmesh.NodeOptions{})
+	st, err := a.Client.Login(t.Context(), agent.LoginRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type answer struct {
+		st  agent.LoginState
+		err error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		// AwaitLogin's first request, by itself: it must not come back
+		// until the login has changed.
+		cur, err := a.Client.WaitLogin(t.Context(), st.LoginID, st.Status)
+		got <- answer{cur, err}
+	}()
+	redirect, err := idp.Login(t.Context(), st.AuthURL, alice.Email, alice.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-got:
+		t.Fatalf("the agent answered %q (%v) before the login was completed: it does not wait for a change", r.st.Status, r.err)
+	default:
+	}
+	resp, err := m.Browser().Get(redirect.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	r := <-got
+	if r.err != nil || r.st.Status != wire.LoginDone || r.st.User == nil || r.st.User.Email != certs.Email(alice.Email) {
+		t.Fatalf("the first answer after the callback: %+v %v, want the login done with alice's certificate", r.st, r.err)
+	}
+	// AwaitLogin, which `certmesh login` runs, ends on that answer.
+	changes := 0
+	final, err := a.Client.AwaitLogin(t.Context(), st, func(agent.LoginState) { changes++ })
+	if err != nil || final.Status != wire.LoginDone || changes != 0 {
+		t.Fatalf("AwaitLogin of a finished login: %+v %v (%d progress calls)", final, err, changes)
+	}
+}
