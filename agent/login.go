@@ -201,7 +201,7 @@ func (a *Agent) loadUserCert() {
 		}
 	}
 	a.cfg.Logger.Info("dropping stored user certificate", "err", err)
-	_ = os.Remove(path)
+	_ = os.Remove(path) // if it stays, the next start verifies and drops it again
 }
 
 // Logout drops the user certificate; peers see the machine alone.
@@ -228,7 +228,7 @@ func (a *Agent) expireUser(ctx context.Context) {
 		return
 	}
 	a.cfg.Logger.Info("user certificate expired: log in again with `certmesh login`", "not_after", u.NotAfter)
-	_ = os.Remove(filepath.Join(a.cfg.StateDir, userCertFile))
+	_ = os.Remove(filepath.Join(a.cfg.StateDir, userCertFile)) // if it stays, the next start finds it expired and drops it
 	a.ident.setUser(nil)
 	a.republish(ctx, "publishing user expiry")
 }

@@ -82,6 +82,7 @@ func (m *peerManager) sweep() {
 func (m *peerManager) reconcileLocked() {
 	stats, err := m.dev.Peers()
 	if err != nil {
+		m.log.Error("cannot list the WireGuard device's peers to remove unverified ones", "err", err)
 		return
 	}
 	want := make(map[certs.WireGuardKey]bool, len(m.peers))
@@ -91,7 +92,16 @@ func (m *peerManager) reconcileLocked() {
 	for _, s := range stats {
 		if !want[s.PublicKey] {
 			m.log.Warn("removing a WireGuard peer that is not verified", "key", s.PublicKey)
-			_ = m.dev.RemovePeer(s.PublicKey)
+			m.removeFromDevice(s.PublicKey, "removing an unverified peer")
 		}
+	}
+}
+
+// removeFromDevice takes a key out of the WireGuard device. A failure
+// leaves a peer the agent does not trust configured: it is logged as an
+// error, and the next sweep's reconcileLocked tries again.
+func (m *peerManager) removeFromDevice(k certs.WireGuardKey, why string) {
+	if err := m.dev.RemovePeer(k); err != nil {
+		m.log.Error("WireGuard peer not removed: "+why, "key", k, "err", err)
 	}
 }

@@ -78,11 +78,11 @@ func (m *peerManager) upsertLocked(p *wire.Peer) {
 		// out of the device and put the previous configuration back, so
 		// the device never holds a peer the agent does not track.
 		if old == nil || old.id.WireGuardKey != id.WireGuardKey {
-			_ = m.dev.RemovePeer(id.WireGuardKey)
+			m.removeFromDevice(id.WireGuardKey, "undoing a failed peer update")
 		}
 		if old != nil {
 			if rerr := m.dev.UpsertPeer(peerConfig(old.id, old.endpoints)); rerr != nil {
-				_ = m.dev.RemovePeer(old.id.WireGuardKey)
+				m.removeFromDevice(old.id.WireGuardKey, "undoing a failed peer update")
 				m.forgetLocked(old)
 			}
 		}

@@ -87,12 +87,19 @@ func newLogState(stateDir, vkey string, client *translog.Client) (*logState, err
 	return ls, nil
 }
 
-func (l *logState) save() {
-	data, err := json.Marshal(l.witness.State())
-	if err == nil {
-		err = atomicfile.WriteFile(filepath.Join(l.stateDir, witnessFile), data, 0o600)
+// save stores the witness's state. The witness only moves once this
+// succeeded (translog.Witness.AdvanceAndSave): a checkpoint the agent
+// cannot remember across a restart is not one it may act on, or after the
+// restart it could be shown a fork of the history it had followed.
+func (l *logState) save(st translog.WitnessState) error {
+	data, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("encoding the log witness: %w", err)
 	}
-	_ = err // best effort: the witness is rebuilt from the next checkpoint
+	if err := atomicfile.WriteFile(filepath.Join(l.stateDir, witnessFile), data, 0o600); err != nil {
+		return fmt.Errorf("cannot store the log witness, so the checkpoint is not taken: %w", err)
+	}
+	return nil
 }
 
 // currentAlarm returns the alarm raised, "" if none (or no log).
@@ -141,11 +148,7 @@ func (a *Agent) checkConsistent(ctx context.Context, cp translog.Checkpoint) err
 	if !ok {
 		// Nothing held yet (no proof possible): trust on first use. The
 		// agent seeds its witness from the CA's own checkpoint at start.
-		if err := l.witness.Advance(cp, nil); err != nil {
-			return err
-		}
-		l.save()
-		return nil
+		return l.witness.AdvanceAndSave(cp, nil, l.save)
 	}
 	// Any second root for a size already seen is a split view.
 	if err := l.witness.Observe(cp); err != nil {
@@ -188,7 +191,7 @@ func (a *Agent) proveConsistent(ctx context.Context, cp, latest translog.Checkpo
 		return false, fmt.Errorf("cannot prove tree %d consistent with %d yet: %w", cp.Size, latest.Size, err)
 	}
 	if cp.Size > latest.Size {
-		err = l.witness.Advance(cp, proof)
+		err = l.witness.AdvanceAndSave(cp, proof, l.save)
 	} else {
 		err = l.witness.Verifier().VerifyConsistency(older, newer, proof)
 	}
@@ -198,10 +201,15 @@ func (a *Agent) proveConsistent(ctx context.Context, cp, latest translog.Checkpo
 		}
 		return false, err
 	}
+	if cp.Size < latest.Size {
+		// An older tree proven a prefix: store the roots seen with it.
+		if err := l.save(l.witness.State()); err != nil {
+			return false, err
+		}
+	}
 	l.mu.Lock()
 	l.verified[cp.Size] = cp.Root
 	l.mu.Unlock()
-	l.save()
 	return cp.Size > latest.Size, nil
 }
 
@@ -228,7 +236,11 @@ func (a *Agent) checkPending(ctx context.Context) {
 			}
 			continue
 		}
-		_, _ = a.proveConsistent(ctx, p, latest) // alarms on a fork; re-queued if still unprovable
+		// A fork raises the alarm and one still unprovable is queued again
+		// inside proveConsistent; either way, say why it was not taken.
+		if _, err := a.proveConsistent(ctx, p, latest); err != nil {
+			a.cfg.Logger.Warn("pending checkpoint not taken", "size", p.Size, "err", err)
+		}
 	}
 }
 

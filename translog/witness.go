@@ -144,6 +144,16 @@ func (w *Witness) Observe(cp Checkpoint) error {
 // nothing. The first checkpoint a new witness sees is accepted without a
 // proof.
 func (w *Witness) Advance(cp Checkpoint, proof [][]byte) error {
+	return w.AdvanceAndSave(cp, proof, nil)
+}
+
+// AdvanceAndSave is Advance that keeps the move only once save has stored
+// the witness's new state (save is called with the witness locked, and
+// only when Latest moves). If save fails the witness is left as it was and
+// the error returned: a witness that cannot remember a checkpoint across
+// a restart must not act on it, or after the restart it could be shown a
+// fork of the history it had followed.
+func (w *Witness) AdvanceAndSave(cp Checkpoint, proof [][]byte, save func(WitnessState) error) error {
 	cp, err := w.reparse(cp)
 	if err != nil {
 		return err
@@ -160,12 +170,26 @@ func (w *Witness) Advance(cp Checkpoint, proof [][]byte) error {
 		if cp.Size == w.latest.Size {
 			return nil
 		}
-		if s, ok := w.seen[w.latest.Size]; ok {
-			w.seen[w.latest.Size] = seenRoot{root: s.root} // drop the old evidence
-		}
+	}
+	// What the move changes, to undo it if save fails.
+	prevLatest, prevNew := w.latest, w.seen[cp.Size]
+	var prevOld seenRoot
+	if w.latest != nil {
+		prevOld = w.seen[w.latest.Size]
+		w.seen[w.latest.Size] = seenRoot{root: prevOld.root} // drop the old evidence
 	}
 	w.latest = &cp
 	w.seen[cp.Size] = seenRoot{root: cp.Root, note: cp.Signed}
+	if save != nil {
+		if err := save(w.stateLocked()); err != nil {
+			w.seen[cp.Size] = prevNew
+			if prevLatest != nil {
+				w.seen[prevLatest.Size] = prevOld
+			}
+			w.latest = prevLatest
+			return err
+		}
+	}
 	return nil
 }
 
@@ -203,6 +227,10 @@ type SizeRoot struct {
 func (w *Witness) State() WitnessState {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return w.stateLocked()
+}
+
+func (w *Witness) stateLocked() WitnessState {
 	s := WitnessState{Origin: w.v.Origin()}
 	if w.latest != nil {
 		s.Latest = bytes.Clone(w.latest.Signed)

@@ -277,3 +277,46 @@ func TestVerifyCertificateIncluded(t *testing.T) {
 		t.Fatalf("fork seen through an inclusion bundle: %v", err)
 	}
 }
+
+// A witness whose new state cannot be saved does not move: Latest stays as
+// it was (the new root is kept as seen, as Observe would), and a later
+// save that works moves it.
+func TestWitnessAdvanceAndSaveFailureKeepsLatest(t *testing.T) {
+	k := newTestKey(t, testOrigin)
+	l, _ := openTestLog(t, k)
+	appendAll(t, l, syntheticEntry(0, "s"), syntheticEntry(1, "s"))
+	first := checkpointOf(t, k, l)
+	var saved []WitnessState
+	save := func(s WitnessState) error { saved = append(saved, s); return nil }
+	w := NewWitness(k.verifier)
+	if err := w.AdvanceAndSave(first, nil, save); err != nil || len(saved) != 1 {
+		t.Fatalf("first checkpoint: %v (saved %d times)", err, len(saved))
+	}
+	before := w.State().Latest
+	appendAll(t, l, syntheticEntry(2, "s"), syntheticEntry(3, "s"))
+	next := checkpointOf(t, k, l)
+	proof, err := l.ConsistencyProof(first.Size, next.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	diskFull := errors.New("no space left on device")
+	if err := w.AdvanceAndSave(next, proof, func(WitnessState) error { return diskFull }); !errors.Is(err, diskFull) {
+		t.Fatalf("advance with a failing save: %v, want the save's error", err)
+	}
+	if got, _ := w.Latest(); got.Size != first.Size || got.Root != first.Root {
+		t.Fatalf("latest moved to %d although its state was not saved", got.Size)
+	}
+	if after := w.State().Latest; string(after) != string(before) {
+		t.Fatalf("the latest checkpoint in the state changed by a failed advance:\n%s\nwant\n%s", after, before)
+	}
+	if err := w.AdvanceAndSave(next, proof, save); err != nil {
+		t.Fatalf("advance once saving works: %v", err)
+	}
+	if got, _ := w.Latest(); got.Size != next.Size || len(saved) != 2 || saved[1].Latest == nil {
+		t.Fatalf("latest %d after a working save (saved %d), want %d", got.Size, len(saved), next.Size)
+	}
+	// The same checkpoint again saves nothing.
+	if err := w.AdvanceAndSave(next, nil, func(WitnessState) error { return diskFull }); err != nil {
+		t.Fatalf("same checkpoint again: %v", err)
+	}
+}

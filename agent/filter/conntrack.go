@@ -98,7 +98,7 @@ func newTable(max int, to Timeouts) *table {
 	}
 	t.max = per * n
 	var b [8]byte
-	_, _ = rand.Read(b[:])
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (it aborts the program instead)
 	t.seed = binary.LittleEndian.Uint64(b[:])
 	return t
 }

@@ -76,6 +76,7 @@ type node struct {
 	// see startListener).
 	Probe *probe
 	logs  *logBuffer
+	stop  func() // stops the agent and waits for Run to return
 }
 
 // V4 is the node's certified IPv4 overlay address.
@@ -255,9 +256,9 @@ func (f *fixture) startAgent(t *testing.T, caURL, name string, edits ...func(*ag
 			n.logs.Write([]byte("Run: " + err.Error() + "\n"))
 		}
 	}()
+	n.stop = func() { stop(); <-ran }
 	t.Cleanup(func() {
-		stop()
-		<-ran
+		n.stop()
 		if t.Failed() {
 			t.Logf("--- %s agent log ---\n%s", name, n.logs.String())
 		}
