@@ -15,6 +15,7 @@ import (
 	"github.com/certmesh/certmesh/agent/tpmkey"
 	"github.com/certmesh/certmesh/agent/wgdev"
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/statedir"
 	"github.com/certmesh/certmesh/internal/wire"
 	"github.com/certmesh/certmesh/translog"
 	"golang.zx2c4.com/wireguard/tun"
@@ -34,6 +35,7 @@ type Agent struct {
 	policy *policyHolder
 	tpm    *tpmkey.TPM // nil without --tpm
 	tlog   *logState   // nil when the CA runs no log
+	lock   *statedir.Lock
 
 	mu        sync.Mutex
 	enr       *enrollment
@@ -48,15 +50,27 @@ type Agent struct {
 
 // New prepares an agent: keys, enrollment (first start) or the stored
 // certificate, and the WireGuard device. Run starts it.
-func New(ctx context.Context, cfg Config) (*Agent, error) {
+//
+// The agent holds its state directory from New until Run returns: a second
+// agent on the same directory is refused, naming the first one's pid.
+func New(ctx context.Context, cfg Config) (_ *Agent, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	lock, err := lockStateDir(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			lock.Unlock()
+		}
+	}()
 	k, err := loadOrCreateKeys(cfg.StateDir, cfg.TPM == nil)
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, keys: k}
+	a := &Agent{cfg: cfg, keys: k, lock: lock}
 	if cfg.TPM != nil {
 		if err := a.loadTPMSigner(ctx); err != nil {
 			return nil, err
@@ -128,11 +142,11 @@ func (a *Agent) loadOrEnroll(ctx context.Context) error {
 		if err != nil {
 			var se *ServerError
 			if errors.As(err, &se) { // denied, or forgotten by the CA: do not wait again
-				_ = removePending(a.cfg.StateDir)
+				a.removePending()
 			}
 			return err
 		}
-		_ = removePending(a.cfg.StateDir)
+		a.removePending()
 	}
 	b, id, err := checkOwnCertificate(resp, roots, a.keys, a.cfg.Now())
 	if err != nil {
@@ -297,13 +311,16 @@ func (a *Agent) publication() wire.Publish {
 
 // Run serves until ctx ends, then tears the device down.
 func (a *Agent) Run(ctx context.Context) error {
+	defer a.lock.Unlock()
 	defer a.dev.Close()
 	a.mu.Lock()
 	a.runCtx = ctx
 	a.mu.Unlock()
-	if err := a.serveAPI(ctx); err != nil {
+	stopAPI, err := a.serveAPI()
+	if err != nil {
 		return err
 	}
+	defer stopAPI()
 	if a.cfg.Mode == wgdev.Userspace && a.cfg.SOCKS5Addr != "" {
 		ln, err := net.Listen("tcp", a.cfg.SOCKS5Addr)
 		if err != nil {

@@ -3,15 +3,14 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/certmesh/certmesh/internal/localapi"
+	"github.com/certmesh/certmesh/internal/statedir"
 )
 
 // Local API paths, served on STATE/agent.sock.
@@ -28,15 +27,12 @@ type LoginRequest struct {
 }
 
 // serveAPI serves the local API on a unix socket only the agent's user can
-// open.
-func (a *Agent) serveAPI(ctx context.Context) error {
-	sock := filepath.Join(a.cfg.StateDir, SocketFile)
-	_ = os.Remove(sock)
-	old := syscall.Umask(0o177)
-	ln, err := net.Listen("unix", sock)
-	syscall.Umask(old)
+// open, until stop is called (which waits for the server to end). A socket
+// that another process still answers on is never replaced.
+func (a *Agent) serveAPI() (stop func(), err error) {
+	ln, err := statedir.ListenUnix(filepath.Join(a.cfg.StateDir, SocketFile))
 	if err != nil {
-		return fmt.Errorf("opening local API socket: %w", err)
+		return nil, fmt.Errorf("opening local API socket: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+apiPathStatus, func(w http.ResponseWriter, r *http.Request) {
@@ -81,24 +77,29 @@ func (a *Agent) serveAPI(ctx context.Context) error {
 		apiJSON(w, struct{}{})
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
 	go func() {
-		<-ctx.Done()
-		_ = srv.Close()
+		defer close(done)
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			a.cfg.Logger.Error("local API stopped: certmesh status, login and logout cannot reach the agent", "err", err)
+		}
 	}()
-	go func() { _ = srv.Serve(ln) }()
-	return nil
+	return func() {
+		srv.Close() // ends Serve; its error is ErrServerClosed
+		<-done
+	}, nil
 }
 
 func apiJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(v)
+	_ = json.NewEncoder(w).Encode(v) // fails only if the CLI went away: nobody to tell
 }
 
 // apiError answers with {"error": ...}.
 func apiError(w http.ResponseWriter, status int, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()}) // as in apiJSON
 }
 
 // Client talks to a running agent's local API.

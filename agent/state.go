@@ -13,6 +13,7 @@ import (
 	"github.com/certmesh/certmesh/agent/wgdev"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/atomicfile"
+	"github.com/certmesh/certmesh/internal/statedir"
 	"github.com/certmesh/certmesh/internal/wire"
 	"go.step.sm/crypto/pemutil"
 )
@@ -24,6 +25,7 @@ const (
 	rootFile       = "root.crt"
 	enrollmentFile = "enrollment.json"
 	pendingFile    = "pending.json" // an enrollment waiting for approval
+	lockFile       = "agent.lock"   // flock held by the running agent; holds its pid
 	// SocketFile is the local API socket.
 	SocketFile = "agent.sock"
 )
@@ -164,12 +166,23 @@ func loadPending(dir string) (*wire.Pending, error) {
 	return &p, nil
 }
 
-func removePending(dir string) error {
-	err := os.Remove(filepath.Join(dir, pendingFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
+// removePending drops the pending enrollment once it is decided. A file
+// left behind is harmless (the stored enrollment comes first at the next
+// start, and the CA answers a decided one), but it is said.
+func (a *Agent) removePending() {
+	err := os.Remove(filepath.Join(a.cfg.StateDir, pendingFile))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		a.cfg.Logger.Warn("removing the decided pending enrollment", "err", err)
 	}
-	return err
+}
+
+// lockStateDir takes the agent's state directory (created if needed) for
+// this process.
+func lockStateDir(dir string) (*statedir.Lock, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating state directory: %w", err)
+	}
+	return statedir.Acquire(dir, lockFile, "certmesh agent")
 }
 
 // ReadBundle reads an agent's own bundle from its state directory: the
