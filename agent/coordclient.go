@@ -63,7 +63,7 @@ func (c *coordClient) run(ctx context.Context) {
 			backoff, c.failure = watchBackoffMin, ""
 		}
 		delay := backoff/2 + rand.N(backoff/2+1)
-		c.lastErr.Store(err.Error())
+		c.lastErr.Store(clip(err.Error(), maxRejectionError))
 		if err.Error() != c.failure {
 			c.log.Warn("coordinator connection lost", "err", err, "retry_in", delay.Round(time.Millisecond))
 		} else {

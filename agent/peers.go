@@ -56,6 +56,7 @@ type Rejection struct {
 	Reason certs.Reason `json:"reason"`
 	Error  string       `json:"error"`
 	At     time.Time    `json:"at"`
+	seq    uint64       // order of the refusals, for keeping the most recent
 }
 
 // peerManager turns the coordinator's untrusted events into WireGuard
@@ -73,7 +74,8 @@ type peerManager struct {
 	labels   map[string]certs.DeviceID
 	newest   map[certs.DeviceID]time.Time // highest NotBefore seen per device
 	newestU  map[certs.DeviceID]time.Time // highest user certificate NotBefore seen per device
-	rejected map[string]Rejection
+	rejected rejections
+	maxPeers int // wire.MaxPeers; tests lower it
 
 	// byAddr maps each verified peer's overlay addresses to its identity,
 	// rebuilt on every change and read without locks by the packet filter.
@@ -124,7 +126,7 @@ func newPeerManager(roots *certs.Roots, dev dataPlane, self certs.Identity, log 
 	return &peerManager{
 		roots: roots, dev: dev, log: log, now: now, self: self,
 		peers: map[certs.DeviceID]*verifiedPeer{}, labels: map[string]certs.DeviceID{},
-		newest: map[certs.DeviceID]time.Time{}, newestU: map[certs.DeviceID]time.Time{}, rejected: map[string]Rejection{},
+		newest: map[certs.DeviceID]time.Time{}, newestU: map[certs.DeviceID]time.Time{}, rejected: newRejections(), maxPeers: wire.MaxPeers,
 	}
 }
 
@@ -151,11 +153,7 @@ func (m *peerManager) apply(e *wire.Event) {
 				m.removeLocked(label, "not in snapshot")
 			}
 		}
-		for label := range m.rejected {
-			if !keep[label] {
-				delete(m.rejected, label)
-			}
-		}
+		m.keepRejections(keep)
 		for i := range e.Peers {
 			m.upsertLocked(&e.Peers[i])
 		}
@@ -163,17 +161,8 @@ func (m *peerManager) apply(e *wire.Event) {
 		m.upsertLocked(e.Peer)
 	case wire.EventRemove:
 		m.removeLocked(e.Label, "left")
-		delete(m.rejected, e.Label)
+		m.forgetRejection(e.Label)
 	}
-}
-
-func (m *peerManager) reject(label string, err error) {
-	r := Rejection{Label: label, Reason: certs.ReasonOf(err), Error: err.Error(), At: m.now()}
-	if r.Reason == "" {
-		r.Reason = certs.ReasonMalformed
-	}
-	m.rejected[label] = r
-	m.log.Warn("peer refused", "label", label, "reason", r.Reason, "err", err)
 }
 
 func refusal(r certs.Reason, format string, args ...any) error {
@@ -181,18 +170,14 @@ func refusal(r certs.Reason, format string, args ...any) error {
 }
 
 // snapshot copies the verified peers and the rejections, for status.
-func (m *peerManager) snapshot() ([]verifiedPeer, []Rejection) {
+func (m *peerManager) snapshot() ([]verifiedPeer, []Rejection, map[certs.Reason]uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	ps := make([]verifiedPeer, 0, len(m.peers))
 	for _, p := range m.peers {
 		ps = append(ps, *p)
 	}
-	rs := make([]Rejection, 0, len(m.rejected))
-	for _, r := range m.rejected {
-		rs = append(rs, r)
-	}
 	slices.SortFunc(ps, func(a, b verifiedPeer) int { return strings.Compare(string(a.id.Hostname), string(b.id.Hostname)) })
-	slices.SortFunc(rs, func(a, b Rejection) int { return strings.Compare(a.Label, b.Label) })
-	return ps, rs
+	rs, counts := m.rejectionsLocked()
+	return ps, rs, counts
 }

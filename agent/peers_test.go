@@ -107,7 +107,7 @@ func upsert(p wire.Peer) *wire.Event { return &wire.Event{Type: wire.EventUpsert
 
 // rejection returns the recorded refusal of label.
 func (h *harness) rejection(label string) (Rejection, bool) {
-	_, rs := h.m.snapshot()
+	_, rs, _ := h.m.snapshot()
 	for _, r := range rs {
 		if r.Label == label {
 			return r, true
@@ -159,7 +159,7 @@ func TestPeerConfiguredFromCertificateOnly(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	ps, rs := h.m.snapshot()
+	ps, rs, _ := h.m.snapshot()
 	if len(ps) != 1 || ps[0].id.DeviceID != p.DeviceID || len(rs) != 0 {
 		t.Fatalf("snapshot = %+v, %+v", ps, rs)
 	}
@@ -269,7 +269,7 @@ func TestDataPlaneFailureConfiguresNothing(t *testing.T) {
 	h.plane.failFor[p.WireGuardKey] = true
 	h.m.apply(upsert(h.peer(t, "b", p)))
 	h.wantOnly(t)
-	if ps, _ := h.m.snapshot(); len(ps) != 0 {
+	if ps, _, _ := h.m.snapshot(); len(ps) != 0 {
 		t.Fatalf("peer recorded as verified although the device refused it: %+v", ps)
 	}
 	if r, _ := h.rejection("b"); r.Reason != ReasonDataPlane {

@@ -15,6 +15,10 @@ import (
 // upsertLocked verifies p and, if it passes, configures it. A refused
 // update leaves an already configured peer as it was.
 func (m *peerManager) upsertLocked(p *wire.Peer) {
+	if err := p.Validate(); err != nil {
+		m.reject(p.Label, &certs.RejectError{Reason: certs.ReasonMalformed, Err: err})
+		return
+	}
 	b, err := certs.ParseBundle(p.Bundle)
 	if err != nil {
 		m.reject(p.Label, err)
@@ -40,6 +44,10 @@ func (m *peerManager) upsertLocked(p *wire.Peer) {
 				id.User = nil
 			}
 		}
+	}
+	if m.peers[id.DeviceID] == nil && len(m.peers) >= m.maxPeers {
+		m.reject(p.Label, refusal(ReasonTooManyPeers, "already %d peers, at most %d allowed", len(m.peers), m.maxPeers))
+		return
 	}
 	if m.peers[id.DeviceID] == nil && m.staleLocked() && m.stalePolicy == DegradedRefuseNew {
 		m.reject(p.Label, refusal(ReasonCRLStale, "the CRL is stale (next update was %s): accepting no new peers", m.crl.NextUpdate.UTC().Format(time.RFC3339)))
@@ -106,7 +114,7 @@ func (m *peerManager) upsertLocked(p *wire.Peer) {
 	if id.User != nil && id.User.NotBefore.After(m.newestU[id.DeviceID]) {
 		m.newestU[id.DeviceID] = id.User.NotBefore
 	}
-	delete(m.rejected, p.Label)
+	m.forgetRejection(p.Label)
 	if delayKeepalive {
 		m.enableKeepaliveLater(id.DeviceID, id.WireGuardKey)
 	}

@@ -12,10 +12,13 @@ type Status struct {
 	Self        SelfStatus   `json:"self"`
 	Coordinator CoordStatus  `json:"coordinator"`
 	Peers       []PeerStatus `json:"peers"`
-	Rejected    []Rejection  `json:"rejected"`
-	Policy      PolicyStatus `json:"policy"`
-	CRL         CRLStatus    `json:"crl"`
-	Log         LogStatus    `json:"log"`
+	// Rejected are the most recent refusals (at most MaxRejections, newest
+	// first); RejectedCounts counts every refusal since start by reason.
+	Rejected       []Rejection             `json:"rejected"`
+	RejectedCounts map[certs.Reason]uint64 `json:"rejected_counts,omitempty"`
+	Policy         PolicyStatus            `json:"policy"`
+	CRL            CRLStatus               `json:"crl"`
+	Log            LogStatus               `json:"log"`
 }
 
 // SelfStatus describes this node.

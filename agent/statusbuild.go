@@ -29,7 +29,7 @@ func (a *Agent) Status() (*Status, error) {
 	if e, ok := a.coord.lastErr.Load().(string); ok && !st.Coordinator.Connected {
 		st.Coordinator.LastError = e
 	}
-	peers, rejected := a.peers.snapshot()
+	peers, rejected, counts := a.peers.snapshot()
 	for _, p := range peers {
 		ps := PeerStatus{
 			Name: p.id.DisplayName(), User: userStatus(p.id.User),
@@ -55,6 +55,6 @@ func (a *Agent) Status() (*Status, error) {
 	st.Policy = a.policy.status()
 	st.CRL = a.peers.crlStatus()
 	st.Log = a.logStatus()
-	st.Rejected = append([]Rejection{}, rejected...)
+	st.Rejected, st.RejectedCounts = append([]Rejection{}, rejected...), counts
 	return st, nil
 }

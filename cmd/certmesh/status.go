@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -67,6 +68,14 @@ func printStatus(w io.Writer, st *agent.Status) {
 	_ = tw.Flush()
 	for _, r := range st.Rejected {
 		fmt.Fprintf(w, "refused %s: %s\n", r.Label, r.Error)
+	}
+	if len(st.RejectedCounts) > 0 {
+		var counts []string
+		for reason, n := range st.RejectedCounts {
+			counts = append(counts, fmt.Sprintf("%s %d", reason, n))
+		}
+		slices.Sort(counts)
+		fmt.Fprintf(w, "refused since start (the last %d listed): %s\n", agent.MaxRejections, strings.Join(counts, ", "))
 	}
 	for _, p := range st.Peers {
 		if p.UserRejected != "" {

@@ -10,13 +10,17 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/certmesh/certmesh/agent"
+	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/wire"
 )
 
@@ -137,4 +141,87 @@ func TestGzipBomb(t *testing.T) {
 	if slices.ContainsFunc(asked, func(s string) bool { return s != "" }) {
 		t.Errorf("the agent asked for compressed answers (Accept-Encoding %q)", asked)
 	}
+}
+
+// heapInuse is the process's heap in use after a full collection.
+func heapInuse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
+}
+
+// Bounds the flood test holds the victim to, whatever the coordinator
+// sends: its heap grows by less than floodHeapBound (the refusals it
+// remembers are agent.MaxRejections, each cut to well under a kilobyte)
+// and `certmesh status --json` stays under floodStatusBound.
+const (
+	floodHeapBound   = 16 << 20
+	floodStatusBound = 96 << 10
+)
+
+// TestFloodOfInvalidPeers: the coordinator relays thousands of distinct
+// peers, each refused (a 32 KiB label, a corrupt bundle, an empty one with
+// every endpoint slot used), and a snapshot of 1,000 more beside the
+// legitimate peer. The victim's heap and its status stay bounded, it keeps
+// counting the refusals by reason, and the legitimate peer still gets
+// through. It runs alone (not in parallel): the heap measured is the
+// process's.
+func TestFloodOfInvalidPeers(t *testing.T) {
+	f := newSerialFixture(t)
+	f.connectPeer(t)
+	before := heapInuse()
+
+	const n = 3000
+	eps := make([]netip.AddrPort, wire.MaxEndpoints)
+	for i := range eps {
+		eps[i] = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(20000+i))
+	}
+	junk := bytes.Repeat([]byte{0x30, 0x82}, 1<<10)
+	for i := range n {
+		var p wire.Peer
+		switch i % 3 {
+		case 0:
+			p = wire.Peer{Label: fmt.Sprintf("big-%d-%s", i, strings.Repeat("x", 32<<10))}
+		case 1:
+			p = wire.Peer{Label: fmt.Sprintf("corrupt-%d", i), Bundle: certs.WireBundle{Machine: junk}}
+		case 2:
+			p = wire.Peer{Label: fmt.Sprintf("eps-%d-%s", i, strings.Repeat("e", 100)), Endpoints: eps}
+		}
+		send(t, f.Victim.Conn, upsert(p))
+	}
+	snap := []wire.Peer{f.Peer.AsPeer()}
+	for i := range 1000 {
+		snap = append(snap, wire.Peer{Label: fmt.Sprintf("snap-%d-%s", i, strings.Repeat("s", 1<<10))})
+	}
+	send(t, f.Victim.Conn, &wire.Event{Type: wire.EventSnapshot, Peers: snap})
+	st := f.sync(t)
+
+	after := heapInuse()
+	grew := int64(after) - int64(before)
+	t.Logf("heap in use: %d KiB before the flood, %d KiB after (%+d KiB)", before>>10, after>>10, grew>>10)
+	if grew > floodHeapBound {
+		t.Errorf("the flood grew the heap by %d KiB, more than the bound of %d KiB", grew>>10, floodHeapBound>>10)
+	}
+	out, err := json.MarshalIndent(st, "", "  ") // what certmesh status --json prints
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("status --json: %d bytes, %d refusals listed", len(out), len(st.Rejected))
+	if len(out) > floodStatusBound {
+		t.Errorf("status --json is %d KiB after the flood, more than the bound of %d KiB", len(out)>>10, floodStatusBound>>10)
+	}
+	var counted uint64
+	for _, c := range st.RejectedCounts {
+		counted += c
+	}
+	if counted < n+1000 {
+		t.Errorf("the victim counted %d refusals, want at least %d: %v", counted, n+1000, st.RejectedCounts)
+	}
+	if _, ok := peerOf(st, f.Peer.Self.DeviceID); !ok {
+		t.Fatalf("the legitimate peer is no longer verified after the flood")
+	}
+	f.peerReaches(t)
+	checkDeviceMatchesStatus(t, f.Victim)
 }

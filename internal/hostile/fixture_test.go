@@ -104,6 +104,13 @@ func (n *node) AsPeer() wire.Peer {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	t.Parallel()
+	return newSerialFixture(t)
+}
+
+// newSerialFixture is newFixture for a test that does not run in
+// parallel with others (one that measures the process's heap).
+func newSerialFixture(t *testing.T) *fixture {
+	t.Helper()
 	f := initFixture(t)
 	f.editConfig(t, func(*ca.Config) {})
 	f.openCA(t)

@@ -25,8 +25,21 @@ const (
 // and a CRL of some 50,000 entries.
 const MaxEventSize = 4 << 20
 
-// MaxEndpoints bounds the endpoints one peer may advertise.
-const MaxEndpoints = 16
+// Bounds on what the coordinator relays, so that an agent's memory does
+// not grow with what a coordinator sends. An event over a bound is
+// invalid as a whole; a peer over one (Peer.Validate) is refused alone.
+const (
+	// MaxEndpoints bounds the endpoints one peer may advertise.
+	MaxEndpoints = 16
+	// MaxLabelSize bounds a peer's label in bytes (the coordinator uses
+	// the device ID, 16 characters).
+	MaxLabelSize = 128
+	// MaxPeers bounds the peers of a snapshot, and the peers an agent
+	// holds.
+	MaxPeers = 16384
+	// MaxDocKindSize bounds a document's kind in bytes.
+	MaxDocKindSize = 32
+)
 
 // Publish is what an agent tells the coordinator about itself.
 type Publish struct {
@@ -90,20 +103,19 @@ type Event struct {
 	Doc   *Document `json:"doc,omitempty"`   // document
 }
 
-// Validate checks an event's shape (not its trustworthiness).
+// Validate checks an event's shape (not its trustworthiness). The peers
+// it carries are checked one by one with Peer.Validate: one malformed
+// peer is refused alone, not the event and the stream with it.
 func (e *Event) Validate() error {
 	switch e.Type {
 	case EventSnapshot:
-		for i := range e.Peers {
-			if err := e.Peers[i].validate(); err != nil {
-				return fmt.Errorf("snapshot peer %d: %w", i, err)
-			}
+		if len(e.Peers) > MaxPeers {
+			return fmt.Errorf("snapshot of %d peers, at most %d allowed", len(e.Peers), MaxPeers)
 		}
 	case EventUpsert:
 		if e.Peer == nil {
 			return errors.New("upsert without peer")
 		}
-		return e.Peer.validate()
 	case EventRemove:
 		if e.Label == "" {
 			return errors.New("remove without label")
@@ -112,15 +124,23 @@ func (e *Event) Validate() error {
 		if e.Doc == nil || e.Doc.Kind == "" || len(e.Doc.Data) == 0 {
 			return errors.New("document event without a document")
 		}
+		if len(e.Doc.Kind) > MaxDocKindSize {
+			return fmt.Errorf("document kind of %d bytes, at most %d allowed", len(e.Doc.Kind), MaxDocKindSize)
+		}
 	default:
-		return fmt.Errorf("unknown event type %q", e.Type)
+		return fmt.Errorf("unknown event type %.32q", e.Type)
 	}
 	return nil
 }
 
-func (p *Peer) validate() error {
+// Validate checks a relayed peer's shape: a label within MaxLabelSize and
+// at most MaxEndpoints endpoints.
+func (p *Peer) Validate() error {
 	if p.Label == "" {
 		return errors.New("peer without label")
+	}
+	if len(p.Label) > MaxLabelSize {
+		return fmt.Errorf("peer label of %d bytes, at most %d allowed", len(p.Label), MaxLabelSize)
 	}
 	if len(p.Endpoints) > MaxEndpoints {
 		return fmt.Errorf("peer advertises %d endpoints, at most %d allowed", len(p.Endpoints), MaxEndpoints)

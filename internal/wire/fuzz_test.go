@@ -2,6 +2,9 @@ package wire
 
 import (
 	"bytes"
+	"encoding/json"
+	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -38,9 +41,40 @@ func TestEventReaderRefusesOversizedLine(t *testing.T) {
 }
 
 func TestDecodeEventRejects(t *testing.T) {
-	for _, in := range []string{`{"type":"bogus"}`, `{"type":"upsert"}`, `{"type":"remove"}`, `not json`, `{"type":"upsert","peer":{"label":""}}`} {
+	for _, in := range []string{`{"type":"bogus"}`, `{"type":"upsert"}`, `{"type":"remove"}`, `not json`,
+		`{"type":"document","doc":{"kind":"` + strings.Repeat("k", MaxDocKindSize+1) + `","data":"AA=="}}`} {
 		if _, err := DecodeEvent([]byte(in)); err == nil {
 			t.Errorf("DecodeEvent(%s) accepted", in)
 		}
 	}
+}
+
+// TestPeerValidate: a peer's label and endpoints are bounded; a malformed
+// peer is refused alone (DecodeEvent takes the event that carries it).
+func TestPeerValidate(t *testing.T) {
+	ok := Peer{Label: strings.Repeat("l", MaxLabelSize), Endpoints: make([]netip.AddrPort, MaxEndpoints)}
+	if err := ok.Validate(); err != nil {
+		t.Errorf("peer at the bounds refused: %v", err)
+	}
+	for name, p := range map[string]Peer{
+		"no label":       {},
+		"long label":     {Label: strings.Repeat("l", MaxLabelSize+1)},
+		"many endpoints": {Label: "x", Endpoints: make([]netip.AddrPort, MaxEndpoints+1)},
+	} {
+		if err := p.Validate(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+		if _, err := DecodeEvent(mustJSON(t, &Event{Type: EventUpsert, Peer: &p})); err != nil {
+			t.Errorf("%s: the event carrying it was refused: %v", name, err)
+		}
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
