@@ -53,6 +53,10 @@ type logState struct {
 	witness  *translog.Witness
 	client   *translog.Client // the CA's log endpoints (consistency proofs)
 
+	// turn lets one log check at a time read, prove and move the
+	// witness (checkConsistent); a channel, so a waiter honours its ctx.
+	turn chan struct{}
+
 	mu       sync.Mutex
 	alarm    string
 	alarmAt  time.Time
@@ -70,7 +74,7 @@ func newLogState(stateDir, vkey string, client *translog.Client) (*logState, err
 	if err != nil {
 		return nil, fmt.Errorf("the CA's log key: %w", err)
 	}
-	ls := &logState{stateDir: stateDir, witness: translog.NewWitness(v), client: client, verified: map[uint64]translog.Hash{}}
+	ls := &logState{stateDir: stateDir, witness: translog.NewWitness(v), client: client, verified: map[uint64]translog.Hash{}, turn: make(chan struct{}, 1)}
 	data, err := os.ReadFile(filepath.Join(stateDir, witnessFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return ls, nil
@@ -142,8 +146,21 @@ func (a *Agent) offerCheckpoint(ctx context.Context, signed []byte) {
 // fails raises the alarm; one that cannot be fetched leaves cp unproven
 // (an error), though its root is recorded so that a second root for the
 // same size is caught.
+//
+// Checks run one at a time: two at once (a renewal's inclusion check and
+// a relayed checkpoint, say) read the same latest tree and fetch proofs
+// from it, and the one answered second checked its proof against the tree
+// the other had just moved to: a spurious malformed-proof ("consistency
+// proof between equal trees") for the same tree, a false inconsistency
+// alarm for a larger one.
 func (a *Agent) checkConsistent(ctx context.Context, cp translog.Checkpoint) error {
 	l := a.tlog
+	select {
+	case l.turn <- struct{}{}:
+		defer func() { <-l.turn }()
+	case <-ctx.Done():
+		return fmt.Errorf("waiting to check log tree %d: %w", cp.Size, ctx.Err())
+	}
 	latest, ok := l.witness.Latest()
 	if !ok {
 		// Nothing held yet (no proof possible): trust on first use. The
