@@ -164,13 +164,14 @@ func (a *Agent) loadOrEnroll(ctx context.Context) error {
 // adopt makes a verified certificate of ours the current one.
 func (a *Agent) adopt(enr *enrollment, b certs.Bundle, id certs.Identity) {
 	a.ident.set(b, a.keys)
-	// Connections kept alive from before present the old certificate (or
-	// none, after enrollment): the next call must handshake again.
+	// Connections opened before present the old certificate (or none,
+	// after enrollment), and servers judge a request by the certificate of
+	// its connection's handshake: move to fresh connections.
 	if a.caAPI != nil {
-		a.caAPI.hc.CloseIdleConnections()
+		a.caAPI.rotate()
 	}
 	if a.coord != nil {
-		a.coord.api.hc.CloseIdleConnections()
+		a.coord.moved()
 	}
 	a.mu.Lock()
 	a.enr, a.self = enr, id
@@ -242,13 +243,8 @@ func (a *Agent) openDevice(ctx context.Context) error {
 			return fmt.Errorf("coordinator URL from the CA: %w", err)
 		}
 	}
-	a.coord = &coordClient{
-		api:     newAPIClient(coordURL, serverTLS(a.roots, &a.ident)),
-		peers:   a.peers,
-		docs:    a.document,
-		publish: a.publication,
-		log:     a.cfg.Logger.With("component", "coord"),
-	}
+	a.coord = newCoordClient(newAPIClient(coordURL, serverTLS(a.roots, &a.ident)), a.peers, a.document, a.publication,
+		a.cfg.Logger.With("component", "coord"))
 	return nil
 }
 

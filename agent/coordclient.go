@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/certmesh/certmesh/internal/backoff"
 	"github.com/certmesh/certmesh/internal/wire"
 )
 
@@ -35,7 +36,8 @@ type coordClient struct {
 	publish   func() wire.Publish
 	log       *slog.Logger
 	connected atomic.Bool
-	lastErr   atomic.Value // string
+	lastErr   atomic.Value  // string
+	renewed   chan struct{} // signalled (buffer 1) when the certificate changed
 
 	// watchFn replaces watch in tests of the reconnection loop.
 	watchFn func(context.Context) error
@@ -44,6 +46,10 @@ type coordClient struct {
 	// had connected first.
 	failure       string
 	failConnected bool
+}
+
+func newCoordClient(api *apiClient, peers *peerManager, docs func(*wire.Document), publish func() wire.Publish, log *slog.Logger) *coordClient {
+	return &coordClient{api: api, peers: peers, docs: docs, publish: publish, log: log, renewed: make(chan struct{}, 1)}
 }
 
 func (c *coordClient) run(ctx context.Context) {
@@ -92,47 +98,133 @@ func (c *coordClient) markConnected() {
 	c.log.Info("connected to coordinator")
 }
 
-// watch opens one stream and reads it until it ends.
+// watch opens one stream and reads it until it ends. After a renewal
+// (c.renewed) it opens a second stream over connections that present the
+// new certificate and only then drops the first, so the agent never looks
+// gone to the coordinator (which would tell every peer to remove it).
 func (c *coordClient) watch(ctx context.Context) error {
-	body, err := json.Marshal(c.publish())
+	s, err := c.open(ctx)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.api.url(wire.PathWatch), bytes.NewReader(body))
+	defer func() { s.stop() }()
+	c.markConnected()
+	var retry <-chan time.Time
+	bo := backoff.Backoff{Min: time.Second, Max: 30 * time.Second}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e, ok := <-s.events:
+			if !ok {
+				return s.err
+			}
+			if e.Type == wire.EventDocument {
+				c.docs(e.Doc)
+				continue
+			}
+			c.peers.apply(e)
+		case <-c.renewed:
+			retry = time.After(0)
+		case <-retry:
+			retry = nil
+			ns, err := c.open(ctx)
+			if err != nil {
+				c.log.Warn("reopening the coordinator watch with the renewed certificate", "err", err)
+				retry = time.After(bo.Next())
+				continue
+			}
+			bo.Reset()
+			// The new stream starts with a full snapshot: what the old one
+			// had not delivered yet is superseded by it.
+			s.stop()
+			s = ns
+			c.log.Info("coordinator watch moved to the renewed certificate")
+		}
+	}
+}
+
+// stream is one open watch: its events, read by a goroutine, and why it
+// ended (err, valid once events is closed).
+type stream struct {
+	events chan *wire.Event
+	err    error
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// stop ends the stream and waits until its reader is gone, so no event of
+// it is applied afterwards.
+func (s *stream) stop() {
+	s.cancel()
+	<-s.done
+}
+
+// open sends our publication and starts reading the event stream.
+func (c *coordClient) open(ctx context.Context) (*stream, error) {
+	body, err := json.Marshal(c.publish())
 	if err != nil {
-		return err
+		return nil, err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	req, err := http.NewRequestWithContext(sctx, http.MethodPost, c.api.url(wire.PathWatch), bytes.NewReader(body))
+	if err != nil {
+		cancel()
+		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	// The stream lives for as long as we are in the mesh: no overall
 	// timeout, but the transport's header timeout still applies.
 	resp, err := c.api.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("opening coordinator watch: %w", err)
+		cancel()
+		return nil, fmt.Errorf("opening coordinator watch: %w", err)
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		defer cancel()
+		defer resp.Body.Close()
 		var e wire.Error
 		_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&e)
-		return &ServerError{Status: resp.StatusCode, Code: e.Code, Msg: e.Error}
+		return nil, &ServerError{Status: resp.StatusCode, Code: e.Code, Msg: e.Error}
 	}
 	if ce := resp.Header.Get("Content-Encoding"); ce != "" && ce != "identity" {
-		return fmt.Errorf("coordinator sent a compressed stream (Content-Encoding %q), which the agent does not accept", ce)
+		resp.Body.Close()
+		cancel()
+		return nil, fmt.Errorf("coordinator sent a compressed stream (Content-Encoding %q), which the agent does not accept", ce)
 	}
-	c.markConnected()
-	er := wire.NewEventReader(resp.Body)
-	for {
-		e, err := er.Next()
-		if errors.Is(err, io.EOF) {
-			return errors.New("coordinator closed the stream")
+	s := &stream{events: make(chan *wire.Event), cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		defer close(s.events)
+		defer resp.Body.Close()
+		er := wire.NewEventReader(resp.Body)
+		for {
+			e, err := er.Next()
+			if errors.Is(err, io.EOF) {
+				err = errors.New("coordinator closed the stream")
+			}
+			if err != nil {
+				s.err = err
+				return
+			}
+			select {
+			case s.events <- e:
+			case <-sctx.Done():
+				s.err = sctx.Err()
+				return
+			}
 		}
-		if err != nil {
-			return err
-		}
-		if e.Type == wire.EventDocument {
-			c.docs(e.Doc)
-			continue
-		}
-		c.peers.apply(e)
+	}()
+	return s, nil
+}
+
+// moved tells the watch that the certificate changed: the transport gets
+// fresh connections and the stream is reopened over them.
+func (c *coordClient) moved() {
+	c.api.rotate()
+	select {
+	case c.renewed <- struct{}{}:
+	default:
 	}
 }
 

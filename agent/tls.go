@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
-	"time"
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/wire"
@@ -88,15 +87,17 @@ func serverTLS(roots *certs.Roots, id *identity) *tls.Config {
 type apiClient struct {
 	base *url.URL
 	hc   *http.Client
+	rt   *rotatingTransport
 }
 
 func newAPIClient(base *url.URL, tlsCfg *tls.Config) *apiClient {
-	// DisableCompression: no transparent gzip, which would inflate
-	// whatever a hostile coordinator compressed, without bound.
-	tr := &http.Transport{TLSClientConfig: tlsCfg, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second,
-		ResponseHeaderTimeout: 30 * time.Second, DisableCompression: true}
-	return &apiClient{base: base, hc: &http.Client{Transport: tr}}
+	rt := newRotatingTransport(tlsCfg)
+	return &apiClient{base: base, hc: &http.Client{Transport: rt}, rt: rt}
 }
+
+// rotate moves the client to fresh connections, which present the current
+// certificate (see rotatingTransport).
+func (a *apiClient) rotate() { a.rt.rotate(generationDrain) }
 
 func (a *apiClient) url(path string) string { return a.base.JoinPath(path).String() }
 
