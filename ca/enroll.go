@@ -10,7 +10,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
@@ -240,52 +239,4 @@ func (c *CA) response(id certs.DeviceID, cert *x509.Certificate) wire.Certificat
 		OverlayRoutes: c.cfg.Overlays(), NotAfter: cert.NotAfter,
 		Inclusion: c.inclusion(cert), LogKey: c.logVKey, Policy: c.Policy(),
 	}
-}
-
-// Renew issues a new machine certificate to a device that presented its
-// current one over mTLS. The device key must stay the same; the WireGuard
-// key may rotate.
-func (c *CA) Renew(ctx context.Context, peer []*x509.Certificate, req wire.RenewRequest) (wire.CertificateResponse, error) {
-	if len(peer) == 0 {
-		return wire.CertificateResponse{}, refuse(CodeForbidden, "renewal needs the current machine certificate (mTLS)")
-	}
-	id, err := certs.Verify(certs.Bundle{Machine: peer[0], Intermediates: peer[1:]}, c.roots, nil, c.now())
-	if err != nil {
-		return wire.CertificateResponse{}, &Error{Code: CodeForbidden, Msg: "client certificate", Err: err}
-	}
-	if err := c.takeNonce(ctx, req.Nonce); err != nil {
-		return wire.CertificateResponse{}, err
-	}
-	cr, err := checkCSRAndProof(req.CSR, req.WireGuardKey, req.Nonce, req.Proof)
-	if err != nil {
-		return wire.CertificateResponse{}, err
-	}
-	if !slices.Equal(cr.csr.RawSubjectPublicKeyInfo, peer[0].RawSubjectPublicKeyInfo) {
-		return wire.CertificateResponse{}, refuse(CodeBadCSR, "renewal must keep the device key of the current certificate")
-	}
-	var cert *x509.Certificate
-	err = c.store.Update(ctx, func(tx store.Tx) error {
-		dev, err := currentDeviceLocked(tx, id)
-		if err != nil {
-			return err
-		}
-		if err := checkKeysUnused(tx, cr, dev.ID); err != nil {
-			return err
-		}
-		old, err := tx.GetCertificate(dev.Serial)
-		if err == nil {
-			old.Superseded = true
-			if err := tx.PutCertificate(old); err != nil {
-				return err
-			}
-		}
-		dev.WireGuardKey, dev.RenewedAt = cr.wgKey, c.now()
-		cert, err = c.issue(ctx, tx, &dev, cr.csr)
-		return err
-	})
-	if err != nil {
-		return wire.CertificateResponse{}, err
-	}
-	c.log.Info("device renewed", "device", id.DeviceID, "serial", cert.SerialNumber.Text(16))
-	return c.response(id.DeviceID, cert), nil
 }
