@@ -23,19 +23,22 @@ import (
 
 // Agent is a running node.
 type Agent struct {
-	cfg    Config
-	keys   *keys
-	roots  *certs.Roots
-	ident  identity
-	caAPI  *apiClient
-	dev    *wgdev.Device
-	peers  *peerManager
-	coord  *coordClient
-	filter *filter.Device
-	policy *policyHolder
-	tpm    *tpmkey.TPM // nil without --tpm
-	tlog   *logState   // nil when the CA runs no log
-	lock   *statedir.Lock
+	cfg   Config
+	keys  *keys
+	roots *certs.Roots
+	ident identity
+	caAPI *apiClient
+	// anonAPI calls the CA without a client certificate: renewal after
+	// expiry, which the TLS handshake would refuse with the expired one.
+	anonAPI *apiClient
+	dev     *wgdev.Device
+	peers   *peerManager
+	coord   *coordClient
+	filter  *filter.Device
+	policy  *policyHolder
+	tpm     *tpmkey.TPM // nil without --tpm
+	tlog    *logState   // nil when the CA runs no log
+	lock    *statedir.Lock
 
 	mu        sync.Mutex
 	enr       *enrollment
@@ -105,12 +108,25 @@ func (a *Agent) loadOrEnroll(ctx context.Context) error {
 		}
 	}
 	a.roots = roots
-	a.caAPI = newAPIClient(a.cfg.ServerURL, serverTLS(roots, &a.ident))
+	a.caAPI = newAPIClient(a.cfg.ServerURL, serverTLS(roots, &a.ident, a.cfg.Now))
+	a.anonAPI = newAPIClient(a.cfg.ServerURL, serverTLS(roots, nil, a.cfg.Now))
 	if enr != nil {
 		b, id, err := checkOwnCertificate(enr.Cert, roots, a.keys, a.cfg.Now())
 		if err == nil {
 			a.adopt(enr, b, id)
 			return nil
+		}
+		if certs.ReasonOf(err) == certs.ReasonExpired {
+			// Expired while the agent was stopped (or the CA down): the
+			// keys alone renew it within the CA's renew_after_expiry.
+			resp, rerr := renewExpired(ctx, a.anonAPI, a.keys, enr.Cert.Bundle.Machine)
+			if rerr == nil {
+				if _, rerr = a.acceptRenewal(resp); rerr == nil {
+					a.cfg.Logger.Info("expired certificate renewed at start")
+					return nil
+				}
+			}
+			err = fmt.Errorf("%w; renewal after expiry: %w", err, rerr)
 		}
 		if a.cfg.Token == "" {
 			return fmt.Errorf("stored certificate is no longer usable (%v): enroll again with --token", err)
@@ -243,7 +259,7 @@ func (a *Agent) openDevice(ctx context.Context) error {
 			return fmt.Errorf("coordinator URL from the CA: %w", err)
 		}
 	}
-	a.coord = newCoordClient(newAPIClient(coordURL, serverTLS(a.roots, &a.ident)), a.peers, a.document, a.publication,
+	a.coord = newCoordClient(newAPIClient(coordURL, serverTLS(a.roots, &a.ident, a.cfg.Now)), a.peers, a.document, a.publication,
 		a.cfg.Logger.With("component", "coord"))
 	return nil
 }

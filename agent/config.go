@@ -52,8 +52,12 @@ type Config struct {
 	ApprovalPoll time.Duration
 	// SweepInterval is how often expired peers are looked for (default 1s).
 	SweepInterval time.Duration
-	Logger        *slog.Logger
-	Now           func() time.Time
+	// RenewCheckInterval is how often the renewal loop reads the clock
+	// again while it waits (default 1m), so that a certificate that
+	// expired while the machine slept is renewed soon after it wakes.
+	RenewCheckInterval time.Duration
+	Logger             *slog.Logger
+	Now                func() time.Time
 }
 
 // Validate checks the configuration and fills defaults.
@@ -90,6 +94,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SweepInterval <= 0 {
 		c.SweepInterval = time.Second
+	}
+	if c.RenewCheckInterval <= 0 {
+		c.RenewCheckInterval = time.Minute
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -82,6 +82,7 @@ func (c *coordClient) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-time.After(delay):
+		case <-c.renewed: // a new certificate may be what the watch lacked
 		}
 		backoff = min(backoff*2, watchBackoffMax)
 	}

@@ -2,9 +2,19 @@ package agent
 
 import (
 	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
 	"time"
 
+	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/backoff"
+	"github.com/certmesh/certmesh/internal/wire"
 )
 
 // renewAt is when two thirds of a certificate's life are gone.
@@ -44,19 +54,24 @@ func renewRetry(d time.Duration, untilExpiry time.Duration) time.Duration {
 // to try several times before the certificate expires.
 func (a *Agent) renewLoop(ctx context.Context) {
 	bo := backoff.Backoff{Min: renewRetryMin, Max: renewRetryMax}
-	failing := false
+	var retryAt time.Time // after a failure: when to try again
 	for {
 		a.mu.Lock()
 		self := a.self
 		a.mu.Unlock()
-		wait := renewAt(self.NotBefore, self.NotAfter).Sub(a.cfg.Now())
-		if failing {
-			wait = renewRetry(bo.Next(), self.NotAfter.Sub(a.cfg.Now()))
+		due := renewAt(self.NotBefore, self.NotAfter)
+		if !retryAt.IsZero() {
+			due = retryAt
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(max(wait, 0)):
+		if wait := due.Sub(a.cfg.Now()); wait > 0 {
+			// Read the wall clock again at least every RenewCheckInterval:
+			// timers stop while a machine sleeps, its certificate does not.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(min(wait, a.cfg.RenewCheckInterval)):
+			}
+			continue
 		}
 		actx, cancel := context.WithTimeout(ctx, renewTimeout(self.NotBefore, self.NotAfter))
 		err := a.renewOnce(actx)
@@ -64,29 +79,41 @@ func (a *Agent) renewLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if failing = err != nil; !failing {
+		if err == nil {
 			bo.Reset()
+			retryAt = time.Time{}
 			continue
 		}
-		a.cfg.Logger.Error("renewal failed, retrying", "err", err, "cert_not_after", self.NotAfter, "attempt", bo.Attempts()+1)
+		now := a.cfg.Now()
+		retryAt = now.Add(renewRetry(bo.Next(), self.NotAfter.Sub(now)))
+		a.cfg.Logger.Error("renewal failed, retrying", "err", err, "cert_not_after", self.NotAfter,
+			"attempt", bo.Attempts(), "retry_at", retryAt)
 	}
 }
 
-// renewOnce renews now and tells the coordinator.
+// renewOnce renews now and tells the coordinator. A certificate that
+// expired (by our clock, or the server's: the handshake or the CA refuses
+// it as expired) is renewed after expiry, with the device and WireGuard
+// keys as proof.
 func (a *Agent) renewOnce(ctx context.Context) error {
-	resp, err := renew(ctx, a.caAPI, a.keys)
+	a.mu.Lock()
+	self, certDER := a.self, a.enr.Cert.Bundle.Machine
+	a.mu.Unlock()
+	var resp wire.CertificateResponse
+	var err error
+	if a.cfg.Now().After(self.NotAfter) {
+		resp, err = renewExpired(ctx, a.anonAPI, a.keys, certDER)
+	} else if resp, err = renew(ctx, a.caAPI, a.keys); refusedAsExpired(err) {
+		a.cfg.Logger.Warn("the CA holds our certificate for expired (clock skew?): renewing after expiry", "err", err)
+		resp, err = renewExpired(ctx, a.anonAPI, a.keys, certDER)
+	}
 	if err != nil {
 		return err
 	}
-	b, id, err := checkOwnCertificate(resp, a.roots, a.keys, a.cfg.Now())
+	id, err := a.acceptRenewal(resp)
 	if err != nil {
 		return err
 	}
-	enr := &enrollment{TrustDomain: a.roots.TrustDomain, Cert: resp}
-	if err := saveEnrollment(a.cfg.StateDir, enr); err != nil {
-		return err
-	}
-	a.adopt(enr, b, id)
 	a.seedWitness(resp.Inclusion)
 	a.fetchCRL(ctx)
 	a.cfg.Logger.Info("certificate renewed", "serial", id.Serial, "not_after", id.NotAfter)
@@ -94,6 +121,60 @@ func (a *Agent) renewOnce(ctx context.Context) error {
 		a.cfg.Logger.Warn("publishing renewed certificate", "err", err)
 	}
 	return nil
+}
+
+// acceptRenewal checks a renewed certificate, saves it and makes it ours.
+func (a *Agent) acceptRenewal(resp wire.CertificateResponse) (certs.Identity, error) {
+	b, id, err := checkOwnCertificate(resp, a.roots, a.keys, a.cfg.Now())
+	if err != nil {
+		return certs.Identity{}, err
+	}
+	enr := &enrollment{TrustDomain: a.roots.TrustDomain, Cert: resp}
+	if err := saveEnrollment(a.cfg.StateDir, enr); err != nil {
+		return certs.Identity{}, err
+	}
+	a.adopt(enr, b, id)
+	return id, nil
+}
+
+// refusedAsExpired reports whether err is a refusal of our certificate as
+// expired: a TLS certificate_expired alert, or the CA saying so.
+func refusedAsExpired(err error) bool {
+	var alert tls.AlertError
+	if errors.As(err, &alert) && alert == tlsAlertCertificateExpired {
+		return true
+	}
+	var se *ServerError
+	return errors.As(err, &se) && se.Status == http.StatusForbidden && strings.Contains(se.Msg, string(certs.ReasonExpired))
+}
+
+// tlsAlertCertificateExpired is TLS alert 45, which crypto/tls sends for
+// an expired (or not yet valid) client certificate.
+const tlsAlertCertificateExpired tls.AlertError = 45
+
+// renewExpired renews the expired certificate certDER without mTLS,
+// proving possession of the device key (signing wire.DeviceProofMessage;
+// a TPM key signs inside the TPM) and of the WireGuard key over a nonce.
+func renewExpired(ctx context.Context, api *apiClient, k *keys, certDER []byte) (wire.CertificateResponse, error) {
+	var resp wire.CertificateResponse
+	var n wire.NonceResponse
+	if err := api.call(ctx, http.MethodPost, wire.PathNonce, struct{}{}, &n); err != nil {
+		return resp, fmt.Errorf("renewing after expiry: getting a nonce: %w", err)
+	}
+	csr, proof, err := proofRequest(k, n.Nonce)
+	if err != nil {
+		return resp, err
+	}
+	h := sha256.Sum256(wire.DeviceProofMessage(n.Nonce, certDER, k.wg.Public()))
+	sig, err := k.device.Sign(rand.Reader, h[:], crypto.SHA256)
+	if err != nil {
+		return resp, fmt.Errorf("signing with the device key: %w", err)
+	}
+	req := wire.RenewExpiredRequest{Certificate: certDER, CSR: csr, WireGuardKey: k.wg.Public(), Nonce: n.Nonce, Proof: proof, DeviceProof: sig}
+	if err := api.call(ctx, http.MethodPost, wire.PathRenewExpired, req, &resp); err != nil {
+		return resp, fmt.Errorf("renewing after expiry: %w", err)
+	}
+	return resp, nil
 }
 
 // RenewNow renews the machine certificate at once (normally the agent

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"time"
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/wire"
@@ -63,19 +64,23 @@ func (id *identity) get() (*tls.Certificate, certs.Bundle) {
 }
 
 // serverTLS verifies the CA/coordinator against the pinned root and the
-// name server.<trust domain>, whatever address was dialled, and presents
-// the machine certificate when there is one.
-func serverTLS(roots *certs.Roots, id *identity) *tls.Config {
+// name server.<trust domain>, whatever address was dialled, at the time
+// now (nil: the system clock), and presents the machine certificate when
+// there is one that has not expired (a server refuses the whole handshake
+// for an expired one; without it, public endpoints and renewal after
+// expiry still answer).
+func serverTLS(roots *certs.Roots, id *identity, now func() time.Time) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		RootCAs:    roots.Pool(),
 		ServerName: certs.ServerName(roots.TrustDomain),
+		Time:       now,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			if id == nil {
 				return &tls.Certificate{}, nil
 			}
 			c, _ := id.get()
-			if c == nil {
+			if c == nil || (now != nil && c.Leaf != nil && now().After(c.Leaf.NotAfter)) {
 				return &tls.Certificate{}, nil
 			}
 			return c, nil
@@ -177,7 +182,7 @@ func bootstrapRoots(ctx context.Context, server *url.URL, pin certs.Fingerprint)
 	if err != nil {
 		return nil, err
 	}
-	verified := newAPIClient(server, serverTLS(roots, nil))
+	verified := newAPIClient(server, serverTLS(roots, nil, nil))
 	if err := verified.call(ctx, http.MethodGet, wire.PathRoots, nil, &rr); err != nil {
 		return nil, fmt.Errorf("server does not prove it belongs to the pinned root: %w", err)
 	}

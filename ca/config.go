@@ -39,6 +39,12 @@ type Config struct {
 	OverlayV6   netip.Prefix      `json:"overlay_ipv6"`
 	// MachineCertLifetime is the life of a machine certificate (default 24h).
 	MachineCertLifetime Duration `json:"machine_cert_lifetime"`
+	// RenewAfterExpiry is how long after its machine certificate expired
+	// a device may still renew with its keys alone (device key and
+	// WireGuard key over a CA nonce), say after a CA outage longer than a
+	// certificate's life (default 7 days, at most 30 days). A revoked
+	// device never renews.
+	RenewAfterExpiry Duration `json:"renew_after_expiry,omitempty"`
 	// TokenTTL is the default life of an enrollment token.
 	TokenTTL Duration `json:"token_ttl"`
 	// Listen is the default listen address of `run`.
@@ -82,7 +88,10 @@ const (
 	DefaultListen          = "127.0.0.1:8443"
 	minMachineLifetime     = 2 * time.Minute
 	maxMachineLifetime     = 30 * 24 * time.Hour
-	configFile             = "config.json"
+	// DefaultRenewAfterExpiry is renew_after_expiry when unset.
+	DefaultRenewAfterExpiry = 7 * 24 * time.Hour
+	maxRenewAfterExpiry     = 30 * 24 * time.Hour
+	configFile              = "config.json"
 )
 
 // Validate checks a configuration.
@@ -103,6 +112,9 @@ func (c *Config) Validate() error {
 	if c.TokenTTL <= 0 {
 		return fmt.Errorf("token_ttl must be positive")
 	}
+	if w := time.Duration(c.RenewAfterExpiry); w != 0 && (w < time.Minute || w > maxRenewAfterExpiry) {
+		return fmt.Errorf("renew_after_expiry %s: want between 1m and %s", w, maxRenewAfterExpiry)
+	}
 	if c.CRLNextUpdate != 0 && (time.Duration(c.CRLNextUpdate) < 10*time.Second || time.Duration(c.CRLNextUpdate) > 7*24*time.Hour) {
 		return fmt.Errorf("crl_next_update %s: want between 10s and 7 days", time.Duration(c.CRLNextUpdate))
 	}
@@ -120,6 +132,14 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// RenewalAfterExpiry is the renew_after_expiry window (its default if unset).
+func (c *Config) RenewalAfterExpiry() time.Duration {
+	if c.RenewAfterExpiry == 0 {
+		return DefaultRenewAfterExpiry
+	}
+	return time.Duration(c.RenewAfterExpiry)
 }
 
 // Overlays returns the overlay ranges.

@@ -58,6 +58,15 @@ func (c *CA) Handler() http.Handler {
 		resp, err := c.Renew(r.Context(), peer, req)
 		c.reply(w, r, resp, err)
 	})
+	mux.HandleFunc("POST "+wire.PathRenewExpired, func(w http.ResponseWriter, r *http.Request) {
+		var req wire.RenewExpiredRequest
+		if err := ReadJSON(w, r, &req); err != nil {
+			c.reply(w, r, nil, err)
+			return
+		}
+		resp, err := c.RenewExpired(r.Context(), req)
+		c.reply(w, r, resp, err)
+	})
 	mux.HandleFunc("GET "+wire.PathCRL, c.ServeCRL)
 	mux.HandleFunc("POST "+wire.PathTPMChallenge, func(w http.ResponseWriter, r *http.Request) {
 		var req wire.TPMChallengeRequest

@@ -87,7 +87,9 @@ func Start(o Options) (*Server, error) {
 	serveCA, serveCoord := o.Role == RoleCA || o.Role == RoleAll, o.Role == RoleCoord || o.Role == RoleAll
 	s := &Server{log: o.Logger, errc: make(chan error, 2)}
 	mux := http.NewServeMux()
-	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS13, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: roots.Pool()}
+	// Time: client certificates are judged by the CA's and coordinator's
+	// clock, the one that issued them and checks every request.
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS13, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: roots.Pool(), Time: o.Now}
 	if serveCA {
 		if s.CA, err = ca.Open(o.StateDir, ca.Options{Logger: o.Logger.With("component", "ca"), Now: o.Now}); err != nil {
 			return nil, err

@@ -64,6 +64,7 @@ type Mesh struct {
 
 	mu    sync.Mutex
 	nodes []*Node
+	clock *Clock // the server's, nil for real time
 }
 
 // New starts a server in a fresh state directory; it stops when the test
@@ -113,7 +114,7 @@ func New(t testing.TB, o Options) *Mesh {
 	}
 	t.Cleanup(func() { srv.Close() })
 	u, _ := url.Parse(base)
-	return &Mesh{t: t, Dir: dir, TrustDomain: o.TrustDomain, Server: srv, URL: u, Fingerprint: fp, Roots: srv.CA.Roots()}
+	return &Mesh{t: t, Dir: dir, TrustDomain: o.TrustDomain, Server: srv, URL: u, Fingerprint: fp, Roots: srv.CA.Roots(), clock: o.Clock}
 }
 
 // Token creates a one-time enrollment token.
@@ -183,7 +184,9 @@ func (m *Mesh) StartNode(t testing.TB, name string, o NodeOptions) (*Node, error
 		AdvertiseAddrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")},
 		Logger:         slog.New(slog.NewTextHandler(n.Logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		ApprovalPoll:   200 * time.Millisecond,
-		TPM:            o.TPM,
+		// Clocks in tests jump: notice within a second.
+		RenewCheckInterval: time.Second,
+		TPM:                o.TPM,
 	}
 	if o.Clock != nil {
 		cfg.Now = o.Clock.Now
