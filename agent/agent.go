@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -212,10 +213,12 @@ func (a *Agent) openDevice(ctx context.Context) error {
 		}
 		return a.peers.lookup(addr)
 	})
+	eps := newEndpointPolicy(append(slices.Clone(routes), self.AllowedIPs()...), a.cfg.AdvertiseAddrs)
 	dev, err := wgdev.Open(ctx, wgdev.Config{
 		Mode: a.cfg.Mode, InterfaceName: a.cfg.InterfaceName, Addresses: self.AllowedIPs(),
 		OverlayRoutes: routes, ListenPort: a.cfg.ListenPort, PrivateKey: a.keys.wg,
-		Logger: a.cfg.Logger.With("component", "wireguard"), UAPI: a.cfg.Mode == wgdev.KernelTUN,
+		Handshakes: wgdev.HandshakeLimit{Refuse: eps.refuse, Now: a.cfg.Now},
+		Logger:     a.cfg.Logger.With("component", "wireguard"), UAPI: a.cfg.Mode == wgdev.KernelTUN,
 		WrapTUN: func(t tun.Device) tun.Device {
 			a.filter = filter.Wrap(t, filter.Config{Peers: peers, Now: a.cfg.Now})
 			return a.filter
@@ -227,6 +230,7 @@ func (a *Agent) openDevice(ctx context.Context) error {
 	a.dev = dev
 	a.peers = newPeerManager(a.roots, dev, self, a.cfg.Logger.With("component", "peers"), a.cfg.Now)
 	a.peers.onChange = func() { a.filter.Revalidate() }
+	a.peers.endpoints = eps
 	a.peers.staleGrace, a.peers.stalePolicy = a.cfg.CRLGrace, a.cfg.CRLStalePolicy
 	logClient, err := translog.NewClient(a.cfg.ServerURL.String(), a.caAPI.hc)
 	if err != nil {

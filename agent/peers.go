@@ -45,7 +45,7 @@ const KeepAlive = 25 * time.Second
 type verifiedPeer struct {
 	label     string
 	id        certs.Identity
-	endpoints []netip.AddrPort
+	endpoints []netip.AddrPort  // the hints the endpoint policy allowed
 	machine   *x509.Certificate // for CRL checks
 	user      *x509.Certificate // nil without a user certificate
 }
@@ -76,6 +76,8 @@ type peerManager struct {
 	newestU  map[certs.DeviceID]time.Time // highest user certificate NotBefore seen per device
 	rejected rejections
 	maxPeers int // wire.MaxPeers; tests lower it
+	// endpoints decides which of a peer's endpoint hints may be used.
+	endpoints endpointPolicy
 
 	// byAddr maps each verified peer's overlay addresses to its identity,
 	// rebuilt on every change and read without locks by the packet filter.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
-	"slices"
 	"time"
 
 	"github.com/certmesh/certmesh/agent/wgdev"
@@ -71,7 +70,8 @@ func (m *peerManager) upsertLocked(p *wire.Peer) {
 		m.removeLocked(p.Label, "label reassigned")
 	}
 	old := m.peers[id.DeviceID]
-	wp := peerConfig(id, p.Endpoints)
+	eps, refusedEps := m.endpoints.usable(p.Endpoints)
+	wp := peerConfig(id, eps)
 	// Two agents learn of each other at the same moment; if both started
 	// a handshake at once (a keepalive is sent as soon as it is set),
 	// wireguard-go can end up with crossed sessions and a direction that
@@ -106,7 +106,7 @@ func (m *peerManager) upsertLocked(p *wire.Peer) {
 	if old != nil && old.label != p.Label {
 		delete(m.labels, old.label)
 	}
-	m.peers[id.DeviceID] = &verifiedPeer{label: p.Label, id: id, endpoints: slices.Clone(p.Endpoints), machine: b.Machine, user: b.User}
+	m.peers[id.DeviceID] = &verifiedPeer{label: p.Label, id: id, endpoints: eps, machine: b.Machine, user: b.User}
 	m.labels[p.Label] = id.DeviceID
 	if id.NotBefore.After(m.newest[id.DeviceID]) {
 		m.newest[id.DeviceID] = id.NotBefore
@@ -120,21 +120,17 @@ func (m *peerManager) upsertLocked(p *wire.Peer) {
 	}
 	if old == nil || old.id.Serial != id.Serial {
 		m.log.Info("peer verified and configured", "device", id.DeviceID, "hostname", id.Hostname,
-			"addresses", id.Addresses, "not_after", id.NotAfter)
+			"addresses", id.Addresses, "not_after", id.NotAfter, "endpoint", wp.Endpoint, "refused_endpoints", refusedEps)
 	}
 }
 
 // peerConfig is the WireGuard configuration of a verified peer: key and
-// AllowedIPs from its certificate, the first usable endpoint the
-// coordinator offered (none if none is usable: the peer can still reach us).
+// AllowedIPs from its certificate, the first of the endpoints the policy
+// allowed (none if none is: the peer can still reach us).
 func peerConfig(id certs.Identity, eps []netip.AddrPort) wgdev.Peer {
 	wp := wgdev.Peer{PublicKey: id.WireGuardKey, AllowedIPs: id.AllowedIPs(), PersistentKeepalive: KeepAlive}
-	for _, ep := range eps {
-		a := ep.Addr()
-		if ep.IsValid() && ep.Port() != 0 && !a.IsUnspecified() && !a.IsMulticast() {
-			wp.Endpoint = ep
-			break
-		}
+	if len(eps) > 0 {
+		wp.Endpoint = eps[0]
 	}
 	return wp
 }

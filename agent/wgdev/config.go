@@ -76,6 +76,10 @@ type Config struct {
 	// and configure the device. Requires InterfaceName (and root).
 	UAPI bool
 
+	// Handshakes bounds what is sent to destinations that have not
+	// answered (the zero value: the defaults of HandshakeLimit).
+	Handshakes HandshakeLimit `json:"-"`
+
 	// WrapTUN, if set, is given the TUN device (kernel or netstack) before
 	// wireguard-go takes it, and wireguard-go uses what it returns: the
 	// agent's packet filter sits there and sees every packet.

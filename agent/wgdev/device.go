@@ -91,7 +91,7 @@ func Open(ctx context.Context, cfg Config) (*Device, error) {
 		tdev = cfg.WrapTUN(tdev)
 	}
 	// From here on, d.wg owns tdev: closing it closes the TUN.
-	d.wg = device.NewDevice(tdev, newBind(), wgLogger(d.log))
+	d.wg = device.NewDevice(tdev, newLimitedBind(newBind(), cfg.Handshakes, d.log), wgLogger(d.log))
 	fail := func(err error) (*Device, error) {
 		d.Close()
 		return nil, err
