@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -19,8 +18,8 @@ import (
 
 // Reconnection of the coordinator watch: a failed watch is retried after
 // a delay that doubles from watchBackoffMin to watchBackoffMax, jittered
-// (half fixed, half random) so that agents a coordinator dropped at once
-// do not come back at once. A stream that lived watchHealthy resets it.
+// (internal/backoff) so that agents a coordinator dropped at once do not
+// come back at once. A stream that lived watchHealthy resets it.
 const (
 	watchBackoffMin = 500 * time.Millisecond
 	watchBackoffMax = 30 * time.Second
@@ -57,7 +56,7 @@ func (c *coordClient) run(ctx context.Context) {
 	if watch == nil {
 		watch = c.watch
 	}
-	backoff := watchBackoffMin
+	bo := backoff.Backoff{Min: watchBackoffMin, Max: watchBackoffMax}
 	for ctx.Err() == nil {
 		start := time.Now()
 		err := watch(ctx)
@@ -66,9 +65,10 @@ func (c *coordClient) run(ctx context.Context) {
 			return
 		}
 		if time.Since(start) > watchHealthy {
-			backoff, c.failure = watchBackoffMin, ""
+			bo.Reset()
+			c.failure = ""
 		}
-		delay := backoff/2 + rand.N(backoff/2+1)
+		delay := bo.Next()
 		c.lastErr.Store(clip(err.Error(), maxRejectionError))
 		if err.Error() != c.failure {
 			c.log.Warn("coordinator connection lost", "err", err, "retry_in", delay.Round(time.Millisecond))
@@ -84,7 +84,6 @@ func (c *coordClient) run(ctx context.Context) {
 		case <-time.After(delay):
 		case <-c.renewed: // a new certificate may be what the watch lacked
 		}
-		backoff = min(backoff*2, watchBackoffMax)
 	}
 }
 
