@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/certmesh/certmesh/internal/httplimit"
 	"github.com/certmesh/certmesh/internal/localapi"
 	"github.com/certmesh/certmesh/internal/statedir"
 )
@@ -76,7 +77,7 @@ func (a *Agent) serveAPI() (stop func(), err error) {
 		}
 		apiJSON(w, struct{}{})
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := httplimit.Server(mux, 0)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

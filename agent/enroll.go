@@ -13,6 +13,7 @@ import (
 
 	"github.com/certmesh/certmesh/agent/wgdev"
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/backoff"
 	"github.com/certmesh/certmesh/internal/wire"
 	"go.step.sm/crypto/x25519"
 )
@@ -70,12 +71,16 @@ func enroll(ctx context.Context, api *apiClient, k *keys, hostname certs.Hostnam
 func awaitApproval(ctx context.Context, api *apiClient, p *wire.Pending, log *slog.Logger, interval time.Duration) (wire.CertificateResponse, error) {
 	log.Warn("enrollment waits for an administrator's approval", "pending", p.ID, "hint", p.Message)
 	last := time.Now()
+	// Polling goes at interval; a failed call (CA unreachable) backs off.
+	bo := backoff.Backoff{Min: interval, Max: max(interval, time.Minute)}
+	wait := interval
 	for {
 		select {
 		case <-ctx.Done():
 			return wire.CertificateResponse{}, fmt.Errorf("waiting for approval of %s: %w", p.ID, ctx.Err())
-		case <-time.After(interval):
+		case <-time.After(wait):
 		}
+		wait = interval
 		var resp wire.CertificateResponse
 		err := api.call(ctx, http.MethodPost, wire.PathEnrollPoll, wire.EnrollPollRequest{ID: p.ID, Secret: p.Secret}, &resp)
 		var se *ServerError
@@ -83,7 +88,9 @@ func awaitApproval(ctx context.Context, api *apiClient, p *wire.Pending, log *sl
 		case errors.As(err, &se):
 			return resp, fmt.Errorf("enrollment %s: %w", p.ID, err)
 		case err != nil:
-			log.Warn("asking about the pending enrollment", "err", err)
+			wait = bo.Next()
+			log.Warn("asking about the pending enrollment", "err", err, "retry_in", wait.Round(time.Millisecond))
+			continue
 		case resp.Pending == nil:
 			log.Info("enrollment approved", "pending", p.ID)
 			return resp, nil
@@ -91,6 +98,7 @@ func awaitApproval(ctx context.Context, api *apiClient, p *wire.Pending, log *sl
 			log.Info("still waiting for approval", "pending", p.ID, "status", resp.Pending.Message)
 			last = time.Now()
 		}
+		bo.Reset()
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/atomicfile"
+	"github.com/certmesh/certmesh/internal/backoff"
 	"github.com/certmesh/certmesh/internal/wire"
 	"github.com/certmesh/certmesh/translog"
 )
@@ -103,6 +104,7 @@ func (a *Agent) followLogin(ctx context.Context, id string, expires time.Time) {
 	ctx, cancel := context.WithDeadline(ctx, expires.Add(time.Minute))
 	defer cancel()
 	known := wire.LoginPending
+	bo := backoff.Backoff{Min: 2 * time.Second, Max: 30 * time.Second}
 	for {
 		var resp wire.LoginPollResponse
 		err := a.caAPI.call(ctx, http.MethodPost, wire.PathLoginPoll, wire.LoginPollRequest{LoginID: id, Known: known}, &resp)
@@ -115,10 +117,11 @@ func (a *Agent) followLogin(ctx context.Context, id string, expires time.Time) {
 			a.cfg.Logger.Warn("polling login", "err", err)
 			select {
 			case <-ctx.Done():
-			case <-time.After(2 * time.Second):
+			case <-time.After(bo.Next()):
 			}
 			continue
 		}
+		bo.Reset()
 		switch resp.Status {
 		case wire.LoginDone:
 			u, err := a.adoptUserCert(ctx, resp.UserCert, resp.UserInclusion)

@@ -124,6 +124,3 @@ func (rt *rotatingTransport) rotate(drain time.Duration) {
 	old.tr.CloseIdleConnections()
 	time.AfterFunc(drain, old.closeAll)
 }
-
-// close cuts every connection (the agent stops).
-func (rt *rotatingTransport) close() { rt.cur.Load().closeAll() }

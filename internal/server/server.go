@@ -19,6 +19,7 @@ import (
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/coord"
+	"github.com/certmesh/certmesh/internal/httplimit"
 	"github.com/certmesh/certmesh/internal/wire"
 )
 
@@ -52,6 +53,9 @@ type Options struct {
 	Logger   *slog.Logger
 	// Now is the CA's and coordinator's clock (tests).
 	Now func() time.Time
+	// BodyTimeout bounds how long a request body may take to arrive
+	// (default httplimit.BodyTimeout).
+	BodyTimeout time.Duration
 }
 
 // Server is a running certmesh-server.
@@ -144,8 +148,8 @@ func Start(o Options) (*Server, error) {
 		}
 	}
 	s.Addr = ln.Addr()
-	s.https = &http.Server{Handler: mux, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug)}
+	s.https = httplimit.Server(mux, o.BodyTimeout)
+	s.https.TLSConfig, s.https.ErrorLog = tlsCfg, slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug)
 	go func() { s.errc <- s.https.ServeTLS(ln, "", "") }()
 	if s.CA != nil && cfg.CRLListen != "" {
 		if err := s.serveCRL(cfg.CRLListen); err != nil {
@@ -182,7 +186,7 @@ func (s *Server) serveCRL(addr string) error {
 	if lh, err := s.CA.LogHandler(); err == nil {
 		mux.Handle("/v1/log/", lh) // the log is public and signed: plain HTTP for auditors' tools
 	}
-	s.crl = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.crl = httplimit.Server(mux, 0)
 	go func() { s.errc <- s.crl.Serve(ln) }()
 	return nil
 }
@@ -197,7 +201,7 @@ func (s *Server) serveAdmin(state string) error {
 	if err != nil {
 		return fmt.Errorf("opening admin socket: %w", err)
 	}
-	s.admin = &http.Server{Handler: s.CA.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	s.admin = httplimit.Server(s.CA.AdminHandler(), 0)
 	go func() { s.errc <- s.admin.Serve(ln) }()
 	return nil
 }

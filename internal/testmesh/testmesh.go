@@ -50,6 +50,8 @@ type Options struct {
 	Config func(cfg *ca.Config, baseURL string)
 	// Clock is the server's clock (default: real time).
 	Clock *Clock
+	// BodyTimeout is the server's (default: its own default).
+	BodyTimeout time.Duration
 }
 
 // Mesh is a running server and its agents.
@@ -103,7 +105,7 @@ func New(t testing.TB, o Options) *Mesh {
 			t.Fatal(err)
 		}
 	}
-	so := server.Options{StateDir: state, Listener: ln, Logger: newLogger(t, "server")}
+	so := server.Options{StateDir: state, Listener: ln, Logger: newLogger(t, "server"), BodyTimeout: o.BodyTimeout}
 	if o.Clock != nil {
 		so.Now = o.Clock.Now
 	}
