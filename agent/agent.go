@@ -40,6 +40,10 @@ type Agent struct {
 	tpm     *tpmkey.TPM // nil without --tpm
 	tlog    *logState   // nil when the CA runs no log
 	lock    *statedir.Lock
+	// fetched is how the fetches of CRL and policy from the CA stand;
+	// caPolicy is the policy of the enrollment answer, until installed.
+	fetched  caFetch
+	caPolicy []byte
 
 	mu        sync.Mutex
 	enr       *enrollment
@@ -170,6 +174,7 @@ func (a *Agent) loadOrEnroll(ctx context.Context) error {
 		return err
 	}
 	enr = &enrollment{TrustDomain: roots.TrustDomain, Cert: resp}
+	a.caPolicy, enr.Cert.Policy = resp.Policy, nil // the policy holder keeps it
 	if err := saveEnrollment(a.cfg.StateDir, enr); err != nil {
 		return err
 	}
@@ -246,12 +251,18 @@ func (a *Agent) openDevice(ctx context.Context) error {
 	a.seedWitness(a.enr.Cert.Inclusion)
 	a.loadCRL()
 	a.policy = &policyHolder{roots: a.roots, stateDir: a.cfg.StateDir, log: a.cfg.Logger.With("component", "policy"),
-		now: a.cfg.Now, filter: a.filter, self: func() certs.Identity {
+		now: a.cfg.Now, filter: a.filter, stalePolicy: a.cfg.PolicyStalePolicy, self: func() certs.Identity {
 			a.mu.Lock()
 			defer a.mu.Unlock()
 			return a.self
 		}}
-	a.policy.load()
+	if err := a.policy.load(); err != nil {
+		dev.Close()
+		return err
+	}
+	a.offerCAPolicy(a.caPolicy) // from the CA, before any coordinator relays one
+	a.caPolicy = nil
+	a.peers.policyStale, a.peers.policyStalePolicy = a.policy.stale, a.cfg.PolicyStalePolicy
 	if err := a.computeEndpoints(); err != nil {
 		dev.Close()
 		return err
@@ -351,7 +362,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	go a.fetchCRL(ctx)
+	go a.fetchLoop(ctx)
 	go a.coord.run(ctx)
 	go a.renewLoop(ctx)
 	a.cfg.Logger.Info("agent running", "device", a.self.DeviceID, "listen_port", a.dev.ListenPort(), "mode", a.cfg.Mode)
@@ -365,6 +376,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			return errors.New("WireGuard device stopped")
 		case <-tick.C:
 			a.peers.sweep()
+			a.policy.sweep()
 			a.expireUser(ctx)
 		}
 	}

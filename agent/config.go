@@ -48,6 +48,17 @@ type Config struct {
 	// log showed two histories (a split view or an inconsistent tree: the
 	// log key signed both), until the agent restarts (default DegradedKeep).
 	LogAlarmPolicy DegradedPolicy
+	// PolicyStalePolicy says what happens to new peers while the policy
+	// held is past its valid-until (neither the CA nor the coordinator
+	// delivers a newer signing): DegradedKeep (default) keeps enforcing
+	// it and accepting peers, DegradedRefuseNew enforces it and accepts no
+	// new peer until a current signing arrives.
+	PolicyStalePolicy DegradedPolicy
+	// CAFetchInterval is how often the CRL and the policy are fetched from
+	// the CA itself, jittered by ±10% (default DefaultCAFetchInterval):
+	// the bound on how long a coordinator that withholds them can delay a
+	// revocation or a policy while the CA is reachable.
+	CAFetchInterval time.Duration
 	// ApprovalPoll is how often a pending enrollment is polled (default 2s).
 	ApprovalPoll time.Duration
 	// SweepInterval is how often expired peers are looked for (default 1s).
@@ -88,6 +99,15 @@ func (c *Config) Validate() error {
 	}
 	if _, err := ParseDegradedPolicy(string(c.LogAlarmPolicy)); err != nil {
 		return fmt.Errorf("log alarm %w", err)
+	}
+	if c.PolicyStalePolicy == "" {
+		c.PolicyStalePolicy = DegradedKeep
+	}
+	if _, err := ParseDegradedPolicy(string(c.PolicyStalePolicy)); err != nil {
+		return fmt.Errorf("stale policy %w", err)
+	}
+	if c.CAFetchInterval <= 0 {
+		c.CAFetchInterval = DefaultCAFetchInterval
 	}
 	if c.ApprovalPoll <= 0 {
 		c.ApprovalPoll = 2 * time.Second

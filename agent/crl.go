@@ -1,17 +1,13 @@
 package agent
 
 import (
-	"context"
-	"io"
 	"math/big"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/atomicfile"
-	"github.com/certmesh/certmesh/internal/wire"
 )
 
 // crlFile keeps the newest verified CRL across restarts.
@@ -43,10 +39,11 @@ func serialOf(hex string) *big.Int {
 	return n
 }
 
-// offerCRL verifies a CRL relayed by the coordinator (or read back from
-// disk) against the pinned root and the intermediates we know, refuses an
-// older one, and applies it: revoked peers leave the WireGuard device at
-// once and are refused from then on.
+// offerCRL verifies a CRL relayed by the coordinator, fetched from the CA
+// or read back from disk against the pinned root and the intermediates we
+// know, refuses an older one (a lower CRL number: whichever path brings it,
+// the agent never goes back), and applies it: revoked peers leave the
+// WireGuard device at once and are refused from then on.
 func (a *Agent) offerCRL(der []byte, save bool) error {
 	_, b := a.ident.get()
 	cur := a.peers.currentCRL()
@@ -69,28 +66,12 @@ func (a *Agent) offerCRL(der []byte, save bool) error {
 	return nil
 }
 
-// fetchCRL asks the CA for its current CRL (over the pinned TLS), so an
-// agent holds one even if the coordinator never relays any: withholding
-// CRLs then always ends in a stale CRL, which status reports.
-func (a *Agent) fetchCRL(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.caAPI.url(wire.PathCRL), nil)
-	if err != nil {
-		return
+// heldCRL is the DER of the CRL held (nil if none).
+func (a *Agent) heldCRL() []byte {
+	if crl := a.peers.currentCRL(); crl != nil {
+		return crl.Raw
 	}
-	resp, err := a.caAPI.hc.Do(req)
-	if err != nil {
-		a.cfg.Logger.Debug("fetching the CRL from the CA", "err", err)
-		return
-	}
-	defer resp.Body.Close()
-	der, err := io.ReadAll(io.LimitReader(resp.Body, certs.MaxCRLSize+1))
-	if err != nil || resp.StatusCode != http.StatusOK {
-		a.cfg.Logger.Debug("fetching the CRL from the CA", "status", resp.Status, "err", err)
-		return
-	}
-	_ = a.offerCRL(der, true)
+	return nil
 }
 
 // loadCRL restores the CRL kept from the last run.

@@ -4,8 +4,9 @@ import "fmt"
 
 // DegradedPolicy says what the agent does with peers it has not configured
 // yet while its trust is degraded: the CRL it holds is stale (the CA or the
-// coordinator is not delivering new ones; Config.CRLStalePolicy), or the
-// transparency log showed two histories (Config.LogAlarmPolicy).
+// coordinator is not delivering new ones; Config.CRLStalePolicy), the
+// policy it holds is past its valid-until (Config.PolicyStalePolicy), or
+// the transparency log showed two histories (Config.LogAlarmPolicy).
 type DegradedPolicy string
 
 // The two choices.

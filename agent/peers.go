@@ -93,8 +93,13 @@ type peerManager struct {
 	logged func(der []byte, b *translog.InclusionBundle) error
 	// logAlarm, if set, returns the transparency-log alarm ("" if none);
 	// alarmPolicy says whether new peers are accepted while there is one.
-	logAlarm    func() string
-	alarmPolicy DegradedPolicy
+	logAlarm func() string
+	// policyStale, if set, says why the policy is past its valid-until
+	// ("" if it is not); with policyStalePolicy refuse-new no new peer is
+	// accepted meanwhile.
+	policyStale       func() string
+	policyStalePolicy DegradedPolicy
+	alarmPolicy       DegradedPolicy
 
 	onChange func() // called (under mu) after the verified identities changed
 }

@@ -52,6 +52,12 @@ func (m *peerManager) upsertLocked(p *wire.Peer) {
 		m.reject(p.Label, refusal(ReasonCRLStale, "the CRL is stale (next update was %s): accepting no new peers", m.crl.NextUpdate.UTC().Format(time.RFC3339)))
 		return
 	}
+	if m.peers[id.DeviceID] == nil && m.policyStalePolicy == DegradedRefuseNew && m.policyStale != nil {
+		if why := m.policyStale(); why != "" {
+			m.reject(p.Label, refusal(ReasonPolicyStale, "%s: accepting no new peers", why))
+			return
+		}
+	}
 	if m.peers[id.DeviceID] == nil && m.alarmPolicy == DegradedRefuseNew && m.logAlarm != nil {
 		if alarm := m.logAlarm(); alarm != "" {
 			m.reject(p.Label, refusal(ReasonLogAlarm, "the transparency log showed two histories (%s): accepting no new peers until the agent restarts", alarm))

@@ -114,6 +114,7 @@ func (a *Agent) renewOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.offerCAPolicy(resp.Policy)
 	a.seedWitness(resp.Inclusion)
 	a.fetchCRL(ctx)
 	a.cfg.Logger.Info("certificate renewed", "serial", id.Serial, "not_after", id.NotAfter)
@@ -130,6 +131,7 @@ func (a *Agent) acceptRenewal(resp wire.CertificateResponse) (certs.Identity, er
 		return certs.Identity{}, err
 	}
 	enr := &enrollment{TrustDomain: a.roots.TrustDomain, Cert: resp}
+	enr.Cert.Policy = nil // the caller offers it; the policy holder keeps it
 	if err := saveEnrollment(a.cfg.StateDir, enr); err != nil {
 		return certs.Identity{}, err
 	}

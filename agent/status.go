@@ -18,6 +18,7 @@ type Status struct {
 	RejectedCounts map[certs.Reason]uint64 `json:"rejected_counts,omitempty"`
 	Policy         PolicyStatus            `json:"policy"`
 	CRL            CRLStatus               `json:"crl"`
+	CAFetch        CAFetchStatus           `json:"ca_fetch"`
 	Log            LogStatus               `json:"log"`
 }
 

@@ -53,6 +53,7 @@ func (a *Agent) Status() (*Status, error) {
 		}
 	}
 	st.Policy = a.policy.status()
+	st.CAFetch = a.fetched.status()
 	st.CRL = a.peers.crlStatus()
 	st.Log = a.logStatus()
 	st.Rejected, st.RejectedCounts = append([]Rejection{}, rejected...), counts

@@ -24,8 +24,8 @@ func agentCmd() *cobra.Command {
 		userspace, debug                                          bool
 		port                                                      int
 		advertise                                                 []string
-		crlStale, logAlarm                                        string
-		crlGrace                                                  time.Duration
+		crlStale, logAlarm, policyStale                           string
+		crlGrace, caFetch                                         time.Duration
 		useTPM, requireLogged                                     bool
 		tpmDevice, ekCert                                         string
 	)
@@ -48,7 +48,13 @@ func agentCmd() *cobra.Command {
 			if cfg.LogAlarmPolicy, err = agent.ParseDegradedPolicy(logAlarm); err != nil {
 				return fmt.Errorf("--log-alarm: %w", err)
 			}
-			cfg.CRLGrace = crlGrace
+			if cfg.PolicyStalePolicy, err = agent.ParseDegradedPolicy(policyStale); err != nil {
+				return fmt.Errorf("--policy-stale: %w", err)
+			}
+			if caFetch < time.Second {
+				return fmt.Errorf("--ca-fetch-interval %s: want at least 1s", caFetch)
+			}
+			cfg.CRLGrace, cfg.CAFetchInterval = crlGrace, caFetch
 			cfg.AllowUnlogged = !requireLogged
 			if useTPM {
 				cfg.TPM = &agent.TPMConfig{Device: tpmDevice, EKCertFile: ekCert}
@@ -120,6 +126,8 @@ func agentCmd() *cobra.Command {
 	f.StringVar(&ekCert, "tpm-ek-cert", "", "EK certificate file (PEM or DER) for a TPM that keeps none")
 	f.StringVar(&crlStale, "crl-stale", string(agent.DegradedKeep), "when the CRL is stale: keep (peers stay, new ones accepted) or refuse-new (no new peers)")
 	f.DurationVar(&crlGrace, "crl-grace", 10*time.Minute, "how long past its next update a CRL may be before it is stale")
+	f.StringVar(&policyStale, "policy-stale", string(agent.DegradedKeep), "when the policy is past its valid-until: keep (enforce it, accept new peers) or refuse-new (enforce it, no new peers)")
+	f.DurationVar(&caFetch, "ca-fetch-interval", agent.DefaultCAFetchInterval, "how often to fetch the CRL and the policy from the CA itself (jittered ±10%; conditional, so cheap for the CA)")
 	f.StringVar(&logAlarm, "log-alarm", string(agent.DegradedKeep), "once the transparency log showed two histories: keep (accept new peers, alarm in status) or refuse-new (no new peers until restart)")
 	_ = cmd.MarkFlagRequired("server")
 	_ = cmd.MarkFlagRequired("root-fingerprint")
