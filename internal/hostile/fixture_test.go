@@ -246,7 +246,11 @@ func (f *fixture) startAgent(t *testing.T, caURL, name string, edits ...func(*ag
 		// all be refused as not-logged before the check under test.
 		// internal/hostile/log_test.go attacks the log checks.
 		AllowUnlogged: true,
-		Logger:        slog.New(slog.NewTextHandler(n.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		// What the coordinator withholds stays withheld for the test:
+		// the agent fetches from the CA at start only, unless a test of
+		// the CA fetch sets a short interval (freshness_test.go).
+		CAFetchInterval: time.Hour,
+		Logger:          slog.New(slog.NewTextHandler(n.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	for _, edit := range edits {
 		edit(&cfg)
