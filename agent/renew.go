@@ -116,7 +116,9 @@ func (a *Agent) renewOnce(ctx context.Context) error {
 	}
 	a.offerCAPolicy(resp.Policy)
 	a.seedWitness(resp.Inclusion)
-	a.fetchCRL(ctx)
+	if err := a.fetchCRL(ctx); err != nil {
+		a.cfg.Logger.Warn("fetching the CRL after renewal (the periodic fetch retries)", "err", err)
+	}
 	a.cfg.Logger.Info("certificate renewed", "serial", id.Serial, "not_after", id.NotAfter)
 	if err := a.coord.republish(ctx); err != nil {
 		a.cfg.Logger.Warn("publishing renewed certificate", "err", err)

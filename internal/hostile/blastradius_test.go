@@ -17,6 +17,9 @@ package hostile_test
 //	TestBlastRadius/coordinator/cannot-widen-a-policy
 //	TestBlastRadius/coordinator/cannot-replay-an-old-policy
 //	TestBlastRadius/coordinator/cannot-hide-a-revocation-beyond-certificate-expiry
+//	TestBlastRadius/coordinator/cannot-replay-an-old-policy-to-a-fresh-agent
+//	TestBlastRadius/coordinator/cannot-hide-a-revocation-beyond-the-CA-fetch-interval
+//	TestBlastRadius/coordinator/cannot-hide-a-revocation-past-nextUpdate-when-the-CA-is-unreachable
 //	TestBlastRadius/IdP/can-log-in-as-any-user-on-an-enrolled-device (positive control)
 //	TestBlastRadius/IdP/cannot-enroll-a-device
 //	TestBlastRadius/IdP/cannot-enroll-a-TPM-attested-device
@@ -57,6 +60,9 @@ func TestBlastRadius(t *testing.T) {
 		t.Run("cannot-widen-a-policy", brCoordinatorWidenPolicy)
 		t.Run("cannot-replay-an-old-policy", brCoordinatorReplayPolicy)
 		t.Run("cannot-hide-a-revocation-beyond-certificate-expiry", brCoordinatorHideRevocation)
+		t.Run("cannot-replay-an-old-policy-to-a-fresh-agent", policyFreshAgentGetsCurrent)           // freshness_test.go
+		t.Run("cannot-hide-a-revocation-beyond-the-CA-fetch-interval", crlFetchedDespiteCoordinator) // crlfetch_test.go
+		t.Run("cannot-hide-a-revocation-past-nextUpdate-when-the-CA-is-unreachable", crlWithheldCAUnreachable)
 	})
 	t.Run("IdP", brIdP)
 	t.Run("online-intermediate", func(t *testing.T) {

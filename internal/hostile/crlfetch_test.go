@@ -39,12 +39,13 @@ func (f *fixture) withhold(older []byte, nodes ...*node) func() {
 	}
 }
 
-// TestCRLFetchedDespiteCoordinator: the CA revokes the peer; the coordinator
+// crlFetchedDespiteCoordinator (TestBlastRadius/coordinator/
+// cannot-hide-a-revocation-beyond-the-CA-fetch-interval): the CA revokes the peer; the coordinator
 // relays no CRL to anyone, replays the CA's earlier one and keeps relaying
 // the peer. Two agents fetching from the CA every second both take the peer
 // out of their WireGuard devices within the bound, its packets stop, and
 // the replayed CRL is refused as a rollback.
-func TestCRLFetchedDespiteCoordinator(t *testing.T) {
+func crlFetchedDespiteCoordinator(t *testing.T) {
 	f := newFixture(t)
 	short := func(c *agent.Config) { c.CAFetchInterval = fetchInterval }
 	second := f.startAgent(t, f.CAURL, "second", short)
@@ -77,14 +78,15 @@ func TestCRLFetchedDespiteCoordinator(t *testing.T) {
 	}
 }
 
-// TestCRLWithheldCAUnreachable: as above, but the victim cannot reach the
+// crlWithheldCAUnreachable (TestBlastRadius/coordinator/
+// cannot-hide-a-revocation-past-nextUpdate-when-the-CA-is-unreachable): as above, but the victim cannot reach the
 // CA either. The revocation stays hidden (the peer gets through) while the
 // CRL held is current; past its nextUpdate + grace (the victim's clock is
 // moved, nothing sleeps) the CRL is stale and --crl-stale applies:
 // refuse-new refuses the revoked peer when the coordinator offers it as
 // new, keep keeps it (and says the CRL is stale). Once the CA is reachable
 // again, the peer is out within the bound.
-func TestCRLWithheldCAUnreachable(t *testing.T) {
+func crlWithheldCAUnreachable(t *testing.T) {
 	t.Parallel()
 	for _, mode := range []agent.DegradedPolicy{agent.DegradedRefuseNew, agent.DegradedKeep} {
 		t.Run(string(mode), func(t *testing.T) {

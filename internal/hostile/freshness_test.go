@@ -35,12 +35,13 @@ const policyAllowPeerAnywhere = `// hostile test: the peer may reach every node'
 }
 `
 
-// TestPolicyFreshAgentGetsCurrent: the CA replaced a policy that let the
+// policyFreshAgentGetsCurrent (TestBlastRadius/coordinator/
+// cannot-replay-an-old-policy-to-a-fresh-agent): the CA replaced a policy that let the
 // peer in with one that does not; the coordinator withholds the new one and
 // greets a freshly enrolled agent with the old one. The fresh agent
 // enforces the CA's current policy: the old one is refused as a rollback
 // and the peer's packets are not delivered.
-func TestPolicyFreshAgentGetsCurrent(t *testing.T) {
+func policyFreshAgentGetsCurrent(t *testing.T) {
 	f := newFixture(t)
 	f.connectPeer(t)
 	_, v2, _ := f.publish(t, policyAllowPeerAnywhere)
@@ -158,4 +159,28 @@ func TestPolicyPastValidUntil(t *testing.T) {
 			checkDeviceMatchesStatus(t, f.Victim)
 		})
 	}
+}
+
+// TestPolicyFromRenewal: the CA publishes v3 (denies the peer) and the
+// coordinator withholds it; the victim's own fetch is an hour away. Its
+// next renewal answer carries v3, which it installs: the peer's packets
+// stop.
+func TestPolicyFromRenewal(t *testing.T) {
+	f := newFixture(t)
+	f.connectPeer(t)
+	f.publish(t, policyAllowPeer)
+	f.peerTraffic(t, true)
+	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
+	defer cancel()
+	info3, err := f.CA.PublishPolicy(ctx, []byte(policyDenyPeer)) // withheld
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Victim.Agent.RenewNow(ctx); err != nil {
+		t.Fatalf("renewing: %v", err)
+	}
+	if st := f.sync(t); st.Policy.Version != info3.Version {
+		t.Errorf("after the renewal the victim holds policy version %d, want the CA's current %d", st.Policy.Version, info3.Version)
+	}
+	f.peerTraffic(t, false)
 }
