@@ -139,7 +139,13 @@ func goBenchArgs(count int, pkgs []string) []string {
 // RunGoBench runs the Go micro-benchmarks of pkgs in the module at dir and
 // parses their output.
 func RunGoBench(ctx context.Context, goCmd, dir string, count int, pkgs []string) ([]GoBench, string, error) {
-	cmd := exec.CommandContext(ctx, goCmd, goBenchArgs(count, pkgs)...)
+	return runGoTest(ctx, goCmd, dir, goBenchArgs(count, pkgs))
+}
+
+// runGoTest runs go with args (a go test -bench command line) in dir and
+// parses the benchmark results.
+func runGoTest(ctx context.Context, goCmd, dir string, args []string) ([]GoBench, string, error) {
+	cmd := exec.CommandContext(ctx, goCmd, args...)
 	cmd.Dir = dir
 	var out bytes.Buffer
 	cmd.Stdout = &out

@@ -68,6 +68,7 @@ type options struct {
 	benchCount   int
 	keep         bool
 	verbose      bool
+	only         string
 }
 
 func main() {
@@ -82,6 +83,7 @@ func main() {
 	flag.IntVar(&o.benchCount, "count", 3, "go test -count for the Go micro-benchmarks (the median is reported)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (binaries, state, logs)")
 	flag.BoolVar(&o.verbose, "v", false, "debug logging")
+	flag.StringVar(&o.only, "only", "", "\"revocation\": measure revocation latency only (no root needed) and replace that section of the report at -out")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./internal/bench/netbench [flags]\n\n"+
 			"Measures veth vs bare wireguard-go vs certmesh with 1 and 1,000 policy rules (iperf3, ping) in network namespaces\n"+
@@ -91,6 +93,10 @@ func main() {
 	flag.Parse()
 	if flag.NArg() > 0 {
 		flag.Usage()
+		os.Exit(2)
+	}
+	if o.only != "" && o.only != "revocation" {
+		fmt.Fprintln(os.Stderr, "netbench: -only takes \"revocation\"")
 		os.Exit(2)
 	}
 	if o.quick {
@@ -126,6 +132,14 @@ func command() string {
 }
 
 func run(ctx context.Context, log *slog.Logger, o options) (err error) {
+	if o.only == "revocation" {
+		root, err := e2e.ModuleRoot(ctx)
+		if err != nil {
+			return err
+		}
+		log.Info("netbench: measuring revocation latency only", "cmd", "go "+strings.Join(revocationBenchArgs(), " "))
+		return runOnlyRevocation(ctx, e2e.GoCommand(), root, o.out)
+	}
 	if err := netns.Available(); err != nil {
 		return fmt.Errorf("the network benchmark needs root and network namespaces: %w", err)
 	}
@@ -187,6 +201,10 @@ func run(ctx context.Context, log *slog.Logger, o options) (err error) {
 		return err
 	}
 	rep.GoBench = GroupGoBench(res)
+	log.Info("netbench: measuring revocation latency", "cmd", "go "+strings.Join(revocationBenchArgs(), " "))
+	if rep.Revocation, err = runRevocation(ctx, goCmd, root); err != nil {
+		return err
+	}
 	rep.Machine.LoadAfter = loadAvg()
 	rep.Elapsed = time.Since(rep.Start)
 

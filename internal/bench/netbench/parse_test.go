@@ -201,3 +201,18 @@ func TestTunnelCPUPerGB(t *testing.T) {
 		t.Errorf("TunnelCPUPerGB without tunnel = %v", got)
 	}
 }
+
+func TestSpliceSection(t *testing.T) {
+	doc := []byte("# r\n\n## A\n\na\n\n## Micro-benchmarks\n\nm\n")
+	got, err := spliceSection(doc, "## Rev", "## Micro-benchmarks", []byte("## Rev\n\nv1\n\n"))
+	if err != nil || string(got) != "# r\n\n## A\n\na\n\n## Rev\n\nv1\n\n## Micro-benchmarks\n\nm\n" {
+		t.Fatalf("insert: %q, %v", got, err)
+	}
+	got, err = spliceSection(got, "## Rev", "## Micro-benchmarks", []byte("## Rev\n\nv2\n\n"))
+	if err != nil || string(got) != "# r\n\n## A\n\na\n\n## Rev\n\nv2\n\n## Micro-benchmarks\n\nm\n" {
+		t.Fatalf("replace: %q, %v", got, err)
+	}
+	if _, err := spliceSection([]byte("# r\n"), "## Rev", "## Micro-benchmarks", nil); err == nil {
+		t.Fatal("spliced into a report without either heading")
+	}
+}

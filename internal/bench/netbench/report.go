@@ -68,6 +68,7 @@ type Report struct {
 	Paths      []*PathResult
 	GoBenchCmd string
 	GoBench    []GoBenchSummary
+	Revocation *Revocation
 }
 
 func (rep *Report) path(key string) *PathResult {
@@ -335,6 +336,9 @@ func (rep *Report) Markdown() string {
 	}
 
 	rep.policyMarkdown(p)
+	if rep.Revocation != nil {
+		rep.Revocation.markdown(p)
+	}
 
 	p("## Micro-benchmarks: certificates, policy, packet filter\n\n")
 	p("`%s`, median of %d run(s). The rate is one second divided by the median ns/op: ", rep.GoBenchCmd, o.benchCount)
