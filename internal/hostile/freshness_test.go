@@ -176,9 +176,17 @@ func TestPolicyFromRenewal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	old := f.Victim.Conn
 	if err := f.Victim.Agent.RenewNow(ctx); err != nil {
 		t.Fatalf("renewing: %v", err)
 	}
+	// The renewed agent opens a new watch with its new certificate.
+	select {
+	case <-old.Done():
+	case <-ctx.Done():
+		t.Fatal("the victim kept its old watch after renewing")
+	}
+	f.awaitVictim(t)
 	if st := f.sync(t); st.Policy.Version != info3.Version {
 		t.Errorf("after the renewal the victim holds policy version %d, want the CA's current %d", st.Policy.Version, info3.Version)
 	}
