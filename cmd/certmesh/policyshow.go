@@ -32,7 +32,14 @@ func policyShowCmd() *cobra.Command {
 			if p.Version == 0 {
 				fmt.Fprintln(out, "no valid policy: all inbound mesh traffic is dropped")
 			} else {
-				fmt.Fprintf(out, "version %d signed by %q at %s\n", p.Version, p.Signer, p.SignedAt.Local().Format(time.RFC3339))
+				fmt.Fprintf(out, "version %d signed by %q at %s, valid until %s\n", p.Version, p.Signer,
+					p.SignedAt.Local().Format(time.RFC3339), p.ValidUntil.Local().Format(time.RFC3339))
+				if p.Stale {
+					fmt.Fprintf(out, "stale: past its valid-until and no newer signing arrived (neither the CA nor the coordinator delivers it); --policy-stale %s\n", p.StalePolicy)
+				}
+			}
+			if p.HighestVersion > p.Version {
+				fmt.Fprintf(out, "highest version installed before: %d (no lower version is accepted)\n", p.HighestVersion)
 			}
 			if p.Refused != "" {
 				fmt.Fprintf(out, "last refused document (%s): %s\n", p.RefusedAt.Local().Format(time.RFC3339), p.Refused)
