@@ -22,6 +22,7 @@ type dataPlane interface {
 	UpsertPeer(p wgdev.Peer) error
 	RemovePeer(k certs.WireGuardKey) error
 	Peers() ([]wgdev.PeerStats, error)
+	Kick(k certs.WireGuardKey) error // start handshaking now
 }
 
 // Reasons the agent refuses a peer beyond those of certs.Verify.
@@ -45,7 +46,9 @@ const KeepAlive = 25 * time.Second
 type verifiedPeer struct {
 	label     string
 	id        certs.Identity
-	endpoints []netip.AddrPort  // the hints the endpoint policy allowed
+	hints     []netip.AddrPort  // the hints the endpoint policy allowed, as relayed
+	endpoints []netip.AddrPort  // the same, the one in use first (peers_rotate.go)
+	epSince   time.Time         // when endpoints[0] was put in use
 	machine   *x509.Certificate // for CRL checks
 	user      *x509.Certificate // nil without a user certificate
 }

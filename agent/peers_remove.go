@@ -65,6 +65,7 @@ func (m *peerManager) sweep() {
 		}
 	}
 	m.reconcileLocked()
+	m.rotateLocked()
 	if stale := m.staleLocked(); stale != m.wasStale {
 		m.wasStale = stale
 		if stale {

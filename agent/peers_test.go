@@ -24,6 +24,8 @@ type recordingPlane struct {
 	mu      sync.Mutex
 	peers   map[certs.WireGuardKey]wgdev.Peer
 	failFor map[certs.WireGuardKey]bool // UpsertPeer refuses these keys
+	// handshakes are the peers' last handshakes, as Peers reports them.
+	handshakes map[certs.WireGuardKey]time.Time
 }
 
 func newRecordingPlane() *recordingPlane {
@@ -49,12 +51,14 @@ func (r *recordingPlane) RemovePeer(k certs.WireGuardKey) error {
 	return nil
 }
 
+func (r *recordingPlane) Kick(certs.WireGuardKey) error { return nil }
+
 func (r *recordingPlane) Peers() ([]wgdev.PeerStats, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []wgdev.PeerStats
 	for k, p := range r.peers {
-		out = append(out, wgdev.PeerStats{PublicKey: k, AllowedIPs: p.AllowedIPs, Endpoint: p.Endpoint})
+		out = append(out, wgdev.PeerStats{PublicKey: k, AllowedIPs: p.AllowedIPs, Endpoint: p.Endpoint, LastHandshake: r.handshakes[k]})
 	}
 	return out, nil
 }

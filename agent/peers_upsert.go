@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/certmesh/certmesh/agent/wgdev"
@@ -76,7 +77,12 @@ func (m *peerManager) upsertLocked(p *wire.Peer) {
 		m.removeLocked(p.Label, "label reassigned")
 	}
 	old := m.peers[id.DeviceID]
-	eps, refusedEps := m.endpoints.usable(p.Endpoints)
+	hints, refusedEps := m.endpoints.usable(p.Endpoints)
+	// The same hints again: stay on the one in use (peers_rotate.go).
+	eps, epSince := hints, m.now()
+	if old != nil && slices.Equal(old.hints, hints) {
+		eps, epSince = old.endpoints, old.epSince
+	}
 	wp := peerConfig(id, eps)
 	// Two agents learn of each other at the same moment; if both started
 	// a handshake at once (a keepalive is sent as soon as it is set),
@@ -112,7 +118,8 @@ func (m *peerManager) upsertLocked(p *wire.Peer) {
 	if old != nil && old.label != p.Label {
 		delete(m.labels, old.label)
 	}
-	m.peers[id.DeviceID] = &verifiedPeer{label: p.Label, id: id, endpoints: eps, machine: b.Machine, user: b.User}
+	m.peers[id.DeviceID] = &verifiedPeer{label: p.Label, id: id, hints: hints, endpoints: eps, epSince: epSince,
+		machine: b.Machine, user: b.User}
 	m.labels[p.Label] = id.DeviceID
 	if id.NotBefore.After(m.newest[id.DeviceID]) {
 		m.newest[id.DeviceID] = id.NotBefore

@@ -16,8 +16,8 @@ import (
 // coordinator: without a bound, one could aim every agent's handshake
 // initiations at any address and port (reflection).
 //
-// A destination (address and port) has answered when a handshake response
-// came from it in the last AnsweredFor; initiations to it are not limited.
+// A destination (address and port) has answered when a handshake message
+// (response, or its own initiation) came from it in the last AnsweredFor; initiations to it are not limited.
 // Initiations to any other destination draw on a budget per destination
 // address: Burst at once, then one per Interval. What the budget does not
 // allow is dropped, as a lossy network would, and logged once per episode.
@@ -82,6 +82,15 @@ func messageType(b []byte) uint32 {
 	return binary.LittleEndian.Uint32(b)
 }
 
+// isHandshake: a handshake initiation or response. Either shows that a
+// WireGuard device that knows our key is at its source (or that someone
+// forges that source, who could aim packets there directly anyway).
+func isHandshake(b []byte) bool {
+	t := messageType(b)
+	return (len(b) == device.MessageResponseSize && t == device.MessageResponseType) ||
+		(len(b) == device.MessageInitiationSize && t == device.MessageInitiationType)
+}
+
 func addrPortOf(ep conn.Endpoint) netip.AddrPort {
 	if s, ok := ep.(*conn.StdNetEndpoint); ok {
 		return netip.AddrPortFrom(s.Addr().Unmap(), s.Port())
@@ -100,7 +109,7 @@ func (b *limitedBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		fns[i] = func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 			n, err := fn(packets, sizes, eps)
 			for j := range n {
-				if sizes[j] == device.MessageResponseSize && messageType(packets[j]) == device.MessageResponseType {
+				if isHandshake(packets[j][:sizes[j]]) {
 					b.answer(addrPortOf(eps[j]))
 				}
 			}

@@ -96,6 +96,18 @@ func TestHandshakeLimit(t *testing.T) {
 	if got := sink.sent[answering]; got != 21 {
 		t.Errorf("%d of 21 initiations reached the destination that answered", got)
 	}
+	// A destination that initiated a handshake itself has answered too.
+	initiator := netip.MustParseAddrPort("127.0.0.3:51820")
+	sink.in <- received{init, initiator}
+	if _, err := fns[0]([][]byte{make([]byte, 1500)}, make([]int, 1), make([]conn.Endpoint, 1)); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		send(initiator, init)
+	}
+	if got := sink.sent[initiator]; got != 10 {
+		t.Errorf("%d of 10 initiations reached a destination that had initiated itself", got)
+	}
 	// Data and responses are not limited; a refused destination gets none.
 	data := message(4, 64)
 	send(silent, data, data)

@@ -197,6 +197,22 @@ func (d *Device) RemovePeer(k certs.WireGuardKey) error {
 	return nil
 }
 
+// Kick sends the peer a keepalive, which starts a new round of handshake
+// attempts if it has no session (after moving it to another endpoint:
+// wireguard-go gives up on a peer after 90 s of unanswered attempts).
+// An unknown peer is ignored.
+func (d *Device) Kick(k certs.WireGuardKey) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return ErrClosed
+	}
+	if p := d.wg.LookupPeer(device.NoisePublicKey(k)); p != nil {
+		p.SendKeepalive()
+	}
+	return nil
+}
+
 // SetPrivateKey replaces the device's private key (key rotation). Existing
 // sessions are expired; peers reconnect once they know the new public key.
 // A peer whose public key equals the new key's is removed.

@@ -183,3 +183,39 @@ func TestHandshakesToSilentDestinationBounded(t *testing.T) {
 	}
 	f.peerReaches(t)
 }
+
+// TestEndpointRotationReachesPeer: the coordinator puts a silent address
+// before a certified peer's real endpoint, and the peer does not know
+// where the victim is (it cannot start the handshake itself). The victim
+// tries the silent hint, then moves on to the next and completes a
+// handshake with the peer.
+func TestEndpointRotationReachesPeer(t *testing.T) {
+	f := newFixture(t)
+	silent := newUDPCounter(t, "127.0.0.1")
+	a := f.newAttacker(t, "behind")
+	// Without an endpoint for the victim, only the victim can start.
+	if err := a.Dev.RemovePeer(f.Victim.Self.WireGuardKey); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Dev.UpsertPeer(wgdev.Peer{PublicKey: f.Victim.Self.WireGuardKey, AllowedIPs: hostPrefixes(f.Victim.Self.Addresses)}); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := f.PKI.IssueMachine(t, f.legitProfile(t, a))
+	send(t, f.Victim.Conn, relay("behind", b, silent.Addr, a.Endpoint()))
+	// The silent hint used the loopback address's initiation budget: the
+	// first initiation to the next may wait for one more (15 s).
+	within := agent.EndpointRotateAfter + wgdev.HandshakeLimit{}.Defaults().Interval + waitFor
+	deadline := time.Now().Add(within)
+	for !a.HandshakeDone(t, f) {
+		if time.Now().After(deadline) {
+			_, n := silent.counts()
+			t.Fatalf("no handshake with the peer within %s (the silent first hint got %d initiations): the victim never tried the next hint",
+				within, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, n := silent.counts(); n == 0 {
+		t.Errorf("the first hint was never tried")
+	}
+	mustReach(t, f, a)
+}
