@@ -13,6 +13,7 @@ func FuzzDecodeEvent(f *testing.F) {
 	f.Add([]byte(`{"type":"upsert","peer":{"label":"b","bundle":{"machine":""}}}`))
 	f.Add([]byte(`{"type":"remove","label":"c"}`))
 	f.Add([]byte(`{"type":"upsert"}`))
+	f.Add([]byte(`{"type":"upsert","peer":{"label":"` + strings.Repeat("l", MaxLabelSize+1) + `"}}`))
 	f.Add([]byte(`{`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		e, err := DecodeEvent(data)
@@ -22,6 +23,12 @@ func FuzzDecodeEvent(f *testing.F) {
 		if err := e.Validate(); err != nil {
 			t.Fatalf("decoded event fails validation: %v", err)
 		}
+		// Each peer is checked on its own; the check must hold its bounds.
+		for _, p := range append(e.Peers, derefPeer(e.Peer)...) {
+			if p.Validate() == nil && (len(p.Label) > MaxLabelSize || len(p.Endpoints) > MaxEndpoints) {
+				t.Fatalf("peer over the bounds accepted: %d-byte label, %d endpoints", len(p.Label), len(p.Endpoints))
+			}
+		}
 		var buf bytes.Buffer
 		if err := EncodeEvent(&buf, e); err != nil {
 			return
@@ -30,6 +37,13 @@ func FuzzDecodeEvent(f *testing.F) {
 			t.Fatalf("re-encoded event does not decode: %v", err)
 		}
 	})
+}
+
+func derefPeer(p *Peer) []Peer {
+	if p == nil {
+		return nil
+	}
+	return []Peer{*p}
 }
 
 func TestEventReaderRefusesOversizedLine(t *testing.T) {
