@@ -107,7 +107,19 @@ var userReasons = map[Reason]Reason{
 // certificate is optional, so whoever relays a bundle can always strip it,
 // and a forged one must buy no more than stripping does, the peer without
 // its user. The reason is recorded so that agents can log and show it.
+//
+// Verify tolerates no clock skew: it is VerifyWith with NotBeforeSkew 0.
 func Verify(b Bundle, roots *Roots, crl *CRL, now time.Time) (Identity, error) {
+	return VerifyWith(b, roots, crl, VerifyOptions{Now: now})
+}
+
+// VerifyWith is Verify at opts.Now, tolerating a verifier's clock that is
+// behind the issuer's by up to opts.NotBeforeSkew (see [VerifyOptions]).
+// It fails, with an error that is not a *RejectError, if opts is invalid.
+func VerifyWith(b Bundle, roots *Roots, crl *CRL, opts VerifyOptions) (Identity, error) {
+	if err := opts.check(); err != nil {
+		return Identity{}, err
+	}
 	m := b.Machine
 	if m == nil {
 		return Identity{}, reject(ReasonMalformed, "bundle has no machine certificate")
@@ -119,7 +131,7 @@ func Verify(b Bundle, roots *Roots, crl *CRL, now time.Time) (Identity, error) {
 	for _, c := range b.Intermediates {
 		inter.AddCert(c)
 	}
-	if err := verifyLeaf("machine certificate", m, inter, b.Intermediates, roots, now); err != nil {
+	if err := verifyLeaf("machine certificate", m, inter, b.Intermediates, roots, opts); err != nil {
 		return Identity{}, err
 	}
 	id, err := machineIdentity(m, roots.TrustDomain)
@@ -132,7 +144,7 @@ func Verify(b Bundle, roots *Roots, crl *CRL, now time.Time) (Identity, error) {
 	if b.User == nil {
 		return id, nil
 	}
-	user, uerr := verifyUser(b.User, m, id.DeviceID, inter, b.Intermediates, roots, now)
+	user, uerr := verifyUser(b.User, m, id.DeviceID, inter, b.Intermediates, roots, opts)
 	if uerr == nil {
 		uerr = crl.CheckUser(b.User, user)
 	}
@@ -144,9 +156,10 @@ func Verify(b Bundle, roots *Roots, crl *CRL, now time.Time) (Identity, error) {
 	return id, nil
 }
 
-// verifyLeaf checks that c is a leaf, valid at now, chaining to roots
-// through inter with client-auth usage and the chain's name constraints.
-func verifyLeaf(what string, c *x509.Certificate, inter *x509.CertPool, inters []*x509.Certificate, roots *Roots, now time.Time) error {
+// verifyLeaf checks that c is a leaf, valid at opts.checkTime, chaining
+// to roots through inter with client-auth usage and the chain's name
+// constraints.
+func verifyLeaf(what string, c *x509.Certificate, inter *x509.CertPool, inters []*x509.Certificate, roots *Roots, opts VerifyOptions) error {
 	if c.IsCA {
 		return reject(ReasonKeyUsage, "%s is a CA certificate", what)
 	}
@@ -155,8 +168,10 @@ func verifyLeaf(what string, c *x509.Certificate, inter *x509.CertPool, inters [
 	if bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil {
 		return reject(ReasonSelfSigned, "%s %q signs itself", what, c.Subject)
 	}
+	now := opts.checkTime(c, inters, roots.certs)
 	if now.Before(c.NotBefore) {
-		return reject(ReasonNotYetValid, "%s is valid from %s", what, c.NotBefore.UTC().Format(time.RFC3339))
+		return reject(ReasonNotYetValid, "%s is valid from %s, %s after this machine's clock%s", what,
+			c.NotBefore.UTC().Format(time.RFC3339), c.NotBefore.Sub(opts.Now).Round(time.Second), opts.tolerated())
 	}
 	if now.After(c.NotAfter) {
 		return reject(ReasonExpired, "%s expired at %s", what, c.NotAfter.UTC().Format(time.RFC3339))
@@ -179,8 +194,8 @@ func verifyLeaf(what string, c *x509.Certificate, inter *x509.CertPool, inters [
 // is untrusted, whatever it says), then the device binding (another
 // device's certificate is a device mismatch, though its key differs too),
 // then the subject key, then the rest of the profile.
-func verifyUser(u, m *x509.Certificate, dev DeviceID, inter *x509.CertPool, inters []*x509.Certificate, roots *Roots, now time.Time) (*UserIdentity, *RejectError) {
-	if err := verifyLeaf("user certificate", u, inter, inters, roots, now); err != nil {
+func verifyUser(u, m *x509.Certificate, dev DeviceID, inter *x509.CertPool, inters []*x509.Certificate, roots *Roots, opts VerifyOptions) (*UserIdentity, *RejectError) {
+	if err := verifyLeaf("user certificate", u, inter, inters, roots, opts); err != nil {
 		var re *RejectError
 		if !errors.As(err, &re) {
 			return nil, &RejectError{Reason: ReasonUserUntrusted, Err: err}
