@@ -3,8 +3,6 @@ package ca_test
 import (
 	"encoding/json"
 	"net/http"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/certmesh/certmesh/ca"
@@ -16,23 +14,7 @@ import (
 // newApprovalEnv is a CA with approval: required, served over HTTPS.
 func newApprovalEnv(t *testing.T) *testEnv {
 	t.Helper()
-	e := openTestCA(t)
-	cfg, err := ca.LoadConfig(e.Dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Approval = ca.ApprovalRequired
-	data, _ := json.Marshal(cfg)
-	if err := os.WriteFile(filepath.Join(e.Dir, "config.json"), data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e.CA.Close()
-	c, err := ca.Open(e.Dir, ca.Options{Logger: discardLogger(), Now: e.Clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	e.CA = c
+	e := openTestCAWith(t, func(c *ca.Config) { c.Approval = ca.ApprovalRequired })
 	return serve(t, e)
 }
 

@@ -84,7 +84,7 @@ func Open(stateDir string, o Options) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	sg, err := newSigner(stateDir, &certs.KeyPair{Cert: roots.Certificates()[0]}, inter)
+	sg, err := newSigner(stateDir, &certs.KeyPair{Cert: roots.Certificates()[0]}, inter, cfg.CertBackdate)
 	if err != nil {
 		st.Close()
 		return nil, err

@@ -53,6 +53,11 @@ type Config struct {
 	CoordinatorURL string `json:"coordinator_url,omitempty"`
 	// CRLNextUpdate is how long each CRL is current (default 5m).
 	CRLNextUpdate Duration `json:"crl_next_update,omitempty"`
+	// CertBackdate is how long before its issuance a machine or user
+	// certificate starts (default 5m, between 1m and 1h; at most half the
+	// certificate's life), so that agents whose clocks are that far
+	// behind the CA's accept it.
+	CertBackdate Duration `json:"cert_backdate,omitempty"`
 	// PolicyValidity is how long each signing of the policy is current
 	// (its valid-until; default policy.DefaultValidity, 1h). The CA signs
 	// the current version again at half of it.
@@ -117,6 +122,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CRLNextUpdate != 0 && (time.Duration(c.CRLNextUpdate) < 10*time.Second || time.Duration(c.CRLNextUpdate) > 7*24*time.Hour) {
 		return fmt.Errorf("crl_next_update %s: want between 10s and 7 days", time.Duration(c.CRLNextUpdate))
+	}
+	if b := time.Duration(c.CertBackdate); b != 0 && (b < minCertBackdate || b > maxCertBackdate) {
+		return fmt.Errorf("cert_backdate %s: want between %s and %s", b, minCertBackdate, maxCertBackdate)
 	}
 	if c.PolicyValidity != 0 && (time.Duration(c.PolicyValidity) < 10*time.Second || time.Duration(c.PolicyValidity) > 30*24*time.Hour) {
 		return fmt.Errorf("policy_validity %s: want between 10s and 30 days", time.Duration(c.PolicyValidity))

@@ -62,13 +62,13 @@ func TestEnrollRenewRevoke(t *testing.T) {
 		t.Errorf("URI SANs %v, want [%s]", m1.URIs, want)
 	}
 	// Lifetime: the configured 24h from issuance (X.509 times have whole
-	// seconds), starting a minute early for clock skew.
+	// seconds), starting cert_backdate early for clock skew.
 	life := time.Duration(cfg.MachineCertLifetime)
 	if m1.NotAfter.Before(before.Add(life).Truncate(time.Second)) || m1.NotAfter.After(after.Add(life)) {
 		t.Errorf("NotAfter %s: want issuance time (%s..%s) + %s", m1.NotAfter, before, after, life)
 	}
-	if m1.NotBefore.After(before) || m1.NotBefore.Before(before.Add(-2*time.Minute)) {
-		t.Errorf("NotBefore %s: want about a minute before %s", m1.NotBefore, before)
+	if m1.NotBefore.After(before.Add(-ca.DefaultCertBackdate)) || m1.NotBefore.Before(before.Add(-ca.DefaultCertBackdate-time.Second)) {
+		t.Errorf("NotBefore %s: want %s before %s (cert_backdate)", m1.NotBefore, ca.DefaultCertBackdate, before)
 	}
 
 	devs := e.Devices(t)

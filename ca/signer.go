@@ -18,12 +18,13 @@ import (
 // renders certmesh's templates, signs with the intermediate, and keeps the
 // authority's own records of issued and revoked certificates.
 type signer struct {
-	auth  *authority.Authority
-	db    stepdb.AuthDB
-	inter *certs.KeyPair
+	auth     *authority.Authority
+	db       stepdb.AuthDB
+	inter    *certs.KeyPair
+	backdate Duration // cert_backdate (see certStart)
 }
 
-func newSigner(stateDir string, root, inter *certs.KeyPair) (*signer, error) {
+func newSigner(stateDir string, root, inter *certs.KeyPair, backdate Duration) (*signer, error) {
 	adb, err := stepdb.New(&stepdb.Config{Type: "bbolt", DataSource: filepath.Join(stateDir, authorityDBFile)})
 	if err != nil {
 		return nil, fmt.Errorf("opening authority database: %w", err)
@@ -38,7 +39,7 @@ func newSigner(stateDir string, root, inter *certs.KeyPair) (*signer, error) {
 		adb.Shutdown()
 		return nil, fmt.Errorf("starting embedded authority: %w", err)
 	}
-	return &signer{auth: auth, db: adb, inter: inter}, nil
+	return &signer{auth: auth, db: adb, inter: inter, backdate: backdate}, nil
 }
 
 func (s *signer) close() error { return s.db.Shutdown() }
@@ -53,15 +54,15 @@ func (o templateOption) Options(provisioner.SignOptions) []x509util.Option {
 	return []x509util.Option{x509util.WithTemplate(o.text, o.data)}
 }
 
-// signMachine issues a machine certificate for csr with profile p, valid
-// from notBefore for life.
+// signMachine issues a machine certificate for csr with profile p, issued
+// at notBefore for life, and valid from the backdate before (certStart).
 func (s *signer) signMachine(ctx context.Context, csr *x509.CertificateRequest, p certs.MachineProfile, notBefore time.Time, life time.Duration) (*x509.Certificate, error) {
 	data, err := p.TemplateData()
 	if err != nil {
 		return nil, err
 	}
 	validity := provisioner.CertificateModifierFunc(func(c *x509.Certificate, _ provisioner.SignOptions) error {
-		c.NotBefore = notBefore.Add(-time.Minute) // tolerate small clock skew
+		c.NotBefore = certStart(s.backdate, notBefore, life) // agents' clocks may be behind
 		c.NotAfter = notBefore.Add(life)
 		return nil
 	})

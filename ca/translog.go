@@ -69,7 +69,13 @@ func openLog(stateDir string, td certs.TrustDomain) (*translog.Log, string, erro
 func (c *CA) LogKey() string { return c.logVKey }
 
 // LogHandler serves the log's public, read-only endpoints (/v1/log/...).
-func (c *CA) LogHandler() (http.Handler, error) { return c.tlog.Handler(c.logVKey) }
+func (c *CA) LogHandler() (http.Handler, error) {
+	h, err := c.tlog.Handler(c.logVKey)
+	if err != nil {
+		return nil, err
+	}
+	return c.dated(h), nil
+}
 
 // Checkpoint is the log's current signed checkpoint.
 func (c *CA) Checkpoint() []byte { return c.tlog.Checkpoint() }

@@ -133,7 +133,7 @@ func (c *CA) issueUser(ctx context.Context, s *loginSession, u verifiedUser) (*w
 	}
 	p, err := certs.UserProfile{
 		TrustDomain: c.cfg.TrustDomain, UserID: userIDOf(u), Email: email, Groups: groups,
-		NotBefore: now.Add(-time.Minute), NotAfter: notAfter,
+		NotBefore: certStart(c.cfg.CertBackdate, now, notAfter.Sub(now)), NotAfter: notAfter,
 	}.BindToMachine(s.machine)
 	if err != nil {
 		return nil, refuse(CodeForbidden, "%v", err)

@@ -21,6 +21,13 @@ const (
 	ServerLifetime       = 30 * 24 * time.Hour
 )
 
+// LongLivedBackdate is how long before their creation the root, the
+// intermediate and the server TLS certificate start, so that a machine
+// whose clock is behind the CA's by up to this much accepts them, TLS
+// handshakes included (which tolerate no skew). It costs nothing against
+// lifetimes of a month and more.
+const LongLivedBackdate = time.Hour
+
 // rootTemplate: a self-signed CA that may sign one level of intermediates.
 const rootTemplate = `{
 	"subject": {"commonName": {{ toJson .CommonName }}, "organization": ["certmesh"]},
@@ -81,7 +88,7 @@ func renderAndSign(tmplText string, data x509util.TemplateData, key crypto.Signe
 		return nil, fmt.Errorf("rendering template: %w", err)
 	}
 	tmpl := c.GetCertificate()
-	tmpl.NotBefore = notBefore.Add(-time.Minute)
+	tmpl.NotBefore = notBefore.Add(-LongLivedBackdate)
 	tmpl.NotAfter = notBefore.Add(life)
 	parentCert, parentKey := tmpl, key
 	if parent != nil {

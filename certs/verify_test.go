@@ -104,7 +104,7 @@ func TestVerifyRejects(t *testing.T) {
 		{name: "verified after its lifetime", bundle: issue(), at: now.Add(testca.MachineLifetime + time.Minute), want: certs.ReasonExpired},
 		{name: "not yet valid", bundle: issue(testca.WithValidity(now.Add(time.Hour), now.Add(25*time.Hour))), want: certs.ReasonNotYetValid},
 		{name: "expired intermediate", bundle: issue(testca.WithValidity(later.Add(-time.Hour), later.Add(time.Hour))), at: later, want: certs.ReasonExpired},
-		{name: "intermediate not yet valid", bundle: issue(testca.WithValidity(now.Add(-2*time.Hour), now.Add(time.Hour))), at: now.Add(-time.Hour), want: certs.ReasonNotYetValid},
+		{name: "intermediate not yet valid", bundle: issue(testca.WithValidity(now.Add(-4*time.Hour), now.Add(time.Hour))), at: now.Add(-certs.LongLivedBackdate - time.Hour), want: certs.ReasonNotYetValid},
 
 		// Name constraints of the intermediate.
 		{name: "IPv4 SAN outside the overlay range", bundle: issue(testca.WithIPs(netip.MustParseAddr("10.1.2.3"))), want: certs.ReasonNameConstraints},
