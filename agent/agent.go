@@ -39,6 +39,7 @@ type Agent struct {
 	policy  *policyHolder
 	tpm     *tpmkey.TPM // nil without --tpm
 	tlog    *logState   // nil when the CA runs no log
+	clock   *clockSkew  // this clock against the CA's (skew.go)
 	lock    *statedir.Lock
 	// fetched is how the fetches of CRL and policy from the CA stand;
 	// caPolicy is the policy of the enrollment answer, until installed.
@@ -78,7 +79,7 @@ func New(ctx context.Context, cfg Config) (_ *Agent, err error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, keys: k, lock: lock}
+	a := &Agent{cfg: cfg, keys: k, lock: lock, clock: newClockSkew(cfg)}
 	if cfg.TPM != nil {
 		if err := a.loadTPMSigner(ctx); err != nil {
 			return nil, err
@@ -115,8 +116,11 @@ func (a *Agent) loadOrEnroll(ctx context.Context) error {
 	a.roots = roots
 	a.caAPI = newAPIClient(a.cfg.ServerURL, serverTLS(roots, &a.ident, a.cfg.Now))
 	a.anonAPI = newAPIClient(a.cfg.ServerURL, serverTLS(roots, nil, a.cfg.Now))
+	for _, api := range []*apiClient{a.caAPI, a.anonAPI} {
+		api.hc.Transport = a.clock.wrap(api.hc.Transport)
+	}
 	if enr != nil {
-		b, id, err := checkOwnCertificate(enr.Cert, roots, a.keys, a.cfg.Now())
+		b, id, err := checkOwnCertificate(enr.Cert, roots, a.keys, a.verifyOptions())
 		if err == nil {
 			a.adopt(enr, b, id)
 			return nil
@@ -169,9 +173,9 @@ func (a *Agent) loadOrEnroll(ctx context.Context) error {
 		}
 		a.removePending()
 	}
-	b, id, err := checkOwnCertificate(resp, roots, a.keys, a.cfg.Now())
+	b, id, err := checkOwnCertificate(resp, roots, a.keys, a.verifyOptions())
 	if err != nil {
-		return err
+		return a.clock.explain(err)
 	}
 	enr = &enrollment{TrustDomain: roots.TrustDomain, Cert: resp}
 	a.caPolicy, enr.Cert.Policy = resp.Policy, nil // the policy holder keeps it
@@ -237,6 +241,7 @@ func (a *Agent) openDevice(ctx context.Context) error {
 	a.peers.onChange = func() { a.filter.Revalidate() }
 	a.peers.endpoints = eps
 	a.peers.staleGrace, a.peers.stalePolicy = a.cfg.CRLGrace, a.cfg.CRLStalePolicy
+	a.peers.skew = a.cfg.MaxClockSkew
 	logClient, err := translog.NewClient(a.cfg.ServerURL.String(), a.caAPI.hc)
 	if err != nil {
 		dev.Close()

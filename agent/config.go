@@ -61,6 +61,11 @@ type Config struct {
 	CAFetchInterval time.Duration
 	// ApprovalPoll is how often a pending enrollment is polled (default 2s).
 	ApprovalPoll time.Duration
+	// MaxClockSkew is how far this machine's clock may be behind the CA's
+	// for certificates to be accepted before their NotBefore (default
+	// DefaultMaxClockSkew, at most certs.MaxNotBeforeSkew; NotAfter gets
+	// no tolerance), and beyond which, either way, the agent warns.
+	MaxClockSkew time.Duration
 	// SweepInterval is how often expired peers are looked for (default 1s).
 	SweepInterval time.Duration
 	// RenewCheckInterval is how often the renewal loop reads the clock
@@ -111,6 +116,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ApprovalPoll <= 0 {
 		c.ApprovalPoll = 2 * time.Second
+	}
+	if c.MaxClockSkew == 0 {
+		c.MaxClockSkew = DefaultMaxClockSkew
+	}
+	if c.MaxClockSkew < 0 || c.MaxClockSkew > certs.MaxNotBeforeSkew {
+		return fmt.Errorf("max clock skew %s: want between 0 and %s", c.MaxClockSkew, certs.MaxNotBeforeSkew)
 	}
 	if c.SweepInterval <= 0 {
 		c.SweepInterval = time.Second

@@ -122,12 +122,12 @@ func renew(ctx context.Context, api *apiClient, k *keys) (wire.CertificateRespon
 
 // checkOwnCertificate verifies a certificate the CA returned for us: it
 // must chain to the pinned root and carry our own keys.
-func checkOwnCertificate(resp wire.CertificateResponse, roots *certs.Roots, k *keys, now time.Time) (certs.Bundle, certs.Identity, error) {
+func checkOwnCertificate(resp wire.CertificateResponse, roots *certs.Roots, k *keys, clock certs.VerifyOptions) (certs.Bundle, certs.Identity, error) {
 	b, err := certs.ParseBundle(resp.Bundle)
 	if err != nil {
 		return certs.Bundle{}, certs.Identity{}, err
 	}
-	id, err := certs.Verify(b, roots, nil, now)
+	id, err := certs.VerifyWith(b, roots, nil, clock)
 	if err != nil {
 		return certs.Bundle{}, certs.Identity{}, fmt.Errorf("the CA returned a certificate that does not verify: %w", err)
 	}

@@ -175,7 +175,7 @@ func (a *Agent) adoptUserCert(ctx context.Context, der []byte, incl *translog.In
 func (a *Agent) verifyUser(u *x509.Certificate) (*certs.UserIdentity, error) {
 	_, b := a.ident.get()
 	b.User = u
-	id, err := certs.Verify(b, a.roots, nil, a.cfg.Now())
+	id, err := certs.VerifyWith(b, a.roots, nil, a.verifyOptions())
 	if err != nil {
 		return nil, fmt.Errorf("verifying own machine certificate: %w", err)
 	}

@@ -90,6 +90,7 @@ type peerManager struct {
 	crlRefusal   string
 	crlRefusedAt time.Time
 	staleGrace   time.Duration
+	skew         time.Duration // NotBefore tolerance of certs.VerifyWith (Config.MaxClockSkew)
 	stalePolicy  DegradedPolicy
 	wasStale     bool
 	// logged, if set, checks a certificate's inclusion in the CA's log.

@@ -24,7 +24,7 @@ func (m *peerManager) upsertLocked(p *wire.Peer) {
 		m.reject(p.Label, err)
 		return
 	}
-	id, err := certs.Verify(b, m.roots, m.crl, m.now())
+	id, err := certs.VerifyWith(b, m.roots, m.crl, certs.VerifyOptions{Now: m.now(), NotBeforeSkew: m.skew})
 	if err != nil {
 		m.reject(p.Label, err)
 		return

@@ -128,7 +128,7 @@ func (a *Agent) renewOnce(ctx context.Context) error {
 
 // acceptRenewal checks a renewed certificate, saves it and makes it ours.
 func (a *Agent) acceptRenewal(resp wire.CertificateResponse) (certs.Identity, error) {
-	b, id, err := checkOwnCertificate(resp, a.roots, a.keys, a.cfg.Now())
+	b, id, err := checkOwnCertificate(resp, a.roots, a.keys, a.verifyOptions())
 	if err != nil {
 		return certs.Identity{}, err
 	}

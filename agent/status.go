@@ -20,6 +20,7 @@ type Status struct {
 	CRL            CRLStatus               `json:"crl"`
 	CAFetch        CAFetchStatus           `json:"ca_fetch"`
 	Log            LogStatus               `json:"log"`
+	Clock          ClockStatus             `json:"clock"` // this clock against the CA's
 }
 
 // SelfStatus describes this node.

@@ -56,6 +56,7 @@ func (a *Agent) Status() (*Status, error) {
 	st.CAFetch = a.fetched.status()
 	st.CRL = a.peers.crlStatus()
 	st.Log = a.logStatus()
+	st.Clock = a.clock.status()
 	st.Rejected, st.RejectedCounts = append([]Rejection{}, rejected...), counts
 	return st, nil
 }

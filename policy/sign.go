@@ -59,8 +59,8 @@ func PolicySignerURI(td certs.TrustDomain) *url.URL {
 // NewPolicySigningCertificate creates the policy-signing certificate of a
 // trust domain: a fresh P-256 key, signed by the root (root.Key is
 // required), not a CA, key usage digitalSignature only, extended key usage
-// EKUPolicySigning only, URI SAN PolicySignerURI(td), valid from a minute
-// before now for PolicySignerLifetime. The CA creates it at init, next to
+// EKUPolicySigning only, URI SAN PolicySignerURI(td), valid from
+// certs.LongLivedBackdate before now to PolicySignerLifetime after. The CA creates it at init, next to
 // the intermediate, and keeps its key like the root's.
 func NewPolicySigningCertificate(root *certs.KeyPair, td certs.TrustDomain, now time.Time) (*certs.KeyPair, error) {
 	if root == nil || root.Cert == nil || root.Key == nil {
@@ -80,7 +80,7 @@ func NewPolicySigningCertificate(root *certs.KeyPair, td certs.TrustDomain, now 
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial.Add(serial, big.NewInt(1)),
 		Subject:               pkix.Name{CommonName: "certmesh policy signer " + string(td), Organization: []string{"certmesh"}},
-		NotBefore:             now.Add(-time.Minute),
+		NotBefore:             now.Add(-certs.LongLivedBackdate), // agents' clocks may be behind
 		NotAfter:              now.Add(PolicySignerLifetime),
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		UnknownExtKeyUsage:    []asn1.ObjectIdentifier{EKUPolicySigning},

@@ -51,7 +51,8 @@ func printStatus(w io.Writer, st *agent.Status) {
 	if !st.Coordinator.Connected {
 		coord = "disconnected " + st.Coordinator.LastError
 	}
-	fmt.Fprintf(w, "coord    %s  %s\n\n", st.Coordinator.URL, coord)
+	fmt.Fprintf(w, "coord    %s  %s\n", st.Coordinator.URL, coord)
+	fmt.Fprintf(w, "clock    %s\n\n", clockLine(st.Clock))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PEER\tADDRESSES\tDEVICE\tVERIFIED\tCERT EXPIRES\tHANDSHAKE\tRX\tTX")
 	for _, p := range st.Peers {
@@ -81,6 +82,22 @@ func printStatus(w io.Writer, st *agent.Status) {
 		if p.UserRejected != "" {
 			fmt.Fprintf(w, "user of %s not accepted: %s\n", p.FQDN, p.UserRejected)
 		}
+	}
+}
+
+// clockLine is this machine's clock against the CA's.
+func clockLine(c agent.ClockStatus) string {
+	switch off := time.Duration(c.OffsetSeconds) * time.Second; {
+	case c.Warning != "":
+		return "WARNING: " + c.Warning
+	case !c.Measured:
+		return "not measured yet (no answer from the CA)"
+	case off == 0:
+		return "in step with the CA"
+	case off < 0:
+		return fmt.Sprintf("%s behind the CA (tolerated: %s)", -off, time.Duration(c.MaxSkewSeconds)*time.Second)
+	default:
+		return fmt.Sprintf("%s ahead of the CA (tolerated: %s)", off, time.Duration(c.MaxSkewSeconds)*time.Second)
 	}
 }
 
