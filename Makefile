@@ -40,7 +40,7 @@ FUZZ_TARGETS := \
 	./internal/wire:FuzzDecodeEvent \
 	./policy:FuzzParse ./policy:FuzzParseSignedPolicy \
 	./agent/filter:FuzzDecode ./agent/filter:FuzzWrite \
-	./ca/attest:FuzzVerifyKeyCertification ./ca:FuzzCheckCSRAndProof ./ca:FuzzNoneMatch \
+	./ca/attest:FuzzVerifyKeyCertification ./ca:FuzzCheckCSRAndProof ./ca:FuzzNoneMatch ./ca:FuzzSpendNonce \
 	./translog:FuzzParseLeaf ./translog:FuzzParseCheckpointText ./translog:FuzzVerifyCertificate
 fuzz:
 	GO=$(GO) ./scripts/fuzz.sh $(FUZZTIME) $(FUZZ_TARGETS)

@@ -119,6 +119,7 @@ func (a *Agent) loadOrEnroll(ctx context.Context) error {
 	for _, api := range []*apiClient{a.caAPI, a.anonAPI} {
 		api.hc.Transport = a.clock.wrap(api.hc.Transport)
 	}
+	a.caAPI.log, a.anonAPI.log = a.cfg.Logger, a.cfg.Logger
 	if enr != nil {
 		b, id, err := checkOwnCertificate(enr.Cert, roots, a.keys, a.verifyOptions())
 		if err == nil {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"sync"
@@ -93,6 +94,7 @@ type apiClient struct {
 	base *url.URL
 	hc   *http.Client
 	rt   *rotatingTransport
+	log  *slog.Logger // if set, says when call waits out a 429
 }
 
 func newAPIClient(base *url.URL, tlsCfg *tls.Config) *apiClient {
@@ -106,8 +108,9 @@ func (a *apiClient) rotate() { a.rt.rotate(generationDrain) }
 
 func (a *apiClient) url(path string) string { return a.base.JoinPath(path).String() }
 
-// call POSTs (or GETs, with in == nil and get) JSON and decodes the answer.
-func (a *apiClient) call(ctx context.Context, method, path string, in, out any) error {
+// callOnce POSTs (or GETs, with in == nil and get) JSON and decodes the
+// answer; call (ratelimit.go) retries it when the server says 429.
+func (a *apiClient) callOnce(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -130,7 +133,7 @@ func (a *apiClient) call(ctx context.Context, method, path string, in, out any) 
 	if resp.StatusCode/100 != 2 {
 		var e wire.Error
 		_ = json.NewDecoder(lr).Decode(&e)
-		return &ServerError{Status: resp.StatusCode, Code: e.Code, Msg: e.Error}
+		return &ServerError{Status: resp.StatusCode, Code: e.Code, Msg: e.Error, RetryAfter: retryAfter(resp.Header, time.Now())}
 	}
 	if out == nil {
 		return nil
@@ -146,6 +149,8 @@ type ServerError struct {
 	Status int
 	Code   string
 	Msg    string
+	// RetryAfter is the server's Retry-After, bounded (zero without one).
+	RetryAfter time.Duration
 }
 
 func (e *ServerError) Error() string {

@@ -2,11 +2,8 @@ package ca
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
-	"fmt"
 	"log/slog"
 	"path/filepath"
 	"sync"
@@ -15,12 +12,8 @@ import (
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/store"
-	"github.com/certmesh/certmesh/internal/wire"
 	"github.com/certmesh/certmesh/translog"
 )
-
-// NonceTTL is how long an enrollment nonce stays valid.
-const NonceTTL = 5 * time.Minute
 
 // CA is the running certificate authority.
 type CA struct {
@@ -40,6 +33,8 @@ type CA struct {
 	checkpointChanged atomic.Bool
 	tpm               *tpmState
 	logins            *logins
+	nonces            *nonces     // nonce.go
+	limits            *rateLimits // ratelimit.go
 
 	policyMu sync.Mutex // serialises policy publication
 	crlMu    sync.Mutex // serialises CRL numbering and signing
@@ -80,6 +75,10 @@ func Open(stateDir string, o Options) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
+	nc, err := newNonces()
+	if err != nil {
+		return nil, err
+	}
 	st, err := store.OpenBolt(filepath.Join(stateDir, dbFile))
 	if err != nil {
 		return nil, err
@@ -92,6 +91,7 @@ func Open(stateDir string, o Options) (*CA, error) {
 	c := &CA{
 		stateDir: stateDir, cfg: cfg, roots: roots, root: &certs.KeyPair{Cert: roots.Certificates()[0]},
 		inter: inter, store: st, signer: sg, log: o.Logger, now: o.Now, logins: newLogins(),
+		nonces: nc, limits: newRateLimits(cfg.RateLimit.withDefaults()),
 	}
 	if c.tlog, c.logVKey, err = openLog(stateDir, cfg.TrustDomain); err != nil {
 		c.Close()
@@ -160,45 +160,6 @@ func (c *CA) OnRevoke(fn func(certs.DeviceID)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.onRevoke = append(c.onRevoke, fn)
-}
-
-// NewNonce issues a single-use challenge.
-func (c *CA) NewNonce(ctx context.Context) (wire.NonceResponse, error) {
-	var b [24]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return wire.NonceResponse{}, fmt.Errorf("generating nonce: %w", err)
-	}
-	n := store.Nonce{Value: base64.RawURLEncoding.EncodeToString(b[:]), ExpiresAt: c.now().Add(NonceTTL)}
-	err := c.store.Update(ctx, func(tx store.Tx) error {
-		if err := tx.PurgeNonces(c.now()); err != nil {
-			return err
-		}
-		return tx.PutNonce(n)
-	})
-	if err != nil {
-		return wire.NonceResponse{}, fmt.Errorf("storing nonce: %w", err)
-	}
-	return wire.NonceResponse{Nonce: n.Value, Expires: n.ExpiresAt}, nil
-}
-
-// takeNonce consumes a nonce in its own transaction, so that it is spent
-// even when the request that presented it is refused.
-func (c *CA) takeNonce(ctx context.Context, value string) error {
-	if value == "" {
-		return refuse(CodeBadNonce, "nonce is missing (get one from %s first)", wire.PathNonce)
-	}
-	var n store.Nonce
-	err := c.store.Update(ctx, func(tx store.Tx) (err error) {
-		n, err = tx.TakeNonce(value)
-		return err
-	})
-	if err != nil {
-		return refuse(CodeBadNonce, "nonce is unknown or already used")
-	}
-	if c.now().After(n.ExpiresAt) {
-		return refuse(CodeBadNonce, "nonce expired at %s", n.ExpiresAt.UTC().Format(time.RFC3339))
-	}
-	return nil
 }
 
 // bundleFor returns the wire bundle of a machine certificate.

@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -60,11 +61,17 @@ func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // openTestCA initialises a fresh state directory and opens it, without a
 // server.
-func openTestCA(t testing.TB) *testEnv {
+func openTestCA(t testing.TB) *testEnv { return openTestCAWith(t, nil) }
+
+// openTestCAWith is openTestCA with config.json changed by edit first.
+func openTestCAWith(t testing.TB, edit func(*ca.Config)) *testEnv {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "state")
 	if _, err := ca.Init(dir, ca.InitOptions{TrustDomain: testTrustDomain}); err != nil {
 		t.Fatalf("Init: %v", err)
+	}
+	if edit != nil {
+		editConfig(t, dir, edit)
 	}
 	clk := &testClock{}
 	c, err := ca.Open(dir, ca.Options{Logger: discardLogger(), Now: clk.Now})
@@ -77,6 +84,20 @@ func openTestCA(t testing.TB) *testEnv {
 		}
 	})
 	return &testEnv{Dir: dir, CA: c, Clock: clk, nextIndex: 1}
+}
+
+// editConfig changes the config.json of the state directory dir.
+func editConfig(t testing.TB, dir string, edit func(*ca.Config)) {
+	t.Helper()
+	cfg, err := ca.LoadConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit(cfg)
+	data, _ := json.MarshalIndent(cfg, "", "  ")
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // newTestEnv also serves the CA's handler over HTTPS with the TLS settings

@@ -1,10 +1,7 @@
 package ca_test
 
 import (
-	"encoding/json"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,30 +9,6 @@ import (
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
 )
-
-// openTestCAWith is openTestCA with edit applied to config.json before the
-// CA opens it.
-func openTestCAWith(t *testing.T, edit func(*ca.Config)) *testEnv {
-	t.Helper()
-	e := openTestCA(t)
-	cfg, err := ca.LoadConfig(e.Dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	edit(cfg)
-	data, _ := json.Marshal(cfg)
-	if err := os.WriteFile(filepath.Join(e.Dir, "config.json"), data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e.CA.Close()
-	c, err := ca.Open(e.Dir, ca.Options{Logger: discardLogger(), Now: e.Clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	e.CA = c
-	return e
-}
 
 // Certificates start cert_backdate before their issuance (default 5m), cut
 // to half of a short certificate's life, so that agents whose clocks are

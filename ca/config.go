@@ -74,6 +74,9 @@ type Config struct {
 	// OIDC, if set, enables user login through the organisation's
 	// identity provider (certmesh login).
 	OIDC *OIDCConfig `json:"oidc,omitempty"`
+	// RateLimit bounds the requests of each client address to the public
+	// CA endpoints (default RateLimitConfig defaults; see ratelimit.go).
+	RateLimit *RateLimitConfig `json:"rate_limit,omitempty"`
 }
 
 // ApprovalMode says whether new enrollments wait for an admin.
@@ -139,7 +142,7 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
-	return nil
+	return c.RateLimit.Validate()
 }
 
 // RenewalAfterExpiry is the renew_after_expiry window (its default if unset).

@@ -25,6 +25,7 @@ const (
 	CodeInternal       Code = "internal"
 	CodeDenied         Code = "denied"          // an admin denied the enrollment
 	CodeBadAttestation Code = "bad-attestation" // TPM evidence refused
+	CodeRateLimited    Code = "rate-limited"    // too many requests: retry after Retry-After
 
 	// Login (OIDC) refusals.
 	CodeLoginDisabled  Code = "login-disabled"   // no identity provider configured
@@ -76,6 +77,8 @@ func httpStatus(c Code) int {
 		return http.StatusBadGateway
 	case CodeLoginDisabled:
 		return http.StatusNotImplemented
+	case CodeRateLimited:
+		return http.StatusTooManyRequests
 	case CodeInternal, CodeExhausted:
 		return http.StatusInternalServerError
 	default:

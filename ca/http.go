@@ -116,7 +116,7 @@ func (c *CA) Handler() http.Handler {
 		w.WriteHeader(status)
 		fmt.Fprintf(w, "<!doctype html><title>certmesh login</title><p>%s</p>\n", html.EscapeString(msg))
 	})
-	return c.dated(mux)
+	return c.dated(c.rateLimit(mux))
 }
 
 // replyEnroll answers 202 Accepted while the enrollment waits for approval.

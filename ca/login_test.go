@@ -13,7 +13,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"io"
 	"log"
 	"log/slog"
@@ -21,7 +20,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -76,21 +74,16 @@ func newLoginEnv(t *testing.T, edit func(*ca.OIDCConfig), opts ...oidctest.Optio
 	if _, err := ca.Init(dir, ca.InitOptions{TrustDomain: testTrustDomain}); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := ca.LoadConfig(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.OIDC = &ca.OIDCConfig{
-		Issuer: idp.Issuer(), ClientID: clientID, ClientSecret: clientSecret, RedirectURL: redirect,
-		AllowedDomains: []string{"corp.example"}, CAFile: idp.CAFile(),
-	}
-	if edit != nil {
-		edit(cfg.OIDC)
-	}
-	data, _ := json.MarshalIndent(cfg, "", "  ")
-	if err := os.WriteFile(filepath.Join(dir, "config.json"), data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	caFile := idp.CAFile()
+	editConfig(t, dir, func(cfg *ca.Config) {
+		cfg.OIDC = &ca.OIDCConfig{
+			Issuer: idp.Issuer(), ClientID: clientID, ClientSecret: clientSecret, RedirectURL: redirect,
+			AllowedDomains: []string{"corp.example"}, CAFile: caFile,
+		}
+		if edit != nil {
+			edit(cfg.OIDC)
+		}
+	})
 	clk := &testClock{}
 	logs := &testmesh.LogBuffer{}
 	c, err := ca.Open(dir, ca.Options{Logger: slog.New(slog.NewTextHandler(logs, nil)), Now: clk.Now})

@@ -60,6 +60,20 @@ func randomB64(t testing.TB, n int) string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
+// flipNonceByte changes byte i of a nonce (counted from the end if
+// negative), keeping its format.
+func flipNonceByte(t testing.TB, nonce string, i int) string {
+	b, err := base64.RawURLEncoding.DecodeString(nonce)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i < 0 {
+		i += len(b)
+	}
+	b[i] ^= 1
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
 var refusalCases = []refusalCase{
 	// The certificate request.
 	{
@@ -155,11 +169,25 @@ var refusalCases = []refusalCase{
 		status: http.StatusBadRequest, code: ca.CodeBadNonce, msgs: []string{"nonce is missing"},
 	},
 	{
-		name: "nonce unknown",
+		name: "nonce malformed",
 		body: func(t *testing.T, e *testEnv, d *testDevice, tok string) []byte {
 			return mustJSON(t, d.EnrollRequest(t, tok, randomB64(t, 24)))
 		},
-		status: http.StatusBadRequest, code: ca.CodeBadNonce, msgs: []string{"nonce is unknown or already used"},
+		status: http.StatusBadRequest, code: ca.CodeBadNonce, msgs: []string{"nonce is malformed"},
+	},
+	{
+		name: "nonce with a forged MAC",
+		body: func(t *testing.T, e *testEnv, d *testDevice, tok string) []byte {
+			return mustJSON(t, d.EnrollRequest(t, tok, flipNonceByte(t, e.Nonce(t), -1)))
+		},
+		status: http.StatusBadRequest, code: ca.CodeBadNonce, msgs: []string{"nonce is unknown"},
+	},
+	{
+		name: "nonce with a later timestamp", // to stretch its validity
+		body: func(t *testing.T, e *testEnv, d *testDevice, tok string) []byte {
+			return mustJSON(t, d.EnrollRequest(t, tok, flipNonceByte(t, e.Nonce(t), 4)))
+		},
+		status: http.StatusBadRequest, code: ca.CodeBadNonce, msgs: []string{"nonce is unknown"},
 	},
 	{
 		name: "nonce reused",
@@ -172,7 +200,7 @@ var refusalCases = []refusalCase{
 			e.nextIndex++
 			return mustJSON(t, d.EnrollRequest(t, tok, n))
 		},
-		status: http.StatusBadRequest, code: ca.CodeBadNonce, msgs: []string{"nonce is unknown or already used"},
+		status: http.StatusBadRequest, code: ca.CodeBadNonce, msgs: []string{"nonce was already used"},
 	},
 	{
 		name: "nonce expired",
