@@ -16,8 +16,8 @@ import (
 )
 
 // RateLimitConfig bounds how often one client address may call the CA's
-// public endpoints: nonce, enrollment (and its poll and TPM challenge) and
-// login. A client over its limit is answered 429 Too Many Requests with
+// public endpoints: nonce, enrollment (and its poll and TPM challenge),
+// renewal after expiry and login. A client over its limit is answered 429 Too Many Requests with
 // Retry-After. The address is the TCP peer's (an IPv6 client counts by its
 // /64): behind a proxy every client would share the proxy's limit.
 type RateLimitConfig struct {
@@ -66,9 +66,10 @@ func (r *RateLimitConfig) Validate() error {
 }
 
 // rateLimitedPaths are the endpoints anyone can call without a certificate
-// (and the login endpoints, which start work at the identity provider).
+// (renewal after expiry is authenticated by the device key, not by TLS),
+// and the login endpoints, which start work at the identity provider.
 var rateLimitedPaths = map[string]bool{
-	wire.PathNonce: true, wire.PathEnroll: true, wire.PathEnrollPoll: true, wire.PathTPMChallenge: true,
+	wire.PathNonce: true, wire.PathEnroll: true, wire.PathEnrollPoll: true, wire.PathTPMChallenge: true, wire.PathRenewExpired: true,
 	wire.PathLoginStart: true, wire.PathLoginPoll: true, wire.PathLoginCallback: true,
 }
 
