@@ -118,8 +118,8 @@ func (a *Agent) loadOrEnroll(ctx context.Context) error {
 	a.anonAPI = newAPIClient(a.cfg.ServerURL, serverTLS(roots, nil, a.cfg.Now))
 	for _, api := range []*apiClient{a.caAPI, a.anonAPI} {
 		api.hc.Transport = a.clock.wrap(api.hc.Transport)
+		api.log = a.cfg.Logger
 	}
-	a.caAPI.log, a.anonAPI.log = a.cfg.Logger, a.cfg.Logger
 	if enr != nil {
 		b, id, err := checkOwnCertificate(enr.Cert, roots, a.keys, a.verifyOptions())
 		if err == nil {
