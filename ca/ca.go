@@ -4,13 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"log/slog"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/statedir"
 	"github.com/certmesh/certmesh/internal/store"
 	"github.com/certmesh/certmesh/translog"
 )
@@ -47,6 +48,8 @@ type CA struct {
 	onCheckpoint []func(cp []byte)
 	serverTLS    *tls.Certificate
 	onRevoke     []func(certs.DeviceID)
+
+	lock *statedir.Lock // the state directory, held until Close
 }
 
 // Options tune Open.
@@ -55,8 +58,20 @@ type Options struct {
 	Now    func() time.Time // for tests
 }
 
-// Open loads a state directory created by Init.
-func Open(stateDir string, o Options) (*CA, error) {
+// Open loads a state directory created by Init. The CA holds the
+// directory until Close: a second server on it is refused, naming the
+// first one's pid. It refuses databases that are missing, empty or
+// truncated, saying how to restore them.
+func Open(stateDir string, o Options) (_ *CA, err error) {
+	lock, err := lockState(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			lock.Unlock()
+		}
+	}()
 	cfg, err := LoadConfig(stateDir)
 	if err != nil {
 		return nil, err
@@ -79,7 +94,7 @@ func Open(stateDir string, o Options) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := store.OpenBolt(filepath.Join(stateDir, dbFile))
+	st, err := openStore(stateDir)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +106,7 @@ func Open(stateDir string, o Options) (*CA, error) {
 	c := &CA{
 		stateDir: stateDir, cfg: cfg, roots: roots, root: &certs.KeyPair{Cert: roots.Certificates()[0]},
 		inter: inter, store: st, signer: sg, log: o.Logger, now: o.Now, logins: newLogins(),
-		nonces: nc, limits: newRateLimits(cfg.RateLimit.withDefaults()),
+		nonces: nc, limits: newRateLimits(cfg.RateLimit.withDefaults()), lock: lock,
 	}
 	if c.tlog, c.logVKey, err = openLog(stateDir, cfg.TrustDomain); err != nil {
 		c.Close()
@@ -131,15 +146,14 @@ func Open(stateDir string, o Options) (*CA, error) {
 
 // Close releases the databases.
 func (c *CA) Close() error {
+	var errs []error
 	if c.tlog != nil {
-		c.tlog.Close()
+		errs = append(errs, c.tlog.Close())
 	}
-	err1 := c.signer.close()
-	err2 := c.store.Close()
-	if err1 != nil {
-		return err1
-	}
-	return err2
+	errs = append(errs, c.signer.close(), c.store.Close())
+	// Only once the databases are closed may another server take them.
+	errs = append(errs, c.lock.Unlock())
+	return errors.Join(errs...)
 }
 
 // Config returns the loaded configuration.

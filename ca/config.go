@@ -13,6 +13,7 @@ import (
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/atomicfile"
+	"github.com/certmesh/certmesh/internal/strictjson"
 )
 
 // Duration is a time.Duration that reads and writes as "24h0m0s" in JSON.
@@ -163,8 +164,10 @@ func LoadConfig(stateDir string) (*Config, error) {
 		return nil, fmt.Errorf("reading server config: %w", err)
 	}
 	var c Config
-	if err := json.Unmarshal(data, &c); err != nil {
-		return nil, fmt.Errorf("parsing %s: %w", configFile, err)
+	// Strict: a misspelled key ("aproval") would otherwise leave its
+	// setting silently at the default.
+	if err := strictjson.Unmarshal(data, &c); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", filepath.Join(stateDir, configFile), err)
 	}
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid %s: %w", configFile, err)

@@ -13,7 +13,9 @@ import (
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/atomicfile"
+	"github.com/certmesh/certmesh/internal/statedir"
 	"github.com/certmesh/certmesh/internal/store"
+	stepdb "github.com/smallstep/certificates/db"
 	"go.step.sm/crypto/pemutil"
 )
 
@@ -28,6 +30,7 @@ const (
 	dbFile               = "certmesh.db"
 	authorityDBFile      = "authority.db"
 	AdminSocketFile      = "admin.sock"
+	lockFile             = "server.lock" // flock held by the running server; holds its pid
 )
 
 // InitOptions are the choices made at init.
@@ -49,6 +52,11 @@ func Init(stateDir string, o InitOptions) (certs.Fingerprint, error) {
 	if err := makeEmptyDir(stateDir); err != nil {
 		return "", err
 	}
+	lock, err := lockState(stateDir)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Unlock()
 	if o.Now.IsZero() {
 		o.Now = time.Now()
 	}
@@ -98,13 +106,7 @@ func Init(stateDir string, o InitOptions) (certs.Fingerprint, error) {
 		func() error { return writeConfig(stateDir, cfg) },
 		func() error { return initPolicy(stateDir, root, cfg.TrustDomain, o.Now) },
 		func() error { return initLog(stateDir, cfg.TrustDomain) },
-		func() error {
-			s, err := store.OpenBolt(filepath.Join(stateDir, dbFile))
-			if err != nil {
-				return err
-			}
-			return s.Close()
-		},
+		func() error { return createDatabases(stateDir, cfg.TrustDomain) },
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
@@ -209,4 +211,77 @@ func LoadRoots(stateDir string, td certs.TrustDomain) (*certs.Roots, error) {
 		return nil, fmt.Errorf("reading root certificate: %w", err)
 	}
 	return certs.NewRoots(td, rs...)
+}
+
+// lockState takes the server's state directory for this process.
+func lockState(stateDir string) (*statedir.Lock, error) {
+	return statedir.Acquire(stateDir, lockFile, "certmesh server")
+}
+
+// database is one of the CA's bbolt files and what starting without it
+// would do.
+type database struct{ file, without string }
+
+var (
+	mainDB      = database{dbFile, "forget every device, token and user, and hand the next device an overlay address that a valid certificate already holds"}
+	authorityDB = database{authorityDBFile, "lose the signing authority's record of the certificates it issued and revoked"}
+	logDB       = database{logDBFile, "start a new transparency log under the same key: a fork of the history that every agent has witnessed"}
+)
+
+// createDatabases creates the CA's three databases at init, so that at
+// start a missing one is a loss, not a first run.
+func createDatabases(stateDir string, td certs.TrustDomain) error {
+	s, err := store.OpenBolt(filepath.Join(stateDir, dbFile))
+	if err != nil {
+		return err
+	}
+	if err := s.Close(); err != nil {
+		return err
+	}
+	adb, err := stepdb.New(&stepdb.Config{Type: "bbolt", DataSource: filepath.Join(stateDir, authorityDBFile)})
+	if err != nil {
+		return fmt.Errorf("creating authority database: %w", err)
+	}
+	if err := adb.Shutdown(); err != nil {
+		return err
+	}
+	l, _, err := openLog(stateDir, td)
+	if err != nil {
+		return err
+	}
+	return l.Close()
+}
+
+// checkDatabase refuses a database that is not whole: bbolt would start a
+// new, empty one in a zero-length file without a word, and crash on a
+// truncated one. A missing file is accepted only if mayBeNew.
+func checkDatabase(stateDir string, db database, mayBeNew bool) error {
+	err := store.CheckFile(filepath.Join(stateDir, db.file))
+	if err == nil || (mayBeNew && errors.Is(err, store.ErrNoDatabase)) {
+		return nil
+	}
+	return fmt.Errorf("refusing to start: %w; starting with a new one would %s. "+
+		"Restore the state directory from a backup: stop the server, copy back certmesh.db, authority.db and translog.db "+
+		"(all three from the same backup), then start again", err, db.without)
+}
+
+// openStore checks the CA's databases, before anything opens one for
+// writing, and opens the main one. A state directory from before init
+// created all three may lack the authority's and the log's, but only while
+// nothing was ever issued.
+func openStore(stateDir string) (*store.Bolt, error) {
+	main := filepath.Join(stateDir, dbFile)
+	if err := checkDatabase(stateDir, mainDB, false); err != nil {
+		return nil, err
+	}
+	issued, err := store.IssuedAny(main)
+	if err != nil {
+		return nil, err
+	}
+	for _, db := range []database{authorityDB, logDB} {
+		if err := checkDatabase(stateDir, db, !issued); err != nil {
+			return nil, err
+		}
+	}
+	return store.OpenBolt(main)
 }

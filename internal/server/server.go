@@ -11,15 +11,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/coord"
 	"github.com/certmesh/certmesh/internal/httplimit"
+	"github.com/certmesh/certmesh/internal/statedir"
 	"github.com/certmesh/certmesh/internal/wire"
 )
 
@@ -191,13 +190,10 @@ func (s *Server) serveCRL(addr string) error {
 	return nil
 }
 
-// serveAdmin serves the admin API on STATE/admin.sock, mode 0600.
+// serveAdmin serves the admin API on STATE/admin.sock, mode 0600 (never
+// replacing a socket that another process answers on).
 func (s *Server) serveAdmin(state string) error {
-	sock := filepath.Join(state, ca.AdminSocketFile)
-	_ = os.Remove(sock)
-	old := syscall.Umask(0o177)
-	ln, err := net.Listen("unix", sock)
-	syscall.Umask(old)
+	ln, err := statedir.ListenUnix(filepath.Join(state, ca.AdminSocketFile))
 	if err != nil {
 		return fmt.Errorf("opening admin socket: %w", err)
 	}
@@ -213,10 +209,16 @@ func (s *Server) relay(kind wire.DocKind, doc []byte) {
 	}
 }
 
-func (s *Server) closeCA() {
-	if s.CA != nil {
-		_ = s.CA.Close()
+// closeCA closes the CA's databases and releases the state directory.
+// On a failed Start its error adds nothing to the one returned.
+func (s *Server) closeCA() error {
+	if s.CA == nil {
+		return nil
 	}
+	if err := s.CA.Close(); err != nil {
+		return fmt.Errorf("closing the CA's databases: %w", err)
+	}
+	return nil
 }
 
 // Wait serves until ctx ends or a listener fails, then closes everything.
@@ -247,6 +249,5 @@ func (s *Server) Close() error {
 	}
 	// Watch streams never end by themselves: close rather than wait.
 	err := s.https.Close()
-	s.closeCA()
-	return err
+	return errors.Join(err, s.closeCA())
 }
