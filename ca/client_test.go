@@ -133,6 +133,7 @@ func (e *testEnv) Client(t testing.TB, clientCerts ...tls.Certificate) *http.Cli
 		RootCAs:      e.CA.Roots().Pool(),
 		ServerName:   certs.ServerName(e.CA.Config().TrustDomain),
 		Certificates: clientCerts,
+		Time:         e.Clock.Now, // the CA renews its own certificate by its clock
 	}}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}

@@ -67,6 +67,15 @@ func (c *CA) Handler() http.Handler {
 		resp, err := c.RenewExpired(r.Context(), req)
 		c.reply(w, r, resp, err)
 	})
+	mux.HandleFunc("POST "+wire.PathServerCertificate, func(w http.ResponseWriter, r *http.Request) {
+		var req wire.ServerCertificateRequest
+		if err := ReadJSON(w, r, &req); err != nil {
+			c.reply(w, r, nil, err)
+			return
+		}
+		resp, err := c.RenewServerCertificate(r.Context(), peerCerts(r), req)
+		c.reply(w, r, resp, err)
+	})
 	mux.HandleFunc("GET "+wire.PathCRL, c.ServeCRL)
 	mux.HandleFunc("POST "+wire.PathTPMChallenge, func(w http.ResponseWriter, r *http.Request) {
 		var req wire.TPMChallengeRequest

@@ -155,15 +155,9 @@ func writeKey(dir, name string, key crypto.Signer) error {
 }
 
 // writeServerPair stores the server TLS certificate, followed by chain, and
-// its key, replacing the previous pair: each file whole and durable, the key
-// first (a crash between the two leaves a pair that does not match, which
-// LoadServerCertificate refuses with tls's "private key does not match").
+// its key (see SaveServerCertificate).
 func writeServerPair(dir string, kp *certs.KeyPair, chain []byte) error {
-	if err := writeKey(dir, ServerKeyFile, kp.Key); err != nil {
-		return err
-	}
-	data := append(certs.EncodePEM(kp.Cert), chain...)
-	return atomicfile.WriteFile(filepath.Join(dir, ServerCertFile), data, 0o644)
+	return SaveServerCertificate(dir, append(certs.EncodePEM(kp.Cert), chain...), kp.Key)
 }
 
 func loadKeyPair(dir, certName, keyName string) (*certs.KeyPair, error) {

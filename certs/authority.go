@@ -83,6 +83,15 @@ func renderAndSign(tmplText string, data x509util.TemplateData, key crypto.Signe
 	if err != nil {
 		return nil, fmt.Errorf("creating request: %w", err)
 	}
+	if parent == nil { // self-signed
+		return signRequest(tmplText, data, csr, &KeyPair{Key: key}, notBefore, life)
+	}
+	return signRequest(tmplText, data, csr, parent, notBefore, life)
+}
+
+// signRequest renders the template for the request's subject key and signs
+// it with parent (parent.Cert nil: self-signed by parent.Key).
+func signRequest(tmplText string, data x509util.TemplateData, csr *x509.CertificateRequest, parent *KeyPair, notBefore time.Time, life time.Duration) (*x509.Certificate, error) {
 	c, err := x509util.NewCertificate(csr, x509util.WithTemplate(tmplText, data))
 	if err != nil {
 		return nil, fmt.Errorf("rendering template: %w", err)
@@ -90,11 +99,11 @@ func renderAndSign(tmplText string, data x509util.TemplateData, key crypto.Signe
 	tmpl := c.GetCertificate()
 	tmpl.NotBefore = notBefore.Add(-LongLivedBackdate)
 	tmpl.NotAfter = notBefore.Add(life)
-	parentCert, parentKey := tmpl, key
-	if parent != nil {
-		parentCert, parentKey = parent.Cert, parent.Key
+	parentCert := parent.Cert
+	if parentCert == nil {
+		parentCert = tmpl
 	}
-	cert, err := x509util.CreateCertificate(tmpl, parentCert, key.Public(), parentKey)
+	cert, err := x509util.CreateCertificate(tmpl, parentCert, csr.PublicKey, parent.Key)
 	if err != nil {
 		return nil, fmt.Errorf("signing certificate: %w", err)
 	}
@@ -189,4 +198,23 @@ func NewServerCertificate(issuer *KeyPair, td TrustDomain, now time.Time) (*KeyP
 		return nil, fmt.Errorf("creating server certificate: %w", err)
 	}
 	return &KeyPair{Cert: cert, Key: key}, nil
+}
+
+// IssueServerCertificate issues the server TLS certificate (as
+// NewServerCertificate) for the key of csr, whose holder keeps the private
+// key: a coordinator renewing its certificate at the CA. The CSR's
+// signature must verify and its key be ECDSA P-256; its names are ignored.
+func IssueServerCertificate(issuer *KeyPair, td TrustDomain, csr *x509.CertificateRequest, now time.Time) (*x509.Certificate, error) {
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("server certificate request: signature: %w", err)
+	}
+	if pub, ok := csr.PublicKey.(*ecdsa.PublicKey); !ok || pub.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("server certificate request: want an ECDSA P-256 key, got %T", csr.PublicKey)
+	}
+	data := x509util.TemplateData{"DNSName": ServerName(td), "URI": ServerURI(td).String()}
+	cert, err := signRequest(serverTemplate, data, csr, issuer, now, ServerLifetime)
+	if err != nil {
+		return nil, fmt.Errorf("creating server certificate: %w", err)
+	}
+	return cert, nil
 }

@@ -11,7 +11,7 @@ import (
 )
 
 func runCmd() *cobra.Command {
-	var state, listen, role string
+	var state, listen, role, caURL string
 	var debug bool
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -28,7 +28,7 @@ func runCmd() *cobra.Command {
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			srv, err := server.Start(server.Options{StateDir: state, Listen: listen, Role: r, Logger: log})
+			srv, err := server.Start(server.Options{StateDir: state, Listen: listen, Role: r, Logger: log, CAURL: caURL})
 			if err != nil {
 				return err
 			}
@@ -38,6 +38,7 @@ func runCmd() *cobra.Command {
 	cmd.Flags().StringVar(&state, "state", "", "state directory created by init")
 	cmd.Flags().StringVar(&listen, "listen", "", "listen address (default from config)")
 	cmd.Flags().StringVar(&role, "role", "all", "what to serve: ca, coord or all")
+	cmd.Flags().StringVar(&caURL, "ca-url", "", "with --role coord: the CA's URL, where the coordinator renews its TLS certificate (mTLS with the current one)")
 	cmd.Flags().BoolVar(&debug, "debug", false, "debug logging")
 	_ = cmd.MarkFlagRequired("state")
 	return cmd

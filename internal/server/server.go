@@ -55,6 +55,11 @@ type Options struct {
 	// BodyTimeout bounds how long a request body may take to arrive
 	// (default httplimit.BodyTimeout).
 	BodyTimeout time.Duration
+	// CAURL is where a coordinator-only server (RoleCoord) renews its TLS
+	// certificate; empty: it is never renewed. ServerCertCheck is how often
+	// it checks (default DefaultServerCertCheck).
+	CAURL           string
+	ServerCertCheck time.Duration
 }
 
 // Server is a running certmesh-server.
@@ -68,7 +73,9 @@ type Server struct {
 	admin  *http.Server
 	crl    *http.Server
 	stopBG context.CancelFunc
-	errc   chan error
+	// coordCert is the TLS certificate of a coordinator-only server.
+	coordCert *coordCert
+	errc      chan error
 }
 
 // Start opens the state directory and starts serving.
@@ -108,11 +115,10 @@ func Start(o Options) (*Server, error) {
 		mux.Handle("/v1/log/", lh)
 		tlsCfg.GetCertificate = s.CA.GetCertificate
 	} else {
-		kp, err := ca.LoadServerCertificate(o.StateDir)
-		if err != nil {
+		if s.coordCert, err = newCoordCert(o.StateDir, o.CAURL, roots, o.Now, o.Logger.With("component", "coord-tls")); err != nil {
 			return nil, err
 		}
-		tlsCfg.Certificates = []tls.Certificate{*kp}
+		tlsCfg.GetCertificate = s.coordCert.GetCertificate
 	}
 	if serveCoord {
 		opts := coord.Options{Logger: o.Logger.With("component", "coord"), Now: o.Now}
@@ -156,6 +162,11 @@ func Start(o Options) (*Server, error) {
 			s.closeCA()
 			return nil, err
 		}
+	}
+	if s.coordCert != nil {
+		bg, cancel := context.WithCancel(context.Background())
+		s.stopBG = cancel
+		go s.coordCert.run(bg, o.ServerCertCheck)
 	}
 	if s.CA != nil {
 		bg, cancel := context.WithCancel(context.Background())
