@@ -41,7 +41,7 @@ func (c *CA) queue(ctx context.Context, token string, tokenNeeded bool, e enroll
 		Hostname: e.host, RemoteAddr: e.remote, RequestedAt: c.now(), Attestation: e.level,
 		EKFP: e.ekFP, Manufacturer: e.vendor, CSR: e.cr.csr.Raw, WireGuardKey: e.cr.wgKey, DeviceKeyFP: e.cr.deviceFP,
 	}
-	err = c.store.Update(ctx, func(tx store.Tx) error {
+	err = c.updateExclusive(ctx, func(tx store.Tx) error {
 		if tokenNeeded {
 			tok, err := c.redeemToken(tx, token, "")
 			if err != nil {
@@ -128,7 +128,7 @@ func waitingLocked(tx store.Tx, id string) (store.PendingEnrollment, error) {
 func (c *CA) Approve(ctx context.Context, id string) (store.Device, error) {
 	var dev store.Device
 	var replaced []certs.DeviceID
-	err := c.store.Update(ctx, func(tx store.Tx) error {
+	err := c.commitLogged(ctx, "approve", func(tx store.Tx) error {
 		p, err := waitingLocked(tx, id)
 		if err != nil {
 			return err
@@ -167,7 +167,7 @@ func (c *CA) Approve(ctx context.Context, id string) (store.Device, error) {
 // Deny refuses a pending enrollment; the agent is told why.
 func (c *CA) Deny(ctx context.Context, id, reason string) (store.PendingEnrollment, error) {
 	var p store.PendingEnrollment
-	err := c.store.Update(ctx, func(tx store.Tx) (err error) {
+	err := c.updateExclusive(ctx, func(tx store.Tx) (err error) {
 		if p, err = waitingLocked(tx, id); err != nil {
 			return err
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -37,6 +38,7 @@ type CA struct {
 	nonces            *nonces     // nonce.go
 	limits            *rateLimits // ratelimit.go
 
+	issueMu  sync.Mutex // serialises logged changes (recover.go)
 	policyMu sync.Mutex // serialises policy publication
 	crlMu    sync.Mutex // serialises CRL numbering and signing
 
@@ -126,6 +128,12 @@ func Open(stateDir string, o Options) (_ *CA, err error) {
 			c.Close()
 			return nil, err
 		}
+	}
+	// Before anything reads the database: finish or discard the change a
+	// crash interrupted (recover.go).
+	if _, err := c.recoverLocked(context.Background()); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("recovering interrupted issuance: %w", err)
 	}
 	if err := c.refreshPolicyIfDue(context.Background()); err != nil {
 		c.Close()

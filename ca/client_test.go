@@ -18,6 +18,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -110,18 +111,29 @@ func newTestEnv(t testing.TB) *testEnv {
 // serve serves e.CA over HTTPS like certmesh-server.
 func serve(t testing.TB, e *testEnv) *testEnv {
 	t.Helper()
-	srv := httptest.NewUnstartedServer(e.CA.Handler())
+	e.Srv = startTLS(t, e.CA.Handler(), nil, e.CA.Roots().Pool(), e.CA.GetCertificate)
+	return e
+}
+
+// startTLS serves h over HTTPS like certmesh-server (on ln if not nil),
+// until the test ends (before the CA's Close, registered earlier).
+func startTLS(t testing.TB, h http.Handler, ln net.Listener, clientCAs *x509.CertPool, getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
+	if ln != nil {
+		srv.Listener.Close()
+		srv.Listener = ln
+	}
 	srv.TLS = &tls.Config{
 		MinVersion:     tls.VersionTLS13,
 		ClientAuth:     tls.VerifyClientCertIfGiven,
-		ClientCAs:      e.CA.Roots().Pool(),
-		GetCertificate: e.CA.GetCertificate,
+		ClientCAs:      clientCAs,
+		GetCertificate: getCert,
 	}
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	srv.StartTLS()
-	t.Cleanup(srv.Close) // runs before the CA's Close
-	e.Srv = srv
-	return e
+	t.Cleanup(srv.Close)
+	return srv
 }
 
 // Client returns an HTTPS client that trusts only the CA's roots and checks

@@ -122,7 +122,7 @@ func (c *CA) RunCRL(ctx context.Context) {
 }
 
 // revokeCertsLocked marks every unexpired certificate that match selects
-// as revoked, inside tx, and returns how many.
+// as revoked, inside the staged tx of a logged change, and returns how many.
 func (c *CA) revokeCertsLocked(tx store.Tx, match func(store.CertRecord) bool, reason int) (int, error) {
 	recs, err := tx.ListCertificates()
 	if err != nil {
@@ -146,7 +146,7 @@ func (c *CA) revokeCertsLocked(tx store.Tx, match func(store.CertRecord) bool, r
 		n++
 	}
 	if len(entries) > 0 {
-		if err := c.logAppend(context.Background(), entries...); err != nil {
+		if err := logInTx(tx, entries...); err != nil {
 			return n, err
 		}
 	}

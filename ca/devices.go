@@ -21,7 +21,7 @@ func (c *CA) Devices(ctx context.Context) ([]store.Device, error) {
 func (c *CA) Revoke(ctx context.Context, id certs.DeviceID) (store.Device, error) {
 	var dev store.Device
 	var cert *x509.Certificate
-	err := c.store.Update(ctx, func(tx store.Tx) (err error) {
+	err := c.commitLogged(ctx, "revoke", func(tx store.Tx) (err error) {
 		dev, err = tx.GetDevice(id)
 		if errors.Is(err, store.ErrNotFound) {
 			return refuse(CodeNotFound, "no device %s", id)

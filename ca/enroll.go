@@ -116,7 +116,7 @@ func (c *CA) EnrollFrom(ctx context.Context, req wire.EnrollRequest, remote stri
 	}
 	var dev store.Device
 	var replaced []certs.DeviceID
-	err = c.store.Update(ctx, func(tx store.Tx) error {
+	err = c.commitLogged(ctx, "enroll", func(tx store.Tx) error {
 		var tok store.Token
 		if tokenNeeded {
 			var err error
@@ -186,11 +186,15 @@ func (c *CA) deviceResponse(ctx context.Context, dev store.Device) (wire.Certifi
 	return c.response(dev.ID, cert), nil
 }
 
-// issue signs a machine certificate for dev and records it and the device.
+// issue signs a machine certificate for dev and records it, its log entry
+// and the device, in the staged tx of a logged change.
 func (c *CA) issue(ctx context.Context, tx store.Tx, dev *store.Device, csr *x509.CertificateRequest) (*x509.Certificate, error) {
 	p := certs.MachineProfile{
 		TrustDomain: c.cfg.TrustDomain, DeviceID: dev.ID, Hostname: dev.Hostname, Addresses: dev.Addresses,
 		WireGuardKey: dev.WireGuardKey, Attestation: dev.Attestation, EK: certs.EKFingerprint(dev.EKFP), Tags: dev.Tags,
+	}
+	if err := atStep(stepSign); err != nil {
+		return nil, err
 	}
 	now := c.now()
 	cert, err := c.signer.signMachine(ctx, csr, p, now, time.Duration(c.cfg.MachineCertLifetime))
@@ -201,7 +205,7 @@ func (c *CA) issue(ctx context.Context, tx store.Tx, dev *store.Device, csr *x50
 	if err := tx.PutCertificate(store.CertRecord{Serial: serial, DeviceID: dev.ID, DER: cert.Raw, IssuedAt: now, NotAfter: cert.NotAfter}); err != nil {
 		return nil, fmt.Errorf("recording certificate: %w", err)
 	}
-	if err := c.logAppend(ctx, translog.CertificateEntry(cert.Raw, c.inter.Cert.Raw)); err != nil {
+	if err := logInTx(tx, translog.CertificateEntry(cert.Raw, c.inter.Cert.Raw)); err != nil {
 		return nil, err
 	}
 	dev.Serial, dev.NotAfter = serial, cert.NotAfter

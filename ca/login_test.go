@@ -11,14 +11,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"io"
-	"log"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"path/filepath"
 	"slices"
@@ -56,9 +53,9 @@ type loginEnv struct {
 	Logs *testmesh.LogBuffer // what the CA logged
 }
 
-// newLoginEnv starts the provider and a CA whose config.json points at it;
-// edit may change the OIDC settings before the CA opens.
-func newLoginEnv(t *testing.T, edit func(*ca.OIDCConfig), opts ...oidctest.Option) *loginEnv {
+// newOIDCState starts the provider and initialises a state directory whose
+// config.json points at it; ln is the listener the CA's callback URL names.
+func newOIDCState(t *testing.T, edit func(*ca.OIDCConfig), opts ...oidctest.Option) (string, *oidctest.Provider, net.Listener) {
 	t.Helper()
 	opts = append([]oidctest.Option{oidctest.WithUser(alice), oidctest.WithUser(bob), oidctest.WithUser(eve),
 		oidctest.WithDeviceFlow(time.Minute, 200*time.Millisecond)}, opts...)
@@ -84,6 +81,14 @@ func newLoginEnv(t *testing.T, edit func(*ca.OIDCConfig), opts ...oidctest.Optio
 			edit(cfg.OIDC)
 		}
 	})
+	return dir, idp, ln
+}
+
+// newLoginEnv starts the provider and a CA whose config.json points at it;
+// edit may change the OIDC settings before the CA opens.
+func newLoginEnv(t *testing.T, edit func(*ca.OIDCConfig), opts ...oidctest.Option) *loginEnv {
+	t.Helper()
+	dir, idp, ln := newOIDCState(t, edit, opts...)
 	clk := &testClock{}
 	logs := &testmesh.LogBuffer{}
 	c, err := ca.Open(dir, ca.Options{Logger: slog.New(slog.NewTextHandler(logs, nil)), Now: clk.Now})
@@ -91,14 +96,7 @@ func newLoginEnv(t *testing.T, edit func(*ca.OIDCConfig), opts ...oidctest.Optio
 		t.Fatalf("Open: %v", err)
 	}
 	t.Cleanup(func() { c.Close() })
-	srv := httptest.NewUnstartedServer(c.Handler())
-	srv.Listener.Close()
-	srv.Listener = ln
-	srv.TLS = &tls.Config{MinVersion: tls.VersionTLS13, ClientAuth: tls.VerifyClientCertIfGiven,
-		ClientCAs: c.Roots().Pool(), GetCertificate: c.GetCertificate}
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
+	srv := startTLS(t, c.Handler(), ln, c.Roots().Pool(), c.GetCertificate)
 	return &loginEnv{testEnv: &testEnv{Dir: dir, CA: c, Clock: clk, Srv: srv, nextIndex: 1}, IdP: idp, Logs: logs}
 }
 

@@ -48,7 +48,7 @@ func (c *CA) Renew(ctx context.Context, peer []*x509.Certificate, req wire.Renew
 func (c *CA) renew(ctx context.Context, id certs.Identity, cr *checkedRequest) (wire.CertificateResponse, error) {
 	var cert *x509.Certificate
 	reused := false
-	err := c.store.Update(ctx, func(tx store.Tx) error {
+	err := c.commitLogged(ctx, "renew", func(tx store.Tx) error {
 		dev, superseded, err := renewableDeviceLocked(tx, id, cr.deviceFP)
 		if err != nil {
 			return err

@@ -87,9 +87,9 @@ func (c *CA) OnCheckpoint(fn func(cp []byte)) {
 	c.onCheckpoint = append(c.onCheckpoint, fn)
 }
 
-// logAppend appends entries to the transparency log. Called inside the
-// store transaction that records what they describe: if the log refuses,
-// nothing is issued.
+// logAppend appends entries that describe no database record (policy
+// versions) to the transparency log. Issuance and revocation log through
+// commitLogged instead (recover.go).
 func (c *CA) logAppend(ctx context.Context, es ...translog.Entry) error {
 	if _, err := c.tlog.AppendBatch(ctx, es); err != nil {
 		return fmt.Errorf("appending to the transparency log: %w", err)

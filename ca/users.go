@@ -69,7 +69,7 @@ func (c *CA) recordLogin(ctx context.Context, s *loginSession, u verifiedUser) e
 	}
 	now := c.now()
 	pending := false
-	err = c.store.Update(ctx, func(tx store.Tx) error {
+	err = c.updateExclusive(ctx, func(tx store.Tx) error {
 		if err := tx.MarkIDTokenUsed(u.TokenHash, now.Add(24*time.Hour), now); errors.Is(err, store.ErrExists) {
 			return refuse(CodeBadIDToken, "this ID token was already used for a login (replay)")
 		} else if err != nil {
@@ -142,7 +142,7 @@ func (c *CA) issueUser(ctx context.Context, s *loginSession, u verifiedUser) (*w
 		return nil, refuse(CodeBadCSR, "%v", err)
 	}
 	var cert *x509.Certificate
-	err = c.store.Update(ctx, func(tx store.Tx) error {
+	err = c.commitLogged(ctx, "login", func(tx store.Tx) error {
 		// The device may have been revoked while the user was logging in.
 		dev, err := tx.GetDevice(p.DeviceID)
 		if err != nil {
@@ -158,6 +158,9 @@ func (c *CA) issueUser(ctx context.Context, s *loginSession, u verifiedUser) (*w
 		if rec.State != store.UserApproved {
 			return refuse(CodeLoginPending, "%s is not approved", rec.Email)
 		}
+		if err := atStep(stepSign); err != nil {
+			return err
+		}
 		if cert, err = c.signer.signUser(ctx, s.csr, p); err != nil {
 			return err
 		}
@@ -166,7 +169,7 @@ func (c *CA) issueUser(ctx context.Context, s *loginSession, u verifiedUser) (*w
 			DER: cert.Raw, IssuedAt: now, NotAfter: cert.NotAfter}); err != nil {
 			return fmt.Errorf("recording certificate: %w", err)
 		}
-		if err := c.logAppend(ctx, translog.CertificateEntry(cert.Raw, c.inter.Cert.Raw)); err != nil {
+		if err := logInTx(tx, translog.CertificateEntry(cert.Raw, c.inter.Cert.Raw)); err != nil {
 			return err
 		}
 		if rec.Devices == nil {
@@ -222,7 +225,7 @@ func findUser(tx store.Tx, ref string) (store.User, error) {
 // ApproveUser approves a pending user; logins waiting for it complete.
 func (c *CA) ApproveUser(ctx context.Context, ref string) (store.User, error) {
 	var u store.User
-	err := c.store.Update(ctx, func(tx store.Tx) (err error) {
+	err := c.updateExclusive(ctx, func(tx store.Tx) (err error) {
 		if u, err = findUser(tx, ref); err != nil {
 			return err
 		}
@@ -249,7 +252,7 @@ func (c *CA) ApproveUser(ctx context.Context, ref string) (store.User, error) {
 // again (and waits for approval if the server requires it).
 func (c *CA) RemoveUser(ctx context.Context, ref string) (store.User, error) {
 	var u store.User
-	err := c.store.Update(ctx, func(tx store.Tx) (err error) {
+	err := c.updateExclusive(ctx, func(tx store.Tx) (err error) {
 		if u, err = findUser(tx, ref); err != nil {
 			return err
 		}
@@ -267,7 +270,7 @@ func (c *CA) RemoveUser(ctx context.Context, ref string) (store.User, error) {
 func (c *CA) RevokeUser(ctx context.Context, ref string) (store.User, error) {
 	var u store.User
 	var n int
-	err := c.store.Update(ctx, func(tx store.Tx) (err error) {
+	err := c.commitLogged(ctx, "revoke-user", func(tx store.Tx) (err error) {
 		if u, err = findUser(tx, ref); err != nil {
 			return err
 		}

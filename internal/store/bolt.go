@@ -21,6 +21,7 @@ var (
 	bucketUsers   = []byte("users")
 	bucketIDToks  = []byte("id-tokens")
 	bucketPending = []byte("pending")
+	bucketIntents = []byte("intents")
 	keyAddrIndex  = []byte("address-index")
 	keyCRLNumber  = []byte("crl-number")
 )
@@ -37,7 +38,7 @@ func OpenBolt(path string) (*Bolt, error) {
 		return nil, fmt.Errorf("opening database %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketTokens, bucketNonces, bucketDevices, bucketCerts, bucketMeta, bucketUsers, bucketIDToks, bucketPending} {
+		for _, b := range [][]byte{bucketTokens, bucketNonces, bucketDevices, bucketCerts, bucketMeta, bucketUsers, bucketIDToks, bucketPending, bucketIntents} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -242,3 +243,11 @@ func listSorted[T any](t boltTx, bucket []byte, what string, less func(a, b T) b
 	sort.SliceStable(out, func(i, j int) bool { return less(out[i], out[j]) })
 	return out, err
 }
+
+func (t boltTx) PutIntent(in Intent) error { return t.put(bucketIntents, in.ID, in) }
+
+func (t boltTx) ListIntents() ([]Intent, error) {
+	return listSorted(t, bucketIntents, "intent", func(a, b Intent) bool { return a.CreatedAt.Before(b.CreatedAt) })
+}
+
+func (t boltTx) DeleteIntent(id string) error { return t.tx.Bucket(bucketIntents).Delete([]byte(id)) }

@@ -68,6 +68,8 @@ type Tx interface {
 	// returns ErrExists if the token was already used, so that one token
 	// yields at most one user certificate. Expired marks are purged.
 	MarkIDTokenUsed(hash string, expires, now time.Time) error
+
+	IntentStore
 }
 
 // UserState says whether a user may log in.
@@ -187,4 +189,34 @@ type PendingEnrollment struct {
 	DecidedAt    time.Time              `json:"decided_at,omitzero"`
 	Reason       string                 `json:"reason,omitempty"` // why it was denied
 	DeviceID     certs.DeviceID         `json:"device_id,omitempty"`
+}
+
+// Intent is a change the transparency log must record before it takes
+// effect (an issuance or a revocation), written ahead of the log append.
+// The CA records the intent, appends Leaves to the log, then applies the
+// records and deletes the intent, each step durable on its own. Recovery
+// applies an intent whose leaves are in the log and discards one whose
+// leaves are not, so that the database holds everything the log shows and
+// nothing it does not.
+type Intent struct {
+	ID        string    `json:"id"`
+	Op        string    `json:"op"` // enroll, renew, login, revoke...: for the operator's log
+	CreatedAt time.Time `json:"created_at"`
+	// Leaves are the log entries, in the log's leaf encoding.
+	Leaves [][]byte `json:"leaves"`
+	// The records applying the intent writes, whole.
+	Devices      []Device            `json:"devices,omitempty"`
+	Certificates []CertRecord        `json:"certificates,omitempty"`
+	Tokens       []Token             `json:"tokens,omitempty"`
+	Users        []User              `json:"users,omitempty"`
+	Pending      []PendingEnrollment `json:"pending,omitempty"`
+}
+
+// IntentStore holds the intents of changes not yet applied. A Tx of every
+// backend implements it.
+type IntentStore interface {
+	PutIntent(in Intent) error
+	// ListIntents returns the intents, oldest first.
+	ListIntents() ([]Intent, error)
+	DeleteIntent(id string) error
 }
