@@ -21,11 +21,17 @@ const (
 // cut to half of life so that a short-lived certificate's renewal time
 // (two thirds of its validity) still falls after its issuance.
 func certStart(backdate Duration, issued time.Time, life time.Duration) time.Time {
-	b := time.Duration(backdate)
-	if b == 0 {
-		b = DefaultCertBackdate
+	return issued.Add(-min(backdateOf(backdate), life/2))
+}
+
+// backdateOf is cert_backdate, or DefaultCertBackdate when it is not set.
+// CRLs start this far back too, so that an agent whose clock is behind
+// accepts a fresh one as it accepts a fresh certificate.
+func backdateOf(backdate Duration) time.Duration {
+	if backdate == 0 {
+		return DefaultCertBackdate
 	}
-	return issued.Add(-min(b, life/2))
+	return time.Duration(backdate)
 }
 
 // dated answers every request with the CA's clock (c.now) in the HTTP

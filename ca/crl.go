@@ -89,7 +89,7 @@ func (c *CA) RefreshCRL(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("building CRL: %w", err)
 	}
-	der, err := certs.NewCRL(c.inter, new(big.Int).SetUint64(number), now.Add(-time.Minute), now.Add(c.crlInterval()), revoked)
+	der, err := certs.NewCRL(c.inter, new(big.Int).SetUint64(number), now.Add(-backdateOf(c.cfg.CertBackdate)), now.Add(c.crlInterval()), revoked)
 	if err != nil {
 		return fmt.Errorf("signing CRL: %w", err)
 	}
