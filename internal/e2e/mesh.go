@@ -63,6 +63,9 @@ type Mesh struct {
 	Server      *Server
 	Fingerprint string // root fingerprint printed by init
 	URL         string // https://IP:PORT of the server
+	// Coord is the coordinator-only server of a split mesh
+	// ([Mesh.StartSplitServers]), nil when the server runs both roles.
+	Coord *Coordinator
 
 	mu     sync.Mutex
 	agents []*Agent
@@ -100,6 +103,9 @@ func (m *Mesh) Logs() map[string]string {
 	logs := map[string]string{}
 	if m.Server != nil && m.Server.Proc != nil {
 		logs["certmesh-server"] = m.Server.Proc.LogPath
+	}
+	if m.Coord != nil && m.Coord.Proc != nil {
+		logs["coordinator"] = m.Coord.Proc.LogPath
 	}
 	for _, a := range m.Agents() {
 		logs["agent "+a.Name] = a.LogPath(m)

@@ -20,6 +20,8 @@ type Server struct {
 	Host     *netns.Host
 	StateDir string
 	Proc     *netns.Process
+	// Args are added to `certmesh-server run` (e.g. --role ca).
+	Args []string
 }
 
 // StartServer initialises a CA in Dir/srv and runs certmesh-server in its
@@ -121,7 +123,7 @@ func (m *Mesh) RunServer(ctx context.Context) error {
 	listen := netip.AddrPortFrom(h.Addr, ServerPort)
 	var err error
 	s.Proc, err = h.Start(context.Background(), filepath.Join(m.Dir, serverHostName, "server.log"),
-		m.Bin.Server, "run", "--state", s.StateDir, "--listen", listen.String())
+		m.Bin.Server, append([]string{"run", "--state", s.StateDir, "--listen", listen.String()}, s.Args...)...)
 	if err != nil {
 		return err
 	}
