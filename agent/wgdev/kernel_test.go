@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certmesh/certmesh/internal/logbuf"
 	"github.com/vishvananda/netlink"
 )
 
@@ -104,7 +105,7 @@ func kernelModeChecks(t *testing.T, noIPv6 bool) {
 	route4 := netip.MustParsePrefix("100.80.0.0/16")
 	route6 := netip.MustParsePrefix("fd7a:115c:a1e0::/48")
 
-	logs := new(lockedBuffer)
+	logs := new(logbuf.Buffer)
 	t.Cleanup(func() { assertNoSecret(t, "logs", logs.String(), key) })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -11,36 +11,18 @@ import (
 	"net/netip"
 	"os"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/logbuf"
 )
-
-// lockedBuffer collects log output from concurrent goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 type node struct {
 	dev    *Device
 	key    PrivateKey
 	v4, v6 netip.Addr
-	logs   *lockedBuffer
+	logs   *logbuf.Buffer
 }
 
 const echoPort = 7000
@@ -57,7 +39,7 @@ func newNode(t *testing.T, i int) *node {
 		key:  k,
 		v4:   netip.AddrFrom4([4]byte{100, 80, 0, byte(i)}),
 		v6:   netip.MustParseAddr(fmt.Sprintf("fd7a:115c:a1e0::%d", i)),
-		logs: new(lockedBuffer),
+		logs: new(logbuf.Buffer),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -11,11 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/logbuf"
 	"github.com/certmesh/certmesh/internal/testca"
 	"github.com/certmesh/certmesh/translog"
 )
@@ -178,30 +178,12 @@ func TestAuditCLI(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestAuditWatchCLI(t *testing.T) {
 	f := newAuditFixture(t)
 	state := filepath.Join(f.dir, "state.json")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	var out, errOut syncBuffer
+	var out, errOut logbuf.Buffer
 	fl := &auditFlags{server: f.plainURL, rootFile: f.rootFile, stateFile: state, timeout: time.Second}
 	type result struct {
 		code int

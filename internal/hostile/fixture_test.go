@@ -8,7 +8,6 @@ package hostile_test
 // never would. Everything listens on 127.0.0.1.
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/tls"
@@ -35,6 +34,7 @@ import (
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/hostile"
+	"github.com/certmesh/certmesh/internal/logbuf"
 	"github.com/certmesh/certmesh/internal/testca"
 	"github.com/certmesh/certmesh/internal/wire"
 )
@@ -75,7 +75,7 @@ type node struct {
 	// Probe records what reaches the node's overlay address (victim only;
 	// see startListener).
 	Probe *probe
-	logs  *logBuffer
+	logs  *logbuf.Buffer
 	stop  func() // stops the agent and waits for Run to return
 }
 
@@ -234,7 +234,7 @@ func (f *fixture) startAgent(t *testing.T, caURL, name string, edits ...func(*ag
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &node{Name: name, StateDir: filepath.Join(filepath.Dir(f.StateDir), name), logs: &logBuffer{}}
+	n := &node{Name: name, StateDir: filepath.Join(filepath.Dir(f.StateDir), name), logs: &logbuf.Buffer{}}
 	u, _ := url.Parse(caURL)
 	runCtx, stop := context.WithCancel(context.Background())
 	cfg := agent.Config{
@@ -333,22 +333,4 @@ func (f *fixture) profile(t *testing.T, host string, wg certs.WireGuardKey) cert
 	p.Addresses = f.freshAddrs()
 	p.WireGuardKey = wg
 	return p
-}
-
-// logBuffer collects an agent's log lines from its goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/certmesh/certmesh/agent/wgdev"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/hostile"
+	"github.com/certmesh/certmesh/internal/logbuf"
 	"github.com/certmesh/certmesh/internal/wire"
 )
 
@@ -230,7 +231,7 @@ type attacker struct {
 	Pub   certs.WireGuardKey
 	Addrs []netip.Addr
 	Dev   *wgdev.Device
-	logs  *logBuffer
+	logs  *logbuf.Buffer
 }
 
 // newAttacker opens the attacker's device owning addrs (fresh overlay
@@ -244,7 +245,7 @@ func (f *fixture) newAttacker(t *testing.T, name string, addrs ...netip.Addr) *a
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &attacker{Name: name, Key: k, Pub: k.Public(), Addrs: addrs, logs: &logBuffer{}}
+	a := &attacker{Name: name, Key: k, Pub: k.Public(), Addrs: addrs, logs: &logbuf.Buffer{}}
 	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
 	defer cancel()
 	a.Dev, err = wgdev.Open(ctx, wgdev.Config{

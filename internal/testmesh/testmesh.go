@@ -6,7 +6,6 @@
 package testmesh
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -27,6 +26,7 @@ import (
 	"github.com/certmesh/certmesh/agent/wgdev"
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/logbuf"
 	"github.com/certmesh/certmesh/internal/server"
 )
 
@@ -300,22 +300,7 @@ func Eventually(t testing.TB, timeout time.Duration, what string, fn func() erro
 }
 
 // LogBuffer collects log lines from goroutines.
-type LogBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *LogBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *LogBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type LogBuffer = logbuf.Buffer
 
 // newLogger logs to the test's output only when it fails.
 func newLogger(t testing.TB, name string) *slog.Logger {
