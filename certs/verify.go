@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/certmesh/certmesh/internal/reason"
 )
 
 // Reason is why a bundle was rejected. Agents log it and show it in status.
@@ -27,26 +29,21 @@ const (
 	ReasonRevoked          Reason = "revoked"            // on the CRL passed to Verify
 )
 
-// RejectError is the typed error Verify returns.
-type RejectError struct {
-	Reason Reason
-	Err    error
-}
+// RejectError is the typed error Verify returns: its Reason, and Err, what
+// exactly was wrong ("rejected (reason): err").
+type RejectError = reason.Error[Reason, rejectMessage]
 
-func (e *RejectError) Error() string { return fmt.Sprintf("rejected (%s): %v", e.Reason, e.Err) }
-func (e *RejectError) Unwrap() error { return e.Err }
+type rejectMessage struct{}
+
+func (rejectMessage) Format(r string, err error) string {
+	return fmt.Sprintf("rejected (%s): %v", r, err)
+}
 
 // ReasonOf extracts the rejection reason from an error ("" if none).
-func ReasonOf(err error) Reason {
-	var re *RejectError
-	if errors.As(err, &re) {
-		return re.Reason
-	}
-	return ""
-}
+func ReasonOf(err error) Reason { return reason.Of[Reason, rejectMessage](err) }
 
 func reject(r Reason, format string, args ...any) error {
-	return &RejectError{Reason: r, Err: fmt.Errorf(format, args...)}
+	return reason.New[Reason, rejectMessage](r, format, args...)
 }
 
 // The reasons Verify refuses a bundle's user certificate for. They are

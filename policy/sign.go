@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/reason"
 )
 
 // EKUPolicySigning is the extended key usage of the policy-signing
@@ -194,26 +195,21 @@ const (
 	ReasonInvalidPolicy Reason = "invalid-policy"
 )
 
-// VerifyError is the typed error of Verify and ParseSignedPolicy.
-type VerifyError struct {
-	Reason Reason
-	Err    error
-}
+// VerifyError is the typed error of Verify and ParseSignedPolicy: its
+// Reason, and Err, what exactly was wrong ("policy refused (reason): err").
+type VerifyError = reason.Error[Reason, verifyMessage]
 
-func (e *VerifyError) Error() string { return fmt.Sprintf("policy refused (%s): %v", e.Reason, e.Err) }
-func (e *VerifyError) Unwrap() error { return e.Err }
+type verifyMessage struct{}
+
+func (verifyMessage) Format(r string, err error) string {
+	return fmt.Sprintf("policy refused (%s): %v", r, err)
+}
 
 // ReasonOf extracts the reason from an error of Verify ("" if none).
-func ReasonOf(err error) Reason {
-	var ve *VerifyError
-	if errors.As(err, &ve) {
-		return ve.Reason
-	}
-	return ""
-}
+func ReasonOf(err error) Reason { return reason.Of[Reason, verifyMessage](err) }
 
 func refuse(r Reason, format string, args ...any) error {
-	return &VerifyError{Reason: r, Err: fmt.Errorf(format, args...)}
+	return reason.New[Reason, verifyMessage](r, format, args...)
 }
 
 // ParseSignedPolicy decodes a document's wire form. It checks the form

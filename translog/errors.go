@@ -3,6 +3,8 @@ package translog
 import (
 	"errors"
 	"fmt"
+
+	"github.com/certmesh/certmesh/internal/reason"
 )
 
 // Reason says why a checkpoint, proof, entry or request was refused.
@@ -25,31 +27,27 @@ const (
 	ReasonServer               Reason = "server"               // the log server failed (storage, signing)
 )
 
-// Error is the typed error of this package.
-type Error struct {
-	Reason Reason
-	Err    error
-}
+// Error is the typed error of this package: its Reason, and Err, what
+// exactly was wrong ("transparency log: reason: err").
+type Error = reason.Error[Reason, errorMessage]
 
-func (e *Error) Error() string { return fmt.Sprintf("transparency log: %s: %v", e.Reason, e.Err) }
-func (e *Error) Unwrap() error { return e.Err }
+type errorMessage struct{}
+
+func (errorMessage) Format(r string, err error) string {
+	return fmt.Sprintf("transparency log: %s: %v", r, err)
+}
 
 // ReasonOf returns the reason of an error of this package ("" if none).
 // A *SplitViewError is ReasonSplitView.
 func ReasonOf(err error) Reason {
-	var sv *SplitViewError
-	if errors.As(err, &sv) {
+	if _, ok := errors.AsType[*SplitViewError](err); ok {
 		return ReasonSplitView
 	}
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Reason
-	}
-	return ""
+	return reason.Of[Reason, errorMessage](err)
 }
 
 func fail(r Reason, format string, args ...any) error {
-	return &Error{Reason: r, Err: fmt.Errorf(format, args...)}
+	return reason.New[Reason, errorMessage](r, format, args...)
 }
 
 // SplitViewError reports two validly signed checkpoints of the same log
