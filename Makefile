@@ -15,9 +15,12 @@ demo: build
 	BIN=$(BIN) ./scripts/demo.sh
 
 # The whole suite, then every fuzz target for a few thousand executions.
-# Network-namespace tests run as root and skip otherwise.
+# Network-namespace tests run as root and skip otherwise. Every package's
+# line reports its statement coverage; scripts/cover.sh fails the run when a
+# package in COVER_FLOORS (PKG=MIN percent, comma-separated) is below its floor.
+COVER_FLOORS := ./agent=50
 test: build vet
-	$(GO) test -count=1 -timeout 25m $(PKGS)
+	GO=$(GO) ./scripts/cover.sh $(COVER_FLOORS) -count=1 -timeout 25m $(PKGS)
 	$(MAKE) test-tpm
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME_SHORT)
 
