@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/certmesh/certmesh/internal/netns"
 	"time"
 
 	"github.com/certmesh/certmesh/internal/logbuf"
@@ -33,11 +35,9 @@ const noIPv6Env = "WGDEV_TEST_NO_IPV6"
 // unique interface name instead.
 func TestKernelMode(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("kernel mode needs root")
+		netns.Missing(t, "kernel mode needs root")
 	}
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skipf("no TUN support: %v", err)
-	}
+	netns.RequireTUN(t)
 	if os.Getenv(inNetnsEnv) != "" {
 		kernelModeChecks(t, os.Getenv(noIPv6Env) != "")
 		return

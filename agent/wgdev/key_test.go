@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/certmesh/certmesh/internal/netns"
 )
 
 // secretForms returns the textual forms in which k must never appear.
@@ -98,7 +100,7 @@ func TestGeneratePrivateKeyPublic(t *testing.T) {
 	}
 	wg, err := exec.LookPath("wg")
 	if err != nil {
-		t.Skip("wg not installed; cannot cross-check the public key")
+		netns.Missing(t, "wg not installed; cannot cross-check the public key")
 	}
 	cmd := exec.Command(wg, "pubkey")
 	cmd.Stdin = strings.NewReader(base64.StdEncoding.EncodeToString(k[:]) + "\n")

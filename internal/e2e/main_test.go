@@ -105,9 +105,7 @@ func newTestMesh(t testing.TB) *Mesh {
 	t.Helper()
 	netns.RequireRoot(t)
 	netns.RequireCommands(t, "wg")
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skipf("no /dev/net/tun: %v", err)
-	}
+	netns.RequireTUN(t)
 	bin := binaries(t)
 	dir := t.TempDir()
 	nw := netns.NewTest(t, netns.Options{Prefix: nextPrefix()})

@@ -9,10 +9,22 @@
 // network's underlay subnet and have no default route, so traffic can never
 // leave the namespaces this package creates.
 //
-// Everything is driven through the iproute2 "ip" command, so the package
-// needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN). Tests should call
-// [RequireRoot] (or use [NewTest], which does) so that they are skipped on
-// machines where that is not available.
+// Topologies beyond one LAN: [Network.AddRouter] adds a router whose
+// eth0 is on the network and whose eth1 serves a LAN of its own, with NAT
+// (nftables masquerade: [EndpointIndependent], port-preserving, or
+// [Symmetric], random,fully-random), optionally blocking UDP while TCP
+// passes; [Router.AddHost] puts hosts behind it, with a default route
+// through it. Several routers give several LANs (they may share a private
+// subnet). [Host.Readdress] moves a host or router to a new address
+// (roaming, a new lease); [Host.Impair] delays and drops what a host sends
+// (tc netem).
+//
+// Everything is driven through the iproute2 "ip" command (and nft, tc),
+// so the package needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN). Tests call
+// [RequireRoot] (or use [NewTest], which does), [RequireCommands],
+// [RequireTUN] or [RequireNetem]: they skip on machines without what they
+// need, and fail instead when the CI environment variable is set
+// ([Strict]), as .ci/run does.
 //
 // From a test:
 //

@@ -20,8 +20,13 @@ type Host struct {
 	Addr netip.Addr
 	// Prefix is Addr with the subnet's prefix length, as configured on eth0.
 	Prefix netip.Prefix
+	// Gateway is the default route of a host behind a [Router] (the
+	// router's LAN address); zero for hosts on the network itself, which
+	// have no default route.
+	Gateway netip.Addr
 
-	net *Network
+	net    *Network
+	router *Router // the router a LAN host sits behind, or nil
 }
 
 // AddHost creates namespace "<prefix>-<name>" with loopback up and an eth0
@@ -29,10 +34,10 @@ type Host struct {
 // bridge. ctx bounds the setup commands only. On error the namespace is
 // removed again.
 func (n *Network) AddHost(ctx context.Context, name string) (*Host, error) {
-	if !hostNameRE.MatchString(name) || len(name) > maxHostNameLen || name == switchSuffix {
-		return nil, fmt.Errorf("netns: add host %q: invalid name (want letters, digits, '_', '.', '-', at most %d chars, not %q)", name, maxHostNameLen, switchSuffix)
+	if err := checkHostName(name); err != nil {
+		return nil, err
 	}
-	h, idx, err := n.reserveHost(name)
+	h, idx, err := n.reserveHost(name, nil)
 	if err != nil {
 		return nil, fmt.Errorf("netns: add host %q: %w", name, err)
 	}
@@ -48,8 +53,16 @@ func (n *Network) AddHost(ctx context.Context, name string) (*Host, error) {
 	return h, nil
 }
 
-// reserveHost claims the name, an index and an address.
-func (n *Network) reserveHost(name string) (*Host, int, error) {
+func checkHostName(name string) error {
+	if !hostNameRE.MatchString(name) || len(name) > maxHostNameLen || name == switchSuffix {
+		return fmt.Errorf("netns: add host %q: invalid name (want letters, digits, '_', '.', '-', at most %d chars, not %q)", name, maxHostNameLen, switchSuffix)
+	}
+	return nil
+}
+
+// reserveHost claims the name, an index and an address: on the network's
+// subnet, or on r's LAN if r is set.
+func (n *Network) reserveHost(name string, r *Router) (*Host, int, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
@@ -58,51 +71,85 @@ func (n *Network) reserveHost(name string) (*Host, int, error) {
 	if n.names[name] {
 		return nil, 0, fmt.Errorf("host already exists")
 	}
+	idx, addr, err := n.nextAddrLocked(r)
+	if err != nil {
+		return nil, 0, err
+	}
+	n.names[name] = true
+	h := &Host{Name: name, NS: n.prefix + "-" + name, Addr: addr, net: n, router: r}
+	h.Prefix = netip.PrefixFrom(addr, n.subnet.Bits())
+	if r != nil {
+		h.Prefix, h.Gateway = netip.PrefixFrom(addr, r.LAN.Bits()), r.LANAddr
+	}
+	return h, idx, nil
+}
+
+// nextAddrLocked takes the next free index and address of the network's
+// subnet (r nil) or of r's LAN, whose first address is the router's.
+func (n *Network) nextAddrLocked(r *Router) (int, netip.Addr, error) {
+	if r != nil {
+		addr, err := nthAddr(r.LAN, r.nextIdx+2)
+		if err != nil {
+			return 0, netip.Addr{}, err
+		}
+		r.nextIdx++
+		return r.nextIdx, addr, nil
+	}
 	idx := n.nextIdx + 1
 	if l := len(n.prefix) + 1 + len(strconv.Itoa(idx)); l > maxIfNameLen {
-		return nil, 0, fmt.Errorf("too many hosts for prefix %q (interface names would exceed %d chars)", n.prefix, maxIfNameLen)
+		return 0, netip.Addr{}, fmt.Errorf("too many hosts for prefix %q (interface names would exceed %d chars)", n.prefix, maxIfNameLen)
 	}
-	addr := n.subnet.Addr()
+	addr, err := nthAddr(n.subnet, idx)
+	if err != nil {
+		return 0, netip.Addr{}, err
+	}
+	n.nextIdx = idx
+	return idx, addr, nil
+}
+
+// nthAddr is the idx-th address of subnet (1 is the first after the
+// network address); IPv4's broadcast address is never handed out.
+func nthAddr(subnet netip.Prefix, idx int) (netip.Addr, error) {
+	addr := subnet.Addr()
 	for range idx {
 		addr = addr.Next()
 	}
-	last := !addr.Next().IsValid() || !n.subnet.Contains(addr.Next())
-	if !n.subnet.Contains(addr) || addr.Is4() && last {
-		return nil, 0, fmt.Errorf("subnet %s exhausted", n.subnet)
+	last := !addr.Next().IsValid() || !subnet.Contains(addr.Next())
+	if !subnet.Contains(addr) || addr.Is4() && last {
+		return netip.Addr{}, fmt.Errorf("subnet %s exhausted", subnet)
 	}
-	n.nextIdx = idx
-	n.names[name] = true
-	return &Host{
-		Name:   name,
-		NS:     n.prefix + "-" + name,
-		Addr:   addr,
-		Prefix: netip.PrefixFrom(addr, n.subnet.Bits()),
-		net:    n,
-	}, idx, nil
+	return addr, nil
 }
 
 func (n *Network) setupHost(ctx context.Context, h *Host, idx int) error {
 	if err := n.createNS(ctx, h.NS); err != nil {
 		return err
 	}
-	// The veth is created inside the host namespace and its peer is moved
-	// straight into the switch namespace, so no interface ever appears in
-	// the caller's namespace.
-	bport := n.prefix + "b" + strconv.Itoa(idx)
-	addrArgs := []string{"-n", h.NS, "addr", "add", h.Prefix.String(), "dev", HostIface}
-	if h.Addr.Is6() {
+	if _, err := runIP(ctx, "-n", h.NS, "link", "set", "lo", "up"); err != nil {
+		return fmt.Errorf("set up %s: %w", h.NS, err)
+	}
+	return attach(ctx, h.NS, HostIface, n.switchNS, n.prefix+"b"+strconv.Itoa(idx), h.Prefix)
+}
+
+// attach connects namespace ns to the bridge in switchNS through a veth
+// pair (iface in ns, port in switchNS) and gives iface the address addr.
+// The veth is created inside ns and its peer is moved straight into the
+// switch namespace, so no interface ever appears in the caller's
+// namespace.
+func attach(ctx context.Context, ns, iface, switchNS, port string, addr netip.Prefix) error {
+	addrArgs := []string{"-n", ns, "addr", "add", addr.String(), "dev", iface}
+	if addr.Addr().Is6() {
 		addrArgs = append(addrArgs, "nodad")
 	}
 	steps := [][]string{
-		{"-n", h.NS, "link", "set", "lo", "up"},
-		{"-n", h.NS, "link", "add", HostIface, "type", "veth", "peer", "name", bport, "netns", n.switchNS},
-		{"-n", n.switchNS, "link", "set", bport, "master", bridgeName, "up"},
+		{"-n", ns, "link", "add", iface, "type", "veth", "peer", "name", port, "netns", switchNS},
+		{"-n", switchNS, "link", "set", port, "master", bridgeName, "up"},
 		addrArgs,
-		{"-n", h.NS, "link", "set", HostIface, "up"},
+		{"-n", ns, "link", "set", iface, "up"},
 	}
 	for _, args := range steps {
 		if _, err := runIP(ctx, args...); err != nil {
-			return fmt.Errorf("set up %s: %w", h.NS, err)
+			return fmt.Errorf("set up %s: %w", ns, err)
 		}
 	}
 	return nil

@@ -137,13 +137,18 @@ func NewNetwork(ctx context.Context, opts Options) (*Network, error) {
 }
 
 func (n *Network) setupSwitch(ctx context.Context) error {
-	if err := n.createNS(ctx, n.switchNS); err != nil {
+	return n.createSwitch(ctx, n.switchNS)
+}
+
+// createSwitch creates namespace ns holding an up bridge.
+func (n *Network) createSwitch(ctx context.Context, ns string) error {
+	if err := n.createNS(ctx, ns); err != nil {
 		return err
 	}
 	steps := [][]string{
-		{"-n", n.switchNS, "link", "set", "lo", "up"},
-		{"-n", n.switchNS, "link", "add", bridgeName, "type", "bridge", "stp_state", "0"},
-		{"-n", n.switchNS, "link", "set", bridgeName, "up"},
+		{"-n", ns, "link", "set", "lo", "up"},
+		{"-n", ns, "link", "add", bridgeName, "type", "bridge", "stp_state", "0"},
+		{"-n", ns, "link", "set", bridgeName, "up"},
 	}
 	for _, args := range steps {
 		if _, err := runIP(ctx, args...); err != nil {

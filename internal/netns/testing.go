@@ -57,26 +57,69 @@ func probe() error {
 	return nil
 }
 
-// RequireRoot skips the test unless [Available] reports that networks can
-// be built (root, iproute2, netns, bridge and veth support).
+// Strict reports whether a missing prerequisite fails a test instead of
+// skipping it: when the CI environment variable is set (to anything but
+// "" , "0" or "false"), as .ci/run does, so a CI machine that lacks root,
+// namespaces, TUN or a tool cannot pass by skipping.
+func Strict() bool {
+	v := os.Getenv("CI")
+	return v != "" && v != "0" && v != "false"
+}
+
+// Missing skips the test because a prerequisite is missing, or fails it
+// under [Strict].
+func Missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if Strict() {
+		t.Fatalf("%s (CI is set: a missing prerequisite fails the test)", msg)
+	}
+	t.Skip(msg)
+}
+
+// RequireRoot skips the test (fails it under [Strict]) unless [Available]
+// reports that networks can be built (root, iproute2, netns, bridge and
+// veth support).
 func RequireRoot(t testing.TB) {
 	t.Helper()
 	if err := Available(); err != nil {
-		t.Skipf("netns: skipping test that needs root and 'ip netns': %v", err)
+		Missing(t, "netns: test needs root and 'ip netns': %v", err)
 	}
 }
 
-// RequireCommands skips the test unless every named program is in PATH.
+// RequireCommands skips the test (fails it under [Strict]) unless every
+// named program is in PATH (e.g. "wg", "ping", "nft", "tc").
 func RequireCommands(t testing.TB, names ...string) {
 	t.Helper()
 	for _, name := range names {
 		if _, err := exec.LookPath(name); err != nil {
-			t.Skipf("netns: skipping test that needs %q: %v", name, err)
+			Missing(t, "netns: test needs %q: %v", name, err)
 		}
 	}
 }
 
-// NewTest is [NewNetwork] for tests: it skips the test via [RequireRoot],
+// RequireTUN skips the test (fails it under [Strict]) unless /dev/net/tun
+// can be opened, as kernel-mode agents need.
+func RequireTUN(t testing.TB) {
+	t.Helper()
+	f, err := os.OpenFile("/dev/net/tun", os.O_RDWR, 0)
+	if err != nil {
+		Missing(t, "netns: test needs /dev/net/tun: %v", err)
+		return
+	}
+	f.Close()
+}
+
+// RequireNetem skips the test (fails it under [Strict]) unless
+// [NetemAvailable]: tc and the kernel's netem qdisc.
+func RequireNetem(t testing.TB) {
+	t.Helper()
+	if err := NetemAvailable(); err != nil {
+		Missing(t, "netns: test needs netem: %v", err)
+	}
+}
+
+// NewTest is [NewNetwork] for tests: it skips (or fails) the test via [RequireRoot],
 // fails it if the network cannot be created and registers Close with
 // t.Cleanup, reporting a failed Close as a test error.
 func NewTest(t testing.TB, opts Options) *Network {
