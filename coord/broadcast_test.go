@@ -196,7 +196,7 @@ func BenchmarkBroadcast(b *testing.B) {
 			joiner := certs.DeviceID("joiner")
 			run(b, 2, func() {
 				mb := &member{id: joiner, peer: m.peer, encoded: enc, events: make(chan []byte, 1), done: make(chan struct{})}
-				snap, _ := m.s.join(mb)
+				snap, _, _ := m.s.join(mb)
 				if err := wire.EncodeEvent(io.Discard, &wire.Event{Type: wire.EventSnapshot, Peers: snap}); err != nil {
 					b.Fatal(err)
 				}

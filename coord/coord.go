@@ -7,6 +7,7 @@ package coord
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -39,7 +40,13 @@ type Server struct {
 	mu    sync.Mutex
 	peers map[certs.DeviceID]*member
 	docs  map[wire.DocKind][]byte // the current document events, encoded
+	// closing: Shutdown ended every watch; no new one is taken and no
+	// member that leaves is announced as leaving.
+	closing bool
 }
+
+// errClosing refuses a watch opened while the coordinator shuts down.
+var errClosing = errors.New("coordinator is shutting down")
 
 // member is one connected agent.
 type member struct {
@@ -140,10 +147,13 @@ func (s *Server) documentsLocked() [][]byte {
 
 // join registers m, replacing an earlier connection of the same device,
 // and tells the others. It returns the snapshot m starts from and the
-// current documents.
-func (s *Server) join(m *member) ([]wire.Peer, [][]byte) {
+// current documents, or errClosing once Shutdown was called.
+func (s *Server) join(m *member) ([]wire.Peer, [][]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closing {
+		return nil, nil, errClosing
+	}
 	if old, ok := s.peers[m.id]; ok {
 		old.close()
 	}
@@ -155,7 +165,7 @@ func (s *Server) join(m *member) ([]wire.Peer, [][]byte) {
 		}
 	}
 	s.broadcastLocked(m.id, m.encoded)
-	return snap, s.documentsLocked()
+	return snap, s.documentsLocked(), nil
 }
 
 // update replaces the published state of a connected device.
@@ -184,6 +194,9 @@ func (s *Server) leave(m *member) {
 		return
 	}
 	delete(s.peers, m.id)
+	if s.closing {
+		return // the coordinator goes away, the agent does not
+	}
 	enc, err := encodeEvent(&wire.Event{Type: wire.EventRemove, Label: string(m.id)})
 	if err == nil {
 		s.broadcastLocked(m.id, enc)
@@ -198,6 +211,20 @@ func (s *Server) Kick(id certs.DeviceID) {
 	if m != nil {
 		s.leave(m)
 		s.log.Info("device disconnected", "device", id)
+	}
+}
+
+// Shutdown ends every watch without telling anyone its agent left: a
+// coordinator going away is not a peer leaving, and agents that heard
+// "left" would drop peers whose tunnels work. Watches opened afterwards
+// are refused (503), so that http.Server.Shutdown finds every watch
+// stream ended and can finish the requests still in flight.
+func (s *Server) Shutdown() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closing = true
+	for _, m := range s.peers {
+		m.close()
 	}
 }
 

@@ -69,7 +69,12 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 	}
 	m := &member{id: self.DeviceID, peer: peer, encoded: enc,
 		events: make(chan []byte, s.opts.WatchBuffer), done: make(chan struct{})}
-	snap, docs := s.join(m)
+	snap, docs, err := s.join(m)
+	if err != nil {
+		w.Header().Set("Retry-After", "1")
+		httpError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
 	defer s.leave(m)
 	rc := http.NewResponseController(w)
 	// A member that stops reading fills its flow-control window and
