@@ -60,7 +60,14 @@ type Options struct {
 	// it checks (default DefaultServerCertCheck).
 	CAURL           string
 	ServerCertCheck time.Duration
+	// ShutdownTimeout bounds a graceful shutdown (default
+	// DefaultShutdownTimeout): requests in flight may finish within it,
+	// then what is left is cut.
+	ShutdownTimeout time.Duration
 }
+
+// DefaultShutdownTimeout is how long Close lets requests in flight finish.
+const DefaultShutdownTimeout = 10 * time.Second
 
 // Server is a running certmesh-server.
 type Server struct {
@@ -76,6 +83,8 @@ type Server struct {
 	// coordCert is the TLS certificate of a coordinator-only server.
 	coordCert *coordCert
 	errc      chan error
+	// shutdownTimeout: Options.ShutdownTimeout.
+	shutdownTimeout time.Duration
 }
 
 // Start opens the state directory and starts serving.
@@ -95,7 +104,10 @@ func Start(o Options) (*Server, error) {
 		return nil, err
 	}
 	serveCA, serveCoord := o.Role == RoleCA || o.Role == RoleAll, o.Role == RoleCoord || o.Role == RoleAll
-	s := &Server{log: o.Logger, errc: make(chan error, 2)}
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	s := &Server{log: o.Logger, errc: make(chan error, 2), shutdownTimeout: o.ShutdownTimeout}
 	mux := http.NewServeMux()
 	// Time: client certificates are judged by the CA's and coordinator's
 	// clock, the one that issued them and checks every request.
@@ -155,6 +167,11 @@ func Start(o Options) (*Server, error) {
 	s.Addr = ln.Addr()
 	s.https = httplimit.Server(mux, o.BodyTimeout)
 	s.https.TLSConfig, s.https.ErrorLog = tlsCfg, slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug)
+	if s.Coord != nil {
+		// Watch streams never end by themselves: at shutdown the
+		// coordinator ends them, without announcing anyone as leaving.
+		s.https.RegisterOnShutdown(s.Coord.Shutdown)
+	}
 	go func() { s.errc <- s.https.ServeTLS(ln, "", "") }()
 	if s.CA != nil && cfg.CRLListen != "" {
 		if err := s.serveCRL(cfg.CRLListen); err != nil {
@@ -245,20 +262,35 @@ func (s *Server) Wait(ctx context.Context) error {
 	return errors.Join(err, s.Close())
 }
 
-// Close stops serving and closes the databases.
+// Close shuts down gracefully: the listeners close, watch streams end
+// (agents keep their peers: a coordinator going away is not a peer
+// leaving), and requests in flight may finish within the shutdown
+// timeout; then whatever is left is cut and the databases are closed.
 func (s *Server) Close() error {
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), s.shutdownTimeout)
 	defer cancel()
 	if s.stopBG != nil {
 		s.stopBG()
 	}
-	if s.admin != nil {
-		_ = s.admin.Shutdown(shutdownCtx)
+	shutdown := func(h *http.Server, name string) error {
+		if h == nil {
+			return nil
+		}
+		err := h.Shutdown(ctx)
+		if err == nil {
+			return nil
+		}
+		s.log.Warn("graceful shutdown did not finish in time; cutting the remaining connections", "server", name, "timeout", s.shutdownTimeout, "err", err)
+		return h.Close()
 	}
-	if s.crl != nil {
-		_ = s.crl.Close()
+	// All three at once: they share the deadline.
+	errs := make(chan error, 3)
+	go func() { errs <- shutdown(s.admin, "admin") }()
+	go func() { errs <- shutdown(s.crl, "crl") }()
+	go func() { errs <- shutdown(s.https, "https") }()
+	var err error
+	for range 3 {
+		err = errors.Join(err, <-errs)
 	}
-	// Watch streams never end by themselves: close rather than wait.
-	err := s.https.Close()
 	return errors.Join(err, s.closeCA())
 }
