@@ -243,6 +243,7 @@ func (a *Agent) openDevice(ctx context.Context) error {
 	a.peers.endpoints = eps
 	a.peers.staleGrace, a.peers.stalePolicy = a.cfg.CRLGrace, a.cfg.CRLStalePolicy
 	a.peers.skew = a.cfg.MaxClockSkew
+	a.peers.unlistedGrace = a.cfg.UnlistedGrace
 	logClient, err := translog.NewClient(a.cfg.ServerURL.String(), a.caAPI.hc)
 	if err != nil {
 		dev.Close()

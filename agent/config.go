@@ -59,6 +59,13 @@ type Config struct {
 	// the bound on how long a coordinator that withholds them can delay a
 	// revocation or a policy while the CA is reachable.
 	CAFetchInterval time.Duration
+	// UnlistedGrace is how long a verified peer the coordinator stopped
+	// listing (it "left", or a snapshot lacks it) is kept before it is
+	// removed (default DefaultUnlistedGrace; negative: at once). The
+	// coordinator's word is no signed reason: a coordinator that restarted
+	// has not heard from the peer yet. Revocation, expiry and policy still
+	// take effect at once.
+	UnlistedGrace time.Duration
 	// ApprovalPoll is how often a pending enrollment is polled (default 2s).
 	ApprovalPoll time.Duration
 	// MaxClockSkew is how far this machine's clock may be behind the CA's
@@ -113,6 +120,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CAFetchInterval <= 0 {
 		c.CAFetchInterval = DefaultCAFetchInterval
+	}
+	if c.UnlistedGrace == 0 {
+		c.UnlistedGrace = DefaultUnlistedGrace
 	}
 	if c.ApprovalPoll <= 0 {
 		c.ApprovalPoll = 2 * time.Second

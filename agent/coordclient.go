@@ -19,7 +19,10 @@ import (
 // Reconnection of the coordinator watch: a failed watch is retried after
 // a delay that doubles from watchBackoffMin to watchBackoffMax, jittered
 // (internal/backoff) so that agents a coordinator dropped at once do not
-// come back at once. A stream that lived watchHealthy resets it.
+// come back at once. A watch that delivered its snapshot was healthy and
+// resets it: after a coordinator restart the agent is back within
+// watchBackoffMin. One that also lived watchHealthy makes its failure news
+// again (logged, not only at debug level).
 const (
 	watchBackoffMin = 500 * time.Millisecond
 	watchBackoffMax = 30 * time.Second
@@ -36,6 +39,7 @@ type coordClient struct {
 	log       *slog.Logger
 	connected atomic.Bool
 	lastErr   atomic.Value  // string
+	since     atomic.Value  // time.Time: when the current watch opened
 	renewed   chan struct{} // signalled (buffer 1) when the certificate changed
 
 	// watchFn replaces watch in tests of the reconnection loop.
@@ -45,6 +49,7 @@ type coordClient struct {
 	// had connected first.
 	failure       string
 	failConnected bool
+	healthy       time.Time // when the current watch delivered its snapshot (zero: not yet)
 }
 
 func newCoordClient(api *apiClient, peers *peerManager, docs func(*wire.Document), publish func() wire.Publish, log *slog.Logger) *coordClient {
@@ -58,15 +63,17 @@ func (c *coordClient) run(ctx context.Context) {
 	}
 	bo := backoff.Backoff{Min: watchBackoffMin, Max: watchBackoffMax}
 	for ctx.Err() == nil {
-		start := time.Now()
 		err := watch(ctx)
 		connected := c.connected.Swap(false)
 		if ctx.Err() != nil {
 			return
 		}
-		if time.Since(start) > watchHealthy {
+		if !c.healthy.IsZero() {
 			bo.Reset()
-			c.failure = ""
+			if time.Since(c.healthy) > watchHealthy {
+				c.failure = ""
+			}
+			c.healthy = time.Time{}
 		}
 		delay := bo.Next()
 		c.lastErr.Store(clip(err.Error(), maxRejectionError))
@@ -90,6 +97,7 @@ func (c *coordClient) run(ctx context.Context) {
 // markConnected records that a watch is open. Reconnecting after a watch
 // that connected and then failed is not news: it is logged at debug level.
 func (c *coordClient) markConnected() {
+	c.since.Store(time.Now())
 	c.connected.Store(true)
 	if c.failure != "" && c.failConnected {
 		c.log.Debug("connected to coordinator again")
@@ -124,6 +132,9 @@ func (c *coordClient) watch(ctx context.Context) error {
 				continue
 			}
 			c.peers.apply(e)
+			if e.Type == wire.EventSnapshot && c.healthy.IsZero() {
+				c.healthy = time.Now()
+			}
 		case <-c.renewed:
 			retry = time.After(0)
 		case <-retry:

@@ -99,3 +99,40 @@ func TestWatchNewFailureIsLogged(t *testing.T) {
 		}
 	})
 }
+
+// TestWatchHealthyResetsBackoff: a coordinator that was down long enough
+// for the backoff to reach its cap comes back, the watch delivers its
+// snapshot (healthy) and then the coordinator restarts. The agent must try
+// again within watchBackoffMin, not after the grown delay: the time the
+// whole mesh waits after a restart is this delay.
+func TestWatchHealthyResetsBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := &coordClient{log: slog.New(slog.DiscardHandler)}
+		var attempts []time.Time
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		const down = 10 // failed attempts: the backoff is at its cap
+		c.watchFn = func(ctx context.Context) error {
+			attempts = append(attempts, time.Now())
+			switch n := len(attempts); {
+			case n <= down:
+				return errors.New("connection refused")
+			case n == down+1: // back: the snapshot arrives, the stream lives a while
+				c.markConnected()
+				c.healthy = time.Now()
+				time.Sleep(10 * time.Second)
+				return errors.New("coordinator closed the stream")
+			default:
+				cancel()
+				return ctx.Err()
+			}
+		}
+		c.run(ctx)
+		if len(attempts) != down+2 {
+			t.Fatalf("%d attempts, want %d", len(attempts), down+2)
+		}
+		if gap := attempts[down+1].Sub(attempts[down]) - 10*time.Second; gap > watchBackoffMin {
+			t.Errorf("after a healthy watch ended the agent waited %s to reconnect, want at most %s", gap, watchBackoffMin)
+		}
+	})
+}

@@ -51,6 +51,10 @@ type verifiedPeer struct {
 	epSince   time.Time         // when endpoints[0] was put in use
 	machine   *x509.Certificate // for CRL checks
 	user      *x509.Certificate // nil without a user certificate
+	// unlistedAt is when the coordinator stopped listing the peer (zero
+	// while it lists it); unlistedWhy says how (peers_remove.go).
+	unlistedAt  time.Time
+	unlistedWhy string
 }
 
 // Rejection records why the coordinator's view of a peer was refused.
@@ -91,8 +95,11 @@ type peerManager struct {
 	crlRefusedAt time.Time
 	staleGrace   time.Duration
 	skew         time.Duration // NotBefore tolerance of certs.VerifyWith (Config.MaxClockSkew)
-	stalePolicy  DegradedPolicy
-	wasStale     bool
+	// unlistedGrace: how long a peer the coordinator stopped listing is
+	// kept (0 or negative: removed at once).
+	unlistedGrace time.Duration
+	stalePolicy   DegradedPolicy
+	wasStale      bool
 	// logged, if set, checks a certificate's inclusion in the CA's log.
 	logged func(der []byte, b *translog.InclusionBundle) error
 	// logAlarm, if set, returns the transparency-log alarm ("" if none);

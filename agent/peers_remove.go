@@ -15,7 +15,20 @@ func (m *peerManager) forgetLocked(p *verifiedPeer) {
 	}
 }
 
-// removeLocked drops the peer the coordinator knows as label.
+// DefaultUnlistedGrace is how long a verified peer the coordinator stopped
+// listing is kept: long enough for every agent to reconnect to a
+// coordinator that restarted (the watch backoff is capped at 30 s) and be
+// listed again.
+const DefaultUnlistedGrace = 3 * time.Minute
+
+// removeLocked handles the coordinator's word that the peer it knows as
+// label is gone ("left", or missing from a snapshot). That is no signed
+// reason: a coordinator that restarted, or lost the peer's watch for a
+// moment, has simply not heard from it again yet. So the peer, verified
+// and still valid, is kept for unlistedGrace (the sweep removes it then,
+// or when its certificate expires, whichever is first) unless the
+// coordinator lists it again meanwhile. Revocation (CRL), expiry and
+// policy do not wait.
 func (m *peerManager) removeLocked(label, why string) {
 	devID, ok := m.labels[label]
 	if !ok {
@@ -26,7 +39,32 @@ func (m *peerManager) removeLocked(label, why string) {
 		delete(m.labels, label)
 		return
 	}
-	m.dropLocked(p, why)
+	if m.unlistedGrace <= 0 {
+		m.dropLocked(p, why)
+		return
+	}
+	if !p.unlistedAt.IsZero() {
+		return // already waiting
+	}
+	p.unlistedAt, p.unlistedWhy = m.now(), why
+	until := p.unlistedAt.Add(m.unlistedGrace)
+	if p.id.NotAfter.Before(until) {
+		until = p.id.NotAfter
+	}
+	m.log.Info("peer no longer listed by the coordinator; kept until it is listed again or the grace ends",
+		"device", p.id.DeviceID, "hostname", p.id.Hostname, "why", why, "until", until.UTC().Format(time.RFC3339))
+}
+
+// dropUnlistedLocked removes the peers whose grace ended without the
+// coordinator listing them again.
+func (m *peerManager) dropUnlistedLocked(now time.Time) (changed bool) {
+	for _, p := range m.peers {
+		if !p.unlistedAt.IsZero() && !now.Before(p.unlistedAt.Add(m.unlistedGrace)) {
+			changed = true
+			m.dropLocked(p, p.unlistedWhy+" (not listed again within "+m.unlistedGrace.String()+")")
+		}
+	}
+	return changed
 }
 
 // dropLocked forgets a verified peer and takes it out of the device.
@@ -63,6 +101,9 @@ func (m *peerManager) sweep() {
 			m.dropLocked(p, "certificate expired")
 			m.reject(p.label, refusal(certs.ReasonExpired, "certificate of device %s expired at %s", devID, p.id.NotAfter.UTC().Format(time.RFC3339)))
 		}
+	}
+	if m.dropUnlistedLocked(now) {
+		changed = true
 	}
 	m.reconcileLocked()
 	m.rotateLocked()

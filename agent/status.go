@@ -62,6 +62,8 @@ type CoordStatus struct {
 	URL       string `json:"url"`
 	Connected bool   `json:"connected"`
 	LastError string `json:"last_error,omitempty"`
+	// ConnectedSince is when the current watch opened (zero while none is).
+	ConnectedSince time.Time `json:"connected_since,omitzero"`
 }
 
 // PeerStatus is one verified, configured peer.
@@ -79,4 +81,7 @@ type PeerStatus struct {
 	// was not accepted (the machine identity stands without it).
 	User         *UserStatus `json:"user,omitempty"`
 	UserRejected string      `json:"user_rejected,omitempty"`
+	// UnlistedSince is when the coordinator stopped listing the peer; it
+	// is kept for the unlisted grace (peers_remove.go) unless listed again.
+	UnlistedSince time.Time `json:"unlisted_since,omitzero"`
 }

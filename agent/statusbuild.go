@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"time"
+
 	"github.com/certmesh/certmesh/certs"
 )
 
@@ -26,6 +28,11 @@ func (a *Agent) Status() (*Status, error) {
 		Coordinator: CoordStatus{URL: a.coord.api.base.String(), Connected: a.coord.connected.Load()},
 		Peers:       []PeerStatus{},
 	}
+	if st.Coordinator.Connected {
+		if since, ok := a.coord.since.Load().(time.Time); ok {
+			st.Coordinator.ConnectedSince = since
+		}
+	}
 	if e, ok := a.coord.lastErr.Load().(string); ok && !st.Coordinator.Connected {
 		st.Coordinator.LastError = e
 	}
@@ -33,7 +40,7 @@ func (a *Agent) Status() (*Status, error) {
 	for _, p := range peers {
 		ps := PeerStatus{
 			Name: p.id.DisplayName(), User: userStatus(p.id.User),
-			MachineStatus: machineStatus(p.id), Verified: true,
+			MachineStatus: machineStatus(p.id), Verified: true, UnlistedSince: p.unlistedAt,
 		}
 		if p.id.UserRejected != nil {
 			ps.UserRejected = p.id.UserRejected.Error()

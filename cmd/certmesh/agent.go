@@ -25,7 +25,7 @@ func agentCmd() *cobra.Command {
 		port                                                      int
 		advertise                                                 []string
 		crlStale, logAlarm, policyStale                           string
-		crlGrace, caFetch, maxSkew                                time.Duration
+		crlGrace, caFetch, maxSkew, unlistedGrace                 time.Duration
 		useTPM, requireLogged                                     bool
 		tpmDevice, ekCert                                         string
 	)
@@ -55,6 +55,10 @@ func agentCmd() *cobra.Command {
 				return fmt.Errorf("--ca-fetch-interval %s: want at least 1s", caFetch)
 			}
 			cfg.CRLGrace, cfg.CAFetchInterval, cfg.MaxClockSkew = crlGrace, caFetch, maxSkew
+			if unlistedGrace <= 0 {
+				return fmt.Errorf("--unlisted-grace %s: want a positive duration", unlistedGrace)
+			}
+			cfg.UnlistedGrace = unlistedGrace
 			cfg.AllowUnlogged = !requireLogged
 			if useTPM {
 				cfg.TPM = &agent.TPMConfig{Device: tpmDevice, EKCertFile: ekCert}
@@ -127,6 +131,7 @@ func agentCmd() *cobra.Command {
 	f.StringVar(&crlStale, "crl-stale", string(agent.DegradedKeep), "when the CRL is stale: keep (peers stay, new ones accepted) or refuse-new (no new peers)")
 	f.DurationVar(&crlGrace, "crl-grace", 10*time.Minute, "how long past its next update a CRL may be before it is stale")
 	f.StringVar(&policyStale, "policy-stale", string(agent.DegradedKeep), "when the policy is past its valid-until: keep (enforce it, accept new peers) or refuse-new (enforce it, no new peers)")
+	f.DurationVar(&unlistedGrace, "unlisted-grace", agent.DefaultUnlistedGrace, "how long a verified peer the coordinator stopped listing is kept (a restarted coordinator has not heard from it yet); revocation and expiry remove it at once")
 	f.DurationVar(&caFetch, "ca-fetch-interval", agent.DefaultCAFetchInterval, "how often to fetch the CRL and the policy from the CA itself (jittered ±10%; conditional, so cheap for the CA)")
 	f.DurationVar(&maxSkew, "max-clock-skew", agent.DefaultMaxClockSkew, "how far this machine's clock may be behind the CA's for a certificate to be accepted before its start; further off either way is reported in status")
 	f.StringVar(&logAlarm, "log-alarm", string(agent.DegradedKeep), "once the transparency log showed two histories: keep (accept new peers, alarm in status) or refuse-new (no new peers until restart)")

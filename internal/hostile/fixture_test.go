@@ -250,7 +250,12 @@ func (f *fixture) startAgent(t *testing.T, caURL, name string, edits ...func(*ag
 		// the agent fetches from the CA at start only, unless a test of
 		// the CA fetch sets a short interval (freshness_test.go).
 		CAFetchInterval: time.Hour,
-		Logger:          slog.New(slog.NewTextHandler(n.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		// The coordinator's removals take effect at once, so that the
+		// attacks that remove a peer and offer it again see it new; the
+		// grace (agent/peers_remove.go) only delays a removal, which gives
+		// a coordinator nothing it could not get by not sending it.
+		UnlistedGrace: -1,
+		Logger:        slog.New(slog.NewTextHandler(n.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	for _, edit := range edits {
 		edit(&cfg)
