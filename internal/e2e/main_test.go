@@ -97,6 +97,11 @@ func NewMesh(t testing.TB, n int) *Mesh {
 	return m
 }
 
+// testUnlistedGrace is the agents' --unlisted-grace in these tests, so that
+// a stopped agent is gone from its peers within seconds, not the default
+// minutes (restart_test.go sets a longer one to outlast a restart).
+const testUnlistedGrace = 5 * time.Second
+
 // newTestMesh skips the test unless kernel-mode agents can run here, and
 // returns a mesh on a fresh network with nothing started yet. Everything
 // is torn down when the test ends; if it failed, the tails of all logs are
@@ -109,7 +114,7 @@ func newTestMesh(t testing.TB) *Mesh {
 	bin := binaries(t)
 	dir := t.TempDir()
 	nw := netns.NewTest(t, netns.Options{Prefix: nextPrefix()})
-	m := New(nw, Options{Bin: bin, Dir: dir})
+	m := New(nw, Options{Bin: bin, Dir: dir, AgentArgs: []string{"--unlisted-grace", testUnlistedGrace.String()}})
 	t.Cleanup(func() { dumpLogsOnFailure(t, m.Logs()) })
 	return m
 }

@@ -48,7 +48,7 @@ func TestKernelRevocation(t *testing.T) {
 		wg.Go(func() {
 			wctx, cancel := context.WithTimeout(ctx, FirstContactTimeout)
 			defer cancel()
-			if err := s.waitSteady(wctx, 25); err != nil {
+			if err := s.WaitSteady(wctx, 25); err != nil {
 				t.Error(err)
 			}
 		})
@@ -79,12 +79,12 @@ func TestKernelRevocation(t *testing.T) {
 		sent, got, last := s.Snapshot()
 		switch {
 		case last.Sub(start) > 10*time.Second:
-			t.Errorf("%s: datagrams still arrived %v after the revocation", s.name, last.Sub(start).Round(time.Millisecond))
+			t.Errorf("%s: datagrams still arrived %v after the revocation", s.Name, last.Sub(start).Round(time.Millisecond))
 		case watchEnd.Sub(last) < 2*time.Second:
-			t.Errorf("%s: a datagram arrived %v ago, after the device was removed", s.name, watchEnd.Sub(last).Round(time.Millisecond))
+			t.Errorf("%s: a datagram arrived %v ago, after the device was removed", s.Name, watchEnd.Sub(last).Round(time.Millisecond))
 		default:
 			t.Logf("%s: last datagram arrived %v after the revoke command started (%d of %d received in all)",
-				s.name, last.Sub(start).Round(time.Millisecond), got, sent)
+				s.Name, last.Sub(start).Round(time.Millisecond), got, sent)
 		}
 	}
 	if _, _, last := control.Snapshot(); watchEnd.Sub(last) > time.Second {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"syscall"
 
 	"github.com/certmesh/certmesh/internal/netns"
 )
@@ -22,6 +23,7 @@ type Server struct {
 	Proc     *netns.Process
 	// Args are added to `certmesh-server run` (e.g. --role ca).
 	Args []string
+	runs int // how many runs StopServer ended
 }
 
 // StartServer initialises a CA in Dir/srv and runs certmesh-server in its
@@ -143,4 +145,32 @@ func (m *Mesh) RunServer(ctx context.Context) error {
 // directory) and returns its stdout.
 func (m *Mesh) ServerCLI(ctx context.Context, args ...string) (string, error) {
 	return run(ctx, m.Bin.Server, args...)
+}
+
+// StopServer ends certmesh-server with sig: SIGTERM is a graceful
+// shutdown, which must exit 0; SIGKILL is a crash. The log of that run is
+// kept as server.log.N, and [Mesh.RunServer] starts the server again from
+// its state directory.
+func (m *Mesh) StopServer(sig syscall.Signal) error {
+	s := m.Server
+	if s == nil || s.Proc == nil {
+		return errors.New("e2e: the server does not run")
+	}
+	p := s.Proc
+	if sig == syscall.SIGTERM {
+		if err := p.Stop(); err != nil {
+			return err
+		}
+		if err := p.Wait(); err != nil {
+			return fmt.Errorf("e2e: certmesh-server did not exit cleanly on SIGTERM: %w", err)
+		}
+	} else {
+		if err := syscall.Kill(-p.Pid(), sig); err != nil {
+			return fmt.Errorf("e2e: signalling certmesh-server: %w", err)
+		}
+		<-p.Done()
+	}
+	s.Proc = nil
+	s.runs++
+	return os.Rename(p.LogPath, fmt.Sprintf("%s.%d", p.LogPath, s.runs))
 }
