@@ -83,7 +83,7 @@ func main() {
 	flag.IntVar(&o.benchCount, "count", 3, "go test -count for the Go micro-benchmarks (the median is reported)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (binaries, state, logs)")
 	flag.BoolVar(&o.verbose, "v", false, "debug logging")
-	flag.StringVar(&o.only, "only", "", "\"revocation\": measure revocation latency only (no root needed) and replace that section of the report at -out")
+	flag.StringVar(&o.only, "only", "", "\"revocation\": measure revocation latency only (no root needed); \"faults\": packets lost across renewal and server restarts only; either replaces just its section of the report at -out")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./internal/bench/netbench [flags]\n\n"+
 			"Measures veth vs bare wireguard-go vs certmesh with 1 and 1,000 policy rules (iperf3, ping) in network namespaces\n"+
@@ -95,8 +95,8 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if o.only != "" && o.only != "revocation" {
-		fmt.Fprintln(os.Stderr, "netbench: -only takes \"revocation\"")
+	if o.only != "" && o.only != "revocation" && o.only != "faults" {
+		fmt.Fprintln(os.Stderr, "netbench: -only takes \"revocation\" or \"faults\"")
 		os.Exit(2)
 	}
 	if o.quick {
@@ -139,6 +139,9 @@ func run(ctx context.Context, log *slog.Logger, o options) (err error) {
 		}
 		log.Info("netbench: measuring revocation latency only", "cmd", "go "+strings.Join(revocationBenchArgs(), " "))
 		return runOnlyRevocation(ctx, e2e.GoCommand(), root, o.out)
+	}
+	if o.only == "faults" {
+		return runOnlyFaults(ctx, log, o.out, o.keep)
 	}
 	if err := netns.Available(); err != nil {
 		return fmt.Errorf("the network benchmark needs root and network namespaces: %w", err)
@@ -203,6 +206,10 @@ func run(ctx context.Context, log *slog.Logger, o options) (err error) {
 	rep.GoBench = GroupGoBench(res)
 	log.Info("netbench: measuring revocation latency", "cmd", "go "+strings.Join(revocationBenchArgs(), " "))
 	if rep.Revocation, err = runRevocation(ctx, goCmd, root); err != nil {
+		return err
+	}
+	log.Info("netbench: measuring packets lost across renewal and server restarts")
+	if rep.Faults, err = runFaults(ctx, log, bin, work); err != nil {
 		return err
 	}
 	rep.Machine.LoadAfter = loadAvg()

@@ -69,6 +69,7 @@ type Report struct {
 	GoBenchCmd string
 	GoBench    []GoBenchSummary
 	Revocation *Revocation
+	Faults     *Faults
 }
 
 func (rep *Report) path(key string) *PathResult {
@@ -338,6 +339,9 @@ func (rep *Report) Markdown() string {
 	rep.policyMarkdown(p)
 	if rep.Revocation != nil {
 		rep.Revocation.markdown(p)
+	}
+	if rep.Faults != nil {
+		rep.Faults.markdown(p)
 	}
 
 	p("## Micro-benchmarks: certificates, policy, packet filter\n\n")
