@@ -59,6 +59,9 @@ func newRig(t *testing.T) *rig {
 		StateDir: r.dir, ServerURL: u, RootFingerprint: certs.FingerprintOf(r.pki.Roots().Certificates()[0]),
 		Mode: wgdev.Userspace, AdvertiseAddrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")},
 		AllowUnlogged: true, Logger: slog.New(slog.DiscardHandler),
+		// The coordinator's removals take effect at once here; the grace
+		// that delays them is peers_unlisted_test.go's.
+		UnlistedGrace: -1,
 	}
 	r.start(t)
 	return r
