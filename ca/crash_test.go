@@ -108,12 +108,14 @@ var crashOps = []crashOp{{
 		return ok
 	},
 	retry: func(t *testing.T, e *crashEnv, s *crashSubject) {
-		if _, ok := device(t, e, s); ok {
-			return
-		}
-		// The token was not spent: the same enrollment succeeds now.
+		// Not committed, the token was not spent; committed, the same
+		// token and keys get the device already enrolled.
+		before, committed := device(t, e, s)
 		st, body := e.Post(t, e.Client(t), wire.PathEnroll, s.d.EnrollRequest(t, s.token, e.Nonce(t)))
 		s.d.Accept(t, e.testEnv, decodeOK[wire.CertificateResponse](t, st, body))
+		if committed && s.d.ID != before.ID {
+			t.Errorf("enrolling again got device %s, want %s, enrolled before the crash", s.d.ID, before.ID)
+		}
 	},
 }, {
 	name:  "renew",

@@ -116,11 +116,15 @@ func (c *CA) EnrollFrom(ctx context.Context, req wire.EnrollRequest, remote stri
 	}
 	var dev store.Device
 	var replaced []certs.DeviceID
+	repeated := false
 	err = c.commitLogged(ctx, "enroll", func(tx store.Tx) error {
 		var tok store.Token
 		if tokenNeeded {
 			var err error
 			if tok, err = c.redeemToken(tx, req.Token, devID); err != nil {
+				if dev, repeated = enrolledAgainLocked(tx, req.Token, cr, err); repeated {
+					return nil
+				}
 				return err
 			}
 		}
@@ -139,6 +143,10 @@ func (c *CA) EnrollFrom(ctx context.Context, req wire.EnrollRequest, remote stri
 	})
 	if err != nil {
 		return wire.CertificateResponse{}, err
+	}
+	if repeated {
+		c.log.Info("device enrolled again with its token and keys (the first answer was lost): answering with its certificate",
+			"device", dev.ID, "serial", dev.Serial)
 	}
 	c.afterReplace(ctx, replaced)
 	return c.deviceResponse(ctx, dev)

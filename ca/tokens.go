@@ -82,3 +82,27 @@ func (c *CA) redeemToken(tx store.Tx, presented string, dev certs.DeviceID) (sto
 	}
 	return tok, nil
 }
+
+// enrolledAgainLocked is the idempotent retry of an enrollment whose
+// answer was lost (the CA committed it, then crashed or the connection
+// dropped): redeemErr says the token was already used, and the device that
+// used it is active and holds the very keys the request proved (the CSR is
+// signed by the device key, the WireGuard key signed a fresh nonce). That
+// device is returned, to be answered with its certificate; anything else
+// keeps the refusal.
+func enrolledAgainLocked(tx store.Tx, presented string, cr *checkedRequest, redeemErr error) (store.Device, bool) {
+	var e *Error
+	if !errors.As(redeemErr, &e) || e.Code != CodeTokenUsed {
+		return store.Device{}, false
+	}
+	id, _, _ := strings.Cut(strings.TrimPrefix(presented, tokenPrefix), ".")
+	tok, err := tx.GetToken(id)
+	if err != nil || tok.UsedBy == "" {
+		return store.Device{}, false
+	}
+	dev, err := tx.GetDevice(tok.UsedBy)
+	if err != nil || dev.State != store.DeviceActive || dev.WireGuardKey != cr.wgKey || dev.DeviceKeyFP != cr.deviceFP {
+		return store.Device{}, false
+	}
+	return dev, true
+}

@@ -141,10 +141,12 @@ func (s *crashServer) checkAfterCrash(t *testing.T, devs []*burstDevice) {
 		case d.Enrolled && !inDB:
 			t.Errorf("%s was answered with a certificate but is not in the CA database", d.Name)
 		case !d.Enrolled && inDB:
-			// Committed, answer lost: its token is spent.
+			// Committed, answer lost: its token is spent, and enrolling
+			// again with it and the same keys answers with that device.
 			spent++
-			if _, err := s.ca.enroll(ctx, d); err == nil || !strings.Contains(err.Error(), "already used") {
-				t.Errorf("%s committed before the crash; enrolling again with its token: %v, want already used", d.Name, err)
+			resp, err := s.ca.enroll(ctx, d)
+			if err != nil || resp.DeviceID != byKey[d.WGPub].ID {
+				t.Errorf("%s committed before the crash as %s; enrolling again with its token and keys: %v %s", d.Name, byKey[d.WGPub].ID, err, resp.DeviceID)
 			}
 		case !d.Enrolled:
 			// Not committed: its token is still good.
@@ -154,7 +156,7 @@ func (s *crashServer) checkAfterCrash(t *testing.T, devs []*burstDevice) {
 			}
 		}
 	}
-	t.Logf("%d devices, %d answered; of the others %d committed (token spent), %d enrolled again with their unspent token",
+	t.Logf("%d devices, %d answered; of the others %d had committed (enrolled again: the same device), %d had not (enrolled with their unspent token)",
 		len(devs), countEnrolled(devs), spent, retried)
 	s.auditVerify(t, "after the restart")
 	if listed, err = s.Devices(ctx); err != nil {
