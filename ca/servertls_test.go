@@ -15,6 +15,7 @@ import (
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/fuzzedit"
 	"github.com/certmesh/certmesh/internal/wire"
 	"go.step.sm/crypto/pemutil"
 )
@@ -150,4 +151,60 @@ func TestSaveServerCertificateCrash(t *testing.T) {
 	if _, err := os.Stat(nextFile); !os.IsNotExist(err) {
 		t.Fatalf("new key not moved into place: %v", err)
 	}
+}
+
+// FuzzServerCertificateRequest: the CSR of a coordinator's renewal comes
+// from the network. Nothing panics, every refusal is typed, and what is
+// issued is a server certificate for the CSR's own key.
+func FuzzServerCertificateRequest(f *testing.F) {
+	e := openTestCA(f)
+	kp, err := ca.LoadServerCertificate(e.Dir)
+	if err != nil {
+		f.Fatal(err)
+	}
+	var peer []*x509.Certificate
+	for _, der := range kp.Certificate {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			f.Fatal(err)
+		}
+		peer = append(peer, c)
+	}
+	key, err := certs.NewKey()
+	if err != nil {
+		f.Fatal(err)
+	}
+	csr := csrFor(f, key, nil)
+	f.Add([]byte(nil))
+	f.Add(fuzzedit.Xor(len(csr)-3, 1))
+	f.Add(fuzzedit.Cut(len(csr) / 2))
+	f.Add(fuzzedit.Set(30, 0))
+	f.Fuzz(func(t *testing.T, edits []byte) {
+		der := fuzzedit.Apply(csr, edits)
+		resp, err := e.CA.RenewServerCertificate(t.Context(), peer, wire.ServerCertificateRequest{CSR: der})
+		if err != nil {
+			if ca.CodeOf(err) == ca.CodeInternal {
+				t.Fatalf("untyped refusal: %v", err)
+			}
+			return
+		}
+		parsed, err := x509.ParseCertificateRequest(der)
+		if err != nil {
+			t.Fatalf("issued for a CSR that does not parse: %v", err)
+		}
+		var chain []*x509.Certificate
+		for _, c := range resp.Chain {
+			cert, err := x509.ParseCertificate(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			chain = append(chain, cert)
+		}
+		if err := ca.VerifyServerCertificate(chain, e.CA.Roots(), e.Clock.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if !chain[0].PublicKey.(*ecdsa.PublicKey).Equal(parsed.PublicKey) {
+			t.Fatal("issued for another key than the CSR's")
+		}
+	})
 }

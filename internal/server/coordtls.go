@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -143,24 +144,9 @@ func (c *coordCert) renew(ctx context.Context) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("the CA refused: %s: %s", resp.Status, bytes.TrimSpace(data))
 	}
-	var out wire.ServerCertificateResponse
-	if err := json.Unmarshal(data, &out); err != nil {
-		return fmt.Errorf("decoding the CA's answer: %w", err)
-	}
-	chain := make([]*x509.Certificate, 0, len(out.Chain))
-	var pemChain []byte
-	for _, der := range out.Chain {
-		cert, err := x509.ParseCertificate(der)
-		if err != nil {
-			return fmt.Errorf("the CA's answer: %w", err)
-		}
-		chain, pemChain = append(chain, cert), append(pemChain, certs.EncodePEM(cert)...)
-	}
-	if err := ca.VerifyServerCertificate(chain, c.roots, c.now()); err != nil {
+	pemChain, err := checkServerCertAnswer(data, c.roots, c.now(), &key.PublicKey)
+	if err != nil {
 		return fmt.Errorf("the CA's answer: %w", err)
-	}
-	if !key.PublicKey.Equal(chain[0].PublicKey) {
-		return fmt.Errorf("the CA's answer certifies another key")
 	}
 	if err := ca.SaveServerCertificate(c.stateDir, pemChain, key); err != nil {
 		return err
@@ -174,4 +160,33 @@ func (c *coordCert) renew(ctx context.Context) error {
 	c.mu.Unlock()
 	c.log.Info("coordinator TLS certificate renewed at the CA", "serial", fmt.Sprintf("%x", kp.Leaf.SerialNumber), "not_after", kp.Leaf.NotAfter)
 	return nil
+}
+
+// checkServerCertAnswer decodes the CA's answer to a server certificate
+// renewal and returns its chain as PEM if it is a server certificate of the
+// roots' trust domain, valid at now, for key.
+func checkServerCertAnswer(data []byte, roots *certs.Roots, now time.Time, key *ecdsa.PublicKey) ([]byte, error) {
+	var out wire.ServerCertificateResponse
+	if err := json.Unmarshal(data, &out); err != nil {
+		return nil, fmt.Errorf("decoding: %w", err)
+	}
+	if len(out.Chain) == 0 || len(out.Chain) > 4 {
+		return nil, fmt.Errorf("%d certificates: want the certificate and its intermediates (at most 4)", len(out.Chain))
+	}
+	chain := make([]*x509.Certificate, 0, len(out.Chain))
+	var pemChain []byte
+	for _, der := range out.Chain {
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, err
+		}
+		chain, pemChain = append(chain, cert), append(pemChain, certs.EncodePEM(cert)...)
+	}
+	if err := ca.VerifyServerCertificate(chain, roots, now); err != nil {
+		return nil, err
+	}
+	if !key.Equal(chain[0].PublicKey) {
+		return nil, fmt.Errorf("it certifies another key")
+	}
+	return pemChain, nil
 }
