@@ -43,7 +43,8 @@ FUZZ_TARGETS := \
 	./internal/wire:FuzzDecodeEvent \
 	./policy:FuzzParse ./policy:FuzzParseSignedPolicy \
 	./agent/filter:FuzzDecode ./agent/filter:FuzzWrite \
-	./ca/attest:FuzzVerifyKeyCertification ./ca:FuzzCheckCSRAndProof ./ca:FuzzNoneMatch ./ca:FuzzSpendNonce \
+	./ca/attest:FuzzVerifyKeyCertification ./ca:FuzzCheckCSRAndProof ./ca:FuzzNoneMatch ./ca:FuzzSpendNonce ./ca:FuzzServerCertificateRequest \
+	./internal/server:FuzzServerCertAnswer \
 	./translog:FuzzParseLeaf ./translog:FuzzParseCheckpointText ./translog:FuzzVerifyCertificate
 fuzz:
 	GO=$(GO) ./scripts/fuzz.sh $(FUZZTIME) $(FUZZ_TARGETS)
