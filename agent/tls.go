@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/tlsclient"
 	"github.com/certmesh/certmesh/internal/wire"
 )
 
@@ -71,22 +72,16 @@ func (id *identity) get() (*tls.Certificate, certs.Bundle) {
 // for an expired one; without it, public endpoints and renewal after
 // expiry still answer).
 func serverTLS(roots *certs.Roots, id *identity, now func() time.Time) *tls.Config {
-	return &tls.Config{
-		MinVersion: tls.VersionTLS13,
-		RootCAs:    roots.Pool(),
-		ServerName: certs.ServerName(roots.TrustDomain),
-		Time:       now,
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			if id == nil {
-				return &tls.Certificate{}, nil
-			}
-			c, _ := id.get()
-			if c == nil || (now != nil && c.Leaf != nil && now().After(c.Leaf.NotAfter)) {
-				return &tls.Certificate{}, nil
-			}
-			return c, nil
-		},
-	}
+	return tlsclient.Config(roots, now, func() *tls.Certificate {
+		if id == nil {
+			return &tls.Certificate{}
+		}
+		c, _ := id.get()
+		if c == nil || (now != nil && c.Leaf != nil && now().After(c.Leaf.NotAfter)) {
+			return &tls.Certificate{}
+		}
+		return c
+	})
 }
 
 // apiClient makes JSON calls to the CA or coordinator.

@@ -13,13 +13,13 @@ package audit
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"net/http"
 	"slices"
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/tlsclient"
 	"github.com/certmesh/certmesh/translog"
 )
 
@@ -115,10 +115,6 @@ func Verify(ctx context.Context, c *translog.Client, roots *certs.Roots, stateFi
 // http:// log URL needs no TLS: use http.DefaultClient or nil.)
 func HTTPClient(roots *certs.Roots, timeout time.Duration) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		RootCAs:    roots.Pool(),
-		ServerName: certs.ServerName(roots.TrustDomain),
-	}
+	tr.TLSClientConfig = tlsclient.Config(roots, nil, nil)
 	return &http.Client{Transport: tr, Timeout: timeout}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/netns"
+	"github.com/certmesh/certmesh/internal/tlsclient"
 )
 
 const coordHostName = "coord"
@@ -73,8 +74,7 @@ func (m *Mesh) StartSplitServers(ctx context.Context) error {
 			return err
 		}
 		defer conn.Close()
-		tc := tls.Client(conn, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots.Pool(),
-			ServerName: certs.ServerName(roots.TrustDomain)})
+		tc := tls.Client(conn, tlsclient.Config(roots, nil, nil))
 		return tc.HandshakeContext(ctx)
 	})
 	if err != nil {

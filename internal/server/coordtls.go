@@ -20,6 +20,7 @@ import (
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/tlsclient"
 	"github.com/certmesh/certmesh/internal/wire"
 )
 
@@ -120,10 +121,7 @@ func (c *coordCert) renew(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	tr := &http.Transport{TLSClientConfig: &tls.Config{
-		MinVersion: tls.VersionTLS13, RootCAs: c.roots.Pool(), ServerName: certs.ServerName(c.roots.TrustDomain), Time: c.now,
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return c.current(), nil },
-	}}
+	tr := &http.Transport{TLSClientConfig: tlsclient.Config(c.roots, c.now, c.current)}
 	defer tr.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()

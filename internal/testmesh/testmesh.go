@@ -7,7 +7,6 @@ package testmesh
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -28,6 +27,7 @@ import (
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/logbuf"
 	"github.com/certmesh/certmesh/internal/server"
+	"github.com/certmesh/certmesh/internal/tlsclient"
 )
 
 // DefaultTrustDomain is the trust domain of a test mesh.
@@ -132,8 +132,7 @@ func (m *Mesh) Token(t testing.TB, tags ...certs.Tag) string {
 // Browser is an HTTPS client that trusts the mesh's root and checks the
 // server's name as agents do: a browser on a managed laptop.
 func (m *Mesh) Browser() *http.Client {
-	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
-		MinVersion: tls.VersionTLS13, RootCAs: m.Roots.Pool(), ServerName: certs.ServerName(m.TrustDomain)}}}
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsclient.Config(m.Roots, nil, nil)}}
 }
 
 // NodeOptions configure one agent.
