@@ -27,8 +27,7 @@ const restartGrace = 30 * time.Second
 // after any restart the first agent back got a snapshot without the
 // others and dropped them as "not in snapshot".) Then an agent that really
 // stops is still removed by the others, once the grace has passed and not
-// before. Revocation, which does not wait, is TestKernelRevocation (its
-// agents run with the same grace).
+// before, and a revoked one at once.
 func TestKernelServerRestartUnderTraffic(t *testing.T) {
 	m := newTestMesh(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
@@ -101,6 +100,23 @@ func TestKernelServerRestartUnderTraffic(t *testing.T) {
 		if err := m.WaitGone(wctx, []*Agent{a1, a2}, a3); err != nil {
 			t.Fatal(err)
 		}
+	})
+
+	// A signed reason does not wait for the grace: the revoked a2 is gone
+	// from a1 within seconds, although the coordinator's "left" for it
+	// would be held for restartGrace.
+	t.Run("revoked-at-once", func(t *testing.T) {
+		a1, a2 := agents[0], agents[1]
+		start := time.Now()
+		if err := m.Revoke(ctx, a2); err != nil {
+			t.Fatal(err)
+		}
+		wctx, wcancel := context.WithTimeout(ctx, restartGrace/3)
+		defer wcancel()
+		if err := m.WaitGone(wctx, []*Agent{a1}, a2); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("revoked %s removed by %s after %v (grace %v)", a2.Name, a1.Name, time.Since(start).Round(time.Millisecond), restartGrace)
 	})
 }
 
