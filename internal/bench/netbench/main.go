@@ -27,8 +27,14 @@
 // including on SIGINT/SIGTERM; leftovers of a run that was killed are
 // removed by the next run.
 //
-//	go run ./internal/bench/netbench -out BENCHMARKS.md   # full: ~8 minutes
+// Last, through the real binaries again (faults.go), it counts the
+// datagrams lost between three agents across a renewal cycle, a graceful
+// restart and a kill -9 restart of certmesh-server, and the time until
+// every agent is back.
+//
+//	go run ./internal/bench/netbench -out BENCHMARKS.md   # full: ~10 minutes
 //	go run ./internal/bench/netbench -quick -out /tmp/b.md
+//	go run ./internal/bench/netbench -only faults         # that section alone: ~1.5 minutes
 package main
 
 import (
