@@ -32,7 +32,7 @@ type servedCA struct {
 	h  http.Handler
 }
 
-func newCrashEnv(t *testing.T, oidc bool) *crashEnv {
+func newCrashEnv(t *testing.T, oidc, approval bool) *crashEnv {
 	t.Helper()
 	var dir string
 	var idp *oidctest.Provider
@@ -44,6 +44,9 @@ func newCrashEnv(t *testing.T, oidc bool) *crashEnv {
 		if _, err := ca.Init(dir, ca.InitOptions{TrustDomain: testTrustDomain}); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if approval {
+		editConfig(t, dir, func(c *ca.Config) { c.Approval = ca.ApprovalRequired })
 	}
 	e := &crashEnv{loginEnv: &loginEnv{testEnv: &testEnv{Dir: dir, Clock: &testClock{}, nextIndex: 1}, IdP: idp, Logs: &testmesh.LogBuffer{}}}
 	e.open(t)

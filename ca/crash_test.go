@@ -1,8 +1,8 @@
 package ca_test
 
 // Crash consistency of issuance and revocation (ca/recover.go). For every
-// logged change (enrollment, renewal, renewal after expiry, user login,
-// device and user revocation) and every durable step of it, a crash there
+// logged change (enrollment, approval of a queued enrollment, renewal,
+// renewal after expiry, user login, device and user revocation) and every durable step of it, a crash there
 // (the change stops on the spot and the CA reopens from its state
 // directory) and a failure there (the write fails, as on a full disk, and
 // the CA carries on) leave the database, the transparency log and the CRL
@@ -27,8 +27,9 @@ import (
 
 // crashOp is one logged change.
 type crashOp struct {
-	name string
-	oidc bool
+	name     string
+	oidc     bool
+	approval bool
 	// setup prepares the state the change starts from.
 	setup func(t *testing.T, e *crashEnv) *crashSubject
 	// run makes the change and says whether it reported success.
@@ -45,6 +46,7 @@ type crashSubject struct {
 	token  string
 	serial string // d's certificate before the change
 	login  wire.LoginStartResponse
+	queued *wire.Pending
 }
 
 func enrolledSubject(t *testing.T, e *crashEnv) *crashSubject {
@@ -116,6 +118,32 @@ var crashOps = []crashOp{{
 		if committed && s.d.ID != before.ID {
 			t.Errorf("enrolling again got device %s, want %s, enrolled before the crash", s.d.ID, before.ID)
 		}
+	},
+}, {
+	name: "approve", approval: true,
+	setup: func(t *testing.T, e *crashEnv) *crashSubject {
+		s := &crashSubject{d: newTestDevice(t, "laptop")}
+		s.queued = e.requestEnrollment(t, s.d, e.Token(t))
+		return s
+	},
+	run: func(t *testing.T, e *crashEnv, s *crashSubject) bool {
+		_, err := e.CA.Approve(t.Context(), s.queued.ID)
+		return err == nil
+	},
+	done: func(t *testing.T, e *crashEnv, s *crashSubject) bool {
+		_, ok := device(t, e, s)
+		return ok
+	},
+	retry: func(t *testing.T, e *crashEnv, s *crashSubject) {
+		// Not committed: the request still waits and the admin approves
+		// it again. Either way the agent's poll gets its certificate.
+		if _, ok := device(t, e, s); !ok {
+			if _, err := e.CA.Approve(t.Context(), s.queued.ID); err != nil {
+				t.Fatalf("approving again: %v", err)
+			}
+		}
+		st, body := e.pollEnrollment(t, s.queued)
+		s.d.Accept(t, e.testEnv, decodeOK[wire.CertificateResponse](t, st, body))
 	},
 }, {
 	name:  "renew",
@@ -215,7 +243,7 @@ func TestCrashConsistency(t *testing.T) {
 }
 
 func crashCase(t *testing.T, op crashOp, step string, crash bool) {
-	e := newCrashEnv(t, op.oidc)
+	e := newCrashEnv(t, op.oidc, op.approval)
 	s := op.setup(t, e)
 	fired := false
 	restore := ca.SetCrashHook(func(at string) error {
