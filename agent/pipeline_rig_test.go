@@ -33,10 +33,11 @@ const rigWait = 10 * time.Second
 
 type rig struct {
 	pki   *testca.CA
+	srv   tls.Certificate // the CA/coordinator server certificate
 	coord *hostile.Coordinator
 	dir   string
 	cfg   Config
-	self  certs.MachineProfile
+	self  certs.MachineProfile // the seeded certificate's (newRig)
 	a     *Agent
 	conn  *hostile.Conn
 	stop  func()
@@ -45,26 +46,38 @@ type rig struct {
 // newRig seeds a state directory and starts an agent on it.
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	r := &rig{pki: testca.New(t, testTD), dir: t.TempDir()}
-	srv := r.pki.IssueServer(t)
-	r.coord = hostile.New(t, tls.Certificate{
-		Certificate: [][]byte{srv.Cert.Raw, r.pki.Intermediate().Cert.Raw}, PrivateKey: srv.Key, Leaf: srv.Cert,
-	})
+	r := baseRig(t)
 	r.self = r.seed(t, r.dir)
-	u, err := url.Parse(r.coord.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
+	r.start(t)
+	return r
+}
+
+// baseRig is the test CA, the hostile coordinator (also the CA's URL) and
+// a configuration for an empty state directory.
+func baseRig(t *testing.T) *rig {
+	t.Helper()
+	r := &rig{pki: testca.New(t, testTD), dir: t.TempDir()}
+	kp := r.pki.IssueServer(t)
+	r.srv = tls.Certificate{Certificate: [][]byte{kp.Cert.Raw, r.pki.Intermediate().Cert.Raw}, PrivateKey: kp.Key, Leaf: kp.Cert}
+	r.coord = hostile.New(t, r.srv)
 	r.cfg = Config{
-		StateDir: r.dir, ServerURL: u, RootFingerprint: certs.FingerprintOf(r.pki.Roots().Certificates()[0]),
+		StateDir: r.dir, ServerURL: mustURL(t, r.coord.URL()), RootFingerprint: certs.FingerprintOf(r.pki.Roots().Certificates()[0]),
 		Mode: wgdev.Userspace, AdvertiseAddrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")},
 		AllowUnlogged: true, Logger: slog.New(slog.DiscardHandler),
 		// The coordinator's removals take effect at once here; the grace
 		// that delays them is peers_unlisted_test.go's.
 		UnlistedGrace: -1,
 	}
-	r.start(t)
 	return r
+}
+
+func mustURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }
 
 // seed writes what a first enrollment leaves in dir: the keys, the pinned
@@ -105,7 +118,8 @@ func (r *rig) start(t *testing.T) {
 	t.Cleanup(r.stop)
 	wctx, wcancel := context.WithTimeout(t.Context(), rigWait)
 	defer wcancel()
-	if r.conn, err = r.coord.WaitForAgent(wctx, r.self.DeviceID); err != nil {
+	_, id := a.Bundle()
+	if r.conn, err = r.coord.WaitForAgent(wctx, id.DeviceID); err != nil {
 		t.Fatal(err)
 	}
 }
