@@ -81,6 +81,24 @@ func finishServerSave(dir string) error {
 	return atomicfile.SyncDir(dir)
 }
 
+// CheckNoSigningKeys refuses a state directory that holds a CA signing key
+// (root, intermediate, transparency log, policy signer): what a
+// coordinator-only server must run from, since the coordinator is
+// untrusted and must not be able to sign anything agents verify.
+func CheckNoSigningKeys(stateDir string) error {
+	for _, name := range []string{rootKeyFile, intermediateKeyFile, logKeyFile, policySignerKeyFile} {
+		_, err := os.Lstat(filepath.Join(stateDir, name))
+		if err == nil {
+			return fmt.Errorf("state directory %s holds the CA key %s: a coordinator-only server must hold no signing key; "+
+				"give it only config.json, %s, %s and %s", stateDir, name, RootCertFile, ServerCertFile, ServerKeyFile)
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("checking for CA keys in %s: %w", stateDir, err)
+		}
+	}
+	return nil
+}
+
 // GetCertificate returns the server TLS certificate, issuing a fresh one
 // from the intermediate when two thirds of the current one's life are gone.
 // It fits tls.Config.GetCertificate.

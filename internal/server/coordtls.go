@@ -13,8 +13,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -56,8 +54,8 @@ func newCoordCert(stateDir, caURL string, roots *certs.Roots, now func() time.Ti
 		}
 		c.caURL = u
 	}
-	if _, err := os.Stat(filepath.Join(stateDir, "intermediate.key")); err == nil {
-		log.Warn("a coordinator-only server needs no CA key: remove intermediate.key from its state directory", "state", stateDir)
+	if err := ca.CheckNoSigningKeys(stateDir); err != nil {
+		return nil, err
 	}
 	kp, err := ca.LoadServerCertificate(stateDir)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -143,5 +144,41 @@ func TestCoordinatorRenewsTLSCertificate(t *testing.T) {
 	again := start(t, opts)
 	if got := served(t, again, roots, clk.Now).PeerCertificates[0]; !got.Equal(leaf) {
 		t.Fatal("after a restart the coordinator does not serve its renewed certificate")
+	}
+}
+
+// TestCoordinatorRefusesCAKeys: a coordinator-only server does not start
+// from a state directory that holds a CA signing key, and serves nothing.
+func TestCoordinatorRefusesCAKeys(t *testing.T) {
+	caDir := filepath.Join(t.TempDir(), "ca")
+	if _, err := ca.Init(caDir, ca.InitOptions{TrustDomain: td}); err != nil {
+		t.Fatal(err)
+	}
+	coordDir := coordStateDir(t, caDir)
+	for _, key := range []string{"root.key", "intermediate.key", "log.key", "policy-signer.key"} {
+		t.Run(key, func(t *testing.T) {
+			dir := coordStateDir(t, coordDir)
+			data, err := os.ReadFile(filepath.Join(caDir, key))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, key), data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			s, err := server.Start(server.Options{StateDir: dir, Role: server.RoleCoord, Listener: ln, Logger: slog.New(slog.DiscardHandler)})
+			if err == nil {
+				s.Close()
+				t.Fatalf("a coordinator started from a state directory holding %s", key)
+			}
+			if !strings.Contains(err.Error(), key) || !strings.Contains(err.Error(), "no signing key") {
+				t.Fatalf("error does not say what is wrong: %v", err)
+			}
+			t.Logf("refused: %v", err)
+		})
 	}
 }
