@@ -26,7 +26,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,22 +34,17 @@ import (
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/store"
+	"github.com/certmesh/certmesh/internal/testclock"
 	"github.com/certmesh/certmesh/internal/wire"
 )
 
 const testTrustDomain = certs.TrustDomain("corp.example")
 
-// testClock is the CA's clock: real time plus an adjustable offset.
-type testClock struct{ offset atomic.Int64 }
-
-func (c *testClock) Now() time.Time        { return time.Now().Add(time.Duration(c.offset.Load())) }
-func (c *testClock) Set(off time.Duration) { c.offset.Store(int64(off)) }
-
 // testEnv is an initialised CA served over HTTPS.
 type testEnv struct {
 	Dir   string
 	CA    *ca.CA
-	Clock *testClock
+	Clock *testclock.Clock // the CA's
 	Srv   *httptest.Server
 
 	// nextIndex is the allocation index the next successful enrollment
@@ -74,7 +68,7 @@ func openTestCAWith(t testing.TB, edit func(*ca.Config)) *testEnv {
 	if edit != nil {
 		editConfig(t, dir, edit)
 	}
-	clk := &testClock{}
+	clk := &testclock.Clock{}
 	c, err := ca.Open(dir, ca.Options{Logger: discardLogger(), Now: clk.Now})
 	if err != nil {
 		t.Fatalf("Open: %v", err)

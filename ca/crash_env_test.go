@@ -16,6 +16,7 @@ import (
 	"github.com/certmesh/certmesh/internal/crashcheck"
 	"github.com/certmesh/certmesh/internal/oidctest"
 	"github.com/certmesh/certmesh/internal/store"
+	"github.com/certmesh/certmesh/internal/testclock"
 	"github.com/certmesh/certmesh/internal/testmesh"
 	"github.com/certmesh/certmesh/translog"
 )
@@ -48,7 +49,7 @@ func newCrashEnv(t *testing.T, oidc, approval bool) *crashEnv {
 	if approval {
 		editConfig(t, dir, func(c *ca.Config) { c.Approval = ca.ApprovalRequired })
 	}
-	e := &crashEnv{loginEnv: &loginEnv{testEnv: &testEnv{Dir: dir, Clock: &testClock{}, nextIndex: 1}, IdP: idp, Logs: &testmesh.LogBuffer{}}}
+	e := &crashEnv{loginEnv: &loginEnv{testEnv: &testEnv{Dir: dir, Clock: &testclock.Clock{}, nextIndex: 1}, IdP: idp, Logs: &testmesh.LogBuffer{}}}
 	e.open(t)
 	t.Cleanup(func() { e.CA.Close() })
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { e.cur.Load().h.ServeHTTP(w, r) })

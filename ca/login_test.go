@@ -27,6 +27,7 @@ import (
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/oidctest"
 	"github.com/certmesh/certmesh/internal/store"
+	"github.com/certmesh/certmesh/internal/testclock"
 	"github.com/certmesh/certmesh/internal/testmesh"
 	"github.com/certmesh/certmesh/internal/wire"
 )
@@ -89,7 +90,7 @@ func newOIDCState(t *testing.T, edit func(*ca.OIDCConfig), opts ...oidctest.Opti
 func newLoginEnv(t *testing.T, edit func(*ca.OIDCConfig), opts ...oidctest.Option) *loginEnv {
 	t.Helper()
 	dir, idp, ln := newOIDCState(t, edit, opts...)
-	clk := &testClock{}
+	clk := &testclock.Clock{}
 	logs := &testmesh.LogBuffer{}
 	c, err := ca.Open(dir, ca.Options{Logger: slog.New(slog.NewTextHandler(logs, nil)), Now: clk.Now})
 	if err != nil {

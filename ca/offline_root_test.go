@@ -10,6 +10,7 @@ import (
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/testclock"
 	"github.com/certmesh/certmesh/internal/wire"
 )
 
@@ -25,7 +26,7 @@ func TestRunsWithRootKeyOffline(t *testing.T) {
 	if err := os.Rename(filepath.Join(dir, "root.key"), offline); err != nil {
 		t.Fatal(err)
 	}
-	clk := &testClock{}
+	clk := &testclock.Clock{}
 	c, err := ca.Open(dir, ca.Options{Logger: discardLogger(), Now: clk.Now})
 	if err != nil {
 		t.Fatalf("Open without root.key: %v", err)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/testclock"
 )
 
 func TestInitRefusesNonEmptyDir(t *testing.T) {
@@ -107,7 +108,7 @@ func TestReopenKeepsState(t *testing.T) {
 	if _, err := ca.Init(dir, ca.InitOptions{TrustDomain: testTrustDomain}); err != nil {
 		t.Fatal(err)
 	}
-	e := &testEnv{Dir: dir, Clock: &testClock{}, nextIndex: 1}
+	e := &testEnv{Dir: dir, Clock: &testclock.Clock{}, nextIndex: 1}
 	open := func() {
 		c, err := ca.Open(dir, ca.Options{Logger: discardLogger(), Now: e.Clock.Now})
 		if err != nil {

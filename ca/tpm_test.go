@@ -29,6 +29,7 @@ import (
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/ca/attest"
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/testclock"
 	"github.com/certmesh/certmesh/internal/tpmtest"
 	"github.com/certmesh/certmesh/internal/wire"
 )
@@ -74,7 +75,7 @@ func newTPMEnv(t *testing.T, edit func(*ca.Config)) *tpmEnv {
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	clk := &testClock{}
+	clk := &testclock.Clock{}
 	c, err := ca.Open(dir, ca.Options{Logger: discardLogger(), Now: clk.Now})
 	if err != nil {
 		t.Fatalf("Open: %v", err)

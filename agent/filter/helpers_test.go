@@ -14,6 +14,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/testclock"
 )
 
 // wgOffset is the offset wireguard-go writes packets at
@@ -72,29 +73,17 @@ func policy(calls *atomic.Int64, rules ...rule) Decider {
 
 func denyAll(*certs.Identity, uint8, uint16) (bool, int) { return false, -1 }
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 type harness struct {
 	t     *testing.T
 	tun   *fakeTUN
 	dev   *Device
-	clock *fakeClock
+	clock *testclock.Clock
 	drops []Drop
 }
 
 func newHarness(t *testing.T, cfg Config) *harness {
 	t.Helper()
-	h := &harness{t: t, tun: newFakeTUN(), clock: &fakeClock{t: time.Unix(1_700_000_000, 0)}}
+	h := &harness{t: t, tun: newFakeTUN(), clock: testclock.At(time.Unix(1_700_000_000, 0))}
 	if cfg.Now == nil {
 		cfg.Now = h.clock.Now
 	}

@@ -8,22 +8,16 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/server"
+	"github.com/certmesh/certmesh/internal/testclock"
 )
 
 const td = certs.TrustDomain("split.test")
-
-// clock is real time plus an offset the test moves.
-type clock struct{ off atomic.Int64 }
-
-func (c *clock) Now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
-func (c *clock) Advance(d time.Duration) { c.off.Add(int64(d)) }
 
 // coordStateDir makes what an operator copies to a coordinator host: the
 // config, the root certificate and the server TLS pair. No CA key.
@@ -80,7 +74,7 @@ func served(t *testing.T, s *server.Server, roots *certs.Roots, now func() time.
 // holds no CA key, renews its 30-day TLS certificate at the CA two thirds
 // into its life, serves the new one at once and after a restart.
 func TestCoordinatorRenewsTLSCertificate(t *testing.T) {
-	clk := &clock{}
+	clk := &testclock.Clock{}
 	caDir := filepath.Join(t.TempDir(), "ca")
 	if _, err := ca.Init(caDir, ca.InitOptions{TrustDomain: td}); err != nil {
 		t.Fatal(err)

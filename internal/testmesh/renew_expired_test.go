@@ -8,6 +8,7 @@ import (
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/testclock"
 	"github.com/certmesh/certmesh/internal/testmesh"
 )
 
@@ -19,7 +20,7 @@ import (
 // this way.
 func TestExpiredWhileCADownRecovers(t *testing.T) {
 	const life = 2 * time.Minute
-	clk := &testmesh.Clock{}
+	clk := &testclock.Clock{}
 	m := testmesh.New(t, testmesh.Options{Clock: clk, Config: func(cfg *ca.Config, _ string) {
 		cfg.MachineCertLifetime = ca.Duration(life)
 	}})

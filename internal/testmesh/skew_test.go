@@ -8,15 +8,9 @@ import (
 
 	"github.com/certmesh/certmesh/agent"
 	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/internal/testclock"
 	"github.com/certmesh/certmesh/internal/testmesh"
 )
-
-// offClock is a node clock off the CA's (real time) by d.
-func offClock(d time.Duration) *testmesh.Clock {
-	c := &testmesh.Clock{}
-	c.Advance(d)
-	return c
-}
 
 // reachEachOther waits until every pair of nodes exchanges a line over the
 // overlay, both ways (each serves port 7000).
@@ -67,7 +61,7 @@ func TestAgentMinutesBehindCA(t *testing.T) {
 func minutesBehind(t *testing.T, config func(*ca.Config, string)) {
 	m := testmesh.New(t, testmesh.Options{Config: config})
 	before := m.AddNode(t, "server-1", testmesh.NodeOptions{})
-	laptop := m.AddNode(t, "laptop", testmesh.NodeOptions{Clock: offClock(-4 * time.Minute)})
+	laptop := m.AddNode(t, "laptop", testmesh.NodeOptions{Clock: testclock.Offset(-4 * time.Minute)})
 	after := m.AddNode(t, "server-2", testmesh.NodeOptions{}) // issued after the laptop started
 	for _, n := range []*testmesh.Node{before, laptop, after} {
 		serve(t, n, 7000)
@@ -113,13 +107,13 @@ func minutesBehind(t *testing.T, config func(*ca.Config, string)) {
 // status say certificates will be refused.
 func TestAgentFarOffCA(t *testing.T) {
 	m := testmesh.New(t, testmesh.Options{})
-	_, err := m.StartNode(t, "behind", testmesh.NodeOptions{Clock: offClock(-30 * time.Minute)})
+	_, err := m.StartNode(t, "behind", testmesh.NodeOptions{Clock: testclock.Offset(-30 * time.Minute)})
 	const behind = "this machine's clock is 30 minutes behind the CA; certificates will be refused"
 	if err == nil || !strings.Contains(err.Error(), behind) {
 		t.Errorf("enrollment 30 minutes behind: %v, want it to say %q", err, behind)
 	}
 
-	n := m.AddNode(t, "ahead", testmesh.NodeOptions{Clock: offClock(30 * time.Minute)})
+	n := m.AddNode(t, "ahead", testmesh.NodeOptions{Clock: testclock.Offset(30 * time.Minute)})
 	const ahead = "this machine's clock is 30 minutes ahead of the CA; certificates will be refused"
 	st := n.Status(t)
 	wantOffset(t, st.Clock, 30*time.Minute)

@@ -16,6 +16,7 @@ import (
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/oidctest"
+	"github.com/certmesh/certmesh/internal/testclock"
 	"github.com/certmesh/certmesh/internal/testmesh"
 	"github.com/certmesh/certmesh/internal/wire"
 )
@@ -86,7 +87,7 @@ func peerNamed(st *agent.Status, host string) (agent.PeerStatus, error) {
 }
 
 func TestUsersSeeEachOther(t *testing.T) {
-	clk := &testmesh.Clock{}
+	clk := &testclock.Clock{}
 	m, idp := ssoMesh(t)
 	a := m.AddNode(t, "laptop-a", testmesh.NodeOptions{Clock: clk})
 	b := m.AddNode(t, "laptop-b", testmesh.NodeOptions{})

@@ -17,7 +17,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,20 +26,12 @@ import (
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/logbuf"
 	"github.com/certmesh/certmesh/internal/server"
+	"github.com/certmesh/certmesh/internal/testclock"
 	"github.com/certmesh/certmesh/internal/tlsclient"
 )
 
 // DefaultTrustDomain is the trust domain of a test mesh.
 const DefaultTrustDomain = certs.TrustDomain("corp.example")
-
-// Clock is a real clock with an adjustable offset, for the server or a node.
-type Clock struct{ off atomic.Int64 }
-
-// Now is the real time plus the offset.
-func (c *Clock) Now() time.Time { return time.Now().Add(time.Duration(c.off.Load())) }
-
-// Advance moves the clock forward by d.
-func (c *Clock) Advance(d time.Duration) { c.off.Add(int64(d)) }
 
 // Options configure a mesh.
 type Options struct {
@@ -49,7 +40,7 @@ type Options struct {
 	// where it will listen (https://127.0.0.1:port).
 	Config func(cfg *ca.Config, baseURL string)
 	// Clock is the server's clock (default: real time).
-	Clock *Clock
+	Clock *testclock.Clock
 	// BodyTimeout is the server's (default: its own default).
 	BodyTimeout time.Duration
 }
@@ -66,7 +57,7 @@ type Mesh struct {
 
 	mu    sync.Mutex
 	nodes []*Node
-	clock *Clock // the server's, nil for real time
+	clock *testclock.Clock // the server's, nil for real time
 }
 
 // New starts a server in a fresh state directory; it stops when the test
@@ -138,7 +129,7 @@ func (m *Mesh) Browser() *http.Client {
 // NodeOptions configure one agent.
 type NodeOptions struct {
 	Tags  []certs.Tag
-	Clock *Clock // default: real time
+	Clock *testclock.Clock // default: real time
 	// Wait bounds the enrollment, approval included (default 30s).
 	Wait time.Duration
 	// Token enrolls with this token instead of a fresh one; NoToken

@@ -11,6 +11,7 @@ import (
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/testclock"
 	"github.com/certmesh/certmesh/internal/testmesh"
 	"github.com/certmesh/certmesh/internal/tpmtest"
 )
@@ -23,7 +24,7 @@ func TestTPMRenewalAfterExpiry(t *testing.T) {
 	if err := os.WriteFile(file, certs.EncodePEM(mfr.Root, mfr.Intermediate), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	clk := &testmesh.Clock{}
+	clk := &testclock.Clock{}
 	m := testmesh.New(t, testmesh.Options{Clock: clk, Config: func(cfg *ca.Config, _ string) {
 		cfg.TPM = &ca.TPMConfig{ManufacturerRoots: file}
 	}})
