@@ -211,8 +211,8 @@ func brCoordinatorHideRevocation(t *testing.T) {
 	p := f.PKI.NewProfile(t, string(f.Peer.Self.Hostname))
 	asPeer(f, &p)
 	p.WireGuardKey, p.Attestation, p.Tags = f.Peer.Self.WireGuardKey, f.Peer.Self.Attestation, f.Peer.Self.Tags
-	now := time.Now()
-	short, _ := f.PKI.IssueMachine(t, p, testca.WithValidity(now.Add(-30*time.Second), now.Add(6*time.Second)))
+	now := f.Victim.Clock.Now()
+	short, _ := f.PKI.IssueMachine(t, p, testca.WithValidity(now.Add(-30*time.Second), now.Add(shortLife)))
 	relayShort := func() *agent.Status {
 		send(t, f.Victim.Conn, upsert(wire.Peer{Label: label, Bundle: short.Wire(), Endpoints: f.Peer.Conn.Publish.Endpoints}))
 		return f.sync(t)
@@ -231,11 +231,11 @@ func brCoordinatorHideRevocation(t *testing.T) {
 		t.Fatalf("without the CRL the victim refused the peer: %+v", r)
 	}
 	f.peerReaches(t) // what withholding buys, until expiry
-	if time.Now().After(short.Machine.NotAfter) {
+	if f.Victim.Clock.Now().After(short.Machine.NotAfter) {
 		t.Fatalf("too slow: the short-lived certificate expired before its traffic was checked")
 	}
 
-	time.Sleep(time.Until(short.Machine.NotAfter))
+	f.Victim.Clock.AdvanceTo(short.Machine.NotAfter.Add(time.Second)) // the certificate expires; nothing sleeps
 	waitStatus(t, f.Victim, "the expired peer to be removed", func(st *agent.Status) bool {
 		r, ok := rejectionOf(st, label)
 		return ok && r.Reason == certs.ReasonExpired

@@ -192,15 +192,15 @@ func TestCRLWithheld(t *testing.T) {
 	f.connectPeer(t)
 	label := string(f.Peer.Self.DeviceID)
 	// A renewal of the peer, by the real intermediate: same device, key
-	// and addresses, issued after its enrollment, valid for 6 s (the CA
-	// issues at least 2 minutes).
+	// and addresses, issued after its enrollment, valid until the test
+	// moves the victim's clock past it.
 	p := f.PKI.NewProfile(t, string(f.Peer.Self.Hostname))
 	asPeer(f, &p)
 	p.WireGuardKey = f.Peer.Self.WireGuardKey
 	p.Attestation = f.Peer.Self.Attestation
 	p.Tags = f.Peer.Self.Tags
-	now := time.Now()
-	short, _ := f.PKI.IssueMachine(t, p, testca.WithValidity(now.Add(-30*time.Second), now.Add(6*time.Second)))
+	now := f.Victim.Clock.Now()
+	short, _ := f.PKI.IssueMachine(t, p, testca.WithValidity(now.Add(-30*time.Second), now.Add(shortLife)))
 	expiry := short.Machine.NotAfter
 	relayShort := func() *agent.Status {
 		send(t, f.Victim.Conn, upsert(wire.Peer{Label: label, Bundle: short.Wire(), Endpoints: f.Peer.Conn.Publish.Endpoints}))
@@ -220,16 +220,16 @@ func TestCRLWithheld(t *testing.T) {
 	// Before the certificate expires, the peer still gets through: this is
 	// what withholding the CRL buys the coordinator.
 	f.peerReaches(t)
-	if time.Now().After(expiry) {
+	if f.Victim.Clock.Now().After(expiry) {
 		t.Fatalf("the test was too slow: the short-lived certificate expired at %s before its traffic was checked", expiry.Format(time.TimeOnly))
 	}
 
-	time.Sleep(time.Until(expiry))
+	f.Victim.Clock.AdvanceTo(expiry.Add(time.Second)) // the certificate expires; nothing sleeps
 	st = waitStatus(t, f.Victim, "the expired peer to be removed", func(st *agent.Status) bool {
 		r, ok := rejectionOf(st, label)
 		return ok && r.Reason == certs.ReasonExpired
 	})
-	t.Logf("peer removed %s after its certificate expired", time.Since(expiry).Round(time.Millisecond))
+	t.Logf("peer removed %s after its certificate expired", f.Victim.Clock.Now().Sub(expiry).Round(time.Millisecond))
 	f.peerRevoked(t, st, certs.ReasonExpired)
 	// Relaying it again does not help, nor does falling back to the peer's
 	// enrollment certificate, which is revoked but still unexpired.
@@ -434,11 +434,11 @@ func TestStaleCRL(t *testing.T) {
 		a := f.newAttacker(t, "newcomer")
 		b, _ := f.PKI.IssueMachine(t, f.legitProfile(t, a))
 		newcomer := relay("newcomer", b, a.Endpoint())
-		// The CA's next CRL as it would sign it, but current for 3 s only
-		// (the CA's shortest is 10 s).
-		now := time.Now()
+		// The CA's next CRL as it would sign it, current until the test
+		// moves the victim's clock past it.
+		now := f.Victim.Clock.Now()
 		n := crlNumber(t, f.currentCRL(t)).Int64() + 1
-		last := f.PKI.IssueCRL(t, n, now.Add(-time.Minute), now.Add(3*time.Second))
+		last := f.PKI.IssueCRL(t, n, now.Add(-time.Minute), now.Add(shortLife))
 		st := f.relayCRL(t, last)
 		if st.CRL.Number != big.NewInt(n).String() || st.CRL.Stale || st.CRL.StalePolicy != agent.DegradedRefuseNew {
 			t.Fatalf("the victim's CRL status is %+v, want number %d, fresh, policy %s", st.CRL, n, agent.DegradedRefuseNew)
@@ -456,6 +456,7 @@ func TestStaleCRL(t *testing.T) {
 		send(t, f.Victim.Conn, &wire.Event{Type: wire.EventRemove, Label: "newcomer"})
 		f.sync(t)
 
+		f.Victim.Clock.AdvanceTo(st.CRL.NextUpdate.Add(crlStaleGrace + time.Second)) // nothing sleeps
 		st = waitStatus(t, f.Victim, "the CRL to go stale", func(st *agent.Status) bool { return st.CRL.Stale })
 		t.Logf("stale: %+v", st.CRL)
 		// The peer the victim has stays, and the coordinator may update it.
@@ -477,7 +478,7 @@ func TestStaleCRL(t *testing.T) {
 		mustNotReach(t, f, a)
 
 		// A fresh CRL: the new peer is taken and gets through.
-		now = time.Now()
+		now = f.Victim.Clock.Now()
 		fresh := f.PKI.IssueCRL(t, n+1, now.Add(-time.Minute), now.Add(time.Hour))
 		st = f.relayCRL(t, fresh)
 		if st.CRL.Stale || st.CRL.Number != big.NewInt(n+1).String() {

@@ -57,7 +57,7 @@ func crlFetchedDespiteCoordinator(t *testing.T) {
 	revoked := time.Now()
 	newer := f.revokePeer(t) // and never relayed
 	for _, n := range []*node{f.Victim, second} {
-		gone := waitDevicePeerGone(t, n, f, revoked.Add(revocationBound), f.withhold(older, f.Victim, second))
+		gone := waitDevicePeerGone(t, n, f.Peer.Self.WireGuardKey, revoked.Add(revocationBound), f.withhold(older, f.Victim, second))
 		t.Logf("%s: the revoked peer left the WireGuard device %s after the revocation (bound %s)", n.Name, gone.Sub(revoked).Round(time.Millisecond), revocationBound)
 	}
 	st := f.relayCRL(t, older)
@@ -91,11 +91,10 @@ func crlWithheldCAUnreachable(t *testing.T) {
 	for _, mode := range []agent.DegradedPolicy{agent.DegradedRefuseNew, agent.DegradedKeep} {
 		t.Run(string(mode), func(t *testing.T) {
 			f := newFixture(t)
-			clk := &agentClock{}
 			ca := f.gatedCA(t)
-			f.startVictim(t, ca.URL, "cut-off-"+string(mode), func(c *agent.Config) {
-				c.Now, c.CAFetchInterval, c.CRLGrace, c.CRLStalePolicy = clk.Now, fetchInterval, crlStaleGrace, mode
-			})
+			clk := f.startVictim(t, ca.URL, "cut-off-"+string(mode), func(c *agent.Config) {
+				c.CAFetchInterval, c.CRLGrace, c.CRLStalePolicy = fetchInterval, crlStaleGrace, mode
+			}).Clock
 			f.connectPeer(t)
 			held := waitStatus(t, f.Victim, "a CRL from the CA", func(st *agent.Status) bool { return st.CRL.Number != "" }).CRL
 			ca.Down.Store(true)
@@ -136,7 +135,7 @@ func crlWithheldCAUnreachable(t *testing.T) {
 
 			ca.Down.Store(false)
 			back := time.Now()
-			gone := waitDevicePeerGone(t, f.Victim, f, back.Add(revocationBound), f.withhold(older, f.Victim))
+			gone := waitDevicePeerGone(t, f.Victim, f.Peer.Self.WireGuardKey, back.Add(revocationBound), f.withhold(older, f.Victim))
 			for f.sync(t).CRL.Entries == 0 { // refuse-new took the peer out already: wait for the CA's CRL itself
 				if time.Now().After(back.Add(revocationBound)) {
 					t.Fatalf("the CA reachable again: no CRL from it within %s", revocationBound)

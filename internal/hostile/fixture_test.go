@@ -36,6 +36,7 @@ import (
 	"github.com/certmesh/certmesh/internal/hostile"
 	"github.com/certmesh/certmesh/internal/logbuf"
 	"github.com/certmesh/certmesh/internal/testca"
+	"github.com/certmesh/certmesh/internal/testclock"
 	"github.com/certmesh/certmesh/internal/wire"
 )
 
@@ -75,6 +76,9 @@ type node struct {
 	// Probe records what reaches the node's overlay address (victim only;
 	// see startListener).
 	Probe *probe
+	// Clock is the agent's Config.Now: real time until a test moves it
+	// forward to make what the agent holds expire (nothing sleeps).
+	Clock *testclock.Clock
 	logs  *logbuf.Buffer
 	stop  func() // stops the agent and waits for Run to return
 }
@@ -234,12 +238,12 @@ func (f *fixture) startAgent(t *testing.T, caURL, name string, edits ...func(*ag
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &node{Name: name, StateDir: filepath.Join(filepath.Dir(f.StateDir), name), logs: &logbuf.Buffer{}}
+	n := &node{Name: name, StateDir: filepath.Join(filepath.Dir(f.StateDir), name), Clock: &testclock.Clock{}, logs: &logbuf.Buffer{}}
 	u, _ := url.Parse(caURL)
 	runCtx, stop := context.WithCancel(context.Background())
 	cfg := agent.Config{
 		StateDir: n.StateDir, ServerURL: u, RootFingerprint: certs.FingerprintOf(f.CA.Roots().Certificates()[0]),
-		Token: tok, Hostname: certs.Hostname(name), Mode: wgdev.Userspace,
+		Token: tok, Hostname: certs.Hostname(name), Mode: wgdev.Userspace, Now: n.Clock.Now,
 		AdvertiseAddrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")},
 		// The attacks here forge certificates with the CA's own key
 		// (f.PKI), which the log never saw: with require_logged they would

@@ -1,8 +1,9 @@
 package hostile_test
 
 // Fixture parts for the freshness attacks (freshness_test.go,
-// crlfetch_test.go): a CA listener that can be made unreachable, an
-// agent clock that tests move forward instead of sleeping, and restarts.
+// crlfetch_test.go): a CA listener that can be made unreachable, and
+// restarts. Tests move an agent's clock (internal/testclock) forward
+// instead of sleeping.
 
 import (
 	"context"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/agent"
+	"github.com/certmesh/certmesh/certs"
 )
 
 // gatedCA is the fixture's CA on a listener of its own whose every request
@@ -33,19 +35,6 @@ func (f *fixture) gatedCA(t *testing.T) *gatedCA {
 		h.ServeHTTP(w, r)
 	}), nil)
 	return g
-}
-
-// agentClock is an agent's Config.Now: real time plus an offset the test
-// moves forward.
-type agentClock struct{ offset atomic.Int64 }
-
-func (c *agentClock) Now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
-
-// AdvanceTo moves the clock so that it reads at least t.
-func (c *agentClock) AdvanceTo(t time.Time) {
-	if d := time.Until(t); d > time.Duration(c.offset.Load()) {
-		c.offset.Store(int64(d))
-	}
 }
 
 // startVictim starts an agent against caURL, configured by edit, and makes
@@ -84,14 +73,14 @@ func (f *fixture) restartVictim(t *testing.T, caURL string, prepare func(stateDi
 // waitDevicePeerGone waits until n's WireGuard device no longer holds key
 // k, meanwhile calling meanwhile (the coordinator's lies) every 100 ms,
 // and returns when it went, or fails once deadline passed.
-func waitDevicePeerGone(t *testing.T, n *node, f *fixture, deadline time.Time, meanwhile func()) time.Time {
+func waitDevicePeerGone(t *testing.T, n *node, k certs.WireGuardKey, deadline time.Time, meanwhile func()) time.Time {
 	t.Helper()
 	for {
-		if _, ok := devicePeer(t, n, f.Peer.Self.WireGuardKey); !ok {
+		if _, ok := devicePeer(t, n, k); !ok {
 			return time.Now()
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the revoked peer is still a WireGuard peer of %s at %s; status %s", n.Name,
+			t.Fatalf("the peer %s is still a WireGuard peer of %s at %s; status %s", k, n.Name,
 				deadline.Format(time.TimeOnly), asJSON(waitStatus(t, n, "status", func(*agent.Status) bool { return true }).CRL))
 		}
 		if meanwhile != nil {

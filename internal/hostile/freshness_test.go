@@ -113,9 +113,8 @@ func TestPolicyPastValidUntil(t *testing.T) {
 	for _, mode := range []agent.DegradedPolicy{agent.DegradedRefuseNew, agent.DegradedKeep} {
 		t.Run(string(mode), func(t *testing.T) {
 			f := newFixture(t)
-			clk := &agentClock{}
 			ca := f.gatedCA(t)
-			f.startVictim(t, ca.URL, "stale-"+string(mode), func(c *agent.Config) { c.Now, c.PolicyStalePolicy = clk.Now, mode })
+			clk := f.startVictim(t, ca.URL, "stale-"+string(mode), func(c *agent.Config) { c.PolicyStalePolicy = mode }).Clock
 			f.connectPeer(t)
 			info2, _, _ := f.publish(t, policyDenyPeer)
 			f.peerTraffic(t, false)

@@ -23,6 +23,11 @@ import (
 // the test concludes that nothing does.
 const attackWindow = 3 * time.Second
 
+// shortLife is the validity of a certificate or CRL that a test makes
+// expire by moving the victim's clock (node.Clock) past it: long enough
+// that it cannot run out on its own before the test moves the clock.
+const shortLife = time.Minute
+
 // reachWithin bounds how long legitimate traffic may take to get through
 // (long enough for one WireGuard handshake retry).
 const reachWithin = 8 * time.Second

@@ -116,12 +116,14 @@ func TestReplayAfterRotation(t *testing.T) {
 func TestExpiredPeerIsRemoved(t *testing.T) {
 	f := newFixture(t)
 	a := f.newAttacker(t, "short-lived")
-	b, _ := f.PKI.IssueMachine(t, f.legitProfile(t, a), testca.WithValidity(time.Now().Add(-time.Minute), time.Now().Add(3*time.Second)))
+	now := f.Victim.Clock.Now()
+	b, _ := f.PKI.IssueMachine(t, f.legitProfile(t, a), testca.WithValidity(now.Add(-time.Minute), now.Add(shortLife)))
 	const label = "short-lived"
 	send(t, f.Victim.Conn, relay(label, b, a.Endpoint()))
 	f.sync(t)
 	mustReach(t, f, a)
 
+	f.Victim.Clock.AdvanceTo(b.Machine.NotAfter.Add(time.Second)) // the certificate expires; nothing sleeps
 	waitStatus(t, f.Victim, "the expired peer to be removed", func(st *agent.Status) bool {
 		r, ok := rejectionOf(st, label)
 		return ok && r.Reason == certs.ReasonExpired
@@ -171,17 +173,17 @@ func TestUnusableEndpointOrphansPeer(t *testing.T) {
 	t.Run("expired-peer", func(t *testing.T) {
 		f := newFixture(t)
 		a := f.newAttacker(t, "orphan")
-		b, _ := f.PKI.IssueMachine(t, f.legitProfile(t, a), testca.WithValidity(time.Now().Add(-time.Minute), time.Now().Add(3*time.Second)))
+		now := f.Victim.Clock.Now()
+		b, _ := f.PKI.IssueMachine(t, f.legitProfile(t, a), testca.WithValidity(now.Add(-time.Minute), now.Add(shortLife)))
 		send(t, f.Victim.Conn, relay("orphan", b, a.Endpoint()))
 		f.sync(t)
 		mustReach(t, f, a)
 		send(t, f.Victim.Conn, relay("orphan", b, bad...))
 		f.sync(t)
 		checkDeviceMatchesStatus(t, f.Victim)
-		time.Sleep(time.Until(b.Machine.NotAfter) + 2*time.Second) // expiry, then a sweep
-		if _, ok := devicePeer(t, f.Victim, a.Pub); ok {
-			t.Errorf("the expired peer is still a WireGuard peer")
-		}
+		f.Victim.Clock.AdvanceTo(b.Machine.NotAfter.Add(time.Second)) // the certificate expires; nothing sleeps
+		// Gone with the next sweep (every second).
+		waitDevicePeerGone(t, f.Victim, a.Pub, time.Now().Add(2*time.Second), nil)
 		mustNotReach(t, f, a)
 	})
 }
