@@ -118,113 +118,84 @@ func (s *fileStore) remove(prefix, name string) error {
 	return err
 }
 
+// The objects of one kind (keys or AKs), each under its prefix; the
+// methods of storage.TPMStore below choose the kind.
+
+func listObjects[T any](s *fileStore, prefix string) ([]*T, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*T
+	for _, n := range s.names(prefix) {
+		v := new(T)
+		if err := s.read(prefix, n, v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func (s *fileStore) objectNames(prefix string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.names(prefix)
+}
+
+func getObject[T any](s *fileStore, prefix, name string) (*T, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := new(T)
+	if err := s.read(prefix, name, v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// putObject writes a new object (update false: storage.ErrExists if there
+// is one) or replaces one (update true: storage.ErrNotFound if none).
+func (s *fileStore) putObject(prefix, name string, v any, update bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch exists := s.exists(prefix, name); {
+	case exists && !update:
+		return storage.ErrExists
+	case !exists && update:
+		return storage.ErrNotFound
+	}
+	return s.write(prefix, name, v)
+}
+
+func (s *fileStore) deleteObject(prefix, name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.remove(prefix, name)
+}
+
 func (s *fileStore) ListKeys() ([]*storage.Key, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []*storage.Key
-	for _, n := range s.names(keyFilePrefix) {
-		k := &storage.Key{}
-		if err := s.read(keyFilePrefix, n, k); err != nil {
-			return nil, err
-		}
-		out = append(out, k)
-	}
-	return out, nil
+	return listObjects[storage.Key](s, keyFilePrefix)
 }
-
-func (s *fileStore) ListKeyNames() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.names(keyFilePrefix)
-}
-
+func (s *fileStore) ListKeyNames() []string { return s.objectNames(keyFilePrefix) }
 func (s *fileStore) GetKey(name string) (*storage.Key, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	k := &storage.Key{}
-	if err := s.read(keyFilePrefix, name, k); err != nil {
-		return nil, err
-	}
-	return k, nil
+	return getObject[storage.Key](s, keyFilePrefix, name)
 }
-
 func (s *fileStore) AddKey(key *storage.Key) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.exists(keyFilePrefix, key.Name) {
-		return storage.ErrExists
-	}
-	return s.write(keyFilePrefix, key.Name, key)
+	return s.putObject(keyFilePrefix, key.Name, key, false)
 }
-
 func (s *fileStore) UpdateKey(key *storage.Key) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.exists(keyFilePrefix, key.Name) {
-		return storage.ErrNotFound
-	}
-	return s.write(keyFilePrefix, key.Name, key)
+	return s.putObject(keyFilePrefix, key.Name, key, true)
 }
+func (s *fileStore) DeleteKey(name string) error { return s.deleteObject(keyFilePrefix, name) }
 
-func (s *fileStore) DeleteKey(name string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.remove(keyFilePrefix, name)
-}
-
-func (s *fileStore) ListAKs() ([]*storage.AK, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []*storage.AK
-	for _, n := range s.names(akFilePrefix) {
-		ak := &storage.AK{}
-		if err := s.read(akFilePrefix, n, ak); err != nil {
-			return nil, err
-		}
-		out = append(out, ak)
-	}
-	return out, nil
-}
-
-func (s *fileStore) ListAKNames() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.names(akFilePrefix)
-}
-
+func (s *fileStore) ListAKs() ([]*storage.AK, error) { return listObjects[storage.AK](s, akFilePrefix) }
+func (s *fileStore) ListAKNames() []string           { return s.objectNames(akFilePrefix) }
 func (s *fileStore) GetAK(name string) (*storage.AK, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ak := &storage.AK{}
-	if err := s.read(akFilePrefix, name, ak); err != nil {
-		return nil, err
-	}
-	return ak, nil
+	return getObject[storage.AK](s, akFilePrefix, name)
 }
-
-func (s *fileStore) AddAK(ak *storage.AK) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.exists(akFilePrefix, ak.Name) {
-		return storage.ErrExists
-	}
-	return s.write(akFilePrefix, ak.Name, ak)
-}
-
+func (s *fileStore) AddAK(ak *storage.AK) error { return s.putObject(akFilePrefix, ak.Name, ak, false) }
 func (s *fileStore) UpdateAK(ak *storage.AK) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.exists(akFilePrefix, ak.Name) {
-		return storage.ErrNotFound
-	}
-	return s.write(akFilePrefix, ak.Name, ak)
+	return s.putObject(akFilePrefix, ak.Name, ak, true)
 }
-
-func (s *fileStore) DeleteAK(name string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.remove(akFilePrefix, name)
-}
+func (s *fileStore) DeleteAK(name string) error { return s.deleteObject(akFilePrefix, name) }
 
 // Persist is a no-op: every change is written when it is made.
 func (s *fileStore) Persist() error { return nil }
