@@ -1,12 +1,12 @@
 package ca
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
-	"github.com/certmesh/certmesh/internal/store"
 	"github.com/certmesh/certmesh/policy"
 )
 
@@ -75,13 +75,7 @@ func (c *CA) AdminHandler() http.Handler {
 		tok, rec, err := c.CreateToken(r.Context(), tags, time.Duration(req.TTL))
 		c.reply(w, r, TokenResponse{Token: tok, ID: rec.ID, ExpiresAt: rec.ExpiresAt}, err)
 	})
-	mux.HandleFunc("GET "+AdminPathDevices, func(w http.ResponseWriter, r *http.Request) {
-		devs, err := c.Devices(r.Context())
-		if devs == nil {
-			devs = []store.Device{}
-		}
-		c.reply(w, r, devs, err)
-	})
+	mux.HandleFunc("GET "+AdminPathDevices, listHandler(c, c.Devices))
 	mux.HandleFunc("POST "+AdminPathDevices+"/{id}/revoke", func(w http.ResponseWriter, r *http.Request) {
 		id, err := certs.ParseDeviceID(r.PathValue("id"))
 		if err != nil {
@@ -117,17 +111,8 @@ func (c *CA) AdminHandler() http.Handler {
 		info, err := c.PublishPolicy(r.Context(), []byte(req.Source))
 		c.reply(w, r, info, err)
 	})
-	mux.HandleFunc("GET "+AdminPathPending, func(w http.ResponseWriter, r *http.Request) {
-		ps, err := c.Pending(r.Context())
-		if ps == nil {
-			ps = []store.PendingEnrollment{}
-		}
-		c.reply(w, r, ps, err)
-	})
-	mux.HandleFunc("POST "+AdminPathPending+"/{id}/approve", func(w http.ResponseWriter, r *http.Request) {
-		dev, err := c.Approve(r.Context(), r.PathValue("id"))
-		c.reply(w, r, dev, err)
-	})
+	mux.HandleFunc("GET "+AdminPathPending, listHandler(c, c.Pending))
+	mux.HandleFunc("POST "+AdminPathPending+"/{id}/approve", pathHandler(c, "id", c.Approve))
 	mux.HandleFunc("POST "+AdminPathPending+"/{id}/deny", func(w http.ResponseWriter, r *http.Request) {
 		var req DenyRequest
 		if err := ReadJSON(w, r, &req); err != nil {
@@ -137,24 +122,30 @@ func (c *CA) AdminHandler() http.Handler {
 		p, err := c.Deny(r.Context(), r.PathValue("id"), req.Reason)
 		c.reply(w, r, p, err)
 	})
-	mux.HandleFunc("GET "+AdminPathUsers, func(w http.ResponseWriter, r *http.Request) {
-		users, err := c.Users(r.Context())
-		if users == nil {
-			users = []store.User{}
-		}
-		c.reply(w, r, users, err)
-	})
-	mux.HandleFunc("POST "+AdminPathUsers+"/{ref}/approve", func(w http.ResponseWriter, r *http.Request) {
-		u, err := c.ApproveUser(r.Context(), r.PathValue("ref"))
-		c.reply(w, r, u, err)
-	})
-	mux.HandleFunc("POST "+AdminPathUsers+"/{ref}/revoke", func(w http.ResponseWriter, r *http.Request) {
-		u, err := c.RevokeUser(r.Context(), r.PathValue("ref"))
-		c.reply(w, r, u, err)
-	})
-	mux.HandleFunc("POST "+AdminPathUsers+"/{ref}/remove", func(w http.ResponseWriter, r *http.Request) {
-		u, err := c.RemoveUser(r.Context(), r.PathValue("ref"))
-		c.reply(w, r, u, err)
-	})
+	mux.HandleFunc("GET "+AdminPathUsers, listHandler(c, c.Users))
+	mux.HandleFunc("POST "+AdminPathUsers+"/{ref}/approve", pathHandler(c, "ref", c.ApproveUser))
+	mux.HandleFunc("POST "+AdminPathUsers+"/{ref}/revoke", pathHandler(c, "ref", c.RevokeUser))
+	mux.HandleFunc("POST "+AdminPathUsers+"/{ref}/remove", pathHandler(c, "ref", c.RemoveUser))
 	return mux
+}
+
+// listHandler answers a GET with the list list returns (an empty list, not
+// null, when there is nothing).
+func listHandler[T any](c *CA, list func(context.Context) ([]T, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		v, err := list(r.Context())
+		if v == nil {
+			v = []T{}
+		}
+		c.reply(w, r, v, err)
+	}
+}
+
+// pathHandler answers a POST to a path naming what act acts on in
+// segment key ({id}, {ref}).
+func pathHandler[T any](c *CA, key string, act func(context.Context, string) (T, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		v, err := act(r.Context(), r.PathValue(key))
+		c.reply(w, r, v, err)
+	}
 }

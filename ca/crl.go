@@ -107,15 +107,20 @@ func (c *CA) RefreshCRL(ctx context.Context) error {
 
 // RunCRL republishes the CRL at half its interval until ctx ends.
 func (c *CA) RunCRL(ctx context.Context) {
-	t := time.NewTicker(c.crlInterval() / 2)
+	c.every(ctx, c.crlInterval()/2, "refreshing CRL", c.RefreshCRL)
+}
+
+// every runs fn every period until ctx ends, logging its errors as what.
+func (c *CA) every(ctx context.Context, period time.Duration, what string, fn func(context.Context) error) {
+	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := c.RefreshCRL(ctx); err != nil {
-				c.log.Error("refreshing CRL", "err", err)
+			if err := fn(ctx); err != nil {
+				c.log.Error(what, "err", err)
 			}
 		}
 	}

@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -27,65 +28,15 @@ func (c *CA) Handler() http.Handler {
 		resp, err := c.NewNonce(r.Context())
 		c.reply(w, r, resp, err)
 	})
-	mux.HandleFunc("POST "+wire.PathEnroll, func(w http.ResponseWriter, r *http.Request) {
-		var req wire.EnrollRequest
-		if err := ReadJSON(w, r, &req); err != nil {
-			c.reply(w, r, nil, err)
-			return
-		}
-		resp, err := c.EnrollFrom(r.Context(), req, r.RemoteAddr)
-		c.replyEnroll(w, r, resp, err)
-	})
-	mux.HandleFunc("POST "+wire.PathEnrollPoll, func(w http.ResponseWriter, r *http.Request) {
-		var req wire.EnrollPollRequest
-		if err := ReadJSON(w, r, &req); err != nil {
-			c.reply(w, r, nil, err)
-			return
-		}
-		resp, err := c.PollEnrollment(r.Context(), req)
-		c.replyEnroll(w, r, resp, err)
-	})
-	mux.HandleFunc("POST "+wire.PathRenew, func(w http.ResponseWriter, r *http.Request) {
-		var req wire.RenewRequest
-		if err := ReadJSON(w, r, &req); err != nil {
-			c.reply(w, r, nil, err)
-			return
-		}
-		var peer []*x509.Certificate
-		if r.TLS != nil { // nil when served without TLS: Renew then refuses
-			peer = r.TLS.PeerCertificates
-		}
-		resp, err := c.Renew(r.Context(), peer, req)
-		c.reply(w, r, resp, err)
-	})
-	mux.HandleFunc("POST "+wire.PathRenewExpired, func(w http.ResponseWriter, r *http.Request) {
-		var req wire.RenewExpiredRequest
-		if err := ReadJSON(w, r, &req); err != nil {
-			c.reply(w, r, nil, err)
-			return
-		}
-		resp, err := c.RenewExpired(r.Context(), req)
-		c.reply(w, r, resp, err)
-	})
-	mux.HandleFunc("POST "+wire.PathServerCertificate, func(w http.ResponseWriter, r *http.Request) {
-		var req wire.ServerCertificateRequest
-		if err := ReadJSON(w, r, &req); err != nil {
-			c.reply(w, r, nil, err)
-			return
-		}
-		resp, err := c.RenewServerCertificate(r.Context(), peerCerts(r), req)
-		c.reply(w, r, resp, err)
-	})
+	mux.HandleFunc("POST "+wire.PathEnroll, jsonHandler(func(r *http.Request, req wire.EnrollRequest) (wire.CertificateResponse, error) {
+		return c.EnrollFrom(r.Context(), req, r.RemoteAddr)
+	}, c.replyEnroll))
+	mux.HandleFunc("POST "+wire.PathEnrollPoll, jsonHandler(withContext(c.PollEnrollment), c.replyEnroll))
+	mux.HandleFunc("POST "+wire.PathRenew, jsonHandler(withPeer(c.Renew), c.reply))
+	mux.HandleFunc("POST "+wire.PathRenewExpired, jsonHandler(withContext(c.RenewExpired), c.reply))
+	mux.HandleFunc("POST "+wire.PathServerCertificate, jsonHandler(withPeer(c.RenewServerCertificate), c.reply))
 	mux.HandleFunc("GET "+wire.PathCRL, c.ServeCRL)
-	mux.HandleFunc("POST "+wire.PathTPMChallenge, func(w http.ResponseWriter, r *http.Request) {
-		var req wire.TPMChallengeRequest
-		if err := ReadJSON(w, r, &req); err != nil {
-			c.reply(w, r, nil, err)
-			return
-		}
-		resp, err := c.TPMChallenge(r.Context(), req)
-		c.reply(w, r, resp, err)
-	})
+	mux.HandleFunc("POST "+wire.PathTPMChallenge, jsonHandler(withContext(c.TPMChallenge), c.reply))
 	mux.HandleFunc("GET "+wire.PathPolicy, func(w http.ResponseWriter, r *http.Request) {
 		doc, etag := c.policyDoc()
 		if doc == nil {
@@ -94,24 +45,8 @@ func (c *CA) Handler() http.Handler {
 		}
 		serveDocument(w, r, doc, etag, "application/json")
 	})
-	mux.HandleFunc("POST "+wire.PathLoginStart, func(w http.ResponseWriter, r *http.Request) {
-		var req wire.LoginStartRequest
-		if err := ReadJSON(w, r, &req); err != nil {
-			c.reply(w, r, nil, err)
-			return
-		}
-		resp, err := c.StartLogin(r.Context(), peerCerts(r), req)
-		c.reply(w, r, resp, err)
-	})
-	mux.HandleFunc("POST "+wire.PathLoginPoll, func(w http.ResponseWriter, r *http.Request) {
-		var req wire.LoginPollRequest
-		if err := ReadJSON(w, r, &req); err != nil {
-			c.reply(w, r, nil, err)
-			return
-		}
-		resp, err := c.PollLogin(r.Context(), peerCerts(r), req)
-		c.reply(w, r, resp, err)
-	})
+	mux.HandleFunc("POST "+wire.PathLoginStart, jsonHandler(withPeer(c.StartLogin), c.reply))
+	mux.HandleFunc("POST "+wire.PathLoginPoll, jsonHandler(withPeer(c.PollLogin), c.reply))
 	mux.HandleFunc("GET "+wire.PathLoginCallback, func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		msg, err := c.Callback(r.Context(), q.Get("state"), q.Get("code"), q.Get("error"), q.Get("error_description"))
@@ -128,13 +63,39 @@ func (c *CA) Handler() http.Handler {
 	return c.dated(c.rateLimit(mux))
 }
 
-// replyEnroll answers 202 Accepted while the enrollment waits for approval.
-func (c *CA) replyEnroll(w http.ResponseWriter, r *http.Request, resp wire.CertificateResponse, err error) {
-	if err == nil && resp.Pending != nil {
+// replyEnroll answers 202 Accepted while the enrollment waits for approval
+// (v a wire.CertificateResponse with Pending), as reply otherwise.
+func (c *CA) replyEnroll(w http.ResponseWriter, r *http.Request, v any, err error) {
+	if resp, ok := v.(wire.CertificateResponse); ok && err == nil && resp.Pending != nil {
 		writeJSON(w, http.StatusAccepted, resp)
 		return
 	}
-	c.reply(w, r, resp, err)
+	c.reply(w, r, v, err)
+}
+
+// jsonHandler serves a POST of a JSON Req (read by ReadJSON): call's
+// answer, or its error, goes out through answer (reply or replyEnroll).
+func jsonHandler[Req, Resp any](call func(*http.Request, Req) (Resp, error), answer func(http.ResponseWriter, *http.Request, any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req Req
+		if err := ReadJSON(w, r, &req); err != nil {
+			answer(w, r, nil, err)
+			return
+		}
+		resp, err := call(r, req)
+		answer(w, r, resp, err)
+	}
+}
+
+// withPeer adapts a method that takes the client certificate chain of an
+// mTLS request (see peerCerts).
+func withPeer[Req, Resp any](f func(context.Context, []*x509.Certificate, Req) (Resp, error)) func(*http.Request, Req) (Resp, error) {
+	return func(r *http.Request, req Req) (Resp, error) { return f(r.Context(), peerCerts(r), req) }
+}
+
+// withContext adapts a method that needs only the request's context.
+func withContext[Req, Resp any](f func(context.Context, Req) (Resp, error)) func(*http.Request, Req) (Resp, error) {
+	return func(r *http.Request, req Req) (Resp, error) { return f(r.Context(), req) }
 }
 
 // ServeCRL answers with the current CRL (DER), or 304 Not Modified to a

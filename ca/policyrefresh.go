@@ -64,18 +64,7 @@ func (c *CA) refreshPolicyLocked(_ context.Context, onlyIfDue bool) error {
 // RunPolicy signs the current policy again whenever it is past half of its
 // validity (checked at a quarter of it), until ctx ends.
 func (c *CA) RunPolicy(ctx context.Context) {
-	t := time.NewTicker(c.policyValidity() / 4)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := c.RunPolicyOnce(ctx); err != nil {
-				c.log.Error("signing the policy again", "err", err)
-			}
-		}
-	}
+	c.every(ctx, c.policyValidity()/4, "signing the policy again", c.RunPolicyOnce)
 }
 
 // RunPolicyOnce is one tick of RunPolicy: it signs the current policy

@@ -37,32 +37,23 @@ func logInTx(tx store.Tx, es ...translog.Entry) error {
 
 // applyIntent writes the records of an intent, whole.
 func applyIntent(tx store.Tx, in store.Intent) error {
-	for _, d := range in.Devices {
-		if err := tx.PutDevice(d); err != nil {
-			return err
+	err := putAll(nil, in.Devices, tx.PutDevice)
+	err = putAll(err, in.Certificates, tx.PutCertificate)
+	err = putAll(err, in.Tokens, tx.PutToken)
+	err = putAll(err, in.Users, tx.PutUser)
+	return putAll(err, in.Pending, tx.PutPending)
+}
+
+// putAll puts each of items, unless err (an earlier put failed); it stops
+// at the first error.
+func putAll[T any](err error, items []T, put func(T) error) error {
+	for _, it := range items {
+		if err != nil {
+			break
 		}
+		err = put(it)
 	}
-	for _, r := range in.Certificates {
-		if err := tx.PutCertificate(r); err != nil {
-			return err
-		}
-	}
-	for _, t := range in.Tokens {
-		if err := tx.PutToken(t); err != nil {
-			return err
-		}
-	}
-	for _, u := range in.Users {
-		if err := tx.PutUser(u); err != nil {
-			return err
-		}
-	}
-	for _, p := range in.Pending {
-		if err := tx.PutPending(p); err != nil {
-			return err
-		}
-	}
-	return nil
+	return err
 }
 
 func deviceKey(d store.Device) string             { return string(d.ID) }
