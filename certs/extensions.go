@@ -30,18 +30,24 @@ func machineExtensions(wg WireGuardKey, level AttestationLevel, ek EKFingerprint
 		{Id: OIDWireGuardKey, Value: wgDER},
 		{Id: OIDAttestation, Value: levelDER},
 	}
-	if len(tags) > 0 {
-		strs := make([]string, len(tags))
-		for i, t := range tags {
-			strs[i] = string(t)
-		}
-		tagsDER, err := marshalUTF8Seq(strs)
-		if err != nil {
-			return nil, fmt.Errorf("encoding tags extension: %w", err)
-		}
-		exts = append(exts, pkix.Extension{Id: OIDTags, Value: tagsDER})
+	return appendStringsExt(exts, OIDTags, "tags", tags)
+}
+
+// appendStringsExt appends extension oid, a SEQUENCE OF UTF8String of
+// items, unless there are none.
+func appendStringsExt[S ~string](exts []pkix.Extension, oid asn1.ObjectIdentifier, what string, items []S) ([]pkix.Extension, error) {
+	if len(items) == 0 {
+		return exts, nil
 	}
-	return exts, nil
+	strs := make([]string, len(items))
+	for i, it := range items {
+		strs[i] = string(it)
+	}
+	der, err := marshalUTF8Seq(strs)
+	if err != nil {
+		return nil, fmt.Errorf("encoding %s extension: %w", what, err)
+	}
+	return append(exts, pkix.Extension{Id: oid, Value: der}), nil
 }
 
 // marshalUTF8Seq encodes a SEQUENCE OF UTF8String. (encoding/asn1 cannot:
@@ -180,18 +186,7 @@ func userExtensions(dev DeviceID, groups []Group) ([]pkix.Extension, error) {
 		return nil, fmt.Errorf("encoding device binding extension: %w", err)
 	}
 	exts := []pkix.Extension{{Id: OIDDeviceBinding, Value: devDER}}
-	if len(groups) > 0 {
-		strs := make([]string, len(groups))
-		for i, g := range groups {
-			strs[i] = string(g)
-		}
-		groupsDER, err := marshalUTF8Seq(strs)
-		if err != nil {
-			return nil, fmt.Errorf("encoding groups extension: %w", err)
-		}
-		exts = append(exts, pkix.Extension{Id: OIDGroups, Value: groupsDER})
-	}
-	return exts, nil
+	return appendStringsExt(exts, OIDGroups, "groups", groups)
 }
 
 // parseDeviceBindingExt reads the device ID a user certificate is bound to:
