@@ -23,16 +23,10 @@ func (a *Auditor) Verify(ctx context.Context) (*Report, error) {
 	if a.v == nil {
 		return rep, nil // no usable key: alarm raised
 	}
-	signed, err := a.cfg.Client.Checkpoint(ctx)
-	if err != nil {
-		return rep, fmt.Errorf("fetching the checkpoint: %w", err)
+	cp, ok, err := a.newest(ctx, rep)
+	if !ok {
+		return rep, err
 	}
-	cp, err := a.v.ParseCheckpoint(signed)
-	if err != nil {
-		rep.Alarms = append(rep.Alarms, alarm(AlarmBadCheckpoint, "the newest checkpoint from %s: %v", a.cfg.Client.URL(), err))
-		return rep, nil
-	}
-	rep.Checkpoint, rep.Size, rep.Root, rep.Signed = cp, cp.Size, cp.Root, string(cp.Signed)
 
 	// History: every checkpoint seen before.
 	for _, sc := range a.state.Checkpoints {
@@ -141,4 +135,21 @@ func (a *Auditor) finish(rep *Report) {
 	if rep.Checked == nil {
 		rep.Checked = []uint64{}
 	}
+}
+
+// newest fetches the log's newest checkpoint and verifies its signature
+// into rep. ok is false when it could not be fetched (err) or did not
+// verify (an AlarmBadCheckpoint in rep, err nil).
+func (a *Auditor) newest(ctx context.Context, rep *Report) (cp translog.Checkpoint, ok bool, err error) {
+	signed, err := a.cfg.Client.Checkpoint(ctx)
+	if err != nil {
+		return cp, false, fmt.Errorf("fetching the checkpoint: %w", err)
+	}
+	cp, err = a.v.ParseCheckpoint(signed)
+	if err != nil {
+		rep.Alarms = append(rep.Alarms, alarm(AlarmBadCheckpoint, "the newest checkpoint from %s: %v", a.cfg.Client.URL(), err))
+		return cp, false, nil
+	}
+	rep.Checkpoint, rep.Size, rep.Root, rep.Signed = cp, cp.Size, cp.Root, string(cp.Signed)
+	return cp, true, nil
 }

@@ -3,7 +3,6 @@ package audit
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 )
 
@@ -80,16 +79,13 @@ func (a *Auditor) Watch(ctx context.Context, opts WatchOptions) error {
 // and the entries in between.
 func (a *Auditor) poll(ctx context.Context, onRecord func(Record)) (*Report, error) {
 	rep := &Report{Origin: a.v.Origin(), LogKey: a.v.Key()}
-	signed, err := a.cfg.Client.Checkpoint(ctx)
+	cp, ok, err := a.newest(ctx, rep)
 	if err != nil {
-		return nil, fmt.Errorf("fetching the checkpoint: %w", err)
+		return nil, err
 	}
-	cp, err := a.v.ParseCheckpoint(signed)
-	if err != nil {
-		rep.Alarms = append(rep.Alarms, alarm(AlarmBadCheckpoint, "the newest checkpoint from %s: %v", a.cfg.Client.URL(), err))
+	if !ok {
 		return rep, nil
 	}
-	rep.Checkpoint, rep.Size, rep.Root, rep.Signed = cp, cp.Size, cp.Root, string(cp.Signed)
 	if a.cp.Size > 0 {
 		al, err := a.checkExtends(ctx, a.cp, cp)
 		if err != nil {
