@@ -1,8 +1,9 @@
 package agent
 
 // caDouble answers the agent's side of the CA protocol (internal/wire)
-// with certificates internal/testca really issues: roots, enrollment (with
-// approval if asked), renewal, login, and the CRL and policy fetches. It
+// with certificates internal/testca really issues, each appended to a real
+// translog.Log whose endpoints it serves: roots, enrollment (with approval
+// if asked), renewal, login, and the CRL and policy fetches. It
 // checks nothing a real CA checks beyond the token: the tests here are of
 // the agent, which must verify whatever comes back itself. The real CA
 // against real agents is internal/testmesh's and internal/hostile's.
@@ -30,6 +31,7 @@ type caDouble struct {
 	srv    *httptest.Server
 	device crypto.Signer // the agent's device key, which the double certifies
 	coord  string        // the coordinator URL it hands out
+	log    *testLog
 
 	mu       sync.Mutex
 	token    string
@@ -45,8 +47,9 @@ type caDouble struct {
 }
 
 func newCADouble(t *testing.T, pki *testca.CA, srv tls.Certificate, device crypto.Signer, coord string) *caDouble {
-	d := &caDouble{t: t, pki: pki, device: device, coord: coord, token: "tok", fetches: map[string]int{}}
+	d := &caDouble{t: t, pki: pki, device: device, coord: coord, token: "tok", fetches: map[string]int{}, log: newTestLog(t)}
 	mux := http.NewServeMux()
+	mux.Handle("/v1/log/", d.log.handler(t))
 	mux.HandleFunc("GET "+wire.PathRoots, func(w http.ResponseWriter, _ *http.Request) {
 		reply(w, wire.RootsResponse{TrustDomain: testTD, RootsPEM: string(certs.EncodePEM(pki.Roots().Certificates()...))})
 	})
@@ -118,6 +121,7 @@ func (d *caDouble) issueLocked() wire.CertificateResponse {
 	return wire.CertificateResponse{
 		DeviceID: d.profile.DeviceID, Bundle: d.issued.Wire(), CoordinatorURL: d.coord,
 		NotAfter: d.issued.Machine.NotAfter, Policy: d.policy,
+		Inclusion: d.log.add(d.t, d.issued.Machine.Raw), LogKey: d.log.vkey,
 	}
 }
 
