@@ -36,6 +36,17 @@ func proofRequest(k *keys, nonce string) (csrDER, proof []byte, err error) {
 	return csrDER, proof, nil
 }
 
+// nonceProof gets a nonce from the CA (what: the words of the error if it
+// cannot) and builds the CSR and proof of possession for it.
+func nonceProof(ctx context.Context, api *apiClient, k *keys, what string) (nonce string, csr, proof []byte, err error) {
+	var n wire.NonceResponse
+	if err := api.call(ctx, http.MethodPost, wire.PathNonce, struct{}{}, &n); err != nil {
+		return "", nil, nil, fmt.Errorf("%s: %w", what, err)
+	}
+	csr, proof, err = proofRequest(k, n.Nonce)
+	return n.Nonce, csr, proof, err
+}
+
 func xeddsaSign(k wgdev.PrivateKey, msg []byte) ([]byte, error) {
 	priv := x25519.PrivateKey(k[:])
 	sig, err := x25519.Sign(rand.Reader, priv, msg)
@@ -51,15 +62,11 @@ func enroll(ctx context.Context, api *apiClient, k *keys, hostname certs.Hostnam
 	if token == "" {
 		return resp, fmt.Errorf("this agent is not enrolled yet: pass --token with a token from `certmesh-server token create`")
 	}
-	var n wire.NonceResponse
-	if err := api.call(ctx, http.MethodPost, wire.PathNonce, struct{}{}, &n); err != nil {
-		return resp, fmt.Errorf("getting enrollment nonce: %w", err)
-	}
-	csr, proof, err := proofRequest(k, n.Nonce)
+	nonce, csr, proof, err := nonceProof(ctx, api, k, "getting enrollment nonce")
 	if err != nil {
 		return resp, err
 	}
-	req := wire.EnrollRequest{Token: token, Hostname: string(hostname), CSR: csr, WireGuardKey: k.wg.Public(), Nonce: n.Nonce, Proof: proof}
+	req := wire.EnrollRequest{Token: token, Hostname: string(hostname), CSR: csr, WireGuardKey: k.wg.Public(), Nonce: nonce, Proof: proof}
 	if err := api.call(ctx, http.MethodPost, wire.PathEnroll, req, &resp); err != nil {
 		return resp, fmt.Errorf("enrolling: %w", err)
 	}
@@ -105,15 +112,11 @@ func awaitApproval(ctx context.Context, api *apiClient, p *wire.Pending, log *sl
 // renew asks for a new machine certificate over mTLS.
 func renew(ctx context.Context, api *apiClient, k *keys) (wire.CertificateResponse, error) {
 	var resp wire.CertificateResponse
-	var n wire.NonceResponse
-	if err := api.call(ctx, http.MethodPost, wire.PathNonce, struct{}{}, &n); err != nil {
-		return resp, fmt.Errorf("getting renewal nonce: %w", err)
-	}
-	csr, proof, err := proofRequest(k, n.Nonce)
+	nonce, csr, proof, err := nonceProof(ctx, api, k, "getting renewal nonce")
 	if err != nil {
 		return resp, err
 	}
-	req := wire.RenewRequest{CSR: csr, WireGuardKey: k.wg.Public(), Nonce: n.Nonce, Proof: proof}
+	req := wire.RenewRequest{CSR: csr, WireGuardKey: k.wg.Public(), Nonce: nonce, Proof: proof}
 	if err := api.call(ctx, http.MethodPost, wire.PathRenew, req, &resp); err != nil {
 		return resp, fmt.Errorf("renewing: %w", err)
 	}

@@ -161,20 +161,16 @@ const tlsAlertCertificateExpired tls.AlertError = 45
 // a TPM key signs inside the TPM) and of the WireGuard key over a nonce.
 func renewExpired(ctx context.Context, api *apiClient, k *keys, certDER []byte) (wire.CertificateResponse, error) {
 	var resp wire.CertificateResponse
-	var n wire.NonceResponse
-	if err := api.call(ctx, http.MethodPost, wire.PathNonce, struct{}{}, &n); err != nil {
-		return resp, fmt.Errorf("renewing after expiry: getting a nonce: %w", err)
-	}
-	csr, proof, err := proofRequest(k, n.Nonce)
+	nonce, csr, proof, err := nonceProof(ctx, api, k, "renewing after expiry: getting a nonce")
 	if err != nil {
 		return resp, err
 	}
-	h := sha256.Sum256(wire.DeviceProofMessage(n.Nonce, certDER, k.wg.Public()))
+	h := sha256.Sum256(wire.DeviceProofMessage(nonce, certDER, k.wg.Public()))
 	sig, err := k.device.Sign(rand.Reader, h[:], crypto.SHA256)
 	if err != nil {
 		return resp, fmt.Errorf("signing with the device key: %w", err)
 	}
-	req := wire.RenewExpiredRequest{Certificate: certDER, CSR: csr, WireGuardKey: k.wg.Public(), Nonce: n.Nonce, Proof: proof, DeviceProof: sig}
+	req := wire.RenewExpiredRequest{Certificate: certDER, CSR: csr, WireGuardKey: k.wg.Public(), Nonce: nonce, Proof: proof, DeviceProof: sig}
 	if err := api.call(ctx, http.MethodPost, wire.PathRenewExpired, req, &resp); err != nil {
 		return resp, fmt.Errorf("renewing after expiry: %w", err)
 	}
