@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -51,9 +52,7 @@ func devicesCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(c.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(devs)
+				return writeJSON(c.OutOrStdout(), devs)
 			}
 			tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tHOSTNAME\tADDRESSES\tLEVEL\tTAGS\tSTATE\tCERT EXPIRES")
@@ -95,9 +94,7 @@ func devicesCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(c.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(ps)
+				return writeJSON(c.OutOrStdout(), ps)
 			}
 			tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tHOSTNAME\tLEVEL\tEK SHA-256\tTPM\tFROM\tREQUESTED\tTOKEN\tSTATE")
@@ -158,9 +155,7 @@ func usersCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(c.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(users)
+				return writeJSON(c.OutOrStdout(), users)
 			}
 			tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tEMAIL\tGROUPS\tSTATE\tDEVICES\tLAST LOGIN")
@@ -343,4 +338,11 @@ func ekCmd() *cobra.Command {
 	}
 	cmd.AddCommand(list, add, remove, imp)
 	return cmd
+}
+
+// writeJSON prints v as indented JSON (the --json output of every command).
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }

@@ -225,7 +225,8 @@ func loadAuditRoots(file, td string) (*certs.Roots, error) {
 	return roots, nil
 }
 
-func auditWriteJSON(w io.Writer, v any) error {
+// writeJSON prints v as indented JSON (the --json output of every command).
+func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
@@ -251,7 +252,7 @@ func runAuditVerify(ctx context.Context, out io.Writer, f *auditFlags, quiet boo
 		return auditExitOK, nil
 	}
 	if f.asJSON {
-		if err := auditWriteJSON(out, rep); err != nil {
+		if err := writeJSON(out, rep); err != nil {
 			return 0, err
 		}
 	} else {
@@ -374,7 +375,7 @@ func runAuditCheck(ctx context.Context, out io.Writer, f *auditFlags, files []st
 		}
 	}
 	if f.asJSON {
-		if err := auditWriteJSON(out, rep); err != nil {
+		if err := writeJSON(out, rep); err != nil {
 			return 0, err
 		}
 	} else {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"sort"
 	"time"
@@ -25,9 +24,7 @@ func policyShowCmd() *cobra.Command {
 			p := st.Policy
 			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(p)
+				return writeJSON(out, p)
 			}
 			if p.Version == 0 {
 				fmt.Fprintln(out, "no valid policy: all inbound mesh traffic is dropped")
