@@ -38,7 +38,7 @@ func runCmd() *cobra.Command {
 	cmd.Flags().StringVar(&state, "state", "", "state directory created by init")
 	cmd.Flags().StringVar(&listen, "listen", "", "listen address (default from config)")
 	cmd.Flags().StringVar(&role, "role", "all", "what to serve: ca, coord or all")
-	cmd.Flags().StringVar(&caURL, "ca-url", "", "with --role coord: the CA's URL, where the coordinator renews its TLS certificate (mTLS with the current one)")
+	cmd.Flags().StringVar(&caURL, "ca-url", "", "with --role coord: the CA's URL, where the coordinator renews its TLS certificate (mTLS with the current one) and fetches the CRL, policy and log checkpoint it relays")
 	cmd.Flags().BoolVar(&debug, "debug", false, "debug logging")
 	_ = cmd.MarkFlagRequired("state")
 	return cmd

@@ -105,6 +105,11 @@ func (c *coordCert) run(ctx context.Context, interval time.Duration) {
 	}
 }
 
+// transport reaches the CA over mTLS with the current certificate.
+func (c *coordCert) transport() *http.Transport {
+	return &http.Transport{TLSClientConfig: tlsclient.Config(c.roots, c.now, c.current)}
+}
+
 // renew asks the CA for a certificate for a new key and installs it.
 func (c *coordCert) renew(ctx context.Context) error {
 	key, err := certs.NewKey()
@@ -119,7 +124,7 @@ func (c *coordCert) renew(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	tr := &http.Transport{TLSClientConfig: tlsclient.Config(c.roots, c.now, c.current)}
+	tr := c.transport()
 	defer tr.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()

@@ -60,6 +60,10 @@ type Options struct {
 	// it checks (default DefaultServerCertCheck).
 	CAURL           string
 	ServerCertCheck time.Duration
+	// DocFetch is how often a coordinator-only server with a CAURL fetches
+	// the CA's CRL, policy and log checkpoint to relay them (default
+	// DefaultDocFetch).
+	DocFetch time.Duration
 	// ShutdownTimeout bounds a graceful shutdown (default
 	// DefaultShutdownTimeout): requests in flight may finish within it,
 	// then what is left is cut.
@@ -184,6 +188,9 @@ func Start(o Options) (*Server, error) {
 		bg, cancel := context.WithCancel(context.Background())
 		s.stopBG = cancel
 		go s.coordCert.run(bg, o.ServerCertCheck)
+		if u := s.coordCert.caURL; u != nil {
+			go newDocRelay(u, s.coordCert.transport(), s.Coord, o.Logger.With("component", "coord-relay")).run(bg, o.DocFetch)
+		}
 	}
 	if s.CA != nil {
 		bg, cancel := context.WithCancel(context.Background())
