@@ -122,6 +122,10 @@ func Open(stateDir string, o Options) (_ *CA, err error) {
 		c.Close()
 		return nil, err
 	}
+	if err := c.recoverPolicy(); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("recovering an interrupted policy publication: %w", err)
+	}
 	if c.pol != nil && c.tlog.Size() == 0 {
 		// The starter policy, signed at init, is the log's first entry.
 		if err := c.logAppend(context.Background(), translog.PolicyEntry(c.pol.doc.Version, c.pol.raw, c.pol.doc.SignedAt)); err != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/internal/store"
 	"github.com/certmesh/certmesh/internal/wire"
+	"github.com/certmesh/certmesh/policy"
 )
 
 // crashOp is one logged change.
@@ -30,6 +31,7 @@ type crashOp struct {
 	name     string
 	oidc     bool
 	approval bool
+	unsigned bool // signs no certificate: no sign step
 	// setup prepares the state the change starts from.
 	setup func(t *testing.T, e *crashEnv) *crashSubject
 	// run makes the change and says whether it reported success.
@@ -182,7 +184,7 @@ var crashOps = []crashOp{{
 	},
 	done: userDone, retry: loggedIn,
 }, {
-	name:  "revoke",
+	name: "revoke", unsigned: true,
 	setup: enrolledSubject,
 	run: func(t *testing.T, e *crashEnv, s *crashSubject) bool {
 		_, err := e.CA.Revoke(t.Context(), s.d.ID)
@@ -200,7 +202,7 @@ var crashOps = []crashOp{{
 		}
 	},
 }, {
-	name: "revoke-user", oidc: true,
+	name: "revoke-user", oidc: true, unsigned: true,
 	setup: func(t *testing.T, e *crashEnv) *crashSubject {
 		s := enrolledSubject(t, e)
 		loggedIn(t, e, s)
@@ -221,7 +223,30 @@ var crashOps = []crashOp{{
 			}
 		}
 	},
+}, {
+	name: "publish-policy", unsigned: true,
+	setup: func(t *testing.T, e *crashEnv) *crashSubject { return &crashSubject{} },
+	run: func(t *testing.T, e *crashEnv, s *crashSubject) bool {
+		_, err := e.CA.PublishPolicy(t.Context(), policy.Starter(testTrustDomain))
+		return err == nil
+	},
+	done: func(t *testing.T, e *crashEnv, s *crashSubject) bool { return policyVersion(t, e) == 2 },
+	retry: func(t *testing.T, e *crashEnv, s *crashSubject) {
+		// The next publication follows whatever version the log holds.
+		want := policyVersion(t, e) + 1
+		if info, err := e.CA.PublishPolicy(t.Context(), policy.Starter(testTrustDomain)); err != nil || info.Version != want {
+			t.Fatalf("publishing again: version %d, %v; want version %d", info.Version, err, want)
+		}
+	},
 }}
+
+func policyVersion(t *testing.T, e *crashEnv) uint64 {
+	info, err := e.CA.CurrentPolicy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.Version
+}
 
 func TestCrashConsistency(t *testing.T) {
 	for _, op := range crashOps {
@@ -276,7 +301,7 @@ func crashCase(t *testing.T, op crashOp, step string, crash bool) {
 		t.Errorf("after a %s at %s the change is applied=%v, want %v (the log recorded it: %v)", map[bool]string{true: "crash", false: "failure"}[crash], step, got, committed, committed)
 	}
 	if logs := e.Logs.String(); fired && step != "done" && step != "sign" && step != "intent" &&
-		!strings.Contains(logs, "interrupted issuance") && crash {
+		!strings.Contains(logs, "interrupted") && crash {
 		t.Errorf("recovery did not say what it did:\n%s", logs)
 	}
 	op.retry(t, e, s)
@@ -284,7 +309,7 @@ func crashCase(t *testing.T, op crashOp, step string, crash bool) {
 	e.revokeAll(t)
 	e.consistent(t, "after revoking every device")
 	e.audited(t, "after revoking every device")
-	if mustFire := step != "sign" || !strings.HasPrefix(op.name, "revoke"); mustFire && !fired {
+	if mustFire := step != "sign" || !op.unsigned; mustFire && !fired {
 		t.Errorf("the change never reached step %s", step)
 	}
 }

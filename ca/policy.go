@@ -13,7 +13,6 @@ import (
 	"github.com/certmesh/certmesh/internal/atomicfile"
 	"github.com/certmesh/certmesh/internal/wire"
 	"github.com/certmesh/certmesh/policy"
-	"github.com/certmesh/certmesh/translog"
 )
 
 // Files of the access policy in the state directory.
@@ -152,11 +151,7 @@ func (c *CA) PublishPolicy(ctx context.Context, src []byte) (PolicyInfo, error) 
 	if err != nil {
 		return PolicyInfo{}, err
 	}
-	if err := c.logAppend(ctx, translog.PolicyEntry(doc.Version, raw, doc.SignedAt)); err != nil {
-		return PolicyInfo{}, err
-	}
-	c.publishCheckpoint()
-	next, err := c.installPolicy(st.signer, doc, raw)
+	next, err := c.publishLogged(ctx, st, doc, raw)
 	if err != nil {
 		return PolicyInfo{}, err
 	}
