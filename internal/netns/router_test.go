@@ -247,6 +247,20 @@ func TestRouterReaddress(t *testing.T) {
 	if strings.Contains(out, " "+old.String()+"/") || !strings.Contains(out, " "+addr.String()+"/") {
 		t.Errorf("router's eth0 after readdressing:\n%s", out)
 	}
+
+	// A host behind the router moves on its LAN: it keeps its default
+	// route, and a new socket gets through from the router's address.
+	lanOld := c.Addr
+	lanNew, err := c.Readdress(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lanNew == lanOld || !r.LAN.Contains(lanNew) {
+		t.Fatalf("LAN host readdressed from %s to %s, want another address of %s", lanOld, lanNew, r.LAN)
+	}
+	if got := mustSeenAs(t, udpSocket(t, c, 40001), dst); got.Addr() != addr {
+		t.Errorf("after the LAN host moved to %s, seen from %s, want the router's %s", lanNew, got, addr)
+	}
 }
 
 // rtt is the round trip of one UDP echo from pc to dst.
