@@ -158,14 +158,23 @@ func parseAttestationExt(c *x509.Certificate) (AttestationLevel, EKFingerprint, 
 	return l, ek, nil
 }
 
+// parseStringsExt reads extension oid, a SEQUENCE OF UTF8String; ok is
+// false when the certificate has none.
+func parseStringsExt(c *x509.Certificate, oid asn1.ObjectIdentifier, what string) (strs []string, ok bool, err error) {
+	val, ok, err := findExtension(c, oid)
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	if strs, err = unmarshalUTF8Seq(val); err != nil {
+		return nil, false, fmt.Errorf("%s extension: %w", what, err)
+	}
+	return strs, true, nil
+}
+
 func parseTagsExt(c *x509.Certificate) ([]Tag, error) {
-	val, ok, err := findExtension(c, OIDTags)
+	strs, ok, err := parseStringsExt(c, OIDTags, "tags")
 	if err != nil || !ok {
 		return nil, err
-	}
-	strs, err := unmarshalUTF8Seq(val)
-	if err != nil {
-		return nil, fmt.Errorf("tags extension: %w", err)
 	}
 	tags := make([]Tag, 0, len(strs))
 	for _, s := range strs {
@@ -214,13 +223,9 @@ func parseDeviceBindingExt(c *x509.Certificate) (DeviceID, error) {
 // is absent): a SEQUENCE OF UTF8String of valid, distinct groups, at most
 // MaxGroups.
 func parseGroupsExt(c *x509.Certificate) ([]Group, error) {
-	val, ok, err := findExtension(c, OIDGroups)
+	strs, ok, err := parseStringsExt(c, OIDGroups, "groups")
 	if err != nil || !ok {
 		return nil, err
-	}
-	strs, err := unmarshalUTF8Seq(val)
-	if err != nil {
-		return nil, fmt.Errorf("groups extension: %w", err)
 	}
 	groups := make([]Group, len(strs))
 	for i, s := range strs {
