@@ -66,12 +66,7 @@ func (s *signer) signMachine(ctx context.Context, csr *x509.CertificateRequest, 
 		c.NotAfter = notBefore.Add(life)
 		return nil
 	})
-	chain, err := s.auth.SignWithContext(ctx, csr, provisioner.SignOptions{},
-		templateOption{text: certs.MachineTemplate, data: data}, validity)
-	if err != nil {
-		return nil, fmt.Errorf("signing machine certificate: %w", err)
-	}
-	return chain[0], nil
+	return s.sign(ctx, csr, certs.MachineTemplate, data, validity, "machine")
 }
 
 // signUser issues a user certificate for csr (signed by the device key)
@@ -85,10 +80,15 @@ func (s *signer) signUser(ctx context.Context, csr *x509.CertificateRequest, p c
 		c.NotBefore, c.NotAfter = p.NotBefore, p.NotAfter
 		return nil
 	})
-	chain, err := s.auth.SignWithContext(ctx, csr, provisioner.SignOptions{},
-		templateOption{text: certs.UserTemplate, data: data}, validity)
+	return s.sign(ctx, csr, certs.UserTemplate, data, validity, "user")
+}
+
+// sign issues the what (machine, user) certificate of template and data
+// for csr, with validity setting its NotBefore and NotAfter.
+func (s *signer) sign(ctx context.Context, csr *x509.CertificateRequest, template string, data x509util.TemplateData, validity provisioner.CertificateModifierFunc, what string) (*x509.Certificate, error) {
+	chain, err := s.auth.SignWithContext(ctx, csr, provisioner.SignOptions{}, templateOption{text: template, data: data}, validity)
 	if err != nil {
-		return nil, fmt.Errorf("signing user certificate: %w", err)
+		return nil, fmt.Errorf("signing %s certificate: %w", what, err)
 	}
 	return chain[0], nil
 }

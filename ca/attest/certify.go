@@ -154,16 +154,14 @@ func verifyTPMSignature(ak *AKInfo, data, signature []byte) error {
 		if err != nil {
 			return refuseErr(ReasonMalformed, err, "RSA signature")
 		}
-		h, err := hashOf(s.Hash)
+		h, digest, err := signedDigest(s.Hash, data)
 		if err != nil {
-			return refuseErr(ReasonBadSignature, err, "signature hash 0x%04x", uint16(s.Hash))
+			return err
 		}
-		d := h.New()
-		d.Write(data)
 		if pss {
-			err = rsa.VerifyPSS(k, h, d.Sum(nil), s.Sig.Buffer, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthAuto})
+			err = rsa.VerifyPSS(k, h, digest, s.Sig.Buffer, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthAuto})
 		} else {
-			err = rsa.VerifyPKCS1v15(k, h, d.Sum(nil), s.Sig.Buffer)
+			err = rsa.VerifyPKCS1v15(k, h, digest, s.Sig.Buffer)
 		}
 		if err != nil {
 			return bad("the signature over certifyInfo does not verify with the AK (%v): another key signed it, or certifyInfo was altered", err)
@@ -176,19 +174,28 @@ func verifyTPMSignature(ak *AKInfo, data, signature []byte) error {
 		if err != nil {
 			return refuseErr(ReasonMalformed, err, "ECDSA signature")
 		}
-		h, err := hashOf(s.Hash)
+		_, digest, err := signedDigest(s.Hash, data)
 		if err != nil {
-			return refuseErr(ReasonBadSignature, err, "signature hash 0x%04x", uint16(s.Hash))
+			return err
 		}
-		d := h.New()
-		d.Write(data)
 		r := new(big.Int).SetBytes(s.SignatureR.Buffer)
 		ss := new(big.Int).SetBytes(s.SignatureS.Buffer)
-		if !ecdsa.Verify(k, d.Sum(nil), r, ss) {
+		if !ecdsa.Verify(k, digest, r, ss) {
 			return bad("the signature over certifyInfo does not verify with the AK: another key signed it, or certifyInfo was altered")
 		}
 	default:
 		return fmt.Errorf("AK key type %T", ak.Public)
 	}
 	return nil
+}
+
+// signedDigest hashes data with the signature's hash algorithm alg.
+func signedDigest(alg tpm2.TPMIAlgHash, data []byte) (crypto.Hash, []byte, error) {
+	h, err := hashOf(alg)
+	if err != nil {
+		return 0, nil, refuseErr(ReasonBadSignature, err, "signature hash 0x%04x", uint16(alg))
+	}
+	d := h.New()
+	d.Write(data)
+	return h, d.Sum(nil), nil
 }
