@@ -8,6 +8,7 @@
 package testclock
 
 import (
+	"context"
 	"sync/atomic"
 	"time"
 )
@@ -60,3 +61,23 @@ func (c *Clock) AdvanceTo(t time.Time) {
 // Set makes the clock read its base plus off: a clock off (or back) by a
 // fixed amount.
 func (c *Clock) Set(off time.Duration) { c.off.Store(int64(off)) }
+
+// runStep is how often RunFast moves the clock.
+const runStep = 50 * time.Millisecond
+
+// RunFast makes the clock run factor times as fast as real time until ctx
+// is done: every 50 ms of real time it moves forward by (factor-1) × 50 ms.
+// It is for a test of routine, time-driven work (renewals every few
+// minutes) that must run on the real I/O path and cannot wait that long.
+func (c *Clock) RunFast(ctx context.Context, factor int) {
+	tick := time.NewTicker(runStep)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			c.Advance(time.Duration(factor-1) * runStep)
+		}
+	}
+}

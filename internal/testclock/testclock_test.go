@@ -1,7 +1,9 @@
 package testclock_test
 
 import (
+	"context"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/certmesh/certmesh/internal/testclock"
@@ -42,4 +44,24 @@ func TestOffsetFollowsRealTime(t *testing.T) {
 	if d := time.Since(zero.Now()); d < 0 || d > time.Minute {
 		t.Fatalf("the zero clock is %s off real time", d)
 	}
+}
+
+func TestRunFast(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var c testclock.Clock
+		ctx, cancel := context.WithCancel(t.Context())
+		go c.RunFast(ctx, 10)
+		start := c.Now()
+		time.Sleep(525 * time.Millisecond) // ten steps of 50ms
+		if got, want := c.Now().Sub(start), 525*time.Millisecond+10*450*time.Millisecond; got != want {
+			t.Fatalf("in 525ms the clock ran %s, want %s", got, want)
+		}
+		cancel()
+		synctest.Wait()
+		stopped := c.Now()
+		time.Sleep(time.Second)
+		if got := c.Now().Sub(stopped); got != time.Second {
+			t.Fatalf("after ctx is done a second of real time is %s of the clock", got)
+		}
+	})
 }

@@ -1,12 +1,14 @@
 package testmesh_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/internal/testclock"
 	"github.com/certmesh/certmesh/internal/testmesh"
 )
 
@@ -20,15 +22,23 @@ import (
 // connection's handshake: an agent still using connections opened with a
 // certificate that has since expired gets its publishes refused, its peers
 // drop it when the certificate they hold expires, and datagrams are lost.
+//
+// The server and every agent share one clock running clockSpeed times as
+// fast as real time: every validity check (TLS handshakes on both sides,
+// peer certificates, the CA's checks of each request) and every renewal
+// decision reads it, while the traffic, the connections and the
+// WireGuard devices stay real.
 func TestRenewalInvisibleUnderTraffic(t *testing.T) {
 	const life = 2 * time.Minute
-	m := testmesh.New(t, testmesh.Options{Config: func(cfg *ca.Config, _ string) {
+	const clockSpeed = 4
+	clk := &testclock.Clock{}
+	m := testmesh.New(t, testmesh.Options{Clock: clk, Config: func(cfg *ca.Config, _ string) {
 		cfg.MachineCertLifetime = ca.Duration(life)
 	}})
 	nodes := []*testmesh.Node{
-		m.AddNode(t, "a", testmesh.NodeOptions{}),
-		m.AddNode(t, "b", testmesh.NodeOptions{}),
-		m.AddNode(t, "c", testmesh.NodeOptions{}),
+		m.AddNode(t, "a", testmesh.NodeOptions{Clock: clk}),
+		m.AddNode(t, "b", testmesh.NodeOptions{Clock: clk}),
+		m.AddNode(t, "c", testmesh.NodeOptions{Clock: clk}),
 	}
 	for _, n := range nodes {
 		udpEcho(t, n, 9000)
@@ -37,6 +47,9 @@ func TestRenewalInvisibleUnderTraffic(t *testing.T) {
 	for i, n := range nodes {
 		streams = append(streams, startUDPStream(t, n, nodes[(i+1)%len(nodes)], 9000, 50*time.Millisecond))
 	}
+	fast, stopFast := context.WithCancel(t.Context())
+	defer stopFast()
+	go clk.RunFast(fast, clockSpeed)
 	// Own certificates seen per node (serial → expiry), sampled as the
 	// mesh runs.
 	seen := make([]map[string]time.Time, len(nodes))
@@ -50,7 +63,7 @@ func TestRenewalInvisibleUnderTraffic(t *testing.T) {
 			seen[i][st.Self.CertSerial] = st.Self.CertNotAfter
 			k := 0
 			for _, na := range seen[i] {
-				if time.Now().After(na) {
+				if clk.Now().After(na) {
 					k++
 				}
 			}
@@ -59,10 +72,10 @@ func TestRenewalInvisibleUnderTraffic(t *testing.T) {
 		return least
 	}
 	const wantExpired = 3
-	deadline := time.Now().Add(wantExpired*life + 3*time.Minute)
+	deadline := clk.Now().Add(wantExpired*life + 3*time.Minute)
 	for expired() < wantExpired {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s fewer than %d certificates of every node expired: %v", wantExpired*life+3*time.Minute, wantExpired, seen)
+		if clk.Now().After(deadline) {
+			t.Fatalf("after %s (of the clock) fewer than %d certificates of every node expired: %v", wantExpired*life+3*time.Minute, wantExpired, seen)
 		}
 		for _, s := range streams {
 			s.mu.Lock()
@@ -73,8 +86,9 @@ func TestRenewalInvisibleUnderTraffic(t *testing.T) {
 				t.Fatalf("%s: %d datagrams lost so far (first %v)", s.name, len(lost), lost[:min(len(lost), 10)])
 			}
 		}
-		time.Sleep(time.Second)
+		time.Sleep(time.Second / clockSpeed) // a second of the clock between samples
 	}
+	stopFast()
 	for _, s := range streams {
 		sent, lost := s.stop(5 * time.Second)
 		t.Logf("%s: %d datagrams sent, %d lost", s.name, sent, len(lost))
