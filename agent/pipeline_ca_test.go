@@ -38,6 +38,7 @@ type caDouble struct {
 	pending  bool // enrollment waits for approval (decided at the first poll)
 	deny     bool // ...and is denied
 	wrongKey bool // certify a WireGuard key other than the agent's
+	loginErr string // refuse logins with this message
 	profile  certs.MachineProfile
 	issued   certs.Bundle // the newest machine certificate
 	policy   []byte       // signed policy: in the enrollment answer and at PathPolicy
@@ -80,8 +81,13 @@ func newCADouble(t *testing.T, pki *testca.CA, srv tls.Certificate, device crypt
 	mux.HandleFunc("POST "+wire.PathLoginPoll, func(w http.ResponseWriter, _ *http.Request) {
 		d.mu.Lock()
 		defer d.mu.Unlock()
+		if d.loginErr != "" {
+			reply(w, wire.LoginPollResponse{Status: wire.LoginFailed, Code: "refused", Message: d.loginErr})
+			return
+		}
 		u := pki.IssueUser(t, d.issued, testca.WithEmail("alice@corp.example"), testca.WithGroups("eng"))
-		reply(w, wire.LoginPollResponse{Status: wire.LoginDone, UserCert: u.User.Raw, Email: "alice@corp.example"})
+		reply(w, wire.LoginPollResponse{Status: wire.LoginDone, UserCert: u.User.Raw, Email: "alice@corp.example",
+			UserInclusion: d.log.add(t, u.User.Raw)})
 	})
 	d.srv = httptest.NewUnstartedServer(mux)
 	d.srv.TLS = &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{srv}, ClientAuth: tls.RequestClientCert}

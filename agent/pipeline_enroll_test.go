@@ -161,3 +161,37 @@ func TestPipelineEnrollAfterApproval(t *testing.T) {
 		t.Fatalf("self %+v", st.Self)
 	}
 }
+
+// TestPipelineLogin: a login the CA refuses ends failed with its reason
+// and leaves no user certificate; one it completes survives a restart,
+// published again with its inclusion proof.
+func TestPipelineLogin(t *testing.T) {
+	r, d := newEnrollRig(t)
+	r.start(t)
+	c := NewClient(r.dir)
+	login := func() (LoginState, error) {
+		st, err := c.Login(t.Context(), LoginRequest{DeviceFlow: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.AwaitLogin(t.Context(), st, nil)
+	}
+	d.set(func(d *caDouble) { d.loginErr = "alice is not in an allowed group" })
+	st, err := login()
+	if err == nil || !strings.Contains(err.Error(), "not in an allowed group") || st.Code != "refused" || st.User != nil {
+		t.Fatalf("refused login: %+v, %v", st, err)
+	}
+	if _, err := os.Stat(filepath.Join(r.dir, userCertFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("user certificate after a refused login: %v", err)
+	}
+	d.set(func(d *caDouble) { d.loginErr = "" })
+	if _, err := login(); err != nil {
+		t.Fatal(err)
+	}
+	n := r.published()
+	r.restart(t)
+	if u := r.status(t).Self.User; u == nil || u.Email != "alice@corp.example" {
+		t.Fatalf("user after restart: %+v", u)
+	}
+	r.waitPublished(t, n, func(p wire.Publish) bool { return p.Bundle.User != nil && p.UserInclusion != nil })
+}
