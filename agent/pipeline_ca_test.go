@@ -35,9 +35,9 @@ type caDouble struct {
 
 	mu       sync.Mutex
 	token    string
-	pending  bool // enrollment waits for approval (decided at the first poll)
-	deny     bool // ...and is denied
-	wrongKey bool // certify a WireGuard key other than the agent's
+	pending  bool   // enrollment waits for approval (decided at the first poll)
+	deny     bool   // ...and is denied
+	wrongKey bool   // certify a WireGuard key other than the agent's
 	loginErr string // refuse logins with this message
 	profile  certs.MachineProfile
 	issued   certs.Bundle // the newest machine certificate
