@@ -13,8 +13,8 @@ var ErrCrash = errCrash
 // SetCrashHook installs fn as the crash hook until the returned function
 // is called.
 func SetCrashHook(fn func(step string) error) (restore func()) {
-	crashHook = fn
-	return func() { crashHook = nil }
+	crashHook.Store(&fn)
+	return func() { crashHook.Store(nil) }
 }
 
 // LogEntries returns every entry of c's transparency log.

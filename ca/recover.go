@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/certmesh/certmesh/internal/store"
 	"github.com/certmesh/certmesh/translog"
@@ -43,16 +44,16 @@ const (
 // wraps errCrash stops the change on the spot, as if the process died
 // there (the test then reopens the CA from its state directory); any other
 // error is that step failing (a full disk), handled as the real failure.
-var crashHook func(step string) error
+var crashHook atomic.Pointer[func(step string) error]
 
 // errCrash marks an injected crash.
 var errCrash = errors.New("ca: injected crash")
 
 func atStep(step string) error {
-	if crashHook == nil {
-		return nil
+	if fn := crashHook.Load(); fn != nil {
+		return (*fn)(step)
 	}
-	return crashHook(step)
+	return nil
 }
 
 // exclusive runs fn holding issueMu, after finishing any change a failure
