@@ -1,16 +1,17 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/ca/attest"
+	"github.com/certmesh/certmesh/internal/store"
 	"github.com/spf13/cobra"
 )
 
@@ -42,102 +43,36 @@ func tokenCmd() *cobra.Command {
 func devicesCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "devices", Short: "List and revoke enrolled devices"}
 	var state string
-	var asJSON bool
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "List enrolled devices",
-		RunE: func(c *cobra.Command, _ []string) error {
-			devs, err := ca.NewAdminClient(state).Devices(c.Context())
-			if err != nil {
-				return err
+	list := listCmd("list", "List enrolled devices", &state, (*ca.AdminClient).Devices,
+		"ID\tHOSTNAME\tADDRESSES\tLEVEL\tTAGS\tSTATE\tCERT EXPIRES", func(d store.Device) string {
+			addrs := make([]string, len(d.Addresses))
+			for i, a := range d.Addresses {
+				addrs[i] = a.String()
 			}
-			if asJSON {
-				return writeJSON(c.OutOrStdout(), devs)
+			tags := make([]string, len(d.Tags))
+			for i, t := range d.Tags {
+				tags[i] = string(t)
 			}
-			tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tHOSTNAME\tADDRESSES\tLEVEL\tTAGS\tSTATE\tCERT EXPIRES")
-			for _, d := range devs {
-				addrs := make([]string, len(d.Addresses))
-				for i, a := range d.Addresses {
-					addrs[i] = a.String()
-				}
-				tags := make([]string, len(d.Tags))
-				for i, t := range d.Tags {
-					tags[i] = string(t)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Hostname, strings.Join(addrs, ","), d.Attestation,
-					strings.Join(tags, ","), d.State, d.NotAfter.Local().Format(time.RFC3339))
-			}
-			return tw.Flush()
-		},
-	}
-	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	revoke := &cobra.Command{
-		Use:   "revoke ID",
-		Short: "Revoke a device: it can no longer renew and peers drop it",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			d, err := ca.NewAdminClient(state).Revoke(c.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(c.OutOrStdout(), "revoked %s (%s)\n", d.ID, d.Hostname)
-			return nil
-		},
-	}
-	pending := &cobra.Command{
-		Use:   "pending",
-		Short: "List enrollments waiting for approval (approval: required)",
-		RunE: func(c *cobra.Command, _ []string) error {
-			ps, err := ca.NewAdminClient(state).Pending(c.Context())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(c.OutOrStdout(), ps)
-			}
-			tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tHOSTNAME\tLEVEL\tEK SHA-256\tTPM\tFROM\tREQUESTED\tTOKEN\tSTATE")
-			for _, p := range ps {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, p.Hostname, p.Attestation, orDash(p.EKFP),
-					orDash(p.Manufacturer), p.RemoteAddr, p.RequestedAt.Local().Format(time.RFC3339), orDash(p.TokenID), p.State)
-			}
-			return tw.Flush()
-		},
-	}
-	pending.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	approve := &cobra.Command{
-		Use:   "approve ID",
-		Short: "Approve a pending enrollment: the device gets its certificate",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			d, err := ca.NewAdminClient(state).Approve(c.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(c.OutOrStdout(), "approved: device %s (%s)\n", d.ID, d.Hostname)
-			return nil
-		},
-	}
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s", d.ID, d.Hostname, strings.Join(addrs, ","), d.Attestation,
+				strings.Join(tags, ","), d.State, d.NotAfter.Local().Format(time.RFC3339))
+		})
+	revoke := actionCmd("revoke ID", "Revoke a device: it can no longer renew and peers drop it", &state, (*ca.AdminClient).Revoke,
+		func(d store.Device) string { return fmt.Sprintf("revoked %s (%s)", d.ID, d.Hostname) })
+	pending := listCmd("pending", "List enrollments waiting for approval (approval: required)", &state, (*ca.AdminClient).Pending,
+		"ID\tHOSTNAME\tLEVEL\tEK SHA-256\tTPM\tFROM\tREQUESTED\tTOKEN\tSTATE", func(p store.PendingEnrollment) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", p.ID, p.Hostname, p.Attestation, orDash(p.EKFP),
+				orDash(p.Manufacturer), p.RemoteAddr, p.RequestedAt.Local().Format(time.RFC3339), orDash(p.TokenID), p.State)
+		})
+	approve := actionCmd("approve ID", "Approve a pending enrollment: the device gets its certificate", &state, (*ca.AdminClient).Approve,
+		func(d store.Device) string { return fmt.Sprintf("approved: device %s (%s)", d.ID, d.Hostname) })
 	var reason string
-	deny := &cobra.Command{
-		Use:   "deny ID",
-		Short: "Deny a pending enrollment: the agent stops with the reason",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			p, err := ca.NewAdminClient(state).Deny(c.Context(), args[0], reason)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(c.OutOrStdout(), "denied %s (%s)\n", p.ID, p.Hostname)
-			return nil
+	deny := actionCmd("deny ID", "Deny a pending enrollment: the agent stops with the reason", &state,
+		func(a *ca.AdminClient, ctx context.Context, id string) (store.PendingEnrollment, error) {
+			return a.Deny(ctx, id, reason)
 		},
-	}
+		func(p store.PendingEnrollment) string { return fmt.Sprintf("denied %s (%s)", p.ID, p.Hostname) })
 	deny.Flags().StringVar(&reason, "reason", "", "reason shown to the device")
-	for _, c := range []*cobra.Command{list, revoke, pending, approve, deny} {
-		c.Flags().StringVar(&state, "state", "", "state directory of the running server")
-		_ = c.MarkFlagRequired("state")
-	}
+	stateFlag(&state, list, revoke, pending, approve, deny)
 	cmd.AddCommand(list, revoke, pending, approve, deny)
 	return cmd
 }
@@ -145,78 +80,25 @@ func devicesCmd() *cobra.Command {
 func usersCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "users", Short: "List, approve and remove users who log in through the identity provider"}
 	var state string
-	var asJSON bool
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "List users (pending ones wait for approval)",
-		RunE: func(c *cobra.Command, _ []string) error {
-			users, err := ca.NewAdminClient(state).Users(c.Context())
-			if err != nil {
-				return err
+	list := listCmd("list", "List users (pending ones wait for approval)", &state, (*ca.AdminClient).Users,
+		"ID\tEMAIL\tGROUPS\tSTATE\tDEVICES\tLAST LOGIN", func(u store.User) string {
+			groups := make([]string, len(u.Groups))
+			for i, g := range u.Groups {
+				groups[i] = string(g)
 			}
-			if asJSON {
-				return writeJSON(c.OutOrStdout(), users)
+			last := "-"
+			if !u.LastLogin.IsZero() {
+				last = u.LastLogin.Local().Format(time.RFC3339)
 			}
-			tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tEMAIL\tGROUPS\tSTATE\tDEVICES\tLAST LOGIN")
-			for _, u := range users {
-				groups := make([]string, len(u.Groups))
-				for i, g := range u.Groups {
-					groups[i] = string(g)
-				}
-				last := "-"
-				if !u.LastLogin.IsZero() {
-					last = u.LastLogin.Local().Format(time.RFC3339)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", u.ID, u.Email, strings.Join(groups, ","), u.State, len(u.Devices), last)
-			}
-			return tw.Flush()
-		},
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%s", u.ID, u.Email, strings.Join(groups, ","), u.State, len(u.Devices), last)
+		})
+	done := func(what string) func(store.User) string {
+		return func(u store.User) string { return fmt.Sprintf("%s %s (%s)", what, u.Email, u.ID) }
 	}
-	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	approve := &cobra.Command{
-		Use:   "approve ID|EMAIL",
-		Short: "Approve a new user's first login",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			u, err := ca.NewAdminClient(state).ApproveUser(c.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(c.OutOrStdout(), "approved %s (%s)\n", u.Email, u.ID)
-			return nil
-		},
-	}
-	remove := &cobra.Command{
-		Use:   "remove ID|EMAIL",
-		Short: "Forget a user: their next login is a first login again",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			u, err := ca.NewAdminClient(state).RemoveUser(c.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(c.OutOrStdout(), "removed %s (%s)\n", u.Email, u.ID)
-			return nil
-		},
-	}
-	revoke := &cobra.Command{
-		Use:   "revoke ID|EMAIL",
-		Short: "Revoke every current certificate of a user and block the user's logins",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			u, err := ca.NewAdminClient(state).RevokeUser(c.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(c.OutOrStdout(), "revoked %s (%s)\n", u.Email, u.ID)
-			return nil
-		},
-	}
-	for _, c := range []*cobra.Command{list, approve, remove, revoke} {
-		c.Flags().StringVar(&state, "state", "", "state directory of the running server")
-		_ = c.MarkFlagRequired("state")
-	}
+	approve := actionCmd("approve ID|EMAIL", "Approve a new user's first login", &state, (*ca.AdminClient).ApproveUser, done("approved"))
+	remove := actionCmd("remove ID|EMAIL", "Forget a user: their next login is a first login again", &state, (*ca.AdminClient).RemoveUser, done("removed"))
+	revoke := actionCmd("revoke ID|EMAIL", "Revoke every current certificate of a user and block the user's logins", &state, (*ca.AdminClient).RevokeUser, done("revoked"))
+	stateFlag(&state, list, approve, remove, revoke)
 	cmd.AddCommand(list, approve, remove, revoke)
 	return cmd
 }

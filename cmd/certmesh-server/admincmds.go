@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/certmesh/certmesh/ca"
+	"github.com/spf13/cobra"
+)
+
+// listCmd lists what list returns from the running server's admin API,
+// as a table (header, then one tab-separated row a record) or with
+// --json as JSON.
+func listCmd[T any](use, short string, state *string, list func(*ca.AdminClient, context.Context) ([]T, error), header string, row func(T) string) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		RunE: func(c *cobra.Command, _ []string) error {
+			recs, err := list(ca.NewAdminClient(*state), c.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(c.OutOrStdout(), recs)
+			}
+			tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, header)
+			for _, r := range recs {
+				fmt.Fprintln(tw, row(r))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// actionCmd acts on the one record its argument names through the
+// running server's admin API and prints what done says of the result.
+func actionCmd[T any](use, short string, state *string, act func(*ca.AdminClient, context.Context, string) (T, error), done func(T) string) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			v, err := act(ca.NewAdminClient(*state), c.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(c.OutOrStdout(), done(v))
+			return nil
+		},
+	}
+}
+
+// stateFlag adds the required --state flag to each of cmds.
+func stateFlag(state *string, cmds ...*cobra.Command) {
+	for _, c := range cmds {
+		c.Flags().StringVar(state, "state", "", "state directory of the running server")
+		_ = c.MarkFlagRequired("state")
+	}
+}
