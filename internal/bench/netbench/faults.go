@@ -212,11 +212,5 @@ func runOnlyFaults(ctx context.Context, log *slog.Logger, out string, keep bool)
 		return err
 	}
 	f.Load = [2]string{before, loadAvg()}
-	var b strings.Builder
-	f.markdown(func(format string, a ...any) { fmt.Fprintf(&b, format, a...) })
-	doc, err = spliceSection(doc, faultsHeading, "## Micro-benchmarks", []byte(b.String()))
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(out, doc)
+	return replaceSection(out, doc, faultsHeading, f.markdown)
 }

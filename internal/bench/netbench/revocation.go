@@ -108,9 +108,15 @@ func runOnlyRevocation(ctx context.Context, goCmd, root, out string) error {
 		return err
 	}
 	r.Load = [2]string{before, loadAvg()}
+	return replaceSection(out, doc, revocationHeading, r.markdown)
+}
+
+// replaceSection writes the report doc to out with its section heading
+// replaced by what markdown prints (see spliceSection).
+func replaceSection(out string, doc []byte, heading string, markdown func(printf func(format string, a ...any))) error {
 	var b strings.Builder
-	r.markdown(func(format string, a ...any) { fmt.Fprintf(&b, format, a...) })
-	doc, err = spliceSection(doc, revocationHeading, "## Micro-benchmarks", []byte(b.String()))
+	markdown(func(format string, a ...any) { fmt.Fprintf(&b, format, a...) })
+	doc, err := spliceSection(doc, heading, "## Micro-benchmarks", []byte(b.String()))
 	if err != nil {
 		return err
 	}
