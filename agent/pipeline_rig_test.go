@@ -122,12 +122,22 @@ func (r *rig) start(t *testing.T) {
 	if r.conn, err = r.coord.WaitForAgent(wctx, id.DeviceID); err != nil {
 		t.Fatal(err)
 	}
+	r.eventually(t, "the local API", func() error {
+		_, err := NewClient(r.dir).Status(t.Context())
+		return err
+	})
 }
 
-// restart stops the agent and starts a new one on the same state.
+// restart stops the agent and starts a new one on the same state, once
+// the coordinator saw the old one's watch end.
 func (r *rig) restart(t *testing.T) {
 	t.Helper()
 	r.stop()
+	select {
+	case <-r.conn.Done():
+	case <-time.After(rigWait):
+		t.Fatal("the stopped agent's watch is still open")
+	}
 	r.start(t)
 }
 
