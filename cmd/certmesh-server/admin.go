@@ -32,10 +32,9 @@ func tokenCmd() *cobra.Command {
 			return nil
 		},
 	}
-	create.Flags().StringVar(&state, "state", "", "state directory of the running server")
+	stateFlag(&state, create)
 	create.Flags().StringSliceVar(&tags, "tags", nil, "tags for the device that uses the token")
 	create.Flags().DurationVar(&ttl, "ttl", 0, "token lifetime (default from config)")
-	_ = create.MarkFlagRequired("state")
 	cmd.AddCommand(create)
 	return cmd
 }
@@ -142,10 +141,7 @@ func policyCmd() *cobra.Command {
 			return nil
 		},
 	}
-	for _, c := range []*cobra.Command{publish, show} {
-		c.Flags().StringVar(&state, "state", "", "state directory of the running server")
-		_ = c.MarkFlagRequired("state")
-	}
+	stateFlag(&state, publish, show)
 	cmd.AddCommand(publish, show)
 	return cmd
 }
@@ -169,24 +165,19 @@ func ekCmd() *cobra.Command {
 			return err
 		},
 	}
-	add := &cobra.Command{
-		Use:   "add FINGERPRINT...",
-		Short: "Allow TPMs by EK fingerprint (from `certmesh tpm ek` or an MDM export)",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			_, err := ca.NewAdminClient(state).SetEKs(c.Context(), args, false)
-			return err
-		},
+	set := func(use, short string, remove bool) *cobra.Command {
+		return &cobra.Command{
+			Use:   use,
+			Short: short,
+			Args:  cobra.MinimumNArgs(1),
+			RunE: func(c *cobra.Command, args []string) error {
+				_, err := ca.NewAdminClient(state).SetEKs(c.Context(), args, remove)
+				return err
+			},
+		}
 	}
-	remove := &cobra.Command{
-		Use:   "remove FINGERPRINT...",
-		Short: "Remove EK fingerprints from the allow-list",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			_, err := ca.NewAdminClient(state).SetEKs(c.Context(), args, true)
-			return err
-		},
-	}
+	add := set("add FINGERPRINT...", "Allow TPMs by EK fingerprint (from `certmesh tpm ek` or an MDM export)", false)
+	remove := set("remove FINGERPRINT...", "Remove EK fingerprints from the allow-list", true)
 	imp := &cobra.Command{
 		Use:   "import FILE",
 		Short: "Allow every EK fingerprint in FILE (one per line, # comments)",
@@ -214,10 +205,7 @@ func ekCmd() *cobra.Command {
 			return err
 		},
 	}
-	for _, c := range []*cobra.Command{list, add, remove, imp} {
-		c.Flags().StringVar(&state, "state", "", "state directory of the running server")
-		_ = c.MarkFlagRequired("state")
-	}
+	stateFlag(&state, list, add, remove, imp)
 	cmd.AddCommand(list, add, remove, imp)
 	return cmd
 }
