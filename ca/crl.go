@@ -26,12 +26,8 @@ type crlState struct {
 
 // CRL returns the current CRL (DER), nil before the first.
 func (c *CA) CRL() []byte {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.crl == nil {
-		return nil
-	}
-	return c.crl.der
+	der, _ := c.crlDoc()
+	return der
 }
 
 // crlDoc is the current CRL and its ETag (nil, "" before the first).

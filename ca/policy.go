@@ -83,12 +83,8 @@ func loadPolicy(stateDir string) (*policyState, error) {
 
 // Policy returns the current signed policy document (nil if none).
 func (c *CA) Policy() []byte {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.pol == nil {
-		return nil
-	}
-	return c.pol.raw
+	raw, _ := c.policyDoc()
+	return raw
 }
 
 // policyDoc is the current signed policy document and its ETag (nil, ""
