@@ -26,7 +26,7 @@ test: build vet
 
 # The TPM tests against the Microsoft reference TPM simulator (cgo,
 # libssl-dev). Everything else builds and tests without the tag.
-TPM_PKGS := ./agent/tpmkey ./ca/attest ./ca ./internal/tpmtest ./internal/testmesh
+TPM_PKGS := ./agent/tpmkey ./ca/attest ./ca ./tstest/tpmtest ./tstest/testmesh
 test-tpm:
 	$(GO) vet -tags tpmsimulator $(TPM_PKGS)
 	$(GO) test -count=1 -timeout 10m -tags tpmsimulator $(TPM_PKGS)
@@ -44,14 +44,14 @@ FUZZ_TARGETS := \
 	./policy:FuzzParse ./policy:FuzzParseSignedPolicy \
 	./agent/filter:FuzzDecode ./agent/filter:FuzzWrite \
 	./ca/attest:FuzzVerifyKeyCertification ./ca:FuzzCheckCSRAndProof ./ca:FuzzNoneMatch ./ca:FuzzSpendNonce ./ca:FuzzServerCertificateRequest \
-	./internal/server:FuzzServerCertAnswer \
+	./server:FuzzServerCertAnswer \
 	./translog:FuzzParseLeaf ./translog:FuzzParseCheckpointText ./translog:FuzzVerifyCertificate
 fuzz:
 	GO=$(GO) ./scripts/fuzz.sh $(FUZZTIME) $(FUZZ_TARGETS)
 
 # Benchmarks: figures go to BENCHMARKS.md (needs root for namespaces).
 bench: build
-	$(GO) run ./internal/bench/netbench -out BENCHMARKS.md
+	$(GO) run ./tstest/bench/netbench -out BENCHMARKS.md
 
 clean:
 	rm -rf $(BIN) demo-state

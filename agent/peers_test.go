@@ -12,8 +12,8 @@ import (
 
 	"github.com/certmesh/certmesh/agent/wgdev"
 	"github.com/certmesh/certmesh/certs"
-	"github.com/certmesh/certmesh/internal/testca"
 	"github.com/certmesh/certmesh/internal/wire"
+	"github.com/certmesh/certmesh/tstest/testca"
 )
 
 const testTD = certs.TrustDomain("corp.example")

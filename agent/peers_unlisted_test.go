@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certmesh/certmesh/internal/testca"
 	"github.com/certmesh/certmesh/internal/wire"
+	"github.com/certmesh/certmesh/tstest/testca"
 )
 
 // TestUnlistedPeerKeptForGrace: the coordinator's word that a peer is gone

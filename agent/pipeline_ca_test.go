@@ -1,12 +1,12 @@
 package agent
 
 // caDouble answers the agent's side of the CA protocol (internal/wire)
-// with certificates internal/testca really issues, each appended to a real
+// with certificates tstest/testca really issues, each appended to a real
 // translog.Log whose endpoints it serves: roots, enrollment (with approval
 // if asked), renewal, login, and the CRL and policy fetches. It
 // checks nothing a real CA checks beyond the token: the tests here are of
 // the agent, which must verify whatever comes back itself. The real CA
-// against real agents is internal/testmesh's and internal/hostile's.
+// against real agents is tstest/testmesh's and tstest/hostile's.
 
 import (
 	"crypto"
@@ -21,8 +21,8 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
-	"github.com/certmesh/certmesh/internal/testca"
 	"github.com/certmesh/certmesh/internal/wire"
+	"github.com/certmesh/certmesh/tstest/testca"
 )
 
 type caDouble struct {

@@ -7,10 +7,10 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
-	"github.com/certmesh/certmesh/internal/testca"
 	"github.com/certmesh/certmesh/internal/testclock"
 	"github.com/certmesh/certmesh/internal/wire"
 	"github.com/certmesh/certmesh/policy"
+	"github.com/certmesh/certmesh/tstest/testca"
 )
 
 // TestPipelineSweepsOnTheClock: the agent's periodic sweep, on its

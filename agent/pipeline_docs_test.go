@@ -12,9 +12,9 @@ import (
 
 	"github.com/certmesh/certmesh/agent/filter"
 	"github.com/certmesh/certmesh/certs"
-	"github.com/certmesh/certmesh/internal/testca"
 	"github.com/certmesh/certmesh/internal/wire"
 	"github.com/certmesh/certmesh/policy"
+	"github.com/certmesh/certmesh/tstest/testca"
 )
 
 func doc(kind wire.DocKind, data []byte) *wire.Event {

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
-	"github.com/certmesh/certmesh/internal/testca"
 	"github.com/certmesh/certmesh/internal/wire"
+	"github.com/certmesh/certmesh/tstest/testca"
 )
 
 // TestPipelineDeviceFollowsEvents: coordinator events in, WireGuard

@@ -2,7 +2,7 @@ package agent
 
 // The pipeline rig: a real Agent (New, Run) on a state directory seeded
 // with an enrollment the test CA issued for the agent's own keys, a real
-// userspace WireGuard device, and internal/hostile's coordinator in place
+// userspace WireGuard device, and tstest/hostile's coordinator in place
 // of the coordinator (and of the CA's URL: the CA's endpoints answer 404).
 // A test pushes wire events down the watch stream exactly as a coordinator
 // would, and reads the result back from the device and from the local API.
@@ -23,9 +23,9 @@ import (
 
 	"github.com/certmesh/certmesh/agent/wgdev"
 	"github.com/certmesh/certmesh/certs"
-	"github.com/certmesh/certmesh/internal/hostile"
-	"github.com/certmesh/certmesh/internal/testca"
 	"github.com/certmesh/certmesh/internal/wire"
+	"github.com/certmesh/certmesh/tstest/hostile"
+	"github.com/certmesh/certmesh/tstest/testca"
 )
 
 // rigWait bounds every wait for the agent to act on an event.

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
-	"github.com/certmesh/certmesh/internal/testca"
 	"github.com/certmesh/certmesh/translog"
+	"github.com/certmesh/certmesh/tstest/testca"
 )
 
 func TestVerifyHonestLog(t *testing.T) {

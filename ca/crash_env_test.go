@@ -13,12 +13,12 @@ import (
 
 	"github.com/certmesh/certmesh/audit"
 	"github.com/certmesh/certmesh/ca"
-	"github.com/certmesh/certmesh/internal/crashcheck"
-	"github.com/certmesh/certmesh/internal/oidctest"
 	"github.com/certmesh/certmesh/internal/store"
 	"github.com/certmesh/certmesh/internal/testclock"
-	"github.com/certmesh/certmesh/internal/testmesh"
 	"github.com/certmesh/certmesh/translog"
+	"github.com/certmesh/certmesh/tstest/crashcheck"
+	"github.com/certmesh/certmesh/tstest/oidctest"
+	"github.com/certmesh/certmesh/tstest/testmesh"
 )
 
 // crashEnv is a CA served over HTTPS that a test can reopen from its state

@@ -13,9 +13,9 @@ import (
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
-	"github.com/certmesh/certmesh/internal/oidctest"
 	"github.com/certmesh/certmesh/internal/store"
 	"github.com/certmesh/certmesh/internal/wire"
+	"github.com/certmesh/certmesh/tstest/oidctest"
 )
 
 // An ID token whose "sub" is missing or empty is refused, and no user

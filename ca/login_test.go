@@ -1,6 +1,6 @@
 package ca_test
 
-// User login against a real OpenID Provider (internal/oidctest, zitadel's
+// User login against a real OpenID Provider (tstest/oidctest, zitadel's
 // pkg/op) on loopback: the CA is its relying party over HTTPS, devices talk
 // to the CA over mTLS, and the "browser" follows the authorization URL,
 // submits the login form and delivers the redirect to the CA's callback.
@@ -25,11 +25,11 @@ import (
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
-	"github.com/certmesh/certmesh/internal/oidctest"
 	"github.com/certmesh/certmesh/internal/store"
 	"github.com/certmesh/certmesh/internal/testclock"
-	"github.com/certmesh/certmesh/internal/testmesh"
 	"github.com/certmesh/certmesh/internal/wire"
+	"github.com/certmesh/certmesh/tstest/oidctest"
+	"github.com/certmesh/certmesh/tstest/testmesh"
 )
 
 const (

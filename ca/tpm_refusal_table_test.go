@@ -17,8 +17,8 @@ import (
 	"github.com/certmesh/certmesh/agent/tpmkey"
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/ca/attest"
-	"github.com/certmesh/certmesh/internal/tpmtest"
 	"github.com/certmesh/certmesh/internal/wire"
+	"github.com/certmesh/certmesh/tstest/tpmtest"
 )
 
 // tpmRefusal is one bad TPM enrollment. send makes it (with a token that

@@ -30,8 +30,8 @@ import (
 	"github.com/certmesh/certmesh/ca/attest"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/testclock"
-	"github.com/certmesh/certmesh/internal/tpmtest"
 	"github.com/certmesh/certmesh/internal/wire"
+	"github.com/certmesh/certmesh/tstest/tpmtest"
 )
 
 // tpmEnv is a CA that trusts a test TPM manufacturer, served over HTTPS,

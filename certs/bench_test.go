@@ -11,7 +11,7 @@ import (
 	"go.step.sm/crypto/x509util"
 
 	"github.com/certmesh/certmesh/certs"
-	"github.com/certmesh/certmesh/internal/testca"
+	"github.com/certmesh/certmesh/tstest/testca"
 )
 
 // BenchmarkVerify measures how many peer bundles an agent verifies per

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
-	"github.com/certmesh/certmesh/internal/testca"
+	"github.com/certmesh/certmesh/tstest/testca"
 )
 
 // crlFixture is a CA with a machine certificate to revoke and one to keep.

@@ -10,7 +10,7 @@ import (
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/fuzzedit"
-	"github.com/certmesh/certmesh/internal/testca"
+	"github.com/certmesh/certmesh/tstest/testca"
 )
 
 // fuzzSeeds are machine certificates worth mutating: a good one and a few

@@ -9,7 +9,7 @@ import (
 	"go.step.sm/crypto/x509util"
 
 	"github.com/certmesh/certmesh/certs"
-	"github.com/certmesh/certmesh/internal/testca"
+	"github.com/certmesh/certmesh/tstest/testca"
 )
 
 // userProfile is a complete user profile bound to machine.

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
-	"github.com/certmesh/certmesh/internal/testca"
+	"github.com/certmesh/certmesh/tstest/testca"
 )
 
 func TestVerifyUserRejects(t *testing.T) {

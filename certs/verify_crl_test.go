@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
-	"github.com/certmesh/certmesh/internal/testca"
+	"github.com/certmesh/certmesh/tstest/testca"
 )
 
 // TestVerifyWithCRL: Verify is where revocation is decided. A revoked

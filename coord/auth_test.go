@@ -11,8 +11,8 @@ import (
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/coord"
-	"github.com/certmesh/certmesh/internal/testca"
 	"github.com/certmesh/certmesh/internal/wire"
+	"github.com/certmesh/certmesh/tstest/testca"
 )
 
 // TestClientCertificateRequired: a watch or publish without a machine

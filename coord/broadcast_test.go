@@ -9,8 +9,8 @@ import (
 	"unsafe"
 
 	"github.com/certmesh/certmesh/certs"
-	"github.com/certmesh/certmesh/internal/testca"
 	"github.com/certmesh/certmesh/internal/wire"
+	"github.com/certmesh/certmesh/tstest/testca"
 )
 
 // These tests look inside the coordinator to show what a change costs: one

@@ -22,8 +22,8 @@ import (
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/coord"
-	"github.com/certmesh/certmesh/internal/testca"
 	"github.com/certmesh/certmesh/internal/wire"
+	"github.com/certmesh/certmesh/tstest/testca"
 )
 
 // td is the trust domain of every test PKI here.
@@ -37,7 +37,7 @@ const waitFor = 10 * time.Second
 type tlsMode int
 
 const (
-	// productionTLS is internal/server's configuration: TLS 1.3, client
+	// productionTLS is server's configuration: TLS 1.3, client
 	// certificates verified against the root pool when given.
 	productionTLS tlsMode = iota
 	// unverifiedTLS asks for a client certificate but lets any through, so

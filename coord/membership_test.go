@@ -9,8 +9,8 @@ import (
 	"testing"
 
 	"github.com/certmesh/certmesh/certs"
-	"github.com/certmesh/certmesh/internal/testca"
 	"github.com/certmesh/certmesh/internal/wire"
+	"github.com/certmesh/certmesh/tstest/testca"
 )
 
 // TestSecondWatchReplacesFirst: a device that watches again (a restarted

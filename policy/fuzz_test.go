@@ -10,7 +10,7 @@ import (
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/fuzzedit"
-	"github.com/certmesh/certmesh/internal/testca"
+	"github.com/certmesh/certmesh/tstest/testca"
 )
 
 // FuzzParse: Parse never panics; its problems have positions inside the

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
-	"github.com/certmesh/certmesh/internal/testca"
+	"github.com/certmesh/certmesh/tstest/testca"
 )
 
 const td = certs.TrustDomain("corp.example")

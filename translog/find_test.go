@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/certmesh/certmesh/certs"
-	"github.com/certmesh/certmesh/internal/testca"
+	"github.com/certmesh/certmesh/tstest/testca"
 )
 
 func TestFindCertificate(t *testing.T) {

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/certmesh/certmesh/internal/fuzzedit"
-	"github.com/certmesh/certmesh/internal/testca"
+	"github.com/certmesh/certmesh/tstest/testca"
 )
 
 // FuzzParseLeaf: entries come from the CA's log endpoints (auditors,

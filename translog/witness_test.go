@@ -5,7 +5,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/certmesh/certmesh/internal/testca"
+	"github.com/certmesh/certmesh/tstest/testca"
 )
 
 func checkpointOf(t *testing.T, k testKey, l *Log) Checkpoint {

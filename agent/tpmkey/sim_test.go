@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/agent/tpmkey"
-	"github.com/certmesh/certmesh/internal/tpmtest"
+	"github.com/certmesh/certmesh/tstest/tpmtest"
 )
 
 // These tests run against the Microsoft reference TPM simulator:

@@ -66,7 +66,7 @@ type Config struct {
 	DownloadEKCertificate bool
 
 	// Simulator, when set, is used instead of Device. For tests only
-	// (internal/tpmtest sets it); the agent's flags never do.
+	// (tstest/tpmtest sets it); the agent's flags never do.
 	Simulator simulator.Simulator
 }
 

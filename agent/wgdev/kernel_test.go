@@ -14,7 +14,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/certmesh/certmesh/internal/netns"
+	"github.com/certmesh/certmesh/tstest/netns"
 	"time"
 
 	"github.com/certmesh/certmesh/internal/logbuf"

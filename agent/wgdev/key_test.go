@@ -13,7 +13,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/certmesh/certmesh/internal/netns"
+	"github.com/certmesh/certmesh/tstest/netns"
 )
 
 // secretForms returns the textual forms in which k must never appear.

@@ -23,7 +23,7 @@ import (
 
 	"github.com/certmesh/certmesh/ca/attest"
 	"github.com/certmesh/certmesh/internal/fuzzedit"
-	"github.com/certmesh/certmesh/internal/tpmtest"
+	"github.com/certmesh/certmesh/tstest/tpmtest"
 )
 
 func wantReason(t *testing.T, err error, r attest.Reason) {

@@ -17,7 +17,7 @@ import (
 
 	"github.com/certmesh/certmesh/agent/tpmkey"
 	"github.com/certmesh/certmesh/ca/attest"
-	"github.com/certmesh/certmesh/internal/tpmtest"
+	"github.com/certmesh/certmesh/tstest/tpmtest"
 )
 
 // The whole attestation against the Microsoft reference TPM simulator:

@@ -6,7 +6,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/certmesh/certmesh/internal/server"
+	"github.com/certmesh/certmesh/server"
 	"github.com/spf13/cobra"
 )
 

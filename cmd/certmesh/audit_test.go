@@ -16,8 +16,8 @@ import (
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/logbuf"
-	"github.com/certmesh/certmesh/internal/testca"
 	"github.com/certmesh/certmesh/translog"
+	"github.com/certmesh/certmesh/tstest/testca"
 )
 
 type auditFixture struct {

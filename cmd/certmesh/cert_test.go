@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
-	"github.com/certmesh/certmesh/internal/testca"
+	"github.com/certmesh/certmesh/tstest/testca"
 )
 
 // runInspect runs `certmesh cert inspect ARGS...`.
