@@ -8,6 +8,7 @@ import (
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/store"
+	"github.com/certmesh/certmesh/internal/ticker"
 	"github.com/certmesh/certmesh/internal/wire"
 	"github.com/certmesh/certmesh/translog"
 )
@@ -108,18 +109,11 @@ func (c *CA) RunCRL(ctx context.Context) {
 
 // every runs fn every period until ctx ends, logging its errors as what.
 func (c *CA) every(ctx context.Context, period time.Duration, what string, fn func(context.Context) error) {
-	t := time.NewTicker(period)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := fn(ctx); err != nil {
-				c.log.Error(what, "err", err)
-			}
+	ticker.Run(ctx, period, func() {
+		if err := fn(ctx); err != nil {
+			c.log.Error(what, "err", err)
 		}
-	}
+	})
 }
 
 // revokeCertsLocked marks every unexpired certificate that match selects

@@ -11,6 +11,8 @@ import (
 	"context"
 	"sync/atomic"
 	"time"
+
+	"github.com/certmesh/certmesh/internal/ticker"
 )
 
 // Clock reads real time (or, made by At, a fixed time) plus an offset the
@@ -70,14 +72,5 @@ const runStep = 50 * time.Millisecond
 // It is for a test of routine, time-driven work (renewals every few
 // minutes) that must run on the real I/O path and cannot wait that long.
 func (c *Clock) RunFast(ctx context.Context, factor int) {
-	tick := time.NewTicker(runStep)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			c.Advance(time.Duration(factor-1) * runStep)
-		}
-	}
+	ticker.Run(ctx, runStep, func() { c.Advance(time.Duration(factor-1) * runStep) })
 }
