@@ -11,6 +11,13 @@ import (
 	"github.com/certmesh/certmesh/certs"
 )
 
+// namedSelector is the selector of kind for the name parse reads from s
+// (its zero value if parse fails, with parse's error).
+func namedSelector[N ~string](kind SelectorKind, parse func(string) (N, error), s string) (Selector, error) {
+	n, err := parse(s)
+	return Selector{Kind: kind, Name: string(n)}, err
+}
+
 // parseSelector parses the syntax of a selector; it does not check that
 // groups and tags are defined.
 func parseSelector(s string) (Selector, error) {
@@ -20,13 +27,9 @@ func parseSelector(s string) (Selector, error) {
 		var err error
 		switch kind {
 		case "user":
-			var e certs.Email
-			e, err = certs.ParseEmail(rest)
-			sel = Selector{Kind: SelectUser, Name: string(e)}
+			sel, err = namedSelector(SelectUser, certs.ParseEmail, rest)
 		case "group":
-			var g certs.Group
-			g, err = certs.ParseGroup(rest)
-			sel = Selector{Kind: SelectGroup, Name: string(g)}
+			sel, err = namedSelector(SelectGroup, certs.ParseGroup, rest)
 		case "tag":
 			var t certs.Tag
 			if rest == "" || strings.HasPrefix(rest, "tag:") {
@@ -36,13 +39,9 @@ func parseSelector(s string) (Selector, error) {
 			}
 			sel = Selector{Kind: SelectTag, Name: string(t)}
 		case "device":
-			var d certs.DeviceID
-			d, err = certs.ParseDeviceID(rest)
-			sel = Selector{Kind: SelectDevice, Name: string(d)}
+			sel, err = namedSelector(SelectDevice, certs.ParseDeviceID, rest)
 		case "host":
-			var h certs.Hostname
-			h, err = certs.ParseHostname(rest)
-			sel = Selector{Kind: SelectHost, Name: string(h)}
+			sel, err = namedSelector(SelectHost, certs.ParseHostname, rest)
 		default:
 			hasPrefix = false
 		}

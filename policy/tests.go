@@ -216,24 +216,8 @@ func (p *parser) endpointObject(v *hujson.Value, what string, id certs.Identity)
 			id.Tags = append(id.Tags, certs.Tag(sel.Name))
 		}
 	}
-	if dv := f["device"]; dv != nil {
-		if s, ok := p.str(dv, "device"); ok {
-			d, err := certs.ParseDeviceID(s)
-			if err != nil {
-				p.errorf(dv.StartOffset, "%v", err)
-			}
-			id.DeviceID = d
-		}
-	}
-	if hv := f["host"]; hv != nil {
-		if s, ok := p.str(hv, "host"); ok {
-			h, err := certs.ParseHostname(s)
-			if err != nil {
-				p.errorf(hv.StartOffset, "%v", err)
-			}
-			id.Hostname = h
-		}
-	}
+	parseField(p, f["device"], "device", certs.ParseDeviceID, &id.DeviceID)
+	parseField(p, f["host"], "host", certs.ParseHostname, &id.Hostname)
 	if av := f["addresses"]; av != nil {
 		ss, offs := p.strs(av, "addresses", false)
 		for i, s := range ss {
@@ -255,6 +239,22 @@ func (p *parser) endpointObject(v *hujson.Value, what string, id certs.Identity)
 		}
 	}
 	return id, describe(id), 0
+}
+
+// parseField sets *dst to what parse reads from the string value v of the
+// field what, if present; a parse error is reported at the value (and *dst
+// set to what parse returned with it).
+func parseField[T any](p *parser, v *hujson.Value, what string, parse func(string) (T, error), dst *T) {
+	if v == nil {
+		return
+	}
+	if s, ok := p.str(v, what); ok {
+		t, err := parse(s)
+		if err != nil {
+			p.errorf(v.StartOffset, "%v", err)
+		}
+		*dst = t
+	}
 }
 
 // describe writes a synthetic identity in compact form.
