@@ -78,6 +78,25 @@ func CheckFile(path string) error {
 	return nil
 }
 
+// Extent is how far into the file at path its database's pages reach
+// (bbolt's high-water mark): bbolt grows a file ahead of use, so the bytes
+// past the extent hold nothing, and only a cut inside it loses data.
+func Extent(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	m, ok := readMeta(f, 0)
+	if !ok {
+		return 0, fmt.Errorf("%s: no valid bbolt meta page at its start", path)
+	}
+	if m1, ok1 := readMeta(f, int64(m.pageSize)); ok1 && m1.txid > m.txid {
+		m = m1
+	}
+	return int64(m.pages) * int64(m.pageSize), nil
+}
+
 type boltMeta struct {
 	pageSize uint32
 	pages    uint64 // high-water mark: pages in use

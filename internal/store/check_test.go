@@ -72,3 +72,35 @@ func TestCheckFile(t *testing.T) {
 		t.Fatalf("missing file: %v, want ErrNoDatabase", err)
 	}
 }
+
+// TestExtent: the bytes past a database's extent hold nothing (a file cut
+// there still opens whole), a cut inside it is refused.
+func TestExtent(t *testing.T) {
+	path := filledDB(t)
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	extent, err := Extent(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if extent <= 0 || extent > st.Size() {
+		t.Fatalf("extent %d of a %d-byte file", extent, st.Size())
+	}
+	if err := os.Truncate(path, extent); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckFile(path); err != nil {
+		t.Fatalf("cut at its extent: %v", err)
+	}
+	if err := os.Truncate(path, extent-4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckFile(path); err == nil || !strings.Contains(err.Error(), "is truncated") {
+		t.Fatalf("cut inside its extent: %v, want truncated", err)
+	}
+	if _, err := Extent(filepath.Join(t.TempDir(), "missing.db")); err == nil {
+		t.Fatal("Extent of a missing file: no error")
+	}
+}
