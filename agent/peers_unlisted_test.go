@@ -58,3 +58,21 @@ func TestUnlistedGraceOff(t *testing.T) {
 	h.m.apply(&wire.Event{Type: wire.EventRemove, Label: "a"})
 	h.wantOnly(t)
 }
+
+// TestLabelMovedDuringGrace: a label the coordinator gave to another
+// device while its first holder sat in the grace stays with the new
+// holder when the first is listed again under a new label, so that the
+// new holder can still be removed.
+func TestLabelMovedDuringGrace(t *testing.T) {
+	const grace = 3 * time.Minute
+	h := newHarness(t)
+	h.m.unlistedGrace = grace
+	a, b := h.pki.NewProfile(t, "a"), h.pki.NewProfile(t, "b")
+	h.m.apply(&wire.Event{Type: wire.EventSnapshot, Peers: []wire.Peer{h.peer(t, "L", a)}})
+	h.m.apply(&wire.Event{Type: wire.EventSnapshot, Peers: []wire.Peer{h.peer(t, "L", b)}}) // a unlisted, b under L
+	h.m.apply(upsert(h.peer(t, "L2", a)))                                                   // a listed again, under L2
+	h.m.apply(&wire.Event{Type: wire.EventRemove, Label: "L"})                              // b left
+	h.now = h.now.Add(grace + time.Second)
+	h.m.sweep()
+	h.wantOnly(t, a.WireGuardKey)
+}

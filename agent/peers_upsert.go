@@ -115,7 +115,9 @@ func (m *peerManager) upsertLocked(p *wire.Peer) {
 			m.log.Error("removing rotated WireGuard key", "device", id.DeviceID, "err", err)
 		}
 	}
-	if old != nil && old.label != p.Label {
+	// Drop the old label only while it still names this device: in the
+	// unlisted grace another device may have been listed under it since.
+	if old != nil && old.label != p.Label && m.labels[old.label] == id.DeviceID {
 		delete(m.labels, old.label)
 	}
 	m.peers[id.DeviceID] = &verifiedPeer{label: p.Label, id: id, hints: hints, endpoints: eps, epSince: epSince,
