@@ -55,7 +55,12 @@ func SaveServerCertificate(dir string, certPEM []byte, key crypto.Signer) error 
 		return fmt.Errorf("storing server key: %w", err)
 	}
 	if err := atomicfile.WriteFile(filepath.Join(dir, ServerCertFile), certPEM, 0o644); err != nil {
-		_ = os.Remove(next)
+		// The write may have failed after its rename (flushing the
+		// directory): finishServerSave keeps the key that matches the
+		// certificate now on disk, whichever it is.
+		if ferr := finishServerSave(dir); ferr != nil {
+			return fmt.Errorf("storing server certificate: %w (and then: %v)", err, ferr)
+		}
 		return fmt.Errorf("storing server certificate: %w", err)
 	}
 	return finishServerSave(dir)

@@ -22,8 +22,9 @@ var (
 // file with a unique name in the same directory (so concurrent writers do
 // not collide and the rename stays on one file system), which is flushed to
 // disk, renamed over path, and the directory flushed so that the rename
-// itself is durable. On error path is unchanged and no temporary file is
-// left behind.
+// itself is durable. No temporary file is left behind. On an error before
+// the rename path is unchanged; an error flushing the directory comes after
+// the rename, so path may then already hold data (not yet durably).
 func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
