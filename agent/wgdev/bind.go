@@ -16,8 +16,12 @@ import (
 // coordinator: without a bound, one could aim every agent's handshake
 // initiations at any address and port (reflection).
 //
-// A destination (address and port) has answered when a handshake message
-// (response, or its own initiation) came from it in the last AnsweredFor; initiations to it are not limited.
+// A destination (address and port) has answered when, in the last
+// AnsweredFor, a handshake response came from it to an initiation sent to
+// it (its receiver index is the sender index of that initiation, 32 random
+// bits: an off-path forger cannot match it); initiations to it are not
+// limited. Anything else from an address proves nothing: a forged
+// initiation from it would otherwise unlock it.
 // Initiations to any other destination draw on a budget per destination
 // address: Burst at once, then one per Interval. What the budget does not
 // allow is dropped, as a lossy network would, and logged once per episode.
@@ -68,11 +72,22 @@ type limitedBind struct {
 	mu       sync.Mutex
 	answered map[netip.AddrPort]time.Time
 	budgets  map[netip.Addr]*budget
+	sent     map[uint32]sentInitiation // by sender index
 }
+
+// sentInitiation is where an initiation with a given sender index went.
+type sentInitiation struct {
+	to netip.AddrPort
+	at time.Time
+}
+
+// initiationAnswerable is how long a response to an initiation counts:
+// wireguard-go gives up on an initiation after REKEY_TIMEOUT (5 s).
+const initiationAnswerable = 30 * time.Second
 
 func newLimitedBind(inner conn.Bind, lim HandshakeLimit, log *slog.Logger) *limitedBind {
 	return &limitedBind{Bind: inner, lim: lim.Defaults(), log: log,
-		answered: map[netip.AddrPort]time.Time{}, budgets: map[netip.Addr]*budget{}}
+		answered: map[netip.AddrPort]time.Time{}, budgets: map[netip.Addr]*budget{}, sent: map[uint32]sentInitiation{}}
 }
 
 func messageType(b []byte) uint32 {
@@ -82,13 +97,17 @@ func messageType(b []byte) uint32 {
 	return binary.LittleEndian.Uint32(b)
 }
 
-// isHandshake: a handshake initiation or response. Either shows that a
-// WireGuard device that knows our key is at its source (or that someone
-// forges that source, who could aim packets there directly anyway).
-func isHandshake(b []byte) bool {
-	t := messageType(b)
-	return (len(b) == device.MessageResponseSize && t == device.MessageResponseType) ||
-		(len(b) == device.MessageInitiationSize && t == device.MessageInitiationType)
+func isInitiation(b []byte) bool {
+	return len(b) == device.MessageInitiationSize && messageType(b) == device.MessageInitiationType
+}
+
+// responseReceiver is the receiver index of a handshake response: the
+// sender index of the initiation it answers.
+func responseReceiver(b []byte) (uint32, bool) {
+	if len(b) != device.MessageResponseSize || messageType(b) != device.MessageResponseType {
+		return 0, false
+	}
+	return binary.LittleEndian.Uint32(b[8:12]), true
 }
 
 func addrPortOf(ep conn.Endpoint) netip.AddrPort {
@@ -109,8 +128,8 @@ func (b *limitedBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		fns[i] = func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 			n, err := fn(packets, sizes, eps)
 			for j := range n {
-				if isHandshake(packets[j][:sizes[j]]) {
-					b.answer(addrPortOf(eps[j]))
+				if idx, ok := responseReceiver(packets[j][:sizes[j]]); ok {
+					b.response(idx, addrPortOf(eps[j]))
 				}
 			}
 			return n, err
@@ -119,9 +138,16 @@ func (b *limitedBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	return fns, actual, nil
 }
 
-func (b *limitedBind) answer(ap netip.AddrPort) {
+// response notes a handshake response from ap: ap has answered if it
+// answers an initiation that went to ap.
+func (b *limitedBind) response(idx uint32, ap netip.AddrPort) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	s, ok := b.sent[idx]
+	if !ok || s.to != ap || b.lim.Now().Sub(s.at) >= initiationAnswerable {
+		return
+	}
+	delete(b.sent, idx)
 	if len(b.answered) >= maxDestinations {
 		b.pruneLocked()
 	}
@@ -143,7 +169,7 @@ func (b *limitedBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	}
 	var kept [][]byte
 	for i, buf := range bufs {
-		if len(buf) != device.MessageInitiationSize || messageType(buf) != device.MessageInitiationType || b.allow(ap) {
+		if !isInitiation(buf) || b.allow(ap, binary.LittleEndian.Uint32(buf[4:8])) {
 			if kept != nil {
 				kept = append(kept, buf)
 			}
@@ -162,10 +188,29 @@ func (b *limitedBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	return b.Bind.Send(kept, ep)
 }
 
-// allow reports whether one handshake initiation may go to ap.
-func (b *limitedBind) allow(ap netip.AddrPort) bool {
+// allow reports whether one handshake initiation (sender index idx) may
+// go to ap, and notes where it went if so.
+func (b *limitedBind) allow(ap netip.AddrPort, idx uint32) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if !b.allowLocked(ap) {
+		return false
+	}
+	now := b.lim.Now()
+	if len(b.sent) >= maxDestinations {
+		for i, s := range b.sent {
+			if now.Sub(s.at) >= initiationAnswerable {
+				delete(b.sent, i)
+			}
+		}
+	}
+	if len(b.sent) < maxDestinations { // else its answer will not count: fail closed
+		b.sent[idx] = sentInitiation{to: ap, at: now}
+	}
+	return true
+}
+
+func (b *limitedBind) allowLocked(ap netip.AddrPort) bool {
 	now := b.lim.Now()
 	if at, ok := b.answered[ap]; ok && now.Sub(at) < b.lim.AnsweredFor {
 		return true

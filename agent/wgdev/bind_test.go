@@ -38,6 +38,20 @@ func (s *sinkBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	return nil
 }
 
+// initiation is a handshake initiation with sender index idx.
+func initiation(idx uint32) []byte {
+	b := message(device.MessageInitiationType, device.MessageInitiationSize)
+	binary.LittleEndian.PutUint32(b[4:], idx)
+	return b
+}
+
+// response is a handshake response to the initiation with sender index idx.
+func response(idx uint32) []byte {
+	b := message(device.MessageResponseType, device.MessageResponseSize)
+	binary.LittleEndian.PutUint32(b[8:], idx)
+	return b
+}
+
 func message(typ uint32, size int) []byte {
 	b := make([]byte, size)
 	binary.LittleEndian.PutUint32(b, typ)
@@ -78,7 +92,7 @@ func TestHandshakeLimit(t *testing.T) {
 			now = now.Add(5 * time.Second)
 		}
 		if step == 0 {
-			sink.in <- received{message(device.MessageResponseType, device.MessageResponseSize), answering}
+			sink.in <- received{response(0), answering}
 			if _, err := fns[0]([][]byte{make([]byte, 1500)}, make([]int, 1), make([]conn.Endpoint, 1)); err != nil {
 				t.Fatal(err)
 			}
@@ -96,17 +110,34 @@ func TestHandshakeLimit(t *testing.T) {
 	if got := sink.sent[answering]; got != 21 {
 		t.Errorf("%d of 21 initiations reached the destination that answered", got)
 	}
-	// A destination that initiated a handshake itself has answered too.
-	initiator := netip.MustParseAddrPort("127.0.0.3:51820")
-	sink.in <- received{init, initiator}
-	if _, err := fns[0]([][]byte{make([]byte, 1500)}, make([]int, 1), make([]conn.Endpoint, 1)); err != nil {
-		t.Fatal(err)
+	// Nothing else unlocks a destination: an initiation from it (anyone
+	// can forge one), a response with another receiver index, a response
+	// from another address than the initiation went to.
+	forged := netip.MustParseAddrPort("127.0.0.3:51820")
+	recv := func(b []byte, from netip.AddrPort) {
+		sink.in <- received{b, from}
+		if _, err := fns[0]([][]byte{make([]byte, 1500)}, make([]int, 1), make([]conn.Endpoint, 1)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	for range 10 {
-		send(initiator, init)
+	send(forged, initiation(7))
+	recv(init, forged)
+	recv(response(8), forged)
+	recv(response(7), netip.MustParseAddrPort("127.0.0.3:51821"))
+	for i := range 10 {
+		send(forged, initiation(uint32(100+i)))
 	}
-	if got := sink.sent[initiator]; got != 10 {
-		t.Errorf("%d of 10 initiations reached a destination that had initiated itself", got)
+	if got := sink.sent[forged]; got != 3 {
+		t.Errorf("%d of 11 initiations reached a destination that never answered an initiation of ours, want the burst (3)", got)
+	}
+	// The genuine response to one of them does.
+	now = now.Add(time.Second)
+	recv(response(101), forged) // 7, 100 and 101 went out (the burst)
+	for i := range 10 {
+		send(forged, initiation(uint32(200+i)))
+	}
+	if got := sink.sent[forged]; got != 3+10 {
+		t.Errorf("%d initiations reached the destination after it answered, want %d", got, 13)
 	}
 	// Data and responses are not limited; a refused destination gets none.
 	data := message(4, 64)
