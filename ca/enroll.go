@@ -84,7 +84,7 @@ func (c *CA) EnrollFrom(ctx context.Context, req wire.EnrollRequest, remote stri
 	if err != nil {
 		return wire.CertificateResponse{}, &Error{Code: CodeBadRequest, Msg: "hostname", Err: err}
 	}
-	if err := c.takeNonce(ctx, req.Nonce); err != nil {
+	if err := c.takeNonce(ctx, req.Nonce, nonceAnonymous); err != nil {
 		return wire.CertificateResponse{}, err
 	}
 	cr, err := checkCSRAndProof(req.CSR, req.WireGuardKey, req.Nonce, req.Proof)

@@ -46,13 +46,25 @@ const (
 type nonces struct {
 	key [32]byte
 
-	mu        sync.Mutex
-	spent     map[[nonceMACLen]byte]time.Time // MAC → when the nonce expires
-	nextSweep time.Time
+	mu sync.Mutex
+	// spent holds the nonces spent by requests anyone can make (enroll,
+	// renewal after expiry), spentAuth those spent by mTLS renewals: a
+	// flood of anonymous requests filling its cache cannot stop devices
+	// with a valid certificate from renewing. Each is checked by both.
+	spent, spentAuth map[[nonceMACLen]byte]time.Time // MAC → when the nonce expires
+	nextSweep        time.Time
 }
 
+// nonceUse says which spent cache a request's nonce goes to.
+type nonceUse bool
+
+const (
+	nonceAnonymous     nonceUse = false // no client certificate checked yet
+	nonceAuthenticated nonceUse = true  // after certs.Verify of the mTLS certificate
+)
+
 func newNonces() (*nonces, error) {
-	n := &nonces{spent: map[[nonceMACLen]byte]time.Time{}}
+	n := &nonces{spent: map[[nonceMACLen]byte]time.Time{}, spentAuth: map[[nonceMACLen]byte]time.Time{}}
 	if _, err := rand.Read(n.key[:]); err != nil {
 		return nil, fmt.Errorf("generating the nonce key: %w", err)
 	}
@@ -78,8 +90,9 @@ func (n *nonces) issue(now time.Time) (string, error) {
 }
 
 // spend checks a presented nonce and marks it used: it must be one this
-// process issued, less than NonceTTL ago, and not spent before.
-func (n *nonces) spend(value string, now time.Time) error {
+// process issued, less than NonceTTL ago, and not spent before (by either
+// kind of request); use picks the cache it is recorded in.
+func (n *nonces) spend(value string, now time.Time, use nonceUse) error {
 	if value == "" {
 		return refuse(CodeBadNonce, "nonce is missing (get one from %s first)", wire.PathNonce)
 	}
@@ -98,21 +111,29 @@ func (n *nonces) spend(value string, now time.Time) error {
 	key := [nonceMACLen]byte(tag)
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if _, used := n.spent[key]; used {
+	_, used := n.spent[key]
+	_, usedAuth := n.spentAuth[key]
+	if used || usedAuth {
 		return refuse(CodeBadNonce, "nonce was already used")
 	}
-	if len(n.spent) >= maxSpentNonces || now.After(n.nextSweep) {
-		for k, exp := range n.spent {
-			if now.After(exp) {
-				delete(n.spent, k)
+	cache := n.spent
+	if use == nonceAuthenticated {
+		cache = n.spentAuth
+	}
+	if len(cache) >= maxSpentNonces || now.After(n.nextSweep) {
+		for _, m := range []map[[nonceMACLen]byte]time.Time{n.spent, n.spentAuth} {
+			for k, exp := range m {
+				if now.After(exp) {
+					delete(m, k)
+				}
 			}
 		}
 		n.nextSweep = now.Add(NonceTTL)
 	}
-	if len(n.spent) >= maxSpentNonces {
+	if len(cache) >= maxSpentNonces {
 		return refuse(CodeRateLimited, "too many enrollments and renewals in the last %s; try again shortly", NonceTTL)
 	}
-	n.spent[key] = expires
+	cache[key] = expires
 	return nil
 }
 
@@ -128,6 +149,6 @@ func (c *CA) NewNonce(ctx context.Context) (wire.NonceResponse, error) {
 
 // takeNonce spends a nonce, so that it is spent even when the request that
 // presented it is refused.
-func (c *CA) takeNonce(_ context.Context, value string) error {
-	return c.nonces.spend(value, c.now())
+func (c *CA) takeNonce(_ context.Context, value string, use nonceUse) error {
+	return c.nonces.spend(value, c.now(), use)
 }

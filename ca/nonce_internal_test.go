@@ -26,12 +26,12 @@ func FuzzSpendNonce(f *testing.F) {
 	f.Add(genuine[:len(genuine)-1])
 	f.Add(base64.RawURLEncoding.EncodeToString(append(raw, 0)))
 	f.Fuzz(func(t *testing.T, s string) {
-		err := n.spend(s, now.Add(time.Second))
+		err := n.spend(s, now.Add(time.Second), nonceAnonymous)
 		if err == nil {
 			if s != genuine {
 				t.Fatalf("accepted %q, which the CA did not issue", s)
 			}
-			if n.spend(s, now.Add(time.Second)) == nil {
+			if n.spend(s, now.Add(time.Second), nonceAnonymous) == nil {
 				t.Fatalf("accepted the nonce twice")
 			}
 			delete(n.spent, [nonceMACLen]byte(raw[nonceBodyLen:])) // the next input may be it again
@@ -61,22 +61,31 @@ func TestSpentNoncesBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	var e *Error
-	if err := n.spend(v, now.Add(time.Second)); !errors.As(err, &e) || e.Code != CodeRateLimited {
+	if err := n.spend(v, now.Add(time.Second), nonceAnonymous); !errors.As(err, &e) || e.Code != CodeRateLimited {
 		t.Fatalf("spend with a full cache = %v, want a rate-limited refusal", err)
 	}
 	if len(n.spent) != maxSpentNonces {
 		t.Fatalf("cache holds %d, want %d", len(n.spent), maxSpentNonces)
 	}
+	// Anonymous requests filling their cache cannot stop an mTLS renewal;
+	// a nonce spent by one kind of request is spent for the other too.
+	r, _ := n.issue(now)
+	if err := n.spend(r, now.Add(time.Second), nonceAuthenticated); err != nil {
+		t.Fatalf("an authenticated renewal with the anonymous cache full: %v", err)
+	}
+	if err := n.spend(r, now.Add(time.Second), nonceAnonymous); !errors.As(err, &e) || e.Code != CodeBadNonce {
+		t.Fatalf("a nonce spent by a renewal, presented again anonymously: %v, want already used", err)
+	}
 	// The refused nonce was not spent: once the others expire it still works.
 	later := now.Add(NonceTTL + time.Second)
 	w, _ := n.issue(later)
-	if err := n.spend(w, later); err != nil {
+	if err := n.spend(w, later, nonceAnonymous); err != nil {
 		t.Fatalf("after expiry: %v", err)
 	}
 	if len(n.spent) != 1 {
 		t.Fatalf("expired entries kept: %d", len(n.spent))
 	}
-	if err := n.spend(v, later); !errors.As(err, &e) || e.Code != CodeBadNonce {
+	if err := n.spend(v, later, nonceAnonymous); !errors.As(err, &e) || e.Code != CodeBadNonce {
 		t.Fatalf("expired nonce: %v", err)
 	}
 }

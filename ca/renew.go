@@ -30,7 +30,7 @@ func (c *CA) Renew(ctx context.Context, peer []*x509.Certificate, req wire.Renew
 	if err != nil {
 		return wire.CertificateResponse{}, &Error{Code: CodeForbidden, Msg: "client certificate", Err: err}
 	}
-	if err := c.takeNonce(ctx, req.Nonce); err != nil {
+	if err := c.takeNonce(ctx, req.Nonce, nonceAuthenticated); err != nil {
 		return wire.CertificateResponse{}, err
 	}
 	cr, err := checkCSRAndProof(req.CSR, req.WireGuardKey, req.Nonce, req.Proof)
