@@ -88,7 +88,7 @@ func main() {
 	flag.DurationVar(&o.pingInterval, "ping-interval", 100*time.Millisecond, "interval between pings")
 	flag.IntVar(&o.benchCount, "count", 3, "go test -count for the Go micro-benchmarks (the median is reported)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (binaries, state, logs)")
-	flag.BoolVar(&o.verbose, "v", false, "debug logging")
+	flag.BoolVar(&o.verbose, "debug", false, "debug logging (not -v: glog, linked through the CA for the revocation benchmark, owns that flag)")
 	flag.StringVar(&o.only, "only", "", "\"revocation\": measure revocation latency only (no root needed); \"faults\": packets lost across renewal and server restarts only; either replaces just its section of the report at -out")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./tstest/bench/netbench [flags]\n\n"+
