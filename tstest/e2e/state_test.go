@@ -67,33 +67,15 @@ func TestStateDirectorySafety(t *testing.T) {
 	logs := map[string]string{}
 	t.Cleanup(func() { dumpLogsOnFailure(t, logs) })
 
-	srvState := filepath.Join(dir, "srv", "state")
-	out, err := run(ctx, bin.Server, "init", "--state", srvState, "--trust-domain", DefaultTrustDomain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mt := fingerprintRE.FindStringSubmatch(out)
-	if mt == nil {
-		t.Fatalf("no fingerprint in %q", out)
-	}
-	listen := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freePort(t))
-	logs["certmesh-server"] = filepath.Join(dir, "srv", "server.log")
-	srv := startProc(t, logs["certmesh-server"], bin.Server, "run", "--state", srvState, "--listen", listen.String())
-	m := &Mesh{Bin: bin, Server: &Server{StateDir: srvState}}
-	waitOK(ctx, t, "certmesh-server", func() error {
-		if err := srv.exited(); err != nil {
-			return err
-		}
-		_, err := m.Devices(ctx)
-		return err
-	})
+	m, srv, fp, listen := startLoopbackServer(ctx, t, bin, dir, logs)
+	srvState := m.Server.StateDir
 	tok, err := m.Token(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	a := &Agent{Name: "s1", StateDir: filepath.Join(dir, "s1", "state")}
 	agentArgs := []string{"agent", "--state", a.StateDir, "--server", "https://" + listen.String(),
-		"--root-fingerprint", mt[1], "--token", tok, "--hostname", a.Name, "--userspace", "--advertise", "127.0.0.1"}
+		"--root-fingerprint", fp, "--token", tok, "--hostname", a.Name, "--userspace", "--advertise", "127.0.0.1"}
 	logs["agent s1"] = filepath.Join(dir, "s1", "agent.log")
 	ap := startProc(t, logs["agent s1"], bin.Certmesh, agentArgs...)
 	waitOK(ctx, t, "agent s1", func() error {

@@ -38,29 +38,8 @@ func TestUserspaceMesh(t *testing.T) {
 	logs := map[string]string{}
 	t.Cleanup(func() { dumpLogsOnFailure(t, logs) })
 
-	// Server on a free loopback port.
-	srvState := filepath.Join(dir, "srv", "state")
-	out, err := run(ctx, bin.Server, "init", "--state", srvState, "--trust-domain", DefaultTrustDomain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mt := fingerprintRE.FindStringSubmatch(out)
-	if mt == nil {
-		t.Fatalf("no fingerprint in %q", out)
-	}
-	fp := mt[1]
-	listen := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freePort(t))
+	m, _, fp, listen := startLoopbackServer(ctx, t, bin, dir, logs)
 	serverURL := "https://" + listen.String()
-	logs["certmesh-server"] = filepath.Join(dir, "srv", "server.log")
-	srv := startProc(t, logs["certmesh-server"], bin.Server, "run", "--state", srvState, "--listen", listen.String())
-	m := &Mesh{Bin: bin, Server: &Server{StateDir: srvState}}
-	waitOK(ctx, t, "certmesh-server", func() error {
-		if err := srv.exited(); err != nil {
-			return err
-		}
-		_, err := m.Devices(ctx)
-		return err
-	})
 
 	// Two agent processes with SOCKS5 proxies on ports they pick.
 	type procAgent struct {
@@ -473,4 +452,33 @@ func (e *echoServer) Close() {
 	}
 	e.mu.Unlock()
 	e.wg.Wait()
+}
+
+// startLoopbackServer initialises a server in dir/srv/state, runs it on a
+// free loopback port and waits until its admin socket answers; it returns
+// the mesh handle (Server set), the server's process, the root fingerprint
+// and the address.
+func startLoopbackServer(ctx context.Context, t *testing.T, bin *Binaries, dir string, logs map[string]string) (*Mesh, *proc, string, netip.AddrPort) {
+	t.Helper()
+	srvState := filepath.Join(dir, "srv", "state")
+	out, err := run(ctx, bin.Server, "init", "--state", srvState, "--trust-domain", DefaultTrustDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mt := fingerprintRE.FindStringSubmatch(out)
+	if mt == nil {
+		t.Fatalf("no fingerprint in %q", out)
+	}
+	listen := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freePort(t))
+	logs["certmesh-server"] = filepath.Join(dir, "srv", "server.log")
+	srv := startProc(t, logs["certmesh-server"], bin.Server, "run", "--state", srvState, "--listen", listen.String())
+	m := &Mesh{Bin: bin, Server: &Server{StateDir: srvState}}
+	waitOK(ctx, t, "certmesh-server", func() error {
+		if err := srv.exited(); err != nil {
+			return err
+		}
+		_, err := m.Devices(ctx)
+		return err
+	})
+	return m, srv, mt[1], listen
 }
