@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"crypto"
 	"crypto/x509"
 	"fmt"
 	"net/netip"
@@ -122,6 +123,10 @@ type Identity struct {
 	Serial       string
 	NotBefore    time.Time
 	NotAfter     time.Time
+	// DeviceKey is the machine certificate's subject key, the device key
+	// (ECDSA P-256, software or in a TPM): what the device signs its
+	// endpoint advertisements with (package endpoint).
+	DeviceKey crypto.PublicKey
 
 	// User is the person using the peer, when the bundle carries a user
 	// certificate that Verify accepted; nil otherwise.

@@ -345,6 +345,7 @@ func machineIdentity(m *x509.Certificate, td TrustDomain) (Identity, error) {
 		Serial:      m.SerialNumber.Text(16),
 		NotBefore:   m.NotBefore,
 		NotAfter:    m.NotAfter,
+		DeviceKey:   m.PublicKey,
 	}
 	if len(m.URIs) != 1 {
 		return Identity{}, reject(ReasonProfile, "machine certificate has %d URI SANs, want exactly one SPIFFE ID", len(m.URIs))
