@@ -40,6 +40,7 @@ FUZZTIME ?= 60s
 FUZZTIME_SHORT ?= 3000x
 FUZZ_TARGETS := \
 	./certs:FuzzParseBundle ./certs:FuzzVerify ./certs:FuzzVerifyCRL \
+	./endpoint:FuzzVerify \
 	./internal/wire:FuzzDecodeEvent \
 	./policy:FuzzParse ./policy:FuzzParseSignedPolicy \
 	./agent/filter:FuzzDecode ./agent/filter:FuzzWrite \

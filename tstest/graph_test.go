@@ -23,13 +23,13 @@ var rules = []rule{
 	{name: "agent never links the CA, the coordinator or the server",
 		from: []string{"agent"}, banned: []string{"ca", "coord", "server", "tstest"}},
 	{name: "the verification core imports no server and no agent",
-		from:   []string{"certs", "policy", "translog"},
+		from:   []string{"certs", "endpoint", "policy", "translog"},
 		banned: []string{"ca", "coord", "server", "agent", "tstest"}},
 	{name: "internal/ is leaf plumbing: it imports no role",
 		from:   []string{"internal"},
 		banned: []string{"agent", "ca", "coord", "server", "audit", "cmd", "tstest"}},
 	{name: "only tests import the test-support tree",
-		from:   []string{"agent", "audit", "ca", "certs", "cmd", "coord", "internal", "policy", "server", "translog"},
+		from:   []string{"agent", "audit", "ca", "certs", "cmd", "coord", "endpoint", "internal", "policy", "server", "translog"},
 		banned: []string{"tstest"}},
 	{name: "the certmesh binary links none of the CA's dependencies",
 		from: []string{"cmd/certmesh"},
@@ -92,7 +92,7 @@ func moduleGraph(t *testing.T) map[string][]string {
 
 func TestImportGraph(t *testing.T) {
 	graph := moduleGraph(t)
-	for _, p := range []string{"agent", "ca", "coord", "server", "certs", "internal/wire", "cmd/certmesh"} {
+	for _, p := range []string{"agent", "ca", "coord", "server", "certs", "endpoint", "internal/wire", "cmd/certmesh"} {
 		if _, ok := graph[module+"/"+p]; !ok {
 			t.Fatalf("go list did not list %s: the rules below would check nothing", p)
 		}
@@ -108,6 +108,7 @@ func TestImportGraphRulesCatch(t *testing.T) {
 	bad := map[string][]string{
 		m("agent/wgdev"):         {m("coord")},
 		m("policy"):              {m("server")},
+		m("endpoint"):            {m("agent/tpmkey")},
 		m("internal/wire"):       {m("agent")},
 		m("ca"):                  {m("tstest/testca")},
 		m("cmd/certmesh"):        {"github.com/coreos/go-oidc/v3/oidc"},
@@ -120,6 +121,7 @@ func TestImportGraphRulesCatch(t *testing.T) {
 		"internal/ is leaf plumbing: it imports no role: " + m("internal/wire") + " depends on " + m("agent"),
 		"only tests import the test-support tree: " + m("ca") + " depends on " + m("tstest/testca"),
 		"the certmesh binary links none of the CA's dependencies: " + m("cmd/certmesh") + " depends on github.com/coreos/go-oidc/v3/oidc",
+		"the verification core imports no server and no agent: " + m("endpoint") + " depends on " + m("agent/tpmkey"),
 		"the verification core imports no server and no agent: " + m("policy") + " depends on " + m("server"),
 	}
 	slices.Sort(want)
