@@ -44,6 +44,7 @@ FUZZ_TARGETS := \
 	./certs:FuzzParseBundle ./certs:FuzzVerify ./certs:FuzzVerifyCRL \
 	./endpoint:FuzzVerify \
 	./internal/wire:FuzzDecodeEvent \
+	./internal/relaycred:FuzzParseUsername \
 	./policy:FuzzParse ./policy:FuzzParseSignedPolicy \
 	./agent/filter:FuzzDecode ./agent/filter:FuzzWrite \
 	./ca/attest:FuzzVerifyKeyCertification ./ca:FuzzCheckCSRAndProof ./ca:FuzzNoneMatch ./ca:FuzzSpendNonce ./ca:FuzzServerCertificateRequest \

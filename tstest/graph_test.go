@@ -20,17 +20,20 @@ type rule struct {
 
 // rules are the import graph of docs/architecture.md.
 var rules = []rule{
-	{name: "agent never links the CA, the coordinator or the server",
-		from: []string{"agent"}, banned: []string{"ca", "coord", "server", "tstest"}},
+	{name: "agent never links the CA, the coordinator, the relay or the server",
+		from: []string{"agent"}, banned: []string{"ca", "coord", "relay", "server", "tstest"}},
 	{name: "the verification core imports no server and no agent",
 		from:   []string{"certs", "endpoint", "policy", "translog"},
-		banned: []string{"ca", "coord", "server", "agent", "tstest"}},
+		banned: []string{"ca", "coord", "relay", "server", "agent", "tstest"}},
 	{name: "internal/ is leaf plumbing: it imports no role",
 		from:   []string{"internal"},
-		banned: []string{"agent", "ca", "coord", "server", "audit", "cmd", "tstest"}},
+		banned: []string{"agent", "ca", "coord", "relay", "server", "audit", "cmd", "tstest"}},
 	{name: "only tests import the test-support tree",
-		from:   []string{"agent", "audit", "ca", "certs", "cmd", "coord", "endpoint", "internal", "policy", "server", "translog"},
+		from:   []string{"agent", "audit", "ca", "certs", "cmd", "coord", "endpoint", "internal", "policy", "relay", "server", "translog"},
 		banned: []string{"tstest"}},
+	{name: "the relay holds no signing key: it links neither the CA nor its signing code, nor another role",
+		from:   []string{"relay"},
+		banned: []string{"ca", "coord", "server", "agent", "github.com/smallstep/certificates"}},
 	{name: "the certmesh binary links none of the CA's dependencies",
 		from: []string{"cmd/certmesh"},
 		banned: []string{"ca", "coord", "server", "github.com/smallstep/certificates",
@@ -92,7 +95,7 @@ func moduleGraph(t *testing.T) map[string][]string {
 
 func TestImportGraph(t *testing.T) {
 	graph := moduleGraph(t)
-	for _, p := range []string{"agent", "ca", "coord", "server", "certs", "endpoint", "internal/wire", "cmd/certmesh"} {
+	for _, p := range []string{"agent", "ca", "coord", "relay", "server", "certs", "endpoint", "internal/wire", "cmd/certmesh"} {
 		if _, ok := graph[module+"/"+p]; !ok {
 			t.Fatalf("go list did not list %s: the rules below would check nothing", p)
 		}
@@ -114,10 +117,15 @@ func TestImportGraphRulesCatch(t *testing.T) {
 		m("cmd/certmesh"):        {"github.com/coreos/go-oidc/v3/oidc"},
 		m("cmd/certmesh-server"): {m("ca"), "github.com/smallstep/certificates/authority"},
 		m("server"):              {m("ca"), m("coord")},
+		m("relay"):               {m("ca"), "github.com/smallstep/certificates/authority"},
+		m("agent/relayc"):        {m("relay")},
 	}
 	got := violations(bad)
 	want := []string{
-		"agent never links the CA, the coordinator or the server: " + m("agent/wgdev") + " depends on " + m("coord"),
+		"agent never links the CA, the coordinator, the relay or the server: " + m("agent/wgdev") + " depends on " + m("coord"),
+		"agent never links the CA, the coordinator, the relay or the server: " + m("agent/relayc") + " depends on " + m("relay"),
+		"the relay holds no signing key: it links neither the CA nor its signing code, nor another role: " + m("relay") + " depends on " + m("ca"),
+		"the relay holds no signing key: it links neither the CA nor its signing code, nor another role: " + m("relay") + " depends on github.com/smallstep/certificates/authority",
 		"internal/ is leaf plumbing: it imports no role: " + m("internal/wire") + " depends on " + m("agent"),
 		"only tests import the test-support tree: " + m("ca") + " depends on " + m("tstest/testca"),
 		"the certmesh binary links none of the CA's dependencies: " + m("cmd/certmesh") + " depends on github.com/coreos/go-oidc/v3/oidc",

@@ -1,0 +1,186 @@
+package relay
+
+import (
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/certmesh/certmesh/internal/relaycred"
+	"github.com/pion/stun/v3"
+)
+
+// sendIndication sends a raw TURN Send indication (data to peer through
+// the allocation of this 5-tuple, if there is one) from c's socket.
+func sendIndication(t *testing.T, c *turnClient, relayUDP net.Addr, peer net.Addr, data []byte) {
+	t.Helper()
+	pa := peer.(*net.UDPAddr)
+	m, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodSend, stun.ClassIndication),
+		xorPeer{pa.IP, pa.Port}, stun.RawAttribute{Type: stun.AttrData, Value: data})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.c.WriteTo(m.Raw, relayUDP); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type xorPeer struct {
+	ip   net.IP
+	port int
+}
+
+func (p xorPeer) AddTo(m *stun.Message) error {
+	return stun.XORMappedAddress{IP: p.ip, Port: p.port}.AddToAs(m, stun.AttrXORPeerAddress)
+}
+
+// TestRelayRefusesBadCredentials: forged, expired, over-long, malformed
+// credentials and those minted under another relay's key allocate nothing,
+// and a Send indication from their socket delivers nothing to a peer that
+// lets everyone in.
+func TestRelayRefusesBadCredentials(t *testing.T) {
+	f := newFixture(t)
+	b := f.allocate(devB, 10*time.Minute, false)
+	otherKey := relaycred.DeriveKey(f.key, "another relay")
+	exp := func(d time.Duration) string {
+		return relaycred.Username{Device: devA, Expires: f.clock.Now().Add(d).Truncate(time.Second)}.String()
+	}
+	good := exp(5 * time.Minute)
+	cases := []struct{ name, user, pass string }{
+		{"forged password", good, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},
+		{"other relay's key", good, otherKey.Password(good)},
+		{"password of another username", good, f.key.Password(exp(6 * time.Minute))},
+		{"expired", exp(-time.Second), f.key.Password(exp(-time.Second))},
+		{"expires now", exp(0), f.key.Password(exp(0))},
+		{"lifetime over the bound", exp(2 * time.Hour), f.key.Password(exp(2 * time.Hour))},
+		{"malformed username", "alice", f.key.Password("alice")},
+		{"bad device ID", "c1:9999999999:ALICE", f.key.Password("c1:9999999999:ALICE")},
+		{"empty", "", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := b.c.CreatePermission(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}); err != nil {
+				t.Fatal(err)
+			}
+			c := f.dial(tc.user, tc.pass, false)
+			if relayed, err := c.Allocate(); err == nil {
+				_ = relayed.Close()
+				t.Fatalf("allocation granted to %q", tc.user)
+			}
+			if n := f.r.Allocations(); n != 1 {
+				t.Fatalf("%d allocations, want only b's", n)
+			}
+			sendIndication(t, &turnClient{c: c}, net.UDPAddrFromAddrPort(f.r.UDPAddrs()[0]), b.relayed.LocalAddr(), []byte("injected"))
+			expectNothing(t, b.relayed, tc.name)
+		})
+	}
+}
+
+// TestRelayExpiredCredentialStopsRelaying: an allocation made with a
+// credential relays both ways until the credential expires, and nothing
+// after (the permissions and the allocation would otherwise live on for
+// minutes); every authenticated request with it is refused.
+func TestRelayExpiredCredentialStopsRelaying(t *testing.T) {
+	f := newFixture(t)
+	a, b := f.allocate(devA, 2*time.Minute, false), f.allocate(devB, 30*time.Minute, false)
+	exchange(t, a, b)
+	f.clock.Advance(2*time.Minute + time.Second)
+	if _, err := a.relayed.WriteTo([]byte("after expiry from a"), b.relayed.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	expectNothing(t, b.relayed, "a's datagram after a's credential expired")
+	if _, err := b.relayed.WriteTo([]byte("after expiry to a"), a.relayed.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	expectNothing(t, a.relayed, "a datagram to a's allocation after its credential expired")
+	if err := a.c.CreatePermission(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}); err == nil {
+		t.Fatal("CreatePermission with an expired credential succeeded")
+	}
+	user, pass := f.cred(devA, -time.Second)
+	if relayed, err := f.dial(user, pass, false).Allocate(); err == nil {
+		_ = relayed.Close()
+		t.Fatal("allocation with an expired credential")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for f.r.Allocations() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d allocations: a's expired allocation was not removed", f.r.Allocations())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestRelayCutEndsDevice: Cut (what the embedded relay does when the CA
+// revokes a device) stops relaying for the device's allocations at once.
+func TestRelayCutEndsDevice(t *testing.T) {
+	f := newFixture(t)
+	a, b := f.allocate(devA, 5*time.Minute, false), f.allocate(devB, 5*time.Minute, false)
+	exchange(t, a, b)
+	if n := f.r.Cut(devA); n != 1 {
+		t.Fatalf("cut %d allocations, want 1", n)
+	}
+	if _, err := b.relayed.WriteTo([]byte("to the revoked device"), a.relayed.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	expectNothing(t, a.relayed, "datagram to a cut device")
+	if _, err := a.relayed.WriteTo([]byte("from the revoked device"), b.relayed.LocalAddr()); err == nil {
+		expectNothing(t, b.relayed, "datagram from a cut device")
+	}
+}
+
+// TestRelayRefusesHostDestinations: an allocation cannot send to the relay
+// host itself (its loopback, a port of the relayed IP that is not a live
+// allocation) nor to link-local addresses (cloud metadata) or the
+// operator's deny list, while the same write to a peer's allocation is
+// delivered.
+func TestRelayRefusesHostDestinations(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.DenyPeers = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")} })
+	a, b := f.allocate(devA, 5*time.Minute, false), f.allocate(devB, 5*time.Minute, false)
+	exchange(t, a, b) // control: delivery works and would be seen
+	for _, listen := range []string{"127.0.0.1:0", "127.0.0.2:0"} {
+		svc, err := net.ListenPacket("udp4", listen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer svc.Close()
+		_, _ = a.relayed.WriteTo([]byte("to a service on the relay host"), svc.LocalAddr())
+		expectNothing(t, svc, "datagram to "+svc.LocalAddr().String())
+	}
+	for _, to := range []string{"169.254.169.254:80", "192.0.2.7:53", "224.0.0.251:5353", "0.0.0.0:9"} {
+		if err := a.c.CreatePermission(net.UDPAddrFromAddrPort(netip.MustParseAddrPort(to))); err == nil {
+			t.Errorf("permission for %s granted", to)
+		}
+	}
+}
+
+func TestPeerPolicy(t *testing.T) {
+	p := &peerPolicy{relayIP: netip.MustParseAddr("203.0.113.5"), own: map[netip.Addr]bool{netip.MustParseAddr("10.1.2.3"): true},
+		deny: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}}
+	for addr, want := range map[string]bool{
+		"203.0.113.5": true, "::ffff:203.0.113.5": true, // the relayed IP: live allocations only (port checked)
+		"198.18.0.1": true, "2001:db8::1": true, "10.9.9.9": true,
+		"10.1.2.3": false, "127.0.0.1": false, "127.8.0.1": false, "::1": false, "0.0.0.0": false, "::": false,
+		"169.254.169.254": false, "fe80::1": false, "224.0.0.1": false, "ff02::1": false, "255.255.255.255": false,
+		"198.51.100.9": false,
+	} {
+		if got := p.permit(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("permit(%s) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
+func TestRelayQuotaPerDevice(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MaxPerDevice = 2 })
+	f.allocate(devA, 5*time.Minute, false)
+	f.allocate(devA, 5*time.Minute, false)
+	user, pass := f.cred(devA, 5*time.Minute)
+	relayed, err := f.dial(user, pass, false).Allocate()
+	if err == nil {
+		_ = relayed.Close()
+		t.Fatal("third allocation of one device granted over a quota of 2")
+	} else if !strings.Contains(err.Error(), "486") && !strings.Contains(strings.ToLower(err.Error()), "quota") {
+		t.Logf("refused with %v", err)
+	}
+	f.allocate(devB, 5*time.Minute, false) // other devices are not affected
+}

@@ -1,0 +1,208 @@
+// Package relay is certmesh's TURN relay (RFC 8656, pion/turn): agents
+// that find no direct path send their WireGuard datagrams through it, over
+// UDP or, where UDP is blocked, over TLS on TCP. It also answers STUN
+// Binding requests on its UDP ports, so agents learn their public address
+// (and, comparing two ports, their NAT's mapping behaviour).
+//
+// The relay is untrusted like the coordinator: it only ever sees WireGuard
+// ciphertext, and it holds no signing key. It admits only credentials the
+// CA issued to an enrolled device (internal/relaycred): each authenticated
+// request (Allocate, Refresh, CreatePermission, ChannelBind) must carry an
+// unexpired username and its HMAC password under this relay's key, and an
+// allocation stops relaying the moment the credential it was made with
+// expires (a client moves to fresh credentials with a new allocation).
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/relaycred"
+	"github.com/pion/turn/v4"
+)
+
+// Defaults.
+const (
+	DefaultMaxAllocations = 4096
+	// DefaultMaxPerDevice bounds one device's allocations (an agent needs
+	// one per relay; a few more cover a restart before the old expired).
+	DefaultMaxPerDevice = 8
+)
+
+// Config configures a relay.
+type Config struct {
+	// UDP are the UDP addresses TURN and STUN listen on (at least one;
+	// give two ports of one host for netcheck's mapping test).
+	UDP []string
+	// RelayIP is the IPv4 address in allocations, where peers send to:
+	// the relay's public address. Zero: the host of UDP[0] if it is a
+	// specific address, else the host's first global unicast IPv4.
+	RelayIP netip.Addr
+	// Key is this relay's key (relaycred.DeriveKey of the CA's master
+	// key and this relay's name).
+	Key relaycred.Key
+	// Realm is the TURN realm (the trust domain).
+	Realm string
+	// DenyPeers are further peer ranges allocations may not send to.
+	DenyPeers []netip.Prefix
+	// MaxAllocations and MaxPerDevice bound allocations (0: defaults).
+	MaxAllocations, MaxPerDevice int
+	Now                          func() time.Time
+	Logger                       *slog.Logger
+}
+
+// Relay is a running TURN relay.
+type Relay struct {
+	cfg    Config
+	now    func() time.Time
+	log    *slog.Logger
+	bindIP netip.Addr // where relay sockets listen
+	policy *peerPolicy
+	allocs allocs
+	udp    []net.PacketConn
+	tls    *connListener
+	turn   *turn.Server
+	close  sync.Once
+}
+
+// New starts a relay on cfg.UDP; TLS connections come in through ServeTLS.
+func New(cfg Config) (*Relay, error) {
+	if len(cfg.UDP) == 0 {
+		return nil, errors.New("relay: no UDP listen address")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxAllocations <= 0 {
+		cfg.MaxAllocations = DefaultMaxAllocations
+	}
+	if cfg.MaxPerDevice <= 0 {
+		cfg.MaxPerDevice = DefaultMaxPerDevice
+	}
+	r := &Relay{cfg: cfg, now: cfg.Now, log: cfg.Logger,
+		allocs: allocs{byPort: map[uint16]*relayConn{}, byTuple: map[string]*relayConn{}, perDevice: map[certs.DeviceID]int{}}}
+	for _, a := range cfg.UDP {
+		pc, err := net.ListenPacket("udp4", a)
+		if err != nil {
+			r.closeUDP()
+			return nil, fmt.Errorf("relay: listening on UDP %s: %w", a, err)
+		}
+		r.udp = append(r.udp, pc)
+	}
+	bind := r.udp[0].LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+	relayIP, err := chooseRelayIP(cfg.RelayIP, bind)
+	if err != nil {
+		r.closeUDP()
+		return nil, err
+	}
+	r.bindIP = bind
+	if bind.IsUnspecified() {
+		r.bindIP = netip.IPv4Unspecified()
+	}
+	r.policy = &peerPolicy{relayIP: relayIP, own: hostAddrs(relayIP), deny: cfg.DenyPeers}
+	r.tls = newConnListener(r.udp[0].LocalAddr())
+	sc := turn.ServerConfig{
+		Realm:         cfg.Realm,
+		AuthHandler:   r.authHandler,
+		QuotaHandler:  func(username, _ string, _ net.Addr) bool { return r.quota(username) },
+		LoggerFactory: pionLogs{cfg.Logger},
+		EventHandler: turn.EventHandler{
+			OnAllocationCreated: func(src, dst net.Addr, _, username, _ string, relayAddr net.Addr, _ int) {
+				r.created(src, dst, username, relayAddr)
+			},
+			OnAllocationDeleted: func(src, dst net.Addr, _, _, _ string) { r.deleted(src, dst) },
+		},
+		ListenerConfigs: []turn.ListenerConfig{{Listener: r.tls, RelayAddressGenerator: addrGen{r}, PermissionHandler: r.policy.handler}},
+	}
+	for _, pc := range r.udp {
+		sc.PacketConnConfigs = append(sc.PacketConnConfigs,
+			turn.PacketConnConfig{PacketConn: pc, RelayAddressGenerator: addrGen{r}, PermissionHandler: r.policy.handler})
+	}
+	if r.turn, err = turn.NewServer(sc); err != nil {
+		r.closeUDP()
+		return nil, fmt.Errorf("relay: starting TURN: %w", err)
+	}
+	r.log.Info("relay running", "udp", r.UDPAddrs(), "relayed_ip", relayIP, "realm", cfg.Realm)
+	return r, nil
+}
+
+// chooseRelayIP picks the relayed address's IP.
+func chooseRelayIP(configured, bind netip.Addr) (netip.Addr, error) {
+	if configured.IsValid() {
+		if !configured.Unmap().Is4() {
+			return netip.Addr{}, fmt.Errorf("relay: relayed IP %s: want an IPv4 address (allocations are IPv4)", configured)
+		}
+		return configured.Unmap(), nil
+	}
+	if !bind.IsUnspecified() {
+		return bind, nil
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("relay: listing the host's addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() && p.Addr().IsGlobalUnicast() {
+			return p.Addr(), nil
+		}
+	}
+	return netip.Addr{}, errors.New("relay: the UDP listen address is unspecified and the host has no global IPv4 address: set the relay's public IP")
+}
+
+// authHandler checks a TURN request's username and returns the long-term
+// credential key of its password under this relay's key. pion checks the
+// request's MESSAGE-INTEGRITY with it (hmac.Equal: constant time).
+func (r *Relay) authHandler(username, realm string, src net.Addr) ([]byte, bool) {
+	u, err := relaycred.ParseUsername(username)
+	if err == nil {
+		err = u.Check(r.now())
+	}
+	if err == nil && realm != r.cfg.Realm {
+		err = fmt.Errorf("realm %q, want %q", realm, r.cfg.Realm)
+	}
+	if err != nil {
+		r.log.Debug("relay request refused", "client", src.String(), "err", err)
+		return nil, false
+	}
+	return turn.GenerateAuthKey(username, realm, r.cfg.Key.Password(username)), true
+}
+
+// UDPAddrs are the UDP addresses the relay listens on.
+func (r *Relay) UDPAddrs() []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, pc := range r.udp {
+		out = append(out, pc.LocalAddr().(*net.UDPAddr).AddrPort())
+	}
+	return out
+}
+
+// RelayIP is the IPv4 address in this relay's allocations.
+func (r *Relay) RelayIP() netip.Addr { return r.policy.relayIP }
+
+// Allocations is the number of live allocations.
+func (r *Relay) Allocations() int { return r.turn.AllocationCount() }
+
+func (r *Relay) closeUDP() {
+	for _, pc := range r.udp {
+		_ = pc.Close()
+	}
+}
+
+// Close stops the relay: its listeners, TLS connections and allocations.
+func (r *Relay) Close() error {
+	var err error
+	r.close.Do(func() {
+		err = r.turn.Close() // the UDP sockets and the TLS listener
+		r.tls.closeConns()
+	})
+	return err
+}
