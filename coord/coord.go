@@ -108,11 +108,13 @@ func (s *Server) checkPublish(self certs.Identity, p wire.Publish) (wire.Peer, e
 	if id.DeviceID != self.DeviceID {
 		return wire.Peer{}, fmt.Errorf("published bundle is for device %s, connection is from %s", id.DeviceID, self.DeviceID)
 	}
-	if len(p.Endpoints) > wire.MaxEndpoints {
-		return wire.Peer{}, fmt.Errorf("%d endpoints, at most %d allowed", len(p.Endpoints), wire.MaxEndpoints)
+	if err := p.Validate(); err != nil {
+		return wire.Peer{}, err
 	}
+	// The advertisement is relayed as it came: only the peers that
+	// verify it against the bundle can tell whether it is genuine.
 	return wire.Peer{Label: string(id.DeviceID), Bundle: p.Bundle, Endpoints: p.Endpoints,
-		Inclusion: p.Inclusion, UserInclusion: p.UserInclusion}, nil
+		Advertisement: p.Advertisement, Inclusion: p.Inclusion, UserInclusion: p.UserInclusion}, nil
 }
 
 // SetDocument makes data the current document of its kind and relays it

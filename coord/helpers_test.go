@@ -453,6 +453,9 @@ func checkPeer(t *testing.T, who string, got wire.Peer, d *device, p wire.Publis
 	if !slices.Equal(got.Endpoints, p.Endpoints) {
 		t.Fatalf("%s: peer %s endpoints %v, want %v", who, d.id, got.Endpoints, p.Endpoints)
 	}
+	if !bytes.Equal(got.Advertisement, p.Advertisement) {
+		t.Fatalf("%s: peer %s relayed with advertisement %x, it published %x", who, d.id, got.Advertisement, p.Advertisement)
+	}
 }
 
 // sentinel publishes a fresh checkpoint document and checks that it is

@@ -28,6 +28,8 @@ func TestBadPublishBodies(t *testing.T) {
 	for i := range wire.MaxEndpoints + 1 {
 		tooMany.Endpoints = append(tooMany.Endpoints, netip.AddrPortFrom(netip.MustParseAddr("192.0.2.1"), uint16(1000+i)))
 	}
+	bigAdv := a.publish()
+	bigAdv.Advertisement = make([]byte, wire.MaxAdvertisementSize+1)
 	huge := `{"bundle":{"machine":"` + strings.Repeat("A", wire.MaxRequestSize) + `"}}`
 	cases := []struct {
 		name, body string
@@ -43,6 +45,7 @@ func TestBadPublishBodies(t *testing.T) {
 		{"no bundle", `{"endpoints":[]}`, []string{"publish refused", string(certs.ReasonMalformed)}},
 		{"garbage DER", `{"bundle":{"machine":"` + "AAECAwQF" + `"}}`, []string{"publish refused", string(certs.ReasonMalformed)}},
 		{"too many endpoints", string(mustJSON(t, tooMany)), []string{"publish refused", fmt.Sprintf("%d endpoints, at most %d allowed", wire.MaxEndpoints+1, wire.MaxEndpoints)}},
+		{"oversized advertisement", string(mustJSON(t, bigAdv)), []string{"publish refused", fmt.Sprintf("advertisement of %d bytes, at most %d allowed", wire.MaxAdvertisementSize+1, wire.MaxAdvertisementSize)}},
 	}
 	for _, c := range cases {
 		for _, path := range []string{wire.PathWatch, wire.PathPublish} {

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/endpoint"
 	"github.com/certmesh/certmesh/translog"
 )
 
@@ -29,8 +30,11 @@ const MaxEventSize = 4 << 20
 // not grow with what a coordinator sends. An event over a bound is
 // invalid as a whole; a peer over one (Peer.Validate) is refused alone.
 const (
-	// MaxEndpoints bounds the endpoints one peer may advertise.
-	MaxEndpoints = 16
+	// MaxEndpoints bounds the endpoints one peer may advertise (the
+	// candidates of its signed advertisement too).
+	MaxEndpoints = endpoint.MaxCandidates
+	// MaxAdvertisementSize bounds a peer's signed endpoint advertisement.
+	MaxAdvertisementSize = endpoint.MaxSize
 	// MaxLabelSize bounds a peer's label in bytes (the coordinator uses
 	// the device ID, 16 characters).
 	MaxLabelSize = 128
@@ -45,6 +49,9 @@ const (
 type Publish struct {
 	Bundle    certs.WireBundle `json:"bundle"`
 	Endpoints []netip.AddrPort `json:"endpoints"`
+	// Advertisement is the agent's signed endpoint advertisement
+	// (package endpoint): its candidates, signed by its device key.
+	Advertisement []byte `json:"advertisement,omitempty"`
 	// Inclusion proofs of the machine and user certificates in the CA's
 	// transparency log (agents with require_logged refuse a peer without).
 	Inclusion     *translog.InclusionBundle `json:"inclusion,omitempty"`
@@ -61,6 +68,9 @@ type Peer struct {
 	Endpoints     []netip.AddrPort          `json:"endpoints"`
 	Inclusion     *translog.InclusionBundle `json:"inclusion,omitempty"`
 	UserInclusion *translog.InclusionBundle `json:"user_inclusion,omitempty"`
+	// Advertisement is relayed as the peer published it; agents use only
+	// the candidates of one that endpoint.Verify accepts against Bundle.
+	Advertisement []byte `json:"advertisement,omitempty"`
 }
 
 // EventType says what an Event carries.
@@ -133,8 +143,9 @@ func (e *Event) Validate() error {
 	return nil
 }
 
-// Validate checks a relayed peer's shape: a label within MaxLabelSize and
-// at most MaxEndpoints endpoints.
+// Validate checks a relayed peer's shape: a label within MaxLabelSize, at
+// most MaxEndpoints endpoints and an advertisement within
+// MaxAdvertisementSize.
 func (p *Peer) Validate() error {
 	if p.Label == "" {
 		return errors.New("peer without label")
@@ -145,7 +156,25 @@ func (p *Peer) Validate() error {
 	if len(p.Endpoints) > MaxEndpoints {
 		return fmt.Errorf("peer advertises %d endpoints, at most %d allowed", len(p.Endpoints), MaxEndpoints)
 	}
+	return checkAdvertisementSize(p.Advertisement)
+}
+
+// checkAdvertisementSize refuses an advertisement over MaxAdvertisementSize.
+func checkAdvertisementSize(adv []byte) error {
+	if len(adv) > MaxAdvertisementSize {
+		return fmt.Errorf("endpoint advertisement of %d bytes, at most %d allowed", len(adv), MaxAdvertisementSize)
+	}
 	return nil
+}
+
+// Validate checks a publish message's bounds: at most MaxEndpoints
+// endpoints and an advertisement within MaxAdvertisementSize (the
+// coordinator checks the bundle itself).
+func (p *Publish) Validate() error {
+	if len(p.Endpoints) > MaxEndpoints {
+		return fmt.Errorf("%d endpoints, at most %d allowed", len(p.Endpoints), MaxEndpoints)
+	}
+	return checkAdvertisementSize(p.Advertisement)
 }
 
 // EventReader decodes a watch stream: one JSON event per line.

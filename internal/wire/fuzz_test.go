@@ -11,6 +11,7 @@ import (
 func FuzzDecodeEvent(f *testing.F) {
 	f.Add([]byte(`{"type":"snapshot","peers":[{"label":"a","bundle":{"machine":"AAAA"},"endpoints":["10.0.0.1:51820"]}]}`))
 	f.Add([]byte(`{"type":"upsert","peer":{"label":"b","bundle":{"machine":""}}}`))
+	f.Add([]byte(`{"type":"upsert","peer":{"label":"b","bundle":{"machine":""},"advertisement":"AQID"}}`))
 	f.Add([]byte(`{"type":"remove","label":"c"}`))
 	f.Add([]byte(`{"type":"upsert"}`))
 	f.Add([]byte(`{"type":"upsert","peer":{"label":"` + strings.Repeat("l", MaxLabelSize+1) + `"}}`))
@@ -25,8 +26,8 @@ func FuzzDecodeEvent(f *testing.F) {
 		}
 		// Each peer is checked on its own; the check must hold its bounds.
 		for _, p := range append(e.Peers, derefPeer(e.Peer)...) {
-			if p.Validate() == nil && (len(p.Label) > MaxLabelSize || len(p.Endpoints) > MaxEndpoints) {
-				t.Fatalf("peer over the bounds accepted: %d-byte label, %d endpoints", len(p.Label), len(p.Endpoints))
+			if p.Validate() == nil && (len(p.Label) > MaxLabelSize || len(p.Endpoints) > MaxEndpoints || len(p.Advertisement) > MaxAdvertisementSize) {
+				t.Fatalf("peer over the bounds accepted: %d-byte label, %d endpoints, %d-byte advertisement", len(p.Label), len(p.Endpoints), len(p.Advertisement))
 			}
 		}
 		var buf bytes.Buffer
@@ -66,7 +67,8 @@ func TestDecodeEventRejects(t *testing.T) {
 // TestPeerValidate: a peer's label and endpoints are bounded; a malformed
 // peer is refused alone (DecodeEvent takes the event that carries it).
 func TestPeerValidate(t *testing.T) {
-	ok := Peer{Label: strings.Repeat("l", MaxLabelSize), Endpoints: make([]netip.AddrPort, MaxEndpoints)}
+	ok := Peer{Label: strings.Repeat("l", MaxLabelSize), Endpoints: make([]netip.AddrPort, MaxEndpoints),
+		Advertisement: make([]byte, MaxAdvertisementSize)}
 	if err := ok.Validate(); err != nil {
 		t.Errorf("peer at the bounds refused: %v", err)
 	}
@@ -74,6 +76,7 @@ func TestPeerValidate(t *testing.T) {
 		"no label":       {},
 		"long label":     {Label: strings.Repeat("l", MaxLabelSize+1)},
 		"many endpoints": {Label: "x", Endpoints: make([]netip.AddrPort, MaxEndpoints+1)},
+		"long advert":    {Label: "x", Advertisement: make([]byte, MaxAdvertisementSize+1)},
 	} {
 		if err := p.Validate(); err == nil {
 			t.Errorf("%s: accepted", name)
