@@ -1,0 +1,113 @@
+package relayc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/pion/stun/v3"
+)
+
+const (
+	// permRefresh renews permissions, which live 5 minutes (RFC 8656 §9).
+	permRefresh = 2 * time.Minute
+	// chanRefresh renews channel bindings, which live 10 minutes (§12).
+	chanRefresh = 5 * time.Minute
+	// requestTimeout bounds one request (with its retransmissions).
+	requestTimeout = 5 * time.Second
+	// retryRefresh is the wait before trying a failed refresh again.
+	retryRefresh = time.Second
+)
+
+// maintain keeps the allocation alive: Refresh at half the granted
+// lifetime, permissions and channel bindings before they lapse. An
+// allocation whose relay refuses a refresh, or stops answering until the
+// lifetime has run out, ends (Done) with the reason.
+func (a *Allocation) maintain() {
+	permEvery, chanEvery := a.cfg.permEvery, a.cfg.chanEvery
+	if permEvery <= 0 {
+		permEvery = permRefresh
+	}
+	if chanEvery <= 0 {
+		chanEvery = chanRefresh
+	}
+	if a.cfg.noRefresh {
+		return
+	}
+	expires := time.Now().Add(a.Lifetime())
+	alloc := time.NewTimer(a.Lifetime() / 2)
+	perms := time.NewTicker(permEvery)
+	chans := time.NewTicker(chanEvery)
+	defer alloc.Stop()
+	defer perms.Stop()
+	defer chans.Stop()
+	for {
+		select {
+		case <-a.stop:
+			return
+		case <-a.done:
+			return
+		case <-alloc.C:
+			granted, err := a.refresh()
+			switch {
+			case err == nil:
+				expires = time.Now().Add(granted)
+				alloc.Reset(granted / 2)
+			case isRefusal(err) || time.Now().Add(retryRefresh).After(expires):
+				a.fail(fmt.Errorf("allocation at relay %s ended: %w", a.server, err))
+				return
+			default:
+				a.log.Debug("relay refresh failed; retrying", "relay", a.server, "err", err)
+				alloc.Reset(retryRefresh)
+			}
+		case <-perms.C:
+			if err := a.renewPermissions(); err != nil {
+				a.log.Warn("renewing relay permissions", "relay", a.server, "err", err)
+			}
+		case <-chans.C:
+			for to, ch := range a.peers.channels() {
+				ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+				err := a.channelBind(ctx, to, ch)
+				cancel()
+				if err != nil {
+					a.log.Warn("renewing relay channel", "relay", a.server, "err", err)
+				}
+			}
+		}
+	}
+}
+
+// refresh renews the allocation for the lifetime asked for at Allocate.
+func (a *Allocation) refresh() (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	res, err := a.request(ctx, "Refresh", stun.MethodRefresh, lifetime(a.cfg.Lifetime))
+	if err != nil {
+		return 0, err
+	}
+	granted, err := getLifetime(res)
+	if err != nil {
+		return 0, fmt.Errorf("Refresh answer: %w", err)
+	}
+	if granted <= 0 {
+		return 0, errors.New("Refresh answer: lifetime 0")
+	}
+	a.lifeMu.Lock()
+	a.granted = granted
+	a.lifeMu.Unlock()
+	return granted, nil
+}
+
+func (a *Allocation) renewPermissions() error {
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	return a.Permit(ctx, a.peers.permitted())
+}
+
+// isRefusal reports whether err is the relay answering no (as opposed to
+// not answering).
+func isRefusal(err error) bool {
+	var re *RelayError
+	return errors.As(err, &re)
+}
