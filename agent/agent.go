@@ -207,7 +207,7 @@ func (a *Agent) adopt(enr *enrollment, b certs.Bundle, id certs.Identity) {
 		a.peers.setSelf(id)
 	}
 	if a.policy != nil {
-		a.policy.reinstall()
+		a.policy.setSelf(id)
 	}
 }
 
@@ -257,12 +257,8 @@ func (a *Agent) openDevice(ctx context.Context) error {
 	a.peers.logAlarm, a.peers.alarmPolicy = a.tlog.currentAlarm, a.cfg.LogAlarmPolicy
 	a.seedWitness(a.enr.Cert.Inclusion)
 	a.loadCRL()
-	a.policy = &policyHolder{roots: a.roots, stateDir: a.cfg.StateDir, log: a.cfg.Logger.With("component", "policy"),
-		now: a.cfg.Now, filter: a.filter, stalePolicy: a.cfg.PolicyStalePolicy, self: func() certs.Identity {
-			a.mu.Lock()
-			defer a.mu.Unlock()
-			return a.self
-		}}
+	a.policy = newPolicyHolder(a.roots, a.cfg.StateDir, a.filter, self, a.cfg.PolicyStalePolicy,
+		a.cfg.Logger.With("component", "policy"), a.cfg.Now)
 	if err := a.policy.load(); err != nil {
 		dev.Close()
 		return err
@@ -321,7 +317,7 @@ func (a *Agent) logCheck() func(der []byte, b *translog.InclusionBundle) error {
 func (a *Agent) document(d *wire.Document) {
 	switch d.Kind {
 	case wire.DocPolicy:
-		_ = a.policy.offer(d.Data, true) // a refusal is logged and shown in status
+		_ = a.policy.offer(d.Data) // a refusal is logged and shown in status
 	case wire.DocCRL:
 		_ = a.offerCRL(d.Data, true)
 	case wire.DocCheckpoint:

@@ -95,7 +95,7 @@ func (a *Agent) fetchCRL(ctx context.Context) error {
 func (a *Agent) fetchPolicy(ctx context.Context) error {
 	doc, err := a.fetchDocument(ctx, wire.PathPolicy, a.policy.held(), policy.MaxDocumentSize)
 	if doc != nil {
-		_ = a.policy.offer(doc, true)
+		_ = a.policy.offer(doc)
 	}
 	return err
 }
@@ -140,6 +140,6 @@ func (a *Agent) fetchDocument(ctx context.Context, path string, held []byte, lim
 // offerCAPolicy offers the policy of an enrollment or renewal answer.
 func (a *Agent) offerCAPolicy(doc []byte) {
 	if len(doc) > 0 {
-		_ = a.policy.offer(doc, true) // a refusal is logged and shown in status
+		_ = a.policy.offer(doc) // a refusal is logged and shown in status
 	}
 }

@@ -2,10 +2,11 @@ package agent
 
 import (
 	"bytes"
-	"encoding/json"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"os"
 	"path/filepath"
 	"sync"
@@ -54,34 +55,40 @@ type PolicyStatus struct {
 	Counters filter.Counters `json:"counters"`
 }
 
-// policyHolder verifies the signed policies the coordinator relays and the
-// CA serves, keeps the newest good one (on disk too), and installs it in
-// the packet filter for this node's identity.
+// policyHolder is the access policy's kind of signed document: it
+// verifies the signed policies the coordinator relays and the CA serves
+// (through its docHolder: the newest good one is kept, on disk too) and
+// installs the one held in the packet filter for this node's identity.
 type policyHolder struct {
 	roots       *certs.Roots
 	stateDir    string
 	log         *slog.Logger
 	now         func() time.Time
 	filter      *filter.Device
-	self        func() certs.Identity
 	stalePolicy DegradedPolicy
+	docs        *docHolder[policyDoc]
 
 	// validUntil is the held document's ValidUntil (Unix seconds, 0 for
 	// none), read without the lock by the peer manager (stale).
 	validUntil atomic.Int64
 
-	mu        sync.Mutex
-	doc       *policy.SignedPolicy
-	raw       []byte // doc's wire form, as received
-	compiled  *policy.Compiled
-	highest   uint64 // persisted in policyVersionFile
-	refused   string
-	refusedAt time.Time
-	wasStale  bool
+	mu       sync.Mutex
+	self     certs.Identity // this node, as the policy applies to it
+	compiled *policy.Compiled
+	wasStale bool
 }
 
-type policyVersionState struct {
-	Highest uint64 `json:"highest_version"`
+// policyDoc is a verified signed policy and what it says.
+type policyDoc struct {
+	signed *policy.SignedPolicy
+	pol    *policy.Policy
+}
+
+func newPolicyHolder(roots *certs.Roots, stateDir string, f *filter.Device, self certs.Identity, stalePolicy DegradedPolicy,
+	log *slog.Logger, now func() time.Time) *policyHolder {
+	h := &policyHolder{roots: roots, stateDir: stateDir, log: log, now: now, filter: f, self: self, stalePolicy: stalePolicy}
+	h.docs = newDocHolder("policy", docKind[policyDoc](h), log, now, filepath.Join(stateDir, policyVersionFile))
+	return h
 }
 
 // load restores the highest version seen and the last good policy from the
@@ -90,26 +97,16 @@ type policyVersionState struct {
 // past its valid-until while the agent was down is still the newest the
 // agent knows, and is enforced, stale, until a newer signing arrives.
 func (h *policyHolder) load() error {
-	data, err := os.ReadFile(filepath.Join(h.stateDir, policyVersionFile))
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-	case err != nil:
-		return fmt.Errorf("reading %s: %w", policyVersionFile, err)
-	default:
-		var st policyVersionState
-		if err := json.Unmarshal(data, &st); err != nil || st.Highest == 0 {
-			return fmt.Errorf("%s in %s is corrupt (%d bytes): it holds the highest policy version this agent installed, "+
-				"so that no older policy is accepted again; restore it, or remove it to accept the CA's current policy again", policyVersionFile, h.stateDir, len(data))
-		}
-		h.highest = st.Highest
+	if err := h.docs.loadFloor(); err != nil {
+		return err
 	}
-	data, err = os.ReadFile(filepath.Join(h.stateDir, policyFile))
+	data, err := os.ReadFile(filepath.Join(h.stateDir, policyFile))
 	if errors.Is(err, os.ErrNotExist) {
-		h.log.Warn("no access policy yet: all inbound mesh traffic is dropped until the CA or the coordinator delivers one", "highest_version", h.highest)
+		h.log.Warn("no access policy yet: all inbound mesh traffic is dropped until the CA or the coordinator delivers one", "highest_version", h.docs.state().highest)
 		return nil
 	}
 	if err == nil {
-		err = h.offer(data, false)
+		err = h.docs.offer(context.Background(), data, true)
 	}
 	if err != nil {
 		h.log.Error("stored access policy refused: all inbound mesh traffic is dropped until a valid one arrives", "err", err)
@@ -118,74 +115,71 @@ func (h *policyHolder) load() error {
 }
 
 // offer verifies a signed policy document and installs it if it is newer
-// than the one held: a higher version, or a newer signing of the version
-// held (policy.IsResigning). It refuses a version below the highest ever
-// installed and a document past its valid-until, and keeps the current
-// policy on any refusal. save is false only for the document read back at
-// start.
-func (h *policyHolder) offer(data []byte, save bool) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.doc != nil && bytes.Equal(data, h.raw) {
-		return nil // the one we hold, relayed or served again
-	}
-	floor := h.highest
-	if h.doc != nil {
-		floor = max(floor, h.doc.Version)
-	}
+// than the one held (see verify); a refusal is logged and shown in status.
+func (h *policyHolder) offer(data []byte) error {
+	return h.docs.offer(context.Background(), data, false)
+}
+
+// verify accepts a higher version, or a newer signing of the version held
+// (policy.IsResigning). It refuses a version below the highest ever
+// installed and a document past its valid-until; a document read back at
+// start is judged as of its own signing time.
+func (h *policyHolder) verify(_ context.Context, data []byte, held *policyDoc, highest *big.Int, stored bool) (*policyDoc, error) {
 	doc, err := policy.ParseSignedPolicy(data)
-	var pol *policy.Policy
-	if err == nil {
-		if h.doc != nil && doc.Version == h.doc.Version && bytes.Equal(doc.Policy, h.doc.Policy) && !doc.SignedAt.After(h.doc.SignedAt) {
-			return nil // an earlier signing of the policy held: nothing newer
-		}
-		current, now := floor, h.now()
-		if doc.Version == floor && floor > 0 && (h.doc == nil || policy.IsResigning(h.doc, doc)) {
-			current = floor - 1 // the version held (or last held), signed again
-		}
-		if !save {
-			now = doc.SignedAt
-		}
-		pol, err = policy.Verify(doc, h.roots, now, current)
-	}
 	if err != nil {
-		h.refused, h.refusedAt = err.Error(), h.now()
-		h.log.Warn("policy refused, keeping the current one", "current_version", floor, "reason", policy.ReasonOf(err), "err", err)
-		return err
+		return nil, err
 	}
-	if save {
-		if err := atomicfile.WriteFile(filepath.Join(h.stateDir, policyFile), data, 0o644); err != nil {
-			return fmt.Errorf("saving policy: %w", err)
-		}
+	var cur *policy.SignedPolicy
+	if held != nil {
+		cur = held.signed
 	}
-	if doc.Version > h.highest {
-		// Durably, before the policy takes effect: a restart must not
-		// forget it (nor accept an older version again).
-		b, _ := json.Marshal(policyVersionState{Highest: doc.Version})
-		if err := atomicfile.WriteFile(filepath.Join(h.stateDir, policyVersionFile), b, 0o644); err != nil {
-			return fmt.Errorf("saving the highest policy version: %w", err)
-		}
-		h.highest = doc.Version
+	if cur != nil && doc.Version == cur.Version && bytes.Equal(doc.Policy, cur.Policy) && !doc.SignedAt.After(cur.SignedAt) {
+		return nil, nil // an earlier signing of the policy held: nothing newer
 	}
-	resigned := h.doc != nil && doc.Version == h.doc.Version
-	h.doc, h.raw = doc, bytes.Clone(data)
-	h.validUntil.Store(doc.ValidUntil.Unix())
-	if resigned {
-		h.log.Debug("policy signed again", "version", doc.Version, "valid_until", doc.ValidUntil)
-		return nil // same source: the compiled policy stands
+	floor := highest.Uint64()
+	current, now := floor, h.now()
+	if doc.Version == floor && floor > 0 && (cur == nil || policy.IsResigning(cur, doc)) {
+		current = floor - 1 // the version held (or last held), signed again
 	}
-	h.compiled = pol.Compile()
-	h.installLocked()
-	h.log.Info("policy installed", "version", doc.Version, "signed_at", doc.SignedAt, "valid_until", doc.ValidUntil, "rules", h.compiled.RuleCount())
+	if stored {
+		now = doc.SignedAt
+	}
+	pol, err := policy.Verify(doc, h.roots, now, current)
+	if err != nil {
+		return nil, err
+	}
+	return &policyDoc{signed: doc, pol: pol}, nil
+}
+
+func (h *policyHolder) version(d *policyDoc) *big.Int {
+	return new(big.Int).SetUint64(d.signed.Version)
+}
+
+func (h *policyHolder) persist(_ *policyDoc, data []byte) error {
+	if err := atomicfile.WriteFile(filepath.Join(h.stateDir, policyFile), data, 0o644); err != nil {
+		return fmt.Errorf("saving policy: %w", err)
+	}
 	return nil
 }
 
-// held is the wire form of the document held (nil if none).
-func (h *policyHolder) held() []byte {
+// install compiles a new version for the filter; a new signing of the
+// version held only moves its valid-until.
+func (h *policyHolder) install(d, prev *policyDoc) {
+	doc := d.signed
+	h.validUntil.Store(doc.ValidUntil.Unix())
+	if prev != nil && prev.signed.Version == doc.Version {
+		h.log.Debug("policy signed again", "version", doc.Version, "valid_until", doc.ValidUntil)
+		return // same source: the compiled policy stands
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.raw
+	h.compiled = d.pol.Compile()
+	h.installLocked()
+	h.log.Info("policy installed", "version", doc.Version, "signed_at", doc.SignedAt, "valid_until", doc.ValidUntil, "rules", h.compiled.RuleCount())
 }
+
+// held is the wire form of the document held (nil if none).
+func (h *policyHolder) held() []byte { return h.docs.held() }
 
 // stale says, without taking the lock, why the policy held is past its
 // valid-until ("" if it is not, or none is held).
@@ -217,29 +211,32 @@ func (h *policyHolder) installLocked() {
 	if h.compiled == nil || h.filter == nil {
 		return
 	}
-	node := h.compiled.ForNode(h.self())
+	node := h.compiled.ForNode(h.self)
 	h.filter.SetDecider(node.DecideFunc())
 	h.filter.Revalidate()
 }
 
-// reinstall re-applies the policy after this node's identity changed.
-func (h *policyHolder) reinstall() {
+// setSelf re-applies the policy after this node's identity changed.
+func (h *policyHolder) setSelf(id certs.Identity) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.self = id
 	h.installLocked()
 }
 
 func (h *policyHolder) status() PolicyStatus {
 	stale := h.stale() != ""
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	st := PolicyStatus{Refused: h.refused, RefusedAt: h.refusedAt, HighestVersion: h.highest, StalePolicy: h.stalePolicy, Stale: stale}
-	if h.doc != nil {
-		st.Version, st.SignedAt, st.ValidUntil = h.doc.Version, h.doc.SignedAt, h.doc.ValidUntil
-		if c, err := h.doc.Signer(); err == nil {
+	ds := h.docs.state()
+	st := PolicyStatus{Refused: ds.refused, RefusedAt: ds.refusedAt, HighestVersion: ds.highest.Uint64(), StalePolicy: h.stalePolicy, Stale: stale}
+	if ds.doc != nil {
+		doc := ds.doc.signed
+		st.Version, st.SignedAt, st.ValidUntil = doc.Version, doc.SignedAt, doc.ValidUntil
+		if c, err := doc.Signer(); err == nil {
 			st.Signer = c.Subject.CommonName
 		}
+		h.mu.Lock()
 		st.Rules = h.compiled.RuleNames()
+		h.mu.Unlock()
 	}
 	if h.filter != nil {
 		st.Counters = h.filter.Counters()
