@@ -249,13 +249,13 @@ func (a *Agent) openDevice(ctx context.Context) error {
 		dev.Close()
 		return err
 	}
-	if a.tlog, err = newLogState(a.cfg.StateDir, a.enr.Cert.LogKey, logClient); err != nil {
+	if a.tlog, err = newLogState(a.cfg.StateDir, a.enr.Cert.LogKey, logClient, a.cfg.Logger.With("component", "log")); err != nil {
 		dev.Close()
 		return err
 	}
 	a.peers.logged = a.logCheck()
 	a.peers.logAlarm, a.peers.alarmPolicy = a.tlog.currentAlarm, a.cfg.LogAlarmPolicy
-	a.seedWitness(a.enr.Cert.Inclusion)
+	a.tlog.seed(a.enr.Cert.Inclusion)
 	a.loadCRL()
 	a.policy = newPolicyHolder(a.roots, a.cfg.StateDir, a.filter, self, a.cfg.PolicyStalePolicy,
 		a.cfg.Logger.With("component", "policy"), a.cfg.Now)
@@ -310,7 +310,7 @@ func (a *Agent) logCheck() func(der []byte, b *translog.InclusionBundle) error {
 	if a.cfg.AllowUnlogged || a.tlog == nil {
 		return nil
 	}
-	return a.checkLogged
+	return a.tlog.checkLogged
 }
 
 // document handles a signed document relayed by the coordinator.
@@ -321,7 +321,7 @@ func (a *Agent) document(d *wire.Document) {
 	case wire.DocCRL:
 		_ = a.offerCRL(d.Data, true)
 	case wire.DocCheckpoint:
-		a.offerCheckpoint(context.Background(), d.Data)
+		a.tlog.offerCheckpoint(context.Background(), d.Data)
 	default:
 		a.cfg.Logger.Debug("ignoring document", "kind", d.Kind)
 	}

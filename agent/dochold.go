@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/big"
 	"os"
 	"sync"
@@ -34,7 +33,7 @@ type docKind[T any] interface {
 	// read back at start.
 	persist(doc *T, data []byte) error
 	// install makes doc take effect in place of prev (nil for the first).
-	install(doc, prev *T)
+	install(ctx context.Context, doc, prev *T)
 }
 
 // docHolder holds the newest verified document of one kind and moves it
@@ -43,9 +42,8 @@ type docKind[T any] interface {
 // document takes effect), persist, install. Offers run one at a time; the
 // document, its version floor and the last refusal can be read meanwhile.
 type docHolder[T any] struct {
-	what string // "policy", "CRL", "log checkpoint": for logs and errors
+	what string // "policy", "CRL", "log checkpoint": for errors
 	kind docKind[T]
-	log  *slog.Logger
 	now  func() time.Time
 	// floorPath, if set, keeps the highest version installed in a file of
 	// its own, so that losing or restoring an old document cannot lower
@@ -64,8 +62,8 @@ type docHolder[T any] struct {
 	refusedAt time.Time
 }
 
-func newDocHolder[T any](what string, kind docKind[T], log *slog.Logger, now func() time.Time, floorPath string) *docHolder[T] {
-	return &docHolder[T]{what: what, kind: kind, log: log, now: now, floorPath: floorPath,
+func newDocHolder[T any](what string, kind docKind[T], now func() time.Time, floorPath string) *docHolder[T] {
+	return &docHolder[T]{what: what, kind: kind, now: now, floorPath: floorPath,
 		turn: make(chan struct{}, 1), highest: new(big.Int)}
 }
 
@@ -98,7 +96,9 @@ func (h *docHolder[T]) loadFloor() error {
 }
 
 // offer verifies data and installs it if it is newer than the document
-// held; on any refusal the held document stays. stored is true only for
+// held; on any refusal the held document stays, and the refusal is
+// recorded for status (the caller logs it: a refusal caused by a peer's
+// proof is the peer's, and logged with it, rate-limited). stored is true only for
 // the document read back at start (it is not written again).
 func (h *docHolder[T]) offer(ctx context.Context, data []byte, stored bool) error {
 	select {
@@ -121,7 +121,6 @@ func (h *docHolder[T]) offer(ctx context.Context, data []byte, stored bool) erro
 		h.mu.Lock()
 		h.refused, h.refusedAt = err.Error(), h.now()
 		h.mu.Unlock()
-		h.log.Warn(h.what+" refused, keeping the current one", "highest_version", floor, "err", err)
 		return err
 	}
 	if doc == nil {
@@ -148,7 +147,7 @@ func (h *docHolder[T]) offer(ctx context.Context, data []byte, stored bool) erro
 		h.highest = v
 	}
 	h.mu.Unlock()
-	h.kind.install(doc, prev)
+	h.kind.install(ctx, doc, prev)
 	return nil
 }
 

@@ -87,7 +87,7 @@ type policyDoc struct {
 func newPolicyHolder(roots *certs.Roots, stateDir string, f *filter.Device, self certs.Identity, stalePolicy DegradedPolicy,
 	log *slog.Logger, now func() time.Time) *policyHolder {
 	h := &policyHolder{roots: roots, stateDir: stateDir, log: log, now: now, filter: f, self: self, stalePolicy: stalePolicy}
-	h.docs = newDocHolder("policy", docKind[policyDoc](h), log, now, filepath.Join(stateDir, policyVersionFile))
+	h.docs = newDocHolder("policy", docKind[policyDoc](h), now, filepath.Join(stateDir, policyVersionFile))
 	return h
 }
 
@@ -117,7 +117,11 @@ func (h *policyHolder) load() error {
 // offer verifies a signed policy document and installs it if it is newer
 // than the one held (see verify); a refusal is logged and shown in status.
 func (h *policyHolder) offer(data []byte) error {
-	return h.docs.offer(context.Background(), data, false)
+	err := h.docs.offer(context.Background(), data, false)
+	if err != nil {
+		h.log.Warn("policy refused, keeping the current one", "highest_version", h.docs.state().highest, "reason", policy.ReasonOf(err), "err", err)
+	}
+	return err
 }
 
 // verify accepts a higher version, or a newer signing of the version held
@@ -164,7 +168,7 @@ func (h *policyHolder) persist(_ *policyDoc, data []byte) error {
 
 // install compiles a new version for the filter; a new signing of the
 // version held only moves its valid-until.
-func (h *policyHolder) install(d, prev *policyDoc) {
+func (h *policyHolder) install(_ context.Context, d, prev *policyDoc) {
 	doc := d.signed
 	h.validUntil.Store(doc.ValidUntil.Unix())
 	if prev != nil && prev.signed.Version == doc.Version {

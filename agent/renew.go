@@ -115,7 +115,7 @@ func (a *Agent) renewOnce(ctx context.Context) error {
 		return err
 	}
 	a.offerCAPolicy(resp.Policy)
-	a.seedWitness(resp.Inclusion)
+	a.tlog.seed(resp.Inclusion)
 	if err := a.fetchCRL(ctx); err != nil {
 		a.cfg.Logger.Warn("fetching the CRL after renewal (the periodic fetch retries)", "err", err)
 	}

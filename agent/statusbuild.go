@@ -62,7 +62,7 @@ func (a *Agent) Status() (*Status, error) {
 	st.Policy = a.policy.status()
 	st.CAFetch = a.fetched.status()
 	st.CRL = a.peers.crlStatus()
-	st.Log = a.logStatus()
+	st.Log = a.tlog.status(!a.cfg.AllowUnlogged, a.cfg.LogAlarmPolicy)
 	st.Clock = a.clock.status()
 	st.Rejected, st.RejectedCounts = append([]Rejection{}, rejected...), counts
 	return st, nil

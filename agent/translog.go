@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math/big"
 	"os"
 	"path/filepath"
 	"sync"
@@ -47,15 +49,16 @@ type LogStatus struct {
 	AlarmPolicy DegradedPolicy `json:"alarm_policy"`
 }
 
-// logState is the agent's witness of the CA's log.
+// logState is the agent's witness of the CA's log. The checkpoints it
+// follows are the log's kind of signed document (docs): verified with a
+// consistency proof from the CA's log, stored (witness.json) before the
+// witness moves.
 type logState struct {
 	stateDir string
 	witness  *translog.Witness
 	client   *translog.Client // the CA's log endpoints (consistency proofs)
-
-	// turn lets one log check at a time read, prove and move the
-	// witness (checkConsistent); a channel, so a waiter honours its ctx.
-	turn chan struct{}
+	log      *slog.Logger
+	docs     *docHolder[checkpointDoc]
 
 	mu       sync.Mutex
 	alarm    string
@@ -64,9 +67,16 @@ type logState struct {
 	pending  []translog.Checkpoint    // seen, signed, not provable yet
 }
 
+// checkpointDoc is a signed checkpoint and the proof that it extends the
+// one held (nil for the first, trusted on first use).
+type checkpointDoc struct {
+	cp    translog.Checkpoint
+	proof [][]byte
+}
+
 // newLogState restores the witness for the log whose verifier key the CA
 // gave at enrollment (nil if the CA runs no log).
-func newLogState(stateDir, vkey string, client *translog.Client) (*logState, error) {
+func newLogState(stateDir, vkey string, client *translog.Client, log *slog.Logger) (*logState, error) {
 	if vkey == "" {
 		return nil, nil
 	}
@@ -74,7 +84,8 @@ func newLogState(stateDir, vkey string, client *translog.Client) (*logState, err
 	if err != nil {
 		return nil, fmt.Errorf("the CA's log key: %w", err)
 	}
-	ls := &logState{stateDir: stateDir, witness: translog.NewWitness(v), client: client, verified: map[uint64]translog.Hash{}, turn: make(chan struct{}, 1)}
+	ls := &logState{stateDir: stateDir, witness: translog.NewWitness(v), client: client, log: log, verified: map[uint64]translog.Hash{}}
+	ls.docs = newDocHolder("log checkpoint", docKind[checkpointDoc](ls), time.Now, "")
 	data, err := os.ReadFile(filepath.Join(stateDir, witnessFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return ls, nil
@@ -87,6 +98,9 @@ func newLogState(stateDir, vkey string, client *translog.Client) (*logState, err
 	}
 	if ls.witness, err = translog.RestoreWitness(v, st); err != nil {
 		return nil, fmt.Errorf("reading %s: %w", witnessFile, err)
+	}
+	if cp, ok := ls.witness.Latest(); ok {
+		ls.docs.adopt(&checkpointDoc{cp: cp}, cp.Signed)
 	}
 	return ls, nil
 }
@@ -119,24 +133,26 @@ func (l *logState) currentAlarm() string {
 // raise records an alarm (split view, inconsistent history).
 func (l *logState) raise(err error) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	l.alarm, l.alarmAt = err.Error(), time.Now()
+	l.mu.Unlock()
+	l.log.Error("TRANSPARENCY LOG ALARM: the log shows two histories; the CA or the coordinator is lying", "err", err)
+}
+
+// raiseIfFork raises the alarm for an error that shows two histories.
+func (l *logState) raiseIfFork(err error) {
+	if r := translog.ReasonOf(err); r == translog.ReasonInconsistent || r == translog.ReasonSplitView {
+		l.raise(err)
+	}
 }
 
 // offerCheckpoint advances the witness to a checkpoint the coordinator
 // relayed, with a consistency proof fetched from the CA's log endpoints.
-func (a *Agent) offerCheckpoint(ctx context.Context, signed []byte) {
-	l := a.tlog
+func (l *logState) offerCheckpoint(ctx context.Context, signed []byte) {
 	if l == nil {
 		return
 	}
-	cp, err := l.witness.Verifier().ParseCheckpoint(signed)
-	if err != nil {
-		a.cfg.Logger.Warn("checkpoint refused", "err", err)
-		return
-	}
-	if err := a.checkConsistent(ctx, cp); err != nil {
-		a.cfg.Logger.Warn("checkpoint not taken", "size", cp.Size, "err", err)
+	if err := l.docs.offer(ctx, signed, false); err != nil {
+		l.log.Warn("checkpoint not taken", "err", err)
 	}
 }
 
@@ -147,93 +163,108 @@ func (a *Agent) offerCheckpoint(ctx context.Context, signed []byte) {
 // (an error), though its root is recorded so that a second root for the
 // same size is caught.
 //
-// Checks run one at a time: two at once (a renewal's inclusion check and
-// a relayed checkpoint, say) read the same latest tree and fetch proofs
-// from it, and the one answered second checked its proof against the tree
-// the other had just moved to: a spurious malformed-proof ("consistency
-// proof between equal trees") for the same tree, a false inconsistency
-// alarm for a larger one.
-func (a *Agent) checkConsistent(ctx context.Context, cp translog.Checkpoint) error {
-	l := a.tlog
-	select {
-	case l.turn <- struct{}{}:
-		defer func() { <-l.turn }()
-	case <-ctx.Done():
-		return fmt.Errorf("waiting to check log tree %d: %w", cp.Size, ctx.Err())
+// Checks run one at a time (the holder's turn): two at once (a renewal's
+// inclusion check and a relayed checkpoint, say) read the same latest
+// tree and fetch proofs from it, and the one answered second checked its
+// proof against the tree the other had just moved to: a spurious
+// malformed-proof ("consistency proof between equal trees") for the same
+// tree, a false inconsistency alarm for a larger one.
+func (l *logState) checkConsistent(ctx context.Context, cp translog.Checkpoint) error {
+	return l.docs.offer(ctx, cp.Signed, false)
+}
+
+// verify is the checkpoint's step of the holder: the first is trusted
+// (the agent seeds its witness from the CA's own checkpoint at start), a
+// newer one is returned with its consistency proof, an older one is
+// proven a prefix of the latest and installs nothing.
+func (l *logState) verify(ctx context.Context, signed []byte, _ *checkpointDoc, _ *big.Int, _ bool) (*checkpointDoc, error) {
+	cp, err := l.witness.Verifier().ParseCheckpoint(signed)
+	if err != nil {
+		return nil, err
 	}
 	latest, ok := l.witness.Latest()
 	if !ok {
-		// Nothing held yet (no proof possible): trust on first use. The
-		// agent seeds its witness from the CA's own checkpoint at start.
-		return l.witness.AdvanceAndSave(cp, nil, l.save)
+		return &checkpointDoc{cp: cp}, nil
 	}
 	// Any second root for a size already seen is a split view.
 	if err := l.witness.Observe(cp); err != nil {
-		a.logAlarm(err)
-		return err
+		l.raise(err)
+		return nil, err
 	}
 	if cp.Size == latest.Size {
-		return nil
+		return nil, nil
 	}
 	l.mu.Lock()
 	root, done := l.verified[cp.Size]
 	l.mu.Unlock()
 	if done && root == cp.Root {
-		return nil
+		return nil, nil
 	}
-	advanced, err := a.proveConsistent(ctx, cp, latest)
+	proof, err := l.consistencyProof(ctx, cp, latest)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if advanced {
-		a.checkPending(ctx)
+	if cp.Size < latest.Size {
+		return nil, l.provePrefix(cp, latest, proof)
 	}
-	return nil
+	if err := l.witness.Verifier().VerifyConsistency(latest, cp, proof); err != nil {
+		l.raiseIfFork(err)
+		return nil, err
+	}
+	return &checkpointDoc{cp: cp, proof: proof}, nil
 }
 
-// proveConsistent fetches and checks the consistency proof between cp and
-// latest; cp newer becomes the latest. A checkpoint that cannot be proven
-// yet (the CA's log is not that large, or unreachable) is kept pending.
-func (a *Agent) proveConsistent(ctx context.Context, cp, latest translog.Checkpoint) (advanced bool, err error) {
-	l := a.tlog
+func (l *logState) version(d *checkpointDoc) *big.Int { return new(big.Int).SetUint64(d.cp.Size) }
+
+// persist moves the witness, which happens only once its state is stored.
+func (l *logState) persist(d *checkpointDoc, _ []byte) error {
+	err := l.witness.AdvanceAndSave(d.cp, d.proof, l.save)
+	l.raiseIfFork(err)
+	return err
+}
+
+// install proves the checkpoints seen but not provable before against the
+// new latest one.
+func (l *logState) install(ctx context.Context, d, _ *checkpointDoc) {
+	l.mu.Lock()
+	l.verified[d.cp.Size] = d.cp.Root
+	l.mu.Unlock()
+	l.checkPending(ctx)
+}
+
+// consistencyProof fetches the proof between cp and latest from the CA's
+// log. A checkpoint that cannot be proven yet (the CA's log is not that
+// large, or unreachable) is kept pending.
+func (l *logState) consistencyProof(ctx context.Context, cp, latest translog.Checkpoint) ([][]byte, error) {
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	older, newer := latest, cp
-	if cp.Size < latest.Size {
-		older, newer = cp, latest
-	}
-	proof, err := l.client.ConsistencyProof(pctx, older.Size, newer.Size)
+	proof, err := l.client.ConsistencyProof(pctx, min(cp.Size, latest.Size), max(cp.Size, latest.Size))
 	if err != nil {
 		l.addPending(cp)
-		return false, fmt.Errorf("cannot prove tree %d consistent with %d yet: %w", cp.Size, latest.Size, err)
+		return nil, fmt.Errorf("cannot prove tree %d consistent with %d yet: %w", cp.Size, latest.Size, err)
 	}
-	if cp.Size > latest.Size {
-		err = l.witness.AdvanceAndSave(cp, proof, l.save)
-	} else {
-		err = l.witness.Verifier().VerifyConsistency(older, newer, proof)
+	return proof, nil
+}
+
+// provePrefix checks that the older cp is a prefix of latest and stores
+// the roots seen with it.
+func (l *logState) provePrefix(cp, latest translog.Checkpoint, proof [][]byte) error {
+	if err := l.witness.Verifier().VerifyConsistency(cp, latest, proof); err != nil {
+		l.raiseIfFork(err)
+		return err
 	}
-	if err != nil {
-		if r := translog.ReasonOf(err); r == translog.ReasonInconsistent || r == translog.ReasonSplitView {
-			a.logAlarm(err)
-		}
-		return false, err
-	}
-	if cp.Size < latest.Size {
-		// An older tree proven a prefix: store the roots seen with it.
-		if err := l.save(l.witness.State()); err != nil {
-			return false, err
-		}
+	if err := l.save(l.witness.State()); err != nil {
+		return err
 	}
 	l.mu.Lock()
 	l.verified[cp.Size] = cp.Root
 	l.mu.Unlock()
-	return cp.Size > latest.Size, nil
+	return nil
 }
 
 // checkPending proves the checkpoints seen but not yet provable against
 // the (new) latest one, now that the log has grown past them.
-func (a *Agent) checkPending(ctx context.Context) {
-	l := a.tlog
+func (l *logState) checkPending(ctx context.Context) {
 	latest, ok := l.witness.Latest()
 	if !ok {
 		return
@@ -249,14 +280,18 @@ func (a *Agent) checkPending(ctx context.Context) {
 		}
 		if p.Size == latest.Size {
 			if p.Root != latest.Root {
-				a.logAlarm(&translog.SplitViewError{Origin: p.Origin, Size: p.Size, Roots: [2]translog.Hash{latest.Root, p.Root}})
+				l.raise(&translog.SplitViewError{Origin: p.Origin, Size: p.Size, Roots: [2]translog.Hash{latest.Root, p.Root}})
 			}
 			continue
 		}
 		// A fork raises the alarm and one still unprovable is queued again
-		// inside proveConsistent; either way, say why it was not taken.
-		if _, err := a.proveConsistent(ctx, p, latest); err != nil {
-			a.cfg.Logger.Warn("pending checkpoint not taken", "size", p.Size, "err", err)
+		// by consistencyProof; either way, say why it was not taken.
+		proof, err := l.consistencyProof(ctx, p, latest)
+		if err == nil {
+			err = l.provePrefix(p, latest, proof)
+		}
+		if err != nil {
+			l.log.Warn("pending checkpoint not taken", "size", p.Size, "err", err)
 		}
 	}
 }
@@ -282,34 +317,24 @@ const maxPendingCheckpoints = 64
 // seed starts an empty witness from a checkpoint the CA itself gave over
 // the pinned TLS (the one in our own certificate's inclusion proof), so
 // the first checkpoint a coordinator relays is not trusted blindly.
-func (a *Agent) seedWitness(b *translog.InclusionBundle) {
-	if a.tlog == nil || b == nil {
+func (l *logState) seed(b *translog.InclusionBundle) {
+	if l == nil || b == nil {
 		return
 	}
-	cp, err := a.tlog.witness.Verifier().ParseCheckpoint(b.Checkpoint)
-	if err != nil {
-		a.cfg.Logger.Warn("the CA's own checkpoint does not verify", "err", err)
-		return
+	if err := l.docs.offer(context.Background(), b.Checkpoint, false); err != nil {
+		l.log.Warn("the CA's own checkpoint", "err", err)
 	}
-	if err := a.checkConsistent(context.Background(), cp); err != nil {
-		a.cfg.Logger.Warn("the CA's own checkpoint", "err", err)
-	}
-}
-
-func (a *Agent) logAlarm(err error) {
-	a.tlog.raise(err)
-	a.cfg.Logger.Error("TRANSPARENCY LOG ALARM: the log shows two histories; the CA or the coordinator is lying", "err", err)
 }
 
 // checkLogged verifies a certificate's inclusion proof with the witness.
-func (a *Agent) checkLogged(der []byte, b *translog.InclusionBundle) error {
+func (l *logState) checkLogged(der []byte, b *translog.InclusionBundle) error {
 	if b == nil {
 		return errors.New("no inclusion proof in the CA's transparency log")
 	}
-	err := a.tlog.witness.VerifyCertificate(der, *b)
+	err := l.witness.VerifyCertificate(der, *b)
 	var sv *translog.SplitViewError
 	if errors.As(err, &sv) {
-		a.logAlarm(err)
+		l.raise(err)
 	}
 	if err != nil {
 		return err
@@ -317,25 +342,23 @@ func (a *Agent) checkLogged(der []byte, b *translog.InclusionBundle) error {
 	// The proof is against a signed tree; that tree must be one history
 	// with the one we follow, or a holder of the log key could show us a
 	// fork that holds a certificate the real log lacks.
-	cp, err := a.tlog.witness.Verifier().ParseCheckpoint(b.Checkpoint)
-	if err != nil {
-		return err
-	}
-	return a.checkConsistent(context.Background(), cp)
+	return l.docs.offer(context.Background(), b.Checkpoint, false)
 }
 
-func (a *Agent) logStatus() LogStatus {
-	st := LogStatus{RequireLogged: !a.cfg.AllowUnlogged, AlarmPolicy: a.cfg.LogAlarmPolicy}
-	if a.tlog == nil {
+// status is what the witness knows; requireLogged and alarmPolicy are
+// the agent's configuration.
+func (l *logState) status(requireLogged bool, alarmPolicy DegradedPolicy) LogStatus {
+	st := LogStatus{RequireLogged: requireLogged, AlarmPolicy: alarmPolicy}
+	if l == nil {
 		return st
 	}
-	st.Origin = a.tlog.witness.Verifier().Origin()
-	if cp, ok := a.tlog.witness.Latest(); ok {
+	st.Origin = l.witness.Verifier().Origin()
+	if cp, ok := l.witness.Latest(); ok {
 		st.Size, st.Root = cp.Size, cp.Root.String()
 	}
-	a.tlog.mu.Lock()
-	st.Alarm, st.AlarmAt = a.tlog.alarm, a.tlog.alarmAt
-	a.tlog.mu.Unlock()
+	l.mu.Lock()
+	st.Alarm, st.AlarmAt = l.alarm, l.alarmAt
+	l.mu.Unlock()
 	return st
 }
 

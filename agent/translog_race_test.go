@@ -38,7 +38,7 @@ func (g *gatedLog) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // raceLog is a real log of n entries and an agent whose witness follows it.
-func raceLog(t *testing.T, n int) (*Agent, *translog.Log, *gatedLog) {
+func raceLog(t *testing.T, n int) (*logState, *translog.Log, *gatedLog) {
 	t.Helper()
 	const origin = "corp.example/certmesh/log"
 	skey, vkey, err := translog.GenerateKey(origin)
@@ -64,11 +64,11 @@ func raceLog(t *testing.T, n int) (*Agent, *translog.Log, *gatedLog) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls, err := newLogState(t.TempDir(), vkey, client)
+	ls, err := newLogState(t.TempDir(), vkey, client, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Agent{cfg: Config{Logger: slog.New(slog.DiscardHandler)}, tlog: ls}, lg, g
+	return ls, lg, g
 }
 
 var raceSerial int64
@@ -85,9 +85,9 @@ func appendRevocations(t *testing.T, lg *translog.Log, n int) {
 	}
 }
 
-func checkpointOf(t *testing.T, a *Agent, lg *translog.Log) translog.Checkpoint {
+func checkpointOf(t *testing.T, a *logState, lg *translog.Log) translog.Checkpoint {
 	t.Helper()
-	cp, err := a.tlog.witness.Verifier().ParseCheckpoint(lg.Checkpoint())
+	cp, err := a.witness.Verifier().ParseCheckpoint(lg.Checkpoint())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,10 +133,10 @@ func TestConcurrentLogChecks(t *testing.T) {
 						t.Errorf("log check: %v", err)
 					}
 				}
-				if alarm := a.tlog.currentAlarm(); alarm != "" {
+				if alarm := a.currentAlarm(); alarm != "" {
 					t.Errorf("false alarm: %s", alarm)
 				}
-				if latest, _ := a.tlog.witness.Latest(); latest.Size != first.Size {
+				if latest, _ := a.witness.Latest(); latest.Size != first.Size {
 					t.Errorf("witness holds tree %d, want %d", latest.Size, first.Size)
 				}
 			})
