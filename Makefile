@@ -49,6 +49,7 @@ FUZZ_TARGETS := \
 	./agent/filter:FuzzDecode ./agent/filter:FuzzWrite \
 	./ca/attest:FuzzVerifyKeyCertification ./ca:FuzzCheckCSRAndProof ./ca:FuzzNoneMatch ./ca:FuzzSpendNonce ./ca:FuzzServerCertificateRequest \
 	./server:FuzzServerCertAnswer \
+	./agent/path:FuzzDemux ./agent/path:FuzzParseProbe \
 	./translog:FuzzParseLeaf ./translog:FuzzParseCheckpointText ./translog:FuzzVerifyCertificate
 fuzz:
 	GO=$(GO) ./scripts/fuzz.sh $(FUZZTIME) $(FUZZ_TARGETS)

@@ -110,9 +110,18 @@ func responseReceiver(b []byte) (uint32, bool) {
 	return binary.LittleEndian.Uint32(b[8:12]), true
 }
 
+// dstAddrPorter is an endpoint of a wrapping bind (WrapBind) whose text
+// form is not an address, e.g. a path through a relay: it names the final
+// destination, which the limit and the policy judge.
+type dstAddrPorter interface{ DstAddrPort() netip.AddrPort }
+
 func addrPortOf(ep conn.Endpoint) netip.AddrPort {
 	if s, ok := ep.(*conn.StdNetEndpoint); ok {
 		return netip.AddrPortFrom(s.Addr().Unmap(), s.Port())
+	}
+	if d, ok := ep.(dstAddrPorter); ok {
+		ap := d.DstAddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	}
 	ap, _ := netip.ParseAddrPort(ep.DstToString())
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())

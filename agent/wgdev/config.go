@@ -3,10 +3,12 @@ package wgdev
 import (
 	"errors"
 	"fmt"
-	"golang.zx2c4.com/wireguard/tun"
 	"log/slog"
 	"net/netip"
 	"strings"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/tun"
 )
 
 // Mode selects how the WireGuard device is attached to the host.
@@ -84,6 +86,12 @@ type Config struct {
 	// wireguard-go takes it, and wireguard-go uses what it returns: the
 	// agent's packet filter sits there and sees every packet.
 	WrapTUN func(tun.Device) tun.Device `json:"-"`
+
+	// WrapBind, if set, is given the device's UDP bind (conn.NewDefaultBind)
+	// and the device uses what it returns, under the handshake limiter: the
+	// path layer (agent/path) shares the socket there, and the limiter
+	// still sees every WireGuard packet.
+	WrapBind func(conn.Bind) conn.Bind `json:"-"`
 }
 
 // withDefaults validates c and returns a copy with defaults filled in.

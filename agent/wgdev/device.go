@@ -91,7 +91,11 @@ func Open(ctx context.Context, cfg Config) (*Device, error) {
 		tdev = cfg.WrapTUN(tdev)
 	}
 	// From here on, d.wg owns tdev: closing it closes the TUN.
-	d.wg = device.NewDevice(tdev, newLimitedBind(newBind(), cfg.Handshakes, d.log), wgLogger(d.log))
+	bind := newBind()
+	if cfg.WrapBind != nil {
+		bind = cfg.WrapBind(bind)
+	}
+	d.wg = device.NewDevice(tdev, newLimitedBind(bind, cfg.Handshakes, d.log), wgLogger(d.log))
 	fail := func(err error) (*Device, error) {
 		d.Close()
 		return nil, err

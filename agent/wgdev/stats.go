@@ -14,9 +14,13 @@ import (
 // PeerStats is the state of one configured peer as reported by wireguard-go.
 type PeerStats struct {
 	PublicKey certs.WireGuardKey
-	// Endpoint is the configured or last roamed-to endpoint; zero if none.
-	Endpoint   netip.AddrPort
-	AllowedIPs []netip.Prefix
+	// Endpoint is the configured or last roamed-to endpoint; zero if none
+	// or if it is not an address (EndpointText then says what it is).
+	Endpoint netip.AddrPort
+	// EndpointText is the endpoint as the bind prints it: the address, or
+	// a wrapping bind's form (a path through a relay); "" if none.
+	EndpointText string
+	AllowedIPs   []netip.Prefix
 	// LastHandshake is the time of the last completed handshake; the zero
 	// time if there has been none.
 	LastHandshake       time.Time
@@ -132,7 +136,11 @@ func (p *ipcGetParser) handleLine(line []byte) {
 	var err error
 	switch key {
 	case "endpoint":
-		p.cur.Endpoint, err = netip.ParseAddrPort(string(v))
+		// A wrapping bind's endpoint need not be an address.
+		p.cur.EndpointText = string(v)
+		if ap, perr := netip.ParseAddrPort(p.cur.EndpointText); perr == nil {
+			p.cur.Endpoint = ap
+		}
 	case "allowed_ip":
 		var a netip.Prefix
 		a, err = netip.ParsePrefix(string(v))
