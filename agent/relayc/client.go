@@ -1,0 +1,326 @@
+package relayc
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/certmesh/certmesh/internal/backoff"
+)
+
+// ErrNoRelay is WriteTo's error while the client holds no allocation.
+var ErrNoRelay = errors.New("no relay allocation")
+
+// Credentials are what the CA issues for the relays: a TURN username and
+// password valid until Expires, and the relays to use.
+type Credentials struct {
+	Username, Password string
+	Expires            time.Time
+	Servers            []Server
+}
+
+// Config configures a Client.
+type Config struct {
+	// Credentials fetches relay credentials (from the CA, over mTLS). It is
+	// called at start and again at two thirds of each credential's life.
+	Credentials func(ctx context.Context) (Credentials, error)
+	// TLS verifies relays reached over TLS (TLSConfig).
+	TLS *tls.Config
+	// Receive gets every datagram relayed from a peer; b is valid only
+	// during the call.
+	Receive func(b []byte, from netip.AddrPort)
+	// OnChange is called with the new relayed address whenever it changes
+	// (another relay, new credentials), or the zero address when the
+	// client has none: the agent re-publishes its relay candidate.
+	OnChange func(relayed netip.AddrPort)
+	Now      func() time.Time // credential expiry (nil: time.Now)
+	Lifetime time.Duration    // allocation lifetime to request (0: DefaultLifetime)
+
+	ProbeInterval time.Duration // how often the relay in use is pinged (0: 5 s)
+	ProbeTimeout  time.Duration // how long one ping may take (0: 2 s)
+	ProbeFailures int           // consecutive lost pings that end a relay (0: 3)
+	Log           *slog.Logger
+}
+
+// Client keeps one allocation on the nearest relay that answers: it ranks
+// the CA's relays by STUN round trip, allocates on the nearest (UDP, or TLS
+// where UDP is blocked), pings it, moves to the next when it stops
+// answering, and re-allocates with new credentials before the old expire.
+// It implements the path layer's Relay interface.
+type Client struct {
+	cfg Config
+	cur atomic.Pointer[Allocation]
+
+	permMu  sync.Mutex
+	permits map[netip.Addr]struct{}
+
+	stMu   sync.Mutex
+	status Status
+	avoid  map[string]time.Time // relays that just failed, tried last until then
+}
+
+// Status is what the client is doing, for `certmesh status` and netcheck.
+type Status struct {
+	Server    string         `json:"server,omitempty"` // the relay in use (its address as listed)
+	Transport Transport      `json:"transport,omitempty"`
+	Relayed   netip.AddrPort `json:"relayed,omitzero"`
+	RTT       time.Duration  `json:"rtt_ns,omitempty"`
+	Probes    []Probe        `json:"probes,omitempty"` // the last ranking of all relays
+	LastError string         `json:"last_error,omitempty"`
+}
+
+// New checks cfg and makes a Client; Run drives it.
+func New(cfg Config) (*Client, error) {
+	if cfg.Credentials == nil || cfg.Receive == nil {
+		return nil, errors.New("relay client: Credentials and Receive are required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	cfg.ProbeInterval = cmpOr(cfg.ProbeInterval, 5*time.Second)
+	cfg.ProbeTimeout = cmpOr(cfg.ProbeTimeout, 2*time.Second)
+	cfg.ProbeFailures = cmpOr(cfg.ProbeFailures, 3)
+	return &Client{cfg: cfg, permits: map[netip.Addr]struct{}{}, avoid: map[string]time.Time{}}, nil
+}
+
+func cmpOr[T comparable](v, d T) T {
+	var zero T
+	if v == zero {
+		return d
+	}
+	return v
+}
+
+// RelayedAddr is the relayed address in use (zero: none).
+func (c *Client) RelayedAddr() netip.AddrPort {
+	if a := c.cur.Load(); a != nil {
+		return a.RelayedAddr()
+	}
+	return netip.AddrPort{}
+}
+
+// WriteTo sends b from the relayed address to to.
+func (c *Client) WriteTo(ctx context.Context, b []byte, to netip.AddrPort) error {
+	a := c.cur.Load()
+	if a == nil {
+		return ErrNoRelay
+	}
+	return a.WriteTo(ctx, b, to)
+}
+
+// Permit lets datagrams from addrs in, now and on every later allocation.
+func (c *Client) Permit(ctx context.Context, addrs []netip.Addr) error {
+	c.permMu.Lock()
+	for _, ip := range addrs {
+		c.permits[ip.Unmap()] = struct{}{}
+	}
+	c.permMu.Unlock()
+	if a := c.cur.Load(); a != nil {
+		return a.Permit(ctx, addrs)
+	}
+	return nil
+}
+
+// Status is a snapshot of the client's state.
+func (c *Client) Status() Status {
+	c.stMu.Lock()
+	defer c.stMu.Unlock()
+	s := c.status
+	s.Probes = slices.Clone(s.Probes)
+	return s
+}
+
+// Run fetches credentials, allocates and keeps an allocation until ctx is
+// done; it returns ctx's error.
+func (c *Client) Run(ctx context.Context) error {
+	bo := backoff.Backoff{Min: time.Second, Max: time.Minute}
+	var creds Credentials
+	var renewAt time.Time
+	defer func() {
+		if a := c.cur.Swap(nil); a != nil {
+			_ = a.Close()
+		}
+	}()
+	for ctx.Err() == nil {
+		if creds.Username == "" || !c.cfg.Now().Before(renewAt) {
+			cr, err := c.fetch(ctx)
+			if err != nil {
+				c.failed(err)
+				sleep(ctx, bo.Next())
+				continue
+			}
+			now := c.cfg.Now()
+			creds, renewAt = cr, now.Add(cr.Expires.Sub(now)*2/3)
+		}
+		a, err := c.allocate(ctx, creds)
+		if err != nil {
+			c.failed(err)
+			c.install(ctx, nil)
+			sleep(ctx, bo.Next())
+			continue
+		}
+		bo.Reset()
+		c.install(ctx, a)
+		if err := c.watch(ctx, a, renewAt); err != nil {
+			c.failed(err)
+			c.stMu.Lock()
+			c.avoid[a.cfg.Addr] = time.Now().Add(time.Minute)
+			c.stMu.Unlock()
+		}
+	}
+	return ctx.Err()
+}
+
+func (c *Client) fetch(ctx context.Context) (Credentials, error) {
+	cr, err := c.cfg.Credentials(ctx)
+	switch {
+	case err != nil:
+		return cr, fmt.Errorf("fetch relay credentials: %w", err)
+	case cr.Username == "":
+		return cr, errors.New("relay credentials without a username")
+	case len(cr.Servers) == 0:
+		return cr, errors.New("relay credentials list no relay")
+	case !cr.Expires.After(c.cfg.Now()):
+		return cr, fmt.Errorf("relay credentials expired at %s", cr.Expires.Format(time.RFC3339))
+	}
+	return cr, nil
+}
+
+// allocate ranks the relays and allocates on the nearest that accepts.
+func (c *Client) allocate(ctx context.Context, creds Credentials) (*Allocation, error) {
+	ranked, probes := rank(ctx, creds.Servers, c.cfg.TLS, c.cfg.ProbeTimeout, c.cfg.Log)
+	c.stMu.Lock()
+	c.status.Probes = probes
+	now := time.Now()
+	slices.SortStableFunc(ranked, func(x, y choice) int {
+		return boolInt(now.Before(c.avoid[x.probe.Addr])) - boolInt(now.Before(c.avoid[y.probe.Addr]))
+	})
+	c.stMu.Unlock()
+	errs := []error{errors.New("no relay answered")}
+	for _, ch := range ranked {
+		a, err := Allocate(ctx, AllocConfig{Transport: ch.probe.Transport, Addr: ch.probe.Addr, TLS: c.cfg.TLS,
+			Username: creds.Username, Password: creds.Password, Lifetime: c.cfg.Lifetime, Receive: c.cfg.Receive, Log: c.cfg.Log})
+		if err == nil {
+			c.stMu.Lock()
+			c.status.RTT = ch.probe.RTT
+			c.stMu.Unlock()
+			return a, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, fmt.Errorf("allocate at a relay: %w", errors.Join(errs...))
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// install makes a the allocation in use (nil: none), permits the peers on
+// it, reports the change and retires the previous allocation after
+// retireGrace, so datagrams peers still send to the old address arrive.
+func (c *Client) install(ctx context.Context, a *Allocation) {
+	if a != nil {
+		pctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		c.permMu.Lock()
+		addrs := make([]netip.Addr, 0, len(c.permits))
+		for ip := range c.permits {
+			addrs = append(addrs, ip)
+		}
+		c.permMu.Unlock()
+		if err := a.Permit(pctx, addrs); err != nil {
+			c.cfg.Log.Warn("permitting peers on the new relay allocation", "err", err)
+		}
+		cancel()
+	}
+	old := c.cur.Swap(a)
+	if old == a {
+		return
+	}
+	var relayed netip.AddrPort
+	var server string
+	c.stMu.Lock()
+	if a != nil {
+		relayed, server = a.RelayedAddr(), a.cfg.Addr
+		c.status.Server, c.status.Transport, c.status.Relayed, c.status.LastError = a.cfg.Addr, a.kind, relayed, ""
+	} else {
+		c.status.Server, c.status.Transport, c.status.Relayed, c.status.RTT = "", "", netip.AddrPort{}, 0
+	}
+	c.stMu.Unlock()
+	if old != nil {
+		time.AfterFunc(retireGrace, func() { _ = old.Close() })
+	}
+	if old == nil && a == nil {
+		return
+	}
+	c.cfg.Log.Info("relay allocation", "relay", server, "relayed", relayed)
+	if c.cfg.OnChange != nil {
+		c.cfg.OnChange(relayed)
+	}
+}
+
+// retireGrace is how long a replaced allocation keeps receiving.
+const retireGrace = 30 * time.Second
+
+// watch pings the relay of a until it stops answering (an error) or the
+// credentials are due for renewal (nil).
+func (c *Client) watch(ctx context.Context, a *Allocation, renewAt time.Time) error {
+	t := time.NewTicker(c.cfg.ProbeInterval)
+	defer t.Stop()
+	lost := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.Done():
+			return a.Err()
+		case <-t.C:
+		}
+		if !c.cfg.Now().Before(renewAt) {
+			return nil
+		}
+		pctx, cancel := context.WithTimeout(ctx, c.cfg.ProbeTimeout)
+		rtt, err := a.Ping(pctx)
+		cancel()
+		if err == nil {
+			lost = 0
+			c.stMu.Lock()
+			c.status.RTT = rtt
+			c.stMu.Unlock()
+			continue
+		}
+		if lost++; lost >= c.cfg.ProbeFailures {
+			err = fmt.Errorf("relay %s stopped answering (%d pings lost): %w", a.server, lost, err)
+			a.fail(err)
+			return err
+		}
+	}
+}
+
+func (c *Client) failed(err error) {
+	c.cfg.Log.Warn("relay", "err", err)
+	c.stMu.Lock()
+	c.status.LastError = err.Error()
+	c.stMu.Unlock()
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

@@ -1,0 +1,197 @@
+package relayc
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/certmesh/certmesh/internal/testclock"
+)
+
+// runClient starts a Client on creds and returns it with the channel of
+// its OnChange reports.
+func runClient(t *testing.T, creds func() Credentials, in *inbox, now func() time.Time) (*Client, chan netip.AddrPort) {
+	t.Helper()
+	changes := make(chan netip.AddrPort, 16)
+	c, err := New(Config{
+		Credentials:   func(context.Context) (Credentials, error) { return creds(), nil },
+		Receive:       in.receive,
+		OnChange:      func(a netip.AddrPort) { changes <- a },
+		Now:           now,
+		ProbeInterval: 100 * time.Millisecond,
+		ProbeTimeout:  300 * time.Millisecond,
+		ProbeFailures: 2,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return c, changes
+}
+
+func nextChange(t *testing.T, changes chan netip.AddrPort, d time.Duration) netip.AddrPort {
+	t.Helper()
+	select {
+	case a := <-changes:
+		return a
+	case <-time.After(d):
+		t.Fatalf("no relay change reported within %v", d)
+		return netip.AddrPort{}
+	}
+}
+
+// plainPeer is a peer's UDP socket on loopback.
+func plainPeer(t *testing.T) (*net.UDPConn, netip.AddrPort) {
+	t.Helper()
+	p, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	return p, p.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// roundTrip checks a datagram from peer to the relayed address reaches the
+// client's Receive, and one from the client reaches peer from there.
+func roundTrip(t *testing.T, c *Client, in *inbox, peer *net.UDPConn, relayed netip.AddrPort, tag string) {
+	t.Helper()
+	pa := peer.LocalAddr().(*net.UDPAddr).AddrPort()
+	if _, err := peer.WriteToUDPAddrPort([]byte(tag+" in"), relayed); err != nil {
+		t.Fatal(err)
+	}
+	if got := in.wait(t, tag+" in", 5*time.Second); got.from != pa {
+		t.Fatalf("from %s, want %s", got.from, pa)
+	}
+	if err := c.WriteTo(context.Background(), []byte(tag+" out"), pa); err != nil {
+		t.Fatal(err)
+	}
+	_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 256)
+	n, from, err := peer.ReadFromUDPAddrPort(buf)
+	if err != nil || string(buf[:n]) != tag+" out" || from != relayed {
+		t.Fatalf("peer read %q from %s (%v), want %q from %s", buf[:n], from, err, tag+" out", relayed)
+	}
+}
+
+// TestNearestThenFailover: of two relays, the client allocates on the one
+// with the shorter STUN round trip (the other is 40 ms farther away, and
+// listed first), reports its relayed address, and when that relay stops it
+// moves to the other, reports the new address and re-permits its peers
+// there: a peer reaches it through the second relay without a new Permit.
+func TestNearestThenFailover(t *testing.T) {
+	ca, _ := testRoots(t)
+	far, near := startTURN(t, ca), startTURN(t, ca)
+	farProxy := startDelayProxy(t, far.udp, 40*time.Millisecond)
+	creds := func() Credentials {
+		return Credentials{Username: testUser, Password: testPass, Expires: time.Now().Add(time.Hour),
+			Servers: []Server{{Name: "far", UDP: farProxy.addr}, {Name: "near", UDP: near.udp}}}
+	}
+	in := newInbox()
+	c, changes := runClient(t, creds, in, nil)
+	first := nextChange(t, changes, 10*time.Second)
+	if st := c.Status(); st.Server != near.udp || st.Relayed != first || len(st.Probes) != 2 {
+		t.Fatalf("allocated on %s (status %+v), want the nearer relay %s", st.Server, st, near.udp)
+	}
+	peer, pa := plainPeer(t)
+	if err := c.Permit(context.Background(), []netip.Addr{pa.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, c, in, peer, first, "near")
+
+	_ = near.srv.Close()
+	second := nextChange(t, changes, 10*time.Second)
+	if !second.IsValid() || second == first {
+		t.Fatalf("after the relay stopped: change to %s (was %s)", second, first)
+	}
+	if st := c.Status(); st.Server != farProxy.addr || st.Relayed != second {
+		t.Fatalf("status after failover %+v, want relay %s", st, farProxy.addr)
+	}
+	roundTrip(t, c, in, peer, second, "far")
+}
+
+// TestCredentialsRenewed: at two thirds of the credentials' life (an
+// injected clock moved forward), the client fetches new ones, allocates
+// with them and reports the new relayed address.
+func TestCredentialsRenewed(t *testing.T) {
+	ca, _ := testRoots(t)
+	r := startTURN(t, ca)
+	clock := &testclock.Clock{}
+	var fetches atomic.Int32
+	creds := func() Credentials {
+		fetches.Add(1)
+		return Credentials{Username: testUser, Password: testPass, Expires: clock.Now().Add(time.Hour),
+			Servers: []Server{{UDP: r.udp}}}
+	}
+	in := newInbox()
+	c, changes := runClient(t, creds, in, clock.Now)
+	first := nextChange(t, changes, 10*time.Second)
+	clock.Advance(30 * time.Minute)
+	select {
+	case a := <-changes:
+		t.Fatalf("re-allocated (%s) at half the credentials' life", a)
+	case <-time.After(500 * time.Millisecond):
+	}
+	clock.Advance(11 * time.Minute)
+	second := nextChange(t, changes, 10*time.Second)
+	if n := fetches.Load(); n != 2 || second == first || !second.IsValid() {
+		t.Fatalf("%d fetches, relayed %s then %s", n, first, second)
+	}
+	peer, pa := plainPeer(t)
+	if err := c.Permit(context.Background(), []netip.Addr{pa.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, c, in, peer, second, "renewed")
+}
+
+// TestTLSWhereUDPIsBlocked: a relay whose UDP port does not answer is
+// reached over TLS (verified against the pinned roots), and relays both
+// ways from there.
+func TestTLSWhereUDPIsBlocked(t *testing.T) {
+	ca, roots := testRoots(t)
+	r := startTURN(t, ca)
+	blocked, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocked.Close() // holds the port, never answers
+	creds := func() Credentials {
+		return Credentials{Username: testUser, Password: testPass, Expires: time.Now().Add(time.Hour),
+			Servers: []Server{{UDP: blocked.LocalAddr().String(), TLS: r.tls}}}
+	}
+	in := newInbox()
+	changes := make(chan netip.AddrPort, 4)
+	c, err := New(Config{Credentials: func(context.Context) (Credentials, error) { return creds(), nil },
+		TLS: TLSConfig(roots, nil), Receive: in.receive, OnChange: func(a netip.AddrPort) { changes <- a },
+		ProbeInterval: 100 * time.Millisecond, ProbeTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = c.Run(ctx) }()
+	relayed := nextChange(t, changes, 10*time.Second)
+	if st := c.Status(); st.Transport != TLS || st.Server != r.tls {
+		t.Fatalf("status %+v, want TLS to %s", st, r.tls)
+	}
+	peer, pa := plainPeer(t)
+	if err := c.Permit(context.Background(), []netip.Addr{pa.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, c, in, peer, relayed, "tls")
+}
+
+// relay is the path layer's Relay interface (PATH-DESIGN.md seam 4), which
+// both a Client and a single Allocation implement.
+type relay interface {
+	RelayedAddr() netip.AddrPort
+	WriteTo(ctx context.Context, b []byte, to netip.AddrPort) error
+	Permit(ctx context.Context, addrs []netip.Addr) error
+}
+
+var _, _ relay = (*Client)(nil), (*Allocation)(nil)
