@@ -13,12 +13,12 @@ import (
 
 	"github.com/certmesh/certmesh/audit"
 	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/internal/logbuf"
 	"github.com/certmesh/certmesh/internal/store"
 	"github.com/certmesh/certmesh/internal/testclock"
 	"github.com/certmesh/certmesh/translog"
 	"github.com/certmesh/certmesh/tstest/crashcheck"
 	"github.com/certmesh/certmesh/tstest/oidctest"
-	"github.com/certmesh/certmesh/tstest/testmesh"
 )
 
 // crashEnv is a CA served over HTTPS that a test can reopen from its state
@@ -49,7 +49,7 @@ func newCrashEnv(t *testing.T, oidc, approval bool) *crashEnv {
 	if approval {
 		editConfig(t, dir, func(c *ca.Config) { c.Approval = ca.ApprovalRequired })
 	}
-	e := &crashEnv{loginEnv: &loginEnv{testEnv: &testEnv{Dir: dir, Clock: &testclock.Clock{}, nextIndex: 1}, IdP: idp, Logs: &testmesh.LogBuffer{}}}
+	e := &crashEnv{loginEnv: &loginEnv{testEnv: &testEnv{Dir: dir, Clock: &testclock.Clock{}, nextIndex: 1}, IdP: idp, Logs: &logbuf.Buffer{}}}
 	e.open(t)
 	t.Cleanup(func() { e.CA.Close() })
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { e.cur.Load().h.ServeHTTP(w, r) })

@@ -25,11 +25,11 @@ import (
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/logbuf"
 	"github.com/certmesh/certmesh/internal/store"
 	"github.com/certmesh/certmesh/internal/testclock"
 	"github.com/certmesh/certmesh/internal/wire"
 	"github.com/certmesh/certmesh/tstest/oidctest"
-	"github.com/certmesh/certmesh/tstest/testmesh"
 )
 
 const (
@@ -51,7 +51,7 @@ var (
 type loginEnv struct {
 	*testEnv
 	IdP  *oidctest.Provider
-	Logs *testmesh.LogBuffer // what the CA logged
+	Logs *logbuf.Buffer // what the CA logged
 }
 
 // newOIDCState starts the provider and initialises a state directory whose
@@ -91,7 +91,7 @@ func newLoginEnv(t *testing.T, edit func(*ca.OIDCConfig), opts ...oidctest.Optio
 	t.Helper()
 	dir, idp, ln := newOIDCState(t, edit, opts...)
 	clk := &testclock.Clock{}
-	logs := &testmesh.LogBuffer{}
+	logs := &logbuf.Buffer{}
 	c, err := ca.Open(dir, ca.Options{Logger: slog.New(slog.NewTextHandler(logs, nil)), Now: clk.Now})
 	if err != nil {
 		t.Fatalf("Open: %v", err)

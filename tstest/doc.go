@@ -1,9 +1,13 @@
 // Package tstest is certmesh's test-support tree: everything tests reuse
 // and that may import the roles it exercises (agent, ca, coord, server).
 //
-//   - e2e: the real binaries, as processes, in userspace and in network
-//     namespaces on kernel TUN
-//   - testmesh: in-process meshes of real agents around a real server
+//   - meshlab: the mesh lab, one scenario API with two backends (in-process
+//     userspace agents; the binaries on kernel TUN in network namespaces),
+//     and the scenarios that run on both
+//   - e2e: the real binaries as processes (the lab's NetNS backend drives
+//     them; bench too), and the tests only processes can run
+//   - testmesh: the tests only the in-process backend can run (a clock, a
+//     TPM, the CA's internals)
 //   - hostile: a coordinator that speaks the real protocol but lies
 //   - netns: network namespaces, bridges, NAT routers and link impairment
 //   - oidctest: a real OpenID Provider (zitadel/oidc op)

@@ -56,6 +56,8 @@ type AgentOptions struct {
 	// Args are appended to the agent's command line, after
 	// Options.AgentArgs.
 	Args []string
+	// Token enrolls with this token instead of a fresh one (Tags unused).
+	Token string
 }
 
 // AddAgentWith is [Mesh.AddAgent] with options.
@@ -89,9 +91,12 @@ func (m *Mesh) StartAgentWith(ctx context.Context, h *netns.Host, opts AgentOpti
 	if m.Server == nil || m.Server.Proc == nil {
 		return nil, errors.New("e2e: start the server first")
 	}
-	tok, err := m.TaggedToken(ctx, opts.Tags...)
-	if err != nil {
-		return nil, err
+	tok := opts.Token
+	if tok == "" {
+		var err error
+		if tok, err = m.TaggedToken(ctx, opts.Tags...); err != nil {
+			return nil, err
+		}
 	}
 	iface := m.NextInterface()
 	a := &Agent{Name: h.Name, Host: h, Iface: iface, StateDir: filepath.Join(m.Dir, h.Name, "state"), Token: tok}

@@ -10,8 +10,8 @@
 // [Mesh.Login] logs a user in through `certmesh login` with a
 // [Mesh.Browser] in the agent's namespace.
 //
-// The fixture itself does not import "testing": [Build], [New] and the
-// [Mesh] methods return errors, so a benchmark driver can use them too. The
+// The fixture returns errors instead of failing a test: [Build], [New] and
+// the [Mesh] methods return errors, so a benchmark driver can use them too. The
 // tests wrap them (see NewMesh in the test files).
 package e2e
 

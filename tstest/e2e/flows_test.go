@@ -2,9 +2,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"testing"
@@ -25,7 +22,7 @@ func serveEcho(t *testing.T, h *netns.Host, addr netip.AddrPort) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &echoServer{}
+	e := &EchoServer{}
 	e.Serve(ln)
 	t.Cleanup(e.Close)
 }
@@ -33,51 +30,12 @@ func serveEcho(t *testing.T, h *netns.Host, addr netip.AddrPort) {
 // reach opens a TCP connection from h to dst and exchanges a line, all
 // within limit.
 func reach(ctx context.Context, h *netns.Host, dst netip.AddrPort, limit time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	c, err := h.DialContext(ctx, "tcp", dst.String())
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if d, ok := ctx.Deadline(); ok {
-		_ = c.SetDeadline(d)
-	}
-	if _, err := c.Write([]byte("ping\n")); err != nil {
-		return err
-	}
-	buf := make([]byte, 5)
-	if _, err := io.ReadFull(c, buf); err != nil {
-		return err
-	}
-	if string(buf) != "ping\n" {
-		return fmt.Errorf("echo from %s garbled: %q", dst, buf)
-	}
-	return nil
+	return Reach(ctx, HostDialer(h), dst, limit)
 }
 
-// exchange sends msg on c and reads it back from the echo server.
-func exchange(c net.Conn, msg string) error {
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Write([]byte(msg)); err != nil {
-		return err
-	}
-	buf := make([]byte, len(msg))
-	if _, err := io.ReadFull(c, buf); err != nil {
-		return err
-	}
-	if string(buf) != msg {
-		return fmt.Errorf("echo %q, sent %q", buf, msg)
-	}
-	return nil
-}
+func exchange(c net.Conn, msg string) error { return Exchange(c, msg) }
 
-// isTimeout reports whether err is a timeout (a SYN nobody answered), as
-// opposed to, say, a refused connection.
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
-}
+func isTimeout(err error) bool { return IsTimeout(err) }
 
 // udpStream is the package's datagram stream (udpstream.go).
 type udpStream = UDPStream

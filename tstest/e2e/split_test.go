@@ -127,3 +127,16 @@ func reachWithin(ctx context.Context, a *Agent, dst netip.AddrPort, limit time.D
 	}
 	return nil
 }
+
+// waitPolicy waits until every agent holds policy version v and returns
+// how long that took.
+func waitPolicy(ctx context.Context, t *testing.T, v uint64, agents ...*Agent) time.Duration {
+	t.Helper()
+	start := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := WaitPolicy(wctx, v, agents...); err != nil {
+		t.Fatal(err)
+	}
+	return time.Since(start)
+}

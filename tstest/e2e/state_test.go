@@ -65,7 +65,7 @@ func TestStateDirectorySafety(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	logs := map[string]string{}
-	t.Cleanup(func() { dumpLogsOnFailure(t, logs) })
+	t.Cleanup(func() { DumpLogsOnFailure(t, logs) })
 
 	m, srv, fp, listen := startLoopbackServer(ctx, t, bin, dir, logs)
 	srvState := m.Server.StateDir

@@ -16,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -36,7 +35,7 @@ func TestUserspaceMesh(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
 	logs := map[string]string{}
-	t.Cleanup(func() { dumpLogsOnFailure(t, logs) })
+	t.Cleanup(func() { DumpLogsOnFailure(t, logs) })
 
 	m, _, fp, listen := startLoopbackServer(ctx, t, bin, dir, logs)
 	serverURL := "https://" + listen.String()
@@ -170,7 +169,7 @@ func TestUserspaceMesh(t *testing.T) {
 	// Echo servers on u3's netstack, IPv4 and IPv6.
 	const echoPort = 7000
 	tnet := inproc.Device().Net()
-	echo := &echoServer{}
+	echo := &EchoServer{}
 	t.Cleanup(echo.Close)
 	for _, ip := range a3.Addrs {
 		ln, err := tnet.ListenTCPAddrPort(netip.AddrPortFrom(ip, echoPort))
@@ -388,70 +387,6 @@ func socks5Connect(ctx context.Context, proxy string, dst netip.AddrPort) (net.C
 	}
 	_ = c.SetDeadline(time.Time{})
 	return c, nil
-}
-
-// echoServer echoes every connection accepted on its listeners until
-// Close, which closes the listeners and the open connections and waits for
-// all its goroutines.
-type echoServer struct {
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	closed bool
-	lns    []net.Listener
-	conns  map[net.Conn]struct{}
-}
-
-// Serve accepts connections on ln in the background.
-func (e *echoServer) Serve(ln net.Listener) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
-		ln.Close()
-		return
-	}
-	e.lns = append(e.lns, ln)
-	e.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			e.mu.Lock()
-			if e.closed {
-				e.mu.Unlock()
-				c.Close()
-				return
-			}
-			if e.conns == nil {
-				e.conns = map[net.Conn]struct{}{}
-			}
-			e.conns[c] = struct{}{}
-			e.mu.Unlock()
-			e.wg.Go(func() {
-				defer func() {
-					e.mu.Lock()
-					delete(e.conns, c)
-					e.mu.Unlock()
-					c.Close()
-				}()
-				_, _ = io.Copy(c, c)
-			})
-		}
-	})
-}
-
-// Close stops the server and waits for its goroutines.
-func (e *echoServer) Close() {
-	e.mu.Lock()
-	e.closed = true
-	for _, ln := range e.lns {
-		ln.Close()
-	}
-	for c := range e.conns {
-		c.Close()
-	}
-	e.mu.Unlock()
-	e.wg.Wait()
 }
 
 // startLoopbackServer initialises a server in dir/srv/state, runs it on a

@@ -8,18 +8,18 @@ import (
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/internal/store"
-	"github.com/certmesh/certmesh/tstest/testmesh"
+	"github.com/certmesh/certmesh/tstest/meshlab"
 )
 
-func approvalMesh(t *testing.T) *testmesh.Mesh {
-	return testmesh.New(t, testmesh.Options{Config: func(cfg *ca.Config, _ string) { cfg.Approval = ca.ApprovalRequired }})
+func approvalMesh(t *testing.T) *meshlab.InProc {
+	return meshlab.NewInProc(t, meshlab.InProcOptions{Config: func(cfg *ca.Config, _ string) { cfg.Approval = ca.ApprovalRequired }})
 }
 
 // waitPending returns the one enrollment waiting for approval.
-func waitPending(t *testing.T, m *testmesh.Mesh, host string) store.PendingEnrollment {
+func waitPending(t *testing.T, m *meshlab.InProc, host string) store.PendingEnrollment {
 	t.Helper()
 	var found store.PendingEnrollment
-	testmesh.Eventually(t, 10*time.Second, "a pending enrollment of "+host, func() error {
+	meshlab.Eventually(t, 10*time.Second, "a pending enrollment of "+host, func() error {
 		ps, err := m.Server.CA.Pending(t.Context())
 		if err != nil {
 			return err
@@ -36,7 +36,7 @@ func waitPending(t *testing.T, m *testmesh.Mesh, host string) store.PendingEnrol
 }
 
 type started struct {
-	n   *testmesh.Node
+	n   *meshlab.InProcNode
 	err error
 }
 
@@ -44,7 +44,7 @@ func TestAgentWaitsForApproval(t *testing.T) {
 	m := approvalMesh(t)
 	done := make(chan started, 1)
 	go func() {
-		n, err := m.StartNode(t, "new-laptop", testmesh.NodeOptions{})
+		n, err := m.StartNode(t, "new-laptop", meshlab.NodeOptions{})
 		done <- started{n, err}
 	}()
 	p := waitPending(t, m, "new-laptop")
@@ -72,7 +72,7 @@ func TestAgentDenied(t *testing.T) {
 	m := approvalMesh(t)
 	done := make(chan started, 1)
 	go func() {
-		n, err := m.StartNode(t, "stranger", testmesh.NodeOptions{})
+		n, err := m.StartNode(t, "stranger", meshlab.NodeOptions{})
 		done <- started{n, err}
 	}()
 	p := waitPending(t, m, "stranger")

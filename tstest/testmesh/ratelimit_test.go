@@ -5,18 +5,18 @@ import (
 	"testing"
 
 	"github.com/certmesh/certmesh/ca"
-	"github.com/certmesh/certmesh/tstest/testmesh"
+	"github.com/certmesh/certmesh/tstest/meshlab"
 )
 
 // An agent whose enrollment the CA answers 429 (its address is over the
 // rate limit) waits the Retry-After and enrolls, instead of failing.
 func TestAgentEnrollWaitsOutRateLimit(t *testing.T) {
-	m := testmesh.New(t, testmesh.Options{Config: func(cfg *ca.Config, _ string) {
+	m := meshlab.NewInProc(t, meshlab.InProcOptions{Config: func(cfg *ca.Config, _ string) {
 		// One request at once, one a second: the enrollment right after its
 		// nonce is refused with Retry-After: 1.
 		cfg.RateLimit = &ca.RateLimitConfig{PerSecond: 1, Burst: 1}
 	}})
-	a := m.AddNode(t, "laptop", testmesh.NodeOptions{})
+	a := m.AddNode(t, "laptop", meshlab.NodeOptions{})
 	if st := a.Status(t); st.Self.CertSerial == "" {
 		t.Fatalf("not enrolled: %+v", st.Self)
 	}

@@ -9,7 +9,7 @@ import (
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/testclock"
-	"github.com/certmesh/certmesh/tstest/testmesh"
+	"github.com/certmesh/certmesh/tstest/meshlab"
 )
 
 // TestExpiredWhileCADownRecovers: the CA is down for longer than a
@@ -21,14 +21,14 @@ import (
 func TestExpiredWhileCADownRecovers(t *testing.T) {
 	const life = 2 * time.Minute
 	clk := &testclock.Clock{}
-	m := testmesh.New(t, testmesh.Options{Clock: clk, Config: func(cfg *ca.Config, _ string) {
+	m := meshlab.NewInProc(t, meshlab.InProcOptions{Clock: clk, Config: func(cfg *ca.Config, _ string) {
 		cfg.MachineCertLifetime = ca.Duration(life)
 	}})
-	var nodes []*testmesh.Node
+	var nodes []*meshlab.InProcNode
 	for _, name := range []string{"a", "b", "c"} {
-		nodes = append(nodes, m.AddNode(t, name, testmesh.NodeOptions{Clock: clk}))
+		nodes = append(nodes, m.AddNode(t, name, meshlab.NodeOptions{Clock: clk}))
 	}
-	bad := m.AddNode(t, "bad", testmesh.NodeOptions{Clock: clk})
+	bad := m.AddNode(t, "bad", meshlab.NodeOptions{Clock: clk})
 	waitPeers(t, nodes, "a", "b", "c", "bad")
 	badID := bad.Status(t).Self.DeviceID
 	if _, err := m.Server.CA.Revoke(t.Context(), badID); err != nil {
@@ -43,7 +43,7 @@ func TestExpiredWhileCADownRecovers(t *testing.T) {
 
 	m.StopServer(t)
 	clk.Advance(life + 2*time.Minute) // every certificate is now expired
-	testmesh.Eventually(t, 30*time.Second, "every agent to try renewing while the CA is down", func() error {
+	meshlab.Eventually(t, 30*time.Second, "every agent to try renewing while the CA is down", func() error {
 		for _, n := range append(nodes, bad) {
 			if !strings.Contains(n.Logs.String(), "renewal failed") {
 				return fmt.Errorf("%s has not tried yet", n.Name)
@@ -53,7 +53,7 @@ func TestExpiredWhileCADownRecovers(t *testing.T) {
 	})
 	m.StartServer(t)
 
-	testmesh.Eventually(t, 2*time.Minute, "every agent to renew after expiry and see the others again", func() error {
+	meshlab.Eventually(t, 2*time.Minute, "every agent to renew after expiry and see the others again", func() error {
 		for _, n := range nodes {
 			st := n.Status(t)
 			if !st.Self.CertNotAfter.After(clk.Now()) {
@@ -77,7 +77,7 @@ func TestExpiredWhileCADownRecovers(t *testing.T) {
 	}
 	// The revoked device tried, was refused, and holds its expired
 	// certificate still; nobody has it as a peer.
-	testmesh.Eventually(t, 30*time.Second, "the revoked device to be refused", func() error {
+	meshlab.Eventually(t, 30*time.Second, "the revoked device to be refused", func() error {
 		if !strings.Contains(bad.Logs.String(), "is revoked") {
 			return fmt.Errorf("no refusal in its log yet")
 		}
@@ -93,7 +93,7 @@ func TestExpiredWhileCADownRecovers(t *testing.T) {
 
 // peersAre checks that each node has exactly the other named nodes as
 // verified peers, each configured in its WireGuard device.
-func peersAre(t *testing.T, nodes []*testmesh.Node, names ...string) error {
+func peersAre(t *testing.T, nodes []*meshlab.InProcNode, names ...string) error {
 	for _, n := range nodes {
 		st := n.Status(t)
 		want := len(names) - 1
@@ -104,7 +104,7 @@ func peersAre(t *testing.T, nodes []*testmesh.Node, names ...string) error {
 			if name == n.Name {
 				continue
 			}
-			if _, err := peerNamed(st, name); err != nil {
+			if _, err := meshlab.PeerNamed(st, name); err != nil {
 				return fmt.Errorf("%s: %w", n.Name, err)
 			}
 		}
@@ -119,12 +119,12 @@ func peersAre(t *testing.T, nodes []*testmesh.Node, names ...string) error {
 	return nil
 }
 
-func waitPeers(t *testing.T, nodes []*testmesh.Node, names ...string) {
+func waitPeers(t *testing.T, nodes []*meshlab.InProcNode, names ...string) {
 	t.Helper()
-	testmesh.Eventually(t, 30*time.Second, "peers "+strings.Join(names, ", "), func() error { return peersAre(t, nodes, names...) })
+	meshlab.Eventually(t, 30*time.Second, "peers "+strings.Join(names, ", "), func() error { return peersAre(t, nodes, names...) })
 }
 
-func devicesOf(t *testing.T, m *testmesh.Mesh) []certs.DeviceID {
+func devicesOf(t *testing.T, m *meshlab.InProc) []certs.DeviceID {
 	t.Helper()
 	devs, err := m.Server.CA.Devices(t.Context())
 	if err != nil {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/internal/testclock"
-	"github.com/certmesh/certmesh/tstest/testmesh"
+	"github.com/certmesh/certmesh/tstest/meshlab"
 )
 
 // TestRenewalInvisibleUnderTraffic runs a mesh on the shortest machine
@@ -32,13 +32,13 @@ func TestRenewalInvisibleUnderTraffic(t *testing.T) {
 	const life = 2 * time.Minute
 	const clockSpeed = 4
 	clk := &testclock.Clock{}
-	m := testmesh.New(t, testmesh.Options{Clock: clk, Config: func(cfg *ca.Config, _ string) {
+	m := meshlab.NewInProc(t, meshlab.InProcOptions{Clock: clk, Config: func(cfg *ca.Config, _ string) {
 		cfg.MachineCertLifetime = ca.Duration(life)
 	}})
-	nodes := []*testmesh.Node{
-		m.AddNode(t, "a", testmesh.NodeOptions{Clock: clk}),
-		m.AddNode(t, "b", testmesh.NodeOptions{Clock: clk}),
-		m.AddNode(t, "c", testmesh.NodeOptions{Clock: clk}),
+	nodes := []*meshlab.InProcNode{
+		m.AddNode(t, "a", meshlab.NodeOptions{Clock: clk}),
+		m.AddNode(t, "b", meshlab.NodeOptions{Clock: clk}),
+		m.AddNode(t, "c", meshlab.NodeOptions{Clock: clk}),
 	}
 	for _, n := range nodes {
 		udpEcho(t, n, 9000)

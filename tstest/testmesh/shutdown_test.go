@@ -12,7 +12,7 @@ import (
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/wire"
-	"github.com/certmesh/certmesh/tstest/testmesh"
+	"github.com/certmesh/certmesh/tstest/meshlab"
 )
 
 // slowBody is a request body that arrives in pieces over about a second,
@@ -36,10 +36,10 @@ func (b *slowBody) Read(p []byte) (int, error) {
 // without the coordinator telling anyone their agents left, so no agent
 // removes a peer.
 func TestShutdownFinishesRequestsInFlight(t *testing.T) {
-	m := testmesh.New(t, testmesh.Options{})
-	a := m.AddNode(t, "a", testmesh.NodeOptions{})
-	b := m.AddNode(t, "b", testmesh.NodeOptions{})
-	waitPeers(t, []*testmesh.Node{a, b}, "a", "b")
+	m := meshlab.NewInProc(t, meshlab.InProcOptions{})
+	a := m.AddNode(t, "a", meshlab.NodeOptions{})
+	b := m.AddNode(t, "b", meshlab.NodeOptions{})
+	waitPeers(t, []*meshlab.InProcNode{a, b}, "a", "b")
 
 	tr := &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13,
 		RootCAs: m.Roots.Pool(), ServerName: certs.ServerName(m.TrustDomain)}}
@@ -88,7 +88,7 @@ func TestShutdownFinishesRequestsInFlight(t *testing.T) {
 	if cut > 0 {
 		t.Errorf("%d of %d requests in flight were cut by the shutdown, want none", cut, inFlight)
 	}
-	for _, n := range []*testmesh.Node{a, b} {
+	for _, n := range []*meshlab.InProcNode{a, b} {
 		if logs := n.Logs.String(); strings.Contains(logs, "peer removed") || strings.Contains(logs, "no longer listed") {
 			t.Errorf("%s heard its peer left when the server shut down:\n%s", n.Name, grepLines(logs, "peer removed", "no longer listed"))
 		}

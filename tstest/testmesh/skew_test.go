@@ -2,6 +2,7 @@ package testmesh_test
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -9,20 +10,20 @@ import (
 	"github.com/certmesh/certmesh/agent"
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/internal/testclock"
-	"github.com/certmesh/certmesh/tstest/testmesh"
+	"github.com/certmesh/certmesh/tstest/meshlab"
 )
 
 // reachEachOther waits until every pair of nodes exchanges a line over the
 // overlay, both ways (each serves port 7000).
-func reachEachOther(t *testing.T, what string, nodes ...*testmesh.Node) {
+func reachEachOther(t *testing.T, what string, nodes ...*meshlab.InProcNode) {
 	t.Helper()
-	testmesh.Eventually(t, 30*time.Second, what, func() error {
+	meshlab.Eventually(t, 30*time.Second, what, func() error {
 		for _, a := range nodes {
 			for _, b := range nodes {
 				if a == b {
 					continue
 				}
-				if err := reach(a, b.V4(), 7000, 2*time.Second); err != nil {
+				if err := meshlab.Reach(t.Context(), a, netip.AddrPortFrom(b.V4(), 7000), 2*time.Second); err != nil {
 					return fmt.Errorf("%s to %s: %w", a.Name, b.Name, err)
 				}
 			}
@@ -59,12 +60,12 @@ func TestAgentMinutesBehindCA(t *testing.T) {
 }
 
 func minutesBehind(t *testing.T, config func(*ca.Config, string)) {
-	m := testmesh.New(t, testmesh.Options{Config: config})
-	before := m.AddNode(t, "server-1", testmesh.NodeOptions{})
-	laptop := m.AddNode(t, "laptop", testmesh.NodeOptions{Clock: testclock.Offset(-4 * time.Minute)})
-	after := m.AddNode(t, "server-2", testmesh.NodeOptions{}) // issued after the laptop started
-	for _, n := range []*testmesh.Node{before, laptop, after} {
-		serve(t, n, 7000)
+	m := meshlab.NewInProc(t, meshlab.InProcOptions{Config: config})
+	before := m.AddNode(t, "server-1", meshlab.NodeOptions{})
+	laptop := m.AddNode(t, "laptop", meshlab.NodeOptions{Clock: testclock.Offset(-4 * time.Minute)})
+	after := m.AddNode(t, "server-2", meshlab.NodeOptions{}) // issued after the laptop started
+	for _, n := range []*meshlab.InProcNode{before, laptop, after} {
+		meshlab.ServeEcho(t, n, 7000)
 	}
 	reachEachOther(t, "the laptop 4 minutes behind and both servers to reach each other", before, laptop, after)
 	st := laptop.Status(t)
@@ -87,9 +88,9 @@ func minutesBehind(t *testing.T, config func(*ca.Config, string)) {
 	if renewed.CertSerial == old {
 		t.Fatal("renewal kept the old certificate")
 	}
-	testmesh.Eventually(t, 15*time.Second, "both servers to hold the laptop's renewed certificate", func() error {
-		for _, n := range []*testmesh.Node{before, after} {
-			p, err := peerNamed(n.Status(t), "laptop")
+	meshlab.Eventually(t, 15*time.Second, "both servers to hold the laptop's renewed certificate", func() error {
+		for _, n := range []*meshlab.InProcNode{before, after} {
+			p, err := meshlab.PeerNamed(n.Status(t), "laptop")
 			if err != nil {
 				return err
 			}
@@ -106,14 +107,14 @@ func minutesBehind(t *testing.T, config func(*ca.Config, string)) {
 // with the clock named as the cause; ahead, it runs, and its log and
 // status say certificates will be refused.
 func TestAgentFarOffCA(t *testing.T) {
-	m := testmesh.New(t, testmesh.Options{})
-	_, err := m.StartNode(t, "behind", testmesh.NodeOptions{Clock: testclock.Offset(-30 * time.Minute)})
+	m := meshlab.NewInProc(t, meshlab.InProcOptions{})
+	_, err := m.StartNode(t, "behind", meshlab.NodeOptions{Clock: testclock.Offset(-30 * time.Minute)})
 	const behind = "this machine's clock is 30 minutes behind the CA; certificates will be refused"
 	if err == nil || !strings.Contains(err.Error(), behind) {
 		t.Errorf("enrollment 30 minutes behind: %v, want it to say %q", err, behind)
 	}
 
-	n := m.AddNode(t, "ahead", testmesh.NodeOptions{Clock: testclock.Offset(30 * time.Minute)})
+	n := m.AddNode(t, "ahead", meshlab.NodeOptions{Clock: testclock.Offset(30 * time.Minute)})
 	const ahead = "this machine's clock is 30 minutes ahead of the CA; certificates will be refused"
 	st := n.Status(t)
 	wantOffset(t, st.Clock, 30*time.Minute)

@@ -13,7 +13,7 @@ import (
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/wire"
-	"github.com/certmesh/certmesh/tstest/testmesh"
+	"github.com/certmesh/certmesh/tstest/meshlab"
 )
 
 // trickle is a request body that sends one byte per interval, for ever
@@ -38,10 +38,10 @@ func (tr *trickle) Read(p []byte) (int, error) {
 // agents' long-lived watch streams, whose bodies arrived at once, go on.
 func TestTrickledBodyIsCut(t *testing.T) {
 	const bodyTimeout = time.Second
-	m := testmesh.New(t, testmesh.Options{BodyTimeout: bodyTimeout})
-	a := m.AddNode(t, "a", testmesh.NodeOptions{})
-	b := m.AddNode(t, "b", testmesh.NodeOptions{})
-	waitPeers(t, []*testmesh.Node{a, b}, "a", "b")
+	m := meshlab.NewInProc(t, meshlab.InProcOptions{BodyTimeout: bodyTimeout})
+	a := m.AddNode(t, "a", meshlab.NodeOptions{})
+	b := m.AddNode(t, "b", meshlab.NodeOptions{})
+	waitPeers(t, []*meshlab.InProcNode{a, b}, "a", "b")
 
 	for _, proto := range []string{"http/1.1", "h2"} {
 		t.Run(proto, func(t *testing.T) {
@@ -103,7 +103,7 @@ func TestTrickledBodyIsCut(t *testing.T) {
 
 	// The agents' watches, open since before, were not cut, and the
 	// agents still publish (a request with a body) and renew.
-	for _, n := range []*testmesh.Node{a, b} {
+	for _, n := range []*meshlab.InProcNode{a, b} {
 		if logs := n.Logs.String(); strings.Count(logs, "connected to coordinator") != 1 || strings.Contains(logs, "connection lost") {
 			t.Errorf("%s's watch was cut:\n%s", n.Name, grepLines(logs, "coordinator"))
 		}
@@ -111,7 +111,7 @@ func TestTrickledBodyIsCut(t *testing.T) {
 			t.Errorf("%s: renew: %v", n.Name, err)
 		}
 	}
-	waitPeers(t, []*testmesh.Node{a, b}, "a", "b")
+	waitPeers(t, []*meshlab.InProcNode{a, b}, "a", "b")
 }
 
 func statusOf(resp *http.Response, err error) string {

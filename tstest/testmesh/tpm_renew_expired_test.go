@@ -12,7 +12,7 @@ import (
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/testclock"
-	"github.com/certmesh/certmesh/tstest/testmesh"
+	"github.com/certmesh/certmesh/tstest/meshlab"
 	"github.com/certmesh/certmesh/tstest/tpmtest"
 )
 
@@ -25,14 +25,14 @@ func TestTPMRenewalAfterExpiry(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk := &testclock.Clock{}
-	m := testmesh.New(t, testmesh.Options{Clock: clk, Config: func(cfg *ca.Config, _ string) {
+	m := meshlab.NewInProc(t, meshlab.InProcOptions{Clock: clk, Config: func(cfg *ca.Config, _ string) {
 		cfg.TPM = &ca.TPMConfig{ManufacturerRoots: file}
 	}})
 	_, tcfg, _ := tpmSetup(t, mfr)
-	n := m.AddNode(t, "tpm-laptop", testmesh.NodeOptions{TPM: tcfg, Clock: clk})
+	n := m.AddNode(t, "tpm-laptop", meshlab.NodeOptions{TPM: tcfg, Clock: clk})
 	before := n.Status(t).Self
 	clk.Advance(before.CertNotAfter.Sub(clk.Now()) + time.Hour)
-	testmesh.Eventually(t, 30*time.Second, "the TPM device to renew after expiry", func() error {
+	meshlab.Eventually(t, 30*time.Second, "the TPM device to renew after expiry", func() error {
 		st := n.Status(t).Self
 		if !st.CertNotAfter.After(clk.Now()) {
 			return fmt.Errorf("certificate still expired at %s", st.CertNotAfter)

@@ -20,7 +20,7 @@ import (
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/store"
-	"github.com/certmesh/certmesh/tstest/testmesh"
+	"github.com/certmesh/certmesh/tstest/meshlab"
 	"github.com/certmesh/certmesh/tstest/tpmtest"
 )
 
@@ -45,13 +45,13 @@ func tpmSetup(t *testing.T, mfr *tpmtest.Manufacturer) (*tpmtest.TPM, *agent.TPM
 }
 
 // mfrMesh is a mesh whose CA trusts mfr's EK certificates.
-func mfrMesh(t *testing.T, mfr *tpmtest.Manufacturer, edit func(*ca.Config)) *testmesh.Mesh {
+func mfrMesh(t *testing.T, mfr *tpmtest.Manufacturer, edit func(*ca.Config)) *meshlab.InProc {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "tpm-roots.pem")
 	if err := os.WriteFile(file, certs.EncodePEM(mfr.Root, mfr.Intermediate), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return testmesh.New(t, testmesh.Options{Config: func(cfg *ca.Config, _ string) {
+	return meshlab.NewInProc(t, meshlab.InProcOptions{Config: func(cfg *ca.Config, _ string) {
 		cfg.TPM = &ca.TPMConfig{ManufacturerRoots: file}
 		if edit != nil {
 			edit(cfg)
@@ -63,7 +63,7 @@ func TestTPMEnrollment(t *testing.T) {
 	mfr := tpmtest.NewManufacturer(t)
 	m := mfrMesh(t, mfr, nil)
 	sim, tcfg, ek := tpmSetup(t, mfr)
-	n := m.AddNode(t, "tpm-laptop", testmesh.NodeOptions{TPM: tcfg})
+	n := m.AddNode(t, "tpm-laptop", meshlab.NodeOptions{TPM: tcfg})
 	st := n.Status(t)
 	if st.Self.Attestation != certs.AttestationTPM {
 		t.Fatalf("attestation level %q, want tpm", st.Self.Attestation)
@@ -99,12 +99,12 @@ func TestTPMEnrollment(t *testing.T) {
 }
 
 func TestTPMAllowListWithoutToken(t *testing.T) {
-	m := testmesh.New(t, testmesh.Options{})
+	m := meshlab.NewInProc(t, meshlab.InProcOptions{})
 	_, tcfg, ek := tpmSetup(t, nil) // no EK certificate at all
 	if err := m.Server.CA.SetEKs([]string{ek.Fingerprint.String()}, true); err != nil {
 		t.Fatal(err)
 	}
-	n := m.AddNode(t, "mdm-laptop", testmesh.NodeOptions{TPM: tcfg, NoToken: true})
+	n := m.AddNode(t, "mdm-laptop", meshlab.NodeOptions{TPM: tcfg, NoToken: true})
 	if st := n.Status(t); st.Self.Attestation != certs.AttestationTPM {
 		t.Fatalf("level %q", st.Self.Attestation)
 	}
@@ -114,32 +114,32 @@ func TestTPMRefusals(t *testing.T) {
 	t.Run("unknown manufacturer", func(t *testing.T) {
 		m := mfrMesh(t, tpmtest.NewManufacturer(t), nil)
 		_, tcfg, _ := tpmSetup(t, tpmtest.NewNamedManufacturer(t, "Rogue TPM Vendor"))
-		_, err := m.StartNode(t, "x", testmesh.NodeOptions{TPM: tcfg})
+		_, err := m.StartNode(t, "x", meshlab.NodeOptions{TPM: tcfg})
 		wantRefused(t, m, err, "bad-attestation")
 	})
 	t.Run("EK not allowed and no certificate", func(t *testing.T) {
-		m := testmesh.New(t, testmesh.Options{})
+		m := meshlab.NewInProc(t, meshlab.InProcOptions{})
 		_, tcfg, _ := tpmSetup(t, nil)
-		_, err := m.StartNode(t, "x", testmesh.NodeOptions{TPM: tcfg})
+		_, err := m.StartNode(t, "x", meshlab.NodeOptions{TPM: tcfg})
 		wantRefused(t, m, err, "bad-attestation")
 	})
 	t.Run("genuine TPM without a token", func(t *testing.T) {
 		mfr := tpmtest.NewManufacturer(t)
 		m := mfrMesh(t, mfr, nil)
 		_, tcfg, _ := tpmSetup(t, mfr)
-		_, err := m.StartNode(t, "x", testmesh.NodeOptions{TPM: tcfg, NoToken: true})
+		_, err := m.StartNode(t, "x", meshlab.NodeOptions{TPM: tcfg, NoToken: true})
 		wantRefused(t, m, err, "token")
 	})
 	t.Run("token enrollment when TPM is required", func(t *testing.T) {
 		m := mfrMesh(t, tpmtest.NewManufacturer(t), func(c *ca.Config) { c.TPM.RequireTPM = true })
-		_, err := m.StartNode(t, "x", testmesh.NodeOptions{})
+		_, err := m.StartNode(t, "x", meshlab.NodeOptions{})
 		wantRefused(t, m, err, "only enrolls devices with a TPM")
 	})
 }
 
 // wantRefused checks that an enrollment failed saying why, with nothing
 // recorded at the CA.
-func wantRefused(t *testing.T, m *testmesh.Mesh, err error, says string) {
+func wantRefused(t *testing.T, m *meshlab.InProc, err error, says string) {
 	t.Helper()
 	if err == nil || !strings.Contains(err.Error(), says) {
 		t.Fatalf("enrollment: %v, want a refusal that says %q", err, says)
@@ -156,13 +156,13 @@ func TestTPMOneEKOneDevice(t *testing.T) {
 	mfr := tpmtest.NewManufacturer(t)
 	m := mfrMesh(t, mfr, nil)
 	sim, tcfg, _ := tpmSetup(t, mfr)
-	first := m.AddNode(t, "first", testmesh.NodeOptions{TPM: tcfg})
+	first := m.AddNode(t, "first", meshlab.NodeOptions{TPM: tcfg})
 	firstID := first.Status(t).Self.DeviceID
 	first.Stop()
 	other := sim.Other(t) // same TPM, fresh state dir (a reinstalled laptop)
 	tcfg2 := *tcfg
 	tcfg2.Open = func(context.Context, string) (*tpmkey.TPM, error) { return other.TPM, nil }
-	second := m.AddNode(t, "second", testmesh.NodeOptions{TPM: &tcfg2})
+	second := m.AddNode(t, "second", meshlab.NodeOptions{TPM: &tcfg2})
 	if second.Status(t).Self.DeviceID == firstID {
 		t.Fatal("the same device ID was reused")
 	}

@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certmesh/certmesh/tstest/testmesh"
+	"github.com/certmesh/certmesh/tstest/meshlab"
 )
 
 // udpEcho answers every datagram on n's overlay port with itself.
-func udpEcho(t *testing.T, n *testmesh.Node, port uint16) {
+func udpEcho(t *testing.T, n *meshlab.InProcNode, port uint16) {
 	t.Helper()
 	c, err := n.Agent.Device().Net().ListenUDPAddrPort(netip.AddrPortFrom(n.V4(), port))
 	if err != nil {
@@ -45,7 +45,7 @@ type udpStream struct {
 
 // startUDPStream waits until from reaches to's echo port, then streams
 // every interval until stop.
-func startUDPStream(t *testing.T, from, to *testmesh.Node, port uint16, interval time.Duration) *udpStream {
+func startUDPStream(t *testing.T, from, to *meshlab.InProcNode, port uint16, interval time.Duration) *udpStream {
 	t.Helper()
 	c, err := from.Agent.Device().Net().DialUDPAddrPort(netip.AddrPort{}, netip.AddrPortFrom(to.V4(), port))
 	if err != nil {
@@ -77,7 +77,7 @@ func startUDPStream(t *testing.T, from, to *testmesh.Node, port uint16, interval
 			s.mu.Unlock()
 		}
 	}()
-	testmesh.Eventually(t, 30*time.Second, "a first echo on "+s.name, func() error {
+	meshlab.Eventually(t, 30*time.Second, "a first echo on "+s.name, func() error {
 		_, _ = c.Write(append([]byte{'w'}, make([]byte, 8)...))
 		select {
 		case <-warm:

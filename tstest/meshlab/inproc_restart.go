@@ -1,4 +1,4 @@
-package testmesh
+package meshlab
 
 import (
 	"path/filepath"
@@ -9,16 +9,16 @@ import (
 
 // StopServer stops the server (CA and coordinator): agents keep running
 // and find it gone.
-func (m *Mesh) StopServer(t testing.TB) {
+func (m *InProc) StopServer(t testing.TB) {
 	t.Helper()
 	if err := m.Server.Close(); err != nil {
-		t.Logf("testmesh: closing server: %v", err)
+		t.Logf("meshlab: closing server: %v", err)
 	}
 }
 
 // StartServer starts the server again from its state directory, on the
 // address agents know.
-func (m *Mesh) StartServer(t testing.TB) {
+func (m *InProc) StartServer(t testing.TB) {
 	t.Helper()
 	so := server.Options{StateDir: filepath.Join(m.Dir, "server"), Listen: m.URL.Host, Logger: newLogger(t, "server (restarted)")}
 	if m.clock != nil {
@@ -26,7 +26,7 @@ func (m *Mesh) StartServer(t testing.TB) {
 	}
 	srv, err := server.Start(so)
 	if err != nil {
-		t.Fatalf("testmesh: restarting server: %v", err)
+		t.Fatalf("meshlab: restarting server: %v", err)
 	}
 	t.Cleanup(func() { srv.Close() })
 	m.Server = srv

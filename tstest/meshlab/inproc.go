@@ -1,9 +1,10 @@
-// Package testmesh runs a whole certmesh in the test process, without root:
-// a real server (server: CA, coordinator, admin socket) on a
-// loopback TLS listener, and real agents in userspace mode (wireguard-go on
-// gVisor's netstack) talking to it and to each other over loopback UDP.
-// Tests reach a node's overlay through its netstack (Node.Dial, Node.Listen).
-package testmesh
+package meshlab
+
+// The in-process backend: a real server (server: CA, coordinator, admin
+// socket) on a loopback TLS listener, and real agents in userspace mode
+// (wireguard-go on gVisor's netstack) talking to it and to each other over
+// loopback UDP. Tests reach a node's overlay through its netstack
+// (InProcNode.Dial, InProcNode.Listen).
 
 import (
 	"context"
@@ -27,14 +28,17 @@ import (
 	"github.com/certmesh/certmesh/internal/logbuf"
 	"github.com/certmesh/certmesh/internal/testclock"
 	"github.com/certmesh/certmesh/internal/tlsclient"
+	"github.com/certmesh/certmesh/internal/wire"
 	"github.com/certmesh/certmesh/server"
+	"github.com/certmesh/certmesh/tstest/oidctest"
 )
 
-// DefaultTrustDomain is the trust domain of a test mesh.
+// DefaultTrustDomain is the trust domain of an in-process lab.
 const DefaultTrustDomain = certs.TrustDomain("corp.example")
 
-// Options configure a mesh.
-type Options struct {
+// InProcOptions configure an in-process lab.
+type InProcOptions struct {
+	Options
 	TrustDomain certs.TrustDomain
 	// Config edits the server's configuration before it starts; baseURL is
 	// where it will listen (https://127.0.0.1:port).
@@ -45,8 +49,8 @@ type Options struct {
 	BodyTimeout time.Duration
 }
 
-// Mesh is a running server and its agents.
-type Mesh struct {
+// InProc is an in-process lab: a running server and its agents.
+type InProc struct {
 	t           testing.TB
 	Dir         string
 	TrustDomain certs.TrustDomain
@@ -56,18 +60,30 @@ type Mesh struct {
 	Roots       *certs.Roots
 
 	mu    sync.Mutex
-	nodes []*Node
-	clock *testclock.Clock // the server's, nil for real time
+	nodes []*InProcNode
+	clock *testclock.Clock   // the server's, nil for real time
+	idp   *oidctest.Provider // nil without Options.Users
 }
 
-// New starts a server in a fresh state directory; it stops when the test
-// ends.
-func New(t testing.TB, o Options) *Mesh {
+// NewInProc starts a server in a fresh state directory; it stops when the
+// test ends.
+func NewInProc(t testing.TB, o InProcOptions) *InProc {
 	t.Helper()
 	if o.TrustDomain == "" {
 		o.TrustDomain = DefaultTrustDomain
 	}
-	dir, err := os.MkdirTemp("", "testmesh") // short: agents' unix sockets live below it
+	var idp *oidctest.Provider
+	if len(o.Users) > 0 {
+		idp = newIdP(t, o.Users)
+		edit := o.Config
+		o.Config = func(cfg *ca.Config, base string) {
+			cfg.OIDC = relyingParty(idp, base+wire.PathLoginCallback)
+			if edit != nil {
+				edit(cfg, base)
+			}
+		}
+	}
+	dir, err := os.MkdirTemp("", "meshlab") // short: agents' unix sockets live below it
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +91,7 @@ func New(t testing.TB, o Options) *Mesh {
 	state := filepath.Join(dir, "server")
 	fp, err := ca.Init(state, ca.InitOptions{TrustDomain: o.TrustDomain})
 	if err != nil {
-		t.Fatalf("testmesh: init: %v", err)
+		t.Fatalf("meshlab: init: %v", err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -103,15 +119,15 @@ func New(t testing.TB, o Options) *Mesh {
 	srv, err := server.Start(so)
 	if err != nil {
 		ln.Close()
-		t.Fatalf("testmesh: starting server: %v", err)
+		t.Fatalf("meshlab: starting server: %v", err)
 	}
 	t.Cleanup(func() { srv.Close() })
 	u, _ := url.Parse(base)
-	return &Mesh{t: t, Dir: dir, TrustDomain: o.TrustDomain, Server: srv, URL: u, Fingerprint: fp, Roots: srv.CA.Roots(), clock: o.Clock}
+	return &InProc{t: t, Dir: dir, TrustDomain: o.TrustDomain, Server: srv, URL: u, Fingerprint: fp, Roots: srv.CA.Roots(), clock: o.Clock, idp: idp}
 }
 
 // Token creates a one-time enrollment token.
-func (m *Mesh) Token(t testing.TB, tags ...certs.Tag) string {
+func (m *InProc) Token(t testing.TB, tags ...certs.Tag) string {
 	t.Helper()
 	tok, _, err := m.Server.CA.CreateToken(t.Context(), tags, 0)
 	if err != nil {
@@ -122,26 +138,31 @@ func (m *Mesh) Token(t testing.TB, tags ...certs.Tag) string {
 
 // Browser is an HTTPS client that trusts the mesh's root and checks the
 // server's name as agents do: a browser on a managed laptop.
-func (m *Mesh) Browser() *http.Client {
+func (m *InProc) Browser() *http.Client {
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsclient.Config(m.Roots, nil, nil)}}
 }
 
 // NodeOptions configure one agent.
 type NodeOptions struct {
-	Tags  []certs.Tag
-	Clock *testclock.Clock // default: real time
+	// Tags are given to the device through its enrollment token.
+	Tags []certs.Tag
 	// Wait bounds the enrollment, approval included (default 30s).
 	Wait time.Duration
-	// Token enrolls with this token instead of a fresh one; NoToken
-	// enrolls without any (a TPM on the EK allow-list).
-	Token   string
+	// Token enrolls with this token instead of a fresh one.
+	Token string
+
+	// In-process only (the NetNS backend refuses them):
+
+	// Clock is the agent's clock (default: real time).
+	Clock *testclock.Clock
+	// NoToken enrolls without any token (a TPM on the EK allow-list).
 	NoToken bool
 	// TPM keeps the device key in a TPM (tests: the simulator).
 	TPM *agent.TPMConfig
 }
 
-// Node is one running agent.
-type Node struct {
+// InProcNode is one agent running in the test process.
+type InProcNode struct {
 	Name     string
 	StateDir string
 	Agent    *agent.Agent
@@ -153,11 +174,11 @@ type Node struct {
 }
 
 // AddNode enrolls and runs an agent; it stops when the test ends.
-func (m *Mesh) AddNode(t testing.TB, name string, o NodeOptions) *Node {
+func (m *InProc) AddNode(t testing.TB, name string, o NodeOptions) *InProcNode {
 	t.Helper()
 	n, err := m.StartNode(t, name, o)
 	if err != nil {
-		t.Fatalf("testmesh: agent %s: %v", name, err)
+		t.Fatalf("meshlab: agent %s: %v", name, err)
 	}
 	return n
 }
@@ -165,8 +186,8 @@ func (m *Mesh) AddNode(t testing.TB, name string, o NodeOptions) *Node {
 // StartNode is AddNode returning the agent's error instead of failing the
 // test; it may be called from another goroutine (say, while an enrollment
 // waits for approval) and waits up to o.Wait (default 30s) to enroll.
-func (m *Mesh) StartNode(t testing.TB, name string, o NodeOptions) (*Node, error) {
-	n := &Node{Name: name, StateDir: filepath.Join(m.Dir, name), Logs: &LogBuffer{}, done: make(chan struct{}), Token: o.Token}
+func (m *InProc) StartNode(t testing.TB, name string, o NodeOptions) (*InProcNode, error) {
+	n := &InProcNode{Name: name, StateDir: filepath.Join(m.Dir, name), Logs: &LogBuffer{}, done: make(chan struct{}), Token: o.Token}
 	if n.Token == "" && !o.NoToken {
 		n.Token = m.Token(t, o.Tags...)
 	}
@@ -225,13 +246,13 @@ func (m *Mesh) StartNode(t testing.TB, name string, o NodeOptions) (*Node, error
 }
 
 // Stop stops the agent and waits for it.
-func (n *Node) Stop() {
+func (n *InProcNode) Stop() {
 	n.stop()
 	<-n.done
 }
 
 // Status reads the agent's status through its local API.
-func (n *Node) Status(t testing.TB) *agent.Status {
+func (n *InProcNode) Status(t testing.TB) *agent.Status {
 	t.Helper()
 	st, err := n.Client.Status(t.Context())
 	if err != nil {
@@ -241,7 +262,7 @@ func (n *Node) Status(t testing.TB) *agent.Status {
 }
 
 // V4 is the node's certified IPv4 overlay address.
-func (n *Node) V4() netip.Addr {
+func (n *InProcNode) V4() netip.Addr {
 	st, err := n.Agent.Status()
 	if err != nil {
 		panic(err)
@@ -255,7 +276,7 @@ func (n *Node) V4() netip.Addr {
 }
 
 // Dial opens a TCP connection from n's netstack into the mesh.
-func (n *Node) Dial(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+func (n *InProcNode) Dial(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
 	c, err := n.Agent.Device().Net().DialContextTCPAddrPort(ctx, dst)
 	if err != nil {
 		return nil, err
@@ -264,29 +285,12 @@ func (n *Node) Dial(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
 }
 
 // Listen opens a TCP listener on n's overlay address.
-func (n *Node) Listen(port uint16) (net.Listener, error) {
+func (n *InProcNode) Listen(port uint16) (net.Listener, error) {
 	ln, err := n.Agent.Device().Net().ListenTCPAddrPort(netip.AddrPortFrom(n.V4(), port))
 	if err != nil {
 		return nil, err
 	}
 	return ln, nil
-}
-
-// Eventually polls fn every 100ms until it returns nil, failing the test
-// after timeout with fn's last error.
-func Eventually(t testing.TB, timeout time.Duration, what string, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // LogBuffer collects log lines from goroutines.

@@ -1,0 +1,277 @@
+package meshlab
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/certmesh/certmesh/agent"
+	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/wire"
+	"github.com/certmesh/certmesh/tstest/e2e"
+	"github.com/certmesh/certmesh/tstest/oidctest"
+)
+
+// The NetNS backend: the binaries as a user runs them, through the
+// process fixture of tstest/e2e (which tstest/bench/netbench drives too).
+// The server's admin commands run as `certmesh-server ...` against its
+// state directory; each agent is `certmesh agent --tun ...` in its own
+// namespace.
+
+var (
+	_ Lab  = (*NetNSLab)(nil)
+	_ Node = (*NetNSNode)(nil)
+)
+
+// startTimeout bounds starting the server, and each agent's enrollment
+// unless NodeOptions.Wait says otherwise.
+const startTimeout = time.Minute
+
+// NetNSLab is a lab of processes in network namespaces.
+type NetNSLab struct {
+	// Mesh is the process fixture: the network (Mesh.Net, where a test
+	// adds NAT routers, LANs, impairment), the server, the agents.
+	Mesh *e2e.Mesh
+	idp  *oidctest.Provider
+}
+
+// NetNSNode is one agent process.
+type NetNSNode struct {
+	Agent *e2e.Agent
+	lab   *NetNSLab
+}
+
+// NewNetNS starts certmesh-server in its own namespace (the binaries are
+// built once per test binary). It skips the test (fails it under CI=1)
+// without root, TUN or wg.
+func NewNetNS(t testing.TB, o Options) *NetNSLab {
+	t.Helper()
+	m := e2e.NewTestMesh(t)
+	l := &NetNSLab{Mesh: m}
+	ctx, cancel := context.WithTimeout(t.Context(), startTimeout)
+	defer cancel()
+	if err := m.InitServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(o.Users) > 0 {
+		l.idp = newIdP(t, o.Users)
+		l.serveIdP(t)
+	}
+	if err := m.RunServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// serveIdP makes the CA a relying party of the lab's provider.
+//
+// The provider listens on the test process's 127.0.0.1:PORT and its issuer
+// is https://127.0.0.1:PORT; the server runs in its own namespace, whose
+// loopback is another one. A forwarder listening on 127.0.0.1:PORT inside
+// the server's namespace relays to the provider, byte for byte, so that
+// the issuer the CA dials, the one in the ID tokens and the provider's TLS
+// certificate (for 127.0.0.1) all agree. The person's browser is the test
+// process too: it signs in at the provider directly, and delivers the
+// redirect to the CA's callback from the agent's namespace
+// ([e2e.Mesh.Login]).
+func (l *NetNSLab) serveIdP(t testing.TB) {
+	t.Helper()
+	m := l.Mesh
+	iss, err := url.Parse(l.idp.Issuer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fwd, err := m.Server.Host.ForwardTCP(iss.Host, iss.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fwd.Close() })
+	redirect := (&url.URL{Scheme: "https", Host: netip.AddrPortFrom(m.Server.Host.Addr, e2e.ServerPort).String(),
+		Path: wire.PathLoginCallback}).String()
+	if err := m.PatchServerConfig(map[string]any{"oidc": relyingParty(l.idp, redirect)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Backend is [NetNS].
+func (l *NetNSLab) Backend() Backend { return NetNS }
+
+// Join adds a host called name and runs an agent there.
+func (l *NetNSLab) Join(t testing.TB, name string, o NodeOptions) Node {
+	t.Helper()
+	n, err := l.TryJoin(t, name, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TryJoin is Join returning the agent's error: the tail of its log if it
+// exited.
+func (l *NetNSLab) TryJoin(t testing.TB, name string, o NodeOptions) (Node, error) {
+	t.Helper()
+	if o.Clock != nil || o.TPM != nil || o.NoToken {
+		t.Fatalf("meshlab: NodeOptions Clock, TPM and NoToken are in-process only")
+	}
+	wait := o.Wait
+	if wait == 0 {
+		wait = startTimeout
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), wait)
+	defer cancel()
+	var tags []string
+	for _, tag := range o.Tags {
+		tags = append(tags, string(tag))
+	}
+	a, err := l.Mesh.AddAgentWith(ctx, name, e2e.AgentOptions{Tags: tags, Token: o.Token})
+	if err != nil {
+		return nil, err
+	}
+	return &NetNSNode{Agent: a, lab: l}, nil
+}
+
+// Token runs `certmesh-server token create`.
+func (l *NetNSLab) Token(t testing.TB, tags ...certs.Tag) string {
+	t.Helper()
+	var ss []string
+	for _, tag := range tags {
+		ss = append(ss, string(tag))
+	}
+	tok, err := l.Mesh.TaggedToken(t.Context(), ss...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// RevokeDevice runs `certmesh-server devices revoke`.
+func (l *NetNSLab) RevokeDevice(t testing.TB, n Node) {
+	t.Helper()
+	if err := l.Mesh.Revoke(t.Context(), n.(*NetNSNode).Agent); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// RevokeUser runs `certmesh-server users revoke`.
+func (l *NetNSLab) RevokeUser(t testing.TB, email string) {
+	t.Helper()
+	if err := l.Mesh.RevokeUser(t.Context(), email); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// PublishPolicy runs `certmesh-server policy publish`.
+func (l *NetNSLab) PublishPolicy(t testing.TB, src []byte) uint64 {
+	t.Helper()
+	v, err := l.Mesh.PublishPolicy(t.Context(), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// Devices runs `certmesh-server devices list --json`.
+func (l *NetNSLab) Devices(t testing.TB) []Device {
+	t.Helper()
+	devs, err := l.Mesh.Devices(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return devs
+}
+
+// IdP is the lab's OpenID Provider.
+func (l *NetNSLab) IdP() *oidctest.Provider { return l.idp }
+
+// Login runs `certmesh login` in n's namespace ([e2e.Mesh.Login]) and checks
+// that it reports u logged in with u's groups.
+func (l *NetNSLab) Login(t testing.TB, node Node, u oidctest.User) error {
+	t.Helper()
+	if l.idp == nil {
+		t.Fatal("meshlab: Login needs Options.Users")
+	}
+	a := node.(*NetNSNode).Agent
+	out, err := l.Mesh.Login(t.Context(), a, func(ctx context.Context, authURL string) (*url.URL, error) {
+		return l.idp.Login(ctx, authURL, u.Email, u.Password)
+	})
+	if err != nil {
+		return err
+	}
+	want := fmt.Sprintf("Logged in as %s (groups: %s)", u.Email, strings.Join(u.Groups, ", "))
+	if !strings.Contains(out, want) {
+		return fmt.Errorf("certmesh login on %s printed %q, want %q", a.Name, out, want)
+	}
+	return nil
+}
+
+// Hostname is the name the agent enrolled with (its host's).
+func (n *NetNSNode) Hostname() string { return n.Agent.Name }
+
+// DeviceID is the agent's certified device ID.
+func (n *NetNSNode) DeviceID() certs.DeviceID { return n.Agent.ID }
+
+// WireGuardKey is the agent's certified WireGuard key.
+func (n *NetNSNode) WireGuardKey() certs.WireGuardKey { return n.Agent.Key }
+
+// Addrs are the agent's certified overlay addresses, IPv4 first.
+func (n *NetNSNode) Addrs() []netip.Addr { return slices.Clone(n.Agent.Addrs) }
+
+// V4 is the agent's certified IPv4 overlay address.
+func (n *NetNSNode) V4() netip.Addr { return n.Agent.V4() }
+
+// LocalAPI is a client of the agent's local API: a unix socket in its state
+// directory, reachable from every namespace.
+func (n *NetNSNode) LocalAPI() *agent.Client { return agent.NewClient(n.Agent.StateDir) }
+
+// Status reads the agent's status through its local API.
+func (n *NetNSNode) Status(t testing.TB) *agent.Status {
+	t.Helper()
+	st, err := n.Agent.Status(t.Context())
+	if err != nil {
+		t.Fatalf("status of %s: %v", n.Agent.Name, err)
+	}
+	return st
+}
+
+// Listen listens on the overlay address inside the agent's namespace: the
+// connections come through its TUN interface.
+func (n *NetNSNode) Listen(port uint16) (net.Listener, error) {
+	return n.Agent.Host.Listen("tcp", netip.AddrPortFrom(n.V4(), port).String())
+}
+
+// Dial connects from inside the agent's namespace.
+func (n *NetNSNode) Dial(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	return e2e.HostDialer(n.Agent.Host)(ctx, dst)
+}
+
+// WireGuardPeers runs `wg show IFACE peers` in the agent's namespace.
+func (n *NetNSNode) WireGuardPeers(t testing.TB) []certs.WireGuardKey {
+	t.Helper()
+	out, err := n.Agent.WGPeers(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []certs.WireGuardKey
+	for _, s := range out {
+		k, err := certs.ParseWireGuardKey(s)
+		if err != nil {
+			t.Fatalf("wg show on %s: %v", n.Agent.Name, err)
+		}
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// Stop sends SIGTERM to the agent and waits for it.
+func (n *NetNSNode) Stop() {
+	if err := n.Agent.Stop(); err != nil {
+		slog.Warn("meshlab: stopping an agent", "agent", n.Agent.Name, "err", err)
+	}
+}
