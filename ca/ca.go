@@ -37,6 +37,7 @@ type CA struct {
 	logins            *logins
 	nonces            *nonces     // nonce.go
 	limits            *rateLimits // ratelimit.go
+	relay             relayState  // relay.go
 
 	issueMu  sync.Mutex // serialises logged changes (recover.go)
 	policyMu sync.Mutex // serialises policy publication
@@ -109,6 +110,10 @@ func Open(stateDir string, o Options) (_ *CA, err error) {
 		stateDir: stateDir, cfg: cfg, roots: roots, root: &certs.KeyPair{Cert: roots.Certificates()[0]},
 		inter: inter, store: st, signer: sg, log: o.Logger, now: o.Now, logins: newLogins(),
 		nonces: nc, limits: newRateLimits(cfg.RateLimit.withDefaults()), lock: lock,
+	}
+	if c.relay.master, err = loadRelayKey(stateDir); err != nil {
+		c.Close()
+		return nil, err
 	}
 	if c.tlog, c.logVKey, err = openLog(stateDir, cfg.TrustDomain); err != nil {
 		c.Close()

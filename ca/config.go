@@ -78,6 +78,9 @@ type Config struct {
 	// RateLimit bounds the requests of each client address to the public
 	// CA endpoints (default RateLimitConfig defaults; see ratelimit.go).
 	RateLimit *RateLimitConfig `json:"rate_limit,omitempty"`
+	// Relay configures the embedded TURN relay and STUN server (on by
+	// default) and the standalone relays agents may use (see relay.go).
+	Relay *RelayConfig `json:"relay,omitempty"`
 }
 
 // ApprovalMode says whether new enrollments wait for an admin.
@@ -143,7 +146,14 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
-	return c.RateLimit.Validate()
+	if err := c.RateLimit.Validate(); err != nil {
+		return err
+	}
+	crl := DefaultCRLNextUpdate
+	if c.CRLNextUpdate != 0 {
+		crl = time.Duration(c.CRLNextUpdate)
+	}
+	return c.Relay.Validate(crl)
 }
 
 // RenewalAfterExpiry is the renew_after_expiry window (its default if unset).

@@ -36,6 +36,9 @@ func (c *CA) Handler() http.Handler {
 	mux.HandleFunc("POST "+wire.PathRenewExpired, jsonHandler(withContext(c.RenewExpired), c.reply))
 	mux.HandleFunc("POST "+wire.PathServerCertificate, jsonHandler(withPeer(c.RenewServerCertificate), c.reply))
 	mux.HandleFunc("GET "+wire.PathCRL, c.ServeCRL)
+	mux.HandleFunc("POST "+wire.PathRelayCredentials, jsonHandler(func(r *http.Request, req wire.RelayCredentialsRequest) (wire.RelayCredentialsResponse, error) {
+		return c.RelayCredentials(r.Context(), peerCerts(r), r.Host, req)
+	}, c.reply))
 	mux.HandleFunc("POST "+wire.PathTPMChallenge, jsonHandler(withContext(c.TPMChallenge), c.reply))
 	mux.HandleFunc("GET "+wire.PathPolicy, func(w http.ResponseWriter, r *http.Request) {
 		doc, etag := c.policyDoc()

@@ -91,7 +91,7 @@ func finishServerSave(dir string) error {
 // coordinator-only server must run from, since the coordinator is
 // untrusted and must not be able to sign anything agents verify.
 func CheckNoSigningKeys(stateDir string) error {
-	for _, name := range []string{rootKeyFile, intermediateKeyFile, logKeyFile, policySignerKeyFile} {
+	for _, name := range []string{rootKeyFile, intermediateKeyFile, logKeyFile, policySignerKeyFile, RelayKeyFile} {
 		_, err := os.Lstat(filepath.Join(stateDir, name))
 		if err == nil {
 			return fmt.Errorf("state directory %s holds the CA key %s: a coordinator-only server must hold no signing key; "+

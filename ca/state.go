@@ -104,6 +104,7 @@ func Init(stateDir string, o InitOptions) (certs.Fingerprint, error) {
 		func() error { return writeKey(stateDir, intermediateKeyFile, inter.Key) },
 		func() error { return writeServerPair(stateDir, server, certs.EncodePEM(inter.Cert)) },
 		func() error { return writeConfig(stateDir, cfg) },
+		func() error { _, err := loadRelayKey(stateDir); return err },
 		func() error { return initPolicy(stateDir, root, cfg.TrustDomain, o.Now) },
 		func() error { return initLog(stateDir, cfg.TrustDomain) },
 		func() error { return createDatabases(stateDir, cfg.TrustDomain) },

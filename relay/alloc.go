@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/relaycred"
@@ -24,6 +25,9 @@ type allocs struct {
 	byPort    map[uint16]*relayConn
 	byTuple   map[string]*relayConn
 	perDevice map[certs.DeviceID]int
+	// cut are devices Cut off, until any credential they may still hold
+	// has expired (relaycred.MaxLifetime after the cut).
+	cut map[certs.DeviceID]time.Time
 }
 
 func tupleKey(src, dst net.Addr) string {
@@ -169,6 +173,14 @@ func (r *Relay) deleted(src, dst net.Addr) {
 	}
 }
 
+// isCut reports whether device was Cut off.
+func (a *allocs) isCut(device certs.DeviceID) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.cut[device]
+	return ok
+}
+
 // quota admits a new allocation while the relay and the device are under
 // their limits.
 func (r *Relay) quota(username string) bool {
@@ -182,11 +194,19 @@ func (r *Relay) quota(username string) bool {
 	return len(a.byPort) < r.cfg.MaxAllocations && a.perDevice[u.Device] < r.cfg.MaxPerDevice
 }
 
-// Cut ends every allocation of a device at once (it was revoked); it
-// returns how many there were.
+// Cut ends every allocation of a device at once (it was revoked) and
+// refuses its credentials from now on, even those not expired yet; it
+// returns how many allocations there were.
 func (r *Relay) Cut(device certs.DeviceID) int {
 	a := &r.allocs
 	a.mu.Lock()
+	now := r.now()
+	for d, until := range a.cut {
+		if now.After(until) {
+			delete(a.cut, d)
+		}
+	}
+	a.cut[device] = now.Add(relaycred.MaxLifetime)
 	var cut []*relayConn
 	for _, c := range a.byTuple {
 		if c.device == device {

@@ -127,6 +127,13 @@ func TestRelayCutEndsDevice(t *testing.T) {
 	if _, err := a.relayed.WriteTo([]byte("from the revoked device"), b.relayed.LocalAddr()); err == nil {
 		expectNothing(t, b.relayed, "datagram from a cut device")
 	}
+	// Its credentials, though not expired, allocate nothing any more.
+	user, pass := f.cred(devA, 5*time.Minute)
+	if relayed, err := f.dial(user, pass, false).Allocate(); err == nil {
+		_ = relayed.Close()
+		t.Fatal("a cut device allocated again with unexpired credentials")
+	}
+	f.allocate(devB, 5*time.Minute, false) // others still can
 }
 
 // TestRelayRefusesHostDestinations: an allocation cannot send to the relay

@@ -89,7 +89,7 @@ func New(cfg Config) (*Relay, error) {
 		cfg.MaxPerDevice = DefaultMaxPerDevice
 	}
 	r := &Relay{cfg: cfg, now: cfg.Now, log: cfg.Logger,
-		allocs: allocs{byPort: map[uint16]*relayConn{}, byTuple: map[string]*relayConn{}, perDevice: map[certs.DeviceID]int{}}}
+		allocs: allocs{byPort: map[uint16]*relayConn{}, byTuple: map[string]*relayConn{}, perDevice: map[certs.DeviceID]int{}, cut: map[certs.DeviceID]time.Time{}}}
 	for _, a := range cfg.UDP {
 		pc, err := net.ListenPacket("udp4", a)
 		if err != nil {
@@ -165,6 +165,9 @@ func (r *Relay) authHandler(username, realm string, src net.Addr) ([]byte, bool)
 	u, err := relaycred.ParseUsername(username)
 	if err == nil {
 		err = u.Check(r.now())
+	}
+	if err == nil && r.allocs.isCut(u.Device) {
+		err = fmt.Errorf("device %s was cut off (revoked)", u.Device)
 	}
 	if err == nil && realm != r.cfg.Realm {
 		err = fmt.Errorf("realm %q, want %q", realm, r.cfg.Realm)

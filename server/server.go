@@ -1,4 +1,5 @@
-// Package server wires the CA and the coordinator into one TLS listener and
+// Package server wires the CA, the coordinator and the relay (TURN over TLS
+// by ALPN on the same port, TURN and STUN on UDP) into one TLS listener and
 // the CA's admin API onto a unix socket: what `certmesh-server run` serves,
 // usable in-process by tests.
 package server
@@ -20,6 +21,7 @@ import (
 	"github.com/certmesh/certmesh/internal/httplimit"
 	"github.com/certmesh/certmesh/internal/statedir"
 	"github.com/certmesh/certmesh/internal/wire"
+	"github.com/certmesh/certmesh/relay"
 )
 
 // Role says which halves a server runs.
@@ -30,15 +32,18 @@ const (
 	RoleAll   Role = "all"
 	RoleCA    Role = "ca"
 	RoleCoord Role = "coord"
+	// RoleRelay runs only the TURN relay and STUN server, from a state
+	// directory without CA keys (like RoleCoord's) and its own relay key.
+	RoleRelay Role = "relay"
 )
 
 // ParseRole validates a role name.
 func ParseRole(s string) (Role, error) {
 	switch r := Role(s); r {
-	case RoleAll, RoleCA, RoleCoord:
+	case RoleAll, RoleCA, RoleCoord, RoleRelay:
 		return r, nil
 	}
-	return "", fmt.Errorf("role %q: want ca, coord or all", s)
+	return "", fmt.Errorf("role %q: want ca, coord, relay or all", s)
 }
 
 // Options configure a server.
@@ -68,6 +73,8 @@ type Options struct {
 	// DefaultShutdownTimeout): requests in flight may finish within it,
 	// then what is left is cut.
 	ShutdownTimeout time.Duration
+	// Relay overrides the relay settings of config.json.
+	Relay RelayOptions
 }
 
 // DefaultShutdownTimeout is how long Close lets requests in flight finish.
@@ -75,8 +82,9 @@ const DefaultShutdownTimeout = 10 * time.Second
 
 // Server is a running certmesh-server.
 type Server struct {
-	CA    *ca.CA // nil for RoleCoord
+	CA    *ca.CA // nil for RoleCoord and RoleRelay
 	Coord *coord.Server
+	Relay *relay.Relay // nil unless embedded (default) or RoleRelay
 	Addr  net.Addr
 
 	log    *slog.Logger
@@ -123,6 +131,7 @@ func Start(o Options) (*Server, error) {
 		h := s.CA.Handler()
 		mux.Handle("/v1/ca/", h)
 		mux.Handle("/v1/login/", h)
+		mux.Handle("/v1/relay/", h)
 		lh, err := s.CA.LogHandler()
 		if err != nil {
 			s.closeCA()
@@ -171,6 +180,11 @@ func Start(o Options) (*Server, error) {
 	s.Addr = ln.Addr()
 	s.https = httplimit.Server(mux, o.BodyTimeout)
 	s.https.TLSConfig, s.https.ErrorLog = tlsCfg, slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug)
+	if err := s.startRelay(o, cfg); err != nil {
+		_ = ln.Close()
+		s.closeCA()
+		return nil, err
+	}
 	if s.Coord != nil {
 		// Watch streams never end by themselves: at shutdown the
 		// coordinator ends them, without announcing anyone as leaving.
@@ -180,6 +194,7 @@ func Start(o Options) (*Server, error) {
 	if s.CA != nil && cfg.CRLListen != "" {
 		if err := s.serveCRL(cfg.CRLListen); err != nil {
 			_ = s.https.Close()
+			s.closeRelay()
 			s.closeCA()
 			return nil, err
 		}
@@ -199,6 +214,7 @@ func Start(o Options) (*Server, error) {
 		go s.CA.RunPolicy(bg)
 		if err := s.serveAdmin(o.StateDir); err != nil {
 			_ = s.https.Close()
+			s.closeRelay()
 			s.closeCA()
 			return nil, err
 		}
@@ -241,6 +257,13 @@ func (s *Server) serveAdmin(state string) error {
 func (s *Server) relay(kind wire.DocKind, doc []byte) {
 	if err := s.Coord.SetDocument(kind, doc); err != nil {
 		s.log.Error("relaying document", "kind", kind, "err", err)
+	}
+}
+
+// closeRelay stops the relay on a failed Start.
+func (s *Server) closeRelay() {
+	if s.Relay != nil {
+		_ = s.Relay.Close()
 	}
 }
 
@@ -298,6 +321,9 @@ func (s *Server) Close() error {
 	var err error
 	for range 3 {
 		err = errors.Join(err, <-errs)
+	}
+	if s.Relay != nil {
+		err = errors.Join(err, s.Relay.Close())
 	}
 	return errors.Join(err, s.closeCA())
 }
