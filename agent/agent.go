@@ -32,15 +32,18 @@ type Agent struct {
 	// anonAPI calls the CA without a client certificate: renewal after
 	// expiry, which the TLS handshake would refuse with the expired one.
 	anonAPI *apiClient
-	dev     *wgdev.Device
-	peers   *peerManager
-	coord   *coordClient
-	filter  *filter.Device
-	policy  *policyHolder
-	tpm     *tpmkey.TPM // nil without --tpm
-	tlog    *logState   // nil when the CA runs no log
-	clock   *clockSkew  // this clock against the CA's (skew.go)
-	lock    *statedir.Lock
+	// The pipeline (openDevice): coord → verifier → peers → path and
+	// device stages (dev); crl, policy and tlog hold the signed documents.
+	dev    *wgdev.Device
+	peers  *peerSet
+	coord  *coordClient
+	filter *filter.Device
+	crl    *crlHolder
+	policy *policyHolder
+	tlog   *logState   // nil when the CA runs no log
+	tpm    *tpmkey.TPM // nil without --tpm
+	clock  *clockSkew  // this clock against the CA's (skew.go)
+	lock   *statedir.Lock
 	// fetched is how the fetches of CRL and policy from the CA stand;
 	// caPolicy is the policy of the enrollment answer, until installed.
 	fetched  caFetch
@@ -211,74 +214,90 @@ func (a *Agent) adopt(enr *enrollment, b certs.Bundle, id certs.Identity) {
 	}
 }
 
+// openDevice opens the WireGuard device and builds the pipeline in front
+// of it.
 func (a *Agent) openDevice(ctx context.Context) error {
 	a.mu.Lock()
 	self, routes := a.self, a.enr.Cert.OverlayRoutes
 	a.mu.Unlock()
-	// The packet filter sees every packet between WireGuard and the OS;
-	// it drops all inbound traffic until a valid policy is installed.
-	peers := filter.PeersFunc(func(addr netip.Addr) (*certs.Identity, bool) {
-		if a.peers == nil {
-			return nil, false
-		}
-		return a.peers.lookup(addr)
-	})
+	index := &addrIndex{}
 	eps := newEndpointPolicy(append(slices.Clone(routes), self.AllowedIPs()...), a.cfg.AdvertiseAddrs)
-	dev, err := wgdev.Open(ctx, wgdev.Config{
+	dev, err := wgdev.Open(ctx, a.deviceConfig(self, routes, eps, index))
+	if err != nil {
+		return fmt.Errorf("opening WireGuard device: %w", err)
+	}
+	a.dev = dev
+	if err := a.buildPipeline(self, eps, index); err != nil {
+		dev.Close()
+		return err
+	}
+	return nil
+}
+
+// deviceConfig is the WireGuard device's configuration: our addresses and
+// key, the endpoint policy as its send filter, and the packet filter
+// between WireGuard and the OS, which looks sources up in the peer set's
+// address index and drops all inbound traffic until a valid policy is
+// installed.
+func (a *Agent) deviceConfig(self certs.Identity, routes []netip.Prefix, eps endpointPolicy, index *addrIndex) wgdev.Config {
+	return wgdev.Config{
 		Mode: a.cfg.Mode, InterfaceName: a.cfg.InterfaceName, Addresses: self.AllowedIPs(),
 		OverlayRoutes: routes, ListenPort: a.cfg.ListenPort, PrivateKey: a.keys.wg,
 		Handshakes: wgdev.HandshakeLimit{Refuse: eps.refuse, Now: a.cfg.Now},
 		Logger:     a.cfg.Logger.With("component", "wireguard"), UAPI: a.cfg.Mode == wgdev.KernelTUN,
 		WrapTUN: func(t tun.Device) tun.Device {
-			a.filter = filter.Wrap(t, filter.Config{Peers: peers, Now: a.cfg.Now})
+			a.filter = filter.Wrap(t, filter.Config{Peers: filter.PeersFunc(index.lookup), Now: a.cfg.Now})
 			return a.filter
 		},
-	})
-	if err != nil {
-		return fmt.Errorf("opening WireGuard device: %w", err)
 	}
-	a.dev = dev
-	a.peers = newPeerManager(a.roots, dev, self, a.cfg.Logger.With("component", "peers"), a.cfg.Now)
-	a.peers.onChange = func() { a.filter.Revalidate() }
-	a.peers.endpoints = eps
-	a.peers.staleGrace, a.peers.stalePolicy = a.cfg.CRLGrace, a.cfg.CRLStalePolicy
-	a.peers.skew = a.cfg.MaxClockSkew
-	a.peers.unlistedGrace = a.cfg.UnlistedGrace
+}
+
+// buildPipeline builds the stages, each with the next one it hands its
+// output to, from the device back to the coordinator client:
+//
+//	coord → verifier → peer set → path stage → device stage → WireGuard
+//
+// with the signed-document holders (CRL, policy, log) beside the
+// verifier. A stage between the peer set and the device is one more
+// peerSink here.
+func (a *Agent) buildPipeline(self certs.Identity, eps endpointPolicy, index *addrIndex) (err error) {
+	logger := a.cfg.Logger
+	peerLog := logger.With("component", "peers")
+	device := newDeviceStage(a.dev, self.WireGuardKey, peerLog)
+	paths := newPathStage(eps, device, peerLog, a.cfg.Now)
+	a.peers = newPeerSet(paths, index, a.filter, self, a.cfg.UnlistedGrace, peerLog, a.cfg.Now)
+	a.crl = newCRLHolder(a.roots, &a.ident, a.cfg.StateDir, a.cfg.CRLGrace, a.cfg.CRLStalePolicy, a.peers,
+		logger.With("component", "crl"), a.cfg.Now)
 	logClient, err := translog.NewClient(a.cfg.ServerURL.String(), a.caAPI.hc)
 	if err != nil {
-		dev.Close()
 		return err
 	}
-	if a.tlog, err = newLogState(a.cfg.StateDir, a.enr.Cert.LogKey, logClient, a.cfg.Logger.With("component", "log")); err != nil {
-		dev.Close()
+	if a.tlog, err = newLogState(a.cfg.StateDir, a.enr.Cert.LogKey, logClient, logger.With("component", "log")); err != nil {
 		return err
 	}
-	a.peers.logged = a.logCheck()
-	a.peers.logAlarm, a.peers.alarmPolicy = a.tlog.currentAlarm, a.cfg.LogAlarmPolicy
 	a.tlog.seed(a.enr.Cert.Inclusion)
-	a.loadCRL()
+	a.crl.load()
 	a.policy = newPolicyHolder(a.roots, a.cfg.StateDir, a.filter, self, a.cfg.PolicyStalePolicy,
-		a.cfg.Logger.With("component", "policy"), a.cfg.Now)
+		logger.With("component", "policy"), a.cfg.Now)
 	if err := a.policy.load(); err != nil {
-		dev.Close()
 		return err
 	}
 	a.offerCAPolicy(a.caPolicy) // from the CA, before any coordinator relays one
 	a.caPolicy = nil
-	a.peers.policyStale, a.peers.policyStalePolicy = a.policy.stale, a.cfg.PolicyStalePolicy
 	if err := a.computeEndpoints(); err != nil {
-		dev.Close()
 		return err
 	}
 	coordURL := a.cfg.ServerURL
 	if a.enr.Cert.CoordinatorURL != "" {
 		if coordURL, err = parseHTTPS(a.enr.Cert.CoordinatorURL); err != nil {
-			dev.Close()
 			return fmt.Errorf("coordinator URL from the CA: %w", err)
 		}
 	}
-	a.coord = newCoordClient(newAPIClient(coordURL, serverTLS(a.roots, &a.ident, a.cfg.Now)), a.peers, a.document, a.publication,
-		a.cfg.Logger.With("component", "coord"))
+	verify := &verifier{roots: a.roots, crl: a.crl, policy: a.policy, log: a.tlog, peers: a.peers, logger: logger,
+		opts: verifyConfig{now: a.cfg.Now, skew: a.cfg.MaxClockSkew, requireLogged: !a.cfg.AllowUnlogged,
+			crlStale: a.cfg.CRLStalePolicy, policyStale: a.cfg.PolicyStalePolicy, logAlarm: a.cfg.LogAlarmPolicy}}
+	a.coord = newCoordClient(newAPIClient(coordURL, serverTLS(a.roots, &a.ident, a.cfg.Now)), verify, a.publication,
+		logger.With("component", "coord"))
 	return nil
 }
 
@@ -302,29 +321,6 @@ func (a *Agent) computeEndpoints() error {
 	a.endpoints = eps
 	a.mu.Unlock()
 	return nil
-}
-
-// logCheck is the peer manager's inclusion check: nil (no check) when
-// unlogged peers are allowed or the CA runs no log.
-func (a *Agent) logCheck() func(der []byte, b *translog.InclusionBundle) error {
-	if a.cfg.AllowUnlogged || a.tlog == nil {
-		return nil
-	}
-	return a.tlog.checkLogged
-}
-
-// document handles a signed document relayed by the coordinator.
-func (a *Agent) document(d *wire.Document) {
-	switch d.Kind {
-	case wire.DocPolicy:
-		_ = a.policy.offer(d.Data) // a refusal is logged and shown in status
-	case wire.DocCRL:
-		_ = a.offerCRL(d.Data, true)
-	case wire.DocCheckpoint:
-		a.tlog.offerCheckpoint(context.Background(), d.Data)
-	default:
-		a.cfg.Logger.Debug("ignoring document", "kind", d.Kind)
-	}
 }
 
 // publication is what we tell the coordinator about ourselves.
@@ -379,6 +375,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			return errors.New("WireGuard device stopped")
 		case <-tick.C:
 			a.peers.sweep()
+			a.crl.sweep()
 			a.policy.sweep()
 			a.expireUser(ctx)
 		}

@@ -29,12 +29,13 @@ const (
 	watchHealthy    = time.Minute
 )
 
-// coordClient keeps a watch open to the coordinator and feeds its events
-// to the peer manager, reconnecting with backoff.
+// coordClient is the first stage: it keeps a watch open to the
+// coordinator, reconnecting with backoff, and hands the watch's events, as
+// they come and untrusted, to the next stage (the verifier). It opens
+// every watch by sending what the agent says about itself (publish).
 type coordClient struct {
 	api       *apiClient
-	peers     *peerManager
-	docs      func(*wire.Document)
+	out       eventSink
 	publish   func() wire.Publish
 	log       *slog.Logger
 	connected atomic.Bool
@@ -52,8 +53,12 @@ type coordClient struct {
 	healthy       time.Time // when the current watch delivered its snapshot (zero: not yet)
 }
 
-func newCoordClient(api *apiClient, peers *peerManager, docs func(*wire.Document), publish func() wire.Publish, log *slog.Logger) *coordClient {
-	return &coordClient{api: api, peers: peers, docs: docs, publish: publish, log: log, renewed: make(chan struct{}, 1)}
+// eventSink takes the watch's events in order: the verification stage
+// (verify.go).
+type eventSink interface{ handle(e *wire.Event) }
+
+func newCoordClient(api *apiClient, out eventSink, publish func() wire.Publish, log *slog.Logger) *coordClient {
+	return &coordClient{api: api, out: out, publish: publish, log: log, renewed: make(chan struct{}, 1)}
 }
 
 func (c *coordClient) run(ctx context.Context) {
@@ -127,11 +132,7 @@ func (c *coordClient) watch(ctx context.Context) error {
 			if !ok {
 				return s.err
 			}
-			if e.Type == wire.EventDocument {
-				c.docs(e.Doc)
-				continue
-			}
-			c.peers.apply(e)
+			c.out.handle(e)
 			if e.Type == wire.EventSnapshot && c.healthy.IsZero() {
 				c.healthy = time.Now()
 			}

@@ -83,9 +83,9 @@ func (a *Agent) fetchFromCA(ctx context.Context) {
 // fetchCRL fetches the CA's current CRL, unless it is the one held, and
 // offers it (a refusal is logged and shown in status, not returned).
 func (a *Agent) fetchCRL(ctx context.Context) error {
-	der, err := a.fetchDocument(ctx, wire.PathCRL, a.heldCRL(), certs.MaxCRLSize)
+	der, err := a.fetchDocument(ctx, wire.PathCRL, a.crl.held(), certs.MaxCRLSize)
 	if der != nil {
-		_ = a.offerCRL(der, true)
+		_ = a.crl.offer(der)
 	}
 	return err
 }

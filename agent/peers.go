@@ -11,19 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/certmesh/certmesh/agent/wgdev"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/wire"
-	"github.com/certmesh/certmesh/translog"
 )
-
-// dataPlane is what the peer manager needs of the WireGuard device.
-type dataPlane interface {
-	UpsertPeer(p wgdev.Peer) error
-	RemovePeer(k certs.WireGuardKey) error
-	Peers() ([]wgdev.PeerStats, error)
-	Kick(k certs.WireGuardKey) error // start handshaking now
-}
 
 // Reasons the agent refuses a peer beyond those of certs.Verify.
 const (
@@ -37,24 +27,38 @@ const (
 	ReasonUserReplayed certs.Reason = "user-replayed"
 )
 
-// KeepAlive is the persistent keepalive configured for every peer, so that
-// NAT mappings stay open and handshakes stay fresh.
-const KeepAlive = 25 * time.Second
-
-// verifiedPeer is a peer whose certificate verified and that is configured
-// in the WireGuard device.
+// verifiedPeer is a peer whose certificate verified and that the peer set
+// admitted: what the stages after it configure.
 type verifiedPeer struct {
-	label     string
-	id        certs.Identity
-	hints     []netip.AddrPort  // the hints the endpoint policy allowed, as relayed
-	endpoints []netip.AddrPort  // the same, the one in use first (peers_rotate.go)
-	epSince   time.Time         // when endpoints[0] was put in use
-	machine   *x509.Certificate // for CRL checks
-	user      *x509.Certificate // nil without a user certificate
+	label string
+	id    certs.Identity
+	// hints are the endpoints the coordinator relayed, unchecked: the
+	// path stage decides which of them WireGuard may use.
+	hints   []netip.AddrPort
+	machine *x509.Certificate // for CRL checks
+	user    *x509.Certificate // nil without a user certificate
 	// unlistedAt is when the coordinator stopped listing the peer (zero
 	// while it lists it); unlistedWhy says how (peers_remove.go).
 	unlistedAt  time.Time
 	unlistedWhy string
+}
+
+// peerSink is the stage after the peer set: it puts each admitted peer on
+// the data plane and takes each evicted one off. Today that is the path
+// stage (paths.go), which picks the endpoint and hands on to the device
+// stage (device.go); a stage between the peer set and the device
+// implements peerSink and hands on to the next one. Its methods are
+// called with the peer set's lock held, in the order of its changes.
+type peerSink interface {
+	// admit configures p in place of prev (the same device's peer until
+	// now, nil if it is new). An error means the data plane refused p:
+	// prev is configured as before, or, if that failed too, gone as well
+	// (lostPrev).
+	admit(p, prev *verifiedPeer) (lostPrev bool, err error)
+	// evict takes p off the data plane.
+	evict(p *verifiedPeer, why string)
+	// sweep is the periodic pass over the peers held.
+	sweep(peers []*verifiedPeer)
 }
 
 // Rejection records why the coordinator's view of a peer was refused.
@@ -66,14 +70,16 @@ type Rejection struct {
 	seq    uint64       // order of the refusals, for keeping the most recent
 }
 
-// peerManager turns the coordinator's untrusted events into WireGuard
-// peers. Only a bundle that passes certs.Verify and the local consistency
-// checks becomes a peer, with key and AllowedIPs from the certificate.
-type peerManager struct {
-	roots *certs.Roots
-	dev   dataPlane
-	log   *slog.Logger
-	now   func() time.Time
+// peerSet holds the verified peers: the verification stage admits into
+// it (through a peerTx), the CRL revokes and the sweep expires out of it,
+// and every change goes on to the next stage and to the address index
+// the packet filter reads.
+type peerSet struct {
+	next    peerSink
+	index   *addrIndex
+	changed revalidator // nil: nothing to tell
+	log     *slog.Logger
+	now     func() time.Time
 
 	mu       sync.Mutex
 	self     certs.Identity
@@ -83,41 +89,34 @@ type peerManager struct {
 	newestU  map[certs.DeviceID]time.Time // highest user certificate NotBefore seen per device
 	rejected rejections
 	maxPeers int // wire.MaxPeers; tests lower it
-	// endpoints decides which of a peer's endpoint hints may be used.
-	endpoints endpointPolicy
-
-	// byAddr maps each verified peer's overlay addresses to its identity,
-	// rebuilt on every change and read without locks by the packet filter.
-	byAddr atomic.Pointer[map[netip.Addr]*certs.Identity]
-
-	crl          *certs.CRL
-	crlRefusal   string
-	crlRefusedAt time.Time
-	staleGrace   time.Duration
-	skew         time.Duration // NotBefore tolerance of certs.VerifyWith (Config.MaxClockSkew)
 	// unlistedGrace: how long a peer the coordinator stopped listing is
 	// kept (0 or negative: removed at once).
 	unlistedGrace time.Duration
-	stalePolicy   DegradedPolicy
-	wasStale      bool
-	// logged, if set, checks a certificate's inclusion in the CA's log.
-	logged func(der []byte, b *translog.InclusionBundle) error
-	// logAlarm, if set, returns the transparency-log alarm ("" if none);
-	// alarmPolicy says whether new peers are accepted while there is one.
-	logAlarm func() string
-	// policyStale, if set, says why the policy is past its valid-until
-	// ("" if it is not); with policyStalePolicy refuse-new no new peer is
-	// accepted meanwhile.
-	policyStale       func() string
-	policyStalePolicy DegradedPolicy
-	alarmPolicy       DegradedPolicy
+}
 
-	onChange func() // called (under mu) after the verified identities changed
+// revalidator is told when the verified identities changed (the packet
+// filter, which drops flows of peers that left).
+type revalidator interface{ Revalidate() int }
+
+func newPeerSet(next peerSink, index *addrIndex, changed revalidator, self certs.Identity, unlistedGrace time.Duration,
+	log *slog.Logger, now func() time.Time) *peerSet {
+	return &peerSet{
+		next: next, index: index, changed: changed, log: log, now: now, self: self, unlistedGrace: unlistedGrace,
+		peers: map[certs.DeviceID]*verifiedPeer{}, labels: map[string]certs.DeviceID{},
+		newest: map[certs.DeviceID]time.Time{}, newestU: map[certs.DeviceID]time.Time{}, rejected: newRejections(), maxPeers: wire.MaxPeers,
+	}
+}
+
+// addrIndex maps each verified peer's overlay addresses to its identity:
+// rebuilt by the peer set on every change, read without locks by the
+// packet filter.
+type addrIndex struct {
+	m atomic.Pointer[map[netip.Addr]*certs.Identity]
 }
 
 // lookup returns the verified identity holding overlay address a.
-func (m *peerManager) lookup(a netip.Addr) (*certs.Identity, bool) {
-	idx := m.byAddr.Load()
+func (x *addrIndex) lookup(a netip.Addr) (*certs.Identity, bool) {
+	idx := x.m.Load()
 	if idx == nil {
 		return nil, false
 	}
@@ -126,7 +125,7 @@ func (m *peerManager) lookup(a netip.Addr) (*certs.Identity, bool) {
 }
 
 // changedLocked rebuilds the address index and tells the filter.
-func (m *peerManager) changedLocked() {
+func (m *peerSet) changedLocked() {
 	idx := make(map[netip.Addr]*certs.Identity, 2*len(m.peers))
 	for _, p := range m.peers {
 		id := p.id // a copy the filter may keep
@@ -134,61 +133,60 @@ func (m *peerManager) changedLocked() {
 			idx[a] = &id
 		}
 	}
-	m.byAddr.Store(&idx)
-	if m.onChange != nil {
-		m.onChange()
-	}
-}
-
-func newPeerManager(roots *certs.Roots, dev dataPlane, self certs.Identity, log *slog.Logger, now func() time.Time) *peerManager {
-	return &peerManager{
-		roots: roots, dev: dev, log: log, now: now, self: self,
-		peers: map[certs.DeviceID]*verifiedPeer{}, labels: map[string]certs.DeviceID{},
-		newest: map[certs.DeviceID]time.Time{}, newestU: map[certs.DeviceID]time.Time{}, rejected: newRejections(), maxPeers: wire.MaxPeers,
+	m.index.m.Store(&idx)
+	if m.changed != nil {
+		m.changed.Revalidate()
 	}
 }
 
 // setSelf updates our own identity after renewal.
-func (m *peerManager) setSelf(id certs.Identity) {
+func (m *peerSet) setSelf(id certs.Identity) {
 	m.mu.Lock()
 	m.self = id
 	m.mu.Unlock()
 }
 
-// apply handles one coordinator event.
-func (m *peerManager) apply(e *wire.Event) {
+// peerTx is one coordinator event's changes to the peer set, made under
+// its lock; commit publishes them (address index, filter) and unlocks.
+type peerTx struct{ m *peerSet }
+
+func (m *peerSet) begin() peerTx {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	defer m.changedLocked()
-	switch e.Type {
-	case wire.EventSnapshot:
-		keep := map[string]bool{}
-		for _, p := range e.Peers {
-			keep[p.Label] = true
-		}
-		for label := range m.labels {
-			if !keep[label] {
-				m.removeLocked(label, "not in snapshot")
-			}
-		}
-		m.keepRejections(keep)
-		for i := range e.Peers {
-			m.upsertLocked(&e.Peers[i])
-		}
-	case wire.EventUpsert:
-		m.upsertLocked(e.Peer)
-	case wire.EventRemove:
-		m.removeLocked(e.Label, "left")
-		m.forgetRejection(e.Label)
-	}
+	return peerTx{m}
 }
+
+func (tx peerTx) commit() {
+	tx.m.changedLocked()
+	tx.m.mu.Unlock()
+}
+
+// relist starts a snapshot: the peers it does not list are unlisted
+// (peers_remove.go), and the refusals of labels it does not list are
+// forgotten.
+func (tx peerTx) relist(listed map[string]bool) {
+	m := tx.m
+	for label := range m.labels {
+		if !listed[label] {
+			m.removeLocked(label, "not in snapshot")
+		}
+	}
+	m.keepRejections(listed)
+}
+
+// left handles the coordinator's word that label left.
+func (tx peerTx) left(label string) {
+	tx.m.removeLocked(label, "left")
+	tx.m.forgetRejection(label)
+}
+
+func (tx peerTx) reject(label string, err error) { tx.m.reject(label, err) }
 
 func refusal(r certs.Reason, format string, args ...any) error {
 	return &certs.RejectError{Reason: r, Err: fmt.Errorf(format, args...)}
 }
 
 // snapshot copies the verified peers and the rejections, for status.
-func (m *peerManager) snapshot() ([]verifiedPeer, []Rejection, map[certs.Reason]uint64) {
+func (m *peerSet) snapshot() ([]verifiedPeer, []Rejection, map[certs.Reason]uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	ps := make([]verifiedPeer, 0, len(m.peers))

@@ -58,7 +58,7 @@ func clip(s string, n int) string {
 // wire.MaxLabelSize matches no peer, and is kept only in part.
 func clipLabel(label string) string { return clip(label, wire.MaxLabelSize) }
 
-func (m *peerManager) reject(label string, err error) {
+func (m *peerSet) reject(label string, err error) {
 	r := Rejection{Label: clipLabel(label), Reason: certs.ReasonOf(err), Error: clip(err.Error(), maxRejectionError), At: m.now()}
 	if r.Reason == "" {
 		r.Reason = certs.ReasonMalformed
@@ -97,10 +97,10 @@ func (m *peerManager) reject(label string, err error) {
 
 // forgetRejection drops the refusal recorded for label (it was accepted,
 // or left).
-func (m *peerManager) forgetRejection(label string) { delete(m.rejected.byLabel, label) }
+func (m *peerSet) forgetRejection(label string) { delete(m.rejected.byLabel, label) }
 
 // keepRejections drops the refusals of labels not in keep.
-func (m *peerManager) keepRejections(keep map[string]bool) {
+func (m *peerSet) keepRejections(keep map[string]bool) {
 	for label := range m.rejected.byLabel {
 		if !keep[label] {
 			delete(m.rejected.byLabel, label)
@@ -110,7 +110,7 @@ func (m *peerManager) keepRejections(keep map[string]bool) {
 
 // rejectionsLocked returns the refusals remembered, most recent first,
 // and the counts by reason.
-func (m *peerManager) rejectionsLocked() ([]Rejection, map[certs.Reason]uint64) {
+func (m *peerSet) rejectionsLocked() ([]Rejection, map[certs.Reason]uint64) {
 	rs := make([]Rejection, 0, len(m.rejected.byLabel))
 	for _, r := range m.rejected.byLabel {
 		rs = append(rs, r)

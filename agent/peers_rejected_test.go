@@ -25,7 +25,7 @@ func TestRejectionsBounded(t *testing.T) {
 		return fmt.Sprintf("small-%d", i)
 	}
 	for i := range n {
-		h.m.apply(upsert(wire.Peer{Label: label(i)}))
+		h.v.handle(upsert(wire.Peer{Label: label(i)}))
 	}
 	_, rs, counts := h.m.snapshot()
 	if len(rs) != MaxRejections {
@@ -48,7 +48,7 @@ func TestRejectionsBounded(t *testing.T) {
 		t.Errorf("%d warnings for %d refusals in one second, want %d", got, n, refusalLogBurst)
 	}
 	h.now = h.now.Add(time.Second)
-	h.m.apply(upsert(wire.Peer{Label: "later"}))
+	h.v.handle(upsert(wire.Peer{Label: "later"}))
 	if want := fmt.Sprintf("more_refused_unlogged=%d", n-refusalLogBurst); !strings.Contains(logs.b.String(), want) {
 		t.Errorf("the next warning does not say %s:\n%.2000s", want, logs.b.String())
 	}
@@ -62,14 +62,14 @@ func TestPeersHeldBounded(t *testing.T) {
 	var held []wire.Peer
 	for i := range 2 {
 		p := h.peer(t, fmt.Sprintf("p%d", i), h.pki.NewProfile(t, fmt.Sprintf("host%d", i)))
-		h.m.apply(upsert(p))
+		h.v.handle(upsert(p))
 		held = append(held, p)
 	}
-	h.m.apply(upsert(h.peer(t, "p2", h.pki.NewProfile(t, "host2"))))
+	h.v.handle(upsert(h.peer(t, "p2", h.pki.NewProfile(t, "host2"))))
 	if r, ok := h.rejection("p2"); !ok || r.Reason != ReasonTooManyPeers {
 		t.Fatalf("a third peer over a maximum of 2: %+v, want %s", r, ReasonTooManyPeers)
 	}
-	h.m.apply(upsert(held[0]))
+	h.v.handle(upsert(held[0]))
 	if ps, _, _ := h.m.snapshot(); len(ps) != 2 {
 		t.Fatalf("%d peers held, want 2", len(ps))
 	}

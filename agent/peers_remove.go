@@ -8,7 +8,7 @@ import (
 )
 
 // forgetLocked drops a peer from the agent's records (not the device).
-func (m *peerManager) forgetLocked(p *verifiedPeer) {
+func (m *peerSet) forgetLocked(p *verifiedPeer) {
 	delete(m.peers, p.id.DeviceID)
 	if m.labels[p.label] == p.id.DeviceID {
 		delete(m.labels, p.label)
@@ -29,7 +29,7 @@ const DefaultUnlistedGrace = 3 * time.Minute
 // or when its certificate expires, whichever is first) unless the
 // coordinator lists it again meanwhile. Revocation (CRL), expiry and
 // policy do not wait.
-func (m *peerManager) removeLocked(label, why string) {
+func (m *peerSet) removeLocked(label, why string) {
 	devID, ok := m.labels[label]
 	if !ok {
 		return
@@ -57,7 +57,7 @@ func (m *peerManager) removeLocked(label, why string) {
 
 // dropUnlistedLocked removes the peers whose grace ended without the
 // coordinator listing them again.
-func (m *peerManager) dropUnlistedLocked(now time.Time) (changed bool) {
+func (m *peerSet) dropUnlistedLocked(now time.Time) (changed bool) {
 	for _, p := range m.peers {
 		if !p.unlistedAt.IsZero() && !now.Before(p.unlistedAt.Add(m.unlistedGrace)) {
 			changed = true
@@ -67,17 +67,16 @@ func (m *peerManager) dropUnlistedLocked(now time.Time) (changed bool) {
 	return changed
 }
 
-// dropLocked forgets a verified peer and takes it out of the device.
-func (m *peerManager) dropLocked(p *verifiedPeer, why string) {
+// dropLocked forgets a verified peer and has the next stage take it off.
+func (m *peerSet) dropLocked(p *verifiedPeer, why string) {
 	m.forgetLocked(p)
-	if err := m.dev.RemovePeer(p.id.WireGuardKey); err != nil {
-		m.log.Error("removing peer", "device", p.id.DeviceID, "err", err)
-	}
+	m.next.evict(p, why)
 	m.log.Info("peer removed", "device", p.id.DeviceID, "hostname", p.id.Hostname, "why", why)
 }
 
-// sweep removes peers whose certificate has expired.
-func (m *peerManager) sweep() {
+// sweep removes peers whose certificate has expired and those unlisted
+// past the grace, then runs the next stage's sweep over the peers held.
+func (m *peerSet) sweep() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
@@ -105,45 +104,9 @@ func (m *peerManager) sweep() {
 	if m.dropUnlistedLocked(now) {
 		changed = true
 	}
-	m.reconcileLocked()
-	m.rotateLocked()
-	if stale := m.staleLocked(); stale != m.wasStale {
-		m.wasStale = stale
-		if stale {
-			m.log.Warn("the CRL is stale: no newer one arrived in time (the CA or the coordinator is not delivering revocations)",
-				"number", m.crl.Number, "next_update", m.crl.NextUpdate, "grace", m.staleGrace, "policy", m.stalePolicy)
-		} else {
-			m.log.Info("the CRL is current again", "number", m.crl.Number, "next_update", m.crl.NextUpdate)
-		}
-	}
-}
-
-// reconcileLocked removes from the device any peer the agent does not hold
-// as verified: whatever went wrong before, the device ends up with
-// exactly the verified peers.
-func (m *peerManager) reconcileLocked() {
-	stats, err := m.dev.Peers()
-	if err != nil {
-		m.log.Error("cannot list the WireGuard device's peers to remove unverified ones", "err", err)
-		return
-	}
-	want := make(map[certs.WireGuardKey]bool, len(m.peers))
+	held := make([]*verifiedPeer, 0, len(m.peers))
 	for _, p := range m.peers {
-		want[p.id.WireGuardKey] = true
+		held = append(held, p)
 	}
-	for _, s := range stats {
-		if !want[s.PublicKey] {
-			m.log.Warn("removing a WireGuard peer that is not verified", "key", s.PublicKey)
-			m.removeFromDevice(s.PublicKey, "removing an unverified peer")
-		}
-	}
-}
-
-// removeFromDevice takes a key out of the WireGuard device. A failure
-// leaves a peer the agent does not trust configured: it is logged as an
-// error, and the next sweep's reconcileLocked tries again.
-func (m *peerManager) removeFromDevice(k certs.WireGuardKey, why string) {
-	if err := m.dev.RemovePeer(k); err != nil {
-		m.log.Error("WireGuard peer not removed: "+why, "key", k, "err", err)
-	}
+	m.next.sweep(held)
 }

@@ -28,7 +28,7 @@ func TestEndpointRotation(t *testing.T) {
 		return wp.Endpoint
 	}
 	// Half a period changes nothing, a full one moves on.
-	h.m.apply(upsert(p))
+	h.v.handle(upsert(p))
 	k = h.m.peers[h.m.labels["p"]].id.WireGuardKey
 	if got := endpoint(); got != a {
 		t.Fatalf("first endpoint %s, want %s", got, a)
@@ -57,13 +57,13 @@ func TestEndpointRotation(t *testing.T) {
 		t.Errorf("endpoint %s after a fresh handshake on %s", got, b)
 	}
 	// The same hints relayed again leave it on b.
-	h.m.apply(upsert(p))
+	h.v.handle(upsert(p))
 	if got := endpoint(); got != b {
 		t.Errorf("the same hints relayed again moved the peer to %s", got)
 	}
 	// New hints start from their first.
 	p.Endpoints = []netip.AddrPort{c, a}
-	h.m.apply(upsert(p))
+	h.v.handle(upsert(p))
 	if got := endpoint(); got != c {
 		t.Errorf("new hints: endpoint %s, want %s", got, c)
 	}

@@ -80,10 +80,13 @@ func (r *recordingPlane) get(k certs.WireGuardKey) (wgdev.Peer, bool) {
 	return p, ok
 }
 
+// harness is the pipeline from the verification stage to a recording
+// data plane: events in (h.v.handle), device configuration out (h.plane).
 type harness struct {
 	pki   *testca.CA
 	plane *recordingPlane
-	m     *peerManager
+	v     *verifier
+	m     *peerSet
 	self  certs.MachineProfile
 	now   time.Time
 }
@@ -97,7 +100,10 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatalf("verifying own certificate: %v", err)
 	}
-	h.m = newPeerManager(h.pki.Roots(), h.plane, self, slog.New(slog.DiscardHandler), func() time.Time { return h.now })
+	clock, log := func() time.Time { return h.now }, slog.New(slog.DiscardHandler)
+	device := newDeviceStage(h.plane, self.WireGuardKey, log)
+	h.m = newPeerSet(newPathStage(endpointPolicy{}, device, log, clock), &addrIndex{}, nil, self, 0, log, clock)
+	h.v = &verifier{roots: h.pki.Roots(), peers: h.m, logger: log, opts: verifyConfig{now: clock}}
 	return h
 }
 
@@ -133,7 +139,7 @@ func (h *harness) wantOnly(t *testing.T, keys ...certs.WireGuardKey) {
 func TestPeerConfiguredFromCertificateOnly(t *testing.T) {
 	h := newHarness(t)
 	p := h.pki.NewProfile(t, "alice")
-	h.m.apply(upsert(h.peer(t, "a", p)))
+	h.v.handle(upsert(h.peer(t, "a", p)))
 	h.wantOnly(t, p.WireGuardKey)
 	got, _ := h.plane.get(p.WireGuardKey)
 	var want []netip.Prefix
@@ -217,10 +223,10 @@ func TestPeerRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
 			good := h.pki.NewProfile(t, "good")
-			h.m.apply(upsert(h.peer(t, "good", good)))
+			h.v.handle(upsert(h.peer(t, "good", good)))
 			h.wantOnly(t, good.WireGuardKey)
 			ev := tc.event(t, h, good)
-			h.m.apply(upsert(ev))
+			h.v.handle(upsert(ev))
 			h.wantOnly(t, good.WireGuardKey) // nothing added, nothing displaced
 			r, ok := h.rejection(ev.Label)
 			if !ok {
@@ -236,13 +242,13 @@ func TestPeerRefusals(t *testing.T) {
 func TestRefusedUpdateKeepsPeer(t *testing.T) {
 	h := newHarness(t)
 	good := h.pki.NewProfile(t, "good")
-	h.m.apply(upsert(h.peer(t, "good", good)))
+	h.v.handle(upsert(h.peer(t, "good", good)))
 	// The coordinator sends, under the same label, a certificate from
 	// another CA for the same device with the attacker's key.
 	evil := good
 	evil.WireGuardKey = testca.RandomWireGuardKey(t)
 	b, _ := testca.New(t, testTD).IssueMachine(t, evil)
-	h.m.apply(upsert(wire.Peer{Label: "good", Bundle: b.Wire()}))
+	h.v.handle(upsert(wire.Peer{Label: "good", Bundle: b.Wire()}))
 	h.wantOnly(t, good.WireGuardKey)
 	if r, ok := h.rejection("good"); !ok || r.Reason != certs.ReasonUntrusted {
 		t.Fatalf("rejection = %+v, %v", r, ok)
@@ -252,15 +258,15 @@ func TestRefusedUpdateKeepsPeer(t *testing.T) {
 func TestKeyRotationReplacesPeer(t *testing.T) {
 	h := newHarness(t)
 	p := h.pki.NewProfile(t, "rotating")
-	h.m.apply(upsert(h.peer(t, "r", p, testca.WithValidity(h.now.Add(-time.Hour), h.now.Add(time.Hour)))))
+	h.v.handle(upsert(h.peer(t, "r", p, testca.WithValidity(h.now.Add(-time.Hour), h.now.Add(time.Hour)))))
 	oldKey := p.WireGuardKey
 	p.WireGuardKey = testca.RandomWireGuardKey(t)
-	h.m.apply(upsert(h.peer(t, "r", p, testca.WithValidity(h.now.Add(-time.Minute), h.now.Add(time.Hour)))))
+	h.v.handle(upsert(h.peer(t, "r", p, testca.WithValidity(h.now.Add(-time.Minute), h.now.Add(time.Hour)))))
 	h.wantOnly(t, p.WireGuardKey)
 	// Replaying the old certificate (old key) is refused.
 	q := p
 	q.WireGuardKey = oldKey
-	h.m.apply(upsert(h.peer(t, "r", q, testca.WithValidity(h.now.Add(-time.Hour), h.now.Add(time.Hour)))))
+	h.v.handle(upsert(h.peer(t, "r", q, testca.WithValidity(h.now.Add(-time.Hour), h.now.Add(time.Hour)))))
 	h.wantOnly(t, p.WireGuardKey)
 	if r, _ := h.rejection("r"); r.Reason != ReasonReplayed {
 		t.Fatalf("reason = %q, want %q", r.Reason, ReasonReplayed)
@@ -271,7 +277,7 @@ func TestDataPlaneFailureConfiguresNothing(t *testing.T) {
 	h := newHarness(t)
 	p := h.pki.NewProfile(t, "broken")
 	h.plane.failFor[p.WireGuardKey] = true
-	h.m.apply(upsert(h.peer(t, "b", p)))
+	h.v.handle(upsert(h.peer(t, "b", p)))
 	h.wantOnly(t)
 	if ps, _, _ := h.m.snapshot(); len(ps) != 0 {
 		t.Fatalf("peer recorded as verified although the device refused it: %+v", ps)
@@ -284,34 +290,34 @@ func TestDataPlaneFailureConfiguresNothing(t *testing.T) {
 func TestSnapshotAndRemove(t *testing.T) {
 	h := newHarness(t)
 	a, b, c := h.pki.NewProfile(t, "a"), h.pki.NewProfile(t, "b"), h.pki.NewProfile(t, "c")
-	h.m.apply(&wire.Event{Type: wire.EventSnapshot, Peers: []wire.Peer{h.peer(t, "a", a), h.peer(t, "b", b)}})
+	h.v.handle(&wire.Event{Type: wire.EventSnapshot, Peers: []wire.Peer{h.peer(t, "a", a), h.peer(t, "b", b)}})
 	h.wantOnly(t, a.WireGuardKey, b.WireGuardKey)
 	// A new snapshot without a drops it.
-	h.m.apply(&wire.Event{Type: wire.EventSnapshot, Peers: []wire.Peer{h.peer(t, "b", b), h.peer(t, "c", c)}})
+	h.v.handle(&wire.Event{Type: wire.EventSnapshot, Peers: []wire.Peer{h.peer(t, "b", b), h.peer(t, "c", c)}})
 	h.wantOnly(t, b.WireGuardKey, c.WireGuardKey)
-	h.m.apply(&wire.Event{Type: wire.EventRemove, Label: "b"})
+	h.v.handle(&wire.Event{Type: wire.EventRemove, Label: "b"})
 	h.wantOnly(t, c.WireGuardKey)
 	// Removing an unknown label changes nothing.
-	h.m.apply(&wire.Event{Type: wire.EventRemove, Label: "nobody"})
+	h.v.handle(&wire.Event{Type: wire.EventRemove, Label: "nobody"})
 	h.wantOnly(t, c.WireGuardKey)
 }
 
 func TestLabelReassignedToAnotherDevice(t *testing.T) {
 	h := newHarness(t)
 	a, b := h.pki.NewProfile(t, "a"), h.pki.NewProfile(t, "b")
-	h.m.apply(upsert(h.peer(t, "L", a)))
-	h.m.apply(upsert(h.peer(t, "L", b)))
+	h.v.handle(upsert(h.peer(t, "L", a)))
+	h.v.handle(upsert(h.peer(t, "L", b)))
 	h.wantOnly(t, b.WireGuardKey)
 	// Removing the label removes b, and a is not resurrected.
-	h.m.apply(&wire.Event{Type: wire.EventRemove, Label: "L"})
+	h.v.handle(&wire.Event{Type: wire.EventRemove, Label: "L"})
 	h.wantOnly(t)
 }
 
 func TestSweepRemovesExpiredPeers(t *testing.T) {
 	h := newHarness(t)
 	short, long := h.pki.NewProfile(t, "short"), h.pki.NewProfile(t, "long")
-	h.m.apply(upsert(h.peer(t, "s", short, testca.WithValidity(h.now.Add(-time.Minute), h.now.Add(time.Minute)))))
-	h.m.apply(upsert(h.peer(t, "l", long)))
+	h.v.handle(upsert(h.peer(t, "s", short, testca.WithValidity(h.now.Add(-time.Minute), h.now.Add(time.Minute)))))
+	h.v.handle(upsert(h.peer(t, "l", long)))
 	h.wantOnly(t, short.WireGuardKey, long.WireGuardKey)
 	h.m.sweep()
 	h.wantOnly(t, short.WireGuardKey, long.WireGuardKey)
@@ -328,11 +334,11 @@ func TestSweepRemovesExpiredPeers(t *testing.T) {
 func TestFailedUpdateRestoresPeer(t *testing.T) {
 	h := newHarness(t)
 	p := h.pki.NewProfile(t, "rotating")
-	h.m.apply(upsert(h.peer(t, "r", p, testca.WithValidity(h.now.Add(-time.Hour), h.now.Add(time.Hour)))))
+	h.v.handle(upsert(h.peer(t, "r", p, testca.WithValidity(h.now.Add(-time.Hour), h.now.Add(time.Hour)))))
 	oldKey := p.WireGuardKey
 	p.WireGuardKey = testca.RandomWireGuardKey(t)
 	h.plane.failFor[p.WireGuardKey] = true
-	h.m.apply(upsert(h.peer(t, "r", p, testca.WithValidity(h.now.Add(-time.Minute), h.now.Add(time.Hour)))))
+	h.v.handle(upsert(h.peer(t, "r", p, testca.WithValidity(h.now.Add(-time.Minute), h.now.Add(time.Hour)))))
 	h.wantOnly(t, oldKey)
 	if got, _ := h.plane.get(oldKey); len(got.AllowedIPs) != len(p.Addresses) {
 		t.Fatalf("old peer lost its addresses: %+v", got)
@@ -345,7 +351,7 @@ func TestUnusableEndpointsAreSkipped(t *testing.T) {
 	ev := h.peer(t, "a", p)
 	ev.Endpoints = []netip.AddrPort{netip.MustParseAddrPort("0.0.0.0:1"), netip.MustParseAddrPort("192.0.2.7:0"),
 		netip.MustParseAddrPort("[ff02::1]:51820"), netip.MustParseAddrPort("192.0.2.8:51820")}
-	h.m.apply(upsert(ev))
+	h.v.handle(upsert(ev))
 	got, ok := h.plane.get(p.WireGuardKey)
 	if !ok || got.Endpoint != netip.MustParseAddrPort("192.0.2.8:51820") {
 		t.Fatalf("peer %+v, want the first usable endpoint", got)
@@ -355,7 +361,7 @@ func TestUnusableEndpointsAreSkipped(t *testing.T) {
 func TestSweepRemovesUntrackedDevicePeers(t *testing.T) {
 	h := newHarness(t)
 	good := h.pki.NewProfile(t, "good")
-	h.m.apply(upsert(h.peer(t, "good", good)))
+	h.v.handle(upsert(h.peer(t, "good", good)))
 	stray := testca.RandomWireGuardKey(t)
 	if err := h.plane.UpsertPeer(wgdev.Peer{PublicKey: stray}); err != nil {
 		t.Fatal(err)

@@ -20,13 +20,13 @@ func TestUnlistedPeerKeptForGrace(t *testing.T) {
 	a, b, c := h.pki.NewProfile(t, "a"), h.pki.NewProfile(t, "b"), h.pki.NewProfile(t, "c")
 	pa, pb := h.peer(t, "a", a), h.peer(t, "b", b)
 	pc := h.peer(t, "c", c, testca.WithValidity(h.now.Add(-time.Minute), h.now.Add(time.Minute)))
-	h.m.apply(&wire.Event{Type: wire.EventSnapshot, Peers: []wire.Peer{pa, pb, pc}})
+	h.v.handle(&wire.Event{Type: wire.EventSnapshot, Peers: []wire.Peer{pa, pb, pc}})
 	h.wantOnly(t, a.WireGuardKey, b.WireGuardKey, c.WireGuardKey)
 
 	// The coordinator restarted: the first snapshot has none of them; b
 	// and c are also said to have left.
-	h.m.apply(&wire.Event{Type: wire.EventSnapshot})
-	h.m.apply(&wire.Event{Type: wire.EventRemove, Label: "b"})
+	h.v.handle(&wire.Event{Type: wire.EventSnapshot})
+	h.v.handle(&wire.Event{Type: wire.EventRemove, Label: "b"})
 	h.m.sweep()
 	h.wantOnly(t, a.WireGuardKey, b.WireGuardKey, c.WireGuardKey)
 	if ps, _, _ := h.m.snapshot(); len(ps) != 3 || ps[0].unlistedAt.IsZero() {
@@ -35,7 +35,7 @@ func TestUnlistedPeerKeptForGrace(t *testing.T) {
 
 	// a comes back within the grace; c's certificate expires meanwhile.
 	h.now = h.now.Add(2 * time.Minute)
-	h.m.apply(upsert(pa))
+	h.v.handle(upsert(pa))
 	h.m.sweep()
 	h.wantOnly(t, a.WireGuardKey, b.WireGuardKey)
 
@@ -45,7 +45,7 @@ func TestUnlistedPeerKeptForGrace(t *testing.T) {
 	h.wantOnly(t, a.WireGuardKey)
 
 	// Listed again after the grace: a peer like any other.
-	h.m.apply(upsert(pb))
+	h.v.handle(upsert(pb))
 	h.wantOnly(t, a.WireGuardKey, b.WireGuardKey)
 }
 
@@ -54,8 +54,8 @@ func TestUnlistedPeerKeptForGrace(t *testing.T) {
 func TestUnlistedGraceOff(t *testing.T) {
 	h := newHarness(t)
 	a := h.pki.NewProfile(t, "a")
-	h.m.apply(upsert(h.peer(t, "a", a)))
-	h.m.apply(&wire.Event{Type: wire.EventRemove, Label: "a"})
+	h.v.handle(upsert(h.peer(t, "a", a)))
+	h.v.handle(&wire.Event{Type: wire.EventRemove, Label: "a"})
 	h.wantOnly(t)
 }
 
@@ -68,10 +68,10 @@ func TestLabelMovedDuringGrace(t *testing.T) {
 	h := newHarness(t)
 	h.m.unlistedGrace = grace
 	a, b := h.pki.NewProfile(t, "a"), h.pki.NewProfile(t, "b")
-	h.m.apply(&wire.Event{Type: wire.EventSnapshot, Peers: []wire.Peer{h.peer(t, "L", a)}})
-	h.m.apply(&wire.Event{Type: wire.EventSnapshot, Peers: []wire.Peer{h.peer(t, "L", b)}}) // a unlisted, b under L
-	h.m.apply(upsert(h.peer(t, "L2", a)))                                                   // a listed again, under L2
-	h.m.apply(&wire.Event{Type: wire.EventRemove, Label: "L"})                              // b left
+	h.v.handle(&wire.Event{Type: wire.EventSnapshot, Peers: []wire.Peer{h.peer(t, "L", a)}})
+	h.v.handle(&wire.Event{Type: wire.EventSnapshot, Peers: []wire.Peer{h.peer(t, "L", b)}}) // a unlisted, b under L
+	h.v.handle(upsert(h.peer(t, "L2", a)))                                                   // a listed again, under L2
+	h.v.handle(&wire.Event{Type: wire.EventRemove, Label: "L"})                              // b left
 	h.now = h.now.Add(grace + time.Second)
 	h.m.sweep()
 	h.wantOnly(t, a.WireGuardKey)

@@ -188,6 +188,9 @@ func (h *policyHolder) held() []byte { return h.docs.held() }
 // stale says, without taking the lock, why the policy held is past its
 // valid-until ("" if it is not, or none is held).
 func (h *policyHolder) stale() string {
+	if h == nil {
+		return ""
+	}
 	vu := h.validUntil.Load()
 	if vu == 0 || !h.now().After(time.Unix(vu, 0)) {
 		return ""

@@ -61,7 +61,7 @@ func (a *Agent) Status() (*Status, error) {
 	}
 	st.Policy = a.policy.status()
 	st.CAFetch = a.fetched.status()
-	st.CRL = a.peers.crlStatus()
+	st.CRL = a.crl.status()
 	st.Log = a.tlog.status(!a.cfg.AllowUnlogged, a.cfg.LogAlarmPolicy)
 	st.Clock = a.clock.status()
 	st.Rejected, st.RejectedCounts = append([]Rejection{}, rejected...), counts
