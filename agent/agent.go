@@ -40,7 +40,8 @@ type Agent struct {
 	filter *filter.Device
 	crl    *crlHolder
 	policy *policyHolder
-	tlog   *logState   // nil when the CA runs no log
+	tlog   *logState // nil when the CA runs no log
+	pub    *publication
 	tpm    *tpmkey.TPM // nil without --tpm
 	clock  *clockSkew  // this clock against the CA's (skew.go)
 	lock   *statedir.Lock
@@ -49,15 +50,13 @@ type Agent struct {
 	fetched  caFetch
 	caPolicy []byte
 
-	mu        sync.Mutex
-	enr       *enrollment
-	self      certs.Identity
-	endpoints []netip.AddrPort
-	socks     string
-	login     LoginState
-	loginCh   chan struct{}             // closed when login changes (loginwait.go)
-	userIncl  *translog.InclusionBundle // the user certificate's inclusion proof
-	runCtx    context.Context           // Run's context, for background logins
+	mu      sync.Mutex
+	enr     *enrollment
+	self    certs.Identity
+	socks   string
+	login   LoginState
+	loginCh chan struct{}   // closed when login changes (loginwait.go)
+	runCtx  context.Context // Run's context, for background logins
 }
 
 // New prepares an agent: keys, enrollment (first start) or the stored
@@ -83,6 +82,7 @@ func New(ctx context.Context, cfg Config) (_ *Agent, err error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, keys: k, lock: lock, clock: newClockSkew(cfg)}
+	a.pub = &publication{ident: &a.ident}
 	if cfg.TPM != nil {
 		if err := a.loadTPMSigner(ctx); err != nil {
 			return nil, err
@@ -206,6 +206,7 @@ func (a *Agent) adopt(enr *enrollment, b certs.Bundle, id certs.Identity) {
 	a.mu.Lock()
 	a.enr, a.self = enr, id
 	a.mu.Unlock()
+	a.pub.setInclusion(enr.Cert.Inclusion)
 	if a.peers != nil {
 		a.peers.setSelf(id)
 	}
@@ -296,7 +297,7 @@ func (a *Agent) buildPipeline(self certs.Identity, eps endpointPolicy, index *ad
 	verify := &verifier{roots: a.roots, crl: a.crl, policy: a.policy, log: a.tlog, peers: a.peers, logger: logger,
 		opts: verifyConfig{now: a.cfg.Now, skew: a.cfg.MaxClockSkew, requireLogged: !a.cfg.AllowUnlogged,
 			crlStale: a.cfg.CRLStalePolicy, policyStale: a.cfg.PolicyStalePolicy, logAlarm: a.cfg.LogAlarmPolicy}}
-	a.coord = newCoordClient(newAPIClient(coordURL, serverTLS(a.roots, &a.ident, a.cfg.Now)), verify, a.publication,
+	a.coord = newCoordClient(newAPIClient(coordURL, serverTLS(a.roots, &a.ident, a.cfg.Now)), verify, a.pub,
 		logger.With("component", "coord"))
 	return nil
 }
@@ -317,22 +318,8 @@ func (a *Agent) computeEndpoints() error {
 	if len(eps) > wire.MaxEndpoints {
 		eps = eps[:wire.MaxEndpoints]
 	}
-	a.mu.Lock()
-	a.endpoints = eps
-	a.mu.Unlock()
+	a.pub.setEndpoints(eps)
 	return nil
-}
-
-// publication is what we tell the coordinator about ourselves.
-func (a *Agent) publication() wire.Publish {
-	_, b := a.ident.get()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	p := wire.Publish{Bundle: b.Wire(), Endpoints: a.endpoints, Inclusion: a.enr.Cert.Inclusion}
-	if b.User != nil {
-		p.UserInclusion = a.userIncl
-	}
-	return p
 }
 
 // Run serves until ctx ends, then tears the device down.

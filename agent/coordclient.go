@@ -32,11 +32,11 @@ const (
 // coordClient is the first stage: it keeps a watch open to the
 // coordinator, reconnecting with backoff, and hands the watch's events, as
 // they come and untrusted, to the next stage (the verifier). It opens
-// every watch by sending what the agent says about itself (publish).
+// every watch by sending what the agent says about itself (self).
 type coordClient struct {
 	api       *apiClient
 	out       eventSink
-	publish   func() wire.Publish
+	self      publisher
 	log       *slog.Logger
 	connected atomic.Bool
 	lastErr   atomic.Value  // string
@@ -57,8 +57,11 @@ type coordClient struct {
 // (verify.go).
 type eventSink interface{ handle(e *wire.Event) }
 
-func newCoordClient(api *apiClient, out eventSink, publish func() wire.Publish, log *slog.Logger) *coordClient {
-	return &coordClient{api: api, out: out, publish: publish, log: log, renewed: make(chan struct{}, 1)}
+// publisher is what the agent says about itself (publish.go).
+type publisher interface{ publish() wire.Publish }
+
+func newCoordClient(api *apiClient, out eventSink, self publisher, log *slog.Logger) *coordClient {
+	return &coordClient{api: api, out: out, self: self, log: log, renewed: make(chan struct{}, 1)}
 }
 
 func (c *coordClient) run(ctx context.Context) {
@@ -174,7 +177,7 @@ func (s *stream) stop() {
 
 // open sends our publication and starts reading the event stream.
 func (c *coordClient) open(ctx context.Context) (*stream, error) {
-	body, err := json.Marshal(c.publish())
+	body, err := json.Marshal(c.self.publish())
 	if err != nil {
 		return nil, err
 	}
@@ -242,5 +245,5 @@ func (c *coordClient) moved() {
 
 // republish sends our current bundle and endpoints (after renewal).
 func (c *coordClient) republish(ctx context.Context) error {
-	return c.api.call(ctx, http.MethodPost, wire.PathPublish, c.publish(), nil)
+	return c.api.call(ctx, http.MethodPost, wire.PathPublish, c.self.publish(), nil)
 }

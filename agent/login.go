@@ -162,9 +162,7 @@ func (a *Agent) adoptUserCert(ctx context.Context, der []byte, incl *translog.In
 	if err := saveUserInclusion(a.cfg.StateDir, incl); err != nil && incl != nil {
 		return nil, fmt.Errorf("saving the user certificate's inclusion proof: %w", err)
 	}
-	a.mu.Lock()
-	a.userIncl = incl
-	a.mu.Unlock()
+	a.pub.setUserInclusion(incl)
 	a.ident.setUser(u)
 	a.cfg.Logger.Info("user logged in", "email", id.Email, "groups", id.Groups, "not_after", id.NotAfter)
 	a.republish(ctx, "publishing user certificate")
@@ -199,7 +197,7 @@ func (a *Agent) loadUserCert() {
 	if err == nil && len(cs) == 1 {
 		if _, err = a.verifyUser(cs[0]); err == nil {
 			a.ident.setUser(cs[0])
-			a.userIncl = loadUserInclusion(a.cfg.StateDir)
+			a.pub.setUserInclusion(loadUserInclusion(a.cfg.StateDir))
 			return
 		}
 	}

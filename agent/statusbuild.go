@@ -17,13 +17,13 @@ func (a *Agent) Status() (*Status, error) {
 		byKey[s.PublicKey] = i
 	}
 	a.mu.Lock()
-	self, eps, socks := a.self, a.endpoints, a.socks
+	self, socks := a.self, a.socks
 	a.mu.Unlock()
 	st := &Status{
 		Self: SelfStatus{
 			MachineStatus: machineStatus(self),
 			CertSerial:    self.Serial, Mode: a.cfg.Mode.String(),
-			Interface: a.dev.InterfaceName(), ListenPort: a.dev.ListenPort(), Endpoints: eps, SOCKS5: socks,
+			Interface: a.dev.InterfaceName(), ListenPort: a.dev.ListenPort(), Endpoints: a.pub.advertised(), SOCKS5: socks,
 		},
 		Coordinator: CoordStatus{URL: a.coord.api.base.String(), Connected: a.coord.connected.Load()},
 		Peers:       []PeerStatus{},
