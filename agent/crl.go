@@ -27,10 +27,7 @@ type CRLStatus struct {
 	NextUpdate time.Time `json:"next_update,omitzero"`
 	Entries    int       `json:"entries"`
 	// Stale: past NextUpdate by more than the grace period.
-	Stale       bool           `json:"stale"`
-	StalePolicy DegradedPolicy `json:"stale_policy"`
-	Refused     string         `json:"refused,omitempty"`
-	RefusedAt   time.Time      `json:"refused_at,omitzero"`
+	docStatus
 }
 
 // crlHolder is the CRL's kind of signed document: it verifies the CRLs
@@ -153,10 +150,10 @@ func (h *crlHolder) sweep() {
 
 func (h *crlHolder) status() CRLStatus {
 	ds := h.docs.state()
-	st := CRLStatus{StalePolicy: h.stalePolicy, Refused: ds.refused, RefusedAt: ds.refusedAt}
-	if crl := ds.doc; crl != nil {
+	crl := ds.doc
+	st := CRLStatus{docStatus: ds.status(crl != nil && h.now().After(crl.NextUpdate.Add(h.grace)), h.stalePolicy)}
+	if crl != nil {
 		st.Number, st.ThisUpdate, st.NextUpdate, st.Entries = crl.Number.String(), crl.ThisUpdate, crl.NextUpdate, crl.Len()
-		st.Stale = h.now().After(crl.NextUpdate.Add(h.grace))
 	}
 	return st
 }

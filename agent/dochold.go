@@ -171,6 +171,20 @@ type docState[T any] struct {
 	refusedAt time.Time
 }
 
+// docStatus is how a holder stands in the agent's status, the part the
+// policy's and the CRL's share (embedded, so its fields stay flat in the
+// JSON). StalePolicy says what the agent does while the document is stale.
+type docStatus struct {
+	Stale       bool           `json:"stale"`
+	StalePolicy DegradedPolicy `json:"stale_policy"`
+	Refused     string         `json:"refused,omitempty"`
+	RefusedAt   time.Time      `json:"refused_at,omitzero"`
+}
+
+func (s docState[T]) status(stale bool, policy DegradedPolicy) docStatus {
+	return docStatus{Stale: stale, StalePolicy: policy, Refused: s.refused, RefusedAt: s.refusedAt}
+}
+
 func (h *docHolder[T]) state() docState[T] {
 	h.mu.Lock()
 	defer h.mu.Unlock()

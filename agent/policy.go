@@ -43,13 +43,9 @@ type PolicyStatus struct {
 	// no lower one is accepted, from the coordinator or the CA.
 	HighestVersion uint64 `json:"highest_version"`
 	// Stale: the policy held is past its valid-until (neither the CA nor
-	// the coordinator delivered a newer signing); StalePolicy says what the
-	// agent does then.
-	Stale       bool           `json:"stale"`
-	StalePolicy DegradedPolicy `json:"stale_policy"`
-	// Refused is the last policy document refused, and why.
-	Refused   string    `json:"refused,omitempty"`
-	RefusedAt time.Time `json:"refused_at,omitzero"`
+	// the coordinator delivered a newer signing). Refused is the last
+	// policy document refused, and why.
+	docStatus
 	// Rules names the rules, in order (counters refer to them by index).
 	Rules    []string        `json:"rules,omitempty"`
 	Counters filter.Counters `json:"counters"`
@@ -234,7 +230,7 @@ func (h *policyHolder) setSelf(id certs.Identity) {
 func (h *policyHolder) status() PolicyStatus {
 	stale := h.stale() != ""
 	ds := h.docs.state()
-	st := PolicyStatus{Refused: ds.refused, RefusedAt: ds.refusedAt, HighestVersion: ds.highest.Uint64(), StalePolicy: h.stalePolicy, Stale: stale}
+	st := PolicyStatus{docStatus: ds.status(stale, h.stalePolicy), HighestVersion: ds.highest.Uint64()}
 	if ds.doc != nil {
 		doc := ds.doc.signed
 		st.Version, st.SignedAt, st.ValidUntil = doc.Version, doc.SignedAt, doc.ValidUntil
