@@ -18,12 +18,12 @@ import (
 // ErrNoRelay is WriteTo's error while the client holds no allocation.
 var ErrNoRelay = errors.New("no relay allocation")
 
-// Credentials are what the CA issues for the relays: a TURN username and
-// password valid until Expires, and the relays to use.
+// Credentials are what the CA issues for the relays: a TURN username valid
+// until Expires, and the relays to use, each with its password.
 type Credentials struct {
-	Username, Password string
-	Expires            time.Time
-	Servers            []Server
+	Username string
+	Expires  time.Time
+	Servers  []Server
 }
 
 // Config configures a Client.
@@ -34,7 +34,8 @@ type Config struct {
 	// TLS verifies relays reached over TLS (TLSConfig).
 	TLS *tls.Config
 	// Receive gets every datagram relayed from a peer; b is valid only
-	// during the call.
+	// during the call. It may be nil at New and set by SetReceive (the path
+	// layer's AttachRelay hands it out once the Client exists).
 	Receive func(b []byte, from netip.AddrPort)
 	// OnChange is called with the new relayed address whenever it changes
 	// (another relay, new credentials), or the zero address when the
@@ -55,8 +56,9 @@ type Config struct {
 // answering, and re-allocates with new credentials before the old expire.
 // It implements the path layer's Relay interface.
 type Client struct {
-	cfg Config
-	cur atomic.Pointer[Allocation]
+	cfg  Config
+	cur  atomic.Pointer[Allocation]
+	recv atomic.Pointer[func(b []byte, from netip.AddrPort)]
 
 	permMu  sync.Mutex
 	permits map[netip.Addr]struct{}
@@ -78,8 +80,8 @@ type Status struct {
 
 // New checks cfg and makes a Client; Run drives it.
 func New(cfg Config) (*Client, error) {
-	if cfg.Credentials == nil || cfg.Receive == nil {
-		return nil, errors.New("relay client: Credentials and Receive are required")
+	if cfg.Credentials == nil {
+		return nil, errors.New("relay client: no Credentials function")
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -90,7 +92,21 @@ func New(cfg Config) (*Client, error) {
 	cfg.ProbeInterval = cmpOr(cfg.ProbeInterval, 5*time.Second)
 	cfg.ProbeTimeout = cmpOr(cfg.ProbeTimeout, 2*time.Second)
 	cfg.ProbeFailures = cmpOr(cfg.ProbeFailures, 3)
-	return &Client{cfg: cfg, permits: map[netip.Addr]struct{}{}, avoid: map[string]time.Time{}}, nil
+	c := &Client{cfg: cfg, permits: map[netip.Addr]struct{}{}, avoid: map[string]time.Time{}}
+	if cfg.Receive != nil {
+		c.SetReceive(cfg.Receive)
+	}
+	return c, nil
+}
+
+// SetReceive sets the function relayed datagrams go to (until it is set,
+// they are dropped).
+func (c *Client) SetReceive(f func(b []byte, from netip.AddrPort)) { c.recv.Store(&f) }
+
+func (c *Client) receive(b []byte, from netip.AddrPort) {
+	if f := c.recv.Load(); f != nil {
+		(*f)(b, from)
+	}
 }
 
 func cmpOr[T comparable](v, d T) T {
@@ -209,7 +225,7 @@ func (c *Client) allocate(ctx context.Context, creds Credentials) (*Allocation, 
 	errs := []error{errors.New("no relay answered")}
 	for _, ch := range ranked {
 		a, err := Allocate(ctx, AllocConfig{Transport: ch.probe.Transport, Addr: ch.probe.Addr, TLS: c.cfg.TLS,
-			Username: creds.Username, Password: creds.Password, Lifetime: c.cfg.Lifetime, Receive: c.cfg.Receive, Log: c.cfg.Log})
+			Username: creds.Username, Password: ch.server.Password, Lifetime: c.cfg.Lifetime, Receive: c.receive, Log: c.cfg.Log})
 		if err == nil {
 			c.stMu.Lock()
 			c.status.RTT = ch.probe.RTT

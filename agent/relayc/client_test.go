@@ -89,8 +89,8 @@ func TestNearestThenFailover(t *testing.T) {
 	far, near := startTURN(t, ca), startTURN(t, ca)
 	farProxy := startDelayProxy(t, far.udp, 40*time.Millisecond)
 	creds := func() Credentials {
-		return Credentials{Username: testUser, Password: testPass, Expires: time.Now().Add(time.Hour),
-			Servers: []Server{{Name: "far", UDP: farProxy.addr}, {Name: "near", UDP: near.udp}}}
+		return Credentials{Username: testUser, Expires: time.Now().Add(time.Hour),
+			Servers: []Server{{Name: "far", UDP: farProxy.addr, Password: testPass}, {Name: "near", UDP: near.udp, Password: testPass}}}
 	}
 	in := newInbox()
 	c, changes := runClient(t, creds, in, nil)
@@ -125,8 +125,8 @@ func TestCredentialsRenewed(t *testing.T) {
 	var fetches atomic.Int32
 	creds := func() Credentials {
 		fetches.Add(1)
-		return Credentials{Username: testUser, Password: testPass, Expires: clock.Now().Add(time.Hour),
-			Servers: []Server{{UDP: r.udp}}}
+		return Credentials{Username: testUser, Expires: clock.Now().Add(time.Hour),
+			Servers: []Server{{UDP: r.udp, Password: testPass}}}
 	}
 	in := newInbox()
 	c, changes := runClient(t, creds, in, clock.Now)
@@ -161,8 +161,8 @@ func TestTLSWhereUDPIsBlocked(t *testing.T) {
 	}
 	defer blocked.Close() // holds the port, never answers
 	creds := func() Credentials {
-		return Credentials{Username: testUser, Password: testPass, Expires: time.Now().Add(time.Hour),
-			Servers: []Server{{UDP: blocked.LocalAddr().String(), TLS: r.tls}}}
+		return Credentials{Username: testUser, Expires: time.Now().Add(time.Hour),
+			Servers: []Server{{UDP: blocked.LocalAddr().String(), TLS: r.tls, Password: testPass}}}
 	}
 	in := newInbox()
 	changes := make(chan netip.AddrPort, 4)

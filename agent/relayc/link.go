@@ -77,7 +77,7 @@ func dial(ctx context.Context, kind Transport, addr string, tlsConf *tls.Config,
 	rto := 200 * time.Millisecond
 	switch kind {
 	case UDP:
-		ap, err := resolve(ctx, addr)
+		ap, err := Resolve(ctx, addr)
 		if err != nil {
 			return nil, err
 		}
@@ -111,22 +111,23 @@ func dial(ctx context.Context, kind Transport, addr string, tlsConf *tls.Config,
 	return l, nil
 }
 
-// resolve turns host:port into one address (IP literals without a lookup).
-func resolve(ctx context.Context, addr string) (netip.AddrPort, error) {
+// Resolve turns host:port into one address (IP literals without a lookup;
+// a name to its first address).
+func Resolve(ctx context.Context, addr string) (netip.AddrPort, error) {
 	if ap, err := netip.ParseAddrPort(addr); err == nil {
 		return ap, nil
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("relay address %q: %w", addr, err)
+		return netip.AddrPort{}, fmt.Errorf("address %q: %w", addr, err)
 	}
 	p, err := net.DefaultResolver.LookupPort(ctx, "udp", port)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("relay address %q: port: %w", addr, err)
+		return netip.AddrPort{}, fmt.Errorf("address %q: port: %w", addr, err)
 	}
 	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 	if err != nil || len(ips) == 0 {
-		return netip.AddrPort{}, fmt.Errorf("resolve relay %q: %w", addr, err)
+		return netip.AddrPort{}, fmt.Errorf("resolve %q: %w", addr, err)
 	}
 	return netip.AddrPortFrom(ips[0].Unmap(), uint16(p)), nil
 }

@@ -11,12 +11,15 @@ import (
 	"time"
 )
 
-// Server is one relay as the CA lists it: its TURN/STUN UDP port and its
-// TLS port, either of which may be empty.
+// Server is one relay as the CA lists it (wire.RelayServer): its TURN/STUN
+// UDP port, a second STUN port for netcheck's mapping test, and its TLS
+// port, any of which may be empty, and the password this relay checks.
 type Server struct {
-	Name string `json:"name,omitempty"`
-	UDP  string `json:"udp,omitempty"` // host:port
-	TLS  string `json:"tls,omitempty"` // host:port
+	Name     string `json:"name,omitempty"`
+	UDP      string `json:"udp,omitempty"`     // host:port
+	UDPAlt   string `json:"udp_alt,omitempty"` // host:port
+	TLS      string `json:"tls,omitempty"`     // host:port
+	Password string `json:"-"`
 }
 
 // Probe is one STUN Binding round trip to a relay over one transport.
