@@ -19,12 +19,14 @@ import (
 
 // testNode is a real userspace WireGuard device whose bind is a path Bind,
 // with a spy above it that sees exactly what wireguard-go (through wgdev's
-// handshake limiter) is handed.
+// handshake limiter) is handed, and a firewall below it.
 type testNode struct {
 	dev     *wgdev.Device
 	key     wgdev.PrivateKey
 	bind    *Bind
 	spy     *spyBind
+	filter  *filterBind // between the socket and the path Bind
+	mgr     *Manager
 	overlay netip.Addr
 }
 
@@ -53,7 +55,8 @@ func newTestNode(t *testing.T, i int) *testNode {
 		PrivateKey: k,
 		Logger:     testLogger(t),
 		WrapBind: func(inner conn.Bind) conn.Bind {
-			n.spy = &spyBind{Bind: n.bind.Wrap(inner)}
+			n.filter = newFilterBind(inner)
+			n.spy = &spyBind{Bind: n.bind.Wrap(n.filter)}
 			return n.spy
 		},
 	})
@@ -79,15 +82,6 @@ func (n *testNode) admit(t *testing.T, peer *testNode, ep netip.AddrPort) {
 	if err != nil {
 		t.Fatal(err)
 	}
-}
-
-// setEndpoint is the SetEndpoint an agent gives the Manager: point the
-// peer there and start a handshake if it has no session.
-func (n *testNode) setEndpoint(k certs.WireGuardKey, ep string) error {
-	if err := n.dev.SetEndpoint(k, ep); err != nil {
-		return err
-	}
-	return n.dev.Kick(k)
 }
 
 // overlayRoundTrip sends UDP datagrams from a to b inside the tunnel until

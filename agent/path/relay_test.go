@@ -136,3 +136,9 @@ func TestWireGuardThroughRelay(t *testing.T) {
 		t.Fatalf("relayed packets dropped: %+v", c)
 	}
 }
+
+func (r *loopRelay) permittedAddrs() []netip.Addr {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]netip.Addr(nil), r.permitted...)
+}
