@@ -24,6 +24,7 @@ import (
 // enrollments are in flight, eight times over; then the database, the log
 // and the CRL agree.
 func TestKillDuringEnrollmentBurst(t *testing.T) {
+	t.Parallel()
 	s := newCrashServer(t, filepath.Join(t.TempDir(), "state"))
 	var all []*burstDevice
 	for round := range 8 {
@@ -50,6 +51,7 @@ func TestKillDuringEnrollmentBurst(t *testing.T) {
 // CA database, the authority's database). Then the disk is freed and the
 // server restarted.
 func TestFullDiskDuringEnrollments(t *testing.T) {
+	t.Parallel()
 	mnt := filepath.Join(t.TempDir(), "disk")
 	if err := os.Mkdir(mnt, 0o700); err != nil {
 		t.Fatal(err)

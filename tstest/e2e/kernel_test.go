@@ -22,6 +22,7 @@ import (
 // (Revocation: TestRevokedDeviceCutOff in tstest/meshlab, on both
 // backends.)
 func TestKernelMesh(t *testing.T) {
+	t.Parallel()
 	netns.RequireRoot(t)
 	netns.RequireCommands(t, "ping", "iperf3", "wg")
 	m := NewMesh(t, 3)

@@ -15,7 +15,7 @@ import (
 
 // restartGrace is the agents' --unlisted-grace in the restart test: longer
 // than a restart takes, short enough to watch a peer that really left go.
-const restartGrace = 30 * time.Second
+const restartGrace = 20 * time.Second
 
 // TestKernelServerRestartUnderTraffic: the data plane does not depend on
 // the coordinator's memory. Three kernel agents stream datagrams to each
@@ -29,6 +29,7 @@ const restartGrace = 30 * time.Second
 // stops is still removed by the others, once the grace has passed and not
 // before, and a revoked one at once.
 func TestKernelServerRestartUnderTraffic(t *testing.T) {
+	t.Parallel()
 	m := newTestMesh(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()

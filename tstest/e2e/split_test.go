@@ -25,6 +25,7 @@ import (
 // revocation at the CA removes the device from every other agent's
 // WireGuard device.
 func TestKernelSplitRoles(t *testing.T) {
+	t.Parallel()
 	m := newTestMesh(t)
 	const fetch = 2 * time.Second
 	m.opts.AgentArgs = append(m.opts.AgentArgs, "--ca-fetch-interval", fetch.String())

@@ -60,6 +60,7 @@ func mustContain(t *testing.T, what, out string, want ...string) {
 // databases is empty or truncated, refuses to start, saying what is wrong
 // and how to restore, and modifies nothing.
 func TestStateDirectorySafety(t *testing.T) {
+	t.Parallel()
 	bin := binaries(t)
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)

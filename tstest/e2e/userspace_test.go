@@ -30,6 +30,7 @@ import (
 // and sends TCP through the process agents' SOCKS5 proxies to an echo
 // server on the in-process agent's netstack. It needs no root.
 func TestUserspaceMesh(t *testing.T) {
+	t.Parallel()
 	bin := binaries(t)
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)

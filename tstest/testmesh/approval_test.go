@@ -41,6 +41,7 @@ type started struct {
 }
 
 func TestAgentWaitsForApproval(t *testing.T) {
+	t.Parallel()
 	m := approvalMesh(t)
 	done := make(chan started, 1)
 	go func() {
@@ -69,6 +70,7 @@ func TestAgentWaitsForApproval(t *testing.T) {
 }
 
 func TestAgentDenied(t *testing.T) {
+	t.Parallel()
 	m := approvalMesh(t)
 	done := make(chan started, 1)
 	go func() {

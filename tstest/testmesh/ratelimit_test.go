@@ -11,6 +11,7 @@ import (
 // An agent whose enrollment the CA answers 429 (its address is over the
 // rate limit) waits the Retry-After and enrolls, instead of failing.
 func TestAgentEnrollWaitsOutRateLimit(t *testing.T) {
+	t.Parallel()
 	m := meshlab.NewInProc(t, meshlab.InProcOptions{Config: func(cfg *ca.Config, _ string) {
 		// One request at once, one a second: the enrollment right after its
 		// nonce is refused with Retry-After: 1.

@@ -19,6 +19,7 @@ import (
 // traffic again. A device revoked before the outage does not come back
 // this way.
 func TestExpiredWhileCADownRecovers(t *testing.T) {
+	t.Parallel()
 	const life = 2 * time.Minute
 	clk := &testclock.Clock{}
 	m := meshlab.NewInProc(t, meshlab.InProcOptions{Clock: clk, Config: func(cfg *ca.Config, _ string) {

@@ -29,8 +29,9 @@ import (
 // decision reads it, while the traffic, the connections and the
 // WireGuard devices stay real.
 func TestRenewalInvisibleUnderTraffic(t *testing.T) {
+	t.Parallel()
 	const life = 2 * time.Minute
-	const clockSpeed = 4
+	const clockSpeed = 6
 	clk := &testclock.Clock{}
 	m := meshlab.NewInProc(t, meshlab.InProcOptions{Clock: clk, Config: func(cfg *ca.Config, _ string) {
 		cfg.MachineCertLifetime = ca.Duration(life)

@@ -36,6 +36,7 @@ func (b *slowBody) Read(p []byte) (int, error) {
 // without the coordinator telling anyone their agents left, so no agent
 // removes a peer.
 func TestShutdownFinishesRequestsInFlight(t *testing.T) {
+	t.Parallel()
 	m := meshlab.NewInProc(t, meshlab.InProcOptions{})
 	a := m.AddNode(t, "a", meshlab.NodeOptions{})
 	b := m.AddNode(t, "b", meshlab.NodeOptions{})

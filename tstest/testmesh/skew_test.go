@@ -52,8 +52,10 @@ func wantOffset(t *testing.T, st agent.ClockStatus, want time.Duration) {
 // and the agent's own NotBefore tolerance (MaxClockSkew, default 5m), as
 // with a CA that backdates only a minute.
 func TestAgentMinutesBehindCA(t *testing.T) {
+	t.Parallel()
 	for _, backdate := range []time.Duration{0, time.Minute} {
 		t.Run(fmt.Sprintf("cert_backdate %s", backdate), func(t *testing.T) {
+			t.Parallel()
 			minutesBehind(t, func(c *ca.Config, _ string) { c.CertBackdate = ca.Duration(backdate) })
 		})
 	}
@@ -107,6 +109,7 @@ func minutesBehind(t *testing.T, config func(*ca.Config, string)) {
 // with the clock named as the cause; ahead, it runs, and its log and
 // status say certificates will be refused.
 func TestAgentFarOffCA(t *testing.T) {
+	t.Parallel()
 	m := meshlab.NewInProc(t, meshlab.InProcOptions{})
 	_, err := m.StartNode(t, "behind", meshlab.NodeOptions{Clock: testclock.Offset(-30 * time.Minute)})
 	const behind = "this machine's clock is 30 minutes behind the CA; certificates will be refused"

@@ -37,6 +37,7 @@ func (tr *trickle) Read(p []byte) (int, error) {
 // the server's body timeout passes, over HTTP/1.1 and HTTP/2, while the
 // agents' long-lived watch streams, whose bodies arrived at once, go on.
 func TestTrickledBodyIsCut(t *testing.T) {
+	t.Parallel()
 	const bodyTimeout = time.Second
 	m := meshlab.NewInProc(t, meshlab.InProcOptions{BodyTimeout: bodyTimeout})
 	a := m.AddNode(t, "a", meshlab.NodeOptions{})

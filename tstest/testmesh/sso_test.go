@@ -36,6 +36,7 @@ func login(t *testing.T, m *meshlab.InProc, n *meshlab.InProcNode, u oidctest.Us
 }
 
 func TestLogout(t *testing.T) {
+	t.Parallel()
 	m, _ := ssoMesh(t)
 	a := m.AddNode(t, "laptop-a", meshlab.NodeOptions{})
 	b := m.AddNode(t, "laptop-b", meshlab.NodeOptions{})
@@ -58,6 +59,7 @@ func TestLogout(t *testing.T) {
 
 // A refused login reaches `certmesh login` with the CA's reason.
 func TestLoginRefusedThroughAgent(t *testing.T) {
+	t.Parallel()
 	m, idp := ssoMesh(t)
 	a := m.AddNode(t, "laptop-a", meshlab.NodeOptions{})
 	idp.SetAttack(oidctest.Attack{EmailUnverified: true})
@@ -104,6 +106,7 @@ func waitUserSeen(t *testing.T, observer *meshlab.InProcNode, host string) {
 // before the user signed in, answers with the certificate. (It used to ask
 // once a second, so it waited up to a second after issuance.)
 func TestLoginReturnsOnIssuance(t *testing.T) {
+	t.Parallel()
 	m, idp := ssoMesh(t)
 	a := m.AddNode(t, "laptop-a", meshlab.NodeOptions{})
 	st, err := a.Client.Login(t.Context(), agent.LoginRequest{})
