@@ -131,6 +131,20 @@ func loadRelayKey(stateDir string) (relaycred.Key, error) {
 	return k, err
 }
 
+// WriteRelayKey writes the key of the standalone relay called name, derived
+// from the master key in stateDir, to out (0600): what that relay is given
+// (certmesh-server run --role relay --relay-key out). The CA need not run.
+func WriteRelayKey(stateDir, name, out string) error {
+	if !relayNameRE.MatchString(name) || name == EmbeddedRelayName {
+		return fmt.Errorf("relay name %q: want a DNS label other than %q", name, EmbeddedRelayName)
+	}
+	master, err := relaycred.ReadKeyFile(filepath.Join(stateDir, RelayKeyFile))
+	if err != nil {
+		return err
+	}
+	return relaycred.WriteKeyFile(out, relaycred.DeriveKey(master, name))
+}
+
 // RelayKey is the key of the relay called name.
 func (c *CA) RelayKey(name string) relaycred.Key { return relaycred.DeriveKey(c.relay.master, name) }
 

@@ -3,6 +3,8 @@ package ca_test
 import (
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -119,5 +121,30 @@ func TestRelayConfigValidate(t *testing.T) {
 	ok := ca.RelayConfig{CredentialLifetime: ca.Duration(time.Minute), Relays: []ca.StandaloneRelay{{Name: "eu-1", TLS: "relay:443"}}}
 	if err := ok.Validate(ca.DefaultCRLNextUpdate); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestWriteRelayKey: the key file a standalone relay is given is the key
+// the CA computes that relay's passwords with, and no other relay's.
+func TestWriteRelayKey(t *testing.T) {
+	e := openTestCA(t)
+	out := filepath.Join(t.TempDir(), "eu-1.key")
+	if err := ca.WriteRelayKey(e.Dir, "eu-1", out); err != nil {
+		t.Fatal(err)
+	}
+	k, err := relaycred.ReadKeyFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k != e.CA.RelayKey("eu-1") || k == e.CA.RelayKey(ca.EmbeddedRelayName) {
+		t.Fatal("the relay's key file is not its key")
+	}
+	for _, bad := range []string{ca.EmbeddedRelayName, "", "EU 1"} {
+		if err := ca.WriteRelayKey(e.Dir, bad, out); err == nil {
+			t.Errorf("relay name %q accepted", bad)
+		}
+	}
+	if st, err := os.Stat(filepath.Join(e.Dir, ca.RelayKeyFile)); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("master key file: %v, mode %v", err, st.Mode().Perm())
 	}
 }

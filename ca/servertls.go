@@ -94,7 +94,7 @@ func CheckNoSigningKeys(stateDir string) error {
 	for _, name := range []string{rootKeyFile, intermediateKeyFile, logKeyFile, policySignerKeyFile, RelayKeyFile} {
 		_, err := os.Lstat(filepath.Join(stateDir, name))
 		if err == nil {
-			return fmt.Errorf("state directory %s holds the CA key %s: a coordinator-only server must hold no signing key; "+
+			return fmt.Errorf("state directory %s holds the CA key %s: a coordinator-only or relay-only server must hold no signing key; "+
 				"give it only config.json, %s, %s and %s", stateDir, name, RootCertFile, ServerCertFile, ServerKeyFile)
 		}
 		if !errors.Is(err, os.ErrNotExist) {

@@ -8,12 +8,13 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/internal/relaycred"
+	"github.com/certmesh/certmesh/tstest/turntest"
 	"github.com/pion/stun/v3"
 )
 
 // sendIndication sends a raw TURN Send indication (data to peer through
 // the allocation of this 5-tuple, if there is one) from c's socket.
-func sendIndication(t *testing.T, c *turnClient, relayUDP net.Addr, peer net.Addr, data []byte) {
+func sendIndication(t *testing.T, c *turntest.Client, relayUDP net.Addr, peer net.Addr, data []byte) {
 	t.Helper()
 	pa := peer.(*net.UDPAddr)
 	m, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodSend, stun.ClassIndication),
@@ -21,7 +22,7 @@ func sendIndication(t *testing.T, c *turnClient, relayUDP net.Addr, peer net.Add
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.c.WriteTo(m.Raw, relayUDP); err != nil {
+	if _, err := c.WriteTo(m.Raw, relayUDP); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -60,19 +61,18 @@ func TestRelayRefusesBadCredentials(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if err := b.c.CreatePermission(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}); err != nil {
+			if err := b.CreatePermission(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}); err != nil {
 				t.Fatal(err)
 			}
 			c := f.dial(tc.user, tc.pass, false)
-			if relayed, err := c.Allocate(); err == nil {
-				_ = relayed.Close()
+			if err := c.Allocate(); err == nil {
 				t.Fatalf("allocation granted to %q", tc.user)
 			}
 			if n := f.r.Allocations(); n != 1 {
 				t.Fatalf("%d allocations, want only b's", n)
 			}
-			sendIndication(t, &turnClient{c: c}, net.UDPAddrFromAddrPort(f.r.UDPAddrs()[0]), b.relayed.LocalAddr(), []byte("injected"))
-			expectNothing(t, b.relayed, tc.name)
+			sendIndication(t, c, net.UDPAddrFromAddrPort(f.r.UDPAddrs()[0]), b.Relayed.LocalAddr(), []byte("injected"))
+			turntest.ExpectNothing(t, b.Relayed, tc.name)
 		})
 	}
 }
@@ -84,22 +84,21 @@ func TestRelayRefusesBadCredentials(t *testing.T) {
 func TestRelayExpiredCredentialStopsRelaying(t *testing.T) {
 	f := newFixture(t)
 	a, b := f.allocate(devA, 2*time.Minute, false), f.allocate(devB, 30*time.Minute, false)
-	exchange(t, a, b)
+	turntest.Exchange(t, a, b)
 	f.clock.Advance(2*time.Minute + time.Second)
-	if _, err := a.relayed.WriteTo([]byte("after expiry from a"), b.relayed.LocalAddr()); err != nil {
+	if _, err := a.Relayed.WriteTo([]byte("after expiry from a"), b.Relayed.LocalAddr()); err != nil {
 		t.Fatal(err)
 	}
-	expectNothing(t, b.relayed, "a's datagram after a's credential expired")
-	if _, err := b.relayed.WriteTo([]byte("after expiry to a"), a.relayed.LocalAddr()); err != nil {
+	turntest.ExpectNothing(t, b.Relayed, "a's datagram after a's credential expired")
+	if _, err := b.Relayed.WriteTo([]byte("after expiry to a"), a.Relayed.LocalAddr()); err != nil {
 		t.Fatal(err)
 	}
-	expectNothing(t, a.relayed, "a datagram to a's allocation after its credential expired")
-	if err := a.c.CreatePermission(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}); err == nil {
+	turntest.ExpectNothing(t, a.Relayed, "a datagram to a's allocation after its credential expired")
+	if err := a.CreatePermission(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}); err == nil {
 		t.Fatal("CreatePermission with an expired credential succeeded")
 	}
 	user, pass := f.cred(devA, -time.Second)
-	if relayed, err := f.dial(user, pass, false).Allocate(); err == nil {
-		_ = relayed.Close()
+	if err := f.dial(user, pass, false).Allocate(); err == nil {
 		t.Fatal("allocation with an expired credential")
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -116,21 +115,20 @@ func TestRelayExpiredCredentialStopsRelaying(t *testing.T) {
 func TestRelayCutEndsDevice(t *testing.T) {
 	f := newFixture(t)
 	a, b := f.allocate(devA, 5*time.Minute, false), f.allocate(devB, 5*time.Minute, false)
-	exchange(t, a, b)
+	turntest.Exchange(t, a, b)
 	if n := f.r.Cut(devA); n != 1 {
 		t.Fatalf("cut %d allocations, want 1", n)
 	}
-	if _, err := b.relayed.WriteTo([]byte("to the revoked device"), a.relayed.LocalAddr()); err != nil {
+	if _, err := b.Relayed.WriteTo([]byte("to the revoked device"), a.Relayed.LocalAddr()); err != nil {
 		t.Fatal(err)
 	}
-	expectNothing(t, a.relayed, "datagram to a cut device")
-	if _, err := a.relayed.WriteTo([]byte("from the revoked device"), b.relayed.LocalAddr()); err == nil {
-		expectNothing(t, b.relayed, "datagram from a cut device")
+	turntest.ExpectNothing(t, a.Relayed, "datagram to a cut device")
+	if _, err := a.Relayed.WriteTo([]byte("from the revoked device"), b.Relayed.LocalAddr()); err == nil {
+		turntest.ExpectNothing(t, b.Relayed, "datagram from a cut device")
 	}
 	// Its credentials, though not expired, allocate nothing any more.
 	user, pass := f.cred(devA, 5*time.Minute)
-	if relayed, err := f.dial(user, pass, false).Allocate(); err == nil {
-		_ = relayed.Close()
+	if err := f.dial(user, pass, false).Allocate(); err == nil {
 		t.Fatal("a cut device allocated again with unexpired credentials")
 	}
 	f.allocate(devB, 5*time.Minute, false) // others still can
@@ -144,18 +142,18 @@ func TestRelayCutEndsDevice(t *testing.T) {
 func TestRelayRefusesHostDestinations(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.DenyPeers = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")} })
 	a, b := f.allocate(devA, 5*time.Minute, false), f.allocate(devB, 5*time.Minute, false)
-	exchange(t, a, b) // control: delivery works and would be seen
+	turntest.Exchange(t, a, b) // control: delivery works and would be seen
 	for _, listen := range []string{"127.0.0.1:0", "127.0.0.2:0"} {
 		svc, err := net.ListenPacket("udp4", listen)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer svc.Close()
-		_, _ = a.relayed.WriteTo([]byte("to a service on the relay host"), svc.LocalAddr())
-		expectNothing(t, svc, "datagram to "+svc.LocalAddr().String())
+		_, _ = a.Relayed.WriteTo([]byte("to a service on the relay host"), svc.LocalAddr())
+		turntest.ExpectNothing(t, svc, "datagram to "+svc.LocalAddr().String())
 	}
 	for _, to := range []string{"169.254.169.254:80", "192.0.2.7:53", "224.0.0.251:5353", "0.0.0.0:9"} {
-		if err := a.c.CreatePermission(net.UDPAddrFromAddrPort(netip.MustParseAddrPort(to))); err == nil {
+		if err := a.CreatePermission(net.UDPAddrFromAddrPort(netip.MustParseAddrPort(to))); err == nil {
 			t.Errorf("permission for %s granted", to)
 		}
 	}
@@ -182,9 +180,8 @@ func TestRelayQuotaPerDevice(t *testing.T) {
 	f.allocate(devA, 5*time.Minute, false)
 	f.allocate(devA, 5*time.Minute, false)
 	user, pass := f.cred(devA, 5*time.Minute)
-	relayed, err := f.dial(user, pass, false).Allocate()
+	err := f.dial(user, pass, false).Allocate()
 	if err == nil {
-		_ = relayed.Close()
 		t.Fatal("third allocation of one device granted over a quota of 2")
 	} else if !strings.Contains(err.Error(), "486") && !strings.Contains(strings.ToLower(err.Error()), "quota") {
 		t.Logf("refused with %v", err)

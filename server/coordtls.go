@@ -63,7 +63,7 @@ func newCoordCert(stateDir, caURL string, roots *certs.Roots, now func() time.Ti
 	}
 	c.cur = kp
 	if c.caURL == nil {
-		log.Warn("no --ca-url: the coordinator's TLS certificate will not be renewed", "not_after", kp.Leaf.NotAfter)
+		log.Warn("no --ca-url: this server's TLS certificate will not be renewed", "not_after", kp.Leaf.NotAfter)
 	}
 	return c, nil
 }

@@ -203,7 +203,7 @@ func Start(o Options) (*Server, error) {
 		bg, cancel := context.WithCancel(context.Background())
 		s.stopBG = cancel
 		go s.coordCert.run(bg, o.ServerCertCheck)
-		if u := s.coordCert.caURL; u != nil {
+		if u := s.coordCert.caURL; u != nil && s.Coord != nil {
 			go newDocRelay(u, s.coordCert.transport(), s.Coord, o.Logger.With("component", "coord-relay")).run(bg, o.DocFetch)
 		}
 	}

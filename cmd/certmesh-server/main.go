@@ -16,7 +16,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(initCmd(), runCmd(), tokenCmd(), devicesCmd(), usersCmd(), policyCmd(), ekCmd())
+	root.AddCommand(initCmd(), runCmd(), relayKeyCmd(), tokenCmd(), devicesCmd(), usersCmd(), policyCmd(), ekCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "certmesh-server:", err)
 		os.Exit(1)

@@ -12,13 +12,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/turn/v4"
 	"go.step.sm/crypto/pemutil"
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/tlsclient"
 	"github.com/certmesh/certmesh/internal/wire"
 	"github.com/certmesh/certmesh/tstest/meshlab"
+	"github.com/certmesh/certmesh/tstest/turntest"
 )
 
 // machineCert is the TLS certificate a real agent enrolled with: its
@@ -77,32 +77,13 @@ func relayCredentials(t *testing.T, m *meshlab.InProc, cert *tls.Certificate) (w
 func allocateAt(t *testing.T, m *meshlab.InProc, creds wire.RelayCredentialsResponse, overTLS bool) (net.PacketConn, error) {
 	t.Helper()
 	r := creds.Relays[0]
-	addr := r.UDP
-	var conn net.PacketConn
+	server, cfg := r.UDP, (*tls.Config)(nil)
 	if overTLS {
-		cfg := tlsclient.Config(m.Roots, nil, nil)
-		cfg.NextProtos = []string{wire.RelayALPN}
-		tc, err := tls.Dial("tcp", r.TLS, cfg)
-		if err != nil {
-			t.Fatalf("TLS to the relay at %s: %v", r.TLS, err)
-		}
-		conn, addr = turn.NewSTUNConn(tc), r.TLS
-	} else {
-		uc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		conn = uc
+		server, cfg = r.TLS, tlsclient.Config(m.Roots, nil, nil)
 	}
-	c, err := turn.NewClient(&turn.ClientConfig{STUNServerAddr: addr, TURNServerAddr: addr, Conn: conn, Username: creds.Username, Password: r.Password})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); _ = conn.Close() })
-	return c.Allocate()
+	c := turntest.Dial(t, server, cfg, creds.Username, r.Password)
+	err := c.Allocate()
+	return c.Relayed, err
 }
 
 // TestRelayForEnrolledDevices: real agents get relay credentials from the
