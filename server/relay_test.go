@@ -48,7 +48,14 @@ func TestStandaloneRelay(t *testing.T) {
 		_ = ln.Close()
 	}
 	udp.KeyFile = keyFile
-	s := start(t, server.Options{StateDir: dir, Role: server.RoleRelay, Relay: udp})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := server.Start(server.Options{StateDir: dir, Role: server.RoleRelay, Relay: udp, Listener: ln, ShutdownTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if s.CA != nil || s.Coord != nil || s.Relay == nil {
 		t.Fatalf("--role relay runs CA %v, coordinator %v, relay %v", s.CA != nil, s.Coord != nil, s.Relay != nil)
 	}
@@ -83,5 +90,18 @@ func TestStandaloneRelay(t *testing.T) {
 	}
 	if n := s.Relay.Allocations(); n != 2 {
 		t.Fatalf("%d allocations, want 2", n)
+	}
+
+	// A TURN connection over TLS stays active as long as its allocation:
+	// a graceful shutdown must end it rather than wait it out.
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waited for the open TURN-over-TLS connection (shutdown timeout 1m)")
 	}
 }
