@@ -188,3 +188,25 @@ func TestRelayQuotaPerDevice(t *testing.T) {
 	}
 	f.allocate(devB, 5*time.Minute, false) // other devices are not affected
 }
+
+// TestRelayBoundsTLSConns: beyond MaxTLSConns a TLS connection is closed
+// before pion reads from it; one closing makes room again.
+func TestRelayBoundsTLSConns(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MaxTLSConns = 1 })
+	f.serveTLS()
+	a := f.allocate(devA, 5*time.Minute, true)
+	user, pass := f.cred(devB, 5*time.Minute)
+	if err := f.dial(user, pass, true).Allocate(); err == nil {
+		t.Fatal("a second TLS connection allocated over a limit of 1")
+	}
+	_ = a.Conn.Close() // its TLS connection
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if err := f.dial(user, pass, true).Allocate(); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("no room after the first connection closed: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

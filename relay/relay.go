@@ -33,6 +33,9 @@ const (
 	// DefaultMaxPerDevice bounds one device's allocations (an agent needs
 	// one per relay; a few more cover a restart before the old expired).
 	DefaultMaxPerDevice = 8
+	// DefaultMaxTLSConns bounds the TURN-over-TLS connections open at once
+	// (each costs a goroutine and buffers before it authenticates).
+	DefaultMaxTLSConns = 4096
 )
 
 // Config configures a relay.
@@ -51,10 +54,11 @@ type Config struct {
 	Realm string
 	// DenyPeers are further peer ranges allocations may not send to.
 	DenyPeers []netip.Prefix
-	// MaxAllocations and MaxPerDevice bound allocations (0: defaults).
-	MaxAllocations, MaxPerDevice int
-	Now                          func() time.Time
-	Logger                       *slog.Logger
+	// MaxAllocations and MaxPerDevice bound allocations, MaxTLSConns the
+	// TLS connections (0: defaults).
+	MaxAllocations, MaxPerDevice, MaxTLSConns int
+	Now                                       func() time.Time
+	Logger                                    *slog.Logger
 }
 
 // Relay is a running TURN relay.
@@ -88,10 +92,13 @@ func New(cfg Config) (*Relay, error) {
 	if cfg.MaxPerDevice <= 0 {
 		cfg.MaxPerDevice = DefaultMaxPerDevice
 	}
+	if cfg.MaxTLSConns <= 0 {
+		cfg.MaxTLSConns = DefaultMaxTLSConns
+	}
 	r := &Relay{cfg: cfg, now: cfg.Now, log: cfg.Logger,
 		allocs: allocs{byPort: map[uint16]*relayConn{}, byTuple: map[string]*relayConn{}, perDevice: map[certs.DeviceID]int{}, cut: map[certs.DeviceID]time.Time{}}}
 	for _, a := range cfg.UDP {
-		pc, err := net.ListenPacket("udp4", a)
+		pc, err := net.ListenPacket("udp", a) // clients and STUN on IPv4 and IPv6
 		if err != nil {
 			r.closeUDP()
 			return nil, fmt.Errorf("relay: listening on UDP %s: %w", a, err)
@@ -104,8 +111,10 @@ func New(cfg Config) (*Relay, error) {
 		r.closeUDP()
 		return nil, err
 	}
+	// Relay sockets are IPv4 (pion's allocations are): on the listen
+	// address if it is one, else on all IPv4 addresses.
 	r.bindIP = bind
-	if bind.IsUnspecified() {
+	if !bind.Is4() || bind.IsUnspecified() {
 		r.bindIP = netip.IPv4Unspecified()
 	}
 	r.policy = &peerPolicy{relayIP: relayIP, own: hostAddrs(relayIP), deny: cfg.DenyPeers}
@@ -143,7 +152,7 @@ func chooseRelayIP(configured, bind netip.Addr) (netip.Addr, error) {
 		}
 		return configured.Unmap(), nil
 	}
-	if !bind.IsUnspecified() {
+	if bind.Is4() && !bind.IsUnspecified() {
 		return bind, nil
 	}
 	addrs, err := net.InterfaceAddrs()
@@ -155,7 +164,7 @@ func chooseRelayIP(configured, bind netip.Addr) (netip.Addr, error) {
 			return p.Addr(), nil
 		}
 	}
-	return netip.Addr{}, errors.New("relay: the UDP listen address is unspecified and the host has no global IPv4 address: set the relay's public IP")
+	return netip.Addr{}, errors.New("relay: the UDP listen address is not a specific IPv4 address and the host has no global IPv4 address: set the relay's public IP")
 }
 
 // authHandler checks a TURN request's username and returns the long-term

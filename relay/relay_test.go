@@ -8,7 +8,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/certmesh/certmesh/internal/testclock"
 	"github.com/certmesh/certmesh/internal/wire"
 	"github.com/certmesh/certmesh/tstest/turntest"
+	"github.com/pion/turn/v4"
 )
 
 const testRealm = "corp.example"
@@ -142,5 +145,35 @@ func TestRelayAnswersSTUNOnTwoPorts(t *testing.T) {
 	}
 	if mapped[0] != mapped[1] {
 		t.Fatalf("loopback has no NAT, yet the two ports saw %v", mapped)
+	}
+}
+
+// TestRelayListensOnIPv6: a relay listening on IPv6 answers STUN there
+// (netcheck over IPv6) and relays from IPv4 sockets on its relayed IP.
+func TestRelayListensOnIPv6(t *testing.T) {
+	f := newFixture(t, func(c *Config) {
+		c.UDP, c.RelayIP = []string{"[::1]:0", "127.0.0.1:0"}, netip.MustParseAddr("127.0.0.1")
+	})
+	pc, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := turn.NewClient(&turn.ClientConfig{Conn: pc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.SendBindingRequestTo(net.UDPAddrFromAddrPort(f.r.UDPAddrs()[0]))
+	if err != nil || !strings.HasPrefix(m.String(), "[::1]:") {
+		t.Fatalf("STUN over IPv6: %v, %v", m, err)
+	}
+	if f.r.RelayIP() != netip.MustParseAddr("127.0.0.1") || f.r.bindIP != netip.IPv4Unspecified() {
+		t.Fatalf("relayed IP %s, relay sockets on %s", f.r.RelayIP(), f.r.bindIP)
+	}
+	if ip, err := chooseRelayIP(netip.Addr{}, netip.MustParseAddr("::1")); err == nil && !ip.Is4() {
+		t.Fatalf("relayed IP %s chosen for an IPv6 listen address: allocations are IPv4", ip)
 	}
 }

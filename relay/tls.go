@@ -90,8 +90,16 @@ func (c *trackedConn) Close() error {
 func (r *Relay) ServeTLS(c net.Conn) {
 	tc := &trackedConn{Conn: c, l: r.tls, done: make(chan struct{})}
 	r.tls.mu.Lock()
-	r.tls.open[tc] = struct{}{}
+	full := len(r.tls.open) >= r.cfg.MaxTLSConns
+	if !full {
+		r.tls.open[tc] = struct{}{}
+	}
 	r.tls.mu.Unlock()
+	if full {
+		r.log.Warn("relay: too many TLS connections; refusing one", "limit", r.cfg.MaxTLSConns, "client", c.RemoteAddr().String())
+		_ = c.Close()
+		return
+	}
 	select {
 	case r.tls.conns <- tc:
 		<-tc.done

@@ -16,9 +16,11 @@ import (
 	"github.com/certmesh/certmesh/internal/wire"
 )
 
-// Client is a pion TURN client and, once allocated, its relayed socket.
+// Client is a pion TURN client, its socket (or TLS connection) to the
+// relay, and once allocated its relayed socket.
 type Client struct {
 	*turn.Client
+	Conn    net.PacketConn
 	Relayed net.PacketConn
 }
 
@@ -54,7 +56,7 @@ func Dial(t testing.TB, server string, tlsCfg *tls.Config, user, pass string) *C
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close(); _ = conn.Close() })
-	return &Client{Client: c}
+	return &Client{Client: c, Conn: conn}
 }
 
 // Allocate asks for an allocation (returning the relay's refusal).
