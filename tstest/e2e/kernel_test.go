@@ -31,35 +31,16 @@ func TestKernelMesh(t *testing.T) {
 	agents := m.Agents()
 	a1, a2, a3 := agents[0], agents[1], agents[2]
 
-	// What the CA certified for each agent, from its own records.
+	// What the CA certified for each agent, from its own records (that
+	// it matches what the agents say: TestPeersAreWhatTheCACertified in
+	// tstest/meshlab, on both backends).
+	devs, err := m.Devices(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	certified := map[certs.DeviceID]Device{}
-	t.Run("certified", func(t *testing.T) {
-		devs, err := m.Devices(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, d := range devs {
-			certified[d.ID] = d
-		}
-		if len(devs) != len(agents) {
-			t.Errorf("devices list has %d devices, want %d: %+v", len(devs), len(agents), devs)
-		}
-		for _, a := range agents {
-			d, ok := certified[a.ID]
-			switch {
-			case !ok:
-				t.Errorf("%s (%s) missing from devices list", a.Name, a.ID)
-			case d.State != "active" || d.Hostname != a.Name:
-				t.Errorf("devices list: %s is %+v, want active with hostname %s", a.ID, d, a.Name)
-			case d.WireGuardKey != a.Key || !sameAddrs(d.Addresses, a.Addrs):
-				t.Errorf("%s says it is %s at %v, the CA certified %s at %v", a.Name, a.Key, a.Addrs, d.WireGuardKey, d.Addresses)
-			case !a.V4().IsValid():
-				t.Errorf("%s: certified addresses %v, want an IPv4 address (and optionally IPv6)", a.Name, d.Addresses)
-			}
-		}
-	})
-	if t.Failed() {
-		t.FailNow()
+	for _, d := range devs {
+		certified[d.ID] = d
 	}
 
 	t.Run("status-cli", func(t *testing.T) {

@@ -13,10 +13,28 @@ import (
 	"github.com/certmesh/certmesh/tstest/netns"
 )
 
+// Want is a peer an agent should have: its name and the identity it was
+// certified with.
+type Want struct {
+	Name  string
+	ID    certs.DeviceID
+	Key   certs.WireGuardKey
+	Addrs []netip.Addr
+}
+
 // CheckPeers returns nil if st lists exactly the agents want as verified
 // peers, each with the key and addresses that agent has, and (if
 // handshake) a completed WireGuard handshake.
 func CheckPeers(st *agent.Status, want []*Agent, handshake bool) error {
+	ws := make([]Want, 0, len(want))
+	for _, a := range want {
+		ws = append(ws, Want{Name: a.Name, ID: a.ID, Key: a.Key, Addrs: a.Addrs})
+	}
+	return CheckPeerSet(st, ws, handshake)
+}
+
+// CheckPeerSet is [CheckPeers] for peers described by their identities.
+func CheckPeerSet(st *agent.Status, want []Want, handshake bool) error {
 	if !st.Coordinator.Connected {
 		return fmt.Errorf("%s: not connected to the coordinator (%s)", st.Self.Hostname, st.Coordinator.LastError)
 	}
@@ -24,7 +42,7 @@ func CheckPeers(st *agent.Status, want []*Agent, handshake bool) error {
 	seen := map[certs.DeviceID]bool{}
 	for _, p := range st.Peers {
 		seen[p.DeviceID] = true
-		i := slices.IndexFunc(want, func(a *Agent) bool { return a.ID == p.DeviceID })
+		i := slices.IndexFunc(want, func(w Want) bool { return w.ID == p.DeviceID })
 		if i < 0 {
 			errs = append(errs, fmt.Errorf("unexpected peer %s (%s)", p.Hostname, p.DeviceID))
 			continue
@@ -35,7 +53,7 @@ func CheckPeers(st *agent.Status, want []*Agent, handshake bool) error {
 			errs = append(errs, fmt.Errorf("peer %s not verified", w.Name))
 		case p.WireGuardKey != w.Key:
 			errs = append(errs, fmt.Errorf("peer %s has key %s, its own status says %s", w.Name, p.WireGuardKey, w.Key))
-		case !sameAddrs(p.Addresses, w.Addrs):
+		case !SameAddrs(p.Addresses, w.Addrs):
 			errs = append(errs, fmt.Errorf("peer %s has addresses %v, its own status says %v", w.Name, p.Addresses, w.Addrs))
 		case handshake && p.LastHandshake.IsZero():
 			errs = append(errs, fmt.Errorf("no handshake with peer %s yet", w.Name))
@@ -55,7 +73,8 @@ func CheckPeers(st *agent.Status, want []*Agent, handshake bool) error {
 	return nil
 }
 
-func sameAddrs(a, b []netip.Addr) bool {
+// SameAddrs reports whether a and b hold the same addresses, in any order.
+func SameAddrs(a, b []netip.Addr) bool {
 	a, b = slices.Clone(a), slices.Clone(b)
 	slices.SortFunc(a, netip.Addr.Compare)
 	slices.SortFunc(b, netip.Addr.Compare)
