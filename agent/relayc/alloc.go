@@ -61,6 +61,8 @@ type Allocation struct {
 
 	peers peerTable
 	stop  chan struct{}
+
+	credExpires time.Time // of the credentials it was made with (set by Client)
 }
 
 // Allocate opens a link to the relay and allocates a relayed UDP address.
