@@ -1,75 +1,27 @@
 package testmesh_test
 
 import (
-	"bytes"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"go.step.sm/crypto/pemutil"
-
-	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/tlsclient"
 	"github.com/certmesh/certmesh/internal/wire"
 	"github.com/certmesh/certmesh/tstest/meshlab"
 	"github.com/certmesh/certmesh/tstest/turntest"
 )
 
-// machineCert is the TLS certificate a real agent enrolled with: its
-// machine certificate and chain (enrollment.json) and its device key.
+// machineCert is the TLS certificate the agent n enrolled with.
 func machineCert(t *testing.T, n *meshlab.InProcNode) *tls.Certificate {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join(n.StateDir, "enrollment.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var e struct {
-		Cert wire.CertificateResponse `json:"certificate"`
-	}
-	if err := json.Unmarshal(data, &e); err != nil {
-		t.Fatal(err)
-	}
-	b, err := certs.ParseBundle(e.Cert.Bundle)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := pemutil.Read(filepath.Join(n.StateDir, "device.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &tls.Certificate{Certificate: [][]byte{b.Machine.Raw}, PrivateKey: key, Leaf: b.Machine}
-	for _, i := range b.Intermediates {
-		c.Certificate = append(c.Certificate, i.Raw)
-	}
-	return c
+	return turntest.AgentCertificate(t, n.StateDir)
 }
 
-// relayCredentials asks the CA for n's relay credentials over mTLS (HTTP/2,
-// as agents talk to the server).
+// relayCredentials asks the CA for relay credentials over mTLS with cert.
 func relayCredentials(t *testing.T, m *meshlab.InProc, cert *tls.Certificate) (wire.RelayCredentialsResponse, int, error) {
-	t.Helper()
-	cl := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{ForceAttemptHTTP2: true,
-		TLSClientConfig: tlsclient.Config(m.Roots, nil, func() *tls.Certificate { return cert })}}
-	defer cl.CloseIdleConnections()
-	resp, err := cl.Post(m.URL.String()+wire.PathRelayCredentials, "application/json", bytes.NewReader([]byte("{}")))
-	if err != nil {
-		return wire.RelayCredentialsResponse{}, 0, err
-	}
-	defer resp.Body.Close()
-	if resp.ProtoMajor != 2 {
-		t.Errorf("the server answered over %s: HTTP/2 went away with the relay's ALPN", resp.Proto)
-	}
-	var out wire.RelayCredentialsResponse
-	if resp.StatusCode != http.StatusOK {
-		return out, resp.StatusCode, nil
-	}
-	return out, resp.StatusCode, json.NewDecoder(resp.Body).Decode(&out)
+	return turntest.Credentials(t, m.URL.String(), m.Roots, cert, nil)
 }
 
 // allocateAt allocates at the relay with creds, over UDP or over TLS on

@@ -29,25 +29,40 @@ type Client struct {
 // must answer). It stops when the test ends.
 func Dial(t testing.TB, server string, tlsCfg *tls.Config, user, pass string) *Client {
 	t.Helper()
-	var conn net.PacketConn
 	if tlsCfg != nil {
-		cfg := tlsCfg.Clone()
-		cfg.NextProtos = []string{wire.RelayALPN}
-		tc, err := tls.Dial("tcp", server, cfg)
+		tc, err := net.Dial("tcp", server)
 		if err != nil {
-			t.Fatalf("TLS to the relay at %s: %v", server, err)
+			t.Fatalf("TCP to the relay at %s: %v", server, err)
 		}
-		if p := tc.ConnectionState().NegotiatedProtocol; p != wire.RelayALPN {
-			t.Fatalf("the relay at %s negotiated ALPN %q, want %q", server, p, wire.RelayALPN)
-		}
-		conn = turn.NewSTUNConn(tc)
-	} else {
-		uc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		conn = uc
+		return DialConn(t, server, TLSConn(t, tc, tlsCfg), user, pass)
 	}
+	uc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return DialConn(t, server, uc, user, pass)
+}
+
+// TLSConn runs TURN's TLS handshake on c (ALPN wire.RelayALPN, which the
+// relay must answer) and returns the connection as a TURN client's socket.
+func TLSConn(t testing.TB, c net.Conn, tlsCfg *tls.Config) net.PacketConn {
+	t.Helper()
+	cfg := tlsCfg.Clone()
+	cfg.NextProtos = []string{wire.RelayALPN}
+	tc := tls.Client(c, cfg)
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("TLS to the relay at %s: %v", c.RemoteAddr(), err)
+	}
+	if p := tc.ConnectionState().NegotiatedProtocol; p != wire.RelayALPN {
+		t.Fatalf("the relay at %s negotiated ALPN %q, want %q", c.RemoteAddr(), p, wire.RelayALPN)
+	}
+	return turn.NewSTUNConn(tc)
+}
+
+// DialConn starts a client of the relay at server on conn (a UDP socket,
+// or TLSConn's).
+func DialConn(t testing.TB, server string, conn net.PacketConn, user, pass string) *Client {
+	t.Helper()
 	c, err := turn.NewClient(&turn.ClientConfig{STUNServerAddr: server, TURNServerAddr: server, Conn: conn, Username: user, Password: pass})
 	if err != nil {
 		t.Fatal(err)
