@@ -42,6 +42,12 @@ func StartUDPStream(ctx context.Context, name string, src, dst *netns.Host, dstA
 		pc.Close()
 		return nil, err
 	}
+	return NewUDPStream(name, conn, pc, interval), nil
+}
+
+// NewUDPStream starts a stream that sends on conn and receives on pc,
+// wherever they were opened; it ends with Stop, which closes both.
+func NewUDPStream(name string, conn net.Conn, pc net.PacketConn, interval time.Duration) *UDPStream {
 	s := &UDPStream{Name: name, conn: conn, pc: pc, stop: make(chan struct{}), got: map[uint64]bool{}}
 	s.wg.Go(func() {
 		buf := make([]byte, 64)
@@ -90,7 +96,7 @@ func StartUDPStream(ctx context.Context, name string, src, dst *netns.Host, dstA
 			s.mu.Unlock()
 		}
 	})
-	return s, nil
+	return s
 }
 
 // Stop ends the stream; it is idempotent.

@@ -1,6 +1,8 @@
 package meshlab
 
 import (
+	"context"
+	"net"
 	"net/netip"
 	"slices"
 	"testing"
@@ -115,4 +117,14 @@ func (n *InProcNode) self() agent.SelfStatus {
 		panic(err)
 	}
 	return st.Self
+}
+
+// ListenUDP opens a UDP socket on n's netstack.
+func (n *InProcNode) ListenUDP(port uint16) (net.PacketConn, error) {
+	return n.Agent.Device().Net().ListenUDPAddrPort(netip.AddrPortFrom(n.V4(), port))
+}
+
+// DialUDP opens a UDP socket on n's netstack, connected to dst.
+func (n *InProcNode) DialUDP(_ context.Context, dst netip.AddrPort) (net.Conn, error) {
+	return n.Agent.Device().Net().DialUDPAddrPort(netip.AddrPort{}, dst)
 }

@@ -113,6 +113,10 @@ type Node interface {
 	Listen(port uint16) (net.Listener, error)
 	// Dial opens a TCP connection from the node into the mesh.
 	Dial(ctx context.Context, dst netip.AddrPort) (net.Conn, error)
+	// ListenUDP opens a UDP socket on the node's overlay IPv4 address.
+	ListenUDP(port uint16) (net.PacketConn, error)
+	// DialUDP opens a UDP socket from the node to dst.
+	DialUDP(ctx context.Context, dst netip.AddrPort) (net.Conn, error)
 	// WireGuardPeers lists the keys configured in the node's WireGuard
 	// device, read from the device itself.
 	WireGuardPeers(t testing.TB) []certs.WireGuardKey

@@ -251,6 +251,18 @@ func (n *NetNSNode) Dial(ctx context.Context, dst netip.AddrPort) (net.Conn, err
 	return e2e.HostDialer(n.Agent.Host)(ctx, dst)
 }
 
+// ListenUDP opens a UDP socket on the overlay address inside the agent's
+// namespace.
+func (n *NetNSNode) ListenUDP(port uint16) (net.PacketConn, error) {
+	return n.Agent.Host.ListenPacket("udp", netip.AddrPortFrom(n.V4(), port).String())
+}
+
+// DialUDP opens a UDP socket inside the agent's namespace, connected to
+// dst.
+func (n *NetNSNode) DialUDP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	return n.Agent.Host.DialContext(ctx, "udp", dst.String())
+}
+
 // WireGuardPeers runs `wg show IFACE peers` in the agent's namespace.
 func (n *NetNSNode) WireGuardPeers(t testing.TB) []certs.WireGuardKey {
 	t.Helper()

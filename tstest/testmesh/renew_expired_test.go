@@ -66,12 +66,8 @@ func TestExpiredWhileCADownRecovers(t *testing.T) {
 		}
 		return peersAre(t, nodes, "a", "b", "c")
 	})
-	for _, n := range nodes {
-		udpEcho(t, n, 9100)
-	}
 	for i, n := range nodes {
-		s := startUDPStream(t, n, nodes[(i+1)%len(nodes)], 9100, 50*time.Millisecond)
-		s.stop(0)
+		meshlab.StartUDPStream(t, n, nodes[(i+1)%len(nodes)], 9100, 50*time.Millisecond).Stop()
 	}
 	if got := len(devicesOf(t, m)); got != devices {
 		t.Fatalf("%d devices after the outage, want the same %d (nobody enrolled again)", got, devices)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/internal/testclock"
+	"github.com/certmesh/certmesh/tstest/e2e"
 	"github.com/certmesh/certmesh/tstest/meshlab"
 )
 
@@ -41,12 +42,21 @@ func TestRenewalInvisibleUnderTraffic(t *testing.T) {
 		m.AddNode(t, "b", meshlab.NodeOptions{Clock: clk}),
 		m.AddNode(t, "c", meshlab.NodeOptions{Clock: clk}),
 	}
-	for _, n := range nodes {
-		udpEcho(t, n, 9000)
-	}
-	var streams []*udpStream
-	for i, n := range nodes {
-		streams = append(streams, startUDPStream(t, n, nodes[(i+1)%len(nodes)], 9000, 50*time.Millisecond))
+	// A stream between every ordered pair, each counted from the datagram
+	// after it flowed steadily.
+	var streams []*e2e.UDPStream
+	var from []uint64
+	port := uint16(9000)
+	for _, src := range nodes {
+		for _, dst := range nodes {
+			if src == dst {
+				continue
+			}
+			s := meshlab.StartUDPStream(t, src, dst, port, 50*time.Millisecond)
+			sent, _, _ := s.Snapshot()
+			streams, from = append(streams, s), append(from, sent+1)
+			port++
+		}
 	}
 	fast, stopFast := context.WithCancel(t.Context())
 	defer stopFast()
@@ -78,23 +88,30 @@ func TestRenewalInvisibleUnderTraffic(t *testing.T) {
 		if clk.Now().After(deadline) {
 			t.Fatalf("after %s (of the clock) fewer than %d certificates of every node expired: %v", wantExpired*life+3*time.Minute, wantExpired, seen)
 		}
-		for _, s := range streams {
-			s.mu.Lock()
-			lostSoFar := s.sent - uint64(len(s.got))
-			s.mu.Unlock()
-			if lostSoFar > 20 { // fail early: a broken renewal loses everything from here on
-				_, lost := s.stop(2 * time.Second)
-				t.Fatalf("%s: %d datagrams lost so far (first %v)", s.name, len(lost), lost[:min(len(lost), 10)])
+		for i, s := range streams {
+			// Fail early: a broken renewal loses everything from here on.
+			// The last second's datagrams may still be in flight.
+			sent, _, _ := s.Snapshot()
+			if sent > from[i]+20 {
+				if lost := s.Lost(from[i], sent-20); len(lost) > 20 {
+					t.Fatalf("%s: %d datagrams lost so far (first %v)", s.Name, len(lost), lost[:min(len(lost), 10)])
+				}
 			}
 		}
 		time.Sleep(time.Second / clockSpeed) // a second of the clock between samples
 	}
 	stopFast()
-	for _, s := range streams {
-		sent, lost := s.stop(5 * time.Second)
-		t.Logf("%s: %d datagrams sent, %d lost", s.name, sent, len(lost))
+	to := make([]uint64, len(streams))
+	for i, s := range streams {
+		to[i], _, _ = s.Snapshot()
+	}
+	time.Sleep(time.Second) // the last datagrams in flight
+	for i, s := range streams {
+		s.Stop()
+		lost := s.Lost(from[i], to[i])
+		t.Logf("%s: %d datagrams sent, %d lost", s.Name, to[i]-from[i]+1, len(lost))
 		if len(lost) > 0 {
-			t.Errorf("%s lost %d of %d datagrams across renewals (first %v)", s.name, len(lost), sent, lost[:min(len(lost), 10)])
+			t.Errorf("%s lost %d of %d datagrams across renewals (first %v)", s.Name, len(lost), to[i]-from[i]+1, lost[:min(len(lost), 10)])
 		}
 	}
 	for i, n := range nodes {
