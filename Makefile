@@ -49,7 +49,7 @@ FUZZ_TARGETS := \
 	./agent/filter:FuzzDecode ./agent/filter:FuzzWrite \
 	./ca/attest:FuzzVerifyKeyCertification ./ca:FuzzCheckCSRAndProof ./ca:FuzzNoneMatch ./ca:FuzzSpendNonce ./ca:FuzzServerCertificateRequest \
 	./server:FuzzServerCertAnswer \
-	./agent/path:FuzzDemux ./agent/path:FuzzParseProbe \
+	./agent/path:FuzzDemux ./agent/path:FuzzParseProbe ./agent/relayc:FuzzDispatch \
 	./translog:FuzzParseLeaf ./translog:FuzzParseCheckpointText ./translog:FuzzVerifyCertificate
 fuzz:
 	GO=$(GO) ./scripts/fuzz.sh $(FUZZTIME) $(FUZZ_TARGETS)

@@ -170,13 +170,24 @@ func (c *Client) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		if creds.Username == "" || !c.cfg.Now().Before(renewAt) {
 			cr, err := c.fetch(ctx)
-			if err != nil {
+			switch {
+			case err == nil:
+				now := c.cfg.Now()
+				creds, renewAt = cr, now.Add(cr.Expires.Sub(now)*2/3)
+			case creds.Expires.After(c.cfg.Now()):
+				// The credentials held are still good: keep (or make) an
+				// allocation with them and ask again later.
+				c.failed(err)
+				renewAt = c.cfg.Now().Add(bo.Next())
+				if a := c.cur.Load(); a != nil && a.Err() == nil {
+					c.watchCurrent(ctx, a, renewAt)
+					continue
+				}
+			default:
 				c.failed(err)
 				sleep(ctx, bo.Next())
 				continue
 			}
-			now := c.cfg.Now()
-			creds, renewAt = cr, now.Add(cr.Expires.Sub(now)*2/3)
 		}
 		a, err := c.allocate(ctx, creds)
 		if err != nil {
@@ -187,14 +198,20 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		bo.Reset()
 		c.install(ctx, a)
-		if err := c.watch(ctx, a, renewAt); err != nil {
-			c.failed(err)
-			c.stMu.Lock()
-			c.avoid[a.cfg.Addr] = time.Now().Add(time.Minute)
-			c.stMu.Unlock()
-		}
+		c.watchCurrent(ctx, a, renewAt)
 	}
 	return ctx.Err()
+}
+
+// watchCurrent watches a until renewAt; a relay that fails is tried last
+// for a minute.
+func (c *Client) watchCurrent(ctx context.Context, a *Allocation, renewAt time.Time) {
+	if err := c.watch(ctx, a, renewAt); err != nil {
+		c.failed(err)
+		c.stMu.Lock()
+		c.avoid[a.cfg.Addr] = time.Now().Add(time.Minute)
+		c.stMu.Unlock()
+	}
 }
 
 func (c *Client) fetch(ctx context.Context) (Credentials, error) {

@@ -2,8 +2,10 @@ package relayc
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -195,3 +197,68 @@ type relay interface {
 }
 
 var _, _ relay = (*Client)(nil), (*Allocation)(nil)
+
+// TestCredentialFetchFailsAtRenewal: when the CA does not answer at
+// renewal time, the client keeps the allocation it has (its credentials
+// are still good) and keeps watching it: when that relay stops during the
+// CA's outage, it moves to the other relay on the credentials it holds,
+// and re-allocates once the CA answers again.
+func TestCredentialFetchFailsAtRenewal(t *testing.T) {
+	ca, _ := testRoots(t)
+	r1, r2 := startTURN(t, ca), startTURN(t, ca)
+	clock := &testclock.Clock{}
+	var down atomic.Bool
+	var fetches atomic.Int32
+	changes := make(chan netip.AddrPort, 16)
+	in := newInbox()
+	c, err := New(Config{
+		Credentials: func(context.Context) (Credentials, error) {
+			fetches.Add(1)
+			if down.Load() {
+				return Credentials{}, errors.New("CA unreachable")
+			}
+			return Credentials{Username: testUser, Expires: clock.Now().Add(time.Hour), Servers: []Server{{UDP: r1.udp, Password: testPass}, {UDP: r2.udp, Password: testPass}}}, nil
+		},
+		Receive: in.receive, OnChange: func(a netip.AddrPort) { changes <- a }, Now: clock.Now,
+		ProbeInterval: 100 * time.Millisecond, ProbeTimeout: 300 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = c.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	first := nextChange(t, changes, 10*time.Second)
+	down.Store(true)
+	clock.Advance(41 * time.Minute)
+	deadline := time.Now().Add(10 * time.Second)
+	for fetches.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("no fetch at renewal time")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := c.RelayedAddr(); got != first || !strings.Contains(c.Status().LastError, "CA unreachable") {
+		t.Fatalf("after a failed fetch: relayed %s (was %s), status %+v", got, first, c.Status())
+	}
+	peer, pa := plainPeer(t)
+	if err := c.Permit(context.Background(), []netip.Addr{pa.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, c, in, peer, first, "kept")
+	used, other := r1, r2
+	if c.Status().Server == r2.udp {
+		used, other = r2, r1
+	}
+	_ = used.srv.Close()
+	second := nextChange(t, changes, 10*time.Second)
+	if st := c.Status(); second == first || st.Server != other.udp {
+		t.Fatalf("relay stopped during the CA's outage: relayed %s (was %s), status %+v", second, first, st)
+	}
+	roundTrip(t, c, in, peer, second, "moved")
+	down.Store(false)
+	if third := nextChange(t, changes, 10*time.Second); third == second || !third.IsValid() {
+		t.Fatalf("once the CA answers: %s (was %s)", third, second)
+	}
+}
