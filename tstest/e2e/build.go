@@ -1,8 +1,10 @@
-// Package e2e holds certmesh's end-to-end tests and the fixture they share
-// with the network benchmarks (tstest/bench/netbench): a real
-// certmesh-server and real certmesh agents, run as separate processes in
-// network namespaces built by tstest/netns, or on loopback in userspace
-// mode.
+// Package e2e is the process fixture: a real certmesh-server and real
+// certmesh agents, run as separate processes in network namespaces built
+// by tstest/netns, or on loopback in userspace mode. The mesh lab's NetNS
+// backend (tstest/meshlab) drives it, and so do the network benchmarks
+// (tstest/bench/netbench). Its own tests are the scenarios only processes
+// can run (signals, crashes, a full disk, split roles, wg(8), SOCKS5);
+// scenarios that run on both backends live in tstest/meshlab.
 //
 // A mesh can also be a relying party of an OpenID Provider that runs in
 // the test process: [Mesh.InitServer], [Mesh.PatchServerConfig] and

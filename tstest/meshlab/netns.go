@@ -16,6 +16,7 @@ import (
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/wire"
 	"github.com/certmesh/certmesh/tstest/e2e"
+	"github.com/certmesh/certmesh/tstest/netns"
 	"github.com/certmesh/certmesh/tstest/oidctest"
 )
 
@@ -117,6 +118,24 @@ func (l *NetNSLab) Join(t testing.TB, name string, o NodeOptions) Node {
 // exited.
 func (l *NetNSLab) TryJoin(t testing.TB, name string, o NodeOptions) (Node, error) {
 	t.Helper()
+	return l.join(t, name, nil, o, nil)
+}
+
+// JoinOn runs an agent on host h, which the test placed in the network
+// itself (say, behind a NAT router: Mesh.Net.AddRouter, then
+// Router.AddHost), with args added to its command line (flags the
+// scenario is about).
+func (l *NetNSLab) JoinOn(t testing.TB, h *netns.Host, o NodeOptions, args ...string) Node {
+	t.Helper()
+	n, err := l.join(t, h.Name, h, o, args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func (l *NetNSLab) join(t testing.TB, name string, h *netns.Host, o NodeOptions, args []string) (Node, error) {
+	t.Helper()
 	if o.Clock != nil || o.TPM != nil || o.NoToken {
 		t.Fatalf("meshlab: NodeOptions Clock, TPM and NoToken are in-process only")
 	}
@@ -130,7 +149,14 @@ func (l *NetNSLab) TryJoin(t testing.TB, name string, o NodeOptions) (Node, erro
 	for _, tag := range o.Tags {
 		tags = append(tags, string(tag))
 	}
-	a, err := l.Mesh.AddAgentWith(ctx, name, e2e.AgentOptions{Tags: tags, Token: o.Token})
+	ao := e2e.AgentOptions{Tags: tags, Token: o.Token, Args: args}
+	var a *e2e.Agent
+	var err error
+	if h == nil {
+		a, err = l.Mesh.AddAgentWith(ctx, name, ao)
+	} else {
+		a, err = l.Mesh.StartAgentWith(ctx, h, ao)
+	}
 	if err != nil {
 		return nil, err
 	}
