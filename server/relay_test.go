@@ -1,7 +1,9 @@
 package server_test
 
 import (
+	"encoding/json"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -103,5 +105,61 @@ func TestStandaloneRelay(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close waited for the open TURN-over-TLS connection (shutdown timeout 1m)")
+	}
+}
+
+// initWithRelay initialises a CA state directory with relay settings r.
+func initWithRelay(t *testing.T, r *ca.RelayConfig) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "ca")
+	if _, err := ca.Init(dir, ca.InitOptions{TrustDomain: td}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ca.LoadConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Relay = r
+	data, _ := json.Marshal(cfg)
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestEmbeddedRelayPorts: by default the relay takes 3478 and 3479, or
+// free ports when those are taken (agents learn them from the CA); ports
+// an operator configured and cannot have fail the start, naming the
+// setting; relay.disabled runs none.
+func TestEmbeddedRelayPorts(t *testing.T) {
+	// Whoever holds 127.0.0.1:3478 (this test, or another one), it is taken.
+	if pc, err := net.ListenPacket("udp", "127.0.0.1:3478"); err == nil {
+		defer pc.Close()
+	}
+	s := start(t, server.Options{StateDir: initWithRelay(t, nil)})
+	if s.Relay == nil {
+		t.Fatal("no embedded relay by default")
+	}
+	for _, a := range s.Relay.UDPAddrs() {
+		if a.Port() == ca.DefaultRelayUDPPort {
+			t.Fatalf("relay on %v: port 3478 was taken", s.Relay.UDPAddrs())
+		}
+	}
+	taken, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, err = server.Start(server.Options{StateDir: initWithRelay(t, &ca.RelayConfig{UDPListen: taken.LocalAddr().String()}), Listener: ln})
+	if err == nil || !strings.Contains(err.Error(), "relay.") {
+		t.Fatalf("a configured relay port that is taken: %v", err)
+	}
+	if s := start(t, server.Options{StateDir: initWithRelay(t, &ca.RelayConfig{Disabled: true})}); s.Relay != nil {
+		t.Fatal("relay.disabled, yet a relay runs")
 	}
 }
