@@ -91,7 +91,10 @@ func Allocate(ctx context.Context, cfg AllocConfig) (*Allocation, error) {
 		return nil, fmt.Errorf("Allocate answer from relay %s: %w", l.server, err)
 	}
 	a.mapped, _ = getAddr(res, stun.AttrXORMappedAddress) // optional
-	if a.granted, err = getLifetime(res); err != nil {
+	if a.granted, err = getLifetime(res); err == nil && a.granted <= 0 {
+		err = errors.New("LIFETIME 0")
+	}
+	if err != nil {
 		l.close()
 		return nil, fmt.Errorf("Allocate answer from relay %s: %w", l.server, err)
 	}

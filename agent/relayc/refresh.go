@@ -18,7 +18,13 @@ const (
 	requestTimeout = 5 * time.Second
 	// retryRefresh is the wait before trying a failed refresh again.
 	retryRefresh = time.Second
+	// minRefresh bounds how often a relay that grants tiny lifetimes
+	// makes the client refresh.
+	minRefresh = 500 * time.Millisecond
 )
+
+// refreshAfter is when to refresh an allocation granted life.
+func refreshAfter(life time.Duration) time.Duration { return max(life/2, minRefresh) }
 
 // maintain keeps the allocation alive: Refresh at half the granted
 // lifetime, permissions and channel bindings before they lapse. An
@@ -36,7 +42,7 @@ func (a *Allocation) maintain() {
 		return
 	}
 	expires := time.Now().Add(a.Lifetime())
-	alloc := time.NewTimer(a.Lifetime() / 2)
+	alloc := time.NewTimer(refreshAfter(a.Lifetime()))
 	perms := time.NewTicker(permEvery)
 	chans := time.NewTicker(chanEvery)
 	defer alloc.Stop()
@@ -53,7 +59,7 @@ func (a *Allocation) maintain() {
 			switch {
 			case err == nil:
 				expires = time.Now().Add(granted)
-				alloc.Reset(granted / 2)
+				alloc.Reset(refreshAfter(granted))
 			case isRefusal(err) || time.Now().Add(retryRefresh).After(expires):
 				a.fail(fmt.Errorf("allocation at relay %s ended: %w", a.server, err))
 				return
