@@ -63,9 +63,10 @@ type Client struct {
 	permMu  sync.Mutex
 	permits map[netip.Addr]struct{}
 
-	stMu   sync.Mutex
-	status Status
-	avoid  map[string]time.Time // relays that just failed, tried last until then
+	stMu     sync.Mutex
+	status   Status
+	avoid    map[string]time.Time // relays that just failed, tried last until then
+	retiring map[*Allocation]*time.Timer
 }
 
 // Status is what the client is doing, for `certmesh status` and netcheck.
@@ -92,7 +93,7 @@ func New(cfg Config) (*Client, error) {
 	cfg.ProbeInterval = cmpOr(cfg.ProbeInterval, 5*time.Second)
 	cfg.ProbeTimeout = cmpOr(cfg.ProbeTimeout, 2*time.Second)
 	cfg.ProbeFailures = cmpOr(cfg.ProbeFailures, 3)
-	c := &Client{cfg: cfg, permits: map[netip.Addr]struct{}{}, avoid: map[string]time.Time{}}
+	c := &Client{cfg: cfg, permits: map[netip.Addr]struct{}{}, avoid: map[string]time.Time{}, retiring: map[*Allocation]*time.Timer{}}
 	if cfg.Receive != nil {
 		c.SetReceive(cfg.Receive)
 	}
@@ -162,11 +163,7 @@ func (c *Client) Run(ctx context.Context) error {
 	bo := backoff.Backoff{Min: time.Second, Max: time.Minute}
 	var creds Credentials
 	var renewAt time.Time
-	defer func() {
-		if a := c.cur.Swap(nil); a != nil {
-			_ = a.Close()
-		}
-	}()
+	defer c.closeAll()
 	for ctx.Err() == nil {
 		if creds.Username == "" || !c.cfg.Now().Before(renewAt) {
 			cr, err := c.fetch(ctx)

@@ -262,3 +262,43 @@ func TestCredentialFetchFailsAtRenewal(t *testing.T) {
 		t.Fatalf("once the CA answers: %s (was %s)", third, second)
 	}
 }
+
+// TestRunEndsEveryAllocation: when Run returns, the allocation in use and
+// one still retiring after a credential renewal are both released at the
+// relay (it deletes them), not left to their lifetime.
+func TestRunEndsEveryAllocation(t *testing.T) {
+	ca, _ := testRoots(t)
+	r := startTURN(t, ca)
+	clock := &testclock.Clock{}
+	changes := make(chan netip.AddrPort, 4)
+	c, err := New(Config{
+		Credentials: func(context.Context) (Credentials, error) {
+			return Credentials{Username: testUser, Expires: clock.Now().Add(time.Hour), Servers: []Server{{UDP: r.udp, Password: testPass}}}, nil
+		},
+		OnChange: func(a netip.AddrPort) { changes <- a }, Now: clock.Now, ProbeInterval: 100 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = c.Run(ctx); close(done) }()
+	nextChange(t, changes, 10*time.Second)
+	clock.Advance(41 * time.Minute)
+	nextChange(t, changes, 10*time.Second) // the first allocation now retires for ~19 minutes
+	cancel()
+	<-done
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r.mu.Lock()
+		n, d := len(r.allocated), len(r.deleted)
+		r.mu.Unlock()
+		if n == 2 && d == 2 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d allocations made, %d released after Run returned; want 2 and 2", n, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -81,7 +81,7 @@ func (c *Client) install(ctx context.Context, a *Allocation) {
 			d = 0
 		default:
 		}
-		time.AfterFunc(d, func() { _ = old.Close() })
+		c.retire(old, d)
 	}
 	if old == nil && a == nil {
 		return
@@ -144,5 +144,32 @@ func sleep(ctx context.Context, d time.Duration) {
 	select {
 	case <-ctx.Done():
 	case <-t.C:
+	}
+}
+
+// retire closes a replaced allocation after d (at once when Run ends).
+func (c *Client) retire(old *Allocation, d time.Duration) {
+	c.stMu.Lock()
+	defer c.stMu.Unlock()
+	c.retiring[old] = time.AfterFunc(d, func() {
+		_ = old.Close()
+		c.stMu.Lock()
+		delete(c.retiring, old)
+		c.stMu.Unlock()
+	})
+}
+
+// closeAll closes the allocation in use and every retiring one.
+func (c *Client) closeAll() {
+	if a := c.cur.Swap(nil); a != nil {
+		_ = a.Close()
+	}
+	c.stMu.Lock()
+	old := c.retiring
+	c.retiring = map[*Allocation]*time.Timer{}
+	c.stMu.Unlock()
+	for a, t := range old {
+		t.Stop()
+		_ = a.Close()
 	}
 }
