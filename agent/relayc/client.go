@@ -58,6 +58,7 @@ type Config struct {
 type Client struct {
 	cfg  Config
 	cur  atomic.Pointer[Allocation]
+	poke chan struct{}
 	recv atomic.Pointer[func(b []byte, from netip.AddrPort)]
 
 	permMu  sync.Mutex
@@ -93,11 +94,21 @@ func New(cfg Config) (*Client, error) {
 	cfg.ProbeInterval = cmpOr(cfg.ProbeInterval, 5*time.Second)
 	cfg.ProbeTimeout = cmpOr(cfg.ProbeTimeout, 2*time.Second)
 	cfg.ProbeFailures = cmpOr(cfg.ProbeFailures, 3)
-	c := &Client{cfg: cfg, permits: map[netip.Addr]struct{}{}, avoid: map[string]time.Time{}, retiring: map[*Allocation]*time.Timer{}}
+	c := &Client{cfg: cfg, poke: make(chan struct{}, 1), permits: map[netip.Addr]struct{}{}, avoid: map[string]time.Time{}, retiring: map[*Allocation]*time.Timer{}}
 	if cfg.Receive != nil {
 		c.SetReceive(cfg.Receive)
 	}
 	return c, nil
+}
+
+// CheckNow makes the client ping its relay at once: the agent calls it when
+// the machine's addresses change (agent/netmon), so that an allocation the
+// new network lost is replaced in one round trip, not at the next ping.
+func (c *Client) CheckNow() {
+	select {
+	case c.poke <- struct{}{}:
+	default:
+	}
 }
 
 // SetReceive sets the function relayed datagrams go to (until it is set,

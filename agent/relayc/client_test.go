@@ -302,3 +302,43 @@ func TestRunEndsEveryAllocation(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestNewMappingReplacesTheAllocation: when the relay starts seeing the
+// agent from another address (its NAT dropped the mapping, or the laptop
+// moved), the allocation made from the old one is lost; after CheckNow
+// (the agent's network-change hook) the client notices on the next ping,
+// allocates anew and reports the new relayed address, without waiting for
+// a refresh to fail.
+func TestNewMappingReplacesTheAllocation(t *testing.T) {
+	ca, _ := testRoots(t)
+	r := startTURN(t, ca)
+	nat := startDelayProxy(t, r.udp, 0)
+	changes := make(chan netip.AddrPort, 4)
+	in := newInbox()
+	c, err := New(Config{
+		Credentials: func(context.Context) (Credentials, error) {
+			return Credentials{Username: testUser, Expires: time.Now().Add(time.Hour), Servers: []Server{{UDP: nat.addr, Password: testPass}}}, nil
+		},
+		Receive: in.receive, OnChange: func(a netip.AddrPort) { changes <- a },
+		ProbeInterval: time.Hour, // only CheckNow pings
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = c.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	first := nextChange(t, changes, 10*time.Second)
+	nat.remap()
+	c.CheckNow()
+	second := nextChange(t, changes, 5*time.Second)
+	if second == first || !second.IsValid() {
+		t.Fatalf("after the mapping changed: relayed %s (was %s), status %+v", second, first, c.Status())
+	}
+	peer, pa := plainPeer(t)
+	if err := c.Permit(context.Background(), []netip.Addr{pa.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, c, in, peer, second, "remapped")
+}

@@ -12,6 +12,20 @@ import (
 // datagram by d each way: a relay that is farther away.
 type delayProxy struct {
 	addr string
+
+	mu    sync.Mutex
+	backs map[netip.AddrPort]*net.UDPConn
+}
+
+// remap drops every upstream socket, as a NAT that lost its mappings (or a
+// laptop on a new network): the server sees each client from a new port.
+func (p *delayProxy) remap() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for from, b := range p.backs {
+		_ = b.Close()
+		delete(p.backs, from)
+	}
 }
 
 func startDelayProxy(t *testing.T, server string, d time.Duration) *delayProxy {
@@ -21,8 +35,8 @@ func startDelayProxy(t *testing.T, server string, d time.Duration) *delayProxy {
 		t.Fatal(err)
 	}
 	srv := netip.MustParseAddrPort(server)
-	var mu sync.Mutex
-	backs := map[netip.AddrPort]*net.UDPConn{}
+	p := &delayProxy{addr: front.LocalAddr().String(), backs: map[netip.AddrPort]*net.UDPConn{}}
+	mu, backs := &p.mu, p.backs
 	t.Cleanup(func() {
 		_ = front.Close()
 		mu.Lock()
@@ -63,5 +77,5 @@ func startDelayProxy(t *testing.T, server string, d time.Duration) *delayProxy {
 			time.AfterFunc(d, func() { _, _ = back.WriteToUDPAddrPort(b, srv) })
 		}
 	}()
-	return &delayProxy{addr: front.LocalAddr().String()}
+	return p
 }

@@ -96,8 +96,9 @@ func (c *Client) install(ctx context.Context, a *Allocation) {
 // credentials live at most an hour: relaycred.MaxLifetime).
 const maxRetire = time.Hour
 
-// watch pings the relay of a until it stops answering (an error) or the
-// credentials are due for renewal (nil).
+// watch pings the relay of a (every ProbeInterval, and at once after
+// CheckNow) until it stops answering or sees this agent at another address
+// (an error), or the credentials are due for renewal (nil).
 func (c *Client) watch(ctx context.Context, a *Allocation, renewAt time.Time) error {
 	t := time.NewTicker(c.cfg.ProbeInterval)
 	defer t.Stop()
@@ -109,13 +110,22 @@ func (c *Client) watch(ctx context.Context, a *Allocation, renewAt time.Time) er
 		case <-a.Done():
 			return a.Err()
 		case <-t.C:
+		case <-c.poke:
 		}
 		if !c.cfg.Now().Before(renewAt) {
 			return nil
 		}
 		pctx, cancel := context.WithTimeout(ctx, c.cfg.ProbeTimeout)
-		rtt, err := a.Ping(pctx)
+		rtt, mapped, err := a.ping(pctx)
 		cancel()
+		if err == nil && a.mapped.IsValid() && mapped != a.mapped {
+			// The relay sees us from another address (a new network, a NAT
+			// that dropped its mapping): the allocation belongs to the old
+			// one, and nothing we send now reaches it.
+			err = fmt.Errorf("relay %s now sees this agent at %s, not %s: the allocation is lost", a.server, mapped, a.mapped)
+			a.fail(err)
+			return err
+		}
 		if err == nil {
 			lost = 0
 			c.stMu.Lock()
