@@ -62,7 +62,8 @@ type Client struct {
 	recv atomic.Pointer[func(b []byte, from netip.AddrPort)]
 
 	permMu  sync.Mutex
-	permits map[netip.Addr]struct{}
+	permits map[netip.Addr]uint64 // permitted address → sequence of its last Permit
+	permSeq uint64
 
 	stMu     sync.Mutex
 	status   Status
@@ -94,7 +95,7 @@ func New(cfg Config) (*Client, error) {
 	cfg.ProbeInterval = cmpOr(cfg.ProbeInterval, 5*time.Second)
 	cfg.ProbeTimeout = cmpOr(cfg.ProbeTimeout, 2*time.Second)
 	cfg.ProbeFailures = cmpOr(cfg.ProbeFailures, 3)
-	c := &Client{cfg: cfg, poke: make(chan struct{}, 1), permits: map[netip.Addr]struct{}{}, avoid: map[string]time.Time{}, retiring: map[*Allocation]*time.Timer{}}
+	c := &Client{cfg: cfg, poke: make(chan struct{}, 1), permits: map[netip.Addr]uint64{}, avoid: map[string]time.Time{}, retiring: map[*Allocation]*time.Timer{}}
 	if cfg.Receive != nil {
 		c.SetReceive(cfg.Receive)
 	}
@@ -146,11 +147,25 @@ func (c *Client) WriteTo(ctx context.Context, b []byte, to netip.AddrPort) error
 	return a.WriteTo(ctx, b, to)
 }
 
+// MaxPermits bounds the peer addresses a Client re-permits on each new
+// allocation; past it, those permitted longest ago are forgotten.
+const MaxPermits = 4096
+
 // Permit lets datagrams from addrs in, now and on every later allocation.
 func (c *Client) Permit(ctx context.Context, addrs []netip.Addr) error {
 	c.permMu.Lock()
 	for _, ip := range addrs {
-		c.permits[ip.Unmap()] = struct{}{}
+		c.permSeq++
+		c.permits[ip.Unmap()] = c.permSeq
+	}
+	for len(c.permits) > MaxPermits {
+		oldest, seq := netip.Addr{}, c.permSeq+1
+		for ip, s := range c.permits {
+			if s < seq {
+				oldest, seq = ip, s
+			}
+		}
+		delete(c.permits, oldest)
 	}
 	c.permMu.Unlock()
 	if a := c.cur.Load(); a != nil {

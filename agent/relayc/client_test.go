@@ -342,3 +342,30 @@ func TestNewMappingReplacesTheAllocation(t *testing.T) {
 	}
 	roundTrip(t, c, in, peer, second, "remapped")
 }
+
+// TestPermitsBounded: the addresses a Client keeps to re-permit stay at
+// MaxPermits however many are permitted; the most recent are kept.
+func TestPermitsBounded(t *testing.T) {
+	c, err := New(Config{Credentials: func(context.Context) (Credentials, error) { return Credentials{}, errors.New("unused") }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var addrs []netip.Addr
+	for i := range MaxPermits + 100 {
+		addrs = append(addrs, netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
+	}
+	for i := 0; i < len(addrs); i += 50 {
+		if err := c.Permit(context.Background(), addrs[i:min(i+50, len(addrs))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(c.permits) != MaxPermits {
+		t.Fatalf("%d addresses kept, want %d", len(c.permits), MaxPermits)
+	}
+	if _, ok := c.permits[addrs[len(addrs)-1]]; !ok {
+		t.Fatal("the latest address was forgotten")
+	}
+	if _, ok := c.permits[addrs[0]]; ok {
+		t.Fatal("the oldest address was kept")
+	}
+}
