@@ -44,6 +44,7 @@ func allocateAt(t *testing.T, m *meshlab.InProc, creds wire.RelayCredentialsResp
 // is revoked it gets no credentials, its allocation relays nothing, and
 // the credentials it still holds allocate nothing.
 func TestRelayForEnrolledDevices(t *testing.T) {
+	t.Parallel()
 	m := meshlab.NewInProc(t, meshlab.InProcOptions{})
 	if m.Server.Relay == nil {
 		t.Fatal("certmesh-server runs no relay by default")

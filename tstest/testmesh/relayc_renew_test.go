@@ -101,6 +101,7 @@ func sendRelayed(t *testing.T, from, to *relayEnd, msg string) {
 // credentials' expiry, when the relay stops relaying for the old
 // allocations, the new ones still carry traffic both ways.
 func TestRelayClientOnCredentialsFromTheCA(t *testing.T) {
+	t.Parallel()
 	clock := &testclock.Clock{}
 	m := meshlab.NewInProc(t, meshlab.InProcOptions{Clock: clock})
 	a, b := m.AddNode(t, "a", meshlab.NodeOptions{}), m.AddNode(t, "b", meshlab.NodeOptions{})

@@ -54,6 +54,7 @@ func relaycClient(t *testing.T, m *meshlab.InProc, n *meshlab.InProcNode, got ch
 // the CA, allocates at the embedded relay and relays to another agent's
 // allocation both ways; once its device is revoked nothing reaches it.
 func TestRelaycAgainstServer(t *testing.T) {
+	t.Parallel()
 	m := meshlab.NewInProc(t, meshlab.InProcOptions{})
 	a, b := m.AddNode(t, "a", meshlab.NodeOptions{}), m.AddNode(t, "b", meshlab.NodeOptions{})
 	gotA, gotB := make(chan string, 16), make(chan string, 16)
