@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/certmesh/certmesh/agent"
 	"github.com/certmesh/certmesh/certs"
@@ -52,6 +53,15 @@ func (m *InProc) RevokeUser(t testing.TB, email string) {
 	if _, err := m.Server.CA.RevokeUser(t.Context(), email); err != nil {
 		t.Fatalf("meshlab: revoking user %s: %v", email, err)
 	}
+}
+
+// RestartServer closes the server (what SIGTERM does in the binary) and
+// starts it again.
+func (m *InProc) RestartServer(t testing.TB, pause time.Duration) {
+	t.Helper()
+	m.StopServer(t)
+	time.Sleep(pause) // the outage itself
+	m.StartServer(t)
 }
 
 // PublishPolicy publishes src through the CA.

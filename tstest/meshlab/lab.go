@@ -81,6 +81,10 @@ type Lab interface {
 	RevokeDevice(t testing.TB, n Node)
 	// RevokeUser revokes the user with that email at the CA.
 	RevokeUser(t testing.TB, email string)
+	// RestartServer stops the server gracefully (what SIGTERM does), keeps
+	// it down for pause and starts it again from its state directory on
+	// the address the agents know.
+	RestartServer(t testing.TB, pause time.Duration)
 	// PublishPolicy publishes a policy source and returns its version.
 	PublishPolicy(t testing.TB, src []byte) uint64
 	// Devices lists what the CA holds about every device.

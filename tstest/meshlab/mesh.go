@@ -51,3 +51,28 @@ func WaitMesh(t testing.TB, timeout time.Duration, nodes ...Node) {
 
 // SameAddrs reports whether a and b hold the same addresses, in any order.
 var SameAddrs = e2e.SameAddrs
+
+// WaitBack waits until every node's watch opened on the coordinator after
+// since and it holds exactly the other nodes, every one listed by the
+// coordinator again (none held as unlisted).
+func WaitBack(t testing.TB, timeout time.Duration, since time.Time, nodes ...Node) {
+	t.Helper()
+	Eventually(t, timeout, "every agent to be back on the server", func() error {
+		var errs []error
+		for _, n := range nodes {
+			st := n.Status(t)
+			if c := st.Coordinator; !c.Connected || !c.ConnectedSince.After(since) {
+				errs = append(errs, fmt.Errorf("%s: watch not back yet (connected %v since %v): %s", n.Hostname(), c.Connected, c.ConnectedSince, c.LastError))
+				continue
+			}
+			for _, p := range st.Peers {
+				if !p.UnlistedSince.IsZero() {
+					errs = append(errs, fmt.Errorf("%s: peer %s not listed again yet", n.Hostname(), p.Hostname))
+				}
+			}
+			others := slices.DeleteFunc(slices.Clone(nodes), func(o Node) bool { return o == n })
+			errs = append(errs, CheckPeers(t, n, others...))
+		}
+		return errors.Join(errs...)
+	})
+}

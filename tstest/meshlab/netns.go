@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -191,6 +192,18 @@ func (l *NetNSLab) RevokeUser(t testing.TB, email string) {
 	if err := l.Mesh.RevokeUser(t.Context(), email); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// RestartServer sends certmesh-server SIGTERM, which must exit cleanly,
+// and runs it again ([e2e.RestartServer]: it returns once every agent's
+// watch is back on the new server).
+func (l *NetNSLab) RestartServer(t testing.TB, pause time.Duration) {
+	t.Helper()
+	r, err := e2e.RestartServer(t.Context(), l.Mesh, syscall.SIGTERM, pause)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("server down %v, every agent's watch back %v after it started", r.Down.Round(time.Millisecond), r.Back.Round(time.Millisecond))
 }
 
 // PublishPolicy runs `certmesh-server policy publish`.
