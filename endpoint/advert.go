@@ -2,6 +2,7 @@ package endpoint
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"time"
@@ -107,32 +108,43 @@ func (a *Advertisement) check() error {
 	return checkCandidates(a.Candidates)
 }
 
-// checkCandidates refuses an address no one can be reached at, and a
-// candidate listed twice. Which reachable addresses to use (loopback, the
-// overlay's own ranges) is the receiver's policy, not this package's.
+// checkCandidates refuses an invalid candidate (Check) and a candidate
+// listed twice.
 func checkCandidates(cs []Candidate) error {
 	for i, c := range cs {
-		if !c.Kind.valid() {
-			return refuse(ReasonMalformed, "candidate %d: unknown kind %d", i, c.Kind)
-		}
-		a := c.Addr.Addr()
-		switch {
-		case !c.Addr.IsValid() || c.Addr.Port() == 0:
-			return refuse(ReasonInvalidAddress, "candidate %d (%s): no address and port", i, c)
-		case a.Zone() != "":
-			return refuse(ReasonInvalidAddress, "candidate %d (%s): an address with a zone", i, c)
-		case a.Is4In6():
-			return refuse(ReasonInvalidAddress, "candidate %d (%s): an IPv4-mapped IPv6 address (write it as IPv4)", i, c)
-		case a.IsUnspecified():
-			return refuse(ReasonInvalidAddress, "candidate %d (%s): unspecified address", i, c)
-		case a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
-			return refuse(ReasonInvalidAddress, "candidate %d (%s): multicast or broadcast address", i, c)
+		if err := c.Check(); err != nil {
+			return refuse(ReasonOf(err), "candidate %d: %v", i, errors.Unwrap(err))
 		}
 		for j := range i {
 			if cs[j].Addr == c.Addr {
 				return refuse(ReasonInvalidAddress, "candidate %d (%s): the address of candidate %d again", i, c, j)
 			}
 		}
+	}
+	return nil
+}
+
+// Check refuses a candidate of an unknown kind (malformed) or at an
+// address no one can be reached at (invalid-address): no address or port,
+// unspecified, multicast or broadcast, with a zone, IPv4-mapped IPv6.
+// Which reachable addresses to use (loopback, the overlay's own ranges)
+// is the receiver's policy, not this package's.
+func (c Candidate) Check() error {
+	if !c.Kind.valid() {
+		return refuse(ReasonMalformed, "unknown kind %d", c.Kind)
+	}
+	a := c.Addr.Addr()
+	switch {
+	case !c.Addr.IsValid() || c.Addr.Port() == 0:
+		return refuse(ReasonInvalidAddress, "%s: no address and port", c)
+	case a.Zone() != "":
+		return refuse(ReasonInvalidAddress, "%s: an address with a zone", c)
+	case a.Is4In6():
+		return refuse(ReasonInvalidAddress, "%s: an IPv4-mapped IPv6 address (write it as IPv4)", c)
+	case a.IsUnspecified():
+		return refuse(ReasonInvalidAddress, "%s: unspecified address", c)
+	case a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return refuse(ReasonInvalidAddress, "%s: multicast or broadcast address", c)
 	}
 	return nil
 }
