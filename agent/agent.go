@@ -15,6 +15,7 @@ import (
 	"github.com/certmesh/certmesh/agent/tpmkey"
 	"github.com/certmesh/certmesh/agent/wgdev"
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/endpoint"
 	"github.com/certmesh/certmesh/internal/statedir"
 	"github.com/certmesh/certmesh/internal/wire"
 )
@@ -42,6 +43,12 @@ type Agent struct {
 	tpm    *tpmkey.TPM // nil without --tpm
 	clock  *clockSkew  // this clock against the CA's (skew.go)
 	lock   *statedir.Lock
+
+	// adv signs pub's endpoint advertisement of candidates (advertise.go):
+	// localOnly, until the path layer adds reflexive and relay ones.
+	adv        *advertiser
+	candidates func() []endpoint.Candidate
+
 	// fetched is how the fetches of CRL and policy from the CA stand;
 	// caPolicy is the policy of the enrollment answer, until installed.
 	fetched  caFetch
@@ -261,6 +268,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	go a.fetchLoop(ctx)
 	go a.coord.run(ctx)
 	go a.renewLoop(ctx)
+	go a.advertiseLoop(ctx, a.watchAddresses(ctx))
 	a.cfg.Logger.Info("agent running", "device", a.self.DeviceID, "listen_port", a.dev.ListenPort(), "mode", a.cfg.Mode)
 	tick := time.NewTicker(a.cfg.SweepInterval)
 	defer tick.Stop()

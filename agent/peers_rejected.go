@@ -77,22 +77,30 @@ func (m *peerSet) reject(label string, err error) {
 		}
 		delete(rs.byLabel, oldest.Label)
 	}
+	m.logRefusal("peer refused", r)
+}
+
+// logRefusal logs a refusal as a warning, at most refusalLogBurst a
+// second; the rest go to the debug level and are counted in the next
+// warning.
+func (m *peerSet) logRefusal(msg string, r Rejection) {
+	rs := &m.rejected
 	now := m.now()
 	if now.Sub(rs.logSecond) >= time.Second {
 		rs.logSecond, rs.logged = now, 0
 	}
 	if rs.logged >= refusalLogBurst {
 		rs.suppressed++
-		m.log.Debug("peer refused", "label", r.Label, "reason", r.Reason, "err", r.Error)
+		m.log.Debug(msg, "label", r.Label, "reason", r.Reason, "err", r.Error)
 		return
 	}
 	rs.logged++
 	if rs.suppressed > 0 {
-		m.log.Warn("peer refused", "label", r.Label, "reason", r.Reason, "err", r.Error, "more_refused_unlogged", rs.suppressed)
+		m.log.Warn(msg, "label", r.Label, "reason", r.Reason, "err", r.Error, "more_refused_unlogged", rs.suppressed)
 		rs.suppressed = 0
 		return
 	}
-	m.log.Warn("peer refused", "label", r.Label, "reason", r.Reason, "err", r.Error)
+	m.log.Warn(msg, "label", r.Label, "reason", r.Reason, "err", r.Error)
 }
 
 // forgetRejection drops the refusal recorded for label (it was accepted,

@@ -17,8 +17,8 @@ func TestEndpointRotation(t *testing.T) {
 	h.plane.handshakes = map[certs.WireGuardKey]time.Time{}
 	a, b, c := netip.MustParseAddrPort("192.0.2.1:51820"), netip.MustParseAddrPort("198.51.100.2:51820"),
 		netip.MustParseAddrPort("203.0.113.3:51820")
-	p := h.peer(t, "p", h.pki.NewProfile(t, "peer"))
-	p.Endpoints = []netip.AddrPort{a, netip.MustParseAddrPort("169.254.1.1:51820"), b, c}
+	prof := h.pki.NewProfile(t, "peer")
+	p := h.advertise(t, h.peer(t, "p", prof), prof, a, netip.MustParseAddrPort("169.254.1.1:51820"), b, c)
 	var k certs.WireGuardKey
 	endpoint := func() netip.AddrPort {
 		wp, ok := h.plane.get(k)
@@ -62,8 +62,7 @@ func TestEndpointRotation(t *testing.T) {
 		t.Errorf("the same hints relayed again moved the peer to %s", got)
 	}
 	// New hints start from their first.
-	p.Endpoints = []netip.AddrPort{c, a}
-	h.v.handle(upsert(p))
+	h.v.handle(upsert(h.advertise(t, p, prof, c, a)))
 	if got := endpoint(); got != c {
 		t.Errorf("new hints: endpoint %s, want %s", got, c)
 	}

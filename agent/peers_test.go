@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"crypto"
 	"errors"
 	"log/slog"
 	"net/netip"
@@ -84,6 +85,7 @@ func (r *recordingPlane) get(k certs.WireGuardKey) (wgdev.Peer, bool) {
 // data plane: events in (h.v.handle), device configuration out (h.plane).
 type harness struct {
 	pki   *testca.CA
+	keys  map[certs.DeviceID]crypto.Signer // the peers' device keys
 	plane *recordingPlane
 	v     *verifier
 	m     *peerSet
@@ -93,7 +95,7 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	h := &harness{pki: testca.New(t, testTD), plane: newRecordingPlane(), now: time.Now()}
+	h := &harness{pki: testca.New(t, testTD), plane: newRecordingPlane(), now: time.Now(), keys: map[certs.DeviceID]crypto.Signer{}}
 	h.self = h.pki.NewProfile(t, "self")
 	b, _ := h.pki.IssueMachine(t, h.self)
 	self, err := certs.Verify(b, h.pki.Roots(), nil, h.now)
@@ -109,8 +111,15 @@ func newHarness(t *testing.T) *harness {
 
 func (h *harness) peer(t *testing.T, label string, p certs.MachineProfile, opts ...testca.Option) wire.Peer {
 	t.Helper()
-	b, _ := h.pki.IssueMachine(t, p, opts...)
-	return wire.Peer{Label: label, Bundle: b.Wire(), Endpoints: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:51820")}}
+	b, key := h.pki.IssueMachine(t, p, opts...)
+	h.keys[p.DeviceID] = key
+	return h.advertise(t, wire.Peer{Label: label, Bundle: b.Wire()}, p, netip.MustParseAddrPort("192.0.2.1:51820"))
+}
+
+// advertise is w with p's advertisement of eps, signed now.
+func (h *harness) advertise(t *testing.T, w wire.Peer, p certs.MachineProfile, eps ...netip.AddrPort) wire.Peer {
+	t.Helper()
+	return advertise(t, w, h.keys[p.DeviceID], p, h.now, eps...)
 }
 
 func upsert(p wire.Peer) *wire.Event { return &wire.Event{Type: wire.EventUpsert, Peer: &p} }
@@ -348,9 +357,11 @@ func TestFailedUpdateRestoresPeer(t *testing.T) {
 func TestUnusableEndpointsAreSkipped(t *testing.T) {
 	h := newHarness(t)
 	p := h.pki.NewProfile(t, "a")
-	ev := h.peer(t, "a", p)
-	ev.Endpoints = []netip.AddrPort{netip.MustParseAddrPort("0.0.0.0:1"), netip.MustParseAddrPort("192.0.2.7:0"),
-		netip.MustParseAddrPort("[ff02::1]:51820"), netip.MustParseAddrPort("192.0.2.8:51820")}
+	// Signed candidates the endpoint policy refuses (loopback for an agent
+	// not on loopback, link-local); those no one can be reached at (port
+	// 0, unspecified, multicast) cannot even be signed (package endpoint).
+	ev := h.advertise(t, h.peer(t, "a", p), p, netip.MustParseAddrPort("127.0.0.1:1"), netip.MustParseAddrPort("[fe80::1]:51820"),
+		netip.MustParseAddrPort("169.254.7.7:51820"), netip.MustParseAddrPort("192.0.2.8:51820"))
 	h.v.handle(upsert(ev))
 	got, ok := h.plane.get(p.WireGuardKey)
 	if !ok || got.Endpoint != netip.MustParseAddrPort("192.0.2.8:51820") {

@@ -86,6 +86,13 @@ func (a *Agent) buildPipeline(self certs.Identity, eps endpointPolicy, index *ad
 	if err := a.computeEndpoints(); err != nil {
 		return err
 	}
+	if a.adv, err = newAdvertiser(a.cfg.StateDir, a.keys.device, a.cfg.Now); err != nil {
+		return err
+	}
+	a.candidates = a.localOnly
+	if _, err := a.refreshAdvert(); err != nil { // before the first watch, which publishes it
+		return err
+	}
 	coordURL := a.cfg.ServerURL
 	if a.enr.Cert.CoordinatorURL != "" {
 		if coordURL, err = parseHTTPS(a.enr.Cert.CoordinatorURL); err != nil {

@@ -153,8 +153,8 @@ func (r *rig) send(t *testing.T, evs ...*wire.Event) {
 // peer is p as a coordinator relays it, with a loopback endpoint.
 func (r *rig) peer(t *testing.T, label string, p certs.MachineProfile, port uint16, opts ...testca.Option) wire.Peer {
 	t.Helper()
-	b, _ := r.pki.IssueMachine(t, p, opts...)
-	return wire.Peer{Label: label, Bundle: b.Wire(), Endpoints: []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)}}
+	b, key := r.pki.IssueMachine(t, p, opts...)
+	return advertise(t, wire.Peer{Label: label, Bundle: b.Wire()}, key, p, time.Now(), netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port))
 }
 
 // devPeer is what the WireGuard device holds for one peer.

@@ -22,6 +22,7 @@ type publication struct {
 	endpoints []netip.AddrPort
 	inclusion *translog.InclusionBundle // the machine certificate's
 	userIncl  *translog.InclusionBundle // the user certificate's
+	advert    []byte                    // the signed endpoint advertisement (advertise.go)
 }
 
 // publish is the publication as sent.
@@ -29,11 +30,17 @@ func (p *publication) publish() wire.Publish {
 	_, b := p.ident.get()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	w := wire.Publish{Bundle: b.Wire(), Endpoints: p.endpoints, Inclusion: p.inclusion}
+	w := wire.Publish{Bundle: b.Wire(), Endpoints: p.endpoints, Inclusion: p.inclusion, Advertisement: p.advert}
 	if b.User != nil {
 		w.UserInclusion = p.userIncl
 	}
 	return w
+}
+
+func (p *publication) setAdvertisement(b []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.advert = b
 }
 
 func (p *publication) setEndpoints(eps []netip.AddrPort) {

@@ -24,6 +24,7 @@ type verifier struct {
 	peers  *peerSet      // next
 	opts   verifyConfig
 	logger *slog.Logger
+	book   *candidateBook // the advertisements accepted (made on first use)
 }
 
 // verifyConfig is how the verification stage judges peers.
@@ -111,7 +112,8 @@ func (v *verifier) peer(tx peerTx, p *wire.Peer) {
 			}
 		}
 	}
-	tx.admit(&verifiedPeer{label: p.Label, id: id, hints: p.Endpoints, machine: b.Machine, user: b.User}, v.degraded())
+	hints := v.candidates(tx, p.Label, id, p.Advertisement) // never p.Endpoints (candidates.go)
+	tx.admit(&verifiedPeer{label: p.Label, id: id, hints: hints, machine: b.Machine, user: b.User}, v.degraded())
 }
 
 // degraded says why no new peer may be admitted now (nil: they may): the

@@ -190,8 +190,9 @@ func issued(edit func(f *fixture, p *certs.MachineProfile), opts ...testca.Optio
 		if edit != nil {
 			edit(f, &p)
 		}
-		b, _ := f.PKI.IssueMachine(t, p, opts...)
-		return wire.Peer{Bundle: b.Wire()}
+		b, key := f.PKI.IssueMachine(t, p, opts...)
+		// Its device signs its endpoint, as a real one would.
+		return wire.Peer{Bundle: b.Wire(), Advertisement: signAdvert(t, key, p.DeviceID, p.WireGuardKey, time.Now(), a.Endpoint())}
 	}
 }
 
@@ -293,9 +294,10 @@ func TestPositiveControl(t *testing.T) {
 	f := newFixture(t)
 	a := f.newAttacker(t, "legit")
 	p := f.legitProfile(t, a)
-	b, _ := f.PKI.IssueMachine(t, p)
+	b, key := f.PKI.IssueMachine(t, p)
 	mark := f.Victim.Probe.Mark()
-	send(t, f.Victim.Conn, upsert(wire.Peer{Label: "legit", Bundle: b.Wire(), Endpoints: []netip.AddrPort{a.Endpoint()}}))
+	send(t, f.Victim.Conn, upsert(wire.Peer{Label: "legit", Bundle: b.Wire(), Endpoints: []netip.AddrPort{a.Endpoint()},
+		Advertisement: signAdvert(t, key, p.DeviceID, p.WireGuardKey, time.Now(), a.Endpoint())}))
 	st := waitStatus(t, f.Victim, "the legitimate bundle to be verified", func(st *agent.Status) bool {
 		_, ok := peerOf(st, p.DeviceID)
 		return ok
@@ -451,8 +453,8 @@ func TestCoordinatorLies(t *testing.T) {
 			peer: func(_ *testing.T, f *fixture, _ *attacker) wire.Peer {
 				return wire.Peer{Bundle: f.Victim.Conn.Publish.Bundle}
 			}},
-		// The coordinator may pick the endpoint: the attacker gets the
-		// victim's packets for the peer, but cannot answer them.
+		// The coordinator cannot pick the endpoint: the attacker's, unsigned,
+		// is no candidate, and the peer stays where it is.
 		{name: "peer-bundle-attacker-endpoint", src: peerAddrs, label: peerLabel,
 			peer: func(_ *testing.T, f *fixture, a *attacker) wire.Peer {
 				return wire.Peer{Bundle: f.Peer.Conn.Publish.Bundle, Endpoints: []netip.AddrPort{a.Endpoint()}}
@@ -461,8 +463,9 @@ func TestCoordinatorLies(t *testing.T) {
 				ps, ok := peerOf(r.status, f.Peer.Self.DeviceID)
 				if !ok || ps.WireGuardKey != f.Peer.Self.WireGuardKey {
 					t.Errorf("the legitimate peer is not configured as before: %+v", ps)
-				} else if ps.Endpoint != r.a.Endpoint().String() {
-					t.Logf("endpoint shown %q, attacker's %s (the peer roamed back)", ps.Endpoint, r.a.Endpoint())
+				}
+				if wp, _ := devicePeer(t, f.Victim, f.Peer.Self.WireGuardKey); wp.Endpoint == r.a.Endpoint() {
+					t.Errorf("the legitimate peer's endpoint is the attacker's %s", wp.Endpoint)
 				}
 			}},
 		{name: "peer-bundle-new-label", src: peerAddrs,
@@ -517,8 +520,8 @@ func TestCoordinatorLies(t *testing.T) {
 			peer: func(t *testing.T, f *fixture, a *attacker) wire.Peer {
 				p := f.legitProfile(t, a)
 				p.Addresses = f.freshAddrs()
-				b, _ := f.PKI.IssueMachine(t, p)
-				return wire.Peer{Bundle: b.Wire()}
+				b, key := f.PKI.IssueMachine(t, p)
+				return wire.Peer{Bundle: b.Wire(), Advertisement: signAdvert(t, key, p.DeviceID, p.WireGuardKey, time.Now(), a.Endpoint())}
 			},
 			line: func(t *testing.T, ev *wire.Event) []byte {
 				raw, err := json.Marshal(ev)

@@ -135,8 +135,8 @@ func brCoordinatorMoveIP(t *testing.T) {
 		// Even a certificate the CA issued naming the peer's addresses (an
 		// old one for an address since reassigned) does not take them.
 		{name: "conflicting-certificate-for-the-peers-addresses", want: agent.ReasonAddressConflict, src: peerAddrs, peer: issued(nil)},
-		// The endpoint is the coordinator's to choose: the attacker gets
-		// the peer's packets, sealed for the peer, and cannot send as it.
+		// The endpoint is not the coordinator's to choose: unsigned, the
+		// attacker's is no candidate (TestCoordinatorCannotAimHandshakes).
 		{name: "peer-bundle-at-the-attackers-endpoint", src: peerAddrs, label: peerLabel,
 			peer: func(_ *testing.T, f *fixture, a *attacker) wire.Peer {
 				return wire.Peer{Bundle: f.Peer.Conn.Publish.Bundle, Endpoints: []netip.AddrPort{a.Endpoint()}}
@@ -144,6 +144,9 @@ func brCoordinatorMoveIP(t *testing.T) {
 			check: func(t *testing.T, f *fixture, r *attackRun) {
 				if ps, ok := peerOf(r.status, f.Peer.Self.DeviceID); !ok || !slices.Equal(ps.Addresses, f.Peer.Self.Addresses) {
 					t.Errorf("the peer's addresses changed: %+v (found %v)", ps, ok)
+				}
+				if wp, _ := devicePeer(t, f.Victim, f.Peer.Self.WireGuardKey); wp.Endpoint == r.a.Endpoint() {
+					t.Errorf("the peer's endpoint is the attacker's %s", wp.Endpoint)
 				}
 			}},
 	})

@@ -50,9 +50,10 @@ func brDeviceActAsAnother(t *testing.T) {
 			peer: func(t *testing.T, f *fixture, a *attacker) wire.Peer {
 				prof := f.legitProfile(t, a)
 				withUserID = prof.DeviceID
-				own, _ := f.PKI.IssueMachine(t, prof)
+				own, key := f.PKI.IssueMachine(t, prof)
 				u := f.PKI.IssueUser(t, peerBundle, testca.WithEmail(goodEmail))
-				return wire.Peer{Bundle: attachUser(own, u).Wire()}
+				return wire.Peer{Bundle: attachUser(own, u).Wire(),
+					Advertisement: signAdvert(t, key, prof.DeviceID, prof.WireGuardKey, time.Now(), a.Endpoint())}
 			},
 			check: func(t *testing.T, f *fixture, r *attackRun) {
 				ps, ok := peerOf(r.status, withUserID)

@@ -432,8 +432,8 @@ func TestStaleCRL(t *testing.T) {
 		})
 		f.connectPeer(t)
 		a := f.newAttacker(t, "newcomer")
-		b, _ := f.PKI.IssueMachine(t, f.legitProfile(t, a))
-		newcomer := relay("newcomer", b, a.Endpoint())
+		b, bKey := f.PKI.IssueMachine(t, f.legitProfile(t, a))
+		newcomer := f.relay(t, "newcomer", b, bKey, a.Endpoint())
 		// The CA's next CRL as it would sign it, current until the test
 		// moves the victim's clock past it.
 		now := f.Victim.Clock.Now()
@@ -504,8 +504,8 @@ func TestStaleCRL(t *testing.T) {
 			t.Fatalf("the victim's CRL status is %+v, want number %d, stale, policy %s", st.CRL, n, agent.DegradedKeep)
 		}
 		a := f.newAttacker(t, "newcomer")
-		b, _ := f.PKI.IssueMachine(t, f.legitProfile(t, a))
-		send(t, f.Victim.Conn, relay("newcomer", b, a.Endpoint()))
+		b, bKey := f.PKI.IssueMachine(t, f.legitProfile(t, a))
+		send(t, f.Victim.Conn, f.relay(t, "newcomer", b, bKey, a.Endpoint()))
 		st = f.sync(t)
 		if r, ok := rejectionOf(st, "newcomer"); ok {
 			t.Errorf("with policy keep a new peer was refused: %+v", r)

@@ -100,7 +100,8 @@ func (n *node) Endpoint() netip.AddrPort {
 
 // AsPeer is the node as an honest coordinator would relay it.
 func (n *node) AsPeer() wire.Peer {
-	return wire.Peer{Label: string(n.Self.DeviceID), Bundle: n.Conn.Publish.Bundle, Endpoints: n.Conn.Publish.Endpoints}
+	return wire.Peer{Label: string(n.Self.DeviceID), Bundle: n.Conn.Publish.Bundle, Endpoints: n.Conn.Publish.Endpoints,
+		Advertisement: n.Conn.Publish.Advertisement}
 }
 
 // newFixture sets up the CA, the hostile coordinator, the victim (with a

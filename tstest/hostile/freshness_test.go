@@ -139,8 +139,8 @@ func TestPolicyPastValidUntil(t *testing.T) {
 			f.peerTraffic(t, false) // the stale v2 is still enforced
 
 			a := f.newAttacker(t, "newcomer")
-			b, _ := f.PKI.IssueMachine(t, f.legitProfile(t, a))
-			send(t, f.Victim.Conn, relay("newcomer", b, a.Endpoint()))
+			b, bKey := f.PKI.IssueMachine(t, f.legitProfile(t, a))
+			send(t, f.Victim.Conn, f.relay(t, "newcomer", b, bKey, a.Endpoint()))
 			st = f.sync(t)
 			r, refused := rejectionOf(st, "newcomer")
 			_, configured := devicePeer(t, f.Victim, a.Pub)

@@ -5,6 +5,7 @@ package hostile_test
 // coordinator keeps quiet about it.
 
 import (
+	"crypto"
 	"net/netip"
 	"slices"
 	"testing"
@@ -43,8 +44,17 @@ func mustNotReach(t *testing.T, f *fixture, a *attacker) {
 	}
 }
 
-func relay(label string, b certs.Bundle, endpoints ...netip.AddrPort) *wire.Event {
-	return upsert(wire.Peer{Label: label, Bundle: b.Wire(), Endpoints: endpoints})
+// relay is b relayed under label with endpoints, and with an
+// advertisement of them signed by key, b's device key, as the device
+// would publish it (endpoints that cannot be signed only as raw ones).
+func (f *fixture) relay(t *testing.T, label string, b certs.Bundle, key crypto.Signer, endpoints ...netip.AddrPort) *wire.Event {
+	t.Helper()
+	id, err := certs.Verify(b, f.PKI.Roots(), nil, time.Now())
+	if err != nil {
+		t.Fatalf("relaying %s: %v", label, err)
+	}
+	return upsert(wire.Peer{Label: label, Bundle: b.Wire(), Endpoints: endpoints,
+		Advertisement: signAdvert(t, key, id.DeviceID, id.WireGuardKey, time.Now(), signable(endpoints)...)})
 }
 
 // TestReplayAfterRotation: a device's old certificate, for a key it has
@@ -57,19 +67,19 @@ func TestReplayAfterRotation(t *testing.T) {
 	newKey := f.newAttacker(t, "new-key", oldKey.Addrs...)
 	p := f.legitProfile(t, oldKey)
 	now := time.Now()
-	oldCert, _ := f.PKI.IssueMachine(t, p, testca.WithValidity(now.Add(-2*time.Hour), now.Add(22*time.Hour)))
+	oldCert, oldCertKey := f.PKI.IssueMachine(t, p, testca.WithValidity(now.Add(-2*time.Hour), now.Add(22*time.Hour)))
 	p.WireGuardKey = newKey.Pub
-	newCert, _ := f.PKI.IssueMachine(t, p, testca.WithValidity(now.Add(-time.Hour), now.Add(23*time.Hour)))
+	newCert, newCertKey := f.PKI.IssueMachine(t, p, testca.WithValidity(now.Add(-time.Hour), now.Add(23*time.Hour)))
 	const label = "rotating"
 
 	// Before the rotation the old certificate is the device's: the harness
 	// sees its key get through.
-	send(t, f.Victim.Conn, relay(label, oldCert, oldKey.Endpoint()))
+	send(t, f.Victim.Conn, f.relay(t, label, oldCert, oldCertKey, oldKey.Endpoint()))
 	f.sync(t)
 	mustReach(t, f, oldKey)
 
 	// The device rotates its key.
-	send(t, f.Victim.Conn, relay(label, newCert, newKey.Endpoint()))
+	send(t, f.Victim.Conn, f.relay(t, label, newCert, newCertKey, newKey.Endpoint()))
 	st := f.sync(t)
 	if ps, ok := peerOf(st, p.DeviceID); !ok || ps.WireGuardKey != newKey.Pub {
 		t.Fatalf("after the rotation the device is %+v (found %v), want key %v", ps, ok, newKey.Pub)
@@ -81,7 +91,7 @@ func TestReplayAfterRotation(t *testing.T) {
 	// The coordinator replays the old certificate, under the device's
 	// label and under another.
 	for _, l := range []string{label, "replay"} {
-		send(t, f.Victim.Conn, relay(l, oldCert, oldKey.Endpoint()))
+		send(t, f.Victim.Conn, f.relay(t, l, oldCert, oldCertKey, oldKey.Endpoint()))
 		st := f.sync(t)
 		if r, ok := rejectionOf(st, l); !ok || r.Reason != agent.ReasonReplayed {
 			t.Errorf("replay under %q: got %+v (refused: %v), want refusal %q", l, r, ok, agent.ReasonReplayed)
@@ -117,9 +127,9 @@ func TestExpiredPeerIsRemoved(t *testing.T) {
 	f := newFixture(t)
 	a := f.newAttacker(t, "short-lived")
 	now := f.Victim.Clock.Now()
-	b, _ := f.PKI.IssueMachine(t, f.legitProfile(t, a), testca.WithValidity(now.Add(-time.Minute), now.Add(shortLife)))
+	b, bKey := f.PKI.IssueMachine(t, f.legitProfile(t, a), testca.WithValidity(now.Add(-time.Minute), now.Add(shortLife)))
 	const label = "short-lived"
-	send(t, f.Victim.Conn, relay(label, b, a.Endpoint()))
+	send(t, f.Victim.Conn, f.relay(t, label, b, bKey, a.Endpoint()))
 	f.sync(t)
 	mustReach(t, f, a)
 
@@ -131,7 +141,7 @@ func TestExpiredPeerIsRemoved(t *testing.T) {
 	if _, ok := devicePeer(t, f.Victim, a.Pub); ok {
 		t.Errorf("the expired peer's key is still a WireGuard peer")
 	}
-	send(t, f.Victim.Conn, relay(label, b, a.Endpoint()))
+	send(t, f.Victim.Conn, f.relay(t, label, b, bKey, a.Endpoint()))
 	st := f.sync(t)
 	if r, ok := rejectionOf(st, label); !ok || r.Reason != certs.ReasonExpired {
 		t.Errorf("relayed again after expiry: got %+v (refused: %v), want refusal %q", r, ok, certs.ReasonExpired)
@@ -174,11 +184,11 @@ func TestUnusableEndpointOrphansPeer(t *testing.T) {
 		f := newFixture(t)
 		a := f.newAttacker(t, "orphan")
 		now := f.Victim.Clock.Now()
-		b, _ := f.PKI.IssueMachine(t, f.legitProfile(t, a), testca.WithValidity(now.Add(-time.Minute), now.Add(shortLife)))
-		send(t, f.Victim.Conn, relay("orphan", b, a.Endpoint()))
+		b, bKey := f.PKI.IssueMachine(t, f.legitProfile(t, a), testca.WithValidity(now.Add(-time.Minute), now.Add(shortLife)))
+		send(t, f.Victim.Conn, f.relay(t, "orphan", b, bKey, a.Endpoint()))
 		f.sync(t)
 		mustReach(t, f, a)
-		send(t, f.Victim.Conn, relay("orphan", b, bad...))
+		send(t, f.Victim.Conn, f.relay(t, "orphan", b, bKey, bad...))
 		f.sync(t)
 		checkDeviceMatchesStatus(t, f.Victim)
 		f.Victim.Clock.AdvanceTo(b.Machine.NotAfter.Add(time.Second)) // the certificate expires; nothing sleeps

@@ -130,7 +130,7 @@ func (f *logFixture) latestPublish(n *node) wire.Publish {
 func (f *logFixture) loggedPeer(n *node) wire.Peer {
 	pub := f.latestPublish(n)
 	return wire.Peer{Label: string(n.Self.DeviceID), Bundle: pub.Bundle, Endpoints: pub.Endpoints,
-		Inclusion: pub.Inclusion, UserInclusion: pub.UserInclusion}
+		Advertisement: pub.Advertisement, Inclusion: pub.Inclusion, UserInclusion: pub.UserInclusion}
 }
 
 // syncNode is fixture.sync for any node: an empty bundle under a fresh

@@ -70,8 +70,10 @@ func (f *fixture) issuedPeer(t *testing.T, label string, eps ...netip.AddrPort) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := f.PKI.IssueMachine(t, f.profile(t, label, k.Public()))
-	return wire.Peer{Label: label, Bundle: b.Wire(), Endpoints: eps}, k.Public()
+	p := f.profile(t, label, k.Public())
+	b, key := f.PKI.IssueMachine(t, p)
+	return wire.Peer{Label: label, Bundle: b.Wire(), Endpoints: eps,
+		Advertisement: signAdvert(t, key, p.DeviceID, p.WireGuardKey, time.Now(), signable(eps)...)}, k.Public()
 }
 
 // relayVerified relays p to n and waits until n verified it.
@@ -200,8 +202,8 @@ func TestEndpointRotationReachesPeer(t *testing.T) {
 	if err := a.Dev.UpsertPeer(wgdev.Peer{PublicKey: f.Victim.Self.WireGuardKey, AllowedIPs: hostPrefixes(f.Victim.Self.Addresses)}); err != nil {
 		t.Fatal(err)
 	}
-	b, _ := f.PKI.IssueMachine(t, f.legitProfile(t, a))
-	send(t, f.Victim.Conn, relay("behind", b, silent.Addr, a.Endpoint()))
+	b, bKey := f.PKI.IssueMachine(t, f.legitProfile(t, a))
+	send(t, f.Victim.Conn, f.relay(t, "behind", b, bKey, silent.Addr, a.Endpoint()))
 	for deadline := time.Now().Add(waitFor); ; time.Sleep(50 * time.Millisecond) {
 		if _, n := silent.counts(); n > 0 {
 			break

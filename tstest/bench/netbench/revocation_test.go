@@ -175,7 +175,8 @@ func (m *revMesh) revoke(name string, observers []*revNode, deadline time.Durati
 	b := m.b
 	b.Helper()
 	target := m.start(name, time.Hour)
-	peer := wire.Peer{Label: string(target.self.DeviceID), Bundle: target.conn.Publish.Bundle, Endpoints: target.conn.Publish.Endpoints}
+	peer := wire.Peer{Label: string(target.self.DeviceID), Bundle: target.conn.Publish.Bundle, Endpoints: target.conn.Publish.Endpoints,
+		Advertisement: target.conn.Publish.Advertisement}
 	for _, o := range observers {
 		if err := o.conn.Send(&wire.Event{Type: wire.EventUpsert, Peer: &peer}); err != nil {
 			b.Fatal(err)
