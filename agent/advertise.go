@@ -152,6 +152,7 @@ func (a *Agent) advertiseLoop(ctx context.Context, changes <-chan netmon.State) 
 				continue
 			}
 		}
+		before := a.pub.advertised()
 		if len(a.cfg.AdvertiseAddrs) == 0 {
 			if err := a.computeEndpoints(); err != nil {
 				log.Warn("reading this machine's addresses", "err", err)
@@ -161,6 +162,16 @@ func (a *Agent) advertiseLoop(ctx context.Context, changes <-chan netmon.State) 
 		isNew, err := a.refreshAdvert()
 		if err != nil {
 			log.Error("signing the endpoint advertisement", "err", err)
+			continue
+		}
+		if moved := a.pub.advertised(); !slices.Equal(before, moved) {
+			// A new network: connections from the old address are dead
+			// (their source is gone) and would hang until TCP gives up.
+			// Fresh ones, and a watch reopened over them, which
+			// publishes the new advertisement.
+			log.Info("this machine's addresses changed: reconnecting and advertising the new endpoints", "endpoints", moved)
+			a.caAPI.rotate()
+			a.coord.moved()
 			continue
 		}
 		if !isNew {
