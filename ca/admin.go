@@ -67,7 +67,7 @@ func (c *CA) AdminHandler() http.Handler {
 		for _, s := range req.Tags {
 			t, err := certs.ParseTag(s)
 			if err != nil {
-				c.reply(w, r, nil, &Error{Code: CodeBadRequest, Msg: "tags", Err: err})
+				c.reply(w, r, nil, refuseErr(CodeBadRequest, err, "tags"))
 				return
 			}
 			tags = append(tags, t)
@@ -79,7 +79,7 @@ func (c *CA) AdminHandler() http.Handler {
 	mux.HandleFunc("POST "+AdminPathDevices+"/{id}/revoke", func(w http.ResponseWriter, r *http.Request) {
 		id, err := certs.ParseDeviceID(r.PathValue("id"))
 		if err != nil {
-			c.reply(w, r, nil, &Error{Code: CodeBadRequest, Msg: "device ID", Err: err})
+			c.reply(w, r, nil, refuseErr(CodeBadRequest, err, "device ID"))
 			return
 		}
 		dev, err := c.Revoke(r.Context(), id)
@@ -105,7 +105,7 @@ func (c *CA) AdminHandler() http.Handler {
 		var req PublishRequest
 		r.Body = http.MaxBytesReader(w, r.Body, 2*policy.MaxSize)
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-			c.reply(w, r, nil, &Error{Code: CodeBadRequest, Msg: "policy publish request", Err: err})
+			c.reply(w, r, nil, refuseErr(CodeBadRequest, err, "policy publish request"))
 			return
 		}
 		info, err := c.PublishPolicy(r.Context(), []byte(req.Source))

@@ -36,10 +36,10 @@ func checkCSRAndProof(csrDER []byte, wg certs.WireGuardKey, nonce string, proof 
 	}
 	csr, err := x509.ParseCertificateRequest(csrDER)
 	if err != nil {
-		return nil, &Error{Code: CodeBadCSR, Msg: "certificate request is not valid DER", Err: err}
+		return nil, refuseErr(CodeBadCSR, err, "certificate request is not valid DER")
 	}
 	if err := csr.CheckSignature(); err != nil {
-		return nil, &Error{Code: CodeBadCSR, Msg: "certificate request is not signed by its key", Err: err}
+		return nil, refuseErr(CodeBadCSR, err, "certificate request is not signed by its key")
 	}
 	pub, ok := csr.PublicKey.(*ecdsa.PublicKey)
 	if !ok || pub.Curve != elliptic.P256() {
@@ -82,7 +82,7 @@ func (c *CA) Enroll(ctx context.Context, req wire.EnrollRequest) (wire.Certifica
 func (c *CA) EnrollFrom(ctx context.Context, req wire.EnrollRequest, remote string) (wire.CertificateResponse, error) {
 	host, err := certs.ParseHostname(req.Hostname)
 	if err != nil {
-		return wire.CertificateResponse{}, &Error{Code: CodeBadRequest, Msg: "hostname", Err: err}
+		return wire.CertificateResponse{}, refuseErr(CodeBadRequest, err, "hostname")
 	}
 	if err := c.takeNonce(ctx, req.Nonce, nonceAnonymous); err != nil {
 		return wire.CertificateResponse{}, err

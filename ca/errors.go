@@ -1,9 +1,10 @@
 package ca
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
+
+	"github.com/certmesh/certmesh/internal/reason"
 )
 
 // Code classifies why the CA refused a request.
@@ -36,31 +37,28 @@ const (
 	CodeLoginExpired   Code = "login-expired"    // the login session timed out
 )
 
-// Error is a refusal with a message that says what was wrong.
-type Error struct {
-	Code Code
-	Msg  string
-	Err  error
-}
+// Error is a refusal: its Code (the Reason field), returned to clients in
+// wire.Error.Code, and Err, what was wrong, wrapping the cause if any.
+// Its message is Err's.
+type Error = reason.Error[Code, errorMessage]
 
-func (e *Error) Error() string {
-	if e.Err != nil {
-		return fmt.Sprintf("%s: %v", e.Msg, e.Err)
-	}
-	return e.Msg
-}
+type errorMessage struct{}
 
-func (e *Error) Unwrap() error { return e.Err }
+func (errorMessage) Format(_ string, err error) string { return err.Error() }
 
 func refuse(code Code, format string, args ...any) *Error {
-	return &Error{Code: code, Msg: fmt.Sprintf(format, args...)}
+	return &Error{Reason: code, Err: fmt.Errorf(format, args...)}
+}
+
+// refuseErr is refuse for a refusal caused by err: "what: err".
+func refuseErr(code Code, err error, format string, args ...any) *Error {
+	return reason.Wrap[Code, errorMessage](code, err, format, args...)
 }
 
 // CodeOf returns the refusal code of err (CodeInternal if it has none).
 func CodeOf(err error) Code {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Code
+	if c := reason.Of[Code, errorMessage](err); c != "" {
+		return c
 	}
 	return CodeInternal
 }

@@ -66,7 +66,7 @@ func FuzzCheckCSRAndProof(f *testing.F) {
 		copy(key[:], wg)
 		cr, err := checkCSRAndProof(csrDER, key, nonce+nonceSuffix, sig)
 		if err != nil {
-			if e, ok := err.(*Error); !ok || e.Code == "" {
+			if e, ok := err.(*Error); !ok || e.Reason == "" {
 				t.Fatalf("refusal %v (%T) is not a coded *Error", err, err)
 			}
 			return

@@ -138,8 +138,8 @@ func WriteError(w http.ResponseWriter, log *slog.Logger, r *http.Request, err er
 		writeJSON(w, http.StatusInternalServerError, wire.Error{Error: "internal error", Code: string(CodeInternal)})
 		return
 	}
-	log.Warn("request refused", "path", r.URL.Path, "remote", r.RemoteAddr, "code", e.Code, "err", e)
-	writeJSON(w, httpStatus(e.Code), wire.Error{Error: e.Error(), Code: string(e.Code)})
+	log.Warn("request refused", "path", r.URL.Path, "remote", r.RemoteAddr, "code", e.Reason, "err", e)
+	writeJSON(w, httpStatus(e.Reason), wire.Error{Error: e.Error(), Code: string(e.Reason)})
 }
 
 // ReadJSON decodes a bounded JSON body, refusing unknown fields and
@@ -153,7 +153,7 @@ func ReadJSON(w http.ResponseWriter, r *http.Request, v any) error {
 		if errors.As(err, &mbe) {
 			return refuse(CodeBadRequest, "request body is larger than %d bytes", wire.MaxRequestSize)
 		}
-		return &Error{Code: CodeBadRequest, Msg: "request body is not valid JSON for this endpoint", Err: err}
+		return refuseErr(CodeBadRequest, err, "request body is not valid JSON for this endpoint")
 	}
 	// Anything but white space up to EOF is trailing data. (dec.More
 	// misses a stray '}' or ']', which it takes for the end of a value.)

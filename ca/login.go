@@ -247,9 +247,9 @@ func (c *CA) finishLogin(ctx context.Context, s *loginSession, u verifiedUser, e
 	if err != nil {
 		e, ok := err.(*Error)
 		if !ok {
-			e = &Error{Code: CodeInternal, Msg: "login", Err: err}
+			e = refuseErr(CodeInternal, err, "login")
 		}
-		if e.Code == CodeLoginPending {
+		if e.Reason == CodeLoginPending {
 			c.logins.mu.Lock()
 			s.user = &u
 			c.logins.mu.Unlock()
@@ -258,7 +258,7 @@ func (c *CA) finishLogin(ctx context.Context, s *loginSession, u verifiedUser, e
 			return loginOutcome{msg: fmt.Sprintf("Signed in as %s. An administrator must approve this first login; your device will get its certificate then.", u.Email)}
 		}
 		c.logins.set(s, wire.LoginFailed, e, nil)
-		c.log.Warn("login refused", "device", s.device, "login", s.id, "code", e.Code, "err", e)
+		c.log.Warn("login refused", "device", s.device, "login", s.id, "code", e.Reason, "err", e)
 		return loginOutcome{err: e}
 	}
 	return c.issueForLogin(ctx, s, u)
@@ -270,7 +270,7 @@ func (c *CA) issueForLogin(ctx context.Context, s *loginSession, u verifiedUser)
 	if err != nil {
 		e, ok := err.(*Error)
 		if !ok {
-			e = &Error{Code: CodeInternal, Msg: "issuing user certificate", Err: err}
+			e = refuseErr(CodeInternal, err, "issuing user certificate")
 		}
 		c.logins.set(s, wire.LoginFailed, e, nil)
 		c.log.Error("issuing user certificate", "device", s.device, "email", u.Email, "err", err)
@@ -300,7 +300,7 @@ func (c *CA) PollLogin(ctx context.Context, peer []*x509.Certificate, req wire.L
 		case st == wire.LoginDone:
 			return *res, nil
 		case st == wire.LoginFailed:
-			return wire.LoginPollResponse{Status: st, Code: string(fail.Code), Message: fail.Error()}, nil
+			return wire.LoginPollResponse{Status: st, Code: string(fail.Reason), Message: fail.Error()}, nil
 		case c.now().After(s.expires):
 			e := refuse(CodeLoginExpired, "the login was not completed before %s", s.expires.UTC().Format(time.RFC3339))
 			c.logins.set(s, wire.LoginFailed, e, nil)
@@ -313,7 +313,7 @@ func (c *CA) PollLogin(ctx context.Context, peer []*x509.Certificate, req wire.L
 		if st != known {
 			r := wire.LoginPollResponse{Status: st}
 			if fail != nil {
-				r.Code, r.Message = string(fail.Code), fail.Error()
+				r.Code, r.Message = string(fail.Reason), fail.Error()
 			}
 			return r, nil
 		}
@@ -322,7 +322,7 @@ func (c *CA) PollLogin(ctx context.Context, peer []*x509.Certificate, req wire.L
 		case <-timer.C:
 			r := wire.LoginPollResponse{Status: st}
 			if fail != nil {
-				r.Code, r.Message = string(fail.Code), fail.Error()
+				r.Code, r.Message = string(fail.Reason), fail.Error()
 			}
 			return r, nil
 		case <-ctx.Done():

@@ -38,7 +38,7 @@ func FuzzSpendNonce(f *testing.F) {
 			return
 		}
 		var e *Error
-		if !errors.As(err, &e) || e.Code != CodeBadNonce {
+		if !errors.As(err, &e) || e.Reason != CodeBadNonce {
 			t.Fatalf("refusal %v is not a typed bad-nonce error", err)
 		}
 	})
@@ -61,7 +61,7 @@ func TestSpentNoncesBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	var e *Error
-	if err := n.spend(v, now.Add(time.Second), nonceAnonymous); !errors.As(err, &e) || e.Code != CodeRateLimited {
+	if err := n.spend(v, now.Add(time.Second), nonceAnonymous); !errors.As(err, &e) || e.Reason != CodeRateLimited {
 		t.Fatalf("spend with a full cache = %v, want a rate-limited refusal", err)
 	}
 	if len(n.spent) != maxSpentNonces {
@@ -73,7 +73,7 @@ func TestSpentNoncesBounded(t *testing.T) {
 	if err := n.spend(r, now.Add(time.Second), nonceAuthenticated); err != nil {
 		t.Fatalf("an authenticated renewal with the anonymous cache full: %v", err)
 	}
-	if err := n.spend(r, now.Add(time.Second), nonceAnonymous); !errors.As(err, &e) || e.Code != CodeBadNonce {
+	if err := n.spend(r, now.Add(time.Second), nonceAnonymous); !errors.As(err, &e) || e.Reason != CodeBadNonce {
 		t.Fatalf("a nonce spent by a renewal, presented again anonymously: %v, want already used", err)
 	}
 	// The refused nonce was not spent: once the others expire it still works.
@@ -85,7 +85,7 @@ func TestSpentNoncesBounded(t *testing.T) {
 	if len(n.spent) != 1 {
 		t.Fatalf("expired entries kept: %d", len(n.spent))
 	}
-	if err := n.spend(v, later, nonceAnonymous); !errors.As(err, &e) || e.Code != CodeBadNonce {
+	if err := n.spend(v, later, nonceAnonymous); !errors.As(err, &e) || e.Reason != CodeBadNonce {
 		t.Fatalf("expired nonce: %v", err)
 	}
 }

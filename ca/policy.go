@@ -137,11 +137,11 @@ func (c *CA) PublishPolicy(ctx context.Context, src []byte) (PolicyInfo, error) 
 		return PolicyInfo{}, refuse(CodeNotFound, "this CA has no policy signer (state directory from an older version)")
 	}
 	if _, err := policy.Parse(src); err != nil {
-		return PolicyInfo{}, &Error{Code: CodeBadRequest, Msg: "policy", Err: err}
+		return PolicyInfo{}, refuseErr(CodeBadRequest, err, "policy")
 	}
 	doc, err := policy.SignValidFor(st.doc.Version+1, src, st.signer.Key, []*x509.Certificate{st.signer.Cert}, c.now(), c.policyValidity())
 	if err != nil {
-		return PolicyInfo{}, &Error{Code: CodeBadRequest, Msg: "policy refused", Err: err}
+		return PolicyInfo{}, refuseErr(CodeBadRequest, err, "policy refused")
 	}
 	raw, err := doc.Marshal()
 	if err != nil {

@@ -180,6 +180,6 @@ func (c *CA) rateLimit(next http.Handler) http.Handler {
 		}
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
 		e := refuse(CodeRateLimited, "too many requests from %s: try again in %d s", key.Addr(), secs)
-		writeJSON(w, http.StatusTooManyRequests, wire.Error{Error: e.Error(), Code: string(e.Code)})
+		writeJSON(w, http.StatusTooManyRequests, wire.Error{Error: e.Error(), Code: string(e.Reason)})
 	})
 }

@@ -28,7 +28,7 @@ func (c *CA) Renew(ctx context.Context, peer []*x509.Certificate, req wire.Renew
 	}
 	id, err := certs.Verify(certs.Bundle{Machine: peer[0], Intermediates: peer[1:]}, c.roots, nil, c.now())
 	if err != nil {
-		return wire.CertificateResponse{}, &Error{Code: CodeForbidden, Msg: "client certificate", Err: err}
+		return wire.CertificateResponse{}, refuseErr(CodeForbidden, err, "client certificate")
 	}
 	if err := c.takeNonce(ctx, req.Nonce, nonceAuthenticated); err != nil {
 		return wire.CertificateResponse{}, err

@@ -25,13 +25,13 @@ import (
 func (c *CA) RenewExpired(ctx context.Context, req wire.RenewExpiredRequest) (wire.CertificateResponse, error) {
 	cert, err := x509.ParseCertificate(req.Certificate)
 	if err != nil {
-		return wire.CertificateResponse{}, &Error{Code: CodeBadRequest, Msg: "certificate is not valid DER", Err: err}
+		return wire.CertificateResponse{}, refuseErr(CodeBadRequest, err, "certificate is not valid DER")
 	}
 	// The chain and profile as they were while the certificate was valid.
 	b := certs.Bundle{Machine: cert, Intermediates: []*x509.Certificate{c.inter.Cert}}
 	id, err := certs.Verify(b, c.roots, nil, cert.NotAfter)
 	if err != nil {
-		return wire.CertificateResponse{}, &Error{Code: CodeForbidden, Msg: "certificate", Err: err}
+		return wire.CertificateResponse{}, refuseErr(CodeForbidden, err, "certificate")
 	}
 	now, window := c.now(), c.cfg.RenewalAfterExpiry()
 	if now.After(cert.NotAfter.Add(window)) {

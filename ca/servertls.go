@@ -185,15 +185,15 @@ func (c *CA) RenewServerCertificate(ctx context.Context, peer []*x509.Certificat
 	}
 	now := c.now()
 	if err := VerifyServerCertificate(peer, c.roots, now, c.inter.Cert); err != nil {
-		return wire.ServerCertificateResponse{}, &Error{Code: CodeForbidden, Msg: "client certificate", Err: err}
+		return wire.ServerCertificateResponse{}, refuseErr(CodeForbidden, err, "client certificate")
 	}
 	csr, err := x509.ParseCertificateRequest(req.CSR)
 	if err != nil {
-		return wire.ServerCertificateResponse{}, &Error{Code: CodeBadCSR, Msg: "CSR is not valid DER", Err: err}
+		return wire.ServerCertificateResponse{}, refuseErr(CodeBadCSR, err, "CSR is not valid DER")
 	}
 	cert, err := certs.IssueServerCertificate(c.inter, c.cfg.TrustDomain, csr, now)
 	if err != nil {
-		return wire.ServerCertificateResponse{}, &Error{Code: CodeBadCSR, Msg: "cannot issue", Err: err}
+		return wire.ServerCertificateResponse{}, refuseErr(CodeBadCSR, err, "cannot issue")
 	}
 	c.log.Info("server TLS certificate issued to a coordinator", "serial", fmt.Sprintf("%x", cert.SerialNumber),
 		"previous_serial", fmt.Sprintf("%x", peer[0].SerialNumber), "not_after", cert.NotAfter)

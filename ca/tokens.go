@@ -92,7 +92,7 @@ func (c *CA) redeemToken(tx store.Tx, presented string, dev certs.DeviceID) (sto
 // keeps the refusal.
 func enrolledAgainLocked(tx store.Tx, presented string, cr *checkedRequest, redeemErr error) (store.Device, bool) {
 	var e *Error
-	if !errors.As(redeemErr, &e) || e.Code != CodeTokenUsed {
+	if !errors.As(redeemErr, &e) || e.Reason != CodeTokenUsed {
 		return store.Device{}, false
 	}
 	id, _, _ := strings.Cut(strings.TrimPrefix(presented, tokenPrefix), ".")

@@ -106,7 +106,7 @@ func (c *CA) attestPolicy() attest.Policy {
 }
 
 func attestRefusal(err error) error {
-	return &Error{Code: CodeBadAttestation, Msg: "TPM attestation refused (" + string(attest.ReasonOf(err)) + ")", Err: err}
+	return refuseErr(CodeBadAttestation, err, "TPM attestation refused (%s)", string(attest.ReasonOf(err)))
 }
 
 // TPMChallenge checks the endorsement key and answers with a credential
@@ -256,7 +256,7 @@ func (c *CA) SetEKs(fps []string, allowed bool) error {
 	for _, s := range fps {
 		fp, err := attest.ParseEKFingerprint(s)
 		if err != nil {
-			return &Error{Code: CodeBadRequest, Msg: "EK fingerprint", Err: err}
+			return refuseErr(CodeBadRequest, err, "EK fingerprint")
 		}
 		parsed = append(parsed, fp)
 	}

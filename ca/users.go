@@ -22,7 +22,7 @@ func (c *CA) authenticateDevice(ctx context.Context, peer []*x509.Certificate) (
 	}
 	id, err := certs.Verify(certs.Bundle{Machine: peer[0], Intermediates: peer[1:]}, c.roots, nil, c.now())
 	if err != nil {
-		return certs.Identity{}, &Error{Code: CodeForbidden, Msg: "client certificate", Err: err}
+		return certs.Identity{}, refuseErr(CodeForbidden, err, "client certificate")
 	}
 	err = c.store.View(ctx, func(tx store.Tx) error {
 		_, err := currentDeviceLocked(tx, id)

@@ -14,6 +14,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -463,7 +464,7 @@ func TestErrorForm(t *testing.T) {
 	if !errors.As(err, &e) || e.Reason != attest.ReasonMalformed {
 		t.Fatalf("%T %v", err, err)
 	}
-	e2 := &attest.Error{Reason: attest.ReasonBadSignature, Detail: "d", Err: inner}
+	e2 := &attest.Error{Reason: attest.ReasonBadSignature, Err: fmt.Errorf("d: %w", inner)}
 	if !errors.Is(e2, inner) || !errors.Is(e2, attest.ReasonBadSignature) || errors.Is(e2, attest.ReasonMalformed) {
 		t.Fatal("errors.Is")
 	}

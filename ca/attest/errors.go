@@ -1,9 +1,6 @@
 package attest
 
-import (
-	"errors"
-	"fmt"
-)
+import "github.com/certmesh/certmesh/internal/reason"
 
 // Reason says why an attestation was refused. Its value is a stable,
 // machine-readable code (for logs, metrics and the wire); [Reason.Error]
@@ -95,51 +92,31 @@ func (r Reason) Error() string {
 	return "tpm attestation refused: " + string(r)
 }
 
-// Error is a refused attestation.
-type Error struct {
-	// Reason is the class of failure.
-	Reason Reason
-	// Detail says what exactly was wrong, in words for an admin.
-	Detail string
-	// Err is the underlying error, if any (a parse or chain error).
-	Err error
-}
+// Error is a refused attestation: its Reason, the class of failure, and
+// Err, what exactly was wrong in words for an admin, wrapping the
+// underlying error if any (a parse or chain error): "tpm attestation
+// refused: <reason's text>: <what>: <cause>". errors.Is(err, ReasonX)
+// tests its reason.
+type Error = reason.Error[Reason, errorMessage]
 
-func (e *Error) Error() string {
-	msg := "tpm attestation refused: " + e.Reason.Error()
-	if e.Detail != "" {
-		msg += ": " + e.Detail
-	}
-	if e.Err != nil {
-		msg += ": " + e.Err.Error()
+type errorMessage struct{}
+
+func (errorMessage) Format(r string, err error) string {
+	msg := "tpm attestation refused: " + Reason(r).Error()
+	if err != nil {
+		msg += ": " + err.Error()
 	}
 	return msg
 }
 
-// Unwrap returns the underlying error.
-func (e *Error) Unwrap() error { return e.Err }
-
-// Is reports whether target is e's Reason, so that
-// errors.Is(err, ReasonBadSignature) works.
-func (e *Error) Is(target error) bool {
-	r, ok := target.(Reason)
-	return ok && r == e.Reason
-}
-
 // ReasonOf returns the Reason of err if it is (or wraps) an [*Error], and
 // "" otherwise.
-func ReasonOf(err error) Reason {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Reason
-	}
-	return ""
+func ReasonOf(err error) Reason { return reason.Of[Reason, errorMessage](err) }
+
+func refuse(r Reason, format string, args ...any) error {
+	return reason.New[Reason, errorMessage](r, format, args...)
 }
 
-func refuse(r Reason, format string, args ...any) *Error {
-	return &Error{Reason: r, Detail: fmt.Sprintf(format, args...)}
-}
-
-func refuseErr(r Reason, err error, format string, args ...any) *Error {
-	return &Error{Reason: r, Detail: fmt.Sprintf(format, args...), Err: err}
+func refuseErr(r Reason, err error, format string, args ...any) error {
+	return reason.Wrap[Reason, errorMessage](r, err, format, args...)
 }

@@ -1,7 +1,7 @@
 // Package reason is the one implementation of the typed-reason errors of
-// the verification packages (certs, policy, translog): an error that
-// carries a machine-readable reason, says what was wrong, and wraps the
-// cause.
+// the verification packages (certs, policy, translog) and of the CA (ca,
+// ca/attest): an error that carries a machine-readable reason, says what
+// was wrong, and wraps the cause.
 //
 // Each package keeps its own Reason type and names its error type as an
 // alias of [Error], with its own message:
@@ -41,6 +41,21 @@ func (e *Error[R, M]) Error() string {
 
 // Unwrap returns the cause.
 func (e *Error[R, M]) Unwrap() error { return e.Err }
+
+// Is reports whether target is e's reason. It matters to a package whose
+// Reason type is itself an error (ca/attest): errors.Is(err, ReasonX)
+// then tests the reason of an *Error in err's chain.
+func (e *Error[R, M]) Is(target error) bool {
+	r, ok := any(target).(R)
+	return ok && r == e.Reason
+}
+
+// Wrap returns an *Error for r that says what was wrong,
+// fmt.Sprintf(format, args...), and wraps the cause err: its message is
+// "what: err".
+func Wrap[R ~string, M Message](r R, err error, format string, args ...any) *Error[R, M] {
+	return &Error[R, M]{Reason: r, Err: fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), err)}
+}
 
 // New returns an *Error for r whose cause is fmt.Errorf(format, args...).
 func New[R ~string, M Message](r R, format string, args ...any) error {

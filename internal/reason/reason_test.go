@@ -41,3 +41,24 @@ func TestErrorOfNew(t *testing.T) {
 		t.Fatalf("Of nil = %q", got)
 	}
 }
+
+type errReason string
+
+func (r errReason) Error() string { return string(r) }
+
+func TestIsAndWrap(t *testing.T) {
+	err := fmt.Errorf("outer: %w", Wrap[errReason, kindMessage]("bad", io.EOF, "reading %s", "x"))
+	if !errors.Is(err, errReason("bad")) || errors.Is(err, errReason("other")) {
+		t.Fatal("errors.Is does not test the reason")
+	}
+	if !errors.Is(err, io.EOF) {
+		t.Fatal("the cause is not wrapped")
+	}
+	if got := err.Error(); got != "outer: refused (bad): reading x: EOF" {
+		t.Fatalf("message %q", got)
+	}
+	// A reason that is not an error never matches a target.
+	if errors.Is(New[kind, kindMessage]("bad", "x"), errReason("bad")) {
+		t.Fatal("a reason of another type matched")
+	}
+}
