@@ -145,7 +145,7 @@ func (c *coordClient) watch(ctx context.Context) error {
 			retry = nil
 			ns, err := c.open(ctx)
 			if err != nil {
-				c.log.Warn("reopening the coordinator watch with the renewed certificate", "err", err)
+				c.log.Warn("reopening the coordinator watch (renewed certificate or new address)", "err", err)
 				retry = time.After(bo.Next())
 				continue
 			}
@@ -154,7 +154,7 @@ func (c *coordClient) watch(ctx context.Context) error {
 			// had not delivered yet is superseded by it.
 			s.stop()
 			s = ns
-			c.log.Info("coordinator watch moved to the renewed certificate")
+			c.log.Info("coordinator watch reopened over fresh connections (renewed certificate or new address)")
 		}
 	}
 }
@@ -233,8 +233,9 @@ func (c *coordClient) open(ctx context.Context) (*stream, error) {
 	return s, nil
 }
 
-// moved tells the watch that the certificate changed: the transport gets
-// fresh connections and the stream is reopened over them.
+// moved tells the watch that the certificate or this machine's address
+// changed: the transport gets fresh connections and the stream is
+// reopened over them.
 func (c *coordClient) moved() {
 	c.api.rotate()
 	select {
