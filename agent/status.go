@@ -84,4 +84,7 @@ type PeerStatus struct {
 	// UnlistedSince is when the coordinator stopped listing the peer; it
 	// is kept for the unlisted grace (peers_remove.go) unless listed again.
 	UnlistedSince time.Time `json:"unlisted_since,omitzero"`
+	// Candidates are the endpoints of the peer's last verified endpoint
+	// advertisement (candidates.go), in its order; none without one.
+	Candidates []netip.AddrPort `json:"candidates,omitempty"`
 }

@@ -40,7 +40,7 @@ func (a *Agent) Status() (*Status, error) {
 	for _, p := range peers {
 		ps := PeerStatus{
 			Name: p.id.DisplayName(), User: userStatus(p.id.User),
-			MachineStatus: machineStatus(p.id), Verified: true, UnlistedSince: p.unlistedAt,
+			MachineStatus: machineStatus(p.id), Verified: true, UnlistedSince: p.unlistedAt, Candidates: p.hints,
 		}
 		if p.id.UserRejected != nil {
 			ps.UserRejected = p.id.UserRejected.Error()

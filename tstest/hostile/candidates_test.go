@@ -14,6 +14,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -155,6 +156,14 @@ func TestCoordinatorCannotAimHandshakes(t *testing.T) {
 			t.Errorf("%s: not configured (the attacks are on endpoints, the certificate is valid)", p.label)
 		} else if wp.Endpoint == sink.Addr {
 			t.Errorf("%s: configured with the sink %s as its endpoint", p.label, sink.Addr)
+		}
+	}
+	for _, ps := range st.Peers {
+		if slices.Contains(ps.Candidates, sink.Addr) {
+			t.Errorf("%s: status lists the sink %s among its candidates %v", ps.DeviceID, sink.Addr, ps.Candidates)
+		}
+		if ps.DeviceID == roamed.dev && !slices.Equal(ps.Candidates, []netip.AddrPort{control.Addr}) {
+			t.Errorf("after the replay, status shows the peer's candidates %v, want %v", ps.Candidates, control.Addr)
 		}
 	}
 	if wp, _ := devicePeer(t, f.Victim, roamed.wg); wp.Endpoint != control.Addr {
