@@ -192,12 +192,15 @@ func (c *Coordinator) snapshotFor(id certs.DeviceID) ([]byte, error) {
 }
 
 // Send writes ev to every open watch.
-func (c *Coordinator) Send(ev *wire.Event) error {
+func (c *Coordinator) Send(ev *wire.Event) error { return sendEvent(ev, c.SendRaw) }
+
+// sendEvent encodes ev as one JSON line and sends it with sendRaw.
+func sendEvent(ev *wire.Event, sendRaw func([]byte) error) error {
 	line, err := json.Marshal(ev)
 	if err != nil {
 		return fmt.Errorf("hostile: encoding event: %w", err)
 	}
-	return c.SendRaw(line)
+	return sendRaw(line)
 }
 
 // SendRaw writes line and a newline to every open watch. line need not be
@@ -344,13 +347,7 @@ type write struct {
 }
 
 // Send writes ev as one NDJSON line.
-func (cn *Conn) Send(ev *wire.Event) error {
-	line, err := json.Marshal(ev)
-	if err != nil {
-		return fmt.Errorf("hostile: encoding event: %w", err)
-	}
-	return cn.SendRaw(line)
-}
+func (cn *Conn) Send(ev *wire.Event) error { return sendEvent(ev, cn.SendRaw) }
 
 // SendRaw writes line followed by a newline.
 func (cn *Conn) SendRaw(line []byte) error {

@@ -100,18 +100,12 @@ func (h *Host) ClearImpairment(ctx context.Context) error {
 
 func usec(d time.Duration) string { return strconv.FormatInt(d.Microseconds(), 10) + "us" }
 
-var (
-	netemOnce sync.Once
-	netemErr  error
-)
-
 // NetemAvailable reports whether [Host.Impair] can work here: tc in PATH
 // and a kernel with the netem qdisc (CONFIG_NET_SCH_NETEM). The (cached)
 // error says what is missing.
-func NetemAvailable() error {
-	netemOnce.Do(func() { netemErr = probeNetem() })
-	return netemErr
-}
+func NetemAvailable() error { return netemProbe() }
+
+var netemProbe = sync.OnceValue(probeNetem)
 
 func probeNetem() error {
 	if err := Available(); err != nil {

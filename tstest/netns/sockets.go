@@ -82,28 +82,26 @@ func inNamespace(name string, fn func() error) error {
 // an address of an interface a program created there, such as a TUN
 // device).
 func (h *Host) Listen(network, address string) (net.Listener, error) {
-	var ln net.Listener
-	err := h.Do(func() (err error) {
-		ln, err = net.Listen(network, address)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("netns: listen in %s: %w", h.Name, err)
-	}
-	return ln, nil
+	return listenIn(h, func() (net.Listener, error) { return net.Listen(network, address) })
 }
 
 // ListenPacket is [net.ListenPacket] inside the host's namespace.
 func (h *Host) ListenPacket(network, address string) (net.PacketConn, error) {
-	var pc net.PacketConn
+	return listenIn(h, func() (net.PacketConn, error) { return net.ListenPacket(network, address) })
+}
+
+// listenIn opens a socket with listen inside h's namespace.
+func listenIn[T any](h *Host, listen func() (T, error)) (T, error) {
+	var sock T
 	err := h.Do(func() (err error) {
-		pc, err = net.ListenPacket(network, address)
+		sock, err = listen()
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("netns: listen in %s: %w", h.Name, err)
+		var zero T
+		return zero, fmt.Errorf("netns: listen in %s: %w", h.Name, err)
 	}
-	return pc, nil
+	return sock, nil
 }
 
 // DialContext dials address from inside the host's namespace, like

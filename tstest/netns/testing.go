@@ -15,18 +15,12 @@ import (
 	"time"
 )
 
-var (
-	availOnce sync.Once
-	availErr  error
-)
-
 // Available reports whether this process can build networks: it must run
 // as root and be able to create a namespace holding a bridge and a veth
 // pair. The (cached) error says what is missing.
-func Available() error {
-	availOnce.Do(func() { availErr = probe() })
-	return availErr
-}
+func Available() error { return availableProbe() }
+
+var availableProbe = sync.OnceValue(probe)
 
 func probe() error {
 	if euid := os.Geteuid(); euid != 0 {

@@ -14,40 +14,34 @@ import (
 func RandomWireGuardKey(t testing.TB) certs.WireGuardKey {
 	t.Helper()
 	k, err := ecdh.X25519().GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatalf("testca: %v", err)
-	}
-	wg, err := certs.WireGuardKeyFromBytes(k.PublicKey().Bytes())
-	if err != nil {
-		t.Fatalf("testca: %v", err)
-	}
-	return wg
+	wg, err := certs.WireGuardKeyFromBytes(must(t, k, err).PublicKey().Bytes())
+	return must(t, wg, err)
 }
 
 // NewDeviceID returns a fresh random device ID.
 func NewDeviceID(t testing.TB) certs.DeviceID {
 	t.Helper()
 	id, err := certs.NewDeviceID()
-	if err != nil {
-		t.Fatalf("testca: %v", err)
-	}
-	return id
+	return must(t, id, err)
 }
 
 func newKey(t testing.TB) crypto.Signer {
 	t.Helper()
 	k, err := certs.NewKey()
-	if err != nil {
-		t.Fatalf("testca: %v", err)
-	}
-	return k
+	return must(t, k, err)
 }
 
 func randomSerial(t testing.TB) *big.Int {
 	t.Helper()
 	s, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+	return must(t, s, err).Add(s, big.NewInt(1))
+}
+
+// must returns v, or fails t if err is not nil.
+func must[T any](t testing.TB, v T, err error) T {
+	t.Helper()
 	if err != nil {
 		t.Fatalf("testca: %v", err)
 	}
-	return s.Add(s, big.NewInt(1))
+	return v
 }

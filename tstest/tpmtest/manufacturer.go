@@ -56,32 +56,30 @@ func NewNamedManufacturer(t testing.TB, name string) *Manufacturer {
 	m.rootKey = mustKey(t)
 	m.intKey = mustKey(t)
 	now := time.Now()
-	rootTmpl := &x509.Certificate{
-		SerialNumber:          serial(t),
-		Subject:               pkix.Name{Organization: []string{name}, CommonName: name + " EK Root CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(20 * 365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
+	rootTmpl := caTemplate(t, name, name+" EK Root CA", now, 20)
 	m.Root = mustCreate(t, rootTmpl, rootTmpl, m.rootKey.Public(), m.rootKey)
-	intTmpl := &x509.Certificate{
-		SerialNumber:          serial(t),
-		Subject:               pkix.Name{Organization: []string{name}, CommonName: name + " EK Issuing CA 001"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(15 * 365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
+	intTmpl := caTemplate(t, name, name+" EK Issuing CA 001", now, 15)
+	intTmpl.MaxPathLenZero = true
 	m.Intermediate = mustCreate(t, intTmpl, m.Root, m.intKey.Public(), m.rootKey)
 	m.Roots = x509.NewCertPool()
 	m.Roots.AddCert(m.Root)
 	m.Intermediates = x509.NewCertPool()
 	m.Intermediates.AddCert(m.Intermediate)
 	return m
+}
+
+// caTemplate is a manufacturer CA certificate of org, valid from an hour
+// before now for years.
+func caTemplate(t testing.TB, org, cn string, now time.Time, years int) *x509.Certificate {
+	return &x509.Certificate{
+		SerialNumber:          serial(t),
+		Subject:               pkix.Name{Organization: []string{org}, CommonName: cn},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(time.Duration(years) * 365 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
 }
 
 // IssueEKCert issues an EK certificate for ekPub the way TPM vendors do:

@@ -30,23 +30,19 @@ type Simulator struct {
 func (s *Simulator) Open() error { return nil }
 
 // Read implements io.Reader (a TPM response).
-func (s *Simulator) Read(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.sim == nil {
-		return 0, errors.New("tpmtest: simulator closed")
-	}
-	return s.sim.Read(p)
-}
+func (s *Simulator) Read(p []byte) (int, error) { return s.io(p, (*gotpm.Simulator).Read) }
 
 // Write implements io.Writer (a TPM command).
-func (s *Simulator) Write(p []byte) (int, error) {
+func (s *Simulator) Write(p []byte) (int, error) { return s.io(p, (*gotpm.Simulator).Write) }
+
+// io does a read or write on the open simulator.
+func (s *Simulator) io(p []byte, op func(*gotpm.Simulator, []byte) (int, error)) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.sim == nil {
 		return 0, errors.New("tpmtest: simulator closed")
 	}
-	return s.sim.Write(p)
+	return op(s.sim, p)
 }
 
 // Close powers the simulator off and frees it for the next test.
