@@ -317,6 +317,15 @@ func (c *Compiled) RuleNames() []string {
 // (policies of up to 1024 rules allocate nothing).
 const scratchWords = 16
 
+// ruleSet is an empty rule set: in buf (on the caller's stack) when it
+// fits.
+func (c *Compiled) ruleSet(buf *[scratchWords]uint64) []uint64 {
+	if c.words <= scratchWords {
+		return buf[:c.words]
+	}
+	return make([]uint64, c.words)
+}
+
 // Decide says whether a packet from the peer src to the node dst (the one
 // enforcing the policy), of protocol proto to port (ignored for protocols
 // other than TCP and UDP), is accepted, and by which rule. src and dst are
@@ -326,24 +335,14 @@ func (c *Compiled) Decide(src certs.Identity, dst certs.Identity, proto Proto, p
 		return denied
 	}
 	var buf [scratchWords]uint64
-	var dstRules []uint64
-	if c.words <= scratchWords {
-		dstRules = buf[:c.words]
-	} else {
-		dstRules = make([]uint64, c.words)
-	}
+	dstRules := c.ruleSet(&buf)
 	c.dst.collect(&dst, dstRules)
 	return c.decide(&src, dstRules, proto, port)
 }
 
 func (c *Compiled) decide(src *certs.Identity, dstRules []uint64, proto Proto, port uint16) Decision {
 	var buf [scratchWords]uint64
-	var acc []uint64
-	if c.words <= scratchWords {
-		acc = buf[:c.words]
-	} else {
-		acc = make([]uint64, c.words)
-	}
+	acc := c.ruleSet(&buf)
 	c.src.collect(src, acc)
 	tpm := src.Attestation == certs.AttestationTPM
 	valid := src.Attestation.Valid()

@@ -273,37 +273,54 @@ func decodeL4(pl []byte, p *packet) error {
 		}
 		p.sport, p.dport = u.SourcePort(), u.DestinationPort()
 	case ProtoICMP:
-		if len(pl) < header.ICMPv4MinimumSize {
-			return errL4Header
-		}
-		m := header.ICMPv4(pl)
-		p.icmpType = uint8(m.Type())
-		switch p.icmpType {
-		case icmp4Echo:
-			p.icmp, p.sport = icmpEchoRequest, m.Ident()
-		case icmp4EchoReply:
-			p.icmp, p.sport = icmpEchoReply, m.Ident()
-		case icmp4DstUnreach, icmp4SrcQuench, icmp4TimeExceeded, icmp4ParamProblem:
-			p.icmp = icmpError
-			p.hasInner = decodeInner(4, pl[header.ICMPv4MinimumSize:], &p.inner)
-		}
+		return decodeICMP(4, pl, header.ICMPv4MinimumSize, p)
 	case ProtoICMPv6:
-		if len(pl) < header.ICMPv6MinimumSize {
-			return errL4Header
-		}
-		m := header.ICMPv6(pl)
-		p.icmpType = uint8(m.Type())
-		switch p.icmpType {
-		case icmp6EchoRequest:
-			p.icmp, p.sport = icmpEchoRequest, m.Ident()
-		case icmp6EchoReply:
-			p.icmp, p.sport = icmpEchoReply, m.Ident()
-		case icmp6DstUnreach, icmp6PacketTooBig, icmp6TimeExceeded, icmp6ParamProblem:
-			p.icmp = icmpError
-			p.hasInner = decodeInner(6, pl[header.ICMPv6ErrorHeaderSize:], &p.inner)
-		}
+		return decodeICMP(6, pl, header.ICMPv6ErrorHeaderSize, p)
 	}
 	return nil
+}
+
+// decodeICMP reads an ICMP (version 4) or ICMPv6 (6) message: its type,
+// the identifier of an echo request or reply (in sport), and the packet
+// an error quotes after its header of quoteAt bytes. Both versions' headers
+// are at least 8 bytes, with the type at 0 and an echo's identifier at 4.
+func decodeICMP(version uint8, pl []byte, quoteAt int, p *packet) error {
+	if len(pl) < header.ICMPv4MinimumSize {
+		return errL4Header
+	}
+	p.icmpType = pl[0]
+	switch p.icmp = classifyICMP(version, p.icmpType); p.icmp {
+	case icmpEchoRequest, icmpEchoReply:
+		p.sport = header.ICMPv4(pl).Ident()
+	case icmpError:
+		p.hasInner = decodeInner(version, pl[quoteAt:], &p.inner)
+	}
+	return nil
+}
+
+// classifyICMP says what an ICMP (version 4) or ICMPv6 (6) message of type
+// typ is to the filter.
+func classifyICMP(version, typ uint8) icmpClass {
+	if version == 4 {
+		switch typ {
+		case icmp4Echo:
+			return icmpEchoRequest
+		case icmp4EchoReply:
+			return icmpEchoReply
+		case icmp4DstUnreach, icmp4SrcQuench, icmp4TimeExceeded, icmp4ParamProblem:
+			return icmpError
+		}
+		return icmpOther
+	}
+	switch typ {
+	case icmp6EchoRequest:
+		return icmpEchoRequest
+	case icmp6EchoReply:
+		return icmpEchoReply
+	case icmp6DstUnreach, icmp6PacketTooBig, icmp6TimeExceeded, icmp6ParamProblem:
+		return icmpError
+	}
+	return icmpOther
 }
 
 // decodeInner reads the packet quoted by an ICMP error: an IP header of the
