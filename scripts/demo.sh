@@ -32,32 +32,36 @@ for name in alpha beta gamma; do
   pids+=($!)
 done
 
+# counts PATTERN: how many lines of each agent's status (JSON) match
+# PATTERN, one number an agent.
+counts() {
+  for name in alpha beta gamma; do
+    "$BIN/certmesh" status --state "$DIR/$name" --json 2>/dev/null | grep -c "$1" || true
+  done
+}
+# wait_for TRIES TEST PATTERN: polls, every 0.2 s and at most TRIES times,
+# until the function TEST holds for the agents' counts of PATTERN.
+wait_for() {
+  for i in $(seq 1 "$1"); do
+    "$2" $(counts "$3") && return 0
+    sleep 0.2
+  done
+  return 1
+}
+each_two() { [ "$*" = "2 2 2" ]; }
+six_in_all() { [ $(($1 + $2 + $3)) -ge 6 ]; }
+
 echo "waiting for every agent to verify its two peers..."
-for i in $(seq 1 100); do
-  ok=0
-  for name in alpha beta gamma; do
-    c=$("$BIN/certmesh" status --state "$DIR/$name" --json 2>/dev/null | grep -c '"verified": true' || true)
-    [ "$c" = 2 ] && ok=$((ok + 1))
-  done
-  [ "$ok" = 3 ] && break
-  sleep 0.2
-done
+verified=0
+wait_for 100 each_two '"verified": true' && verified=1
 echo "waiting for the WireGuard handshakes between every pair..."
-for i in $(seq 1 75); do
-  hs=0
-  for name in alpha beta gamma; do
-    c=$("$BIN/certmesh" status --state "$DIR/$name" --json 2>/dev/null | grep -c '"last_handshake"' || true)
-    hs=$((hs + c))
-  done
-  [ "$hs" -ge 6 ] && break
-  sleep 0.2
-done
+wait_for 75 six_in_all '"last_handshake"' || true
 for name in alpha beta gamma; do
   echo; echo "== certmesh status --state $DIR/$name"
   "$BIN/certmesh" status --state "$DIR/$name"
 done
 "$BIN/certmesh-server" devices list --state "$DIR/server"
-[ "$ok" = 3 ] || { echo "demo: agents did not all verify each other; see $DIR/*.log" >&2; exit 1; }
+[ "$verified" = 1 ] || { echo "demo: agents did not all verify each other; see $DIR/*.log" >&2; exit 1; }
 if [ "$HOLD" = 1 ]; then
   echo; echo "mesh is up (logs in $DIR/). Ctrl-C to stop."
   wait

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"sort"
 	"time"
 
@@ -11,18 +12,9 @@ import (
 
 // policyShowCmd prints the policy the running agent enforces.
 func policyShowCmd() *cobra.Command {
-	var state string
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "show",
-		Short: "Show the access policy the running agent enforces (version, signer, counters)",
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := agent.NewClient(state).Status(cmd.Context())
-			if err != nil {
-				return err
-			}
+	return statusViewCmd("show", "Show the access policy the running agent enforces (version, signer, counters)",
+		func(out io.Writer, st *agent.Status, asJSON bool) error {
 			p := st.Policy
-			out := cmd.OutOrStdout()
 			if asJSON {
 				return writeJSON(out, p)
 			}
@@ -61,9 +53,5 @@ func policyShowCmd() *cobra.Command {
 				}
 			}
 			return nil
-		},
-	}
-	cmd.Flags().StringVar(&state, "state", defaultState, "state directory of the agent")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	return cmd
+		})
 }

@@ -13,21 +13,30 @@ import (
 )
 
 func statusCmd() *cobra.Command {
+	return statusViewCmd("status", "Show this node and its verified peers",
+		func(out io.Writer, st *agent.Status, asJSON bool) error {
+			if asJSON {
+				return writeJSON(out, st)
+			}
+			printStatus(out, st)
+			return nil
+		})
+}
+
+// statusViewCmd is a command that shows what the running agent's status
+// says: show prints st, as JSON with --json.
+func statusViewCmd(use, short string, show func(out io.Writer, st *agent.Status, asJSON bool) error) *cobra.Command {
 	var state string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "status",
-		Short: "Show this node and its verified peers",
+		Use:   use,
+		Short: short,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := agent.NewClient(state).Status(cmd.Context())
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return writeJSON(cmd.OutOrStdout(), st)
-			}
-			printStatus(cmd.OutOrStdout(), st)
-			return nil
+			return show(cmd.OutOrStdout(), st, asJSON)
 		},
 	}
 	cmd.Flags().StringVar(&state, "state", defaultState, "state directory of the agent")
