@@ -72,22 +72,33 @@ func (p *Provider) loginPage(w http.ResponseWriter, r *http.Request) {
 		render(w, loginTmpl, http.StatusBadRequest, d)
 		return
 	}
-	switch r.Method {
-	case http.MethodGet:
-		render(w, loginTmpl, http.StatusOK, d)
-	case http.MethodPost:
-		d.Username = r.PostForm.Get("username")
-		u, err := p.store.checkPassword(d.Username, r.PostForm.Get("password"))
-		if err == nil {
-			err = p.store.completeLogin(id, u.Subject)
-		}
-		if err != nil {
+	p.signIn(w, r, loginTmpl, d, func(d *pageData, u *User) {
+		if err := p.store.completeLogin(id, u.Subject); err != nil {
 			d.Error = err.Error()
-			render(w, loginTmpl, http.StatusUnauthorized, d)
+			render(w, loginTmpl, http.StatusUnauthorized, *d)
 			return
 		}
 		ctx := op.ContextWithIssuer(r.Context(), p.issuer)
 		http.Redirect(w, r, op.AuthCallbackURL(p.op)(ctx, id), http.StatusFound)
+	})
+}
+
+// signIn serves a sign-in form of tmpl: GET shows it with d; POST checks
+// the username and password and, if they are right, hands the user to
+// signedIn, which answers.
+func (p *Provider) signIn(w http.ResponseWriter, r *http.Request, tmpl *template.Template, d pageData, signedIn func(*pageData, *User)) {
+	switch r.Method {
+	case http.MethodGet:
+		render(w, tmpl, http.StatusOK, d)
+	case http.MethodPost:
+		d.Username = r.PostForm.Get("username")
+		u, err := p.store.checkPassword(d.Username, r.PostForm.Get("password"))
+		if err != nil {
+			d.Error = err.Error()
+			render(w, tmpl, http.StatusUnauthorized, d)
+			return
+		}
+		signedIn(&d, u)
 	default:
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 	}
@@ -101,31 +112,19 @@ func (p *Provider) devicePage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := pageData{Action: devicePath, UserCode: normalizeUserCode(r.Form.Get("user_code"))}
-	switch r.Method {
-	case http.MethodGet:
-		render(w, deviceTmpl, http.StatusOK, d)
-	case http.MethodPost:
-		d.Username = r.PostForm.Get("username")
-		u, err := p.store.checkPassword(d.Username, r.PostForm.Get("password"))
-		if err != nil {
-			d.Error = err.Error()
-			render(w, deviceTmpl, http.StatusUnauthorized, d)
-			return
-		}
+	p.signIn(w, r, deviceTmpl, d, func(d *pageData, u *User) {
 		approve := r.PostForm.Get("action") != "deny"
 		if err := p.store.decideDevice(d.UserCode, u.Subject, approve); err != nil {
 			d.Error = err.Error()
-			render(w, deviceTmpl, http.StatusBadRequest, d)
+			render(w, deviceTmpl, http.StatusBadRequest, *d)
 			return
 		}
 		d.Done = "Device denied."
 		if approve {
 			d.Done = "Device connected. You can close this page."
 		}
-		render(w, deviceTmpl, http.StatusOK, d)
-	default:
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-	}
+		render(w, deviceTmpl, http.StatusOK, *d)
+	})
 }
 
 // ---- browser-less drivers ----
