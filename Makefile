@@ -52,6 +52,8 @@ FUZZTIME ?= 60s
 FUZZTIME_SHORT ?= 3000x
 FUZZ_TARGETS := \
 	./certs:FuzzParseBundle ./certs:FuzzVerify ./certs:FuzzVerifyCRL \
+	./certs:FuzzParseRoutes \
+	./certs:FuzzParseServices \
 	./endpoint:FuzzVerify \
 	./internal/wire:FuzzDecodeEvent \
 	./policy:FuzzParse ./policy:FuzzParseSignedPolicy \

@@ -3,7 +3,6 @@ package certs
 import (
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/base64"
 	"fmt"
 	"strings"
 )
@@ -43,7 +42,15 @@ func DescribeExtension(e pkix.Extension) (name, value string) {
 		d, err := parseDeviceBindingExt(c)
 		return "bound to", orBad("device "+string(d), err)
 	case e.Id.Equal(OIDRoutes):
-		return "routes", "(reserved) " + base64.StdEncoding.EncodeToString(e.Value)
+		routes, err := parseRoutesExt(c, nil)
+		return "routes", orBad(strings.Join(routeStrings(routes), ", "), err)
+	case e.Id.Equal(OIDServices):
+		svcs, err := parseServicesExt(c)
+		s := make([]string, len(svcs))
+		for i, v := range svcs {
+			s[i] = v.String()
+		}
+		return "services", orBad(strings.Join(s, ", "), err)
 	}
 	return "", ""
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"fmt"
+	"net/netip"
 	"strings"
 	"unicode/utf8"
 
@@ -13,7 +14,7 @@ import (
 )
 
 // machineExtensions encodes the certmesh extensions of a machine certificate.
-func machineExtensions(wg WireGuardKey, level AttestationLevel, ek EKFingerprint, tags []Tag) ([]pkix.Extension, error) {
+func machineExtensions(wg WireGuardKey, level AttestationLevel, ek EKFingerprint, tags []Tag, routes []netip.Prefix, svcs []Service) ([]pkix.Extension, error) {
 	wgDER, err := asn1.Marshal(wg[:])
 	if err != nil {
 		return nil, fmt.Errorf("encoding WireGuard key extension: %w", err)
@@ -30,7 +31,21 @@ func machineExtensions(wg WireGuardKey, level AttestationLevel, ek EKFingerprint
 		{Id: OIDWireGuardKey, Value: wgDER},
 		{Id: OIDAttestation, Value: levelDER},
 	}
-	return appendStringsExt(exts, OIDTags, "tags", tags)
+	exts, err = appendStringsExt(exts, OIDTags, "tags", tags)
+	if err != nil {
+		return nil, err
+	}
+	if exts, err = appendStringsExt(exts, OIDRoutes, "routes", routeStrings(routes)); err != nil {
+		return nil, err
+	}
+	if len(svcs) > 0 {
+		der, err := marshalServices(svcs)
+		if err != nil {
+			return nil, fmt.Errorf("encoding services extension: %w", err)
+		}
+		exts = append(exts, pkix.Extension{Id: OIDServices, Value: der})
+	}
+	return exts, nil
 }
 
 // appendStringsExt appends extension oid, a SEQUENCE OF UTF8String of

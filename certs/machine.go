@@ -23,6 +23,11 @@ type MachineProfile struct {
 	// attestation level tpm, absent otherwise.
 	EK   EKFingerprint
 	Tags []Tag
+	// Routes are the prefixes the device may route (subnet router; a
+	// default route makes it an exit node), Services what it offers by
+	// name. The CA signs only admin-approved ones (see CheckRoutes).
+	Routes   []netip.Prefix
+	Services []Service
 }
 
 // Validate checks the profile before anything is signed.
@@ -53,6 +58,12 @@ func (p MachineProfile) Validate() error {
 	if (p.Attestation == AttestationTPM) != (p.EK != "") {
 		return fmt.Errorf("machine profile: attestation level tpm needs an EK fingerprint, and only it has one")
 	}
+	if err := CheckRoutes(p.Routes, nil); err != nil {
+		return fmt.Errorf("machine profile: %w", err)
+	}
+	if err := CheckServices(p.Services); err != nil {
+		return fmt.Errorf("machine profile: %w", err)
+	}
 	return nil
 }
 
@@ -74,7 +85,7 @@ func (p MachineProfile) TemplateData() (x509util.TemplateData, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	exts, err := machineExtensions(p.WireGuardKey, p.Attestation, p.EK, p.Tags)
+	exts, err := machineExtensions(p.WireGuardKey, p.Attestation, p.EK, p.Tags, p.Routes, p.Services)
 	if err != nil {
 		return nil, err
 	}
@@ -120,9 +131,14 @@ type Identity struct {
 	Attestation  AttestationLevel
 	EK           EKFingerprint // level tpm: the TPM's endorsement key
 	Tags         []Tag
-	Serial       string
-	NotBefore    time.Time
-	NotAfter     time.Time
+	// Routes and Services are what the machine certificate's extensions
+	// .4 and .7 certify (nil: none); Verify checked the routes against the
+	// overlay ranges of the chain's name constraints.
+	Routes    []netip.Prefix
+	Services  []Service
+	Serial    string
+	NotBefore time.Time
+	NotAfter  time.Time
 	// DeviceKey is the machine certificate's subject key, the device key
 	// (ECDSA P-256, software or in a TPM): what the device signs its
 	// endpoint advertisements with (package endpoint).
@@ -147,6 +163,12 @@ func (id Identity) AllowedIPs() []netip.Prefix {
 	}
 	return out
 }
+
+// HasRoute reports whether p is one of the certified routes.
+func (id Identity) HasRoute(p netip.Prefix) bool { return slices.Contains(id.Routes, p) }
+
+// ExitNode reports whether the peer is certified as an exit node.
+func (id Identity) ExitNode() bool { return slices.ContainsFunc(id.Routes, IsExitRoute) }
 
 // HasAddress reports whether addr is one of the certified addresses.
 func (id Identity) HasAddress(addr netip.Addr) bool { return slices.Contains(id.Addresses, addr) }

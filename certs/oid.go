@@ -16,15 +16,16 @@ const MandatedArc = "2.25.225351597951005397116069564711014168437"
 var Arc = asn1.ObjectIdentifier{2, 25, 1422168524}
 
 // The extension OIDs. All are non-critical. A machine certificate carries
-// .1 to .3 (.4 when routes arrive), a user certificate .5 and .6 and never
-// a machine extension.
+// .1 to .3, and .4 and .7 when it routes or offers services; a user
+// certificate .5 and .6 and never a machine extension.
 var (
 	OIDWireGuardKey  = arc(1) // 32-byte OCTET STRING
 	OIDAttestation   = arc(2) // UTF8String: "token", or "tpm;ek-sha256=<hex>"
 	OIDTags          = arc(3) // SEQUENCE OF UTF8String
-	OIDRoutes        = arc(4) // reserved: routes the node may serve
+	OIDRoutes        = arc(4) // SEQUENCE OF UTF8String: canonical CIDR prefixes the device may route (absent: none)
 	OIDGroups        = arc(5) // user certificate: SEQUENCE OF UTF8String, the user's groups (absent: none)
 	OIDDeviceBinding = arc(6) // user certificate: UTF8String, the device ID it is bound to
+	OIDServices      = arc(7) // SEQUENCE OF SEQUENCE {name UTF8String, port INTEGER, protocol UTF8String} (absent: none)
 	// .10 is the policy-signing extended key usage (policy.EKUPolicySigning).
 )
 

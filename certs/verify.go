@@ -128,10 +128,11 @@ func VerifyWith(b Bundle, roots *Roots, crl *CRL, opts VerifyOptions) (Identity,
 	for _, c := range b.Intermediates {
 		inter.AddCert(c)
 	}
-	if err := verifyLeaf("machine certificate", m, inter, b.Intermediates, roots, opts); err != nil {
+	chains, err := verifyLeaf("machine certificate", m, inter, b.Intermediates, roots, opts)
+	if err != nil {
 		return Identity{}, err
 	}
-	id, err := machineIdentity(m, roots.TrustDomain)
+	id, err := machineIdentity(m, roots.TrustDomain, chains)
 	if err != nil {
 		return id, err
 	}
@@ -156,33 +157,33 @@ func VerifyWith(b Bundle, roots *Roots, crl *CRL, opts VerifyOptions) (Identity,
 // verifyLeaf checks that c is a leaf, valid at opts.checkTime, chaining
 // to roots through inter with client-auth usage and the chain's name
 // constraints.
-func verifyLeaf(what string, c *x509.Certificate, inter *x509.CertPool, inters []*x509.Certificate, roots *Roots, opts VerifyOptions) error {
+func verifyLeaf(what string, c *x509.Certificate, inter *x509.CertPool, inters []*x509.Certificate, roots *Roots, opts VerifyOptions) ([][]*x509.Certificate, error) {
 	if c.IsCA {
-		return reject(ReasonKeyUsage, "%s is a CA certificate", what)
+		return nil, reject(ReasonKeyUsage, "%s is a CA certificate", what)
 	}
 	// CheckSignature, not CheckSignatureFrom: the latter refuses a non-CA
 	// parent, so it never recognises a self-signed leaf.
 	if bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil {
-		return reject(ReasonSelfSigned, "%s %q signs itself", what, c.Subject)
+		return nil, reject(ReasonSelfSigned, "%s %q signs itself", what, c.Subject)
 	}
 	now := opts.checkTime(c, inters, roots.certs)
 	if now.Before(c.NotBefore) {
-		return reject(ReasonNotYetValid, "%s is valid from %s, %s after this machine's clock%s", what,
+		return nil, reject(ReasonNotYetValid, "%s is valid from %s, %s after this machine's clock%s", what,
 			c.NotBefore.UTC().Format(time.RFC3339), c.NotBefore.Sub(opts.Now).Round(time.Second), opts.tolerated())
 	}
 	if now.After(c.NotAfter) {
-		return reject(ReasonExpired, "%s expired at %s", what, c.NotAfter.UTC().Format(time.RFC3339))
+		return nil, reject(ReasonExpired, "%s expired at %s", what, c.NotAfter.UTC().Format(time.RFC3339))
 	}
-	_, err := c.Verify(x509.VerifyOptions{
+	chains, err := c.Verify(x509.VerifyOptions{
 		Roots:         roots.pool,
 		Intermediates: inter,
 		CurrentTime:   now,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	})
 	if err != nil {
-		return classifyChainError(err, c, inters, roots.certs, now)
+		return nil, classifyChainError(err, c, inters, roots.certs, now)
 	}
-	return nil
+	return chains, nil
 }
 
 // verifyUser checks the bundle's user certificate u against the machine
@@ -192,7 +193,7 @@ func verifyLeaf(what string, c *x509.Certificate, inter *x509.CertPool, inters [
 // device's certificate is a device mismatch, though its key differs too),
 // then the subject key, then the rest of the profile.
 func verifyUser(u, m *x509.Certificate, dev DeviceID, inter *x509.CertPool, inters []*x509.Certificate, roots *Roots, opts VerifyOptions) (*UserIdentity, *RejectError) {
-	if err := verifyLeaf("user certificate", u, inter, inters, roots, opts); err != nil {
+	if _, err := verifyLeaf("user certificate", u, inter, inters, roots, opts); err != nil {
 		var re *RejectError
 		if !errors.As(err, &re) {
 			return nil, &RejectError{Reason: ReasonUserUntrusted, Err: err}
@@ -236,7 +237,7 @@ func verifyUser(u, m *x509.Certificate, dev DeviceID, inter *x509.CertPool, inte
 	if len(u.DNSNames) != 0 || len(u.IPAddresses) != 0 {
 		return nil, userReject(ReasonUserProfile, "user certificate has DNS or IP SANs")
 	}
-	for _, oid := range []asn1.ObjectIdentifier{OIDWireGuardKey, OIDAttestation, OIDTags, OIDRoutes} {
+	for _, oid := range []asn1.ObjectIdentifier{OIDWireGuardKey, OIDAttestation, OIDTags, OIDRoutes, OIDServices} {
 		for _, e := range u.Extensions {
 			if e.Id.Equal(oid) {
 				return nil, userReject(ReasonUserProfile, "user certificate carries machine extension %s", oid)
@@ -338,8 +339,9 @@ func classifyChainError(err error, m *x509.Certificate, inters, roots []*x509.Ce
 }
 
 // machineIdentity reads the certmesh profile out of a chain-verified
-// machine certificate.
-func machineIdentity(m *x509.Certificate, td TrustDomain) (Identity, error) {
+// machine certificate; chains are its verified chains (for the overlay
+// ranges its routes must stay out of).
+func machineIdentity(m *x509.Certificate, td TrustDomain, chains [][]*x509.Certificate) (Identity, error) {
 	id := Identity{
 		TrustDomain: td,
 		Serial:      m.SerialNumber.Text(16),
@@ -386,6 +388,12 @@ func machineIdentity(m *x509.Certificate, td TrustDomain) (Identity, error) {
 	}
 	if id.Tags, err = parseTagsExt(m); err != nil {
 		return Identity{}, &RejectError{Reason: ReasonProfile, Err: err}
+	}
+	if id.Routes, err = parseRoutesExt(m, chainOverlays(chains, id.Addresses)); err != nil {
+		return Identity{}, &RejectError{Reason: ReasonRoutes, Err: err}
+	}
+	if id.Services, err = parseServicesExt(m); err != nil {
+		return Identity{}, &RejectError{Reason: ReasonServices, Err: err}
 	}
 	return id, nil
 }
