@@ -140,7 +140,9 @@ func TestVerifyRefusesBadServices(t *testing.T) {
 func TestMachineProfileRefusesBadRoutesAndServices(t *testing.T) {
 	ca := testca.New(t, td)
 	for name, edit := range map[string]func(*certs.MachineProfile){
-		"route twice":   func(p *certs.MachineProfile) { p.Routes = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("10.0.0.0/8")} },
+		"route twice": func(p *certs.MachineProfile) {
+			p.Routes = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("10.0.0.0/8")}
+		},
 		"route masked":  func(p *certs.MachineProfile) { p.Routes = []netip.Prefix{netip.MustParsePrefix("10.0.0.1/8")} },
 		"service name":  func(p *certs.MachineProfile) { p.Services = []certs.Service{{Name: "-x", Port: 1, Protocol: "tcp"}} },
 		"service port0": func(p *certs.MachineProfile) { p.Services = []certs.Service{{Name: "x", Protocol: "tcp"}} },
