@@ -116,7 +116,7 @@ func NewInProc(t testing.TB, o InProcOptions) *InProc {
 	if o.Clock != nil {
 		so.Now = o.Clock.Now
 	}
-	srv, err := server.Start(so)
+	srv, err := startServer(so)
 	if err != nil {
 		ln.Close()
 		t.Fatalf("meshlab: starting server: %v", err)
