@@ -27,6 +27,15 @@ type checkedRequest struct {
 	deviceFP string
 }
 
+// spendAndCheck spends a request's nonce for use, then checks its CSR and
+// proof (checkCSRAndProof).
+func (c *CA) spendAndCheck(ctx context.Context, use nonceUse, csrDER []byte, wg certs.WireGuardKey, nonce string, proof []byte) (*checkedRequest, error) {
+	if err := c.takeNonce(ctx, nonce, use); err != nil {
+		return nil, err
+	}
+	return checkCSRAndProof(csrDER, wg, nonce, proof)
+}
+
 // checkCSRAndProof verifies the CSR's self-signature and key type, and the
 // XEdDSA proof that the requester holds the WireGuard private key, bound to
 // nonce and to the CSR's device key.
@@ -84,10 +93,7 @@ func (c *CA) EnrollFrom(ctx context.Context, req wire.EnrollRequest, remote stri
 	if err != nil {
 		return wire.CertificateResponse{}, refuseErr(CodeBadRequest, err, "hostname")
 	}
-	if err := c.takeNonce(ctx, req.Nonce, nonceAnonymous); err != nil {
-		return wire.CertificateResponse{}, err
-	}
-	cr, err := checkCSRAndProof(req.CSR, req.WireGuardKey, req.Nonce, req.Proof)
+	cr, err := c.spendAndCheck(ctx, nonceAnonymous, req.CSR, req.WireGuardKey, req.Nonce, req.Proof)
 	if err != nil {
 		return wire.CertificateResponse{}, err
 	}

@@ -30,10 +30,7 @@ func (c *CA) Renew(ctx context.Context, peer []*x509.Certificate, req wire.Renew
 	if err != nil {
 		return wire.CertificateResponse{}, refuseErr(CodeForbidden, err, "client certificate")
 	}
-	if err := c.takeNonce(ctx, req.Nonce, nonceAuthenticated); err != nil {
-		return wire.CertificateResponse{}, err
-	}
-	cr, err := checkCSRAndProof(req.CSR, req.WireGuardKey, req.Nonce, req.Proof)
+	cr, err := c.spendAndCheck(ctx, nonceAuthenticated, req.CSR, req.WireGuardKey, req.Nonce, req.Proof)
 	if err != nil {
 		return wire.CertificateResponse{}, err
 	}

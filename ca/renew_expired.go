@@ -39,10 +39,7 @@ func (c *CA) RenewExpired(ctx context.Context, req wire.RenewExpiredRequest) (wi
 			"certificate %s expired at %s, longer ago than renew_after_expiry (%s): enroll the device again with a token",
 			id.Serial, cert.NotAfter.UTC().Format(time.RFC3339), window)
 	}
-	if err := c.takeNonce(ctx, req.Nonce, nonceAnonymous); err != nil {
-		return wire.CertificateResponse{}, err
-	}
-	cr, err := checkCSRAndProof(req.CSR, req.WireGuardKey, req.Nonce, req.Proof)
+	cr, err := c.spendAndCheck(ctx, nonceAnonymous, req.CSR, req.WireGuardKey, req.Nonce, req.Proof)
 	if err != nil {
 		return wire.CertificateResponse{}, err
 	}

@@ -295,43 +295,39 @@ func (l *Log) Lookup(leafHash Hash) (index uint64, ok bool, err error) {
 // InclusionProof proves that entry index is in the tree of the first size
 // entries (index < size <= Size()).
 func (l *Log) InclusionProof(index, size uint64) ([][]byte, error) {
-	var proof [][]byte
-	err := l.db.View(func(tx *bolt.Tx) error {
-		n, err := readSize(tx)
-		if err != nil {
-			return err
-		}
+	return l.prove(func(tx *bolt.Tx, n uint64) ([]Hash, error) {
 		if size > n || index >= size {
-			return fail(ReasonOutOfRange, "no entry %d in a tree of size %d (the log has %d entries)", index, size, n)
+			return nil, fail(ReasonOutOfRange, "no entry %d in a tree of size %d (the log has %d entries)", index, size, n)
 		}
-		p, err := tlog.ProveRecord(int64(size), int64(index), txHashes{tx})
-		if err != nil {
-			return err
-		}
-		proof = proofBytes(p)
-		return nil
+		return tlog.ProveRecord(int64(size), int64(index), txHashes{tx})
 	})
-	return proof, wrapServer(err)
 }
 
 // ConsistencyProof proves that the tree of size newSize extends the tree
 // of size oldSize (oldSize <= newSize <= Size()). From the empty tree, and
 // between equal sizes, the proof is empty.
 func (l *Log) ConsistencyProof(oldSize, newSize uint64) ([][]byte, error) {
+	return l.prove(func(tx *bolt.Tx, n uint64) ([]Hash, error) {
+		if oldSize > newSize || newSize > n {
+			return nil, fail(ReasonOutOfRange, "no consistency proof from size %d to size %d (the log has %d entries)", oldSize, newSize, n)
+		}
+		if oldSize == 0 || oldSize == newSize {
+			return []Hash{}, nil
+		}
+		return tlog.ProveTree(int64(newSize), int64(oldSize), txHashes{tx})
+	})
+}
+
+// prove returns, in one read of the log, the proof proveIn makes in the
+// tree of the log's n entries.
+func (l *Log) prove(proveIn func(tx *bolt.Tx, n uint64) ([]Hash, error)) ([][]byte, error) {
 	var proof [][]byte
 	err := l.db.View(func(tx *bolt.Tx) error {
 		n, err := readSize(tx)
 		if err != nil {
 			return err
 		}
-		if oldSize > newSize || newSize > n {
-			return fail(ReasonOutOfRange, "no consistency proof from size %d to size %d (the log has %d entries)", oldSize, newSize, n)
-		}
-		if oldSize == 0 || oldSize == newSize {
-			proof = [][]byte{}
-			return nil
-		}
-		p, err := tlog.ProveTree(int64(newSize), int64(oldSize), txHashes{tx})
+		p, err := proveIn(tx, n)
 		if err != nil {
 			return err
 		}

@@ -100,33 +100,48 @@ func ParseIPerfJSON(b []byte) (*IPerf, error) {
 	}, nil
 }
 
+// startReady starts name with args on h (output to logPath) and waits, up
+// to within, until ready says it is up. It stops waiting at once if the
+// process exits (exited says so). The process is nil if it did not start.
+func startReady(ctx context.Context, h *netns.Host, logPath string, within time.Duration,
+	exited func(error) error, ready func(context.Context) error, name string, args ...string) (*netns.Process, error) {
+	p, err := h.Start(context.Background(), logPath, name, args...)
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	return p, netns.WaitFor(wctx, 100*time.Millisecond, func() error {
+		select {
+		case <-p.Done():
+			return exited(p.Wait())
+		default:
+		}
+		return ready(wctx)
+	})
+}
+
 // IPerfPort is where the benchmark's iperf3 servers listen.
 const IPerfPort = 5201
 
 // StartIPerfServer runs a persistent iperf3 server on h and waits until it
 // listens. The network's Close stops it.
 func StartIPerfServer(ctx context.Context, h *netns.Host, logPath string) (*netns.Process, error) {
-	p, err := h.Start(context.Background(), logPath, "iperf3", "-s", "-p", strconv.Itoa(IPerfPort))
-	if err != nil {
+	p, err := startReady(ctx, h, logPath, 10*time.Second,
+		func(err error) error { return fmt.Errorf("iperf3 server on %s exited: %v", h.Name, err) },
+		func(wctx context.Context) error {
+			out, err := h.Run(wctx, "ss", "-Hltn", "sport = :"+strconv.Itoa(IPerfPort))
+			if err != nil {
+				return err
+			}
+			if strings.TrimSpace(out) == "" {
+				return fmt.Errorf("iperf3 on %s not listening yet", h.Name)
+			}
+			return nil
+		}, "iperf3", "-s", "-p", strconv.Itoa(IPerfPort))
+	if p == nil {
 		return nil, err
 	}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	err = netns.WaitFor(wctx, 100*time.Millisecond, func() error {
-		select {
-		case <-p.Done():
-			return fmt.Errorf("iperf3 server on %s exited: %v", h.Name, p.Wait())
-		default:
-		}
-		out, err := h.Run(wctx, "ss", "-Hltn", "sport = :"+strconv.Itoa(IPerfPort))
-		if err != nil {
-			return err
-		}
-		if strings.TrimSpace(out) == "" {
-			return fmt.Errorf("iperf3 on %s not listening yet", h.Name)
-		}
-		return nil
-	})
 	if err != nil {
 		_ = p.Stop()
 		return nil, fmt.Errorf("starting iperf3 server on %s: %w", h.Name, err)

@@ -157,21 +157,15 @@ func startBareWG(ctx context.Context, h *netns.Host, wgBin, iface, logPath, keyF
 	if wgBin == "" {
 		return nil, errors.New("wireguard-go was not built")
 	}
-	p, err := h.Start(context.Background(), logPath, wgBin, "-f", iface)
-	if err != nil {
+	p, err := startReady(ctx, h, logPath, 15*time.Second,
+		func(err error) error { return fmt.Errorf("wireguard-go exited: %v: %s", err, e2e.Tail(logPath, 10)) },
+		func(wctx context.Context) error {
+			_, err := h.Run(wctx, "wg", "show", iface)
+			return err
+		}, wgBin, "-f", iface)
+	if p == nil {
 		return nil, err
 	}
-	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	err = netns.WaitFor(wctx, 100*time.Millisecond, func() error {
-		select {
-		case <-p.Done():
-			return fmt.Errorf("wireguard-go exited: %v: %s", p.Wait(), e2e.Tail(logPath, 10))
-		default:
-		}
-		_, err := h.Run(wctx, "wg", "show", iface)
-		return err
-	})
 	if err != nil {
 		return p, fmt.Errorf("waiting for wireguard-go on %s: %w", h.Name, err)
 	}
