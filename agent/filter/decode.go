@@ -183,6 +183,20 @@ func decode(b []byte, p *packet) error {
 	return decodeL4(payload, p)
 }
 
+// skipExtHeader skips the IPv6 extension header at the start of pl, at
+// least 8 bytes, whose length in units of unit bytes is its second byte
+// plus extra. It returns the header's Next Header and what follows it.
+func skipExtHeader(pl []byte, unit, extra int) (uint8, []byte, error) {
+	if len(pl) < 8 {
+		return 0, nil, errExtHeader
+	}
+	n := (int(pl[1]) + extra) * unit
+	if len(pl) < n {
+		return 0, nil, errExtHeader
+	}
+	return pl[0], pl[n:], nil
+}
+
 // walkIPv6 follows the extension header chain starting with next over pl
 // (the IPv6 payload) and returns the upper-layer protocol and its bytes. It
 // records fragmentation in p. Every length is checked against pl before it
@@ -193,24 +207,16 @@ func walkIPv6(next uint8, pl []byte, p *packet) (uint8, []byte, error) {
 		switch next {
 		case ext6HopByHop, ext6Routing, ext6DestOpts, ext6Mobility, ext6HIP, ext6Shim6, ext6Exp1, ext6Exp2:
 			// Next Header, Hdr Ext Len in 8-octet units not counting the first 8.
-			if len(pl) < 8 {
-				return 0, nil, errExtHeader
+			var err error
+			if next, pl, err = skipExtHeader(pl, 8, 1); err != nil {
+				return 0, nil, err
 			}
-			n := (int(pl[1]) + 1) * 8
-			if len(pl) < n {
-				return 0, nil, errExtHeader
-			}
-			next, pl = pl[0], pl[n:]
 		case ext6AH:
 			// RFC 4302: Payload Len in 4-octet units, minus 2.
-			if len(pl) < 8 {
-				return 0, nil, errExtHeader
+			var err error
+			if next, pl, err = skipExtHeader(pl, 4, 2); err != nil {
+				return 0, nil, err
 			}
-			n := (int(pl[1]) + 2) * 4
-			if len(pl) < n {
-				return 0, nil, errExtHeader
-			}
-			next, pl = pl[0], pl[n:]
 		case ext6Fragment:
 			f := header.IPv6Fragment(pl)
 			if !f.IsValid() {

@@ -30,19 +30,24 @@ type Simulator struct {
 func (s *Simulator) Open() error { return nil }
 
 // Read implements io.Reader (a TPM response).
-func (s *Simulator) Read(p []byte) (int, error) { return s.io(p, (*gotpm.Simulator).Read) }
+func (s *Simulator) Read(p []byte) (int, error) {
+	return withSim(s, func(sim *gotpm.Simulator) (int, error) { return sim.Read(p) })
+}
 
 // Write implements io.Writer (a TPM command).
-func (s *Simulator) Write(p []byte) (int, error) { return s.io(p, (*gotpm.Simulator).Write) }
+func (s *Simulator) Write(p []byte) (int, error) {
+	return withSim(s, func(sim *gotpm.Simulator) (int, error) { return sim.Write(p) })
+}
 
-// io does a read or write on the open simulator.
-func (s *Simulator) io(p []byte, op func(*gotpm.Simulator, []byte) (int, error)) (int, error) {
+// withSim runs op on the open simulator, under its lock.
+func withSim[T any](s *Simulator, op func(*gotpm.Simulator) (T, error)) (T, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.sim == nil {
-		return 0, errors.New("tpmtest: simulator closed")
+		var zero T
+		return zero, errors.New("tpmtest: simulator closed")
 	}
-	return op(s.sim, p)
+	return op(s.sim)
 }
 
 // Close powers the simulator off and frees it for the next test.
@@ -64,23 +69,15 @@ func (s *Simulator) MeasurementLog() ([]byte, error) { return nil, nil }
 // TPM2_Startup(CLEAR)): transient objects and sessions are gone, seeds
 // and persistent objects (the SRK and EK handles) stay.
 func (s *Simulator) Reboot() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.sim == nil {
-		return errors.New("tpmtest: simulator closed")
-	}
-	return s.sim.Reset()
+	_, err := withSim(s, func(sim *gotpm.Simulator) (struct{}, error) { return struct{}{}, sim.Reset() })
+	return err
 }
 
 // ManufactureReset wipes the TPM: new seeds (so a new EK and SRK), NV
 // cleared. Blobs made before no longer load.
 func (s *Simulator) ManufactureReset() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.sim == nil {
-		return errors.New("tpmtest: simulator closed")
-	}
-	return s.sim.ManufactureReset()
+	_, err := withSim(s, func(sim *gotpm.Simulator) (struct{}, error) { return struct{}{}, sim.ManufactureReset() })
+	return err
 }
 
 // holder is the name of the test holding the simulator, to fail (rather
