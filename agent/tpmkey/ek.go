@@ -5,33 +5,28 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 
 	steptpm "go.step.sm/crypto/tpm"
+
+	"github.com/certmesh/certmesh/internal/ekfp"
 )
 
 // EKFingerprint is the SHA-256 of an EK public key in PKIX DER form, the
-// same value ca/attest computes and the allow-list holds. Text form: 64
-// lowercase hex digits.
-type EKFingerprint [sha256.Size]byte
+// same value (and type, internal/ekfp) ca/attest computes and the
+// allow-list holds. Text form: 64 lowercase hex digits.
+type EKFingerprint = ekfp.Fingerprint
 
 // FingerprintEK computes the fingerprint of an EK public key.
 func FingerprintEK(pub crypto.PublicKey) (EKFingerprint, error) {
-	der, err := x509.MarshalPKIXPublicKey(pub)
+	f, err := ekfp.Of(pub)
 	if err != nil {
-		return EKFingerprint{}, fmt.Errorf("tpmkey: EK fingerprint: %w", err)
+		return f, fmt.Errorf("tpmkey: %w", err)
 	}
-	return sha256.Sum256(der), nil
+	return f, nil
 }
-
-func (f EKFingerprint) String() string { return hex.EncodeToString(f[:]) }
-
-// MarshalText implements encoding.TextMarshaler (hex).
-func (f EKFingerprint) MarshalText() ([]byte, error) { return []byte(f.String()), nil }
 
 // EK is the TPM's endorsement key.
 type EK struct {

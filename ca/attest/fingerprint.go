@@ -3,81 +3,26 @@ package attest
 import (
 	"bufio"
 	"crypto"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/base64"
-	"encoding/hex"
-
 	"fmt"
 	"io"
 	"sort"
 	"strings"
+
+	"github.com/certmesh/certmesh/internal/ekfp"
 )
 
 // EKFingerprint identifies an endorsement key: the SHA-256 of its public
-// key in PKIX (SubjectPublicKeyInfo) DER form. It is what an MDM inventory
-// or `openssl x509 -in ek.crt -noout -pubkey | openssl pkey -pubin
-// -outform DER | sha256sum` gives, and what agent/tpmkey computes on the
-// device.
-//
-// Its text form is 64 lowercase hex digits.
-type EKFingerprint [sha256.Size]byte
+// key in PKIX (SubjectPublicKeyInfo) DER form, the one type agent/tpmkey
+// computes on the device (internal/ekfp). Its text form is 64 lowercase
+// hex digits.
+type EKFingerprint = ekfp.Fingerprint
 
 // FingerprintEK computes the fingerprint of an EK public key.
-func FingerprintEK(pub crypto.PublicKey) (EKFingerprint, error) {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return EKFingerprint{}, fmt.Errorf("EK fingerprint: %w", err)
-	}
-	return sha256.Sum256(der), nil
-}
+func FingerprintEK(pub crypto.PublicKey) (EKFingerprint, error) { return ekfp.Of(pub) }
 
-// String returns the 64 lowercase hex digits.
-func (f EKFingerprint) String() string { return hex.EncodeToString(f[:]) }
-
-// IsZero reports whether f is the zero value.
-func (f EKFingerprint) IsZero() bool { return f == EKFingerprint{} }
-
-// MarshalText implements encoding.TextMarshaler (hex).
-func (f EKFingerprint) MarshalText() ([]byte, error) { return []byte(f.String()), nil }
-
-// UnmarshalText implements encoding.TextUnmarshaler; it accepts what
-// [ParseEKFingerprint] accepts.
-func (f *EKFingerprint) UnmarshalText(b []byte) error {
-	p, err := ParseEKFingerprint(string(b))
-	if err != nil {
-		return err
-	}
-	*f = p
-	return nil
-}
-
-// ParseEKFingerprint parses an EK fingerprint. It accepts 64 hex digits in
-// either case, optionally separated by colons (as openssl prints them), and
-// optionally prefixed with "sha256:"; after that prefix it also accepts the
-// standard base64 form that go.step.sm/crypto's EK.Fingerprint prints.
-func ParseEKFingerprint(s string) (EKFingerprint, error) {
-	var f EKFingerprint
-	in := strings.TrimSpace(s)
-	body := in
-	if len(body) >= 7 && strings.EqualFold(body[:7], "sha256:") {
-		body = body[7:]
-		if b, err := base64.StdEncoding.DecodeString(body); err == nil && len(b) == len(f) {
-			copy(f[:], b)
-			return f, nil
-		}
-	}
-	body = strings.ReplaceAll(body, ":", "")
-	if len(body) != 2*len(f) {
-		return f, fmt.Errorf("EK fingerprint %q: want 64 hex digits (SHA-256), got %d characters", s, len(body))
-	}
-	b, err := hex.DecodeString(body)
-	if err != nil {
-		return f, fmt.Errorf("EK fingerprint %q: not hex: %w", s, err)
-	}
-	copy(f[:], b)
-	return f, nil
-}
+// ParseEKFingerprint parses an EK fingerprint ([ekfp.Parse]: 64 hex
+// digits, colons allowed, or "sha256:" and the base64 form).
+func ParseEKFingerprint(s string) (EKFingerprint, error) { return ekfp.Parse(s) }
 
 // ParseAllowList reads an EK allow-list: one fingerprint per line (see
 // [ParseEKFingerprint]), blank lines ignored, '#' starts a comment that
