@@ -146,6 +146,7 @@ func (a *Agent) advertiseLoop(ctx context.Context, changes <-chan netmon.State) 
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-a.advertKick: // the path layer's reflexive addresses changed
 		case _, ok := <-changes:
 			if !ok {
 				changes = nil

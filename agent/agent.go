@@ -48,6 +48,10 @@ type Agent struct {
 	// localOnly, until the path layer adds reflexive and relay ones.
 	adv        *advertiser
 	candidates func() []endpoint.Candidate
+	// paths is the path layer (pathlayer.go); advertKick asks the
+	// advertise loop to look at the candidates now.
+	paths      pathLayer
+	advertKick chan struct{}
 
 	// fetched is how the fetches of CRL and policy from the CA stand;
 	// caPolicy is the policy of the enrollment answer, until installed.
@@ -269,6 +273,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	go a.coord.run(ctx)
 	go a.renewLoop(ctx)
 	go a.advertiseLoop(ctx, a.watchAddresses(ctx))
+	go a.runPaths(ctx)
 	a.cfg.Logger.Info("agent running", "device", a.self.DeviceID, "listen_port", a.dev.ListenPort(), "mode", a.cfg.Mode)
 	tick := time.NewTicker(a.cfg.SweepInterval)
 	defer tick.Stop()

@@ -110,6 +110,16 @@ func (tx peerTx) refuseCandidates(label string, err error) {
 	m.logRefusal("endpoint candidates refused", rj)
 }
 
+// held is the candidates (with their kinds) of dev's accepted
+// advertisement while it is fresh: what accept returned the addresses of.
+func (b *candidateBook) held(dev certs.DeviceID, now time.Time) []endpoint.Candidate {
+	h := b.peers[dev]
+	if h.fresh(now) == nil {
+		return nil
+	}
+	return h.adv.Candidates
+}
+
 // fresh is the held candidates while the advertisement is fresh.
 func (h *heldAdvert) fresh(now time.Time) []netip.AddrPort {
 	if h == nil || h.raw == nil || now.Sub(h.adv.IssuedAt) > endpoint.MaxAge {

@@ -31,6 +31,9 @@ type Config struct {
 	// the WireGuard port); empty means the addresses of the host's
 	// interfaces, without loopback and the tunnel.
 	AdvertiseAddrs []netip.Addr
+	// STUNServers are asked, from the WireGuard socket, for this agent's
+	// server-reflexive address, which it advertises as a candidate.
+	STUNServers []netip.AddrPort
 
 	// TPM, if set, keeps the device key in a TPM 2.0 and enrolls with
 	// TPM attestation.

@@ -109,6 +109,7 @@ func (d *deviceStage) enableKeepaliveLater(dev certs.DeviceID, k certs.WireGuard
 			return
 		}
 		wp.PersistentKeepalive = KeepAlive
+		wp.Endpoint = netip.AddrPort{} // the keepalive only: the endpoint in use (the path layer's) stays
 		if err := d.dev.UpsertPeer(wp); err != nil {
 			d.log.Warn("turning on keepalive", "device", dev, "err", err)
 			return

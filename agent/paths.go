@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/certmesh/certmesh/agent/path"
 	"github.com/certmesh/certmesh/certs"
 )
 
@@ -34,6 +35,10 @@ type pathStage struct {
 	log    *slog.Logger
 	now    func() time.Time
 	paths  map[certs.DeviceID]*peerPath
+	// mgr, if set, is the path layer (agent/path): it probes the peer's
+	// verified candidates and sets the endpoint itself, so this stage
+	// neither picks one nor rotates.
+	mgr *path.Manager
 }
 
 // peerPath is where one peer is reached.
@@ -57,7 +62,11 @@ func (s *pathStage) admit(p, prev *verifiedPeer) (bool, error) {
 	if prev != nil && old != nil && slices.Equal(old.hints, hints) {
 		path.endpoints, path.since = old.endpoints, old.since // the same hints again: stay on the one in use
 	}
-	lost, err := s.dev.apply(p.id, first(path.endpoints))
+	ep := first(path.endpoints)
+	if s.probed(p, prev) {
+		ep = netip.AddrPort{} // the path layer's endpoint stays
+	}
+	lost, err := s.dev.apply(p.id, ep)
 	switch {
 	case err == nil:
 		s.paths[p.id.DeviceID] = path
@@ -68,6 +77,9 @@ func (s *pathStage) admit(p, prev *verifiedPeer) (bool, error) {
 }
 
 func (s *pathStage) evict(p *verifiedPeer, why string) {
+	if s.mgr != nil {
+		s.mgr.RemovePeer(p.id.WireGuardKey)
+	}
 	delete(s.paths, p.id.DeviceID)
 	s.dev.remove(p.id.DeviceID, why)
 }
@@ -80,7 +92,8 @@ func (s *pathStage) sweep(peers []*verifiedPeer) {
 	now := s.now()
 	var due []*verifiedPeer
 	for _, p := range peers {
-		if path := s.paths[p.id.DeviceID]; path != nil && len(path.endpoints) > 1 && now.Sub(path.since) >= EndpointRotateAfter {
+		if path := s.paths[p.id.DeviceID]; path != nil && len(path.endpoints) > 1 && now.Sub(path.since) >= EndpointRotateAfter &&
+			!s.hasPath(p) { // the path layer keeps that one on a path that answers
 			due = append(due, p)
 		}
 	}
@@ -105,6 +118,32 @@ func (s *pathStage) sweep(peers []*verifiedPeer) {
 		path.endpoints, path.since = next, now
 		s.log.Debug("no handshake with the peer: trying its next endpoint", "device", p.id.DeviceID, "endpoint", next[0])
 	}
+}
+
+// probed hands p's verified candidates to the path layer, which sets the
+// endpoint once a path answers its probes, and reports whether it has one
+// now: then the stage leaves the endpoint alone. Until it has, the stage
+// works as without a path layer (first hint, rotation), so that a peer
+// that does not answer probes is still reached.
+func (s *pathStage) probed(p, prev *verifiedPeer) bool {
+	if s.mgr == nil {
+		return false
+	}
+	if prev != nil && prev.id.WireGuardKey != p.id.WireGuardKey {
+		s.mgr.RemovePeer(prev.id.WireGuardKey)
+	}
+	if err := s.mgr.SetPeer(p.id.WireGuardKey, pathCandidatesOf(p.cands)); err != nil {
+		s.log.Warn("handing the peer's candidates to the path layer", "device", p.id.DeviceID, "err", err)
+	}
+	return s.hasPath(p)
+}
+
+func (s *pathStage) hasPath(p *verifiedPeer) bool {
+	if s.mgr == nil {
+		return false
+	}
+	st, ok := s.mgr.Peer(p.id.WireGuardKey)
+	return ok && st.Endpoint != ""
 }
 
 // first is the endpoint in use: the first allowed (none if none is: the

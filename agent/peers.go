@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/endpoint"
 	"github.com/certmesh/certmesh/internal/wire"
 )
 
@@ -34,7 +35,9 @@ type verifiedPeer struct {
 	id    certs.Identity
 	// hints are the endpoints the coordinator relayed, unchecked: the
 	// path stage decides which of them WireGuard may use.
-	hints   []netip.AddrPort
+	hints []netip.AddrPort
+	// cands are the same endpoints with their kinds, for the path layer.
+	cands   []endpoint.Candidate
 	machine *x509.Certificate // for CRL checks
 	user    *x509.Certificate // nil without a user certificate
 	// unlistedAt is when the coordinator stopped listing the peer (zero

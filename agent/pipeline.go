@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/certmesh/certmesh/agent/filter"
+	"github.com/certmesh/certmesh/agent/path"
 	"github.com/certmesh/certmesh/agent/wgdev"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/translog"
@@ -21,11 +22,16 @@ func (a *Agent) openDevice(ctx context.Context) error {
 	a.mu.Unlock()
 	index := &addrIndex{}
 	eps := newEndpointPolicy(append(slices.Clone(routes), self.AllowedIPs()...), a.cfg.AdvertiseAddrs)
+	a.paths.bind, a.advertKick = path.NewBind(a.cfg.Logger.With("component", "path")), make(chan struct{}, 1)
 	dev, err := wgdev.Open(ctx, a.deviceConfig(self, routes, eps, index))
 	if err != nil {
 		return fmt.Errorf("opening WireGuard device: %w", err)
 	}
 	a.dev = dev
+	if err := a.startPaths(eps); err != nil {
+		dev.Close()
+		return err
+	}
 	if err := a.buildPipeline(self, eps, index); err != nil {
 		dev.Close()
 		return err
@@ -44,6 +50,7 @@ func (a *Agent) deviceConfig(self certs.Identity, routes []netip.Prefix, eps end
 		OverlayRoutes: routes, ListenPort: a.cfg.ListenPort, PrivateKey: a.keys.wg,
 		Handshakes: wgdev.HandshakeLimit{Refuse: eps.refuse, Now: a.cfg.Now},
 		Logger:     a.cfg.Logger.With("component", "wireguard"), UAPI: a.cfg.Mode == wgdev.KernelTUN,
+		WrapBind: a.paths.bind.Wrap, // the path layer shares the socket, under the limiter
 		WrapTUN: func(t tun.Device) tun.Device {
 			a.filter = filter.Wrap(t, filter.Config{Peers: filter.PeersFunc(index.lookup), Now: a.cfg.Now})
 			return a.filter
@@ -64,6 +71,7 @@ func (a *Agent) buildPipeline(self certs.Identity, eps endpointPolicy, index *ad
 	peerLog := logger.With("component", "peers")
 	device := newDeviceStage(a.dev, self.WireGuardKey, peerLog)
 	paths := newPathStage(eps, device, peerLog, a.cfg.Now)
+	paths.mgr = a.paths.mgr
 	a.peers = newPeerSet(paths, index, a.filter, self, a.cfg.UnlistedGrace, peerLog, a.cfg.Now)
 	a.crl = newCRLHolder(a.roots, &a.ident, a.cfg.StateDir, a.cfg.CRLGrace, a.cfg.CRLStalePolicy, a.peers,
 		logger.With("component", "crl"), a.cfg.Now)
@@ -89,7 +97,7 @@ func (a *Agent) buildPipeline(self certs.Identity, eps endpointPolicy, index *ad
 	if a.adv, err = newAdvertiser(a.cfg.StateDir, a.keys.device, a.cfg.Now); err != nil {
 		return err
 	}
-	a.candidates = a.localOnly
+	a.candidates = a.pathCandidates
 	if _, err := a.refreshAdvert(); err != nil { // before the first watch, which publishes it
 		return err
 	}

@@ -87,4 +87,10 @@ type PeerStatus struct {
 	// Candidates are the endpoints of the peer's last verified endpoint
 	// advertisement (candidates.go), in its order; none without one.
 	Candidates []netip.AddrPort `json:"candidates,omitempty"`
+	// Path is how the peer is reached, as the path layer chose (agent/path):
+	// "direct", "relay" or "none"; Relay is the relay in use (ours or the
+	// peer's relayed address), RTTMillis the chosen path's probe RTT.
+	Path      string  `json:"path,omitempty"`
+	Relay     string  `json:"relay,omitempty"`
+	RTTMillis float64 `json:"rtt_ms,omitempty"`
 }

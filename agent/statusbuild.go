@@ -47,11 +47,13 @@ func (a *Agent) Status() (*Status, error) {
 		}
 		if i, ok := byKey[p.id.WireGuardKey]; ok {
 			s := stats[i]
+			ps.Endpoint = s.EndpointText // an address, or a path through a relay
 			if s.Endpoint.IsValid() {
 				ps.Endpoint = s.Endpoint.String()
 			}
 			ps.LastHandshake, ps.RxBytes, ps.TxBytes = s.LastHandshake, s.RxBytes, s.TxBytes
 		}
+		a.pathStatus(&ps, p.id.WireGuardKey)
 		st.Peers = append(st.Peers, ps)
 	}
 	if u := a.ident.user(); u != nil {

@@ -113,7 +113,8 @@ func (v *verifier) peer(tx peerTx, p *wire.Peer) {
 		}
 	}
 	hints := v.candidates(tx, p.Label, id, p.Advertisement) // never p.Endpoints (candidates.go)
-	tx.admit(&verifiedPeer{label: p.Label, id: id, hints: hints, machine: b.Machine, user: b.User}, v.degraded())
+	cands := v.book.held(id.DeviceID, v.opts.now())         // the same, with their kinds
+	tx.admit(&verifiedPeer{label: p.Label, id: id, hints: hints, cands: cands, machine: b.Machine, user: b.User}, v.degraded())
 }
 
 // degraded says why no new peer may be admitted now (nil: they may): the

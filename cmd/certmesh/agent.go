@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -23,7 +24,7 @@ func agentCmd() *cobra.Command {
 		state, server, fp, token, tokenFile, tun, socks, hostname string
 		userspace, debug                                          bool
 		port                                                      int
-		advertise                                                 []string
+		advertise, stunServers                                    []string
 		crlStale, logAlarm, policyStale                           string
 		crlGrace, caFetch, maxSkew, unlistedGrace                 time.Duration
 		useTPM, requireLogged                                     bool
@@ -91,6 +92,13 @@ func agentCmd() *cobra.Command {
 				}
 				cfg.AdvertiseAddrs = append(cfg.AdvertiseAddrs, ip)
 			}
+			for _, s := range stunServers {
+				ua, err := net.ResolveUDPAddr("udp", s)
+				if err != nil || ua.Port == 0 {
+					return fmt.Errorf("--stun %q: want host:port (%v)", s, err)
+				}
+				cfg.STUNServers = append(cfg.STUNServers, ua.AddrPort())
+			}
 			switch {
 			case userspace && cmd.Flags().Changed("tun"):
 				return fmt.Errorf("--userspace and --tun exclude each other")
@@ -123,6 +131,7 @@ func agentCmd() *cobra.Command {
 	f.StringVar(&hostname, "hostname", "", "hostname in the mesh (default: this machine's)")
 	f.IntVar(&port, "listen-port", 0, "WireGuard UDP port (default random)")
 	f.StringSliceVar(&advertise, "advertise", nil, "underlay IPs peers should send to (default: this host's addresses)")
+	f.StringArrayVar(&stunServers, "stun", nil, "STUN server host:port to learn this host's public address from, on the WireGuard port (repeatable)")
 	f.BoolVar(&debug, "debug", false, "debug logging")
 	f.BoolVar(&requireLogged, "require-logged", true, "accept a peer only with a valid inclusion proof of its certificate in the CA's transparency log")
 	f.BoolVar(&useTPM, "tpm", false, "keep the device key in the TPM 2.0 and enroll with TPM attestation")

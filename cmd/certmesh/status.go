@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"slices"
@@ -60,17 +61,17 @@ func printStatus(w io.Writer, st *agent.Status) {
 	fmt.Fprintf(w, "coord    %s  %s\n", st.Coordinator.URL, coord)
 	fmt.Fprintf(w, "clock    %s\n\n", clockLine(st.Clock))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PEER\tADDRESSES\tDEVICE\tVERIFIED\tCERT EXPIRES\tHANDSHAKE\tRX\tTX")
+	fmt.Fprintln(tw, "PEER\tADDRESSES\tDEVICE\tVERIFIED\tCERT EXPIRES\tPATH\tHANDSHAKE\tRX\tTX")
 	for _, p := range st.Peers {
 		hs := "never"
 		if !p.LastHandshake.IsZero() {
 			hs = time.Since(p.LastHandshake).Round(time.Second).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", p.Name, joinAddrs(p.Addresses), p.DeviceID, "yes ("+string(p.Attestation)+")",
-			p.CertNotAfter.Local().Format(time.RFC3339), hs, p.RxBytes, p.TxBytes)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", p.Name, joinAddrs(p.Addresses), p.DeviceID, "yes ("+string(p.Attestation)+")",
+			p.CertNotAfter.Local().Format(time.RFC3339), pathColumn(p), hs, p.RxBytes, p.TxBytes)
 	}
 	for _, r := range st.Rejected {
-		fmt.Fprintf(tw, "%s\t-\t-\tREFUSED: %s\t-\t-\t-\t-\n", r.Label, r.Reason)
+		fmt.Fprintf(tw, "%s\t-\t-\tREFUSED: %s\t-\t-\t-\t-\t-\n", r.Label, r.Reason)
 	}
 	_ = tw.Flush()
 	for _, r := range st.Rejected {
@@ -121,4 +122,17 @@ func joinAddrs[T fmt.Stringer](as []T) string {
 		s[i] = a.String()
 	}
 	return strings.Join(s, ",")
+}
+
+// pathColumn is how a peer is reached: "direct 1.2ms via 203.0.113.5:51820",
+// "relay 20ms via 198.51.100.7:3478", or "none".
+func pathColumn(p agent.PeerStatus) string {
+	if p.Path == "" || p.Path == "none" {
+		return cmp.Or(p.Path, "-")
+	}
+	via := p.Endpoint
+	if p.Relay != "" {
+		via = p.Relay
+	}
+	return fmt.Sprintf("%s %.1fms via %s", p.Path, p.RTTMillis, via)
 }
