@@ -143,18 +143,7 @@ func decode(b []byte, p *packet) error {
 		p.proto = h.Protocol()
 		p.src = netip.AddrFrom4([4]byte(h.SourceAddressSlice()))
 		p.dst = netip.AddrFrom4([4]byte(h.DestinationAddressSlice()))
-		off := h.FragmentOffset() // in bytes
-		switch {
-		case off > 0:
-			p.frag = fragLater
-		case h.More():
-			p.frag = fragFirst
-		}
-		if p.frag != fragNone {
-			p.fragID = uint32(h.ID())
-			p.fragProto = p.proto
-			p.fragOff = off
-		}
+		p.setFrag(h.FragmentOffset(), h.More(), uint32(h.ID()), p.proto) // offset in bytes
 	case header.IPv6Version:
 		h := header.IPv6(b)
 		// IsValid checks len(b) >= 40 and 40+PayloadLength <= len(b).
@@ -181,6 +170,21 @@ func decode(b []byte, p *packet) error {
 		return nil
 	}
 	return decodeL4(payload, p)
+}
+
+// setFrag records that p is a fragment of datagram id (of protocol proto)
+// at offset off (in bytes), with more fragments after it if more; offset 0
+// without more is no fragment and records nothing.
+func (p *packet) setFrag(off uint16, more bool, id uint32, proto uint8) {
+	switch {
+	case off > 0:
+		p.frag = fragLater
+	case more:
+		p.frag = fragFirst
+	default:
+		return
+	}
+	p.fragID, p.fragProto, p.fragOff = id, proto, off
 }
 
 // skipExtHeader skips the IPv6 extension header at the start of pl, at
@@ -227,20 +231,9 @@ func walkIPv6(next uint8, pl []byte, p *packet) (uint8, []byte, error) {
 				return 0, nil, errExtHeader
 			}
 			seenFrag = true
-			off := f.FragmentOffset() // in 8-octet units
-			switch {
-			case off > 0:
-				p.frag = fragLater
-			case f.More():
-				p.frag = fragFirst
-			}
 			// Offset 0 without More is an atomic fragment (RFC 6946): an
 			// ordinary packet as far as the filter is concerned.
-			if p.frag != fragNone {
-				p.fragID = f.ID()
-				p.fragProto = f.NextHeader()
-				p.fragOff = off * 8
-			}
+			p.setFrag(f.FragmentOffset()*8, f.More(), f.ID(), f.NextHeader()) // offset in 8-octet units
 			next, pl = f.NextHeader(), pl[header.IPv6FragmentHeaderSize:]
 			if p.frag == fragLater {
 				// The rest of the chain is in the first fragment.
