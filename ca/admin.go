@@ -85,6 +85,29 @@ func (c *CA) AdminHandler() http.Handler {
 		dev, err := c.Revoke(r.Context(), id)
 		c.reply(w, r, dev, err)
 	})
+	mux.HandleFunc("GET "+AdminPathDevices+"/{id}", func(w http.ResponseWriter, r *http.Request) {
+		id, err := certs.ParseDeviceID(r.PathValue("id"))
+		if err != nil {
+			c.reply(w, r, nil, refuseErr(CodeBadRequest, err, "device ID"))
+			return
+		}
+		dev, err := c.Device(r.Context(), id)
+		c.reply(w, r, dev, err)
+	})
+	mux.HandleFunc("POST "+AdminPathDevices+"/{id}/approvals", func(w http.ResponseWriter, r *http.Request) {
+		id, err := certs.ParseDeviceID(r.PathValue("id"))
+		if err != nil {
+			c.reply(w, r, nil, refuseErr(CodeBadRequest, err, "device ID"))
+			return
+		}
+		var req Approval
+		if err := ReadJSON(w, r, &req); err != nil {
+			c.reply(w, r, nil, err)
+			return
+		}
+		dev, err := c.ApproveAsks(r.Context(), id, req)
+		c.reply(w, r, dev, err)
+	})
 	mux.HandleFunc("GET "+AdminPathEKs, func(w http.ResponseWriter, r *http.Request) {
 		c.reply(w, r, c.EKs(), nil)
 	})

@@ -50,6 +50,19 @@ func (a *AdminClient) Revoke(ctx context.Context, id string) (store.Device, erro
 	return out, a.do(ctx, http.MethodPost, AdminPathDevices+"/"+id+"/revoke", nil, &out)
 }
 
+// Device shows one device.
+func (a *AdminClient) Device(ctx context.Context, id string) (store.Device, error) {
+	var out store.Device
+	return out, a.do(ctx, http.MethodGet, AdminPathDevices+"/"+url.PathEscape(id), nil, &out)
+}
+
+// ApproveAsks approves (or, with Deny, withdraws) routes and services of
+// a device.
+func (a *AdminClient) ApproveAsks(ctx context.Context, id string, req Approval) (store.Device, error) {
+	var out store.Device
+	return out, a.do(ctx, http.MethodPost, AdminPathDevices+"/"+url.PathEscape(id)+"/approvals", req, &out)
+}
+
 // Users lists the users who logged in.
 func (a *AdminClient) Users(ctx context.Context) ([]store.User, error) {
 	var out []store.User

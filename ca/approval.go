@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
@@ -23,6 +24,8 @@ type enrollment struct {
 	ekFP   string // TPM enrollments
 	vendor string // TPM manufacturer
 	remote string
+	routes []netip.Prefix
+	svcs   []certs.Service
 }
 
 // queue records an enrollment that waits for an admin. The token is spent
@@ -40,6 +43,7 @@ func (c *CA) queue(ctx context.Context, token string, tokenNeeded bool, e enroll
 		ID: "p-" + string(id), PollHash: sha256.Sum256([]byte(secret)), State: store.PendingWaiting,
 		Hostname: e.host, RemoteAddr: e.remote, RequestedAt: c.now(), Attestation: e.level,
 		EKFP: e.ekFP, Manufacturer: e.vendor, CSR: e.cr.csr.Raw, WireGuardKey: e.cr.wgKey, DeviceKeyFP: e.cr.deviceFP,
+		RequestedRoutes: e.routes, RequestedServices: e.svcs,
 	}
 	err = c.updateExclusive(ctx, func(tx store.Tx) error {
 		if tokenNeeded {
@@ -150,7 +154,7 @@ func (c *CA) Approve(ctx context.Context, id string) (store.Device, error) {
 				return err
 			}
 		}
-		if dev, err = c.createDevice(ctx, tx, devID, enrollment{host: p.Hostname, cr: cr, level: p.Attestation, ekFP: p.EKFP}, p.Tags, p.TokenID); err != nil {
+		if dev, err = c.createDevice(ctx, tx, devID, enrollment{host: p.Hostname, cr: cr, level: p.Attestation, ekFP: p.EKFP, routes: p.RequestedRoutes, svcs: p.RequestedServices}, p.Tags, p.TokenID); err != nil {
 			return err
 		}
 		p.State, p.DecidedAt, p.DeviceID = store.PendingApproved, c.now(), dev.ID

@@ -51,6 +51,7 @@ type CA struct {
 	onCheckpoint []func(cp []byte)
 	serverTLS    *tls.Certificate
 	onRevoke     []func(certs.DeviceID)
+	onReissue    []func(certs.DeviceID)
 
 	lock *statedir.Lock // the state directory, held until Close
 }

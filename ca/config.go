@@ -81,6 +81,9 @@ type Config struct {
 	// Relay configures the embedded TURN relay and STUN server (on by
 	// default) and the standalone relays agents may use (see relay.go).
 	Relay *RelayConfig `json:"relay,omitempty"`
+	// AutoApprove pre-approves routes and services per tag (the key, a
+	// tag without "tag:"), see AutoApproval.
+	AutoApprove map[string]AutoApproval `json:"auto_approve,omitempty"`
 }
 
 // ApprovalMode says whether new enrollments wait for an admin.
@@ -116,6 +119,9 @@ func (c *Config) Validate() error {
 	}
 	if !c.OverlayV6.IsValid() || !c.OverlayV6.Addr().Is6() || c.OverlayV6.Bits() > 64 {
 		return fmt.Errorf("overlay_ipv6 %q: want an IPv6 prefix of /64 or larger", c.OverlayV6)
+	}
+	if err := c.validateAutoApprove(); err != nil {
+		return err
 	}
 	lt := time.Duration(c.MachineCertLifetime)
 	if lt < minMachineLifetime || lt > maxMachineLifetime {

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
@@ -25,6 +26,10 @@ type checkedRequest struct {
 	csr      *x509.CertificateRequest
 	wgKey    certs.WireGuardKey
 	deviceFP string
+	// routes and svcs are what a renewal asks for (enrollments carry
+	// theirs in the enrollment).
+	routes []netip.Prefix
+	svcs   []certs.Service
 }
 
 // spendAndCheck spends a request's nonce for use, then checks its CSR and
@@ -98,6 +103,9 @@ func (c *CA) EnrollFrom(ctx context.Context, req wire.EnrollRequest, remote stri
 		return wire.CertificateResponse{}, err
 	}
 	e := enrollment{host: host, cr: cr, level: certs.AttestationToken, remote: remote}
+	if e.routes, e.svcs, err = c.parseAsks(req.Asks); err != nil {
+		return wire.CertificateResponse{}, err
+	}
 	tokenNeeded := true
 	switch {
 	case req.TPM != nil:
@@ -172,13 +180,14 @@ func (c *CA) createDevice(ctx context.Context, tx store.Tx, devID certs.DeviceID
 	dev := store.Device{
 		ID: devID, Hostname: e.host, Addresses: addrs, WireGuardKey: e.cr.wgKey, DeviceKeyFP: e.cr.deviceFP,
 		Attestation: e.level, EKFP: e.ekFP, Tags: tags, State: store.DeviceActive,
-		TokenID: tokenID, EnrolledAt: c.now(),
+		TokenID: tokenID, EnrolledAt: c.now(), RequestedRoutes: e.routes, RequestedServices: e.svcs,
 	}
 	cert, err := c.issue(ctx, tx, &dev, e.cr.csr)
 	if err != nil {
 		return store.Device{}, err
 	}
-	c.log.Info("device enrolled", "device", devID, "hostname", e.host, "attestation", e.level, "serial", cert.SerialNumber.Text(16))
+	c.log.Info("device enrolled", "device", devID, "hostname", e.host, "attestation", e.level, "serial", cert.SerialNumber.Text(16),
+		"routes", dev.Routes, "services", dev.Services)
 	return dev, nil
 }
 
@@ -207,6 +216,7 @@ func (c *CA) issue(ctx context.Context, tx store.Tx, dev *store.Device, csr *x50
 		TrustDomain: c.cfg.TrustDomain, DeviceID: dev.ID, Hostname: dev.Hostname, Addresses: dev.Addresses,
 		WireGuardKey: dev.WireGuardKey, Attestation: dev.Attestation, EK: certs.EKFingerprint(dev.EKFP), Tags: dev.Tags,
 	}
+	p.Routes, p.Services = c.certified(*dev)
 	if err := atStep(stepSign); err != nil {
 		return nil, err
 	}
@@ -223,6 +233,7 @@ func (c *CA) issue(ctx context.Context, tx store.Tx, dev *store.Device, csr *x50
 		return nil, err
 	}
 	dev.Serial, dev.NotAfter = serial, cert.NotAfter
+	dev.Routes, dev.Services, dev.ReissueDue = p.Routes, p.Services, false
 	if err := tx.PutDevice(*dev); err != nil {
 		return nil, fmt.Errorf("recording device: %w", err)
 	}

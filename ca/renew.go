@@ -37,6 +37,9 @@ func (c *CA) Renew(ctx context.Context, peer []*x509.Certificate, req wire.Renew
 	if !slices.Equal(cr.csr.RawSubjectPublicKeyInfo, peer[0].RawSubjectPublicKeyInfo) {
 		return wire.CertificateResponse{}, refuse(CodeBadCSR, "renewal must keep the device key of the current certificate")
 	}
+	if cr.routes, cr.svcs, err = c.parseAsks(req.Asks); err != nil {
+		return wire.CertificateResponse{}, err
+	}
 	return c.renew(ctx, id, cr)
 }
 
@@ -50,10 +53,11 @@ func (c *CA) renew(ctx context.Context, id certs.Identity, cr *checkedRequest) (
 		if err != nil {
 			return err
 		}
-		if superseded {
+		dev.RequestedRoutes, dev.RequestedServices = cr.routes, cr.svcs
+		if superseded && !c.reissueDue(dev) {
 			if cert = c.reusableLocked(tx, dev, cr); cert != nil {
 				reused = true
-				return nil
+				return tx.PutDevice(dev) // what it asks for now
 			}
 		}
 		if err := checkKeysUnused(tx, cr, dev.ID); err != nil {
@@ -77,7 +81,7 @@ func (c *CA) renew(ctx context.Context, id certs.Identity, cr *checkedRequest) (
 		c.log.Info("device renewed again with its previous certificate: answering with the one already issued",
 			"device", id.DeviceID, "presented", id.Serial, "serial", cert.SerialNumber.Text(16))
 	} else {
-		c.log.Info("device renewed", "device", id.DeviceID, "serial", cert.SerialNumber.Text(16))
+		c.log.Info("device renewed", "device", id.DeviceID, "serial", cert.SerialNumber.Text(16), "asked_routes", cr.routes, "asked_services", cr.svcs)
 	}
 	return c.response(id.DeviceID, cert), nil
 }

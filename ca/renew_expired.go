@@ -55,5 +55,8 @@ func (c *CA) RenewExpired(ctx context.Context, req wire.RenewExpiredRequest) (wi
 		return wire.CertificateResponse{}, refuse(CodeBadProof, "proof of possession of the device key does not verify")
 	}
 	c.log.Info("renewal after expiry", "device", id.DeviceID, "serial", id.Serial, "expired", cert.NotAfter)
+	if cr.routes, cr.svcs, err = c.parseAsks(req.Asks); err != nil {
+		return wire.CertificateResponse{}, err
+	}
 	return c.renew(ctx, id, cr)
 }

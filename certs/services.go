@@ -24,9 +24,9 @@ const (
 // Service is a named service a device is certified to offer, such as
 // ssh:22/tcp: peers find it as SRV _ssh._tcp.<trust-domain>.
 type Service struct {
-	Name     string // RFC 6335 service name: 1-15 of a-z, 0-9, '-', a letter, no leading, trailing or double '-'
-	Port     uint16 // 1-65535
-	Protocol Protocol
+	Name     string   `json:"name"` // RFC 6335 service name: 1-15 of a-z, 0-9, '-', a letter, no leading, trailing or double '-'
+	Port     uint16   `json:"port"` // 1-65535
+	Protocol Protocol `json:"protocol"`
 }
 
 func (s Service) String() string { return fmt.Sprintf("%s:%d/%s", s.Name, s.Port, s.Protocol) }

@@ -142,6 +142,20 @@ type Device struct {
 	EnrolledAt   time.Time              `json:"enrolled_at"`
 	RenewedAt    time.Time              `json:"renewed_at,omitzero"`
 	RevokedAt    time.Time              `json:"revoked_at,omitzero"`
+	// RequestedRoutes and RequestedServices are what the device last asked
+	// to route and offer (its enrollment or latest renewal request);
+	// ApprovedRoutes and ApprovedServices what an admin approved for it.
+	// Routes and Services are what its current certificate carries: the
+	// requested ones that an admin or one of its tags (ca.Config.
+	// AutoApprove) approved. ReissueDue says an approval changed that set
+	// since the certificate was issued: the device is told to renew.
+	RequestedRoutes   []netip.Prefix  `json:"requested_routes,omitempty"`
+	ApprovedRoutes    []netip.Prefix  `json:"approved_routes,omitempty"`
+	Routes            []netip.Prefix  `json:"routes,omitempty"`
+	RequestedServices []certs.Service `json:"requested_services,omitempty"`
+	ApprovedServices  []certs.Service `json:"approved_services,omitempty"`
+	Services          []certs.Service `json:"services,omitempty"`
+	ReissueDue        bool            `json:"reissue_due,omitempty"`
 }
 
 // CertRecord is one issued certificate.
@@ -189,6 +203,9 @@ type PendingEnrollment struct {
 	DecidedAt    time.Time              `json:"decided_at,omitzero"`
 	Reason       string                 `json:"reason,omitempty"` // why it was denied
 	DeviceID     certs.DeviceID         `json:"device_id,omitempty"`
+	// The routes and services the enrollment asked for.
+	RequestedRoutes   []netip.Prefix  `json:"requested_routes,omitempty"`
+	RequestedServices []certs.Service `json:"requested_services,omitempty"`
 }
 
 // Intent is a change the transparency log must record before it takes

@@ -60,6 +60,19 @@ type EnrollRequest struct {
 	// TPM, when set, makes this a TPM enrollment (attestation level tpm):
 	// the CSR's key must be the TPM-certified device key.
 	TPM *TPMEvidence `json:"tpm,omitempty"`
+	Asks
+}
+
+// Asks are the routes and services a device asks to be certified for, in
+// every enrollment and renewal request (what `certmesh agent
+// --advertise-routes` and `--advertise-services` say). Each request
+// replaces what the device asked before: an empty one withdraws them. The
+// CA certifies only those an admin approved (or a tag pre-approved), and
+// refuses a request with a malformed entry or a route overlapping the
+// overlay.
+type Asks struct {
+	Routes   []string `json:"routes,omitempty"`   // canonical CIDR prefixes, "10.0.0.0/24", "0.0.0.0/0"
+	Services []string `json:"services,omitempty"` // "ssh:22", "dns:53/udp"
 }
 
 // RenewRequest asks for a new machine certificate over mTLS with the current
@@ -69,6 +82,7 @@ type RenewRequest struct {
 	WireGuardKey certs.WireGuardKey `json:"wireguard_key"`
 	Nonce        string             `json:"nonce"`
 	Proof        []byte             `json:"proof"`
+	Asks
 }
 
 // CertificateResponse is the CA's answer to enrollment and renewal.

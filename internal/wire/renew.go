@@ -23,6 +23,7 @@ type RenewExpiredRequest struct {
 	Nonce        string             `json:"nonce"`
 	Proof        []byte             `json:"proof"`
 	DeviceProof  []byte             `json:"device_proof"`
+	Asks
 }
 
 // DeviceProofMessage is what the device key signs to renew an expired

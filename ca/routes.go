@@ -1,0 +1,215 @@
+package ca
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/store"
+	"github.com/certmesh/certmesh/internal/wire"
+)
+
+// AutoApproval is what one tag pre-approves for the devices carrying it: a
+// requested route inside one of Routes (an exit route, 0.0.0.0/0 or ::/0,
+// only by itself: listing it pre-approves the exit node, not every subnet),
+// and a requested service equal to one of Services ("ssh:22").
+type AutoApproval struct {
+	Routes   []netip.Prefix `json:"routes,omitempty"`
+	Services []string       `json:"services,omitempty"`
+}
+
+// validateAutoApprove checks Config.AutoApprove.
+func (c *Config) validateAutoApprove() error {
+	for tag, a := range c.AutoApprove {
+		if _, err := certs.ParseTag(tag); err != nil {
+			return fmt.Errorf("auto_approve: %w", err)
+		}
+		if err := certs.CheckRoutes(a.Routes, c.Overlays()); err != nil {
+			return fmt.Errorf("auto_approve %q: %w", tag, err)
+		}
+		for _, s := range a.Services {
+			if _, err := certs.ParseService(s); err != nil {
+				return fmt.Errorf("auto_approve %q: %w", tag, err)
+			}
+		}
+	}
+	return nil
+}
+
+// parseAsks checks what a request asks for: every route canonical and
+// outside the overlay, every service valid, within the certificate's
+// bounds. A bad entry refuses the whole request.
+func (c *CA) parseAsks(a wire.Asks) ([]netip.Prefix, []certs.Service, error) {
+	routes := make([]netip.Prefix, 0, len(a.Routes))
+	for _, s := range a.Routes {
+		p, err := certs.ParseRoute(s)
+		if err != nil {
+			return nil, nil, refuseErr(CodeBadRequest, err, "requested routes")
+		}
+		routes = append(routes, p)
+	}
+	if err := certs.CheckRoutes(routes, c.cfg.Overlays()); err != nil {
+		return nil, nil, refuseErr(CodeBadRequest, err, "requested routes")
+	}
+	svcs := make([]certs.Service, 0, len(a.Services))
+	for _, s := range a.Services {
+		svc, err := certs.ParseService(s)
+		if err != nil {
+			return nil, nil, refuseErr(CodeBadRequest, err, "requested services")
+		}
+		svcs = append(svcs, svc)
+	}
+	if err := certs.CheckServices(svcs); err != nil {
+		return nil, nil, refuseErr(CodeBadRequest, err, "requested services")
+	}
+	return nilIfEmpty(routes), nilIfEmpty(svcs), nil
+}
+
+func nilIfEmpty[T any](s []T) []T {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
+}
+
+// certified is what dev's next certificate carries: the requested routes
+// and services an admin approved or one of its tags pre-approves.
+func (c *CA) certified(dev store.Device) ([]netip.Prefix, []certs.Service) {
+	var routes []netip.Prefix
+	for _, r := range dev.RequestedRoutes {
+		if slices.Contains(dev.ApprovedRoutes, r) || c.autoRoute(dev.Tags, r) {
+			routes = append(routes, r)
+		}
+	}
+	var svcs []certs.Service
+	for _, s := range dev.RequestedServices {
+		if slices.Contains(dev.ApprovedServices, s) || c.autoService(dev.Tags, s) {
+			svcs = append(svcs, s)
+		}
+	}
+	return routes, svcs
+}
+
+func (c *CA) autoRoute(tags []certs.Tag, r netip.Prefix) bool {
+	for _, t := range tags {
+		for _, a := range c.cfg.AutoApprove[string(t)].Routes {
+			if certs.IsExitRoute(a) == certs.IsExitRoute(r) && a.Bits() <= r.Bits() && a.Contains(r.Addr()) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (c *CA) autoService(tags []certs.Tag, s certs.Service) bool {
+	for _, t := range tags {
+		for _, a := range c.cfg.AutoApprove[string(t)].Services {
+			if as, err := certs.ParseService(a); err == nil && as == s {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// reissueDue says whether dev's current certificate lacks, or carries
+// more than, what it would be certified for now.
+func (c *CA) reissueDue(dev store.Device) bool {
+	routes, svcs := c.certified(dev)
+	return !slices.Equal(routes, dev.Routes) || !slices.Equal(svcs, dev.Services)
+}
+
+// Approval is an admin's decision on some of a device's routes or
+// services (the admin API's body).
+type Approval struct {
+	Routes   []string `json:"routes,omitempty"`
+	Services []string `json:"services,omitempty"`
+	Deny     bool     `json:"deny,omitempty"` // withdraw the approval instead
+}
+
+// Approve records an admin's approval (or, with a.Deny, its withdrawal)
+// of routes and services for device id. An approval may come before the
+// device asks; the certificate carries only what is both asked and
+// approved. If that changes, the device is marked ReissueDue and the
+// OnReissue listeners are told, so that it renews at once.
+func (c *CA) ApproveAsks(ctx context.Context, id certs.DeviceID, a Approval) (store.Device, error) {
+	routes, svcs, err := c.parseAsks(wire.Asks{Routes: a.Routes, Services: a.Services})
+	if err != nil {
+		return store.Device{}, err
+	}
+	if len(routes) == 0 && len(svcs) == 0 {
+		return store.Device{}, refuse(CodeBadRequest, "nothing to approve or deny: name routes or services")
+	}
+	var dev store.Device
+	err = c.updateExclusive(ctx, func(tx store.Tx) (err error) {
+		dev, err = tx.GetDevice(id)
+		if errors.Is(err, store.ErrNotFound) {
+			return refuse(CodeNotFound, "no device %s", id)
+		} else if err != nil {
+			return err
+		}
+		if dev.State != store.DeviceActive {
+			return refuse(CodeBadRequest, "device %s is %s", id, dev.State)
+		}
+		dev.ApprovedRoutes = edit(dev.ApprovedRoutes, routes, a.Deny)
+		dev.ApprovedServices = edit(dev.ApprovedServices, svcs, a.Deny)
+		if err := certs.CheckRoutes(dev.ApprovedRoutes, c.cfg.Overlays()); err != nil {
+			return refuseErr(CodeBadRequest, err, "approved routes")
+		}
+		dev.ReissueDue = c.reissueDue(dev)
+		return tx.PutDevice(dev)
+	})
+	if err != nil {
+		return store.Device{}, err
+	}
+	verb := map[bool]string{false: "approved", true: "denied"}[a.Deny]
+	c.log.Info("device routes/services "+verb, "device", id, "routes", a.Routes, "services", a.Services, "reissue_due", dev.ReissueDue)
+	if dev.ReissueDue {
+		c.mu.Lock()
+		fns := append([]func(certs.DeviceID){}, c.onReissue...)
+		c.mu.Unlock()
+		for _, fn := range fns {
+			fn(id)
+		}
+	}
+	return dev, nil
+}
+
+// edit adds items to set (or removes them, with remove), keeping the
+// order and no duplicates.
+func edit[T comparable](set, items []T, remove bool) []T {
+	out := slices.Clone(set)
+	for _, it := range items {
+		if remove {
+			out = slices.DeleteFunc(out, func(x T) bool { return x == it })
+		} else if !slices.Contains(out, it) {
+			out = append(out, it)
+		}
+	}
+	return nilIfEmpty(out)
+}
+
+// Device returns one device.
+func (c *CA) Device(ctx context.Context, id certs.DeviceID) (store.Device, error) {
+	var dev store.Device
+	err := c.store.View(ctx, func(tx store.Tx) (err error) {
+		dev, err = tx.GetDevice(id)
+		if errors.Is(err, store.ErrNotFound) {
+			return refuse(CodeNotFound, "no device %s", id)
+		}
+		return err
+	})
+	return dev, err
+}
+
+// OnReissue registers a function called when an approval changes what a
+// device's certificate must carry (ReissueDue): the server relays it to
+// the device, which renews without waiting for its renewal time.
+func (c *CA) OnReissue(fn func(certs.DeviceID)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.onReissue = append(c.onReissue, fn)
+}
