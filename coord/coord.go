@@ -216,6 +216,26 @@ func (s *Server) Kick(id certs.DeviceID) {
 	}
 }
 
+// Reissue tells device id, if it is watching, that the CA has a new
+// certificate for it (wire.EventReissue). A member whose queue is full is
+// left alone: it is disconnected by the next broadcast anyway, and renews
+// when it reconnects with a stale certificate at the latest.
+func (s *Server) Reissue(id certs.DeviceID) {
+	enc, err := encodeEvent(&wire.Event{Type: wire.EventReissue})
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m := s.peers[id]; m != nil {
+		select {
+		case m.events <- enc:
+			s.log.Info("device told to renew (re-issue due)", "device", id)
+		default:
+		}
+	}
+}
+
 // Shutdown ends every watch without telling anyone its agent left: a
 // coordinator going away is not a peer leaving, and agents that heard
 // "left" would drop peers whose tunnels work. Watches opened afterwards

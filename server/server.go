@@ -153,6 +153,7 @@ func Start(o Options) (*Server, error) {
 		s.Coord = coord.New(roots, opts)
 		if s.CA != nil {
 			s.CA.OnRevoke(func(id certs.DeviceID) { s.Coord.Kick(id) })
+			s.CA.OnReissue(s.Coord.Reissue)
 			s.CA.OnPolicy(func(doc []byte) { s.relay(wire.DocPolicy, doc) })
 			if doc := s.CA.Policy(); doc != nil {
 				s.relay(wire.DocPolicy, doc)

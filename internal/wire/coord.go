@@ -86,6 +86,14 @@ const (
 	// CRL, log checkpoint). The coordinator only relays it; agents verify
 	// its signature against the pinned root before using it.
 	EventDocument EventType = "document"
+	// EventReissue tells one device, and only it, that the CA will issue
+	// it a certificate different from the one it holds (an admin approved
+	// or withdrew routes or services): it should renew now rather than at
+	// its renewal time. It carries nothing and is only a hint: the
+	// coordinator could forge one (the device renews once more, through
+	// the CA over mTLS) or withhold it (the change waits for the next
+	// renewal).
+	EventReissue EventType = "reissue"
 )
 
 // DocKind names a signed document.
@@ -137,6 +145,7 @@ func (e *Event) Validate() error {
 		if len(e.Doc.Kind) > MaxDocKindSize {
 			return fmt.Errorf("document kind of %d bytes, at most %d allowed", len(e.Doc.Kind), MaxDocKindSize)
 		}
+	case EventReissue:
 	default:
 		return fmt.Errorf("unknown event type %.32q", e.Type)
 	}
