@@ -42,8 +42,8 @@ func tokenCmd() *cobra.Command {
 func devicesCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "devices", Short: "List and revoke enrolled devices"}
 	var state string
-	list := listCmd("list", "List enrolled devices", &state, (*ca.AdminClient).Devices,
-		"ID\tHOSTNAME\tADDRESSES\tLEVEL\tTAGS\tSTATE\tCERT EXPIRES", func(d store.Device) string {
+	list := listCmd("list", "List enrolled devices", &state, listDevicesJSON,
+		"ID\tHOSTNAME\tADDRESSES\tLEVEL\tTAGS\tROUTES\tSTATE\tCERT EXPIRES", func(d deviceJSON) string {
 			addrs := make([]string, len(d.Addresses))
 			for i, a := range d.Addresses {
 				addrs[i] = a.String()
@@ -52,8 +52,8 @@ func devicesCmd() *cobra.Command {
 			for i, t := range d.Tags {
 				tags[i] = string(t)
 			}
-			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s", d.ID, d.Hostname, strings.Join(addrs, ","), d.Attestation,
-				strings.Join(tags, ","), d.State, d.NotAfter.Local().Format(time.RFC3339))
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", d.ID, d.Hostname, strings.Join(addrs, ","), d.Attestation,
+				strings.Join(tags, ","), orDash(strings.Join(prefixStrings(d.Routes), ",")), d.State, d.NotAfter.Local().Format(time.RFC3339))
 		})
 	revoke := actionCmd("revoke ID", "Revoke a device: it can no longer renew and peers drop it", &state, (*ca.AdminClient).Revoke,
 		func(d store.Device) string { return fmt.Sprintf("revoked %s (%s)", d.ID, d.Hostname) })
@@ -72,7 +72,7 @@ func devicesCmd() *cobra.Command {
 		func(p store.PendingEnrollment) string { return fmt.Sprintf("denied %s (%s)", p.ID, p.Hostname) })
 	deny.Flags().StringVar(&reason, "reason", "", "reason shown to the device")
 	stateFlag(&state, list, revoke, pending, approve, deny)
-	cmd.AddCommand(list, revoke, pending, approve, deny)
+	cmd.AddCommand(list, revoke, pending, approve, deny, asksCmd("routes", &state), asksCmd("services", &state))
 	return cmd
 }
 
