@@ -152,6 +152,7 @@ func (a *Agent) advertiseLoop(ctx context.Context, changes <-chan netmon.State) 
 				changes = nil
 				continue
 			}
+			a.relayCheckNow() // the allocation may be gone with the old network
 		}
 		before := a.pub.advertised()
 		if len(a.cfg.AdvertiseAddrs) == 0 {

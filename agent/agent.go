@@ -51,6 +51,7 @@ type Agent struct {
 	// paths is the path layer (pathlayer.go); advertKick asks the
 	// advertise loop to look at the candidates now.
 	paths      pathLayer
+	relay      relayLink // the TURN client (relay.go)
 	advertKick chan struct{}
 
 	// fetched is how the fetches of CRL and policy from the CA stand;
@@ -274,6 +275,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	go a.renewLoop(ctx)
 	go a.advertiseLoop(ctx, a.watchAddresses(ctx))
 	go a.runPaths(ctx)
+	go a.runRelay(ctx)
 	a.cfg.Logger.Info("agent running", "device", a.self.DeviceID, "listen_port", a.dev.ListenPort(), "mode", a.cfg.Mode)
 	tick := time.NewTicker(a.cfg.SweepInterval)
 	defer tick.Stop()

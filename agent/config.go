@@ -34,6 +34,11 @@ type Config struct {
 	// STUNServers are asked, from the WireGuard socket, for this agent's
 	// server-reflexive address, which it advertises as a candidate.
 	STUNServers []netip.AddrPort
+	// NoRelay turns the TURN relay client off. By default the agent asks
+	// the CA for relay credentials, keeps an allocation on its nearest
+	// relay, advertises the relayed address and uses the relays' UDP
+	// ports as STUN servers too; a CA that offers no relay means none.
+	NoRelay bool
 
 	// TPM, if set, keeps the device key in a TPM 2.0 and enrolls with
 	// TPM attestation.

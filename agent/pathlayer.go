@@ -21,11 +21,18 @@ type pathLayer struct {
 
 // startPaths builds the Manager on the open device: probes only go where
 // the endpoint policy allows, and a change of this agent's reflexive
-// addresses re-signs its advertisement at the next check.
-func (a *Agent) startPaths(eps endpointPolicy) error {
+// addresses re-signs its advertisement at the next check. The STUN servers
+// are --stun's and the relays' (relaySTUN).
+func (a *Agent) startPaths(eps endpointPolicy, relaySTUN []netip.AddrPort) error {
+	stun := slices.Clone(a.cfg.STUNServers)
+	for _, s := range relaySTUN {
+		if !slices.Contains(stun, s) {
+			stun = append(stun, s)
+		}
+	}
 	m, err := path.New(path.Config{
 		Bind: a.paths.bind, PrivateKey: a.keys.wg, Policy: eps.check,
-		SetEndpoint: a.dev.SetEndpoint, Kick: a.dev.Kick, STUNServers: a.cfg.STUNServers,
+		SetEndpoint: a.dev.SetEndpoint, Kick: a.dev.Kick, STUNServers: stun,
 		OnReflexive: func([]netip.AddrPort) { a.advertNow() },
 		Logger:      a.cfg.Logger.With("component", "path"), Now: a.cfg.Now,
 	})
@@ -63,8 +70,9 @@ func (a *Agent) advertNow() {
 }
 
 // pathCandidates are the agent's candidates: its local endpoints, then
-// the server-reflexive addresses STUN found, at most
-// endpoint.MaxCandidates.
+// the server-reflexive addresses STUN found, and the relayed address of
+// the relay allocation (which takes the last place if all are taken), at
+// most endpoint.MaxCandidates.
 func (a *Agent) pathCandidates() []endpoint.Candidate {
 	out := a.localOnly()
 	for _, ap := range a.paths.mgr.Reflexive() {
@@ -73,6 +81,14 @@ func (a *Agent) pathCandidates() []endpoint.Candidate {
 			break
 		}
 		if c.Check() == nil && !slices.ContainsFunc(out, func(o endpoint.Candidate) bool { return o.Addr == ap }) {
+			out = append(out, c)
+		}
+	}
+	if ap, ok := a.relayCandidate(); ok {
+		if c := (endpoint.Candidate{Kind: endpoint.Relay, Addr: ap}); c.Check() == nil {
+			if len(out) == endpoint.MaxCandidates {
+				out = out[:len(out)-1]
+			}
 			out = append(out, c)
 		}
 	}

@@ -28,7 +28,12 @@ func (a *Agent) openDevice(ctx context.Context) error {
 		return fmt.Errorf("opening WireGuard device: %w", err)
 	}
 	a.dev = dev
-	if err := a.startPaths(eps); err != nil {
+	stun, err := a.openRelay(ctx)
+	if err != nil {
+		dev.Close()
+		return fmt.Errorf("relay client: %w", err)
+	}
+	if err := a.startPaths(eps, stun); err != nil {
 		dev.Close()
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/certmesh/certmesh/agent/relayc"
 	"github.com/certmesh/certmesh/certs"
 )
 
@@ -20,7 +21,8 @@ type Status struct {
 	CRL            CRLStatus               `json:"crl"`
 	CAFetch        CAFetchStatus           `json:"ca_fetch"`
 	Log            LogStatus               `json:"log"`
-	Clock          ClockStatus             `json:"clock"` // this clock against the CA's
+	Clock          ClockStatus             `json:"clock"`           // this clock against the CA's
+	Relay          *relayc.Status          `json:"relay,omitempty"` // the relay allocation (nil: no relay client)
 }
 
 // SelfStatus describes this node.

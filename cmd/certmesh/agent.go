@@ -23,6 +23,7 @@ func agentCmd() *cobra.Command {
 	var (
 		state, server, fp, token, tokenFile, tun, socks, hostname string
 		userspace, debug                                          bool
+		relay                                                     bool
 		port                                                      int
 		advertise, stunServers                                    []string
 		crlStale, logAlarm, policyStale                           string
@@ -99,6 +100,7 @@ func agentCmd() *cobra.Command {
 				}
 				cfg.STUNServers = append(cfg.STUNServers, ua.AddrPort())
 			}
+			cfg.NoRelay = !relay
 			switch {
 			case userspace && cmd.Flags().Changed("tun"):
 				return fmt.Errorf("--userspace and --tun exclude each other")
@@ -132,6 +134,7 @@ func agentCmd() *cobra.Command {
 	f.IntVar(&port, "listen-port", 0, "WireGuard UDP port (default random)")
 	f.StringSliceVar(&advertise, "advertise", nil, "underlay IPs peers should send to (default: this host's addresses)")
 	f.StringArrayVar(&stunServers, "stun", nil, "STUN server host:port to learn this host's public address from, on the WireGuard port (repeatable)")
+	f.BoolVar(&relay, "relay", true, "keep an allocation on the CA's TURN relay and advertise it, for peers no direct path reaches; its UDP ports also serve as STUN servers (--relay=false: no relay, STUN only from --stun)")
 	f.BoolVar(&debug, "debug", false, "debug logging")
 	f.BoolVar(&requireLogged, "require-logged", true, "accept a peer only with a valid inclusion proof of its certificate in the CA's transparency log")
 	f.BoolVar(&useTPM, "tpm", false, "keep the device key in the TPM 2.0 and enroll with TPM attestation")
