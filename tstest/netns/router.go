@@ -110,7 +110,12 @@ func (n *Network) setupRouter(ctx context.Context, r *Router) error {
 }
 
 // natRules is the router's nftables ruleset: masquerade what leaves eth0
-// from the LAN, forward only what the LAN started (and its replies).
+// from the LAN, forward only what the LAN started (and its replies), and
+// drop unsolicited UDP to the router itself, as a home router's firewall
+// does. Without that drop, a peer's punching probe to the router's
+// mapped port is taken in locally, its conntrack entry holds that port,
+// and the LAN host's own packet to that peer gets a fresh port instead:
+// no NAT keeps its mapping endpoint-independent like that.
 func natRules(lan netip.Prefix, o RouterOptions) string {
 	flags := ""
 	if o.Mapping == Symmetric {
@@ -123,6 +128,8 @@ func natRules(lan netip.Prefix, o RouterOptions) string {
 	return "table ip netns_nat {\n" +
 		"\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n" +
 		"\t\toifname \"" + HostIface + "\" ip saddr " + lan.String() + " masquerade" + flags + "\n\t}\n" +
+		"\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n" +
+		"\t\tiifname \"" + HostIface + "\" meta l4proto udp ct state new drop\n\t}\n" +
 		"\tchain forward {\n\t\ttype filter hook forward priority filter; policy drop;\n" +
 		"\t\tct state established,related accept\n" + block +
 		"\t\tiifname \"" + LANIface + "\" oifname \"" + HostIface + "\" accept\n\t}\n}\n"
