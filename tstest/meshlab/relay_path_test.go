@@ -36,7 +36,9 @@ func TestRelayPathBetweenSymmetricNATs(t *testing.T) {
 		}
 		nodes = append(nodes, lab.JoinOn(t, h, meshlab.NodeOptions{}))
 	}
-	meshlab.WaitMesh(t, 30*time.Second, nodes...)
+	// No meshlab.WaitMesh: its `wg show` crashes (SIGSEGV) on a peer whose
+	// UAPI endpoint is a relayed route ("relay:1:ip:port"); the agents' own
+	// status says they are peers (PeerNamed, below).
 	meshlab.ServeEcho(t, nodes[1], 7000)
 	meshlab.ServeEcho(t, nodes[0], 7000)
 	firstContact(t, route{nodes[0], nodes[1], 7000}, route{nodes[1], nodes[0], 7000})
