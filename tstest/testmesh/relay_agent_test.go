@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/tstest/meshlab"
 )
 
@@ -41,5 +43,23 @@ func TestAgentAdvertisesRelayCandidate(t *testing.T) {
 			}
 			return nil
 		})
+	}
+}
+
+// TestAgentWithoutRelay: a server with its relay disabled offers no relay
+// credentials; the agent runs without a relay client (none in status),
+// says so once, and still joins the mesh.
+func TestAgentWithoutRelay(t *testing.T) {
+	t.Parallel()
+	m := meshlab.NewInProc(t, meshlab.InProcOptions{Config: func(cfg *ca.Config, _ string) {
+		cfg.Relay = &ca.RelayConfig{Disabled: true}
+	}})
+	a, b := m.AddNode(t, "a", meshlab.NodeOptions{}), m.AddNode(t, "b", meshlab.NodeOptions{})
+	meshlab.WaitMesh(t, 30*time.Second, a, b)
+	if st := a.Status(t); st.Relay != nil {
+		t.Fatalf("status shows a relay client on a server without relay: %+v", *st.Relay)
+	}
+	if n := strings.Count(a.Logs.String(), "the CA offers no relay"); n != 1 {
+		t.Fatalf("the agent said %d times that the CA offers no relay, want once:\n%s", n, a.Logs.String())
 	}
 }
