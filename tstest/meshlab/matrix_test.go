@@ -13,13 +13,15 @@ import (
 // behind a router of its own, all on STUN from the server's embedded
 // responder. Every pair reaches each other through the tunnel and each
 // status shows each peer on the path expectedPath requires: symmetric <->
-// public direct, symmetric <-> symmetric over the embedded relay.
+// public direct, symmetric <-> symmetric and UDP-blocked <-> anything over
+// the embedded relay.
 // (Symmetric <-> EIM and UDP-blocked placements are not here yet: see
 // issue 14.)
 func TestPathMatrix(t *testing.T) {
 	netns.RequireCommands(t, "nft")
 	for _, at := range [][]e2e.Placement{
 		{e2e.Public, e2e.SymmetricNAT},
+		{e2e.Public, e2e.UDPBlocked},
 	} {
 		t.Run(string(at[0])+"+"+string(at[1]), func(t *testing.T) {
 			t.Parallel()
