@@ -104,8 +104,12 @@ func (m *Manager) syncRoutes(p *peer) {
 			r := Route{Relay: id, Addr: ap}
 			keep[r] = true
 			if p.routes[r] == nil {
-				p.routes[r] = &routeState{route: r, relayed: id != 0 || rc}
+				p.routes[r] = &routeState{route: r}
 			}
+			// Recomputed every time: a peer-reflexive address (the
+			// peer pinging from its relay allocation) may become a
+			// signed relay candidate later.
+			p.routes[r].relayed = id != 0 || rc
 		}
 	}
 	for r := range p.routes {
