@@ -12,7 +12,8 @@ import (
 // each its own lab: two agents at each placement listed, each NATed one
 // behind a router of its own, all on STUN from the server's embedded
 // responder. Every pair reaches each other through the tunnel and each
-// status shows each peer on the path expectedPath requires: symmetric <->
+// status shows each peer on the path expectedPath requires: public <->
+// public direct,
 // UDP-blocked <-> anything over the embedded relay. Placements with
 // symmetric NATs are left out until the path layer stops calling a path
 // to a peer's relay allocation "direct" (seen intermittently under load,
