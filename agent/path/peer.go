@@ -81,10 +81,21 @@ func (p *peer) targets() iter.Seq[netip.AddrPort] {
 	}
 }
 
-func (p *peer) relayCandidate(ap netip.AddrPort) bool {
+// relayCandidate reports whether ap is on a relay: one of the peer's
+// relay candidates, another allocation on the same relay address (the
+// peer pinging from a new allocation, learned before its advertisement
+// names it), or the relayed address of one of our own relays. Such a
+// path goes through a relay whatever route reaches it, and must lose to a
+// direct one. On loopback (a mesh on one host) every address shares the
+// IP, so there only the exact relay candidate counts.
+func (p *peer) relayCandidate(ap netip.AddrPort, ours map[netip.Addr]bool) bool {
+	sameIP := !ap.Addr().IsLoopback()
+	if sameIP && ours[ap.Addr()] {
+		return true
+	}
 	for _, c := range p.cands {
-		if c.Addr == ap {
-			return c.Kind == RelayKind
+		if c.Kind == RelayKind && (c.Addr == ap || sameIP && c.Addr.Addr() == ap.Addr()) {
+			return true
 		}
 	}
 	return false
@@ -95,11 +106,17 @@ func (p *peer) relayCandidate(ap netip.AddrPort) bool {
 // measurements.
 func (m *Manager) syncRoutes(p *peer) {
 	keep := map[Route]bool{}
+	ours := map[netip.Addr]bool{}
+	for _, r := range m.b.Relays() {
+		if a := r.RelayedAddr(); a.IsValid() {
+			ours[a.Addr()] = true
+		}
+	}
 	for ap := range p.targets() {
 		if err := m.cfg.Policy(ap); err != nil {
 			continue
 		}
-		rc := p.relayCandidate(ap)
+		rc := p.relayCandidate(ap, ours)
 		for _, id := range append([]RelayID{0}, m.relayIDs...) {
 			r := Route{Relay: id, Addr: ap}
 			keep[r] = true
