@@ -125,6 +125,7 @@ func (c *coordClient) watch(ctx context.Context) error {
 	}
 	defer func() { s.stop() }()
 	c.markConnected()
+	go c.catchUp(ctx, s.sent)
 	var retry <-chan time.Time
 	bo := backoff.Backoff{Min: time.Second, Max: 30 * time.Second}
 	for {
@@ -155,6 +156,7 @@ func (c *coordClient) watch(ctx context.Context) error {
 			s.stop()
 			s = ns
 			c.log.Info("coordinator watch reopened over fresh connections (renewed certificate or new address)")
+			go c.catchUp(ctx, s.sent)
 		}
 	}
 }
@@ -162,6 +164,7 @@ func (c *coordClient) watch(ctx context.Context) error {
 // stream is one open watch: its events, read by a goroutine, and why it
 // ended (err, valid once events is closed).
 type stream struct {
+	sent   []byte // the publication the watch was opened with
 	events chan *wire.Event
 	err    error
 	cancel context.CancelFunc
@@ -207,7 +210,7 @@ func (c *coordClient) open(ctx context.Context) (*stream, error) {
 		cancel()
 		return nil, fmt.Errorf("coordinator sent a compressed stream (Content-Encoding %q), which the agent does not accept", ce)
 	}
-	s := &stream{events: make(chan *wire.Event), cancel: cancel, done: make(chan struct{})}
+	s := &stream{sent: body, events: make(chan *wire.Event), cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		defer close(s.events)
@@ -241,6 +244,20 @@ func (c *coordClient) moved() {
 	select {
 	case c.renewed <- struct{}{}:
 	default:
+	}
+}
+
+// catchUp republishes if the publication changed while the watch was
+// being opened (sent is what it was opened with): a republish in that
+// window found no open watch and was dropped, and nothing else would send
+// the change (a new relay candidate, say) until it changed again.
+func (c *coordClient) catchUp(ctx context.Context, sent []byte) {
+	now, err := json.Marshal(c.self.publish())
+	if err != nil || bytes.Equal(now, sent) {
+		return
+	}
+	if err := c.republish(ctx); err != nil {
+		c.log.Debug("publishing what changed while the watch was opened", "err", err)
 	}
 }
 
