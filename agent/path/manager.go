@@ -154,6 +154,7 @@ func (m *Manager) SetPeer(key certs.WireGuardKey, cands []Candidate) error {
 	} else if slices.Equal(p.cands, cs) {
 		return nil
 	}
+	p.forgetLeft(cs)
 	p.cands = cs
 	p.dirty = true
 	p.punch(time.Now(), m.t)

@@ -81,6 +81,27 @@ func (p *peer) targets() iter.Seq[netip.AddrPort] {
 	}
 }
 
+// forgetLeft drops the peer-reflexive addresses on an IP the peer has
+// just stopped advertising (its old candidates have it, cands do not):
+// the peer signed that it left that address (a laptop that roamed), and
+// its old path there would otherwise be kept, as the current one, until
+// it stopped answering. A NAT mapping of a reflexive candidate the peer
+// still advertises stays.
+func (p *peer) forgetLeft(cands []Candidate) {
+	left := map[netip.Addr]bool{}
+	for _, c := range p.cands {
+		left[c.Addr.Addr()] = true
+	}
+	for _, c := range cands {
+		delete(left, c.Addr.Addr())
+	}
+	for ap := range p.learned {
+		if left[ap.Addr()] {
+			delete(p.learned, ap)
+		}
+	}
+}
+
 // relayCandidate reports whether ap is on a relay: one of the peer's
 // relay candidates, another allocation on the same relay address (the
 // peer pinging from a new allocation, learned before its advertisement
