@@ -7,11 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"html"
-	"io"
 	"log/slog"
 	"net/http"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/httpreq"
 	"github.com/certmesh/certmesh/internal/wire"
 )
 
@@ -37,7 +37,7 @@ func (c *CA) Handler() http.Handler {
 	mux.HandleFunc("POST "+wire.PathServerCertificate, jsonHandler(withPeer(c.RenewServerCertificate), c.reply))
 	mux.HandleFunc("GET "+wire.PathCRL, c.ServeCRL)
 	mux.HandleFunc("POST "+wire.PathRelayCredentials, jsonHandler(func(r *http.Request, req wire.RelayCredentialsRequest) (wire.RelayCredentialsResponse, error) {
-		return c.RelayCredentials(r.Context(), peerCerts(r), r.Host, req)
+		return c.RelayCredentials(r.Context(), httpreq.PeerCerts(r), r.Host, req)
 	}, c.reply))
 	mux.HandleFunc("POST "+wire.PathTPMChallenge, jsonHandler(withContext(c.TPMChallenge), c.reply))
 	mux.HandleFunc("GET "+wire.PathPolicy, func(w http.ResponseWriter, r *http.Request) {
@@ -91,9 +91,9 @@ func jsonHandler[Req, Resp any](call func(*http.Request, Req) (Resp, error), ans
 }
 
 // withPeer adapts a method that takes the client certificate chain of an
-// mTLS request (see peerCerts).
+// mTLS request (see httpreq.PeerCerts).
 func withPeer[Req, Resp any](f func(context.Context, []*x509.Certificate, Req) (Resp, error)) func(*http.Request, Req) (Resp, error) {
-	return func(r *http.Request, req Req) (Resp, error) { return f(r.Context(), peerCerts(r), req) }
+	return func(r *http.Request, req Req) (Resp, error) { return f(r.Context(), httpreq.PeerCerts(r), req) }
 }
 
 // withContext adapts a method that needs only the request's context.
@@ -110,15 +110,6 @@ func (c *CA) ServeCRL(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	serveDocument(w, r, der, etag, "application/pkix-crl")
-}
-
-// peerCerts is the client certificate chain of an mTLS request (nil
-// without TLS, which the handlers then refuse).
-func peerCerts(r *http.Request) []*x509.Certificate {
-	if r.TLS == nil {
-		return nil
-	}
-	return r.TLS.PeerCertificates
 }
 
 func (c *CA) reply(w http.ResponseWriter, r *http.Request, v any, err error) {
@@ -145,26 +136,16 @@ func WriteError(w http.ResponseWriter, log *slog.Logger, r *http.Request, err er
 // ReadJSON decodes a bounded JSON body, refusing unknown fields and
 // trailing data.
 func ReadJSON(w http.ResponseWriter, r *http.Request, v any) error {
-	r.Body = http.MaxBytesReader(w, r.Body, wire.MaxRequestSize)
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return refuse(CodeBadRequest, "request body is larger than %d bytes", wire.MaxRequestSize)
-		}
+	switch err := httpreq.ReadJSON(w, r, wire.MaxRequestSize, v, httpreq.RefuseTrailing); {
+	case err == nil:
+		return nil
+	case errors.Is(err, httpreq.ErrTooLarge):
+		return refuse(CodeBadRequest, "request body is larger than %d bytes", wire.MaxRequestSize)
+	case errors.Is(err, httpreq.ErrTrailing):
+		return refuse(CodeBadRequest, "request body has trailing data")
+	default:
 		return refuseErr(CodeBadRequest, err, "request body is not valid JSON for this endpoint")
 	}
-	// Anything but white space up to EOF is trailing data. (dec.More
-	// misses a stray '}' or ']', which it takes for the end of a value.)
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return refuse(CodeBadRequest, "request body is larger than %d bytes", wire.MaxRequestSize)
-		}
-		return refuse(CodeBadRequest, "request body has trailing data")
-	}
-	return nil
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -2,13 +2,13 @@ package coord
 
 import (
 	"bytes"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/httpreq"
 	"github.com/certmesh/certmesh/internal/wire"
 )
 
@@ -25,7 +25,7 @@ func (s *Server) Handler() http.Handler {
 // the Publish body of a publish or watch request; on a refusal it has
 // answered and returns false.
 func (s *Server) acceptPublish(w http.ResponseWriter, r *http.Request) (certs.Identity, wire.Peer, bool) {
-	self, err := s.authenticate(r.Context(), peerCerts(r))
+	self, err := s.authenticate(r.Context(), httpreq.PeerCerts(r))
 	if err != nil {
 		httpError(w, http.StatusForbidden, "client certificate refused: "+err.Error())
 		return certs.Identity{}, wire.Peer{}, false
@@ -142,25 +142,12 @@ func encodeEvent(e *wire.Event) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-func peerCerts(r *http.Request) []*x509.Certificate {
-	if r.TLS == nil {
-		return nil
-	}
-	return r.TLS.PeerCertificates
-}
-
 func readJSON(w http.ResponseWriter, r *http.Request, v any) error {
-	r.Body = http.MaxBytesReader(w, r.Body, wire.MaxRequestSize)
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return errors.New("request body too large")
-		}
-		return errors.New("request body is not a valid publish message: " + err.Error())
+	err := httpreq.ReadJSON(w, r, wire.MaxRequestSize, v, httpreq.AllowTrailing)
+	if err == nil || errors.Is(err, httpreq.ErrTooLarge) {
+		return err
 	}
-	return nil
+	return errors.New("request body is not a valid publish message: " + err.Error())
 }
 
 func httpError(w http.ResponseWriter, status int, msg string) {
