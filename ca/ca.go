@@ -46,7 +46,7 @@ type CA struct {
 	mu           sync.Mutex
 	pol          *policyState // nil for a state directory from before policies
 	onPolicy     []func(doc []byte)
-	crl          *crlState
+	crl          document // none before the first CRL
 	onCRL        []func(der []byte)
 	onCheckpoint []func(cp []byte)
 	serverTLS    *tls.Certificate

@@ -9,7 +9,6 @@ import (
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/store"
 	"github.com/certmesh/certmesh/internal/ticker"
-	"github.com/certmesh/certmesh/internal/wire"
 	"github.com/certmesh/certmesh/translog"
 )
 
@@ -18,27 +17,14 @@ import (
 // half that interval and on every revocation.
 const DefaultCRLNextUpdate = 5 * time.Minute
 
-// crlState is the current CRL.
-type crlState struct {
-	der    []byte
-	etag   string // wire.ETag(der)
-	number uint64
-}
-
 // CRL returns the current CRL (DER), nil before the first.
-func (c *CA) CRL() []byte {
-	der, _ := c.crlDoc()
-	return der
-}
+func (c *CA) CRL() []byte { return c.crlDoc().raw }
 
-// crlDoc is the current CRL and its ETag (nil, "" before the first).
-func (c *CA) crlDoc() ([]byte, string) {
+// crlDoc is the current CRL (none before the first).
+func (c *CA) crlDoc() document {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.crl == nil {
-		return nil, ""
-	}
-	return c.crl.der, c.crl.etag
+	return c.crl
 }
 
 // OnCRL registers a function called with every new CRL (the coordinator
@@ -91,7 +77,7 @@ func (c *CA) RefreshCRL(ctx context.Context) error {
 		return fmt.Errorf("signing CRL: %w", err)
 	}
 	c.mu.Lock()
-	c.crl = &crlState{der: der, etag: wire.ETag(der), number: number}
+	c.crl = newDocument(der)
 	fns := append([]func([]byte){}, c.onCRL...)
 	c.mu.Unlock()
 	c.log.Debug("CRL published", "number", number, "entries", len(revoked))

@@ -41,12 +41,12 @@ func (c *CA) Handler() http.Handler {
 	}, c.reply))
 	mux.HandleFunc("POST "+wire.PathTPMChallenge, jsonHandler(withContext(c.TPMChallenge), c.reply))
 	mux.HandleFunc("GET "+wire.PathPolicy, func(w http.ResponseWriter, r *http.Request) {
-		doc, etag := c.policyDoc()
-		if doc == nil {
+		doc := c.policyDoc()
+		if doc.raw == nil {
 			c.reply(w, r, nil, refuse(CodeNotFound, "this CA publishes no policy"))
 			return
 		}
-		serveDocument(w, r, doc, etag, "application/json")
+		serveDocument(w, r, doc, "application/json")
 	})
 	mux.HandleFunc("POST "+wire.PathLoginStart, jsonHandler(withPeer(c.StartLogin), c.reply))
 	mux.HandleFunc("POST "+wire.PathLoginPoll, jsonHandler(withPeer(c.PollLogin), c.reply))
@@ -104,12 +104,12 @@ func withContext[Req, Resp any](f func(context.Context, Req) (Resp, error)) func
 // ServeCRL answers with the current CRL (DER), or 304 Not Modified to a
 // request whose If-None-Match names it.
 func (c *CA) ServeCRL(w http.ResponseWriter, r *http.Request) {
-	der, etag := c.crlDoc()
-	if der == nil {
+	crl := c.crlDoc()
+	if crl.raw == nil {
 		http.Error(w, "no CRL yet", http.StatusServiceUnavailable)
 		return
 	}
-	serveDocument(w, r, der, etag, "application/pkix-crl")
+	serveDocument(w, r, crl, "application/pkix-crl")
 }
 
 func (c *CA) reply(w http.ResponseWriter, r *http.Request, v any, err error) {

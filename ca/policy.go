@@ -11,7 +11,6 @@ import (
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/atomicfile"
-	"github.com/certmesh/certmesh/internal/wire"
 	"github.com/certmesh/certmesh/policy"
 )
 
@@ -56,8 +55,7 @@ func writePolicyDoc(stateDir string, doc *policy.SignedPolicy) error {
 type policyState struct {
 	signer *certs.KeyPair
 	doc    *policy.SignedPolicy
-	raw    []byte
-	etag   string // wire.ETag(raw)
+	document
 }
 
 // loadPolicy reads the signer and the current document (if the state
@@ -78,24 +76,21 @@ func loadPolicy(stateDir string) (*policyState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading current policy: %w", err)
 	}
-	return &policyState{signer: signer, doc: doc, raw: raw, etag: wire.ETag(raw)}, nil
+	return &policyState{signer: signer, doc: doc, document: newDocument(raw)}, nil
 }
 
 // Policy returns the current signed policy document (nil if none).
-func (c *CA) Policy() []byte {
-	raw, _ := c.policyDoc()
-	return raw
-}
+func (c *CA) Policy() []byte { return c.policyDoc().raw }
 
-// policyDoc is the current signed policy document and its ETag (nil, ""
-// if none).
-func (c *CA) policyDoc() ([]byte, string) {
+// policyDoc is the current signed policy document (none for a state
+// directory from before policies).
+func (c *CA) policyDoc() document {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.pol == nil {
-		return nil, ""
+		return document{}
 	}
-	return c.pol.raw, c.pol.etag
+	return c.pol.document
 }
 
 // PolicyInfo describes the current policy.
@@ -166,7 +161,7 @@ func (c *CA) installPolicy(signer *certs.KeyPair, doc *policy.SignedPolicy, raw 
 	if err := atomicfile.WriteFile(filepath.Join(c.stateDir, PolicyFile), raw, 0o644); err != nil {
 		return nil, fmt.Errorf("storing policy: %w", err)
 	}
-	st := &policyState{signer: signer, doc: doc, raw: raw, etag: wire.ETag(raw)}
+	st := &policyState{signer: signer, doc: doc, document: newDocument(raw)}
 	c.mu.Lock()
 	c.pol = st
 	fns := append([]func([]byte){}, c.onPolicy...)
