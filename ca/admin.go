@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/store"
 	"github.com/certmesh/certmesh/policy"
 )
 
@@ -53,73 +54,40 @@ type TokenResponse struct {
 // only the server's user can open.
 func (c *CA) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+AdminPathTokens, func(w http.ResponseWriter, r *http.Request) {
-		var req TokenRequest
-		if err := ReadJSON(w, r, &req); err != nil {
-			c.reply(w, r, nil, err)
-			return
-		}
+	mux.HandleFunc("POST "+AdminPathTokens, jsonHandler(func(r *http.Request, req TokenRequest) (TokenResponse, error) {
 		if req.TTL < 0 {
-			c.reply(w, r, nil, refuse(CodeBadRequest, "ttl %s is negative", time.Duration(req.TTL)))
-			return
+			return TokenResponse{}, refuse(CodeBadRequest, "ttl %s is negative", time.Duration(req.TTL))
 		}
 		tags := make([]certs.Tag, 0, len(req.Tags))
 		for _, s := range req.Tags {
 			t, err := certs.ParseTag(s)
 			if err != nil {
-				c.reply(w, r, nil, refuseErr(CodeBadRequest, err, "tags"))
-				return
+				return TokenResponse{}, refuseErr(CodeBadRequest, err, "tags")
 			}
 			tags = append(tags, t)
 		}
 		tok, rec, err := c.CreateToken(r.Context(), tags, time.Duration(req.TTL))
-		c.reply(w, r, TokenResponse{Token: tok, ID: rec.ID, ExpiresAt: rec.ExpiresAt}, err)
-	})
+		return TokenResponse{Token: tok, ID: rec.ID, ExpiresAt: rec.ExpiresAt}, err
+	}, c.reply))
 	mux.HandleFunc("GET "+AdminPathDevices, listHandler(c, c.Devices))
-	mux.HandleFunc("POST "+AdminPathDevices+"/{id}/revoke", func(w http.ResponseWriter, r *http.Request) {
-		id, err := certs.ParseDeviceID(r.PathValue("id"))
-		if err != nil {
-			c.reply(w, r, nil, refuseErr(CodeBadRequest, err, "device ID"))
-			return
-		}
-		dev, err := c.Revoke(r.Context(), id)
-		c.reply(w, r, dev, err)
-	})
-	mux.HandleFunc("GET "+AdminPathDevices+"/{id}", func(w http.ResponseWriter, r *http.Request) {
-		id, err := certs.ParseDeviceID(r.PathValue("id"))
-		if err != nil {
-			c.reply(w, r, nil, refuseErr(CodeBadRequest, err, "device ID"))
-			return
-		}
-		dev, err := c.Device(r.Context(), id)
-		c.reply(w, r, dev, err)
-	})
+	mux.HandleFunc("POST "+AdminPathDevices+"/{id}/revoke", deviceHandler(c, c.Revoke))
+	mux.HandleFunc("GET "+AdminPathDevices+"/{id}", deviceHandler(c, c.Device))
 	mux.HandleFunc("POST "+AdminPathDevices+"/{id}/approvals", func(w http.ResponseWriter, r *http.Request) {
-		id, err := certs.ParseDeviceID(r.PathValue("id"))
-		if err != nil {
-			c.reply(w, r, nil, refuseErr(CodeBadRequest, err, "device ID"))
-			return
-		}
-		var req Approval
-		if err := ReadJSON(w, r, &req); err != nil {
-			c.reply(w, r, nil, err)
-			return
-		}
-		dev, err := c.ApproveAsks(r.Context(), id, req)
-		c.reply(w, r, dev, err)
+		deviceHandler(c, func(ctx context.Context, id certs.DeviceID) (store.Device, error) {
+			var req Approval
+			if err := ReadJSON(w, r, &req); err != nil {
+				return store.Device{}, err
+			}
+			return c.ApproveAsks(ctx, id, req)
+		})(w, r)
 	})
 	mux.HandleFunc("GET "+AdminPathEKs, func(w http.ResponseWriter, r *http.Request) {
 		c.reply(w, r, c.EKs(), nil)
 	})
-	mux.HandleFunc("POST "+AdminPathEKs, func(w http.ResponseWriter, r *http.Request) {
-		var req EKRequest
-		if err := ReadJSON(w, r, &req); err != nil {
-			c.reply(w, r, nil, err)
-			return
-		}
+	mux.HandleFunc("POST "+AdminPathEKs, jsonHandler(func(_ *http.Request, req EKRequest) ([]string, error) {
 		err := c.SetEKs(req.Fingerprints, !req.Remove)
-		c.reply(w, r, c.EKs(), err)
-	})
+		return c.EKs(), err
+	}, c.reply))
 	mux.HandleFunc("GET "+AdminPathPolicy, func(w http.ResponseWriter, r *http.Request) {
 		info, err := c.CurrentPolicy()
 		c.reply(w, r, info, err)
@@ -136,15 +104,9 @@ func (c *CA) AdminHandler() http.Handler {
 	})
 	mux.HandleFunc("GET "+AdminPathPending, listHandler(c, c.Pending))
 	mux.HandleFunc("POST "+AdminPathPending+"/{id}/approve", pathHandler(c, "id", c.Approve))
-	mux.HandleFunc("POST "+AdminPathPending+"/{id}/deny", func(w http.ResponseWriter, r *http.Request) {
-		var req DenyRequest
-		if err := ReadJSON(w, r, &req); err != nil {
-			c.reply(w, r, nil, err)
-			return
-		}
-		p, err := c.Deny(r.Context(), r.PathValue("id"), req.Reason)
-		c.reply(w, r, p, err)
-	})
+	mux.HandleFunc("POST "+AdminPathPending+"/{id}/deny", jsonHandler(func(r *http.Request, req DenyRequest) (store.PendingEnrollment, error) {
+		return c.Deny(r.Context(), r.PathValue("id"), req.Reason)
+	}, c.reply))
 	mux.HandleFunc("GET "+AdminPathUsers, listHandler(c, c.Users))
 	mux.HandleFunc("POST "+AdminPathUsers+"/{ref}/approve", pathHandler(c, "ref", c.ApproveUser))
 	mux.HandleFunc("POST "+AdminPathUsers+"/{ref}/revoke", pathHandler(c, "ref", c.RevokeUser))
@@ -169,6 +131,20 @@ func listHandler[T any](c *CA, list func(context.Context) ([]T, error)) http.Han
 func pathHandler[T any](c *CA, key string, act func(context.Context, string) (T, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		v, err := act(r.Context(), r.PathValue(key))
+		c.reply(w, r, v, err)
+	}
+}
+
+// deviceHandler answers a request to a path naming a device ({id}) with
+// what act returns for it; an ID that does not parse is refused first.
+func deviceHandler[T any](c *CA, act func(context.Context, certs.DeviceID) (T, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := certs.ParseDeviceID(r.PathValue("id"))
+		if err != nil {
+			c.reply(w, r, nil, refuseErr(CodeBadRequest, err, "device ID"))
+			return
+		}
+		v, err := act(r.Context(), id)
 		c.reply(w, r, v, err)
 	}
 }
