@@ -32,99 +32,89 @@ func (a *AdminClient) do(ctx context.Context, method, path string, in, out any) 
 	return err
 }
 
+// call calls the admin API and returns its answer, a T.
+func call[T any](ctx context.Context, a *AdminClient, method, path string, in any) (T, error) {
+	var out T
+	return out, a.do(ctx, method, path, in, &out)
+}
+
 // CreateToken asks the server for an enrollment token.
 func (a *AdminClient) CreateToken(ctx context.Context, req TokenRequest) (TokenResponse, error) {
-	var out TokenResponse
-	return out, a.do(ctx, http.MethodPost, AdminPathTokens, req, &out)
+	return call[TokenResponse](ctx, a, http.MethodPost, AdminPathTokens, req)
 }
 
 // Devices lists enrolled devices.
 func (a *AdminClient) Devices(ctx context.Context) ([]store.Device, error) {
-	var out []store.Device
-	return out, a.do(ctx, http.MethodGet, AdminPathDevices, nil, &out)
+	return call[[]store.Device](ctx, a, http.MethodGet, AdminPathDevices, nil)
 }
 
 // Revoke revokes a device.
 func (a *AdminClient) Revoke(ctx context.Context, id string) (store.Device, error) {
-	var out store.Device
-	return out, a.do(ctx, http.MethodPost, AdminPathDevices+"/"+id+"/revoke", nil, &out)
+	return call[store.Device](ctx, a, http.MethodPost, AdminPathDevices+"/"+id+"/revoke", nil)
 }
 
 // Device shows one device.
 func (a *AdminClient) Device(ctx context.Context, id string) (store.Device, error) {
-	var out store.Device
-	return out, a.do(ctx, http.MethodGet, AdminPathDevices+"/"+url.PathEscape(id), nil, &out)
+	return call[store.Device](ctx, a, http.MethodGet, AdminPathDevices+"/"+url.PathEscape(id), nil)
 }
 
 // ApproveAsks approves (or, with Deny, withdraws) routes and services of
 // a device.
 func (a *AdminClient) ApproveAsks(ctx context.Context, id string, req Approval) (store.Device, error) {
-	var out store.Device
-	return out, a.do(ctx, http.MethodPost, AdminPathDevices+"/"+url.PathEscape(id)+"/approvals", req, &out)
+	return call[store.Device](ctx, a, http.MethodPost, AdminPathDevices+"/"+url.PathEscape(id)+"/approvals", req)
 }
 
 // Users lists the users who logged in.
 func (a *AdminClient) Users(ctx context.Context) ([]store.User, error) {
-	var out []store.User
-	return out, a.do(ctx, http.MethodGet, AdminPathUsers, nil, &out)
+	return call[[]store.User](ctx, a, http.MethodGet, AdminPathUsers, nil)
 }
 
 // ApproveUser approves a pending user (by ID or email).
 func (a *AdminClient) ApproveUser(ctx context.Context, ref string) (store.User, error) {
-	var out store.User
-	return out, a.do(ctx, http.MethodPost, AdminPathUsers+"/"+url.PathEscape(ref)+"/approve", nil, &out)
+	return call[store.User](ctx, a, http.MethodPost, AdminPathUsers+"/"+url.PathEscape(ref)+"/approve", nil)
 }
 
 // RemoveUser deletes a user record (by ID or email).
 func (a *AdminClient) RemoveUser(ctx context.Context, ref string) (store.User, error) {
-	var out store.User
-	return out, a.do(ctx, http.MethodPost, AdminPathUsers+"/"+url.PathEscape(ref)+"/remove", nil, &out)
+	return call[store.User](ctx, a, http.MethodPost, AdminPathUsers+"/"+url.PathEscape(ref)+"/remove", nil)
 }
 
 // Pending lists enrollments waiting for approval (and decided ones).
 func (a *AdminClient) Pending(ctx context.Context) ([]store.PendingEnrollment, error) {
-	var out []store.PendingEnrollment
-	return out, a.do(ctx, http.MethodGet, AdminPathPending, nil, &out)
+	return call[[]store.PendingEnrollment](ctx, a, http.MethodGet, AdminPathPending, nil)
 }
 
 // Approve approves a pending enrollment.
 func (a *AdminClient) Approve(ctx context.Context, id string) (store.Device, error) {
-	var out store.Device
-	return out, a.do(ctx, http.MethodPost, AdminPathPending+"/"+url.PathEscape(id)+"/approve", nil, &out)
+	return call[store.Device](ctx, a, http.MethodPost, AdminPathPending+"/"+url.PathEscape(id)+"/approve", nil)
 }
 
 // Deny denies a pending enrollment.
 func (a *AdminClient) Deny(ctx context.Context, id, reason string) (store.PendingEnrollment, error) {
-	var out store.PendingEnrollment
-	return out, a.do(ctx, http.MethodPost, AdminPathPending+"/"+url.PathEscape(id)+"/deny", DenyRequest{Reason: reason}, &out)
+	return call[store.PendingEnrollment](ctx, a, http.MethodPost, AdminPathPending+"/"+url.PathEscape(id)+"/deny", DenyRequest{Reason: reason})
 }
 
 // Policy describes the current policy.
 func (a *AdminClient) Policy(ctx context.Context) (PolicyInfo, error) {
-	var out PolicyInfo
-	return out, a.do(ctx, http.MethodGet, AdminPathPolicy, nil, &out)
+	return call[PolicyInfo](ctx, a, http.MethodGet, AdminPathPolicy, nil)
 }
 
 // PublishPolicy signs and publishes a policy source.
 func (a *AdminClient) PublishPolicy(ctx context.Context, src []byte) (PolicyInfo, error) {
-	var out PolicyInfo
-	return out, a.do(ctx, http.MethodPost, AdminPathPolicy, PublishRequest{Source: string(src)}, &out)
+	return call[PolicyInfo](ctx, a, http.MethodPost, AdminPathPolicy, PublishRequest{Source: string(src)})
 }
 
 // RevokeUser revokes a user's certificates and blocks the user's logins.
 func (a *AdminClient) RevokeUser(ctx context.Context, ref string) (store.User, error) {
-	var out store.User
-	return out, a.do(ctx, http.MethodPost, AdminPathUsers+"/"+url.PathEscape(ref)+"/revoke", nil, &out)
+	return call[store.User](ctx, a, http.MethodPost, AdminPathUsers+"/"+url.PathEscape(ref)+"/revoke", nil)
 }
 
 // EKs lists the allow-listed EK fingerprints.
 func (a *AdminClient) EKs(ctx context.Context) ([]string, error) {
-	var out []string
-	return out, a.do(ctx, http.MethodGet, AdminPathEKs, nil, &out)
+	return call[[]string](ctx, a, http.MethodGet, AdminPathEKs, nil)
 }
 
 // SetEKs adds (or, with remove, removes) EK fingerprints.
 func (a *AdminClient) SetEKs(ctx context.Context, fps []string, remove bool) ([]string, error) {
-	var out []string
-	return out, a.do(ctx, http.MethodPost, AdminPathEKs, EKRequest{Fingerprints: fps, Remove: remove}, &out)
+	return call[[]string](ctx, a, http.MethodPost, AdminPathEKs, EKRequest{Fingerprints: fps, Remove: remove})
 }
