@@ -9,9 +9,23 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"go.step.sm/crypto/x509util"
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
+
+// templateExtensions are the extensions exts (with the error of encoding
+// them) as x509util template data, for MachineTemplate and UserTemplate.
+func templateExtensions(exts []pkix.Extension, err error) ([]x509util.Extension, error) {
+	if err != nil {
+		return nil, err
+	}
+	out := make([]x509util.Extension, len(exts))
+	for i, e := range exts {
+		out[i] = x509util.Extension{ID: x509util.ObjectIdentifier(e.Id), Critical: e.Critical, Value: e.Value}
+	}
+	return out, nil
+}
 
 // machineExtensions encodes the certmesh extensions of a machine certificate.
 func machineExtensions(wg WireGuardKey, level AttestationLevel, ek EKFingerprint, tags []Tag, routes []netip.Prefix, svcs []Service) ([]pkix.Extension, error) {

@@ -85,13 +85,9 @@ func (p MachineProfile) TemplateData() (x509util.TemplateData, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	exts, err := machineExtensions(p.WireGuardKey, p.Attestation, p.EK, p.Tags, p.Routes, p.Services)
+	xexts, err := templateExtensions(machineExtensions(p.WireGuardKey, p.Attestation, p.EK, p.Tags, p.Routes, p.Services))
 	if err != nil {
 		return nil, err
-	}
-	xexts := make([]x509util.Extension, len(exts))
-	for i, e := range exts {
-		xexts[i] = x509util.Extension{ID: x509util.ObjectIdentifier(e.Id), Critical: e.Critical, Value: e.Value}
 	}
 	ips := make([]string, len(p.Addresses))
 	for i, a := range p.Addresses {

@@ -133,13 +133,9 @@ func (p UserProfile) TemplateData() (x509util.TemplateData, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	exts, err := userExtensions(p.DeviceID, p.Groups)
+	xexts, err := templateExtensions(userExtensions(p.DeviceID, p.Groups))
 	if err != nil {
 		return nil, err
-	}
-	xexts := make([]x509util.Extension, len(exts))
-	for i, e := range exts {
-		xexts[i] = x509util.Extension{ID: x509util.ObjectIdentifier(e.Id), Critical: e.Critical, Value: e.Value}
 	}
 	return x509util.TemplateData{
 		"CommonName":     string(p.Email),
