@@ -12,13 +12,9 @@ import (
 )
 
 func loginCmd() *cobra.Command {
-	var state string
 	var deviceFlow, noBrowser bool
-	cmd := &cobra.Command{
-		Use:   "login",
-		Short: "Log in with the organisation's identity provider (through the running agent)",
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl := agent.NewClient(state)
+	cmd := agentClientCmd("login", "Log in with the organisation's identity provider (through the running agent)",
+		func(cmd *cobra.Command, cl *agent.Client) error {
 			st, err := cl.Login(cmd.Context(), agent.LoginRequest{DeviceFlow: deviceFlow})
 			if err != nil {
 				return err
@@ -46,9 +42,7 @@ func loginCmd() *cobra.Command {
 			}
 			fmt.Fprintf(out, "Logged in as %s (groups: %s) until %s.\n", cur.User.Email, joinStrings(cur.User.Groups), cur.User.NotAfter.Local().Format(time.RFC3339))
 			return nil
-		},
-	}
-	cmd.Flags().StringVar(&state, "state", defaultState, "state directory of the agent")
+		})
 	cmd.Flags().BoolVar(&deviceFlow, "device-flow", false, "headless: log in on another device with a code (RFC 8628)")
 	cmd.Flags().BoolVar(&noBrowser, "no-browser", false, "only print the URL")
 	return cmd
@@ -65,36 +59,24 @@ func openBrowser(url string) {
 }
 
 func logoutCmd() *cobra.Command {
-	var state string
-	cmd := &cobra.Command{
-		Use:   "logout",
-		Short: "Drop the user certificate: peers see this machine without a user",
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := agent.NewClient(state).Logout(cmd.Context()); err != nil {
+	return agentClientCmd("logout", "Drop the user certificate: peers see this machine without a user",
+		func(cmd *cobra.Command, cl *agent.Client) error {
+			if err := cl.Logout(cmd.Context()); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "logged out")
 			return nil
-		},
-	}
-	cmd.Flags().StringVar(&state, "state", defaultState, "state directory of the agent")
-	return cmd
+		})
 }
 
 func renewCmd() *cobra.Command {
-	var state string
-	cmd := &cobra.Command{
-		Use:   "renew",
-		Short: "Renew this machine's certificate now (the agent renews by itself at two thirds of its life)",
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := agent.NewClient(state).Renew(cmd.Context())
+	return agentClientCmd("renew", "Renew this machine's certificate now (the agent renews by itself at two thirds of its life)",
+		func(cmd *cobra.Command, cl *agent.Client) error {
+			st, err := cl.Renew(cmd.Context())
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "renewed: serial %s, expires %s\n", st.CertSerial, st.CertNotAfter.Local().Format(time.RFC3339))
 			return nil
-		},
-	}
-	cmd.Flags().StringVar(&state, "state", defaultState, "state directory of the agent")
-	return cmd
+		})
 }

@@ -27,21 +27,26 @@ func statusCmd() *cobra.Command {
 // statusViewCmd is a command that shows what the running agent's status
 // says: show prints st, as JSON with --json.
 func statusViewCmd(use, short string, show func(out io.Writer, st *agent.Status, asJSON bool) error) *cobra.Command {
-	var state string
 	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   use,
-		Short: short,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := agent.NewClient(state).Status(cmd.Context())
-			if err != nil {
-				return err
-			}
-			return show(cmd.OutOrStdout(), st, asJSON)
-		},
-	}
-	cmd.Flags().StringVar(&state, "state", defaultState, "state directory of the agent")
+	cmd := agentClientCmd(use, short, func(cmd *cobra.Command, cl *agent.Client) error {
+		st, err := cl.Status(cmd.Context())
+		if err != nil {
+			return err
+		}
+		return show(cmd.OutOrStdout(), st, asJSON)
+	})
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// agentClientCmd is a command that talks to the running agent, found by
+// its --state directory: run gets its client.
+func agentClientCmd(use, short string, run func(cmd *cobra.Command, cl *agent.Client) error) *cobra.Command {
+	var state string
+	cmd := &cobra.Command{Use: use, Short: short, RunE: func(cmd *cobra.Command, _ []string) error {
+		return run(cmd, agent.NewClient(state))
+	}}
+	cmd.Flags().StringVar(&state, "state", defaultState, "state directory of the agent")
 	return cmd
 }
 
