@@ -6,6 +6,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/internal/cli"
 	"github.com/spf13/cobra"
 )
 
@@ -23,7 +24,7 @@ func listCmd[T any](use, short string, state *string, list func(*ca.AdminClient,
 				return err
 			}
 			if asJSON {
-				return writeJSON(c.OutOrStdout(), recs)
+				return cli.WriteJSON(c.OutOrStdout(), recs)
 			}
 			tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, header)

@@ -2,12 +2,12 @@ package main
 
 import (
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/certmesh/certmesh/internal/cli"
 	"github.com/certmesh/certmesh/server"
 	"github.com/spf13/cobra"
 )
@@ -20,15 +20,11 @@ func runCmd() *cobra.Command {
 		Use:   "run",
 		Short: "Serve the CA, the coordinator and the relay (TURN and STUN), or one of them",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			level := slog.LevelInfo
-			if debug {
-				level = slog.LevelDebug
-			}
 			r, err := server.ParseRole(role)
 			if err != nil {
 				return err
 			}
-			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			log := cli.Logger(debug)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			if relayIP != "" {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"net/url"
@@ -16,6 +15,7 @@ import (
 	"github.com/certmesh/certmesh/agent/tpmkey"
 	"github.com/certmesh/certmesh/agent/wgdev"
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/cli"
 	"github.com/spf13/cobra"
 )
 
@@ -35,13 +35,9 @@ func agentCmd() *cobra.Command {
 		Use:   "agent",
 		Short: "Enroll (first start) and run the node agent",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			level := slog.LevelInfo
-			if debug {
-				level = slog.LevelDebug
-			}
 			cfg := agent.Config{
 				StateDir: state, Token: token, SOCKS5Addr: socks, ListenPort: port,
-				Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+				Logger: cli.Logger(debug),
 			}
 			var err error
 			if cfg.CRLStalePolicy, err = agent.ParseDegradedPolicy(crlStale); err != nil {

@@ -15,11 +15,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/spf13/cobra"
-
 	"github.com/certmesh/certmesh/audit"
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/cli"
 	"github.com/certmesh/certmesh/translog"
+	"github.com/spf13/cobra"
 )
 
 // Exit codes of certmesh audit (docs/auditors.md): 0 verified without an
@@ -226,11 +226,6 @@ func loadAuditRoots(file, td string) (*certs.Roots, error) {
 }
 
 // writeJSON prints v as indented JSON (the --json output of every command).
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
 
 func auditAlarmCode(rep *audit.Report) int {
 	if rep.OK() {
@@ -252,7 +247,7 @@ func runAuditVerify(ctx context.Context, out io.Writer, f *auditFlags, quiet boo
 		return auditExitOK, nil
 	}
 	if f.asJSON {
-		if err := writeJSON(out, rep); err != nil {
+		if err := cli.WriteJSON(out, rep); err != nil {
 			return 0, err
 		}
 	} else {
@@ -375,7 +370,7 @@ func runAuditCheck(ctx context.Context, out io.Writer, f *auditFlags, files []st
 		}
 	}
 	if f.asJSON {
-		if err := writeJSON(out, rep); err != nil {
+		if err := cli.WriteJSON(out, rep); err != nil {
 			return 0, err
 		}
 	} else {

@@ -1,10 +1,10 @@
 package main
 
 import (
-	"github.com/spf13/cobra"
-
 	"github.com/certmesh/certmesh/agent/netcheck"
 	"github.com/certmesh/certmesh/agent/relayc"
+	"github.com/certmesh/certmesh/internal/cli"
+	"github.com/spf13/cobra"
 )
 
 func netcheckCmd() *cobra.Command {
@@ -44,7 +44,7 @@ func netcheckCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return writeJSON(cmd.OutOrStdout(), r)
+				return cli.WriteJSON(cmd.OutOrStdout(), r)
 			}
 			return r.WriteText(cmd.OutOrStdout())
 		},

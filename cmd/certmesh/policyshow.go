@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/agent"
+	"github.com/certmesh/certmesh/internal/cli"
 	"github.com/spf13/cobra"
 )
 
@@ -16,7 +17,7 @@ func policyShowCmd() *cobra.Command {
 		func(out io.Writer, st *agent.Status, asJSON bool) error {
 			p := st.Policy
 			if asJSON {
-				return writeJSON(out, p)
+				return cli.WriteJSON(out, p)
 			}
 			if p.Version == 0 {
 				fmt.Fprintln(out, "no valid policy: all inbound mesh traffic is dropped")

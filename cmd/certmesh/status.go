@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/agent"
+	"github.com/certmesh/certmesh/internal/cli"
 	"github.com/spf13/cobra"
 )
 
@@ -17,7 +18,7 @@ func statusCmd() *cobra.Command {
 	return statusViewCmd("status", "Show this node and its verified peers",
 		func(out io.Writer, st *agent.Status, asJSON bool) error {
 			if asJSON {
-				return writeJSON(out, st)
+				return cli.WriteJSON(out, st)
 			}
 			printStatus(out, st)
 			return nil
