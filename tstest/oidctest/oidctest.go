@@ -29,6 +29,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -127,9 +128,10 @@ type Provider struct {
 	rogue   *rsaKey
 	handler http.Handler
 
+	down atomic.Bool // SetDown
+
 	mu     sync.Mutex
 	srv    *http.Server
-	down   bool
 	attack Attack
 	issued []string
 }
@@ -305,18 +307,10 @@ func (p *Provider) IssuedIDTokens() []string {
 
 // SetDown makes every endpoint answer 503 Service Unavailable while down is
 // true: an IdP that is up at the TCP level but failing.
-func (p *Provider) SetDown(down bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = down
-}
+func (p *Provider) SetDown(down bool) { p.down.Store(down) }
 
 // IsDown reports whether SetDown(true) is in force.
-func (p *Provider) IsDown() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.down
-}
+func (p *Provider) IsDown() bool { return p.down.Load() }
 
 // Stop closes the listener and all connections: connections are refused
 // until Start. Stopping a stopped provider does nothing.
