@@ -114,7 +114,7 @@ func (s *Server) checkPublish(self certs.Identity, p wire.Publish) (wire.Peer, e
 	// The advertisement is relayed as it came: only the peers that
 	// verify it against the bundle can tell whether it is genuine.
 	return wire.Peer{Label: string(id.DeviceID), Bundle: p.Bundle, Endpoints: p.Endpoints,
-		Advertisement: p.Advertisement, Inclusion: p.Inclusion, UserInclusion: p.UserInclusion}, nil
+		Advertisement: p.Advertisement, Inclusion: p.Inclusion, UserInclusion: p.UserInclusion, Routes: p.Routes}, nil
 }
 
 // SetDocument makes data the current document of its kind and relays it

@@ -43,6 +43,10 @@ const (
 	MaxPeers = 16384
 	// MaxDocKindSize bounds a document's kind in bytes.
 	MaxDocKindSize = 32
+	// MaxRoutes bounds the routes one peer may say it serves
+	// (certs.MaxRoutes), each at most MaxRouteSize bytes of text.
+	MaxRoutes    = certs.MaxRoutes
+	MaxRouteSize = 64
 )
 
 // Publish is what an agent tells the coordinator about itself.
@@ -56,6 +60,10 @@ type Publish struct {
 	// transparency log (agents with require_logged refuse a peer without).
 	Inclusion     *translog.InclusionBundle `json:"inclusion,omitempty"`
 	UserInclusion *translog.InclusionBundle `json:"user_inclusion,omitempty"`
+	// Routes are the prefixes the agent routes now (canonical CIDR text):
+	// those its certificate carries and it forwards. Peers use a route
+	// only if the peer's verified certificate carries it too.
+	Routes []string `json:"routes,omitempty"`
 }
 
 // Peer is one other agent as the coordinator relays it. Nothing here is
@@ -71,6 +79,9 @@ type Peer struct {
 	// Advertisement is relayed as the peer published it; agents use only
 	// the candidates of one that endpoint.Verify accepts against Bundle.
 	Advertisement []byte `json:"advertisement,omitempty"`
+	// Routes are relayed as the peer published them: a claim, which
+	// agents check against the peer's verified certificate.
+	Routes []string `json:"routes,omitempty"`
 }
 
 // EventType says what an Event carries.
@@ -165,7 +176,23 @@ func (p *Peer) Validate() error {
 	if len(p.Endpoints) > MaxEndpoints {
 		return fmt.Errorf("peer advertises %d endpoints, at most %d allowed", len(p.Endpoints), MaxEndpoints)
 	}
+	if err := checkRoutes(p.Routes); err != nil {
+		return err
+	}
 	return checkAdvertisementSize(p.Advertisement)
+}
+
+// checkRoutes bounds a list of routes (their form is the agent's to judge).
+func checkRoutes(routes []string) error {
+	if len(routes) > MaxRoutes {
+		return fmt.Errorf("%d routes, at most %d allowed", len(routes), MaxRoutes)
+	}
+	for _, r := range routes {
+		if len(r) > MaxRouteSize {
+			return fmt.Errorf("route of %d bytes, at most %d allowed", len(r), MaxRouteSize)
+		}
+	}
+	return nil
 }
 
 // checkAdvertisementSize refuses an advertisement over MaxAdvertisementSize.
@@ -182,6 +209,9 @@ func checkAdvertisementSize(adv []byte) error {
 func (p *Publish) Validate() error {
 	if len(p.Endpoints) > MaxEndpoints {
 		return fmt.Errorf("%d endpoints, at most %d allowed", len(p.Endpoints), MaxEndpoints)
+	}
+	if err := checkRoutes(p.Routes); err != nil {
+		return err
 	}
 	return checkAdvertisementSize(p.Advertisement)
 }
