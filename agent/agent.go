@@ -53,6 +53,13 @@ type Agent struct {
 	paths      pathLayer
 	relay      relayLink // the TURN client (relay.go)
 	advertKick chan struct{}
+	// reissueKick asks the reissue loop to renew (asks.go); renewMu
+	// serialises renewals; routes is the route stage (routes.go), router
+	// the forwarding this node does for its routes (router.go).
+	reissueKick chan struct{}
+	renewMu     sync.Mutex
+	routes      *routeStage
+	router      *routerSide
 
 	// fetched is how the fetches of CRL and policy from the CA stand;
 	// caPolicy is the policy of the enrollment answer, until installed.
@@ -90,7 +97,7 @@ func New(ctx context.Context, cfg Config) (_ *Agent, err error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, keys: k, lock: lock, clock: newClockSkew(cfg)}
+	a := &Agent{cfg: cfg, keys: k, lock: lock, clock: newClockSkew(cfg), reissueKick: make(chan struct{}, 1)}
 	a.pub = &publication{ident: &a.ident}
 	if cfg.TPM != nil {
 		if err := a.loadTPMSigner(ctx); err != nil {
@@ -141,7 +148,7 @@ func (a *Agent) loadOrEnroll(ctx context.Context) error {
 		if certs.ReasonOf(err) == certs.ReasonExpired {
 			// Expired while the agent was stopped (or the CA down): the
 			// keys alone renew it within the CA's renew_after_expiry.
-			resp, rerr := renewExpired(ctx, a.anonAPI, a.keys, enr.Cert.Bundle.Machine)
+			resp, rerr := renewExpired(ctx, a.anonAPI, a.keys, enr.Cert.Bundle.Machine, a.asks())
 			if rerr == nil {
 				if _, rerr = a.acceptRenewal(resp); rerr == nil {
 					a.cfg.Logger.Info("expired certificate renewed at start")
@@ -169,7 +176,7 @@ func (a *Agent) loadOrEnroll(ctx context.Context) error {
 		if resp, err = a.enrollTPM(ctx, host); err != nil {
 			return err
 		}
-	} else if resp, err = enroll(ctx, a.caAPI, a.keys, host, a.cfg.Token); err != nil {
+	} else if resp, err = enroll(ctx, a.caAPI, a.keys, host, a.cfg.Token, a.asks()); err != nil {
 		return err
 	}
 	if resp.Pending != nil {
@@ -270,9 +277,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	a.serveRoutes()
+	defer a.router.stop()
 	go a.fetchLoop(ctx)
 	go a.coord.run(ctx)
 	go a.renewLoop(ctx)
+	go a.reissueLoop(ctx)
 	go a.advertiseLoop(ctx, a.watchAddresses(ctx))
 	go a.runPaths(ctx)
 	go a.runRelay(ctx)

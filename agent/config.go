@@ -40,6 +40,17 @@ type Config struct {
 	// ports as STUN servers too; a CA that offers no relay means none.
 	NoRelay bool
 
+	// Routes and services (routes.go, asks.go). AdvertiseRoutes and
+	// AdvertiseServices are asked for in every enrollment and renewal;
+	// the CA certifies those an admin approved. AcceptRoutes installs
+	// the routes peers are certified for (off by default). A router
+	// forwards its certified routes and masquerades what it forwards
+	// unless NoSNATRoutes.
+	AdvertiseRoutes   []netip.Prefix
+	AdvertiseServices []certs.Service
+	AcceptRoutes      bool
+	NoSNATRoutes      bool
+
 	// TPM, if set, keeps the device key in a TPM 2.0 and enrolls with
 	// TPM attestation.
 	TPM *TPMConfig
@@ -104,6 +115,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Mode == wgdev.KernelTUN && c.InterfaceName == "" {
 		c.InterfaceName = "certmesh0"
+	}
+	if err := certs.CheckRoutes(c.AdvertiseRoutes, nil); err != nil {
+		return fmt.Errorf("advertised routes: %w", err)
+	}
+	if err := certs.CheckServices(c.AdvertiseServices); err != nil {
+		return fmt.Errorf("advertised services: %w", err)
 	}
 	if c.CRLGrace <= 0 {
 		c.CRLGrace = 10 * time.Minute

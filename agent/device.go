@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -38,17 +39,23 @@ type deviceStage struct {
 
 	mu         sync.Mutex
 	configured map[certs.DeviceID]wgdev.Peer // what each admitted device's peer is configured as
+	// routes are the routed prefixes each device's peer holds beyond its
+	// certified addresses (the route stage's choice, routes.go).
+	routes map[certs.DeviceID][]netip.Prefix
 }
 
 func newDeviceStage(dev dataPlane, self certs.WireGuardKey, log *slog.Logger) *deviceStage {
-	return &deviceStage{dev: dev, self: self, log: log, configured: map[certs.DeviceID]wgdev.Peer{}}
+	return &deviceStage{dev: dev, self: self, log: log, configured: map[certs.DeviceID]wgdev.Peer{},
+		routes: map[certs.DeviceID][]netip.Prefix{}}
 }
 
 // peerConfig is the WireGuard configuration of a verified peer: key and
-// AllowedIPs from its certificate, and the endpoint (unset: the peer can
-// still reach us).
-func peerConfig(id certs.Identity, ep netip.AddrPort) wgdev.Peer {
-	return wgdev.Peer{PublicKey: id.WireGuardKey, AllowedIPs: id.AllowedIPs(), PersistentKeepalive: KeepAlive, Endpoint: ep}
+// AllowedIPs from its certificate (its addresses, and the routes of it the
+// route stage chose), and the endpoint (unset: the peer can still reach
+// us).
+func (d *deviceStage) peerConfig(id certs.Identity, ep netip.AddrPort) wgdev.Peer {
+	allowed := append(id.AllowedIPs(), d.routes[id.DeviceID]...)
+	return wgdev.Peer{PublicKey: id.WireGuardKey, AllowedIPs: allowed, PersistentKeepalive: KeepAlive, Endpoint: ep}
 }
 
 // apply configures device id.DeviceID's peer. On an error the device's
@@ -57,7 +64,7 @@ func peerConfig(id certs.Identity, ep netip.AddrPort) wgdev.Peer {
 func (d *deviceStage) apply(id certs.Identity, ep netip.AddrPort) (lost bool, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	wp := peerConfig(id, ep)
+	wp := d.peerConfig(id, ep)
 	prev, had := d.configured[id.DeviceID]
 	// Two agents learn of each other at the same moment; if both started
 	// a handshake at once (a keepalive is sent as soon as it is set),
@@ -123,7 +130,7 @@ func (d *deviceStage) enableKeepaliveLater(dev certs.DeviceID, k certs.WireGuard
 func (d *deviceStage) move(id certs.Identity, ep netip.AddrPort) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	wp := peerConfig(id, ep)
+	wp := d.peerConfig(id, ep)
 	if err := d.dev.UpsertPeer(wp); err != nil {
 		return err
 	}
@@ -138,6 +145,7 @@ func (d *deviceStage) move(id certs.Identity, ep netip.AddrPort) error {
 func (d *deviceStage) remove(dev certs.DeviceID, why string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	delete(d.routes, dev)
 	wp, ok := d.configured[dev]
 	if !ok {
 		return
@@ -191,4 +199,32 @@ func (d *deviceStage) removeKey(k certs.WireGuardKey, why string) {
 	if err := d.dev.RemovePeer(k); err != nil {
 		d.log.Error("WireGuard peer not removed: "+why, "key", k, "err", err)
 	}
+}
+
+// setRoutes makes routes the prefixes device dev's peer holds beyond its
+// certified addresses, on the device at once if the peer is configured
+// (its endpoint, which the path layer may have moved, stays). A prefix a
+// WireGuard peer takes leaves whichever peer held it before.
+func (d *deviceStage) setRoutes(dev certs.DeviceID, routes []netip.Prefix) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	old := d.routes[dev]
+	if len(routes) == 0 {
+		delete(d.routes, dev)
+	} else {
+		d.routes[dev] = slices.Clone(routes)
+	}
+	wp, ok := d.configured[dev]
+	if !ok {
+		return nil
+	}
+	wp.AllowedIPs = append(slices.DeleteFunc(slices.Clone(wp.AllowedIPs), func(p netip.Prefix) bool {
+		return slices.Contains(old, p)
+	}), routes...)
+	wp.Endpoint = netip.AddrPort{}
+	if err := d.dev.UpsertPeer(wp); err != nil {
+		return err
+	}
+	d.configured[dev] = wp
+	return nil
 }

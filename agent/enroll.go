@@ -57,7 +57,7 @@ func xeddsaSign(k wgdev.PrivateKey, msg []byte) ([]byte, error) {
 }
 
 // enroll runs the first enrollment with a one-time token.
-func enroll(ctx context.Context, api *apiClient, k *keys, hostname certs.Hostname, token string) (wire.CertificateResponse, error) {
+func enroll(ctx context.Context, api *apiClient, k *keys, hostname certs.Hostname, token string, asks wire.Asks) (wire.CertificateResponse, error) {
 	var resp wire.CertificateResponse
 	if token == "" {
 		return resp, fmt.Errorf("this agent is not enrolled yet: pass --token with a token from `certmesh-server token create`")
@@ -66,7 +66,7 @@ func enroll(ctx context.Context, api *apiClient, k *keys, hostname certs.Hostnam
 	if err != nil {
 		return resp, err
 	}
-	req := wire.EnrollRequest{Token: token, Hostname: string(hostname), CSR: csr, WireGuardKey: k.wg.Public(), Nonce: nonce, Proof: proof}
+	req := wire.EnrollRequest{Token: token, Hostname: string(hostname), CSR: csr, WireGuardKey: k.wg.Public(), Nonce: nonce, Proof: proof, Asks: asks}
 	if err := api.call(ctx, http.MethodPost, wire.PathEnroll, req, &resp); err != nil {
 		return resp, fmt.Errorf("enrolling: %w", err)
 	}
@@ -110,13 +110,13 @@ func awaitApproval(ctx context.Context, api *apiClient, p *wire.Pending, log *sl
 }
 
 // renew asks for a new machine certificate over mTLS.
-func renew(ctx context.Context, api *apiClient, k *keys) (wire.CertificateResponse, error) {
+func renew(ctx context.Context, api *apiClient, k *keys, asks wire.Asks) (wire.CertificateResponse, error) {
 	var resp wire.CertificateResponse
 	nonce, csr, proof, err := nonceProof(ctx, api, k, "getting renewal nonce")
 	if err != nil {
 		return resp, err
 	}
-	req := wire.RenewRequest{CSR: csr, WireGuardKey: k.wg.Public(), Nonce: nonce, Proof: proof}
+	req := wire.RenewRequest{CSR: csr, WireGuardKey: k.wg.Public(), Nonce: nonce, Proof: proof, Asks: asks}
 	if err := api.call(ctx, http.MethodPost, wire.PathRenew, req, &resp); err != nil {
 		return resp, fmt.Errorf("renewing: %w", err)
 	}

@@ -38,6 +38,9 @@ type verifiedPeer struct {
 	hints []netip.AddrPort
 	// cands are the same endpoints with their kinds, for the path layer.
 	cands   []endpoint.Candidate
+	// claimed are the routes the coordinator relayed for the peer,
+	// unchecked: the route stage uses those its certificate carries.
+	claimed []string
 	machine *x509.Certificate // for CRL checks
 	user    *x509.Certificate // nil without a user certificate
 	// unlistedAt is when the coordinator stopped listing the peer (zero

@@ -77,7 +77,8 @@ func (a *Agent) buildPipeline(self certs.Identity, eps endpointPolicy, index *ad
 	device := newDeviceStage(a.dev, self.WireGuardKey, peerLog)
 	paths := newPathStage(eps, device, peerLog, a.cfg.Now)
 	paths.mgr = a.paths.mgr
-	a.peers = newPeerSet(paths, index, a.filter, self, a.cfg.UnlistedGrace, peerLog, a.cfg.Now)
+	a.routes = a.newRouteStage(paths, device, peerLog)
+	a.peers = newPeerSet(a.routes, index, a.filter, self, a.cfg.UnlistedGrace, peerLog, a.cfg.Now)
 	a.crl = newCRLHolder(a.roots, &a.ident, a.cfg.StateDir, a.cfg.CRLGrace, a.cfg.CRLStalePolicy, a.peers,
 		logger.With("component", "crl"), a.cfg.Now)
 	logClient, err := translog.NewClient(a.cfg.ServerURL.String(), a.caAPI.hc)
@@ -115,6 +116,7 @@ func (a *Agent) buildPipeline(self certs.Identity, eps endpointPolicy, index *ad
 	verify := &verifier{roots: a.roots, crl: a.crl, policy: a.policy, log: a.tlog, peers: a.peers, logger: logger,
 		opts: verifyConfig{now: a.cfg.Now, skew: a.cfg.MaxClockSkew, requireLogged: !a.cfg.AllowUnlogged,
 			crlStale: a.cfg.CRLStalePolicy, policyStale: a.cfg.PolicyStalePolicy, logAlarm: a.cfg.LogAlarmPolicy}}
+	verify.reissue = a.reissueSignal
 	a.coord = newCoordClient(newAPIClient(coordURL, serverTLS(a.roots, &a.ident, a.cfg.Now)), verify, a.pub,
 		logger.With("component", "coord"))
 	return nil

@@ -23,6 +23,7 @@ type publication struct {
 	inclusion *translog.InclusionBundle // the machine certificate's
 	userIncl  *translog.InclusionBundle // the user certificate's
 	advert    []byte                    // the signed endpoint advertisement (advertise.go)
+	routes    []string                  // the routes served (asks.go)
 }
 
 // publish is the publication as sent.
@@ -30,7 +31,7 @@ func (p *publication) publish() wire.Publish {
 	_, b := p.ident.get()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	w := wire.Publish{Bundle: b.Wire(), Endpoints: p.endpoints, Inclusion: p.inclusion, Advertisement: p.advert}
+	w := wire.Publish{Bundle: b.Wire(), Endpoints: p.endpoints, Inclusion: p.inclusion, Advertisement: p.advert, Routes: p.routes}
 	if b.User != nil {
 		w.UserInclusion = p.userIncl
 	}
@@ -41,6 +42,12 @@ func (p *publication) setAdvertisement(b []byte) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.advert = b
+}
+
+func (p *publication) setRoutes(routes []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.routes = routes
 }
 
 func (p *publication) setEndpoints(eps []netip.AddrPort) {

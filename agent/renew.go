@@ -96,16 +96,18 @@ func (a *Agent) renewLoop(ctx context.Context) {
 // it as expired) is renewed after expiry, with the device and WireGuard
 // keys as proof.
 func (a *Agent) renewOnce(ctx context.Context) error {
+	a.renewMu.Lock()
+	defer a.renewMu.Unlock()
 	a.mu.Lock()
 	self, certDER := a.self, a.enr.Cert.Bundle.Machine
 	a.mu.Unlock()
 	var resp wire.CertificateResponse
 	var err error
 	if a.cfg.Now().After(self.NotAfter) {
-		resp, err = renewExpired(ctx, a.anonAPI, a.keys, certDER)
-	} else if resp, err = renew(ctx, a.caAPI, a.keys); refusedAsExpired(err) {
+		resp, err = renewExpired(ctx, a.anonAPI, a.keys, certDER, a.asks())
+	} else if resp, err = renew(ctx, a.caAPI, a.keys, a.asks()); refusedAsExpired(err) {
 		a.cfg.Logger.Warn("the CA holds our certificate for expired (clock skew?): renewing after expiry", "err", err)
-		resp, err = renewExpired(ctx, a.anonAPI, a.keys, certDER)
+		resp, err = renewExpired(ctx, a.anonAPI, a.keys, certDER, a.asks())
 	}
 	if err != nil {
 		return err
@@ -120,6 +122,7 @@ func (a *Agent) renewOnce(ctx context.Context) error {
 		a.cfg.Logger.Warn("fetching the CRL after renewal (the periodic fetch retries)", "err", err)
 	}
 	a.cfg.Logger.Info("certificate renewed", "serial", id.Serial, "not_after", id.NotAfter)
+	a.serveRoutes()
 	if err := a.coord.republish(ctx); err != nil {
 		a.cfg.Logger.Warn("publishing renewed certificate", "err", err)
 	}
@@ -159,7 +162,7 @@ const tlsAlertCertificateExpired tls.AlertError = 45
 // renewExpired renews the expired certificate certDER without mTLS,
 // proving possession of the device key (signing wire.DeviceProofMessage;
 // a TPM key signs inside the TPM) and of the WireGuard key over a nonce.
-func renewExpired(ctx context.Context, api *apiClient, k *keys, certDER []byte) (wire.CertificateResponse, error) {
+func renewExpired(ctx context.Context, api *apiClient, k *keys, certDER []byte, asks wire.Asks) (wire.CertificateResponse, error) {
 	var resp wire.CertificateResponse
 	nonce, csr, proof, err := nonceProof(ctx, api, k, "renewing after expiry: getting a nonce")
 	if err != nil {
@@ -170,7 +173,7 @@ func renewExpired(ctx context.Context, api *apiClient, k *keys, certDER []byte) 
 	if err != nil {
 		return resp, fmt.Errorf("signing with the device key: %w", err)
 	}
-	req := wire.RenewExpiredRequest{Certificate: certDER, CSR: csr, WireGuardKey: k.wg.Public(), Nonce: nonce, Proof: proof, DeviceProof: sig}
+	req := wire.RenewExpiredRequest{Certificate: certDER, CSR: csr, WireGuardKey: k.wg.Public(), Nonce: nonce, Proof: proof, DeviceProof: sig, Asks: asks}
 	if err := api.call(ctx, http.MethodPost, wire.PathRenewExpired, req, &resp); err != nil {
 		return resp, fmt.Errorf("renewing after expiry: %w", err)
 	}

@@ -23,6 +23,7 @@ type Status struct {
 	Log            LogStatus               `json:"log"`
 	Clock          ClockStatus             `json:"clock"`           // this clock against the CA's
 	Relay          *relayc.Status          `json:"relay,omitempty"` // the relay allocation (nil: no relay client)
+	Routes         RoutesStatus            `json:"routes"`          // subnet routes (routes_status.go)
 }
 
 // SelfStatus describes this node.

@@ -67,6 +67,6 @@ func (a *Agent) Status() (*Status, error) {
 	st.CRL = a.crl.status()
 	st.Log = a.tlog.status(!a.cfg.AllowUnlogged, a.cfg.LogAlarmPolicy)
 	st.Clock = a.clock.status()
-	st.Rejected, st.RejectedCounts = append([]Rejection{}, rejected...), counts
+	st.Routes, st.Rejected, st.RejectedCounts = a.routesStatus(rejected, counts)
 	return st, nil
 }

@@ -111,7 +111,7 @@ func (a *Agent) enrollTPM(ctx context.Context, host certs.Hostname) (wire.Certif
 	}
 	req := wire.EnrollRequest{Token: a.cfg.Token, Hostname: string(host), CSR: csr, WireGuardKey: wgPub, Nonce: n.Nonce, Proof: proof,
 		TPM: &wire.TPMEvidence{Session: ch.Session, ActivatedSecret: secret, KeyPublic: dk.Attestation.KeyPublic,
-			CertifyInfo: dk.Attestation.CertifyInfo, Signature: dk.Attestation.Signature}}
+			CertifyInfo: dk.Attestation.CertifyInfo, Signature: dk.Attestation.Signature}, Asks: a.asks()}
 	if err := a.caAPI.call(ctx, http.MethodPost, wire.PathEnroll, req, &resp); err != nil {
 		return resp, fmt.Errorf("enrolling: %w", err)
 	}

@@ -25,6 +25,8 @@ type verifier struct {
 	opts   verifyConfig
 	logger *slog.Logger
 	book   *candidateBook // the advertisements accepted (made on first use)
+	// reissue is told of the coordinator's reissue signal (nil: ignored).
+	reissue func()
 }
 
 // verifyConfig is how the verification stage judges peers.
@@ -41,8 +43,14 @@ type verifyConfig struct {
 
 // handle takes one coordinator event.
 func (v *verifier) handle(e *wire.Event) {
-	if e.Type == wire.EventDocument {
+	switch e.Type {
+	case wire.EventDocument:
 		v.document(e.Doc)
+		return
+	case wire.EventReissue:
+		if v.reissue != nil {
+			v.reissue()
+		}
 		return
 	}
 	tx := v.peers.begin()
@@ -114,7 +122,8 @@ func (v *verifier) peer(tx peerTx, p *wire.Peer) {
 	}
 	hints := v.candidates(tx, p.Label, id, p.Advertisement) // never p.Endpoints (candidates.go)
 	cands := v.book.held(id.DeviceID, v.opts.now())         // the same, with their kinds
-	tx.admit(&verifiedPeer{label: p.Label, id: id, hints: hints, cands: cands, machine: b.Machine, user: b.User}, v.degraded())
+	tx.admit(&verifiedPeer{label: p.Label, id: id, hints: hints, cands: cands, machine: b.Machine, user: b.User,
+		claimed: p.Routes}, v.degraded())
 }
 
 // degraded says why no new peer may be admitted now (nil: they may): the
