@@ -30,6 +30,8 @@ func agentCmd() *cobra.Command {
 		crlGrace, caFetch, maxSkew, unlistedGrace                 time.Duration
 		useTPM, requireLogged                                     bool
 		tpmDevice, ekCert                                         string
+		routes, services                                          []string
+		acceptRoutes, snatRoutes                                  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -97,6 +99,10 @@ func agentCmd() *cobra.Command {
 				cfg.STUNServers = append(cfg.STUNServers, ua.AddrPort())
 			}
 			cfg.NoRelay = !relay
+			if err := routeFlags(&cfg, routes, services); err != nil {
+				return err
+			}
+			cfg.AcceptRoutes, cfg.NoSNATRoutes = acceptRoutes, !snatRoutes
 			switch {
 			case userspace && cmd.Flags().Changed("tun"):
 				return fmt.Errorf("--userspace and --tun exclude each other")
@@ -131,6 +137,10 @@ func agentCmd() *cobra.Command {
 	f.StringSliceVar(&advertise, "advertise", nil, "underlay IPs peers should send to (default: this host's addresses)")
 	f.StringArrayVar(&stunServers, "stun", nil, "STUN server host:port to learn this host's public address from, on the WireGuard port (repeatable)")
 	f.BoolVar(&relay, "relay", true, "keep an allocation on the CA's TURN relay and advertise it, for peers no direct path reaches; its UDP ports also serve as STUN servers (--relay=false: no relay, STUN only from --stun)")
+	f.StringSliceVar(&routes, "advertise-routes", nil, "prefixes to route for the mesh (subnet router; 0.0.0.0/0,::/0: exit node), e.g. 10.0.0.0/24: asked of the CA, used once an admin approves them")
+	f.StringSliceVar(&services, "advertise-services", nil, "services this device offers by name, e.g. ssh:22,dns:53/udp: asked of the CA, certified once an admin approves them")
+	f.BoolVar(&acceptRoutes, "accept-routes", false, "use the routes peers are certified for (subnet routers)")
+	f.BoolVar(&snatRoutes, "snat-routes", true, "on a router: masquerade routed traffic, so the LAN needs no route back to the mesh")
 	f.BoolVar(&debug, "debug", false, "debug logging")
 	f.BoolVar(&requireLogged, "require-logged", true, "accept a peer only with a valid inclusion proof of its certificate in the CA's transparency log")
 	f.BoolVar(&useTPM, "tpm", false, "keep the device key in the TPM 2.0 and enroll with TPM attestation")
