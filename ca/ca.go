@@ -43,15 +43,13 @@ type CA struct {
 	policyMu sync.Mutex // serialises policy publication
 	crlMu    sync.Mutex // serialises CRL numbering and signing
 
-	mu           sync.Mutex
-	pol          *policyState // nil for a state directory from before policies
-	onPolicy     []func(doc []byte)
-	crl          document // none before the first CRL
-	onCRL        []func(der []byte)
-	onCheckpoint []func(cp []byte)
-	serverTLS    *tls.Certificate
-	onRevoke     []func(certs.DeviceID)
-	onReissue    []func(certs.DeviceID)
+	mu        sync.Mutex
+	pol       *policyState // nil for a state directory from before policies
+	crl       document     // none before the first CRL
+	serverTLS *tls.Certificate
+
+	onPolicy, onCRL, onCheckpoint listeners[[]byte]
+	onRevoke, onReissue           listeners[certs.DeviceID]
 
 	lock *statedir.Lock // the state directory, held until Close
 }
@@ -188,11 +186,7 @@ func (c *CA) Store() store.Store { return c.store }
 
 // OnRevoke registers a function called after a device is revoked (the
 // coordinator uses it to disconnect the device at once).
-func (c *CA) OnRevoke(fn func(certs.DeviceID)) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.onRevoke = append(c.onRevoke, fn)
-}
+func (c *CA) OnRevoke(fn func(certs.DeviceID)) { c.onRevoke.add(fn) }
 
 // bundleFor returns the wire bundle of a machine certificate.
 func (c *CA) bundleFor(m *x509.Certificate) certs.WireBundle {

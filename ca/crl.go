@@ -29,11 +29,7 @@ func (c *CA) crlDoc() document {
 
 // OnCRL registers a function called with every new CRL (the coordinator
 // relays it).
-func (c *CA) OnCRL(fn func(der []byte)) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.onCRL = append(c.onCRL, fn)
-}
+func (c *CA) OnCRL(fn func(der []byte)) { c.onCRL.add(fn) }
 
 func (c *CA) crlInterval() time.Duration {
 	if c.cfg.CRLNextUpdate > 0 {
@@ -78,13 +74,10 @@ func (c *CA) RefreshCRL(ctx context.Context) error {
 	}
 	c.mu.Lock()
 	c.crl = newDocument(der)
-	fns := append([]func([]byte){}, c.onCRL...)
 	c.mu.Unlock()
 	c.log.Debug("CRL published", "number", number, "entries", len(revoked))
 	c.publishCheckpoint()
-	for _, fn := range fns {
-		fn(der)
-	}
+	c.onCRL.call(der)
 	return nil
 }
 

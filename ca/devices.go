@@ -57,12 +57,7 @@ func (c *CA) Revoke(ctx context.Context, id certs.DeviceID) (store.Device, error
 		c.log.Error("authority revocation record", "device", id, "err", err)
 	}
 	c.log.Info("device revoked", "device", id, "serial", dev.Serial)
-	c.mu.Lock()
-	fns := append([]func(certs.DeviceID){}, c.onRevoke...)
-	c.mu.Unlock()
-	for _, fn := range fns {
-		fn(id)
-	}
+	c.onRevoke.call(id)
 	return dev, nil
 }
 

@@ -114,11 +114,7 @@ func (c *CA) CurrentPolicy() (PolicyInfo, error) {
 
 // OnPolicy registers a function called with every newly published signed
 // policy document (the coordinator relays it).
-func (c *CA) OnPolicy(fn func(doc []byte)) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.onPolicy = append(c.onPolicy, fn)
-}
+func (c *CA) OnPolicy(fn func(doc []byte)) { c.onPolicy.add(fn) }
 
 // PublishPolicy checks src (syntax, references, its own tests), signs it
 // as the next version and publishes it.
@@ -164,10 +160,7 @@ func (c *CA) installPolicy(signer *certs.KeyPair, doc *policy.SignedPolicy, raw 
 	st := &policyState{signer: signer, doc: doc, document: newDocument(raw)}
 	c.mu.Lock()
 	c.pol = st
-	fns := append([]func([]byte){}, c.onPolicy...)
 	c.mu.Unlock()
-	for _, fn := range fns {
-		fn(raw)
-	}
+	c.onPolicy.call(raw)
 	return st, nil
 }

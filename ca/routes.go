@@ -168,12 +168,7 @@ func (c *CA) ApproveAsks(ctx context.Context, id certs.DeviceID, a Approval) (st
 	verb := map[bool]string{false: "approved", true: "denied"}[a.Deny]
 	c.log.Info("device routes/services "+verb, "device", id, "routes", a.Routes, "services", a.Services, "reissue_due", dev.ReissueDue)
 	if dev.ReissueDue {
-		c.mu.Lock()
-		fns := append([]func(certs.DeviceID){}, c.onReissue...)
-		c.mu.Unlock()
-		for _, fn := range fns {
-			fn(id)
-		}
+		c.onReissue.call(id)
 	}
 	return dev, nil
 }
@@ -208,8 +203,4 @@ func (c *CA) Device(ctx context.Context, id certs.DeviceID) (store.Device, error
 // OnReissue registers a function called when an approval changes what a
 // device's certificate must carry (ReissueDue): the server relays it to
 // the device, which renews without waiting for its renewal time.
-func (c *CA) OnReissue(fn func(certs.DeviceID)) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.onReissue = append(c.onReissue, fn)
-}
+func (c *CA) OnReissue(fn func(certs.DeviceID)) { c.onReissue.add(fn) }

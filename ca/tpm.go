@@ -225,14 +225,9 @@ func (c *CA) afterReplace(ctx context.Context, replaced []certs.DeviceID) {
 	if err := c.RefreshCRL(ctx); err != nil {
 		c.log.Error("publishing CRL", "err", err)
 	}
-	c.mu.Lock()
-	fns := append([]func(certs.DeviceID){}, c.onRevoke...)
-	c.mu.Unlock()
 	for _, id := range replaced {
 		c.log.Warn("device replaced by a new enrollment of the same TPM", "device", id)
-		for _, fn := range fns {
-			fn(id)
-		}
+		c.onRevoke.call(id)
 	}
 }
 

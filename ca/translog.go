@@ -81,11 +81,7 @@ func (c *CA) LogHandler() (http.Handler, error) {
 func (c *CA) Checkpoint() []byte { return c.tlog.Checkpoint() }
 
 // OnCheckpoint registers a function called with every new checkpoint.
-func (c *CA) OnCheckpoint(fn func(cp []byte)) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.onCheckpoint = append(c.onCheckpoint, fn)
-}
+func (c *CA) OnCheckpoint(fn func(cp []byte)) { c.onCheckpoint.add(fn) }
 
 // logAppend appends entries that describe no database record (policy
 // versions) to the transparency log. Issuance and revocation log through
@@ -105,12 +101,7 @@ func (c *CA) publishCheckpoint() {
 		return
 	}
 	cp := c.tlog.Checkpoint()
-	c.mu.Lock()
-	fns := append([]func([]byte){}, c.onCheckpoint...)
-	c.mu.Unlock()
-	for _, fn := range fns {
-		fn(cp)
-	}
+	c.onCheckpoint.call(cp)
 }
 
 // inclusion returns the inclusion proof of a logged certificate against
