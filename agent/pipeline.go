@@ -47,8 +47,9 @@ func (a *Agent) openDevice(ctx context.Context) error {
 // deviceConfig is the WireGuard device's configuration: our addresses and
 // key, the endpoint policy as its send filter, and the packet filter
 // between WireGuard and the OS, which looks sources up in the peer set's
-// address index and drops all inbound traffic until a valid policy is
-// installed.
+// address index, drops all inbound traffic until a valid policy is
+// installed, and delivers only packets to our own addresses (and to the
+// prefixes we route, once they are given to filter.SetServed).
 func (a *Agent) deviceConfig(self certs.Identity, routes []netip.Prefix, eps endpointPolicy, index *addrIndex) wgdev.Config {
 	return wgdev.Config{
 		Mode: a.cfg.Mode, InterfaceName: a.cfg.InterfaceName, Addresses: self.AllowedIPs(),
@@ -57,7 +58,7 @@ func (a *Agent) deviceConfig(self certs.Identity, routes []netip.Prefix, eps end
 		Logger:     a.cfg.Logger.With("component", "wireguard"), UAPI: a.cfg.Mode == wgdev.KernelTUN,
 		WrapBind: a.paths.bind.Wrap, // the path layer shares the socket, under the limiter
 		WrapTUN: func(t tun.Device) tun.Device {
-			a.filter = filter.Wrap(t, filter.Config{Peers: filter.PeersFunc(index.lookup), Now: a.cfg.Now})
+			a.filter = filter.Wrap(t, filter.Config{Peers: filter.PeersFunc(index.lookup), Local: self.Addresses, Now: a.cfg.Now})
 			return a.filter
 		},
 	}

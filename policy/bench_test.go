@@ -96,7 +96,7 @@ func BenchmarkDecide1000Rules(b *testing.B) {
 	f := node.DecideFunc()
 	b.Run("DecideFunc/drop", func(b *testing.B) {
 		for b.Loop() {
-			if acc, _ := f(&dropped, uint8(ProtoTCP), 9999); acc {
+			if acc, _ := f(&dropped, self.Addresses[0], uint8(ProtoTCP), 9999); acc {
 				b.Fatal("accepted")
 			}
 		}

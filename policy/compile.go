@@ -2,7 +2,6 @@ package policy
 
 import (
 	"fmt"
-	"math/bits"
 	"net/netip"
 
 	"github.com/certmesh/certmesh/certs"
@@ -87,6 +86,10 @@ type sideIndex struct {
 	hosts     map[certs.Hostname]*ruleSet
 	addrs     map[netip.Addr]*ruleSet
 	prefixes  []prefixRules // ranges (not single addresses)
+	// services: the rules naming svc:NAME (destinations only), which a
+	// packet matches at the port and protocol the destination's
+	// certificate gives for NAME, whatever the rule's ports say.
+	services map[string]*ruleSet
 }
 
 type prefixRules struct {
@@ -103,6 +106,7 @@ func newSideIndex(words int) sideIndex {
 		devices:   map[certs.DeviceID]*ruleSet{},
 		hosts:     map[certs.Hostname]*ruleSet{},
 		addrs:     map[netip.Addr]*ruleSet{},
+		services:  map[string]*ruleSet{},
 	}
 }
 
@@ -159,6 +163,8 @@ func (s *sideIndex) add(ge *groupExpansion, sel Selector, r int32) {
 		add(s.devices, certs.DeviceID(sel.Name), r)
 	case SelectHost:
 		add(s.hosts, certs.Hostname(sel.Name), r)
+	case SelectService:
+		add(s.services, sel.Name, r)
 	case SelectPrefix:
 		if sel.Prefix.IsSingleIP() {
 			add(s.addrs, sel.Prefix.Addr(), r)
@@ -185,6 +191,7 @@ func (s *sideIndex) finish(words int) {
 	densifyAll(s.devices, words)
 	densifyAll(s.hosts, words)
 	densifyAll(s.addrs, words)
+	densifyAll(s.services, words)
 	for _, p := range s.prefixes {
 		p.rules.densify(words)
 	}
@@ -216,7 +223,8 @@ func or[K comparable](acc []uint64, m map[K]*ruleSet, k K) {
 	}
 }
 
-// collect sets acc to the rules that select id.
+// collect sets acc to the rules that select id (services aside: see
+// collectServices).
 func (s *sideIndex) collect(id *certs.Identity, acc []uint64) {
 	copy(acc, s.any)
 	if u := id.User; u != nil {
@@ -237,13 +245,43 @@ func (s *sideIndex) collect(id *certs.Identity, acc []uint64) {
 		or(acc, s.hosts, id.Hostname)
 	}
 	for _, a := range id.Addresses {
-		or(acc, s.addrs, a)
-		for i := range s.prefixes {
-			if s.prefixes[i].prefix.Contains(a) {
-				s.prefixes[i].rules.orInto(acc)
-			}
+		s.collectAddr(a, acc)
+	}
+}
+
+// collectAddr ORs into acc the rules whose address or CIDR selectors
+// contain a.
+func (s *sideIndex) collectAddr(a netip.Addr, acc []uint64) {
+	or(acc, s.addrs, a)
+	for i := range s.prefixes {
+		if s.prefixes[i].prefix.Contains(a) {
+			s.prefixes[i].rules.orInto(acc)
 		}
 	}
+}
+
+// collectServices ORs into acc the rules naming a service of svcs that is
+// offered at proto and port, and reports whether there was one.
+func (s *sideIndex) collectServices(svcs []certs.Service, proto Proto, port uint16, acc []uint64) bool {
+	found := false
+	for _, svc := range svcs {
+		if rs := s.services[svc.Name]; rs != nil && serviceAt(svc, proto, port) {
+			rs.orInto(acc)
+			found = true
+		}
+	}
+	return found
+}
+
+// serviceAt reports whether a packet of proto to port reaches svc.
+func serviceAt(svc certs.Service, proto Proto, port uint16) bool {
+	switch svc.Protocol {
+	case certs.ProtocolTCP:
+		return proto == ProtoTCP && port == svc.Port
+	case certs.ProtocolUDP:
+		return proto == ProtoUDP && port == svc.Port
+	}
+	return false
 }
 
 // Compile builds the evaluator of a policy Parse returned. (On a Policy
@@ -312,106 +350,3 @@ func (c *Compiled) RuleNames() []string {
 	}
 	return out
 }
-
-// scratchWords is how many rule-set words Decide keeps on the stack
-// (policies of up to 1024 rules allocate nothing).
-const scratchWords = 16
-
-// ruleSet is an empty rule set: in buf (on the caller's stack) when it
-// fits.
-func (c *Compiled) ruleSet(buf *[scratchWords]uint64) []uint64 {
-	if c.words <= scratchWords {
-		return buf[:c.words]
-	}
-	return make([]uint64, c.words)
-}
-
-// Decide says whether a packet from the peer src to the node dst (the one
-// enforcing the policy), of protocol proto to port (ignored for protocols
-// other than TCP and UDP), is accepted, and by which rule. src and dst are
-// identities certs.Verify returned.
-func (c *Compiled) Decide(src certs.Identity, dst certs.Identity, proto Proto, port uint16) Decision {
-	if c == nil || len(c.rules) == 0 {
-		return denied
-	}
-	var buf [scratchWords]uint64
-	dstRules := c.ruleSet(&buf)
-	c.dst.collect(&dst, dstRules)
-	return c.decide(&src, dstRules, proto, port)
-}
-
-func (c *Compiled) decide(src *certs.Identity, dstRules []uint64, proto Proto, port uint16) Decision {
-	var buf [scratchWords]uint64
-	acc := c.ruleSet(&buf)
-	c.src.collect(src, acc)
-	tpm := src.Attestation == certs.AttestationTPM
-	valid := src.Attestation.Valid()
-	for w := range acc {
-		x := acc[w] & dstRules[w]
-		if !tpm {
-			x &^= c.condTPM[w]
-		}
-		if !valid {
-			x &^= c.condToken[w]
-		}
-		for x != 0 {
-			i := w*64 + bits.TrailingZeros64(x)
-			for _, ps := range c.rules[i].ports {
-				if ps.matches(proto, port) {
-					return Decision{Accept: true, Rule: i, RuleName: c.rules[i].name}
-				}
-			}
-			x &= x - 1
-		}
-	}
-	return denied
-}
-
-// Node is a compiled policy bound to the node that enforces it: the rules
-// whose "to" selects this node, computed once. Build a new one when the
-// node's own identity changes (a user logs in, a new certificate).
-type Node struct {
-	c     *Compiled
-	rules []uint64
-	any   bool
-}
-
-// ForNode binds the policy to the enforcing node's identity. A nil
-// *Compiled gives a Node that denies everything.
-func (c *Compiled) ForNode(self certs.Identity) *Node {
-	n := &Node{c: c}
-	if c == nil {
-		return n
-	}
-	n.rules = make([]uint64, c.words)
-	c.dst.collect(&self, n.rules)
-	for _, w := range n.rules {
-		n.any = n.any || w != 0
-	}
-	return n
-}
-
-// Decide is Compiled.Decide with this node as the destination.
-func (n *Node) Decide(src certs.Identity, proto Proto, port uint16) Decision {
-	if n == nil || !n.any {
-		return denied
-	}
-	return n.c.decide(&src, n.rules, proto, port)
-}
-
-// DecideFunc is Decide in the form a packet filter calls it: src by
-// pointer (not copied), the IP protocol number, and (accept, rule index or
-// -1). It is safe for concurrent use.
-func (n *Node) DecideFunc() func(src *certs.Identity, proto uint8, dstPort uint16) (accept bool, rule int) {
-	return func(src *certs.Identity, proto uint8, dstPort uint16) (bool, int) {
-		if n == nil || !n.any || src == nil {
-			return false, -1
-		}
-		d := n.c.decide(src, n.rules, Proto(proto), dstPort)
-		return d.Accept, d.Rule
-	}
-}
-
-// AcceptsAny reports whether some rule applies to this node at all; when
-// none does, every inbound packet is dropped.
-func (n *Node) AcceptsAny() bool { return n != nil && n.any }

@@ -13,12 +13,13 @@
 //	{
 //	  "groups":    { "group:NAME": ["user:EMAIL" | "group:NAME", ...], ... },
 //	  "tagOwners": { "tag:NAME":   ["user:EMAIL" | "group:NAME" | "tag:NAME", ...], ... },
-//	  "rules":     [ {"name"?, "from", "to", "ports", "when"?}, ... ],
+//	  "rules":     [ {"name"?, "from", "to", "ports"?, "when"?}, ... ],
 //	  "tests":     [ {"name"?, "from", "to", "port"?, "proto"?, "expect"}, ... ],
 //	}
 //
 // Access is denied by default. Rules only accept: a packet from a peer to
-// this node is accepted when at least one rule matches it, and the first
+// this node (or through it, see Routed traffic) is accepted when at least
+// one rule matches it, and the first
 // such rule (in file order) is the one reported as having decided it. The
 // order of rules therefore never changes what is accepted.
 //
@@ -69,6 +70,9 @@
 //	100.80.0.5         a device one of whose certified overlay addresses is this one
 //	100.80.0.0/16      a device one of whose certified overlay addresses is in this range
 //	fd7a:c3e7:5e00::/48
+//	svc:NAME           (destinations only) a device whose machine certificate offers the
+//	                   service NAME (certs.Service, extension .7), at its certified port
+//	                   and protocol
 //
 // Addresses are the ones in the certificate: the packet filter drops
 // packets whose source address is not the sending peer's, so matching the
@@ -76,9 +80,52 @@
 // certificate was refused (expired, forged...) has no user: user and group
 // selectors do not match it, the others do.
 //
+// # Services
+//
+// svc:NAME selects the devices certified to offer the service NAME (an
+// RFC 6335 name in lower case, without port or protocol: "svc:ssh"), and
+// matches a packet to such a device only at the port and protocol its own
+// certificate gives for NAME: with ssh:22 in one certificate and ssh:2222
+// in another, "to": ["svc:ssh"] opens TCP port 22 on the first and 2222 on
+// the second, and nothing else. A device whose certificate does not offer
+// NAME is not selected, whatever it listens on or publishes; a device
+// offering NAME on both TCP and UDP is reached on both. A rule's "ports"
+// never apply to its svc:NAME destinations, only to its other ones:
+//
+//	{"from": ["tag:laptop"], "to": ["svc:ssh"]}                               no "ports"
+//	{"from": ["tag:ci"], "to": ["tag:db", "svc:metrics"], "ports": ["tcp:5432"]}
+//
+// (the second opens 5432 on tag:db devices and the certified metrics port
+// on metrics providers, not 5432 on the providers nor the metrics port on
+// tag:db). A rule whose every destination is a service must not have
+// "ports"; any other rule must. svc:NAME is not allowed in "from", groups
+// or tag owners.
+//
+// # Routed traffic
+//
+// A subnet router or exit node forwards packets from peers to addresses
+// that are not its own, inside the prefixes its own machine certificate
+// routes (extension .4; an exit node's are 0.0.0.0/0 and ::/0). Such a
+// packet is decided by its destination address: a rule applies when one of
+// its address or CIDR destinations contains that address (and its "from",
+// "ports" and "when" match as usual). No other destination selector
+// reaches behind a router: "*", user, group, tag, device and host name
+// mesh devices, and svc:NAME the services of a certificate, which a host on
+// a LAN has not got. So
+//
+//	{"from": ["group:eng"], "to": ["10.0.0.0/24"], "ports": ["tcp:22"]}
+//
+// lets eng reach SSH on every host of 10.0.0.0/24 through whichever router
+// is certified for it, and the starter rule "*" to "*" reaches no LAN. An
+// address outside the router's certified routes is never accepted, and a
+// peer's overlay address is never routed (the packet filter drops both).
+// A CIDR destination keeps its meaning for mesh devices too: "0.0.0.0/0"
+// as an exit-node rule also selects every device with an IPv4 address.
+//
 // # Ports
 //
-// "ports" is a non-empty array of:
+// "ports" (required unless every destination is svc:NAME) is a non-empty
+// array of:
 //
 //	"*"             every protocol and port
 //	tcp:5432        one TCP port (1-65535)

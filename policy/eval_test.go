@@ -46,8 +46,9 @@ func mustCompile(t testing.TB, src string) *Compiled {
 }
 
 // id builds an identity from "key=value" traits: user, groups (comma
-// separated), tags, device, host, addrs, att ("" for none, else the
-// level), rejected (a refused user certificate).
+// separated), tags, device, host, addrs, svcs (certs.ParseService form),
+// routes, att ("" for none, else the level), rejected (a refused user
+// certificate).
 func id(traits ...string) certs.Identity {
 	out := certs.Identity{Attestation: certs.AttestationToken, TrustDomain: "corp.example"}
 	for _, tr := range traits {
@@ -76,6 +77,18 @@ func id(traits ...string) certs.Identity {
 		case "addrs":
 			for _, a := range strings.Split(v, ",") {
 				out.Addresses = append(out.Addresses, netip.MustParseAddr(a))
+			}
+		case "svcs":
+			for _, sv := range strings.Split(v, ",") {
+				svc, err := certs.ParseService(sv)
+				if err != nil {
+					panic(err)
+				}
+				out.Services = append(out.Services, svc)
+			}
+		case "routes":
+			for _, r := range strings.Split(v, ",") {
+				out.Routes = append(out.Routes, netip.MustParsePrefix(r))
 			}
 		case "att":
 			out.Attestation = certs.AttestationLevel(v)
@@ -170,8 +183,14 @@ func TestDecide(t *testing.T) {
 			if n := c.ForNode(tc.dst).Decide(tc.src, tc.proto, tc.port); n != d {
 				t.Fatalf("Node.Decide = %v, Decide %v", n, d)
 			}
+			// The filter calls DecideFunc with one of the node's addresses
+			// (one no rule names, when the case has none).
+			self := tc.dst
+			if len(self.Addresses) == 0 {
+				self.Addresses = []netip.Addr{netip.MustParseAddr("198.51.100.1")}
+			}
 			src := tc.src
-			if acc, rule := c.ForNode(tc.dst).DecideFunc()(&src, uint8(tc.proto), tc.port); acc != d.Accept || rule != d.Rule {
+			if acc, rule := c.ForNode(self).DecideFunc()(&src, self.Addresses[len(self.Addresses)-1], uint8(tc.proto), tc.port); acc != d.Accept || rule != d.Rule {
 				t.Fatalf("DecideFunc = %v %d", acc, rule)
 			}
 		})
@@ -195,7 +214,7 @@ func TestCompiledMetadata(t *testing.T) {
 	if nilNode.AcceptsAny() || nilNode.Decide(id(), ProtoICMP, 0).Accept {
 		t.Fatal("nil Node accepts")
 	}
-	if acc, rule := nilNode.DecideFunc()(&certs.Identity{}, 1, 0); acc || rule != -1 {
+	if acc, rule := nilNode.DecideFunc()(&certs.Identity{}, netip.MustParseAddr("100.64.0.1"), 1, 0); acc || rule != -1 {
 		t.Fatal("nil Node's DecideFunc accepts")
 	}
 	// AcceptsAny: whether any rule's "to" selects the node.
@@ -235,7 +254,37 @@ func reference(p *Policy, src, dst certs.Identity, proto Proto, port uint16) int
 		return slices.ContainsFunc(sels, func(s Selector) bool { return gi.matches(s, &id) })
 	}
 	for i, r := range p.Rules {
-		if any(r.From, src) && any(r.To, dst) && r.When.holds(&src) &&
+		var svcs, others []Selector
+		for _, s := range r.To {
+			if s.Kind == SelectService {
+				svcs = append(svcs, s)
+			} else {
+				others = append(others, s)
+			}
+		}
+		byPort := any(others, dst) && slices.ContainsFunc(r.Ports, func(ps PortSpec) bool { return ps.matches(proto, port) })
+		byService := slices.ContainsFunc(svcs, func(s Selector) bool {
+			return slices.ContainsFunc(dst.Services, func(svc certs.Service) bool {
+				return svc.Name == s.Name && svc.Port == port && string(svc.Protocol) == proto.String()
+			})
+		})
+		if any(r.From, src) && r.When.holds(&src) && (byPort || byService) {
+			return i
+		}
+	}
+	return -1
+}
+
+// routedReference is the plain meaning of DecideRouted: the index of the
+// first rule accepting a packet from src that router forwards to dst, or -1.
+func routedReference(p *Policy, src, router certs.Identity, dst netip.Addr, proto Proto, port uint16) int {
+	if !slices.ContainsFunc(router.Routes, func(r netip.Prefix) bool { return r.Contains(dst) }) {
+		return -1
+	}
+	gi := newGroupIndex(p.Groups)
+	for i, r := range p.Rules {
+		to := slices.ContainsFunc(r.To, func(s Selector) bool { return s.Kind == SelectPrefix && s.Prefix.Contains(dst) })
+		if to && slices.ContainsFunc(r.From, func(s Selector) bool { return gi.matches(s, &src) }) && r.When.holds(&src) &&
 			slices.ContainsFunc(r.Ports, func(ps PortSpec) bool { return ps.matches(proto, port) }) {
 			return i
 		}
@@ -253,8 +302,12 @@ func TestCompiledAgreesWithReference(t *testing.T) {
 	hosts := []string{"h1", "h2"}
 	devices := []string{"aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"}
 	addrs := []string{"100.64.0.1", "100.64.1.1", "100.65.0.1", "fd7a::1", "fd7b::1"}
-	prefixes := []string{"100.64.0.0/16", "100.64.0.0/10", "100.64.1.1", "fd7a::/16", "fd7a::1", "0.0.0.0/0"}
+	prefixes := []string{"100.64.0.0/16", "100.64.0.0/10", "100.64.1.1", "fd7a::/16", "fd7a::1", "0.0.0.0/0",
+		"10.0.0.0/24", "10.0.0.5", "192.168.0.0/16", "2001:db8::/32", "::/0"}
 	pick := func(l []string) string { return l[rng.IntN(len(l))] }
+	services := []string{"ssh:22", "ssh:50", "web:80", "dns:53/udp", "dns:53", "ntp:123/udp"}
+	routes := []string{"10.0.0.0/24", "10.0.0.0/8", "192.168.1.0/24", "0.0.0.0/0", "::/0", "2001:db8::/32"}
+	routedDsts := []string{"10.0.0.5", "10.1.2.3", "192.168.1.1", "8.8.8.8", "2001:db8::5", "2606:4700::1"}
 	selector := func() string {
 		switch rng.IntN(8) {
 		case 0:
@@ -296,6 +349,13 @@ func TestCompiledAgreesWithReference(t *testing.T) {
 		for range rng.IntN(3) {
 			out.Addresses = append(out.Addresses, netip.MustParseAddr(pick(addrs)))
 		}
+		for range rng.IntN(3) {
+			svc, _ := certs.ParseService(pick(services))
+			out.Services = append(out.Services, svc)
+		}
+		for range rng.IntN(3) {
+			out.Routes = append(out.Routes, netip.MustParsePrefix(pick(routes)))
+		}
 		out.Attestation = []certs.AttestationLevel{"", certs.AttestationToken, certs.AttestationTPM}[rng.IntN(3)]
 		return out
 	}
@@ -309,11 +369,21 @@ func TestCompiledAgreesWithReference(t *testing.T) {
 			for range 1 + rng.IntN(3) {
 				from = append(from, fmt.Sprintf("%q", selector()))
 			}
+			onlyServices := true
 			for range 1 + rng.IntN(2) {
-				to = append(to, fmt.Sprintf("%q", selector()))
+				sel := selector()
+				if rng.IntN(4) == 0 {
+					sel = "svc:" + []string{"ssh", "web", "dns", "ntp", "none"}[rng.IntN(5)]
+				} else {
+					onlyServices = false
+				}
+				to = append(to, fmt.Sprintf("%q", sel))
 			}
 			for range 1 + rng.IntN(2) {
 				ps = append(ps, fmt.Sprintf("%q", pick(ports)))
+			}
+			if onlyServices {
+				ps = nil
 			}
 			when := ""
 			switch rng.IntN(6) {
@@ -322,7 +392,11 @@ func TestCompiledAgreesWithReference(t *testing.T) {
 			case 1:
 				when = `, "when": {"attestation": "token"}`
 			}
-			fmt.Fprintf(&b, `{"from": [%s], "to": [%s], "ports": [%s]%s},`, strings.Join(from, ","), strings.Join(to, ","), strings.Join(ps, ","), when)
+			portsField := ""
+			if ps != nil {
+				portsField = fmt.Sprintf(`, "ports": [%s]`, strings.Join(ps, ","))
+			}
+			fmt.Fprintf(&b, `{"from": [%s], "to": [%s]%s%s},`, strings.Join(from, ","), strings.Join(to, ","), portsField, when)
 		}
 		b.WriteString("]}")
 		pol, err := Parse([]byte(b.String()))
@@ -338,6 +412,20 @@ func TestCompiledAgreesWithReference(t *testing.T) {
 			got := c.Decide(src, dst, proto, port)
 			if got.Rule != want || got.Accept != (want >= 0) {
 				t.Fatalf("iteration %d: Decide(%+v, %+v, %s, %d) = %v, reference says rule %d", iter, src, dst, proto, port, got, want)
+			}
+			if n := c.ForNode(dst).Decide(src, proto, port); n != got {
+				t.Fatalf("iteration %d: Node.Decide = %v, Decide %v", iter, n, got)
+			}
+			to := netip.MustParseAddr(pick(routedDsts))
+			want = routedReference(pol, src, dst, to, proto, port)
+			got = c.DecideRouted(src, dst, to, proto, port)
+			if got.Rule != want || got.Accept != (want >= 0) {
+				t.Fatalf("iteration %d: DecideRouted(%+v, %+v, %s, %s, %d) = %v, reference says rule %d", iter, src, dst, to, proto, port, got, want)
+			}
+			if !slices.Contains(dst.Addresses, to) {
+				if acc, rule := c.ForNode(dst).DecideFunc()(&src, to, uint8(proto), port); acc != got.Accept || rule != got.Rule {
+					t.Fatalf("iteration %d: DecideFunc to %s = %v %d, DecideRouted %v", iter, to, acc, rule, got)
+				}
 			}
 		}
 	}

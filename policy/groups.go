@@ -93,6 +93,10 @@ func (gi *groupIndex) matches(s Selector, id *certs.Identity) bool {
 				return true
 			}
 		}
+	case SelectService:
+		// Only whether id offers it: the port and protocol are the rule's
+		// business (see Compiled.Decide).
+		return slices.ContainsFunc(id.Services, func(svc certs.Service) bool { return svc.Name == s.Name })
 	}
 	return false
 }

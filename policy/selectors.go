@@ -42,6 +42,8 @@ func parseSelector(s string) (Selector, error) {
 			sel, err = namedSelector(SelectDevice, certs.ParseDeviceID, rest)
 		case "host":
 			sel, err = namedSelector(SelectHost, certs.ParseHostname, rest)
+		case "svc":
+			sel, err = namedSelector(SelectService, parseServiceName, rest)
 		default:
 			hasPrefix = false
 		}
@@ -73,7 +75,20 @@ func parseSelector(s string) (Selector, error) {
 	} else if looksLikeAddr(s) {
 		return Selector{}, fmt.Errorf("bad address %q: %v", s, trimNetipErr(err))
 	}
-	return Selector{}, fmt.Errorf("unknown selector %q: want *, user:EMAIL, group:NAME, tag:NAME, device:ID, host:NAME, an IP address or a CIDR", s)
+	return Selector{}, fmt.Errorf("unknown selector %q: want *, user:EMAIL, group:NAME, tag:NAME, device:ID, host:NAME, svc:NAME, an IP address or a CIDR", s)
+}
+
+// parseServiceName checks the NAME of svc:NAME: a service name as machine
+// certificates carry it (certs.Service: RFC 6335, lower case), without a
+// port or protocol, which the certificate gives.
+func parseServiceName(s string) (string, error) {
+	if i := strings.IndexAny(s, ":/"); i >= 0 {
+		return "", fmt.Errorf("invalid service %q: write svc:NAME alone; the port and protocol are the ones the device's certificate gives for NAME", "svc:"+s)
+	}
+	if err := (certs.Service{Name: s, Port: 1, Protocol: certs.ProtocolTCP}).Validate(); err != nil {
+		return "", fmt.Errorf("invalid service %q: %v", "svc:"+s, err)
+	}
+	return s, nil
 }
 
 func looksLikeAddr(s string) bool {

@@ -48,13 +48,14 @@ type SelectorKind uint8
 
 // The kinds of selector.
 const (
-	SelectAny    SelectorKind = iota + 1 // *
-	SelectUser                           // user:EMAIL
-	SelectGroup                          // group:NAME
-	SelectTag                            // tag:NAME
-	SelectDevice                         // device:ID
-	SelectHost                           // host:NAME
-	SelectPrefix                         // an address or CIDR
+	SelectAny     SelectorKind = iota + 1 // *
+	SelectUser                            // user:EMAIL
+	SelectGroup                           // group:NAME
+	SelectTag                             // tag:NAME
+	SelectDevice                          // device:ID
+	SelectHost                            // host:NAME
+	SelectPrefix                          // an address or CIDR
+	SelectService                         // svc:NAME (destinations only)
 )
 
 // Selector is one entry of a rule's "from" or "to", a group's members or a
@@ -62,8 +63,9 @@ const (
 type Selector struct {
 	Kind SelectorKind
 	// Name is the email (SelectUser), group name without "group:"
-	// (SelectGroup), tag without "tag:" (SelectTag), device ID or hostname,
-	// in canonical form; empty for SelectAny and SelectPrefix.
+	// (SelectGroup), tag without "tag:" (SelectTag), device ID, hostname or
+	// service name (SelectService), in canonical form; empty for SelectAny
+	// and SelectPrefix.
 	Name string
 	// Prefix is the range of SelectPrefix (a single address is a /32 or
 	// /128).
@@ -86,6 +88,8 @@ func (s Selector) String() string {
 		return "device:" + s.Name
 	case SelectHost:
 		return "host:" + s.Name
+	case SelectService:
+		return "svc:" + s.Name
 	case SelectPrefix:
 		if s.Prefix.IsSingleIP() {
 			return s.Prefix.Addr().String()
@@ -157,8 +161,11 @@ func (c Condition) holds(src *certs.Identity) bool {
 type Rule struct {
 	// Name is the rule's "name", or "rules[i]" when it has none. Names are
 	// unique within a policy.
-	Name  string
-	From  []Selector
+	Name string
+	From []Selector
+	// To are the destinations. A SelectService destination brings its own
+	// port and protocol (the certified service's); Ports apply to the
+	// others, and are empty when every destination is a service.
 	To    []Selector
 	Ports []PortSpec
 	When  Condition

@@ -71,7 +71,7 @@ func BenchmarkWriteAccept(b *testing.B) {
 		})
 
 		b.Run("established/batch="+strconv.Itoa(batch), func(b *testing.B) {
-			d := Wrap(&discardTUN{}, Config{Decider: allow, Peers: peers, SweepInterval: -1})
+			d := Wrap(&discardTUN{}, Config{Decider: allow, Peers: peers, Local: selfAddrs, SweepInterval: -1})
 			defer d.Close()
 			d.Write(bufs[:1], wgOffset) // opens the flow
 			b.SetBytes(int64(1420 * batch))
@@ -88,7 +88,7 @@ func BenchmarkWriteAccept(b *testing.B) {
 		b.Run("newflow/batch="+strconv.Itoa(batch), func(b *testing.B) {
 			// Each packet a new source port: a decision and an insertion
 			// per packet; past 65536 flows, an eviction too.
-			d := Wrap(&discardTUN{}, Config{Decider: allow, Peers: peers, SweepInterval: -1})
+			d := Wrap(&discardTUN{}, Config{Decider: allow, Peers: peers, Local: selfAddrs, SweepInterval: -1})
 			defer d.Close()
 			syns := batchOf(batch, func(int) []byte { return nil })
 			port := 0
@@ -112,7 +112,7 @@ func BenchmarkWriteAccept(b *testing.B) {
 	b.Run("established/parallel", func(b *testing.B) {
 		// Several peers' receive goroutines writing at once, each its own
 		// flow, as wireguard-go does with one goroutine per peer.
-		d := Wrap(&discardTUN{}, Config{Decider: allow, Peers: peers, SweepInterval: -1})
+		d := Wrap(&discardTUN{}, Config{Decider: allow, Peers: peers, Local: selfAddrs, SweepInterval: -1})
 		defer d.Close()
 		var next atomic.Uint32
 		b.SetBytes(1420 * 128)

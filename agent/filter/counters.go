@@ -27,9 +27,14 @@ const (
 	// DropFragment: a later fragment of a datagram whose first fragment was
 	// not accepted (or not seen yet, or seen too long ago).
 	DropFragment DropReason = "fragment"
+	// DropUnservedDestination: not part of a tracked flow, and the
+	// destination is neither one of this node's addresses (Config.Local)
+	// nor inside a prefix it serves (SetServed), or it is a mesh peer's
+	// address, which is never routed.
+	DropUnservedDestination DropReason = "unserved-destination"
 )
 
-var dropReasons = [...]DropReason{DropNoPolicy, DropMalformed, DropUnknownSource, DropSpoofedSource, DropDenied, DropFragment}
+var dropReasons = [...]DropReason{DropNoPolicy, DropMalformed, DropUnknownSource, DropSpoofedSource, DropDenied, DropFragment, DropUnservedDestination}
 
 // DropReasons returns every DropReason.
 func DropReasons() []DropReason { return append([]DropReason(nil), dropReasons[:]...) }
@@ -46,12 +51,14 @@ func (r DropReason) index() int {
 		return 3
 	case DropDenied:
 		return 4
-	default:
+	case DropFragment:
 		return 5
+	default:
+		return 6
 	}
 }
 
-const numReasons = 6
+const numReasons = 7
 
 // maxRuleCounters bounds the per-rule counters; accepts by a higher rule
 // index (or a negative one, which a Decider should never return) are

@@ -33,10 +33,25 @@
 //     accepted. Inbound-initiated flows decided under an older policy or
 //     peer view are decided again first.
 //  6. Otherwise the source address is looked up in Peers; no verified peer
-//     holds it: "unknown-source". Then the Decider decides on the peer's
-//     identity, the protocol and the destination port: refused, "denied";
-//     accepted, the flow is tracked so that its later packets and this
-//     node's replies flow both ways.
+//     holds it: "unknown-source". The destination must be one of this
+//     node's addresses (Config.Local) or, for traffic this node routes,
+//     inside a prefix it serves (SetServed) and held by no peer:
+//     otherwise "unserved-destination". Then the Decider decides on the
+//     peer's identity, the destination address, the protocol and the
+//     destination port: refused, "denied"; accepted, the flow is tracked
+//     so that its later packets and the replies (from this node, or from
+//     the host it routes to) flow both ways.
+//
+// # Routed traffic
+//
+// On a subnet router or exit node the agent gives SetServed the prefixes
+// its own verified certificate routes and it forwards (an exit node's
+// 0.0.0.0/0 and ::/0). A peer's packet to an address inside one is judged
+// by the policy against that address (policy.Node.DecideFunc: rules with
+// address or CIDR destinations that contain it, and only inside the
+// certificate's routes); a packet to any address neither local nor served,
+// or to another peer's overlay address, never reaches the operating system,
+// which might forward it. Conntrack is the same as for local traffic.
 //
 // # Sources
 //

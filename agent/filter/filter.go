@@ -13,16 +13,19 @@ import (
 
 // Decider is the compiled access policy: may the peer src open a flow of
 // protocol proto (an IP protocol number: ProtoTCP, ProtoUDP, ProtoICMP,
-// ProtoICMPv6 or any other) towards dstPort on this node? dstPort is the TCP
+// ProtoICMPv6 or any other) towards dstPort at dst? dst is one of this
+// node's addresses (Config.Local), or, for traffic this node routes, an
+// address inside a prefix it serves (SetServed) that no peer holds; the
+// filter drops every other destination before asking. dstPort is the TCP
 // or UDP destination port and 0 for every other protocol (ICMP is decided
 // by protocol alone). On accept, rule is the index of the accepting rule;
-// on refusal it is -1 (default deny).
+// on refusal it is -1 (default deny). policy.Node.DecideFunc is one.
 //
 // A Decider is called on the packet path, from several goroutines at once,
 // once per new inbound flow (not per packet) and again for each tracked
 // inbound flow after the regime changes. It must be safe for concurrent use,
 // fast, and must not call back into the Device.
-type Decider func(src *certs.Identity, proto uint8, dstPort uint16) (accept bool, rule int)
+type Decider func(src *certs.Identity, dst netip.Addr, proto uint8, dstPort uint16) (accept bool, rule int)
 
 // Peers maps a packet's source overlay address to the identity verified from
 // the certificates of the peer that holds it.
@@ -72,6 +75,11 @@ type Config struct {
 	Decider Decider
 	// Peers is the initial peer view; nil means no peer is known.
 	Peers Peers
+	// Local are this node's own (overlay) addresses: packets to them are
+	// local traffic. Packets to any other address are routed traffic,
+	// accepted only inside a prefix given to SetServed; with neither, every
+	// new inbound flow is dropped as "unserved-destination".
+	Local []netip.Addr
 	// MaxFlows bounds the connection-tracking table. Default 65536. When
 	// it is full, expired entries go first, then the least recently seen.
 	MaxFlows int
@@ -106,6 +114,7 @@ const (
 type regime struct {
 	decide Decider
 	peers  Peers
+	served []netip.Prefix // SetServed's, never modified
 	epoch  uint64
 }
 
@@ -117,6 +126,7 @@ type Device struct {
 	tun.Device
 
 	reg    atomic.Pointer[regime]
+	local  []netip.Addr // Config.Local, never modified
 	ct     *table
 	frags  *fragTable
 	clock  func() time.Time // Config.Now, or nil for the real clock
@@ -145,6 +155,7 @@ func Wrap(dev tun.Device, cfg Config) *Device {
 	to := cfg.Timeouts.withDefaults()
 	d := &Device{
 		Device: dev,
+		local:  unmapAll(cfg.Local),
 		ct:     newTable(cfg.MaxFlows, to),
 		frags:  newFragTable(cfg.MaxFragments, to.Fragment),
 		clock:  cfg.Now, // nil: the monotonic clock alone (see now)
@@ -231,6 +242,29 @@ func (d *Device) SetDecider(dec Decider) {
 	d.swap(func(r *regime) { r.decide = dec })
 }
 
+// SetServed installs the prefixes this node routes for its peers: a subnet
+// router's LANs, an exit node's 0.0.0.0/0 and ::/0. Give it only prefixes
+// the node's own verified machine certificate lists in its routes
+// extension and that it is set up to forward; nil or empty serves none
+// (the default). A packet to an address inside one of them, not this
+// node's own (Config.Local) and held by no peer, is routed traffic: the
+// Decider judges it by that destination address, and its flow is tracked
+// like a local one, so replies pass. A packet to any other address that is
+// not local is dropped as "unserved-destination".
+//
+// The swap has the same effect on tracked flows as SetDecider: a routed
+// flow a peer opened is decided again at its next packet (Revalidate does
+// it at once), so a prefix no longer served cuts its flows.
+func (d *Device) SetServed(prefixes []netip.Prefix) {
+	served := make([]netip.Prefix, 0, len(prefixes))
+	for _, p := range prefixes {
+		if p.IsValid() { // an IPv4-mapped prefix matches no packet (certificates carry none)
+			served = append(served, p.Masked())
+		}
+	}
+	d.swap(func(r *regime) { r.served = served })
+}
+
 // SetPeers installs a new peer view, with the same effect on tracked flows
 // as SetDecider. When a peer's identity changes behind an unchanged Peers
 // (its user logs in, its certificate is renewed with other groups), call
@@ -274,14 +308,14 @@ func (d *Device) decideKey(reg *regime, k *flowKey) (bool, int) {
 		return false, -1
 	}
 	id, ok := reg.peers.Lookup(k.remote)
-	if !ok || id == nil {
+	if !ok || id == nil || !d.deliverable(reg, k.local) {
 		return false, -1
 	}
 	var port uint16
 	if k.proto == ProtoTCP || k.proto == ProtoUDP {
 		port = k.lport
 	}
-	return reg.decide(id, k.proto, port)
+	return reg.decide(id, k.local, k.proto, port)
 }
 
 // Read reads outbound packets from the wrapped device, records the flows
@@ -418,17 +452,20 @@ func (d *Device) inbound(reg *regime, sender *certs.Identity, b []byte, offset i
 	} else if reg.peers != nil {
 		id, _ = reg.peers.Lookup(p.src)
 	}
-	if id == nil {
+	if id == nil || !d.deliverable(reg, p.dst) {
 		if trackable(&p) {
 			d.ct.commit(&k, &p, reg.epoch, false, -1, now)
 		}
-		return d.drop(t, DropUnknownSource, &p)
+		if id == nil {
+			return d.drop(t, DropUnknownSource, &p)
+		}
+		return d.drop(t, DropUnservedDestination, &p)
 	}
 	var port uint16
 	if p.proto == ProtoTCP || p.proto == ProtoUDP {
 		port = p.dport
 	}
-	accept, rule := reg.decide(id, p.proto, port)
+	accept, rule := reg.decide(id, p.dst, p.proto, port)
 	if trackable(&p) {
 		d.ct.commit(&k, &p, reg.epoch, accept, rule, now)
 	}

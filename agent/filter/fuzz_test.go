@@ -2,6 +2,7 @@ package filter
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -81,18 +82,37 @@ func FuzzWrite(f *testing.F) {
 			// Half the address space belongs to a peer.
 			return someone, a.AsSlice()[len(a.AsSlice())-1]%2 == 0
 		})
-		dec := Decider(func(_ *certs.Identity, proto uint8, port uint16) (bool, int) {
+		local := []netip.Addr{netip.MustParseAddr("100.64.0.1"), netip.MustParseAddr("fd00::1")}
+		var served []netip.Prefix
+		if knob&4 != 0 { // a router: half of each address family, or an exit node
+			served = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/1"), netip.MustParsePrefix("fd00::/8")}
+			if knob&8 != 0 {
+				served = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+			}
+		}
+		dec := Decider(func(_ *certs.Identity, dst netip.Addr, proto uint8, port uint16) (bool, int) {
+			// The policy is asked only about local and served destinations
+			// no peer holds.
+			_, peer := peers.Lookup(dst)
+			inServed := false
+			for _, p := range served {
+				inServed = inServed || p.Contains(dst)
+			}
+			if !slices.Contains(local, dst) && (!inServed || peer) {
+				t.Fatalf("the policy was asked about %v (local %v, served %v, a peer's: %v)", dst, local, served, peer)
+			}
 			if (uint16(proto)+port)%3 == 0 {
 				return true, int(port % 7)
 			}
 			return false, -1
 		})
 		tn := newFakeTUN()
-		d := Wrap(tn, Config{Decider: dec, Peers: peers, MaxFlows: 4, MaxFragments: 2, SweepInterval: -1})
+		d := Wrap(tn, Config{Decider: dec, Peers: peers, Local: local, MaxFlows: 4, MaxFragments: 2, SweepInterval: -1})
 		defer d.Close()
 		if knob&1 != 0 {
 			d.SetDecider(nil)
 		}
+		d.SetServed(served)
 
 		tn.queue = [][]byte{out, in1}
 		bufs := [][]byte{make([]byte, 2048), make([]byte, 2048)}

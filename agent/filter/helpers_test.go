@@ -52,18 +52,20 @@ func peersOf(ids ...*certs.Identity) peerMap {
 // rule is one accept rule of a toy policy.
 type rule struct {
 	device certs.DeviceID // "" = any
+	dst    netip.Prefix   // zero = any
 	proto  uint8
 	port   uint16 // 0 = any
 }
 
 // policy compiles rules into a Decider that also counts its calls.
 func policy(calls *atomic.Int64, rules ...rule) Decider {
-	return func(src *certs.Identity, proto uint8, port uint16) (bool, int) {
+	return func(src *certs.Identity, dst netip.Addr, proto uint8, port uint16) (bool, int) {
 		if calls != nil {
 			calls.Add(1)
 		}
 		for i, r := range rules {
-			if (r.device == "" || r.device == src.DeviceID) && r.proto == proto && (r.port == 0 || r.port == port) {
+			if (r.device == "" || r.device == src.DeviceID) && (!r.dst.IsValid() || r.dst.Contains(dst)) &&
+				r.proto == proto && (r.port == 0 || r.port == port) {
 				return true, i
 			}
 		}
@@ -71,7 +73,10 @@ func policy(calls *atomic.Int64, rules ...rule) Decider {
 	}
 }
 
-func denyAll(*certs.Identity, uint8, uint16) (bool, int) { return false, -1 }
+func denyAll(*certs.Identity, netip.Addr, uint8, uint16) (bool, int) { return false, -1 }
+
+// selfAddrs are this node's addresses, the harness's default Config.Local.
+var selfAddrs = []netip.Addr{self4, self6}
 
 type harness struct {
 	t     *testing.T
@@ -89,6 +94,9 @@ func newHarness(t *testing.T, cfg Config) *harness {
 	}
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = -1
+	}
+	if cfg.Local == nil {
+		cfg.Local = selfAddrs
 	}
 	if cfg.OnDrop == nil {
 		cfg.OnDrop = func(d Drop) { h.drops = append(h.drops, d) }

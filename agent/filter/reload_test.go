@@ -99,7 +99,7 @@ func TestPolicySwapIsLazyWithoutRevalidate(t *testing.T) {
 
 func TestIdentityChangeRevalidates(t *testing.T) {
 	// The policy allows group eng to reach 5432; alice logs out.
-	eng := func(src *certs.Identity, proto uint8, port uint16) (bool, int) {
+	eng := func(src *certs.Identity, _ netip.Addr, proto uint8, port uint16) (bool, int) {
 		if src.User != nil && slices.Contains(src.User.Groups, "eng") && proto == ProtoTCP && port == 5432 {
 			return true, 0
 		}

@@ -14,7 +14,7 @@ import (
 func TestSweeperOnRealClock(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := &harness{t: t, tun: newFakeTUN()}
-		h.dev = Wrap(h.tun, Config{Decider: denyAll, Peers: peersOf(alice)})
+		h.dev = Wrap(h.tun, Config{Decider: denyAll, Peers: peersOf(alice), Local: selfAddrs})
 		defer h.dev.Close()
 		h.send(udpDgram(self4, alice4, 40000, 53, nil))
 		if c := h.dev.Counters(); c.Flows.Active != 1 {
