@@ -60,6 +60,7 @@ type Agent struct {
 	renewMu     sync.Mutex
 	routes      *routeStage
 	router      *routerSide
+	names       nameService // the resolver (names_serve.go)
 
 	// fetched is how the fetches of CRL and policy from the CA stand;
 	// caPolicy is the policy of the enrollment answer, until installed.
@@ -279,6 +280,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.serveRoutes()
 	defer a.router.stop()
+	defer a.serveNames(ctx)()
 	go a.fetchLoop(ctx)
 	go a.coord.run(ctx)
 	go a.renewLoop(ctx)

@@ -58,6 +58,7 @@ func (a *Agent) serveAPI() (stop func(), err error) {
 		apiJSON(w, st)
 	})
 	mux.HandleFunc("GET "+apiPathLogin, a.serveLoginStatus)
+	mux.HandleFunc("GET "+apiPathDNS, a.serveDNSQuery)
 	mux.HandleFunc("POST "+apiPathRenew, func(w http.ResponseWriter, r *http.Request) {
 		if err := a.RenewNow(r.Context()); err != nil {
 			apiError(w, http.StatusBadGateway, err)

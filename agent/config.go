@@ -39,6 +39,8 @@ type Config struct {
 	// relay, advertises the relayed address and uses the relays' UDP
 	// ports as STUN servers too; a CA that offers no relay means none.
 	NoRelay bool
+	// DNS configures the resolver for the trust domain (names_serve.go).
+	DNS DNSConfig
 
 	// Routes and services (routes.go, asks.go). AdvertiseRoutes and
 	// AdvertiseServices are asked for in every enrollment and renewal;

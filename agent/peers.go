@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/certmesh/certmesh/agent/dns"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/endpoint"
 	"github.com/certmesh/certmesh/internal/wire"
@@ -98,6 +99,8 @@ type peerSet struct {
 	// unlistedGrace: how long a peer the coordinator stopped listing is
 	// kept (0 or negative: removed at once).
 	unlistedGrace time.Duration
+	// names is the resolver's table, fed from the set (names.go); nil: none.
+	names *dns.Store
 }
 
 // revalidator is told when the verified identities changed (the packet
@@ -140,6 +143,7 @@ func (m *peerSet) changedLocked() {
 		}
 	}
 	m.index.m.Store(&idx)
+	m.feedNamesLocked()
 	if m.changed != nil {
 		m.changed.Revalidate()
 	}
@@ -149,6 +153,7 @@ func (m *peerSet) changedLocked() {
 func (m *peerSet) setSelf(id certs.Identity) {
 	m.mu.Lock()
 	m.self = id
+	m.feedNamesLocked()
 	m.mu.Unlock()
 }
 

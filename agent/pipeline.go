@@ -80,6 +80,9 @@ func (a *Agent) buildPipeline(self certs.Identity, eps endpointPolicy, index *ad
 	paths.mgr = a.paths.mgr
 	a.routes = a.newRouteStage(paths, device, peerLog)
 	a.peers = newPeerSet(a.routes, index, a.filter, self, a.cfg.UnlistedGrace, peerLog, a.cfg.Now)
+	if err := a.openNames(self, a.enr.Cert.OverlayRoutes); err != nil {
+		return err
+	}
 	a.crl = newCRLHolder(a.roots, &a.ident, a.cfg.StateDir, a.cfg.CRLGrace, a.cfg.CRLStalePolicy, a.peers,
 		logger.With("component", "crl"), a.cfg.Now)
 	logClient, err := translog.NewClient(a.cfg.ServerURL.String(), a.caAPI.hc)

@@ -24,6 +24,7 @@ type Status struct {
 	Clock          ClockStatus             `json:"clock"`           // this clock against the CA's
 	Relay          *relayc.Status          `json:"relay,omitempty"` // the relay allocation (nil: no relay client)
 	Routes         RoutesStatus            `json:"routes"`          // subnet routes (routes_status.go)
+	DNS            *DNSStatus              `json:"dns,omitempty"`   // the resolver (names_serve.go)
 }
 
 // SelfStatus describes this node.

@@ -28,6 +28,7 @@ func (a *Agent) Status() (*Status, error) {
 		Coordinator: CoordStatus{URL: a.coord.api.base.String(), Connected: a.coord.connected.Load()},
 		Peers:       []PeerStatus{},
 		Relay:       a.relayStatus(),
+		DNS:         a.names.statusCopy(),
 	}
 	if st.Coordinator.Connected {
 		if since, ok := a.coord.since.Load().(time.Time); ok {

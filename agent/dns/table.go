@@ -27,11 +27,16 @@ type Peer struct {
 	Addresses []netip.Addr // IP SANs
 	Services  []certs.Service
 	NotAfter  time.Time // the machine certificate's; zero: never expires here
+	// DeviceID and Serial name the certificate the entry comes from, for
+	// explaining an answer (Resolver.Explain); answers do not use them.
+	DeviceID certs.DeviceID
+	Serial   string
 }
 
 // PeerOf takes a Peer from a verified identity.
 func PeerOf(id certs.Identity) Peer {
-	return Peer{Hostname: id.Hostname, Addresses: id.Addresses, Services: id.Services, NotAfter: id.NotAfter}
+	return Peer{Hostname: id.Hostname, Addresses: id.Addresses, Services: id.Services, NotAfter: id.NotAfter,
+		DeviceID: id.DeviceID, Serial: id.Serial}
 }
 
 // Source gives the resolver the current verified peers. Table is called
