@@ -32,6 +32,7 @@ func agentCmd() *cobra.Command {
 		tpmDevice, ekCert                                         string
 		routes, services                                          []string
 		acceptRoutes, snatRoutes                                  bool
+		dnsOpts                                                   dnsFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -103,6 +104,9 @@ func agentCmd() *cobra.Command {
 				return err
 			}
 			cfg.AcceptRoutes, cfg.NoSNATRoutes = acceptRoutes, !snatRoutes
+			if cfg.DNS, err = dnsOpts.config(); err != nil {
+				return err
+			}
 			switch {
 			case userspace && cmd.Flags().Changed("tun"):
 				return fmt.Errorf("--userspace and --tun exclude each other")
@@ -153,6 +157,7 @@ func agentCmd() *cobra.Command {
 	f.DurationVar(&caFetch, "ca-fetch-interval", agent.DefaultCAFetchInterval, "how often to fetch the CRL and the policy from the CA itself (jittered ±10%; conditional, so cheap for the CA)")
 	f.DurationVar(&maxSkew, "max-clock-skew", agent.DefaultMaxClockSkew, "how far this machine's clock may be behind the CA's for a certificate to be accepted before its start; further off either way is reported in status")
 	f.StringVar(&logAlarm, "log-alarm", string(agent.DegradedKeep), "once the transparency log showed two histories: keep (accept new peers, alarm in status) or refuse-new (no new peers until restart)")
+	dnsOpts.add(f)
 	_ = cmd.MarkFlagRequired("server")
 	_ = cmd.MarkFlagRequired("root-fingerprint")
 	return cmd

@@ -20,7 +20,7 @@ func main() {
 	}
 	pol := policyCmd()
 	pol.AddCommand(policyShowCmd())
-	root.AddCommand(agentCmd(), statusCmd(), netcheckCmd(), loginCmd(), logoutCmd(), renewCmd(), pol, tpmCmd(), certCmd(), auditCmd())
+	root.AddCommand(agentCmd(), statusCmd(), netcheckCmd(), loginCmd(), logoutCmd(), renewCmd(), pol, tpmCmd(), certCmd(), auditCmd(), dnsCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "certmesh:", err)
 		os.Exit(1)

@@ -65,19 +65,23 @@ func printStatus(w io.Writer, st *agent.Status) {
 		coord = "disconnected " + st.Coordinator.LastError
 	}
 	fmt.Fprintf(w, "coord    %s  %s\n", st.Coordinator.URL, coord)
-	fmt.Fprintf(w, "clock    %s\n\n", clockLine(st.Clock))
+	fmt.Fprintf(w, "clock    %s\n", clockLine(st.Clock))
+	if st.DNS != nil {
+		fmt.Fprintf(w, "dns      %s\n", dnsLine(st.DNS))
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PEER\tADDRESSES\tDEVICE\tVERIFIED\tCERT EXPIRES\tPATH\tHANDSHAKE\tRX\tTX")
+	fmt.Fprintln(tw, "PEER\tNAME\tADDRESSES\tDEVICE\tVERIFIED\tCERT EXPIRES\tPATH\tHANDSHAKE\tRX\tTX")
 	for _, p := range st.Peers {
 		hs := "never"
 		if !p.LastHandshake.IsZero() {
 			hs = time.Since(p.LastHandshake).Round(time.Second).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", p.Name, joinAddrs(p.Addresses), p.DeviceID, "yes ("+string(p.Attestation)+")",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", p.Name, p.FQDN, joinAddrs(p.Addresses), p.DeviceID, "yes ("+string(p.Attestation)+")",
 			p.CertNotAfter.Local().Format(time.RFC3339), pathColumn(p), hs, p.RxBytes, p.TxBytes)
 	}
 	for _, r := range st.Rejected {
-		fmt.Fprintf(tw, "%s\t-\t-\tREFUSED: %s\t-\t-\t-\t-\t-\n", r.Label, r.Reason)
+		fmt.Fprintf(tw, "%s\t-\t-\t-\tREFUSED: %s\t-\t-\t-\t-\t-\n", r.Label, r.Reason)
 	}
 	_ = tw.Flush()
 	for _, r := range st.Rejected {
