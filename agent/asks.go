@@ -155,6 +155,10 @@ func (a *Agent) serveRoutes() {
 		a.cfg.Logger.Error("cannot forward the certified routes: not serving them", "routes", served, "err", err)
 		served = nil
 	}
+	if a.filter != nil { // the packet filter admits routed traffic to these alone
+		a.filter.SetServed(served)
+		a.filter.Revalidate()
+	}
 	var ss []string
 	for _, r := range served {
 		ss = append(ss, r.String())
