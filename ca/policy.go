@@ -68,13 +68,9 @@ func loadPolicy(stateDir string) (*policyState, error) {
 	if err != nil {
 		return nil, err
 	}
-	raw, err := os.ReadFile(filepath.Join(stateDir, PolicyFile))
+	doc, raw, err := readParsed(filepath.Join(stateDir, PolicyFile), "current policy", policy.ParseSignedPolicy)
 	if err != nil {
-		return nil, fmt.Errorf("reading current policy: %w", err)
-	}
-	doc, err := policy.ParseSignedPolicy(raw)
-	if err != nil {
-		return nil, fmt.Errorf("reading current policy: %w", err)
+		return nil, err
 	}
 	return &policyState{signer: signer, doc: doc, document: newDocument(raw)}, nil
 }

@@ -161,14 +161,24 @@ func writeServerPair(dir string, kp *certs.KeyPair, chain []byte) error {
 	return SaveServerCertificate(dir, append(certs.EncodePEM(kp.Cert), chain...), kp.Key)
 }
 
-func loadKeyPair(dir, certName, keyName string) (*certs.KeyPair, error) {
-	data, err := os.ReadFile(filepath.Join(dir, certName))
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", certName, err)
+// readParsed reads the file at path and parses it; either failure is
+// "reading what: err".
+func readParsed[T any](path, what string, parse func([]byte) (T, error)) (T, []byte, error) {
+	data, err := os.ReadFile(path)
+	if err == nil {
+		var v T
+		if v, err = parse(data); err == nil {
+			return v, data, nil
+		}
 	}
-	cs, err := certs.ParsePEM(data)
+	var zero T
+	return zero, nil, fmt.Errorf("reading %s: %w", what, err)
+}
+
+func loadKeyPair(dir, certName, keyName string) (*certs.KeyPair, error) {
+	cs, _, err := readParsed(filepath.Join(dir, certName), certName, certs.ParsePEM)
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", certName, err)
+		return nil, err
 	}
 	if err := checkKeyMode(filepath.Join(dir, keyName)); err != nil {
 		return nil, err
@@ -197,13 +207,9 @@ func checkKeyMode(path string) error {
 
 // LoadRoots reads the trust anchors from a state directory.
 func LoadRoots(stateDir string, td certs.TrustDomain) (*certs.Roots, error) {
-	data, err := os.ReadFile(filepath.Join(stateDir, RootCertFile))
+	rs, _, err := readParsed(filepath.Join(stateDir, RootCertFile), "root certificate", certs.ParsePEM)
 	if err != nil {
-		return nil, fmt.Errorf("reading root certificate: %w", err)
-	}
-	rs, err := certs.ParsePEM(data)
-	if err != nil {
-		return nil, fmt.Errorf("reading root certificate: %w", err)
+		return nil, err
 	}
 	return certs.NewRoots(td, rs...)
 }
