@@ -58,13 +58,9 @@ func (c *CA) AdminHandler() http.Handler {
 		if req.TTL < 0 {
 			return TokenResponse{}, refuse(CodeBadRequest, "ttl %s is negative", time.Duration(req.TTL))
 		}
-		tags := make([]certs.Tag, 0, len(req.Tags))
-		for _, s := range req.Tags {
-			t, err := certs.ParseTag(s)
-			if err != nil {
-				return TokenResponse{}, refuseErr(CodeBadRequest, err, "tags")
-			}
-			tags = append(tags, t)
+		tags, err := parseEach(req.Tags, certs.ParseTag, nil, "tags")
+		if err != nil {
+			return TokenResponse{}, err
 		}
 		tok, rec, err := c.CreateToken(r.Context(), tags, time.Duration(req.TTL))
 		return TokenResponse{Token: tok, ID: rec.ID, ExpiresAt: rec.ExpiresAt}, err

@@ -43,29 +43,37 @@ func (c *Config) validateAutoApprove() error {
 // outside the overlay, every service valid, within the certificate's
 // bounds. A bad entry refuses the whole request.
 func (c *CA) parseAsks(a wire.Asks) ([]netip.Prefix, []certs.Service, error) {
-	routes := make([]netip.Prefix, 0, len(a.Routes))
-	for _, s := range a.Routes {
-		p, err := certs.ParseRoute(s)
-		if err != nil {
-			return nil, nil, refuseErr(CodeBadRequest, err, "requested routes")
-		}
-		routes = append(routes, p)
+	routes, err := parseEach(a.Routes, certs.ParseRoute, func(routes []netip.Prefix) error {
+		return certs.CheckRoutes(routes, c.cfg.Overlays())
+	}, "requested routes")
+	if err != nil {
+		return nil, nil, err
 	}
-	if err := certs.CheckRoutes(routes, c.cfg.Overlays()); err != nil {
-		return nil, nil, refuseErr(CodeBadRequest, err, "requested routes")
-	}
-	svcs := make([]certs.Service, 0, len(a.Services))
-	for _, s := range a.Services {
-		svc, err := certs.ParseService(s)
-		if err != nil {
-			return nil, nil, refuseErr(CodeBadRequest, err, "requested services")
-		}
-		svcs = append(svcs, svc)
-	}
-	if err := certs.CheckServices(svcs); err != nil {
-		return nil, nil, refuseErr(CodeBadRequest, err, "requested services")
+	svcs, err := parseEach(a.Services, certs.ParseService, certs.CheckServices, "requested services")
+	if err != nil {
+		return nil, nil, err
 	}
 	return nilIfEmpty(routes), nilIfEmpty(svcs), nil
+}
+
+// parseEach parses every string of a request's list, then checks the
+// whole (check may be nil); a failure refuses the request as bad, about
+// what.
+func parseEach[T any](in []string, parse func(string) (T, error), check func([]T) error, what string) ([]T, error) {
+	out := make([]T, 0, len(in))
+	for _, s := range in {
+		v, err := parse(s)
+		if err != nil {
+			return nil, refuseErr(CodeBadRequest, err, "%s", what)
+		}
+		out = append(out, v)
+	}
+	if check != nil {
+		if err := check(out); err != nil {
+			return nil, refuseErr(CodeBadRequest, err, "%s", what)
+		}
+	}
+	return out, nil
 }
 
 func nilIfEmpty[T any](s []T) []T {
