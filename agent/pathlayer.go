@@ -53,6 +53,12 @@ func (a *Agent) pathStatus(ps *PeerStatus, k certs.WireGuardKey) {
 		return
 	}
 	ps.Path, ps.RTTMillis = string(st.Path), float64(st.RTT.Microseconds())/1000
+	// WireGuard's endpoint is the final address; where it is the path
+	// layer's route, show the route ("relay:<n>:<addr:port>" through one
+	// of our allocations).
+	if r, err := path.ParseRoute(st.Endpoint); err == nil && r.Addr.String() == ps.Endpoint {
+		ps.Endpoint = st.Endpoint
+	}
 	if st.Relay.IsValid() {
 		ps.Relay = st.Relay.String()
 	}

@@ -20,6 +20,13 @@ type loopRelay struct {
 	mu        sync.Mutex
 	permitted []netip.Addr
 	drop      bool // drop everything, both ways (a relay that stopped)
+	writes    int  // datagrams sent for its owner
+}
+
+func (r *loopRelay) written() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.writes
 }
 
 func newLoopRelay(t *testing.T, b *Bind, id RelayID) *loopRelay {
@@ -69,6 +76,9 @@ func (r *loopRelay) WriteTo(_ context.Context, b []byte, to netip.AddrPort) erro
 	if r.dropping() {
 		return nil
 	}
+	r.mu.Lock()
+	r.writes++
+	r.mu.Unlock()
 	_, err := r.c.WriteToUDPAddrPort(b, to)
 	return err
 }
@@ -87,8 +97,8 @@ func TestParseEndpointRelayForm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := ep.DstToString(); got != "relay:3:127.0.0.1:5000" {
-		t.Fatalf("DstToString = %q", got)
+	if got := ep.DstToString(); got != "127.0.0.1:5000" {
+		t.Fatalf("DstToString = %q, want the final destination (what wg show parses)", got)
 	}
 	if got := ep.(*relayEndpoint).DstAddrPort(); got != netip.MustParseAddrPort("127.0.0.1:5000") {
 		t.Fatalf("DstAddrPort = %v", got)
@@ -109,8 +119,10 @@ func TestParseEndpointRelayForm(t *testing.T) {
 
 // TestWireGuardThroughRelay: a sends to b only through its relay
 // allocation and b answers to the relayed address; the handshake and the
-// tunnel's datagrams go through the relay receive function, and a's
-// WireGuard then names the relay endpoint.
+// tunnel's datagrams go through the relay receive function, a's replies
+// go out through the relay again (the received packets' endpoint is the
+// relay route, which WireGuard takes as the peer's), and WireGuard's UAPI
+// shows the peer's final address, the form `wg show` parses.
 func TestWireGuardThroughRelay(t *testing.T) {
 	a, b := newTestNode(t, 1), newTestNode(t, 2)
 	relay := newLoopRelay(t, a.bind, 1)
@@ -125,9 +137,16 @@ func TestWireGuardThroughRelay(t *testing.T) {
 	if err := overlayRoundTrip(t, b, a, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	before := relay.written()
+	if err := overlayRoundTrip(t, a, b, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if relay.written() == before {
+		t.Fatal("a's datagrams to b no longer go through its relay")
+	}
 	st := peerStats(t, a.dev, b.pub())
-	if want := (Route{Relay: 1, Addr: b.addr()}).String(); st.EndpointText != want {
-		t.Fatalf("a's endpoint for b is %q, want %q", st.EndpointText, want)
+	if want := b.addr().String(); st.EndpointText != want {
+		t.Fatalf("a's endpoint for b in the UAPI is %q, want the final address %q", st.EndpointText, want)
 	}
 	if st := peerStats(t, b.dev, a.pub()); st.Endpoint != relay.RelayedAddr() {
 		t.Fatalf("b's endpoint for a is %v, want the relayed address %v: a packet went around the relay", st.Endpoint, relay.RelayedAddr())

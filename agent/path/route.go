@@ -72,7 +72,11 @@ type relayEndpoint struct{ r Route }
 
 func (e *relayEndpoint) ClearSrc()           {}
 func (e *relayEndpoint) SrcToString() string { return "" }
-func (e *relayEndpoint) DstToString() string { return e.r.String() }
+// DstToString is the final destination, "addr:port", not the route:
+// wireguard-go prints it as the peer's endpoint in its UAPI get output,
+// which `wg show` parses as an address (and crashed on the relay form).
+// certmesh status shows the route (the path layer's).
+func (e *relayEndpoint) DstToString() string { return e.r.Addr.String() }
 func (e *relayEndpoint) DstIP() netip.Addr   { return e.r.Addr.Addr() }
 func (e *relayEndpoint) SrcIP() netip.Addr   { return netip.Addr{} }
 
