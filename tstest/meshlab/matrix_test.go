@@ -23,6 +23,10 @@ func TestPathMatrix(t *testing.T) {
 	netns.RequireCommands(t, "nft")
 	for _, at := range [][]e2e.Placement{
 		{e2e.Public, e2e.UDPBlocked},
+		{e2e.Public, e2e.SymmetricNAT},
+		{e2e.EIMNAT, e2e.SymmetricNAT},
+		{e2e.EIMNAT, e2e.UDPBlocked},
+		{e2e.SymmetricNAT, e2e.UDPBlocked},
 	} {
 		t.Run(string(at[0])+"+"+string(at[1]), func(t *testing.T) {
 			t.Parallel()
