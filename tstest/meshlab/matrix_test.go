@@ -8,17 +8,18 @@ import (
 	"github.com/certmesh/certmesh/tstest/netns"
 )
 
-// TestPathMatrix: parts of issue 14's NAT matrix beyond TestNATDirectPaths,
-// each its own lab: two agents at each placement listed, each NATed one
-// behind a router of its own, all on STUN from the server's embedded
-// responder. Every pair reaches each other through the tunnel and each
-// status shows each peer on the path expectedPath requires: public <->
-// public direct,
-// UDP-blocked <-> anything over the embedded relay. Placements with
-// symmetric NATs are left out until the path layer stops calling a path
-// to a peer's relay allocation "direct" (seen intermittently under load,
-// at the server's address, when the address is not among the peer's
-// signed relay candidates).
+// TestPathMatrix: issue 14's NAT matrix beyond TestNATDirectPaths (public
+// and EIM NAT), each row its own lab: two agents at each placement listed,
+// each NATed one behind a router of its own, all on STUN from the server's
+// embedded responder. With TestNATDirectPaths every pair of {public, EIM
+// NAT, symmetric NAT, UDP blocked}, a placement with itself included, is
+// covered. Every pair reaches each other through the tunnel and each
+// status shows each peer on the path expectedPath requires: symmetric <->
+// public direct (the symmetric side's mapping is learned from its
+// authenticated probe), symmetric <-> symmetric, symmetric <-> EIM and
+// UDP-blocked <-> anything over the embedded relay (the symmetric rows
+// were red, intermittently under load, while a path to a peer's relay
+// allocation at the server's address counted as direct).
 func TestPathMatrix(t *testing.T) {
 	netns.RequireCommands(t, "nft")
 	for _, at := range [][]e2e.Placement{
