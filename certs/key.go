@@ -14,17 +14,13 @@ type WireGuardKey [32]byte
 
 // ParseWireGuardKey parses the standard base64 form used by wg(8).
 func ParseWireGuardKey(s string) (WireGuardKey, error) {
-	var k WireGuardKey
 	b, err := base64.StdEncoding.DecodeString(s)
 	if err != nil {
-		return k, fmt.Errorf("parsing WireGuard public key: %w", err)
+		return WireGuardKey{}, fmt.Errorf("parsing WireGuard public key: %w", err)
 	}
-	if len(b) != len(k) {
-		return k, fmt.Errorf("parsing WireGuard public key: got %d bytes, want %d", len(b), len(k))
-	}
-	copy(k[:], b)
-	if k.IsZero() {
-		return k, fmt.Errorf("parsing WireGuard public key: all-zero key")
+	k, err := WireGuardKeyFromBytes(b)
+	if err != nil {
+		return k, fmt.Errorf("parsing %w", err)
 	}
 	return k, nil
 }
@@ -33,11 +29,11 @@ func ParseWireGuardKey(s string) (WireGuardKey, error) {
 func WireGuardKeyFromBytes(b []byte) (WireGuardKey, error) {
 	var k WireGuardKey
 	if len(b) != len(k) {
-		return k, fmt.Errorf("WireGuard public key is %d bytes, want %d", len(b), len(k))
+		return k, fmt.Errorf("WireGuard public key: got %d bytes, want %d", len(b), len(k))
 	}
 	copy(k[:], b)
 	if k.IsZero() {
-		return k, fmt.Errorf("WireGuard public key is all zero")
+		return k, fmt.Errorf("WireGuard public key: all-zero key")
 	}
 	return k, nil
 }
