@@ -43,14 +43,10 @@ func DescribeExtension(e pkix.Extension) (name, value string) {
 		return "bound to", orBad("device "+string(d), err)
 	case e.Id.Equal(OIDRoutes):
 		routes, err := parseRoutesExt(c, nil)
-		return "routes", orBad(strings.Join(routeStrings(routes), ", "), err)
+		return "routes", orBad(strings.Join(stringsOf(routes), ", "), err)
 	case e.Id.Equal(OIDServices):
 		svcs, err := parseServicesExt(c)
-		s := make([]string, len(svcs))
-		for i, v := range svcs {
-			s[i] = v.String()
-		}
-		return "services", orBad(strings.Join(s, ", "), err)
+		return "services", orBad(strings.Join(stringsOf(svcs), ", "), err)
 	}
 	return "", ""
 }

@@ -49,7 +49,7 @@ func machineExtensions(wg WireGuardKey, level AttestationLevel, ek EKFingerprint
 	if err != nil {
 		return nil, err
 	}
-	if exts, err = appendStringsExt(exts, OIDRoutes, "routes", routeStrings(routes)); err != nil {
+	if exts, err = appendStringsExt(exts, OIDRoutes, "routes", stringsOf(routes)); err != nil {
 		return nil, err
 	}
 	if len(svcs) > 0 {

@@ -28,7 +28,7 @@ func FuzzParseRoutes(f *testing.F) {
 		if err := CheckRoutes(routes, fuzzOverlays); err != nil {
 			t.Fatalf("accepted routes %v fail CheckRoutes: %v", routes, err)
 		}
-		again, err := marshalUTF8Seq(routeStrings(routes))
+		again, err := marshalUTF8Seq(stringsOf(routes))
 		if err != nil || string(again) != string(der) {
 			t.Fatalf("routes %v re-encode to %x, not the input %x (%v)", routes, again, der, err)
 		}

@@ -67,12 +67,12 @@ func CheckRoutes(routes []netip.Prefix, overlays []netip.Prefix) error {
 	return nil
 }
 
-// routeStrings is the content of extension .4: a SEQUENCE OF UTF8String,
-// each a canonical CIDR prefix.
-func routeStrings(routes []netip.Prefix) []string {
-	s := make([]string, len(routes))
-	for i, r := range routes {
-		s[i] = r.String()
+// stringsOf is vs as text: for routes, the content of extension .4 (a
+// SEQUENCE OF UTF8String, each a canonical CIDR prefix).
+func stringsOf[T fmt.Stringer](vs []T) []string {
+	s := make([]string, len(vs))
+	for i, v := range vs {
+		s[i] = v.String()
 	}
 	return s
 }
