@@ -9,6 +9,7 @@ import (
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/ca/attest"
+	"github.com/certmesh/certmesh/internal/cli"
 	"github.com/certmesh/certmesh/internal/store"
 	"github.com/spf13/cobra"
 )
@@ -42,16 +43,12 @@ func devicesCmd() *cobra.Command {
 	var state string
 	list := listCmd("list", "List enrolled devices", &state, listDevicesJSON,
 		"ID\tHOSTNAME\tADDRESSES\tLEVEL\tTAGS\tROUTES\tSTATE\tCERT EXPIRES", func(d deviceJSON) string {
-			addrs := make([]string, len(d.Addresses))
-			for i, a := range d.Addresses {
-				addrs[i] = a.String()
-			}
 			tags := make([]string, len(d.Tags))
 			for i, t := range d.Tags {
 				tags[i] = string(t)
 			}
-			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", d.ID, d.Hostname, strings.Join(addrs, ","), d.Attestation,
-				strings.Join(tags, ","), orDash(strings.Join(prefixStrings(d.Routes), ",")), d.State, d.NotAfter.Local().Format(time.RFC3339))
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", d.ID, d.Hostname, strings.Join(cli.Strings(d.Addresses), ","), d.Attestation,
+				strings.Join(tags, ","), orDash(strings.Join(cli.Strings(d.Routes), ",")), d.State, d.NotAfter.Local().Format(time.RFC3339))
 		})
 	revoke := actionCmd("revoke ID", "Revoke a device: it can no longer renew and peers drop it", &state, (*ca.AdminClient).Revoke,
 		func(d store.Device) string { return fmt.Sprintf("revoked %s (%s)", d.ID, d.Hostname) })

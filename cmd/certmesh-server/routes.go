@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/netip"
 	"strings"
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/cli"
 	"github.com/certmesh/certmesh/internal/store"
 	"github.com/spf13/cobra"
 )
@@ -81,31 +81,15 @@ func writeAsks(w io.Writer, what string, d store.Device) {
 	}
 	fmt.Fprintf(w, "device %s (%s)\n", d.ID, d.Hostname)
 	if what == "routes" {
-		line("asked", prefixStrings(d.RequestedRoutes))
-		line("approved", prefixStrings(d.ApprovedRoutes))
-		line("certified", prefixStrings(d.Routes))
+		line("asked", cli.Strings(d.RequestedRoutes))
+		line("approved", cli.Strings(d.ApprovedRoutes))
+		line("certified", cli.Strings(d.Routes))
 	} else {
-		line("asked", serviceStrings(d.RequestedServices))
-		line("approved", serviceStrings(d.ApprovedServices))
-		line("certified", serviceStrings(d.Services))
+		line("asked", cli.Strings(d.RequestedServices))
+		line("approved", cli.Strings(d.ApprovedServices))
+		line("certified", cli.Strings(d.Services))
 	}
 	if d.ReissueDue {
 		fmt.Fprintln(w, "re-issue due: the device is told to renew")
 	}
-}
-
-func prefixStrings(ps []netip.Prefix) []string {
-	out := make([]string, len(ps))
-	for i, p := range ps {
-		out[i] = p.String()
-	}
-	return out
-}
-
-func serviceStrings(ss []certs.Service) []string {
-	out := make([]string, len(ss))
-	for i, s := range ss {
-		out[i] = s.String()
-	}
-	return out
 }

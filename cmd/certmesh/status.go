@@ -126,13 +126,7 @@ func joinStrings[T ~string](ss []T) string {
 	return strings.Join(out, ", ")
 }
 
-func joinAddrs[T fmt.Stringer](as []T) string {
-	s := make([]string, len(as))
-	for i, a := range as {
-		s[i] = a.String()
-	}
-	return strings.Join(s, ",")
-}
+func joinAddrs[T fmt.Stringer](as []T) string { return strings.Join(cli.Strings(as), ",") }
 
 // pathColumn is how a peer is reached: "direct 1.2ms via 203.0.113.5:51820",
 // "relay 20ms via 198.51.100.7:3478", or "none".
