@@ -3,7 +3,6 @@ package netns
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"os/exec"
 	"strconv"
@@ -114,13 +113,11 @@ func probeNetem() error {
 	if _, err := exec.LookPath("tc"); err != nil {
 		return fmt.Errorf("tc (iproute2) not found: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ns := "cmnetem" + randHex(4)
-	if _, err := runIP(ctx, "netns", "add", ns); err != nil {
+	ctx, ns, remove, err := probeNS("cmnetem")
+	if err != nil {
 		return err
 	}
-	defer func() { _ = deleteNS(ctx, slog.Default(), ns) }()
+	defer func() { _ = remove() }()
 	if _, err := runIP(ctx, "-n", ns, "link", "add", "v0", "type", "veth", "peer", "name", "v1"); err != nil {
 		return err
 	}

@@ -29,10 +29,8 @@ func probe() error {
 	if _, err := exec.LookPath("ip"); err != nil {
 		return fmt.Errorf("iproute2 'ip' command not found: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ns := "cmprobe" + randHex(4)
-	if _, err := runIP(ctx, "netns", "add", ns); err != nil {
+	ctx, ns, remove, err := probeNS("cmprobe")
+	if err != nil {
 		return fmt.Errorf("cannot create network namespaces: %w", err)
 	}
 	var errs []error
@@ -45,13 +43,29 @@ func probe() error {
 			break
 		}
 	}
-	if err := deleteNS(ctx, slog.Default(), ns); err != nil {
+	if err := remove(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("cannot create bridge/veth interfaces: %w", err)
 	}
 	return nil
+}
+
+// probeNS makes a namespace for a probe, named prefix and a random
+// suffix. ctx bounds the probe (30s); remove deletes the namespace and
+// ends ctx.
+func probeNS(prefix string) (ctx context.Context, ns string, remove func() error, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ns = prefix + randHex(4)
+	if _, err := runIP(ctx, "netns", "add", ns); err != nil {
+		cancel()
+		return nil, "", nil, err
+	}
+	return ctx, ns, func() error {
+		defer cancel()
+		return deleteNS(ctx, slog.Default(), ns)
+	}, nil
 }
 
 // Strict reports whether a missing prerequisite fails a test instead of
