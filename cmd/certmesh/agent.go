@@ -85,12 +85,8 @@ func agentCmd() *cobra.Command {
 					return fmt.Errorf("--hostname: %w", err)
 				}
 			}
-			for _, s := range advertise {
-				ip, err := netip.ParseAddr(s)
-				if err != nil {
-					return fmt.Errorf("--advertise: %w", err)
-				}
-				cfg.AdvertiseAddrs = append(cfg.AdvertiseAddrs, ip)
+			if cfg.AdvertiseAddrs, err = parseList("--advertise", advertise, netip.ParseAddr); err != nil {
+				return err
 			}
 			for _, s := range stunServers {
 				ua, err := net.ResolveUDPAddr("udp", s)

@@ -8,20 +8,24 @@ import (
 )
 
 // routeFlags reads --advertise-routes and --advertise-services into cfg.
-func routeFlags(cfg *agent.Config, routes, services []string) error {
-	for _, s := range routes {
-		p, err := certs.ParseRoute(s)
-		if err != nil {
-			return fmt.Errorf("--advertise-routes: %w", err)
-		}
-		cfg.AdvertiseRoutes = append(cfg.AdvertiseRoutes, p)
+func routeFlags(cfg *agent.Config, routes, services []string) (err error) {
+	if cfg.AdvertiseRoutes, err = parseList("--advertise-routes", routes, certs.ParseRoute); err != nil {
+		return err
 	}
-	for _, s := range services {
-		svc, err := certs.ParseService(s)
+	cfg.AdvertiseServices, err = parseList("--advertise-services", services, certs.ParseService)
+	return err
+}
+
+// parseList parses every value of a repeated flag (nil for none); the
+// first that does not parse is the error, named by the flag.
+func parseList[T any](flag string, in []string, parse func(string) (T, error)) ([]T, error) {
+	var out []T
+	for _, s := range in {
+		v, err := parse(s)
 		if err != nil {
-			return fmt.Errorf("--advertise-services: %w", err)
+			return nil, fmt.Errorf("%s: %w", flag, err)
 		}
-		cfg.AdvertiseServices = append(cfg.AdvertiseServices, svc)
+		out = append(out, v)
 	}
-	return nil
+	return out, nil
 }
