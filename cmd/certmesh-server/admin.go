@@ -204,5 +204,3 @@ func ekCmd() *cobra.Command {
 	cmd.AddCommand(list, add, remove, imp)
 	return cmd
 }
-
-// writeJSON prints v as indented JSON (the --json output of every command).

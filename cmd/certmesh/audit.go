@@ -225,8 +225,6 @@ func loadAuditRoots(file, td string) (*certs.Roots, error) {
 	return roots, nil
 }
 
-// writeJSON prints v as indented JSON (the --json output of every command).
-
 func auditAlarmCode(rep *audit.Report) int {
 	if rep.OK() {
 		return auditExitOK
