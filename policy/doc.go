@@ -14,7 +14,7 @@
 //	  "groups":    { "group:NAME": ["user:EMAIL" | "group:NAME", ...], ... },
 //	  "tagOwners": { "tag:NAME":   ["user:EMAIL" | "group:NAME" | "tag:NAME", ...], ... },
 //	  "rules":     [ {"name"?, "from", "to", "ports"?, "when"?}, ... ],
-//	  "tests":     [ {"name"?, "from", "to", "port"?, "proto"?, "expect"}, ... ],
+//	  "tests":     [ {"name"?, "from", "to", "via"?, "port"?, "proto"?, "expect"}, ... ],
 //	}
 //
 // Access is denied by default. Rules only accept: a packet from a peer to
@@ -156,11 +156,14 @@
 //	device:ID      the device with that ID
 //	host:NAME      the device with that hostname
 //	100.80.0.5     a device with that overlay address (IPv6 in brackets as a "to": [fd7a::5]:22)
+//	svc:NAME:PORT  ("to" only) a device certified to offer NAME at PORT over the test's
+//	               proto (tcp or udp), tested at PORT
 //
 // or as an object naming several traits of one identity:
 //
 //	{"user": "alice@corp.example", "groups": ["eng"], "tags": ["tag:db"],
-//	 "device": "ID", "host": "db1", "addresses": ["100.80.0.5"], "attestation": "tpm"}
+//	 "device": "ID", "host": "db1", "addresses": ["100.80.0.5"], "attestation": "tpm",
+//	 "services": ["ssh:2222", "dns:53/udp"], "routes": ["10.0.0.0/24"]}
 //
 // where "groups" are identity-provider group names (without "group:").
 // Synthetic identities have attestation "token" unless they say otherwise,
@@ -168,6 +171,16 @@
 // matched by a rule on a host or an address. A "to" string ends in the port
 // (tag:db:5432, host:db1:22, 100.80.0.5:22) unless proto is icmp or icmpv6;
 // an object "to" takes the port from "port".
+//
+// A test with "via" is of routed traffic: "via" is the router (a string or
+// an object, as "from"), "to" the destination behind it, one address and
+// nothing else ("10.0.0.5:22", "[2001:db8::5]:22", or {"addresses":
+// ["10.0.0.5"]} with "port"), and the test runs DecideRouted. A router
+// without "routes" routes exactly that address; give "routes" to test an
+// address outside them:
+//
+//	{"from": "group:eng", "to": "10.0.0.5:22", "via": "tag:router", "expect": "accept"}
+//	{"from": "group:eng", "to": "10.0.1.5:22", "via": {"tags": ["tag:router"], "routes": ["10.0.0.0/24"]}, "expect": "drop"}
 //
 // # Errors
 //

@@ -15,11 +15,13 @@ import (
 
 // FuzzParse: Parse never panics; its problems have positions inside the
 // input, in order; a policy it accepts compiles, runs its tests and
-// decides without panicking, and the compiled decision agrees with the
-// plain meaning.
+// decides without panicking, and the compiled decision, to a node (with
+// certified services) and through it as a router, agrees with the plain
+// meaning.
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{
-		evalPolicy, testsPolicy, signedSrc, string(Starter("corp.example")),
+		evalPolicy, testsPolicy, signedSrc, string(Starter("corp.example")), servicePolicy, serviceTestsPolicy,
+		`{"rules": [{"from": ["*"], "to": ["svc:ssh"]}], "tests": [{"from": "host:a", "to": "10.0.0.1:22", "via": {"routes": ["10.0.0.0/8"]}, "expect": "drop"}]}`,
 		`{}`, `{"rules": [,]}`, "{\"rules\": [\n{\"from\": [\"*\"], \"to\": [\"*\"], \"ports\": [\"tcp:1-2\"]}]}",
 		`{"groups": {"group:a": ["group:b"], "group:b": ["group:a"]}}`,
 		`{"tests": [{"from": {"user": "a@b.example"}, "to": "[fd7a::1]:22", "expect": "drop"}]}`,
@@ -30,7 +32,10 @@ func FuzzParse(f *testing.F) {
 	}
 	src := certs.Identity{User: &certs.UserIdentity{Email: "dana@corp.example", Groups: []certs.Group{"eng"}}, Tags: []certs.Tag{"ci"},
 		Hostname: "a", Attestation: certs.AttestationTPM, Addresses: []netip.Addr{netip.MustParseAddr("100.64.0.1")}}
-	dst := certs.Identity{Tags: []certs.Tag{"db", "web"}, Hostname: "build", Addresses: []netip.Addr{netip.MustParseAddr("100.64.0.53")}}
+	dst := certs.Identity{Tags: []certs.Tag{"db", "web"}, Hostname: "build", Addresses: []netip.Addr{netip.MustParseAddr("100.64.0.53")},
+		Services: []certs.Service{{Name: "ssh", Port: 22, Protocol: certs.ProtocolTCP}, {Name: "dns", Port: 53, Protocol: certs.ProtocolUDP}},
+		Routes:   []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("::/0")}}
+	routed := []netip.Addr{netip.MustParseAddr("10.0.0.5"), netip.MustParseAddr("10.0.1.5"), netip.MustParseAddr("2001:db8::1")}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		pol, err := Parse(data)
 		if err != nil {
@@ -53,10 +58,16 @@ func FuzzParse(f *testing.F) {
 		c := pol.Compile()
 		RunTests(pol)
 		for _, proto := range []Proto{ProtoTCP, ProtoUDP, ProtoICMP, 47} {
-			for _, port := range []uint16{0, 1, 22, 5432, 65535} {
+			for _, port := range []uint16{0, 1, 22, 53, 5432, 65535} {
 				d := c.Decide(src, dst, proto, port)
 				if want := reference(pol, src, dst, proto, port); d.Rule != want || d.Accept != (want >= 0) {
 					t.Fatalf("Decide %v, reference rule %d", d, want)
+				}
+				for _, to := range routed {
+					d := c.DecideRouted(src, dst, to, proto, port)
+					if want := routedReference(pol, src, dst, to, proto, port); d.Rule != want || d.Accept != (want >= 0) {
+						t.Fatalf("DecideRouted to %s: %v, reference rule %d", to, d, want)
+					}
 				}
 			}
 		}

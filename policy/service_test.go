@@ -2,6 +2,7 @@ package policy
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/certmesh/certmesh/certs"
@@ -171,5 +172,107 @@ func TestRoutedDestinations(t *testing.T) {
 	var nilNode *Node
 	if nilNode.DecideRouted(laptop, a("10.0.0.5"), ProtoTCP, 22).Accept {
 		t.Fatal("nil Node accepts routed traffic")
+	}
+}
+
+const serviceTestsPolicy = `{
+	"tagOwners": {"tag:laptop": [], "tag:router": []},
+	"rules": [
+		{"name": "ssh", "from": ["tag:laptop"], "to": ["svc:ssh"]},
+		{"name": "dns", "from": ["*"], "to": ["svc:dns"]},
+		{"name": "lan ssh", "from": ["tag:laptop"], "to": ["10.0.0.0/24"], "ports": ["tcp:22"]},
+		{"name": "web via exit", "from": ["tag:laptop"], "to": ["0.0.0.0/0"], "ports": ["tcp:443"]},
+	],
+	"tests": [
+		{"name": "svc string", "from": "tag:laptop", "to": "svc:ssh:22", "expect": "accept"},
+		{"name": "svc over udp", "from": "host:x", "to": "svc:dns:53", "proto": "udp", "expect": "accept"},
+		{"name": "certified elsewhere", "from": "tag:laptop", "to": {"services": ["ssh:2222"]}, "port": 22, "expect": "drop"},
+		{"name": "certified there", "from": "tag:laptop", "to": {"host": "a", "services": ["ssh:2222", "dns:53/udp"]}, "port": 2222, "expect": "accept"},
+		{"name": "not certified", "from": "tag:laptop", "to": "host:a:22", "expect": "drop"},
+		{"name": "routed", "from": "tag:laptop", "to": "10.0.0.5:22", "via": "tag:router", "expect": "accept"},
+		{"name": "routed, another port", "from": "tag:laptop", "to": "10.0.0.5:23", "via": "tag:router", "expect": "drop"},
+		{"name": "routed, not this router's", "from": "tag:laptop", "to": "10.0.0.5:22", "via": {"tags": ["tag:router"], "routes": ["10.0.1.0/24"]}, "expect": "drop"},
+		{"name": "exit", "from": "tag:laptop", "to": "192.0.2.8:443", "via": {"host": "exit", "routes": ["0.0.0.0/0", "::/0"]}, "expect": "accept"},
+		{"name": "icmp never behind a router", "from": "tag:laptop", "to": "10.0.0.5", "via": "host:gw", "proto": "icmp", "expect": "drop"},
+		{"name": "IPv6 routed", "from": "tag:laptop", "to": "[2001:db8::5]:22", "via": "host:gw", "expect": "drop"},
+	],
+}`
+
+// TestRunTestsServicesAndRoutes: a policy's own tests name certified
+// services (svc:NAME:PORT, or "services" in an object) and routed traffic
+// ("via" a router, to one address), and `certmesh policy test` shows them.
+func TestRunTestsServicesAndRoutes(t *testing.T) {
+	pol, err := Parse([]byte(serviceTestsPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	results := RunTests(pol)
+	if f := Failed(results); len(f) != 0 {
+		t.Fatalf("failed: %v", f)
+	}
+	lines := map[string]string{
+		"svc string":                `ok   svc string (line 10): tag:laptop -> svc:ssh:22 tcp: accept by rule 0 "ssh"`,
+		"certified there":           `ok   certified there (line 13): tag:laptop -> {host:a svc:ssh:2222/tcp svc:dns:53/udp}:2222 tcp: accept by rule 0 "ssh"`,
+		"routed":                    `ok   routed (line 15): tag:laptop -> 10.0.0.5:22 via tag:router tcp: accept by rule 2 "lan ssh"`,
+		"routed, not this router's": `ok   routed, not this router's (line 17): tag:laptop -> 10.0.0.5:22 via {tag:router routes:10.0.1.0/24} tcp: drop (default deny)`,
+	}
+	for _, r := range results {
+		if want, ok := lines[r.Name]; ok && r.String() != want {
+			t.Errorf("got  %s\nwant %s", r, want)
+		}
+	}
+	if tt := pol.Tests[5]; tt.Via == nil || len(tt.Via.Routes) != 1 || tt.Via.Routes[0] != netip.MustParsePrefix("10.0.0.5/32") {
+		t.Fatalf("routed test: %+v", tt)
+	}
+	// A wrong expectation fails: the tests can tell.
+	bad, err := Parse([]byte(strings.Replace(serviceTestsPolicy, `"to": "10.0.0.5:22", "via": "tag:router", "expect": "accept"`,
+		`"to": "10.0.0.5:22", "via": "tag:router", "expect": "drop"`, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := Failed(RunTests(bad)); len(f) != 1 || f[0].Name != "routed" {
+		t.Fatalf("failed: %v", f)
+	}
+}
+
+func TestParseServiceAndRoutedTests(t *testing.T) {
+	w := func(test string) string {
+		return `{"tagOwners": {"tag:r": []}, "tests": [` + test + `]}`
+	}
+	for _, tc := range []struct {
+		name string
+		src  string
+		want []wantProblem
+	}{
+		{"svc as a source", w(`{"from": "svc:ssh", "to": "tag:r:22", "expect": "drop"}`),
+			[]wantProblem{{at: `"svc:ssh"`, msg: `"from": svc:NAME names a destination, not a source`}}},
+		{"svc over icmp", w(`{"from": "tag:r", "to": "svc:ssh", "proto": "icmp", "expect": "drop"}`),
+			[]wantProblem{{at: `"svc:ssh"`, msg: `a test to svc:NAME:PORT is over tcp or udp, not icmp`}}},
+		{"svc without a port", w(`{"from": "tag:r", "to": "svc:ssh", "expect": "drop"}`),
+			[]wantProblem{{at: `"svc:ssh"`, msg: `"to" "svc:ssh" has no port`}}},
+		{"bad services", w(`{"from": "tag:r", "to": {"services": ["ssh", "ssh:22", "ssh:23"]}, "port": 22, "expect": "drop"}`),
+			[]wantProblem{
+				{at: `["ssh"`, msg: `services: service ssh/tcp appears twice`},
+				{at: `"ssh"`, msg: `services: service "ssh": want name:port`},
+			}},
+		{"bad routes", w(`{"from": "tag:r", "to": "10.0.0.5:22", "via": {"routes": ["10.0.0.1/24", "x"]}, "expect": "drop"}`),
+			[]wantProblem{
+				{at: `"10.0.0.1/24"`, msg: `routes: "10.0.0.1/24" is not a canonical CIDR prefix`},
+				{at: `"x"`, msg: `routes: "x" is not a canonical CIDR prefix`},
+			}},
+		{"via to a device", w(`{"from": "tag:r", "to": "tag:r:22", "via": "tag:r", "expect": "drop"}`),
+			[]wantProblem{{at: `"tag:r:22"`, msg: `with "via", "to" is the routed destination: one address`}}},
+		{"via to an object", w(`{"from": "tag:r", "to": {"addresses": ["10.0.0.5"], "attestation": "tpm"}, "port": 22, "via": "tag:r", "expect": "drop"}`),
+			[]wantProblem{{at: `{"addresses"`, msg: `with "via", "to" is the routed destination`}}},
+		{"via a service", w(`{"from": "tag:r", "to": "10.0.0.5:22", "via": "svc:ssh", "expect": "drop"}`),
+			[]wantProblem{{at: `"svc:ssh"`, msg: `"via": svc:NAME is not a router`}}},
+		{"via with a port", w(`{"from": "tag:r", "to": "10.0.0.5:22", "via": "tag:r:22", "expect": "drop"}`),
+			[]wantProblem{{at: `"tag:r:22"`, msg: `"via"`}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { checkProblems(t, tc.src, tc.want) })
+	}
+	// The object form of a routed destination: one address.
+	if _, err := Parse([]byte(w(`{"from": "tag:r", "to": {"addresses": ["10.0.0.5"]}, "port": 22, "via": "tag:r", "expect": "drop"}`))); err != nil {
+		t.Fatal(err)
 	}
 }

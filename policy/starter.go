@@ -25,6 +25,12 @@ const starterTemplate = `// certmesh access policy for TRUST_DOMAIN: the starter
 //                      group NAME, or the users listed under "groups" below
 //   tag:NAME           a device the CA tagged (declare it under "tagOwners")
 //   device:ID, host:NAME, 100.64.0.7, 100.64.0.0/24   one device, or addresses
+//   svc:NAME           ("to" only) a device certified to offer service NAME,
+//                      at the port its certificate gives (such a rule has no "ports")
+//
+// A LAN behind a subnet router, or the internet through an exit node, is
+// reached only by rules naming its addresses ("to": ["10.0.0.0/24"]): the
+// rule below does not reach them.
 //
 // Ports: "*", "tcp:22", "udp:53", "tcp:8000-8100", "tcp:*", "icmp".
 // A rule may require a TPM-attested source: "when": {"attestation": "tpm"}.

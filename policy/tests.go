@@ -19,7 +19,7 @@ func (p *parser) tests(v *hujson.Value) []Test {
 	var tests []Test
 	for i := range elems {
 		e := &elems[i]
-		f := p.object(e, fmt.Sprintf("tests[%d]", i), []string{"name", "from", "to", "port", "proto", "expect"})
+		f := p.object(e, fmt.Sprintf("tests[%d]", i), []string{"name", "from", "to", "via", "port", "proto", "expect"})
 		if f == nil {
 			continue
 		}
@@ -82,6 +82,9 @@ func (p *parser) tests(v *hujson.Value) []Test {
 		}
 		if fv := f["from"]; fv != nil {
 			t.From, t.FromText, _ = p.endpoint(fv, `"from"`, false)
+			if len(t.From.Services) > 0 && fv.Value.Kind() != '{' {
+				p.errorf(fv.StartOffset, "\"from\": svc:NAME names a destination, not a source (an object \"from\" may list \"services\")")
+			}
 		}
 		if tv := f["to"]; tv != nil {
 			needPort := !icmp && !hasPort
@@ -93,6 +96,12 @@ func (p *parser) tests(v *hujson.Value) []Test {
 			if !icmp && !hasPort && port == 0 && tv.Value.Kind() == '{' {
 				p.errorf(tv.StartOffset, "a test to %s needs a \"port\"", t.Proto)
 			}
+			if tv.Value.Kind() != '{' && len(t.To.Services) == 1 {
+				p.serviceTo(tv, &t)
+			}
+		}
+		if vv := f["via"]; vv != nil && f["to"] != nil {
+			p.via(vv, f["to"], &t)
 		}
 		if len(p.problems)+p.more == before {
 			tests = append(tests, t)
@@ -168,12 +177,15 @@ func (p *parser) endpoint(v *hujson.Value, what string, withPort bool) (id certs
 			p.errorf(v.StartOffset, "%s must name one address, not the range %s", what, sel.Prefix)
 		}
 		id.Addresses = []netip.Addr{sel.Prefix.Addr()}
+	case SelectService:
+		// The port and protocol are the test's (see serviceTo).
+		id.Services = []certs.Service{{Name: sel.Name, Port: port, Protocol: certs.ProtocolTCP}}
 	}
 	return id, text, port
 }
 
 func (p *parser) endpointObject(v *hujson.Value, what string, id certs.Identity) (certs.Identity, string, uint16) {
-	f := p.object(v, what, []string{"user", "groups", "tags", "device", "host", "addresses", "attestation"})
+	f := p.object(v, what, []string{"user", "groups", "tags", "device", "host", "addresses", "services", "routes", "attestation"})
 	if len(f) == 0 {
 		if f != nil {
 			p.errorf(v.StartOffset, "%s describes no identity", what)
@@ -229,6 +241,7 @@ func (p *parser) endpointObject(v *hujson.Value, what string, id certs.Identity)
 			id.Addresses = append(id.Addresses, a)
 		}
 	}
+	p.servicesAndRoutes(f, &id)
 	if av := f["attestation"]; av != nil {
 		if s, ok := p.str(av, "attestation"); ok {
 			if l := certs.AttestationLevel(s); l.Valid() {
@@ -280,6 +293,12 @@ func describe(id certs.Identity) string {
 	for _, a := range id.Addresses {
 		parts = append(parts, a.String())
 	}
+	for _, s := range id.Services {
+		parts = append(parts, "svc:"+s.String())
+	}
+	for _, r := range id.Routes {
+		parts = append(parts, "routes:"+r.String())
+	}
 	if id.Attestation != certs.AttestationToken {
 		parts = append(parts, "attestation:"+string(id.Attestation))
 	}
@@ -291,9 +310,10 @@ type TestResult struct {
 	Index int    // in the policy's tests
 	Name  string // the test's name, or "tests[i]"
 	Pos   Position
-	// From, To, Proto and Port are the case tested, as the test wrote it.
-	From, To string
-	Proto    Proto
+	// From, To, Via, Proto and Port are the case tested, as the test
+	// wrote it (Via is empty unless the test is of routed traffic).
+	From, To, Via string
+	Proto         Proto
 	Port     uint16
 	// Want is the expected decision: true for accept, false for drop.
 	Want     bool
@@ -312,6 +332,9 @@ func (r TestResult) String() string {
 	if r.Proto != ProtoICMP && r.Proto != ProtoICMPv6 && strings.HasPrefix(to, "{") {
 		to += ":" + strconv.Itoa(int(r.Port))
 	}
+	if r.Via != "" {
+		to += " via " + r.Via
+	}
 	s := fmt.Sprintf("%s %s (line %d): %s -> %s %s: %s", verdict, r.Name, r.Pos.Line, r.From, to, r.Proto, r.Decision)
 	if !r.Passed {
 		s += fmt.Sprintf(", want %s", acceptWord(r.Want))
@@ -328,16 +351,21 @@ func acceptWord(accept bool) string {
 
 // RunTests runs the policy's tests against its compiled form, in order.
 // Each test's "from" and "to" are synthetic identities (see the package
-// documentation); the test passes when Decide's verdict is the expected
-// one.
+// documentation); the test passes when Decide's verdict (DecideRouted's,
+// through the router "via", for a test with one) is the expected one.
 func RunTests(p *Policy) []TestResult {
 	c := p.Compile()
 	out := make([]TestResult, len(p.Tests))
 	for i, t := range p.Tests {
-		d := c.Decide(t.From, t.To, t.Proto, t.Port)
+		var d Decision
+		if t.Via != nil {
+			d = c.DecideRouted(t.From, *t.Via, t.To.Addresses[0], t.Proto, t.Port)
+		} else {
+			d = c.Decide(t.From, t.To, t.Proto, t.Port)
+		}
 		out[i] = TestResult{
 			Index: i, Name: t.Name, Pos: t.Pos,
-			From: t.FromText, To: t.ToText, Proto: t.Proto, Port: t.Port,
+			From: t.FromText, To: t.ToText, Via: t.ViaText, Proto: t.Proto, Port: t.Port,
 			Want: t.Accept, Decision: d, Passed: d.Accept == t.Accept,
 		}
 	}

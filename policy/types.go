@@ -195,7 +195,12 @@ type Test struct {
 	// compact form).
 	From, To         certs.Identity
 	FromText, ToText string
-	Proto            Proto
+	// Via, for a test of routed traffic, is the router the packet goes
+	// through (To then has exactly one address, the destination), and
+	// ViaText how the file wrote it; nil for a packet to To itself.
+	Via     *certs.Identity
+	ViaText string
+	Proto   Proto
 	Port             uint16
 	// Accept is the expected decision: true for "accept", false for "drop".
 	Accept bool
