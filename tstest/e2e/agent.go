@@ -99,7 +99,7 @@ func (m *Mesh) StartAgentWith(ctx context.Context, h *netns.Host, opts AgentOpti
 		}
 	}
 	iface := m.NextInterface()
-	a := &Agent{Name: h.Name, Host: h, Iface: iface, StateDir: filepath.Join(m.Dir, h.Name, "state"), Token: tok}
+	a := &Agent{Name: h.Name, Host: h, Iface: iface, StateDir: m.AgentStateDir(h.Name), Token: tok}
 	args := m.AgentArgs(a, tok)
 	args = append(args, opts.Args...)
 	if err := m.runAgent(ctx, a, args); err != nil {
@@ -110,6 +110,10 @@ func (m *Mesh) StartAgentWith(ctx context.Context, h *netns.Host, opts AgentOpti
 	m.mu.Unlock()
 	return a, nil
 }
+
+// AgentStateDir is the state directory of the agent on host name (whose
+// local API socket a caller may poll while the agent is still starting).
+func (m *Mesh) AgentStateDir(name string) string { return filepath.Join(m.Dir, name, "state") }
 
 // RestartAgent starts a stopped agent again from its state directory (no
 // token needed).

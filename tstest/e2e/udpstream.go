@@ -28,7 +28,7 @@ type UDPStream struct {
 	row      uint64 // datagrams received in sequence up to lastSeq
 	first    time.Time
 	last     time.Time
-	got      map[uint64]bool // every sequence number received
+	got      map[uint64]time.Time // every sequence number received, and when
 }
 
 // StartUDPStream starts a stream from src to dst:port; it ends with Stop.
@@ -48,7 +48,7 @@ func StartUDPStream(ctx context.Context, name string, src, dst *netns.Host, dstA
 // NewUDPStream starts a stream that sends on conn and receives on pc,
 // wherever they were opened; it ends with Stop, which closes both.
 func NewUDPStream(name string, conn net.Conn, pc net.PacketConn, interval time.Duration) *UDPStream {
-	s := &UDPStream{Name: name, conn: conn, pc: pc, stop: make(chan struct{}), got: map[uint64]bool{}}
+	s := &UDPStream{Name: name, conn: conn, pc: pc, stop: make(chan struct{}), got: map[uint64]time.Time{}}
 	s.wg.Go(func() {
 		buf := make([]byte, 64)
 		for {
@@ -68,7 +68,9 @@ func NewUDPStream(name string, conn net.Conn, pc net.PacketConn, interval time.D
 				s.row = 1
 			}
 			s.lastSeq = seq
-			s.got[seq] = true
+			if _, dup := s.got[seq]; !dup {
+				s.got[seq] = now
+			}
 			s.received++
 			if s.first.IsZero() {
 				s.first = now
@@ -125,7 +127,7 @@ func (s *UDPStream) Lost(from, to uint64) []uint64 {
 	defer s.mu.Unlock()
 	var lost []uint64
 	for i := from; i <= to; i++ {
-		if !s.got[i] {
+		if _, ok := s.got[i]; !ok {
 			lost = append(lost, i)
 		}
 	}

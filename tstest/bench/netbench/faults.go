@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -177,40 +176,15 @@ func (f *Faults) markdown(p func(string, ...any)) {
 
 // runOnlyFaults measures the faults and replaces that section of the
 // report at out.
-func runOnlyFaults(ctx context.Context, log *slog.Logger, out string, keep bool) (err error) {
-	doc, err := os.ReadFile(out)
-	if err != nil {
-		return fmt.Errorf("-only faults replaces a section of an existing report: %w", err)
-	}
-	if err := netns.Available(); err != nil {
-		return fmt.Errorf("the faults benchmark needs root and network namespaces: %w", err)
-	}
-	unlock, err := lock()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	work, err := os.MkdirTemp("", "certmesh-netbench-")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if keep || err != nil {
-			log.Info("netbench: work directory (binaries, state, logs) kept", "dir", work)
-			return
-		}
-		os.RemoveAll(work)
-	}()
-	log.Info("netbench: building certmesh and certmesh-server")
-	bin, err := e2e.Build(ctx, filepath.Join(work, "bin"), false)
-	if err != nil {
-		return err
-	}
-	before := loadAvg()
-	f, err := runFaults(ctx, log, bin, work)
-	if err != nil {
-		return err
-	}
-	f.Load = [2]string{before, loadAvg()}
-	return replaceSection(out, doc, faultsHeading, f.markdown)
+func runOnlyFaults(ctx context.Context, log *slog.Logger, out string, keep bool) error {
+	return runOnlySection(ctx, log, out, keep, "faults", faultsHeading,
+		func(ctx context.Context, bin *e2e.Binaries, work string) (func(func(string, ...any)), error) {
+			before := loadAvg()
+			f, err := runFaults(ctx, log, bin, work)
+			if err != nil {
+				return nil, err
+			}
+			f.Load = [2]string{before, loadAvg()}
+			return f.markdown, nil
+		})
 }

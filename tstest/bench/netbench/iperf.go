@@ -36,14 +36,18 @@ type IPerf struct {
 
 // TunnelCPUPerGB is the tunnel's CPU time per gigabyte that crossed it
 // during the run (0 without tunnel processes).
-func (r *IPerf) TunnelCPUPerGB() time.Duration {
-	if r.TunnelCPU == 0 || r.Transfer <= 0 {
+func (r *IPerf) TunnelCPUPerGB() time.Duration { return r.PerGB(r.TunnelCPU) }
+
+// PerGB is cpu, CPU time spent during the whole run, per gigabyte that
+// crossed the tunnel (0 for none).
+func (r *IPerf) PerGB(cpu time.Duration) time.Duration {
+	if cpu == 0 || r.Transfer <= 0 {
 		return 0
 	}
 	// iperf3 counts the bytes of the measured interval only; the CPU time
 	// covers the omitted start too, so scale the rate to the whole flow.
 	bytes := r.BitsPerSecond / 8 * r.Transfer.Seconds()
-	return time.Duration(float64(r.TunnelCPU) / (bytes / 1e9))
+	return time.Duration(float64(cpu) / (bytes / 1e9))
 }
 
 // iperfJSON is the part of iperf3's -J report we read.

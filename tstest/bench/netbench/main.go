@@ -27,14 +27,17 @@
 // including on SIGINT/SIGTERM; leftovers of a run that was killed are
 // removed by the next run.
 //
-// Last, through the real binaries again (faults.go), it counts the
+// Through the real binaries again (faults.go), it counts the
 // datagrams lost between three agents across a renewal cycle, a graceful
 // restart and a kill -9 restart of certmesh-server, and the time until
-// every agent is back.
+// every agent is back. Last (natpaths.go), behind the lab's NAT routers:
+// the time from admission to first packet, direct and relayed, the path
+// matrix, throughput through the relay against direct, and roaming.
 //
 //	go run ./tstest/bench/netbench -out BENCHMARKS.md   # full: ~10 minutes
 //	go run ./tstest/bench/netbench -quick -out /tmp/b.md
 //	go run ./tstest/bench/netbench -only faults         # that section alone: ~1.5 minutes
+//	go run ./tstest/bench/netbench -only paths          # NAT traversal alone (natpaths.go)
 package main
 
 import (
@@ -75,6 +78,7 @@ type options struct {
 	keep         bool
 	verbose      bool
 	only         string
+	pathReps     int
 }
 
 func main() {
@@ -89,7 +93,8 @@ func main() {
 	flag.IntVar(&o.benchCount, "count", 3, "go test -count for the Go micro-benchmarks (the median is reported)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (binaries, state, logs)")
 	flag.BoolVar(&o.verbose, "debug", false, "debug logging (not -v: glog, linked through the CA for the revocation benchmark, owns that flag)")
-	flag.StringVar(&o.only, "only", "", "\"revocation\": measure revocation latency only (no root needed); \"faults\": packets lost across renewal and server restarts only; either replaces just its section of the report at -out")
+	flag.StringVar(&o.only, "only", "", "\"revocation\": measure revocation latency only (no root needed); \"faults\": packets lost across renewal and server restarts only; \"paths\": NAT traversal only (first packet, path matrix, relay throughput, roaming); each replaces just its section of the report at -out")
+	flag.IntVar(&o.pathReps, "path-reps", 10, "repetitions of each first-packet pair and of the roaming move (median and p90 reported)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./tstest/bench/netbench [flags]\n\n"+
 			"Measures veth vs bare wireguard-go vs certmesh with 1 and 1,000 policy rules (iperf3, ping) in network namespaces\n"+
@@ -101,15 +106,15 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if o.only != "" && o.only != "revocation" && o.only != "faults" {
-		fmt.Fprintln(os.Stderr, "netbench: -only takes \"revocation\" or \"faults\"")
+	if o.only != "" && o.only != "revocation" && o.only != "faults" && o.only != "paths" {
+		fmt.Fprintln(os.Stderr, "netbench: -only takes \"revocation\", \"faults\" or \"paths\"")
 		os.Exit(2)
 	}
 	if o.quick {
-		o.duration, o.omit, o.reps, o.pings, o.benchCount = 3*time.Second, 0, 1, 20, 1
+		o.duration, o.omit, o.reps, o.pings, o.benchCount, o.pathReps = 3*time.Second, 0, 1, 20, 1, 2
 	}
-	if o.reps < 1 || o.pings < 1 || o.benchCount < 1 || o.duration < time.Second {
-		fmt.Fprintln(os.Stderr, "netbench: -reps, -pings and -count must be at least 1, -duration at least 1s")
+	if o.reps < 1 || o.pings < 1 || o.benchCount < 1 || o.pathReps < 1 || o.duration < time.Second {
+		fmt.Fprintln(os.Stderr, "netbench: -reps, -pings, -count and -path-reps must be at least 1, -duration at least 1s")
 		os.Exit(2)
 	}
 
@@ -149,13 +154,14 @@ func run(ctx context.Context, log *slog.Logger, o options) (err error) {
 	if o.only == "faults" {
 		return runOnlyFaults(ctx, log, o.out, o.keep)
 	}
+	if o.only == "paths" {
+		return runOnlyPaths(ctx, log, o)
+	}
 	if err := netns.Available(); err != nil {
 		return fmt.Errorf("the network benchmark needs root and network namespaces: %w", err)
 	}
-	for _, c := range []string{"ip", "ss", "iperf3", "ping", "wg"} {
-		if _, err := exec.LookPath(c); err != nil {
-			return fmt.Errorf("%s not found (apt-get install -y iproute2 iperf3 iputils-ping wireguard-tools): %w", c, err)
-		}
+	if err := requireCommands("ip", "ss", "iperf3", "ping", "wg", "nft"); err != nil {
+		return err
 	}
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		return fmt.Errorf("no TUN device: %w", err)
@@ -216,6 +222,10 @@ func run(ctx context.Context, log *slog.Logger, o options) (err error) {
 	}
 	log.Info("netbench: measuring packets lost across renewal and server restarts")
 	if rep.Faults, err = runFaults(ctx, log, bin, work); err != nil {
+		return err
+	}
+	log.Info("netbench: measuring NAT traversal: first packet, path matrix, relay throughput, roaming")
+	if rep.NAT, err = runPaths(ctx, log, o, bin, work); err != nil {
 		return err
 	}
 	rep.Machine.LoadAfter = loadAvg()
@@ -407,6 +417,16 @@ func runIPerfRetry(ctx context.Context, log *slog.Logger, p *Path, o options) (*
 		}
 	}
 	return nil, err
+}
+
+// requireCommands checks that the programs the benchmark runs are in PATH.
+func requireCommands(names ...string) error {
+	for _, c := range names {
+		if _, err := exec.LookPath(c); err != nil {
+			return fmt.Errorf("%s not found (apt-get install -y iproute2 iperf3 iputils-ping wireguard-tools nftables): %w", c, err)
+		}
+	}
+	return nil
 }
 
 // lock makes sure only one netbench runs at a time, since they share the

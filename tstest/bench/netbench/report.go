@@ -52,6 +52,15 @@ func (r *PathResult) MedianCPUPerGB() float64 {
 	return median(v)
 }
 
+// medianRetransmits is the median of the runs' TCP retransmits.
+func (r *PathResult) medianRetransmits() float64 {
+	var v []float64
+	for _, x := range r.Runs {
+		v = append(v, float64(x.Retransmits))
+	}
+	return median(v)
+}
+
 // MedianRTT and AvgRTT are the ping round-trip times in milliseconds.
 func (r *PathResult) MedianRTT() float64 { return ms(r.Ping.Median()) }
 func (r *PathResult) AvgRTT() float64    { return ms(r.Ping.Avg()) }
@@ -70,6 +79,7 @@ type Report struct {
 	GoBench    []GoBenchSummary
 	Revocation *Revocation
 	Faults     *Faults
+	NAT        *NATPaths
 }
 
 func (rep *Report) path(key string) *PathResult {
@@ -253,10 +263,6 @@ func (rep *Report) Markdown() string {
 	p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, r := range rep.Paths {
 		lo, hi := minMax(r.Mbps())
-		var retr []float64
-		for _, x := range r.Runs {
-			retr = append(retr, float64(x.Retransmits))
-		}
 		cpu := "—"
 		if c := r.MedianCPUPerGB(); c > 0 {
 			cpu = num(c) + " ms"
@@ -264,7 +270,7 @@ func (rep *Report) Markdown() string {
 		p("| %s | %d | %s Mbit/s | %s – %s | %s | %s | %s | %s | %s | %.3f ms | %.3f ms | %s | %.0f%% |\n",
 			r.Path.Title, r.Path.MTU, num(r.MedianMbps()), num(lo), num(hi),
 			rat(r.MedianMbps(), veth.MedianMbps()), rat(r.MedianMbps(), wg.MedianMbps()),
-			cpu, rat(r.MedianCPUPerGB(), wg.MedianCPUPerGB()), num(median(retr)), r.MedianRTT(), r.AvgRTT(), rat(r.MedianRTT(), wg.MedianRTT()), 100*r.Ping.Loss())
+			cpu, rat(r.MedianCPUPerGB(), wg.MedianCPUPerGB()), num(r.medianRetransmits()), r.MedianRTT(), r.AvgRTT(), rat(r.MedianRTT(), wg.MedianRTT()), 100*r.Ping.Loss())
 	}
 	p("\n")
 
@@ -342,6 +348,9 @@ func (rep *Report) Markdown() string {
 	}
 	if rep.Faults != nil {
 		rep.Faults.markdown(p)
+	}
+	if rep.NAT != nil {
+		rep.NAT.markdown(p)
 	}
 
 	p("## Micro-benchmarks: certificates, policy, packet filter\n\n")

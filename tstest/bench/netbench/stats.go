@@ -1,6 +1,9 @@
 package main
 
-import "slices"
+import (
+	"math"
+	"slices"
+)
 
 // median returns the median of v (0 for none).
 func median(v []float64) float64 {
@@ -29,4 +32,17 @@ func ratio(a, b float64) float64 {
 		return 0
 	}
 	return a / b
+}
+
+// percentile returns the p-th percentile (0 < p <= 100) of v by the
+// nearest-rank method: the smallest value at least p% of v are at or
+// below (0 for none).
+func percentile(v []float64, p float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	i := int(math.Ceil(p/100*float64(len(s)))) - 1
+	return s[min(max(i, 0), len(s)-1)]
 }

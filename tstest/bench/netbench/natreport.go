@@ -1,0 +1,245 @@
+package main
+
+import (
+	"fmt"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/certmesh/certmesh/tstest/e2e"
+)
+
+// seconds converts durations to seconds, for the statistics.
+func seconds(ds []time.Duration) []float64 {
+	var v []float64
+	for _, d := range ds {
+		v = append(v, d.Seconds())
+	}
+	return v
+}
+
+// spread formats the median, p90 and max of v (seconds) as "1.23 s / 1.50 s / 2.00 s".
+func spread(v []float64) string {
+	if len(v) == 0 {
+		return "—"
+	}
+	return fmtSec(median(v)) + " / " + fmtSec(percentile(v, 90)) + " / " + fmtSec(slices.Max(v))
+}
+
+// fmtSec formats v seconds: in milliseconds below one second.
+func fmtSec(v float64) string {
+	if v < 1 {
+		return fmt.Sprintf("%.0f ms", v*1000)
+	}
+	return fmt.Sprintf("%.2f s", v)
+}
+
+// fmtDur is fmtSec of d.
+func fmtDur(d time.Duration) string { return fmtSec(d.Seconds()) }
+
+// verdict judges v (seconds) against goal: on the median and on the p90.
+func verdict(v []float64, n int, goal time.Duration) string {
+	g := goal.Seconds()
+	switch {
+	case len(v) < n:
+		return fmt.Sprintf("**not met** (%d of %d runs never got there)", n-len(v), n)
+	case percentile(v, 90) <= g:
+		return "**met** (median and p90)"
+	case median(v) <= g:
+		return "**median met, p90 not**"
+	}
+	return "**not met**"
+}
+
+// markdown writes the section.
+func (r *NATPaths) markdown(p func(string, ...any)) {
+	p("%s\n\n", pathsHeading)
+	p("Measured on %s UTC (%s).", r.At.UTC().Format("2006-01-02 15:04"), r.Elapsed.Round(time.Second))
+	if r.Load[0] != "" {
+		p(" Run on its own with `go run ./tstest/bench/netbench -only paths`, which replaces only this section; the machine is the one above, load average (1/5/15 min) %s before, %s after.", r.Load[0], r.Load[1])
+	}
+	p(" certmesh-server (its embedded STUN responder and TURN relay, default settings) and kernel-mode agents, the real binaries, each in its own network namespace; ")
+	p("a NATed agent sits alone behind a router of its own (nftables): **EIM NAT** maps endpoint-independently (port-preserving masquerade, a home router), ")
+	p("**symmetric NAT** picks a random port per flow (a carrier-grade NAT), **UDP blocked** is an EIM router that drops UDP from its LAN (TCP passes); ")
+	p("**public** agents sit on the server's segment. Every agent asks the embedded STUN responder for its public address (`--stun`). ")
+	p("Goals (issue 14): direct within %s, relay within %s, roaming within %s, relay throughput ≥ %.1f × direct.\n\n", goalDirect, goalRelay, goalRoam, goalRelayTP)
+
+	r.connectMarkdown(p)
+	r.Matrix.markdown(p)
+	r.tpMarkdown(p)
+	r.Roam.markdown(p)
+}
+
+func (r *NATPaths) connectMarkdown(p func(string, ...any)) {
+	p("### Time from both agents admitted to the first packet\n\n")
+	p("%d repetitions per pair, interleaved (the order rotating), each on two fresh hosts behind fresh routers with two freshly enrolled agents: ", r.Reps)
+	p("the first agent runs, the second starts; both agents' local APIs are polled every 5 ms, and the clock starts when the later of the two lists the other as a verified peer (admitted: certificate verified, peer configured, probing started). ")
+	p("From the moment the second agent has its overlay address, a numbered datagram crosses the tunnel every %s each way; ", natEvery)
+	p("first packet is the first datagram from the first agent to arrive, both ways the later of the first datagram in each direction (what a TCP connection needs), ")
+	p("required path when both statuses show the path issue 14 requires. Each pair is stopped and revoked after its run. ")
+	p("Cells: median / p90 / max; the verdict is on both ways.\n\n")
+	p("| pair | required path | admitted → first packet | admitted → both ways | admitted → required path in status | path at the end (both sides) | goal | verdict |\n")
+	p("|---|---|--:|--:|--:|---|--:|---|\n")
+	var late int
+	for _, c := range r.Connect {
+		var first, both, settled []time.Duration
+		paths := map[string]int{}
+		for _, x := range c.Runs {
+			first, both = append(first, x.First), append(both, x.BothWays)
+			if x.Settled > 0 {
+				settled = append(settled, x.Settled)
+			}
+			paths[x.Path[0]+"/"+x.Path[1]]++
+			if x.Late {
+				late++
+			}
+		}
+		s := c.Scenario
+		p("| %s | %s | %s | **%s** | %s | %s | %s | %s |\n", s.Title, s.Want, spread(seconds(first)), spread(seconds(both)),
+			spread(seconds(settled)), counts(paths), s.Goal, verdict(seconds(both), len(c.Runs), s.Goal))
+	}
+	p("\n")
+	if late > 0 {
+		p("In %d run(s) the datagram streams started only after both agents were admitted (the second agent's overlay address appeared late): there, the first packet is measured from admission but could not have come sooner than the streams.\n\n", late)
+	}
+	r.rekeyNote(p)
+	p("<details><summary>Every run (second agent started → both admitted; admitted → first packet, both ways, required path in status)</summary>\n\n")
+	p("| rep |")
+	for _, c := range r.Connect {
+		p(" %s |", c.Scenario.Title)
+	}
+	p("\n|--:|%s\n", strings.Repeat("--:|", len(r.Connect)))
+	for i := range r.Reps {
+		p("| %d |", i+1)
+		for _, c := range r.Connect {
+			if i >= len(c.Runs) {
+				p(" – |")
+				continue
+			}
+			x := c.Runs[i]
+			settled := "never"
+			if x.Settled > 0 {
+				settled = fmtDur(x.Settled)
+			}
+			p(" %s; %s, %s, %s |", fmtDur(x.Admit), fmtDur(x.First), fmtDur(x.BothWays), settled)
+		}
+		p("\n")
+	}
+	p("\n</details>\n\n")
+}
+
+// wgRetry is wireguard-go's handshake retransmission interval
+// (REKEY_TIMEOUT); each retry adds up to 333 ms of jitter.
+const wgRetry = 5 * time.Second
+
+// rekeyNote explains first packets that waited for a handshake retry: the
+// path was in status long before the packet, which came just past a
+// multiple of wgRetry.
+func (r *NATPaths) rekeyNote(p func(string, ...any)) {
+	n, of := 0, 0
+	var lag []time.Duration
+	multi := map[string]int{}
+	for _, c := range r.Connect {
+		for _, x := range c.Runs {
+			of++
+			k := (x.BothWays + wgRetry/2) / wgRetry // the nearest multiple
+			off := x.BothWays - k*wgRetry
+			if k < 1 || off < -400*time.Millisecond || off > 400*time.Millisecond || x.Settled == 0 || x.BothWays-x.Settled < wgRetry/2 {
+				continue
+			}
+			n++
+			lag = append(lag, x.Settled)
+			if k >= 2 {
+				multi[c.Scenario.Title]++
+			}
+		}
+	}
+	if n == 0 {
+		return
+	}
+	p("**Why pairs miss the goal:** in %d of %d runs both statuses showed the required path after %s (median) but the first packet came only within 400 ms of a multiple of %s, ",
+		n, of, fmtSec(median(seconds(lag))), wgRetry)
+	p("the interval at which wireguard-go sends a handshake initiation again (REKEY_TIMEOUT, plus up to 333 ms of jitter). ")
+	p("The tunnel's first packet sets off a handshake the moment the peer is configured, before the path layer has found a path; ")
+	p("the initiation goes to a first guess that does not work (behind a NAT, nothing answers it), and when the path layer sets the working endpoint, ")
+	p("wireguard-go does not initiate again until its retransmission timer fires. A handshake initiated as soon as the path layer sets a peer's first working endpoint would remove the wait")
+	if median(seconds(lag)) <= goalDirect.Seconds() {
+		p(": the paths themselves are found within the goals")
+	}
+	p(".")
+	if len(multi) > 0 {
+		var in []string
+		for title, k := range multi {
+			in = append(in, fmt.Sprintf("%d run(s) of %s", k, title))
+		}
+		slices.Sort(in)
+		p(" In %s even the retries after the path was in status were lost, %s or more in all: that path did not carry WireGuard's handshake yet when status showed it.", strings.Join(in, ", "), 2*wgRetry)
+	}
+	p("\n\n")
+}
+
+// counts formats a tally as "direct/direct ×9, relay/relay ×1".
+func counts(m map[string]int) string {
+	var keys []string
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int { return m[b] - m[a] })
+	var out []string
+	for _, k := range keys {
+		out = append(out, fmt.Sprintf("%s ×%d", k, m[k]))
+	}
+	return strings.Join(out, ", ")
+}
+
+func (r *NATPaths) tpMarkdown(p func(string, ...any)) {
+	p("### TCP throughput and CPU through the relay against direct\n\n")
+	p("Between the matrix's two agents at the same placement (so both ends of every pair sit behind a router of the same kind), while the other agents stay up: ")
+	p("iperf3, one TCP stream, the same runs and rounds as the data-plane section (interleaved, the order rotating; the median is shown). ")
+	p("Agents CPU per GB is both agents' CPU time during each run, relay CPU per GB certmesh-server's (it relays; on a direct path it is the server's idle cost), per gigabyte carried. ")
+	p("The ratios are against the EIM NAT direct pair, which crosses two NAT routers as the relayed pairs do.\n\n")
+	var base *RelayTP
+	for _, t := range r.TP {
+		if t.Scenario.At == e2e.EIMNAT {
+			base = t
+		}
+	}
+	p("| pair | path (status before each run) | MTU | TCP throughput (median) | min – max | × direct (EIM) | agents CPU per GB | relay CPU per GB | total CPU per GB | total × direct (EIM) | retransmits (median) |\n")
+	p("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	total := func(t *RelayTP) float64 { return t.MedianCPUPerGB() + t.RelayCPUPerGB() }
+	var missed []*RelayTP
+	for _, t := range r.TP {
+		lo, hi := minMax(t.Mbps())
+		seen := map[string]int{}
+		for i := range t.Runs {
+			seen[t.Seen[i]]++
+		}
+		p("| %s | %s | %d | %s Mbit/s | %s – %s | %s | %s ms | %s ms | %s ms | %s | %s |\n", t.Scenario.Title, counts(seen), t.Path.MTU,
+			num(t.MedianMbps()), num(lo), num(hi), rat(t.MedianMbps(), base.MedianMbps()),
+			num(t.MedianCPUPerGB()), num(t.RelayCPUPerGB()), num(total(t)), rat(total(t), total(base)), num(t.medianRetransmits()))
+	}
+	p("\n")
+	for _, t := range r.TP {
+		if t.Scenario.Want != "relay" {
+			continue
+		}
+		tr := ratio(t.MedianMbps(), base.MedianMbps())
+		v := "**met**"
+		if tr < goalRelayTP {
+			v = "**not met**"
+		}
+		p("**%s / direct: throughput %.2f** (goal ≥ %.1f: %s), CPU per GB (agents and relay) %.2f. ", t.Scenario.Title, tr, goalRelayTP, v, ratio(total(t), total(base)))
+		if tr < goalRelayTP {
+			missed = append(missed, t)
+		}
+	}
+	p("\n\n")
+	if len(missed) > 0 {
+		p("**Why the relay misses the goal:** per gigabyte, the relayed pairs cost the agents %s × the CPU time of the direct pair and the relay another %s ms, ",
+			rat(missed[0].MedianCPUPerGB(), base.MedianCPUPerGB()), num(missed[0].RelayCPUPerGB()))
+		p("on a machine whose %d CPUs also run both ends, the relay and iperf3; and TCP retransmitted %s segments per run through it (median), against %s directly: the relayed path drops packets when it falls behind. ",
+			runtime.NumCPU(), num(missed[0].medianRetransmits()), num(base.medianRetransmits()))
+		p("The direct path keeps wireguard-go's batched socket I/O (its UDP GSO/GRO); through the relay, the agent frames and writes each WireGuard datagram on its own (TURN ChannelData on the allocation's socket) and receives each through a queue, and the relay (pion/turn, in certmesh-server) reads and forwards each one in user space: per-packet work where the direct path does per-batch work.\n\n")
+	}
+}
