@@ -48,6 +48,7 @@ type ConnectRun struct {
 	Settled  time.Duration // to both statuses showing the required path
 	Path     [2]string     // the path each side's status showed at the end
 	Late     bool          // the streams started only after both were admitted
+	Never    bool          // a direction had no datagram within natDeadline
 }
 
 // ConnectResult is a scenario's repetitions.
@@ -191,11 +192,15 @@ func connectOnce(ctx context.Context, m *e2e.Mesh, sc connectScenario, rep int) 
 		}
 	})
 	wg.Wait()
-	if errs[0] != nil {
+	switch {
+	case errs[0] != nil && ctx.Err() != nil:
 		return run, errs[0]
+	case errs[0] != nil:
+		run.Never = true // no packet within natDeadline: a finding, not an error
+	default:
+		run.First = first[0].Sub(t0)
+		run.BothWays = max(first[0].Sub(t0), first[1].Sub(t0))
 	}
-	run.First = first[0].Sub(t0)
-	run.BothWays = max(first[0].Sub(t0), first[1].Sub(t0))
 	if !settled.IsZero() {
 		run.Settled = max(settled.Sub(t0), time.Nanosecond)
 	}

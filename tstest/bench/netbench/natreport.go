@@ -43,7 +43,7 @@ func verdict(v []float64, n int, goal time.Duration) string {
 	g := goal.Seconds()
 	switch {
 	case len(v) < n:
-		return fmt.Sprintf("**not met** (%d of %d runs never got there)", n-len(v), n)
+		return fmt.Sprintf("**not met** (%d of %d runs not within %s)", n-len(v), n, natDeadline)
 	case percentile(v, 90) <= g:
 		return "**met** (median and p90)"
 	case median(v) <= g:
@@ -86,7 +86,9 @@ func (r *NATPaths) connectMarkdown(p func(string, ...any)) {
 		var first, both, settled []time.Duration
 		paths := map[string]int{}
 		for _, x := range c.Runs {
-			first, both = append(first, x.First), append(both, x.BothWays)
+			if !x.Never {
+				first, both = append(first, x.First), append(both, x.BothWays)
+			}
 			if x.Settled > 0 {
 				settled = append(settled, x.Settled)
 			}
@@ -122,6 +124,10 @@ func (r *NATPaths) connectMarkdown(p func(string, ...any)) {
 			if x.Settled > 0 {
 				settled = fmtDur(x.Settled)
 			}
+			if x.Never {
+				p(" %s; no packet within %s, %s |", fmtDur(x.Admit), natDeadline, settled)
+				continue
+			}
 			p(" %s; %s, %s, %s |", fmtDur(x.Admit), fmtDur(x.First), fmtDur(x.BothWays), settled)
 		}
 		p("\n")
@@ -142,6 +148,9 @@ func (r *NATPaths) rekeyNote(p func(string, ...any)) {
 	multi := map[string]int{}
 	for _, c := range r.Connect {
 		for _, x := range c.Runs {
+			if x.Never {
+				continue
+			}
 			of++
 			k := (x.BothWays + wgRetry/2) / wgRetry // the nearest multiple
 			off := x.BothWays - k*wgRetry

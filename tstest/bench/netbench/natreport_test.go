@@ -53,7 +53,7 @@ func TestVerdict(t *testing.T) {
 		{s(1, 1, 1.5, 1.9), 4, "**met**"},
 		{s(1, 1, 1, 1, 1, 1, 1, 1, 5, 5), 10, "**median met, p90 not**"},
 		{s(5, 5, 1), 3, "**not met**"},
-		{s(1, 1), 3, "never got there"},
+		{s(1, 1), 3, "1 of 3 runs not within 1m0s"},
 	} {
 		if got := verdict(c.v, c.n, 2*time.Second); !strings.Contains(got, c.want) {
 			t.Errorf("verdict(%v, %d) = %q, want %q", c.v, c.n, got, c.want)
