@@ -73,70 +73,69 @@ func auditCmd() *cobra.Command {
 
 func auditVerifyCmd(f *auditFlags) *cobra.Command {
 	var quiet bool
-	cmd := &cobra.Command{
-		Use:   "verify",
-		Short: "Verify the log once (for cron)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			code, err := runAuditVerify(cmd.Context(), cmd.OutOrStdout(), f, quiet)
-			return auditDone(cmd, code, err)
-		},
-	}
+	cmd := auditSub(&cobra.Command{Use: "verify", Short: "Verify the log once (for cron)", Args: cobra.NoArgs},
+		func(cmd *cobra.Command, _ []string) (int, error) {
+			return runAuditVerify(cmd.Context(), cmd.OutOrStdout(), f, quiet)
+		})
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print nothing unless there is an alarm or an error (for cron mail)")
 	return cmd
 }
 
 func auditListCmd(f *auditFlags) *cobra.Command {
 	var since string
-	cmd := &cobra.Command{
+	cmd := auditSub(&cobra.Command{
 		Use:   "list",
 		Short: "Verify the log and list its entries",
 		Long: "Lists every entry (certificates with their identities, WireGuard key, attestation, validity\n" +
 			"and revocation; revocations; policy versions) after verifying the log. --since takes an\n" +
 			"RFC 3339 time, a date (2006-01-02) or a duration back from now (24h).",
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			code, err := runAuditList(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), f, since, time.Now())
-			return auditDone(cmd, code, err)
-		},
-	}
+	}, func(cmd *cobra.Command, _ []string) (int, error) {
+		return runAuditList(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), f, since, time.Now())
+	})
 	cmd.Flags().StringVar(&since, "since", "", "list only entries that took effect at or after this time")
 	return cmd
 }
 
 func auditWatchCmd(f *auditFlags) *cobra.Command {
 	var interval time.Duration
-	cmd := &cobra.Command{
+	cmd := auditSub(&cobra.Command{
 		Use:   "watch",
 		Short: "Verify the log, then follow new entries",
 		Long: "Verifies the log, then polls it and prints each new entry once verified. Stops with exit\n" +
 			"code 2 on an alarm about the log itself (rollback, rewritten history, root mismatch...);\n" +
 			"alarms about entries are printed and the watch goes on. Needs --state.",
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			code, err := runAuditWatch(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), f, interval)
-			return auditDone(cmd, code, err)
-		},
-	}
+	}, func(cmd *cobra.Command, _ []string) (int, error) {
+		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return runAuditWatch(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), f, interval)
+	})
 	cmd.Flags().DurationVar(&interval, "interval", 30*time.Second, "how often to poll the log")
 	return cmd
 }
 
 func auditCheckCmd(f *auditFlags) *cobra.Command {
-	return &cobra.Command{
+	return auditSub(&cobra.Command{
 		Use:   "check FILE...",
 		Short: "Check that certificates seen in use on the mesh are in the log",
 		Long: "Verifies the log, then checks every machine or user certificate in the PEM files (a peer's\n" +
 			"bundle, say; CA certificates in them are skipped). A certificate in use but not in the log is\n" +
 			"an alarm (exit code 2).",
 		Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			code, err := runAuditCheck(cmd.Context(), cmd.OutOrStdout(), f, args)
-			return auditDone(cmd, code, err)
-		},
+	}, func(cmd *cobra.Command, args []string) (int, error) {
+		return runAuditCheck(cmd.Context(), cmd.OutOrStdout(), f, args)
+	})
+}
+
+// auditSub completes an audit subcommand: run's exit code and error go
+// through auditDone.
+func auditSub(cmd *cobra.Command, run func(cmd *cobra.Command, args []string) (int, error)) *cobra.Command {
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		code, err := run(cmd, args)
+		return auditDone(cmd, code, err)
 	}
+	return cmd
 }
 
 // auditDone turns an exit code into the process's: an error goes back to
@@ -232,14 +231,23 @@ func auditAlarmCode(rep *audit.Report) int {
 	return auditExitAlarm
 }
 
-func runAuditVerify(ctx context.Context, out io.Writer, f *auditFlags, quiet bool) (int, error) {
-	a, err := f.auditor(true)
+// verify builds the auditor from the flags and verifies the log once.
+func (f *auditFlags) verify(ctx context.Context, requireState bool) (*audit.Auditor, *audit.Report, error) {
+	a, err := f.auditor(requireState)
 	if err != nil {
-		return 0, err
+		return nil, nil, err
 	}
 	rep, err := a.Verify(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("audit: %w", err)
+		return nil, nil, fmt.Errorf("audit: %w", err)
+	}
+	return a, rep, nil
+}
+
+func runAuditVerify(ctx context.Context, out io.Writer, f *auditFlags, quiet bool) (int, error) {
+	_, rep, err := f.verify(ctx, true)
+	if err != nil {
+		return 0, err
 	}
 	if quiet && rep.OK() {
 		return auditExitOK, nil
@@ -354,13 +362,9 @@ func runAuditCheck(ctx context.Context, out io.Writer, f *auditFlags, files []st
 	if len(inUse) == 0 {
 		return 0, fmt.Errorf("audit: no machine or user certificate in %s", strings.Join(files, ", "))
 	}
-	a, err := f.auditor(false)
+	a, rep, err := f.verify(ctx, false)
 	if err != nil {
 		return 0, err
-	}
-	rep, err := a.Verify(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("audit: %w", err)
 	}
 	for _, c := range inUse {
 		if al := a.CheckInUse(c.Raw); al != nil {
