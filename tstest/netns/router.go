@@ -135,6 +135,19 @@ func natRules(lan netip.Prefix, o RouterOptions) string {
 		"\t\tiifname \"" + LANIface + "\" oifname \"" + HostIface + "\" accept\n\t}\n}\n"
 }
 
+// SetBlockUDP blocks UDP from the LAN, or lifts the block, at run time (a
+// hotel network that starts letting UDP through): the router's ruleset is
+// replaced in one nft transaction; connections it tracks stay.
+func (r *Router) SetBlockUDP(ctx context.Context, block bool) error {
+	o := r.Opts
+	o.BlockUDP = block
+	if err := r.nft(ctx, "delete table ip netns_nat\n"+natRules(r.LAN, o)); err != nil {
+		return fmt.Errorf("netns: router %s: %w", r.Name, err)
+	}
+	r.Opts = o
+	return nil
+}
+
 // nft loads ruleset into the router's namespace (nft -f).
 func (r *Router) nft(ctx context.Context, ruleset string) error {
 	f, err := os.CreateTemp("", "netns-nft-*.conf")
