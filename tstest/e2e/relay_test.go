@@ -2,18 +2,15 @@ package e2e
 
 import (
 	"context"
-	"crypto/tls"
 	"net/http"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/tlsclient"
-	"github.com/certmesh/certmesh/internal/wire"
 	"github.com/certmesh/certmesh/tstest/turntest"
 )
 
@@ -33,57 +30,31 @@ func TestKernelStandaloneRelay(t *testing.T) {
 	if err := m.InitServer(ctx); err != nil {
 		t.Fatal(err)
 	}
-	rh, err := m.Net.AddHost(ctx, "relay")
+	r1, err := m.AddStandaloneRelay(ctx, "r1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	relayDir := filepath.Join(m.Dir, "relay", "state")
-	udp, alt := netip.AddrPortFrom(rh.Addr, ca.DefaultRelayUDPPort), netip.AddrPortFrom(rh.Addr, ca.DefaultRelayUDPAltPort)
-	tlsAddr := netip.AddrPortFrom(rh.Addr, ServerPort)
-	if err := m.PatchServerConfig(map[string]any{"relay": ca.RelayConfig{Relays: []ca.StandaloneRelay{
-		{Name: "r1", UDP: udp.String(), UDPAlt: alt.String(), TLS: tlsAddr.String()}}}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := copyFiles(m.Server.StateDir, relayDir, CoordFiles); err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(relayDir, "r1.key")
-	if _, err := m.ServerCLI(ctx, "relay-key", "--state", m.Server.StateDir, "--name", "r1", "--out", keyFile); err != nil {
+	udp := r1.Entry.UDP
+	if err := m.PatchServerConfig(map[string]any{"relay": ca.RelayConfig{Relays: []ca.StandaloneRelay{r1.Entry}}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.RunServer(ctx); err != nil {
 		t.Fatal(err)
 	}
-	logPath := filepath.Join(m.Dir, "relay", "relay.log")
-	p, err := rh.Start(context.Background(), logPath, m.Bin.Server, "run", "--role", "relay", "--state", relayDir,
-		"--listen", tlsAddr.String(), "--relay-key", keyFile, "--ca-url", m.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
+			b, _ := os.ReadFile(r1.LogPath)
 			t.Logf("--- standalone relay log ---\n%s", b)
 		}
 	})
+	if err := m.StartRelay(ctx, r1); err != nil {
+		t.Fatal(err)
+	}
 	roots, err := ca.LoadRoots(m.Server.StateDir, certs.TrustDomain(m.opts.TrustDomain))
 	if err != nil {
 		t.Fatal(err)
 	}
 	tlsCfg := tlsclient.Config(roots, nil, nil)
-	err = waitProc(ctx, p, func() error {
-		c, err := rh.DialContext(ctx, "tcp", tlsAddr.String())
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		cfg := tlsCfg.Clone()
-		cfg.NextProtos = []string{wire.RelayALPN}
-		return tls.Client(c, cfg).HandshakeContext(ctx)
-	})
-	if err != nil {
-		t.Fatalf("waiting for the standalone relay: %v", err)
-	}
 
 	a, err := m.AddAgent(ctx, "a")
 	if err != nil {
@@ -92,7 +63,7 @@ func TestKernelStandaloneRelay(t *testing.T) {
 	h := a.Host
 	cert := turntest.AgentCertificate(t, a.StateDir)
 	creds, st, err := turntest.Credentials(t, m.URL, roots, cert, h.DialContext)
-	if err != nil || st != http.StatusOK || len(creds.Relays) != 2 || creds.Relays[1].Name != "r1" || creds.Relays[1].UDP != udp.String() {
+	if err != nil || st != http.StatusOK || len(creds.Relays) != 2 || creds.Relays[1].Name != "r1" || creds.Relays[1].UDP != udp {
 		t.Fatalf("credentials: %d %+v", st, creds)
 	}
 	embedded, standalone := creds.Relays[0], creds.Relays[1]
