@@ -1,6 +1,7 @@
 package filter
 
 import (
+	"net/netip"
 	"os"
 	"strconv"
 	"sync/atomic"
@@ -86,26 +87,9 @@ func BenchmarkWriteAccept(b *testing.B) {
 		})
 
 		b.Run("newflow/batch="+strconv.Itoa(batch), func(b *testing.B) {
-			// Each packet a new source port: a decision and an insertion
-			// per packet; past 65536 flows, an eviction too.
 			d := Wrap(&discardTUN{}, Config{Decider: allow, Peers: peers, Local: selfAddrs, SweepInterval: -1})
 			defer d.Close()
-			syns := batchOf(batch, func(int) []byte { return nil })
-			port := 0
-			b.SetBytes(int64(1420 * batch))
-			pkts := make([][]byte, 1<<16)
-			for i := range pkts {
-				pkts[i] = withOffset(tcpSeg(alice4, self4, uint16(i), 5201, header.TCPFlagSyn, nil))
-			}
-			cpu0 := cpuTime()
-			for b.Loop() {
-				for i := range syns {
-					syns[i] = pkts[port&0xffff]
-					port++
-				}
-				d.Write(syns, wgOffset)
-			}
-			reportPPS(b, batch, cpu0)
+			benchNewFlows(b, d, self4, batch)
 		})
 	}
 
@@ -126,6 +110,71 @@ func BenchmarkWriteAccept(b *testing.B) {
 			}
 		})
 		reportPPS(b, 128, cpu0)
+	})
+}
+
+// benchNewFlows writes batches of TCP SYNs from alice to dst, each packet
+// a new source port: a decision and an insertion per packet; past 65536
+// flows, an eviction too.
+func benchNewFlows(b *testing.B, d *Device, dst netip.Addr, batch int) {
+	syns := batchOf(batch, func(int) []byte { return nil })
+	port := 0
+	b.SetBytes(int64(1420 * batch))
+	pkts := make([][]byte, 1<<16)
+	for i := range pkts {
+		pkts[i] = withOffset(tcpSeg(alice4, dst, uint16(i), 5201, header.TCPFlagSyn, nil))
+	}
+	cpu0 := cpuTime()
+	for b.Loop() {
+		for i := range syns {
+			syns[i] = pkts[port&0xffff]
+			port++
+		}
+		d.Write(syns, wgOffset)
+	}
+	reportPPS(b, batch, cpu0)
+	if c := d.Counters(); c.DroppedTotal != 0 {
+		b.Fatalf("dropped %d", c.DroppedTotal)
+	}
+}
+
+// BenchmarkWriteRouted measures inbound packets a subnet router forwards,
+// to a LAN host inside the last of the 16 prefixes it serves: of an
+// established flow, and each opening a new flow (the served-prefix and
+// peer checks and a decision per packet), 128 per write.
+func BenchmarkWriteRouted(b *testing.B) {
+	var served []netip.Prefix
+	for i := range 16 {
+		served = append(served, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}), 24))
+	}
+	dst := netip.AddrFrom4([4]byte{10, 15, 0, 5})
+	allow := policy(nil, rule{dst: served[15], proto: ProtoTCP, port: 5201})
+	router := func() *Device {
+		d := Wrap(&discardTUN{}, Config{Decider: allow, Peers: peersOf(alice, bob), Local: selfAddrs, SweepInterval: -1})
+		d.SetServed(served)
+		return d
+	}
+	b.Run("established/batch=128", func(b *testing.B) {
+		d := router()
+		defer d.Close()
+		bufs := batchOf(128, func(int) []byte {
+			return tcpSeg(alice4, dst, 40000, 5201, header.TCPFlagAck, make([]byte, 1420-header.IPv4MinimumSize-header.TCPMinimumSize))
+		})
+		d.Write(bufs[:1], wgOffset) // opens the flow
+		b.SetBytes(1420 * 128)
+		cpu0 := cpuTime()
+		for b.Loop() {
+			d.Write(bufs, wgOffset)
+		}
+		reportPPS(b, 128, cpu0)
+		if c := d.Counters(); c.DroppedTotal != 0 {
+			b.Fatalf("dropped %d", c.DroppedTotal)
+		}
+	})
+	b.Run("newflow/batch=128", func(b *testing.B) {
+		d := router()
+		defer d.Close()
+		benchNewFlows(b, d, dst, 128)
 	})
 }
 

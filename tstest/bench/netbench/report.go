@@ -133,6 +133,8 @@ var goBenchInfo = map[string]struct{ what, unit string }{
 	"BenchmarkWriteAccept/established/parallel":            {"the same from several goroutines at once, each its own flow (wireguard-go's per-peer receive goroutines)", "pkts/s"},
 	"BenchmarkWriteAccept/newflow/batch=1":                 {"every packet a new TCP flow: a policy decision and a connection-tracking insertion per packet, one per write", "pkts/s"},
 	"BenchmarkWriteAccept/newflow/batch=128":               {"the same, 128 packets per write", "pkts/s"},
+	"BenchmarkWriteRouted/established/batch=128":           {"the filter on a subnet router: inbound packets of an established flow to a LAN host, 128 per write", "pkts/s"},
+	"BenchmarkWriteRouted/newflow/batch=128":               {"the same, every packet a new flow: the served-prefix check (16 prefixes), the peer-address check and a decision per packet", "pkts/s"},
 	"BenchmarkReadTrack":                                   {"outbound packets through the filter (tracking only), 128 per read", "pkts/s"},
 	"BenchmarkDecode":                                      {"decoding one IPv6 TCP packet's headers", "packets/s"},
 	"BenchmarkVerify/parsed":                               {"`certs.Verify` of a parsed bundle (chain to the pinned root, validity, name constraints, WireGuard key and address extensions)", "Verify/s"},
