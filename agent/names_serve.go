@@ -30,6 +30,9 @@ type DNSConfig struct {
 	ResolvConf string // default /etc/resolv.conf
 	// NoSplitDNS leaves the system's resolver configuration alone.
 	NoSplitDNS bool
+	// ResolvedBus is the D-Bus address systemd-resolved is reached at
+	// ("": the system bus).
+	ResolvedBus string
 }
 
 // DNSStatus is how the agent's resolver stands.

@@ -38,7 +38,7 @@ type verifiedPeer struct {
 	// path stage decides which of them WireGuard may use.
 	hints []netip.AddrPort
 	// cands are the same endpoints with their kinds, for the path layer.
-	cands   []endpoint.Candidate
+	cands []endpoint.Candidate
 	// claimed are the routes the coordinator relayed for the peer,
 	// unchecked: the route stage uses those its certificate carries.
 	claimed []string

@@ -14,11 +14,13 @@ import (
 type dnsFlags struct {
 	on, split bool
 	upstreams []string
+	bus       string
 }
 
 func (d *dnsFlags) add(f *pflag.FlagSet) {
 	f.BoolVar(&d.on, "dns", true, "answer DNS for the trust domain from the verified peers, on the first overlay IPv4 address, port 53 (kernel TUN mode), forwarding other names to the system's resolvers")
 	f.BoolVar(&d.split, "split-dns", true, "point systemd-resolved at the agent's resolver for the trust domain on the tunnel interface (reverted when the agent stops)")
+	f.StringVar(&d.bus, "resolved-bus", "", "D-Bus address of systemd-resolved for split DNS (default: the system bus)")
 	f.StringArrayVar(&d.upstreams, "dns-upstream", nil, "resolver ip:port for names outside the trust domain (repeatable; default: those of /etc/resolv.conf at start)")
 }
 
@@ -28,7 +30,7 @@ func (d *dnsFlags) config() (agent.DNSConfig, error) {
 			return agent.DNSConfig{}, fmt.Errorf("--dns-upstream %q: want ip:port (%v)", u, err)
 		}
 	}
-	return agent.DNSConfig{Off: !d.on, NoSplitDNS: !d.split, Upstreams: d.upstreams}, nil
+	return agent.DNSConfig{Off: !d.on, NoSplitDNS: !d.split, Upstreams: d.upstreams, ResolvedBus: d.bus}, nil
 }
 
 // dnsLine is how the agent's resolver stands, for certmesh status.
