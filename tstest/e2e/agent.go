@@ -116,12 +116,12 @@ func (m *Mesh) StartAgentWith(ctx context.Context, h *netns.Host, opts AgentOpti
 func (m *Mesh) AgentStateDir(name string) string { return filepath.Join(m.Dir, name, "state") }
 
 // RestartAgent starts a stopped agent again from its state directory (no
-// token needed).
-func (m *Mesh) RestartAgent(ctx context.Context, a *Agent) error {
+// token needed), with args added to its command line.
+func (m *Mesh) RestartAgent(ctx context.Context, a *Agent, args ...string) error {
 	if err := a.Stop(); err != nil {
 		return err
 	}
-	return m.runAgent(ctx, a, m.AgentArgs(a, ""))
+	return m.runAgent(ctx, a, append(m.AgentArgs(a, ""), args...))
 }
 
 // AgentArgs is the command line of certmesh (without the program name)
