@@ -58,10 +58,7 @@ func runFaults(ctx context.Context, log *slog.Logger, bin *e2e.Binaries, work st
 	f = &Faults{At: time.Now()}
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	if err := netns.Cleanup(cctx, netPrefix+"-"); err != nil {
-		return nil, fmt.Errorf("removing leftovers of an earlier run: %w", err)
-	}
-	n, err := netns.NewNetwork(cctx, netns.Options{Prefix: netPrefix, Logger: log})
+	n, err := freshNetwork(cctx, log)
 	if err != nil {
 		return nil, err
 	}

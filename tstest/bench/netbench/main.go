@@ -184,17 +184,11 @@ func run(ctx context.Context, log *slog.Logger, o options) (err error) {
 		}
 	}
 
-	work, err := os.MkdirTemp("", "certmesh-netbench-")
+	work, done, err := workDir(log)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if o.keep || err != nil {
-			log.Info("netbench: work directory (binaries, state, logs) kept", "dir", work)
-			return
-		}
-		os.RemoveAll(work)
-	}()
+	defer func() { done(o.keep || err != nil) }()
 
 	rep := &Report{Command: command(), Start: time.Now(), Opts: o}
 	rep.Machine = readMachine(ctx, goCmd, root)
@@ -249,10 +243,7 @@ func run(ctx context.Context, log *slog.Logger, o options) (err error) {
 func runNetwork(ctx context.Context, log *slog.Logger, o options, bin *e2e.Binaries, work string, rep *Report) (err error) {
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	if err := netns.Cleanup(cctx, netPrefix+"-"); err != nil {
-		return fmt.Errorf("removing leftovers of an earlier run: %w", err)
-	}
-	n, err := netns.NewNetwork(cctx, netns.Options{Prefix: netPrefix, Logger: log})
+	n, err := freshNetwork(cctx, log)
 	if err != nil {
 		return err
 	}

@@ -208,6 +208,15 @@ func connectOnce(ctx context.Context, m *e2e.Mesh, sc connectScenario, rep int) 
 	return run, err
 }
 
+// pathTo is the path st shows for the peer on host name: "none" for no
+// such peer or no path.
+func pathTo(st *agent.Status, name string) string {
+	if p, err := meshlab.PeerNamed(st, name); err == nil && p.Path != "" {
+		return p.Path
+	}
+	return "none"
+}
+
 // pathsOf returns the path a's status shows for b, and b's for a.
 func pathsOf(ctx context.Context, a, b *e2e.Agent) (paths [2]string, err error) {
 	for i, pair := range [][2]*e2e.Agent{{a, b}, {b, a}} {

@@ -18,7 +18,6 @@ import (
 
 	"github.com/certmesh/certmesh/agent"
 	"github.com/certmesh/certmesh/tstest/e2e"
-	"github.com/certmesh/certmesh/tstest/meshlab"
 )
 
 const echoPort = 7000
@@ -122,10 +121,7 @@ func measureMatrix(ctx context.Context, log *slog.Logger, m *e2e.Mesh) (*Matrix,
 				if a == b {
 					continue
 				}
-				path := "none"
-				if p, err := meshlab.PeerNamed(st, b.Name); err == nil && p.Path != "" {
-					path = p.Path
-				}
+				path := pathTo(st, b.Name)
 				k := [2]e2e.Placement{at[a], at[b]}
 				if x.Views[k] == nil {
 					x.Views[k] = map[string]int{}

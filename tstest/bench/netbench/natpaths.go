@@ -56,10 +56,7 @@ func runPaths(ctx context.Context, log *slog.Logger, o options, bin *e2e.Binarie
 	r = &NATPaths{At: time.Now(), Reps: o.pathReps}
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	if err := netns.Cleanup(cctx, netPrefix+"-"); err != nil {
-		return nil, fmt.Errorf("removing leftovers of an earlier run: %w", err)
-	}
-	n, err := netns.NewNetwork(cctx, netns.Options{Prefix: netPrefix, Logger: log})
+	n, err := freshNetwork(cctx, log)
 	if err != nil {
 		return nil, err
 	}

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/tstest/e2e"
-	"github.com/certmesh/certmesh/tstest/meshlab"
 )
 
 // Roaming is the section's roaming measurement.
@@ -120,11 +119,7 @@ func measureRoaming(ctx context.Context, log *slog.Logger, m *e2e.Mesh, x *Matri
 			return nil, err
 		}
 		for _, p := range peers {
-			path := "none"
-			if ps, err := meshlab.PeerNamed(st, p.Name); err == nil {
-				path = ps.Path
-			}
-			run.Path = append(run.Path, path)
+			run.Path = append(run.Path, pathTo(st, p.Name))
 		}
 		ro.Runs = append(ro.Runs, run)
 		log.Info("netbench: paths: roaming", "rep", rep+1, "of", reps, "router_moved_to", run.Moved,

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/tstest/e2e"
-	"github.com/certmesh/certmesh/tstest/meshlab"
 	"github.com/certmesh/certmesh/tstest/netns"
 )
 
@@ -75,10 +74,7 @@ func measureRelayTP(ctx context.Context, log *slog.Logger, o options, m *e2e.Mes
 			if err != nil {
 				return nil, err
 			}
-			seen := "none"
-			if ps, err := meshlab.PeerNamed(st, s.Name); err == nil {
-				seen = ps.Path
-			}
+			seen := pathTo(st, s.Name)
 			cpu0, err := cpuTime(relay)
 			if err != nil {
 				return nil, err

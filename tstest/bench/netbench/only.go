@@ -31,17 +31,11 @@ func runOnlySection(ctx context.Context, log *slog.Logger, out string, keep bool
 		return err
 	}
 	defer unlock()
-	work, err := os.MkdirTemp("", "certmesh-netbench-")
+	work, done, err := workDir(log)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if keep || err != nil {
-			log.Info("netbench: work directory (binaries, state, logs) kept", "dir", work)
-			return
-		}
-		os.RemoveAll(work)
-	}()
+	defer func() { done(keep || err != nil) }()
 	log.Info("netbench: building certmesh and certmesh-server")
 	bin, err := e2e.Build(ctx, filepath.Join(work, "bin"), false)
 	if err != nil {
@@ -52,4 +46,29 @@ func runOnlySection(ctx context.Context, log *slog.Logger, out string, keep bool
 		return err
 	}
 	return replaceSection(out, doc, heading, md)
+}
+
+// workDir makes the run's work directory (binaries, state, logs); done
+// removes it unless told to keep it.
+func workDir(log *slog.Logger) (dir string, done func(keep bool), err error) {
+	dir, err = os.MkdirTemp("", "certmesh-netbench-")
+	if err != nil {
+		return "", nil, err
+	}
+	return dir, func(keep bool) {
+		if keep {
+			log.Info("netbench: work directory (binaries, state, logs) kept", "dir", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	}, nil
+}
+
+// freshNetwork removes what a killed run left behind and makes a new
+// network of the benchmark's namespaces; its Close removes them again.
+func freshNetwork(ctx context.Context, log *slog.Logger) (*netns.Network, error) {
+	if err := netns.Cleanup(ctx, netPrefix+"-"); err != nil {
+		return nil, fmt.Errorf("removing leftovers of an earlier run: %w", err)
+	}
+	return netns.NewNetwork(ctx, netns.Options{Prefix: netPrefix, Logger: log})
 }
