@@ -116,13 +116,26 @@ func newFixture(t *testing.T) *fixture {
 // parallel with others (one that measures the process's heap).
 func newSerialFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newFixtureWith(t, nil, nil)
+}
+
+// newFixtureWith is newSerialFixture with the victim's and the peer's
+// configurations edited.
+func newFixtureWith(t *testing.T, victim, peer func(*agent.Config)) *fixture {
+	t.Helper()
 	f := initFixture(t)
 	f.editConfig(t, func(*ca.Config) {})
 	f.openCA(t)
 	f.CAURL = serveCA(t, f.CA, f.CA.Handler(), nil)
 
-	f.Victim = f.startAgent(t, f.CAURL, "victim")
-	f.Peer = f.startAgent(t, f.CAURL, "peer")
+	edits := func(e func(*agent.Config)) []func(*agent.Config) {
+		if e == nil {
+			return nil
+		}
+		return []func(*agent.Config){e}
+	}
+	f.Victim = f.startAgent(t, f.CAURL, "victim", edits(victim)...)
+	f.Peer = f.startAgent(t, f.CAURL, "peer", edits(peer)...)
 	startListener(t, f.Victim)
 	return f
 }
