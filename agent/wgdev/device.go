@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 
 	"golang.zx2c4.com/wireguard/device"
@@ -41,6 +42,8 @@ type Device struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	routes tunnelRoutes // the routes into the tunnel (routes.go)
 }
 
 // Open creates the TUN (kernel or netstack, per cfg.Mode), starts
@@ -107,6 +110,9 @@ func Open(ctx context.Context, cfg Config) (*Device, error) {
 	d.pub = cfg.PrivateKey.Public()
 	var u uapiSet
 	u.listenPort(cfg.ListenPort)
+	if cfg.Mode == KernelTUN {
+		u.line("fwmark", strconv.Itoa(WireGuardMark)) // its own packets bypass the routes into the tunnel (routes.go)
+	}
 	if err := d.wg.IpcSet(u.String()); err != nil {
 		return fail(fmt.Errorf("setting WireGuard listen port %d: %w", cfg.ListenPort, err))
 	}
@@ -294,6 +300,7 @@ func (d *Device) Close() error {
 			}
 			<-d.uapiDone
 		}
+		d.routes.close(d.log)
 		d.wg.Close() // closes bind and TUN; waits for its goroutines
 		d.log.Debug("WireGuard device closed")
 	})
