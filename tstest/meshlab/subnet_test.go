@@ -119,6 +119,19 @@ func (s *site) addClient(t *testing.T, name string) *meshlab.NetNSNode {
 	return s.lab.JoinOn(t, h, meshlab.NodeOptions{}, "--accept-routes").(*meshlab.NetNSNode)
 }
 
+// sitePolicy lets every device reach every device and the site's LAN
+// (the starter rule reaches no LAN: policy/doc.go, "Routed traffic").
+var sitePolicy = []byte(`{"rules": [
+	{"name": "every device to every device", "from": ["*"], "to": ["*"], "ports": ["*"]},
+	{"name": "every device to the site", "from": ["*"], "to": ["` + siteLAN.String() + `"], "ports": ["*"]},
+]}`)
+
+// allowSite publishes sitePolicy and waits for nodes to hold it.
+func (s *site) allowSite(t *testing.T, nodes ...meshlab.Node) {
+	t.Helper()
+	waitPolicy(t, s.lab.PublishPolicy(t, sitePolicy), nodes...)
+}
+
 // approve runs `certmesh-server devices routes approve`.
 func (s *site) approve(t *testing.T, n meshlab.Node, prefix netip.Prefix) {
 	t.Helper()
@@ -202,6 +215,7 @@ func TestSubnetRouter(t *testing.T) {
 	router, routerLAN := s.addRouter(t, "router")
 	client := s.addClient(t, "client")
 	meshlab.WaitMesh(t, time.Minute, router, client)
+	s.allowSite(t, router, client)
 	ctx := t.Context()
 
 	if err := s.reach(ctx, client); err == nil {
@@ -267,6 +281,7 @@ func TestSubnetRouterFailover(t *testing.T) {
 	}
 	client := s.addClient(t, "client")
 	meshlab.WaitMesh(t, time.Minute, r1, r2, client)
+	s.allowSite(t, r1, r2, client)
 	s.approve(t, r1, siteLAN)
 	s.approve(t, r2, siteLAN)
 	ctx := t.Context()
