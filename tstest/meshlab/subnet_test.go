@@ -250,20 +250,6 @@ func TestSubnetRouter(t *testing.T) {
 	}
 }
 
-// cutOff drops (or, on=false, stops dropping) everything h sends and
-// receives on its network interface (eth0), with an nftables table of the
-// test's own; its LAN stays up.
-func cutOff(ctx context.Context, h *netns.Host, on bool) error {
-	if !on {
-		_, err := h.Run(ctx, "nft", "delete", "table", "inet", "meshlab_cut")
-		return err
-	}
-	_, err := h.Run(ctx, "nft", "add table inet meshlab_cut { "+
-		"chain in { type filter hook input priority -10; policy accept; iifname \""+netns.HostIface+"\" drop; }; "+
-		"chain out { type filter hook output priority -10; policy accept; oifname \""+netns.HostIface+"\" drop; }; }")
-	return err
-}
-
 // TestSubnetRouterFailover: two routers certified for the same LAN; the
 // client routes it through the one with the lower device ID. When that
 // one's network goes (all it sends is lost), the client moves the route
@@ -297,7 +283,7 @@ func TestSubnetRouterFailover(t *testing.T) {
 	})
 
 	start := time.Now()
-	if err := cutOff(ctx, r1.Agent.Host, true); err != nil {
+	if err := r1.Agent.Host.CutOff(ctx, true); err != nil {
 		t.Fatal(err)
 	}
 	meshlab.Eventually(t, failoverDeadline, "failover to "+r2.Hostname(), func() error {
@@ -309,7 +295,7 @@ func TestSubnetRouterFailover(t *testing.T) {
 	t.Logf("failover: %s from the primary's loss to a routed connection through the standby", time.Since(start).Round(time.Millisecond))
 
 	back := time.Now()
-	if err := cutOff(ctx, r1.Agent.Host, false); err != nil {
+	if err := r1.Agent.Host.CutOff(ctx, false); err != nil {
 		t.Fatal(err)
 	}
 	meshlab.Eventually(t, failoverDeadline+30*time.Second, "the route back on "+r1.Hostname(), func() error {

@@ -93,3 +93,18 @@ func (l *LAN) AddHost(ctx context.Context, name string) (*Host, error) {
 	n.mu.Unlock()
 	return h, nil
 }
+
+// CutOff drops (on) or stops dropping (!on) everything h sends and
+// receives on its network interface (eth0), with an nftables table of its
+// own: the host is gone from the network, its other interfaces (a LAN)
+// stay up. It needs nft in PATH.
+func (h *Host) CutOff(ctx context.Context, on bool) error {
+	if !on {
+		_, err := h.Run(ctx, "nft", "delete", "table", "inet", "netns_cut")
+		return err
+	}
+	_, err := h.Run(ctx, "nft", "add table inet netns_cut { "+
+		"chain in { type filter hook input priority -10; policy accept; iifname \""+HostIface+"\" drop; }; "+
+		"chain out { type filter hook output priority -10; policy accept; oifname \""+HostIface+"\" drop; }; }")
+	return err
+}
