@@ -93,7 +93,7 @@ func main() {
 	flag.IntVar(&o.benchCount, "count", 3, "go test -count for the Go micro-benchmarks (the median is reported)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (binaries, state, logs)")
 	flag.BoolVar(&o.verbose, "debug", false, "debug logging (not -v: glog, linked through the CA for the revocation benchmark, owns that flag)")
-	flag.StringVar(&o.only, "only", "", "\"revocation\": measure revocation latency only (no root needed); \"faults\": packets lost across renewal and server restarts only; \"paths\": NAT traversal only (first packet, path matrix, relay throughput, roaming); each replaces just its section of the report at -out")
+	flag.StringVar(&o.only, "only", "", "\"revocation\": measure revocation latency only (no root needed); \"faults\": packets lost across renewal and server restarts only; \"paths\": NAT traversal only (first packet, path matrix, relay throughput, roaming); \"routes\": subnet routes only (routed / direct throughput, router failover); each replaces just its section of the report at -out")
 	flag.IntVar(&o.pathReps, "path-reps", 10, "repetitions of each first-packet pair and of the roaming move (median and p90 reported)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./tstest/bench/netbench [flags]\n\n"+
@@ -106,8 +106,8 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if o.only != "" && o.only != "revocation" && o.only != "faults" && o.only != "paths" {
-		fmt.Fprintln(os.Stderr, "netbench: -only takes \"revocation\", \"faults\" or \"paths\"")
+	if o.only != "" && o.only != "revocation" && o.only != "faults" && o.only != "paths" && o.only != "routes" {
+		fmt.Fprintln(os.Stderr, "netbench: -only takes \"revocation\", \"faults\", \"paths\" or \"routes\"")
 		os.Exit(2)
 	}
 	if o.quick {
@@ -156,6 +156,9 @@ func run(ctx context.Context, log *slog.Logger, o options) (err error) {
 	}
 	if o.only == "paths" {
 		return runOnlyPaths(ctx, log, o)
+	}
+	if o.only == "routes" {
+		return runOnlyRoutes(ctx, log, o)
 	}
 	if err := netns.Available(); err != nil {
 		return fmt.Errorf("the network benchmark needs root and network namespaces: %w", err)
