@@ -273,7 +273,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.socks = ln.Addr().String()
 		a.mu.Unlock()
 		go func() {
-			if err := a.dev.ServeSOCKS5(ctx, ln); err != nil {
+			if err := a.dev.ServeSOCKS5(ctx, ln, a.meshName); err != nil {
 				a.cfg.Logger.Error("SOCKS5 proxy stopped", "err", err)
 			}
 		}()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -82,4 +83,10 @@ func (c *Client) DNSQuery(ctx context.Context, name, qtype string) (*NameAnswer,
 		return nil, err
 	}
 	return &na, nil
+}
+
+// meshName resolves a mesh name for the SOCKS5 proxy, from the same table
+// as the resolver.
+func (a *Agent) meshName(name string) (netip.Addr, bool, error) {
+	return a.names.resolver.Lookup(name)
 }

@@ -67,3 +67,29 @@ func (r *Resolver) hostLabel(fqdn string) string {
 	rel, _ := r.relative(strings.ToLower(fqdn))
 	return rel
 }
+
+// Lookup resolves a mesh name for a local client that is not a DNS client
+// (the SOCKS5 proxy): the first IPv4 address (else IPv6) of the live peer
+// named <hostname>.<td>. inZone is false for a name outside the trust
+// domain; err says why a name inside it has no address.
+func (r *Resolver) Lookup(name string) (addr netip.Addr, inZone bool, err error) {
+	rel, inZone := r.relative(strings.ToLower(dns.Fqdn(name)))
+	if !inZone {
+		return netip.Addr{}, false, nil
+	}
+	var v6 netip.Addr
+	for _, p := range alive(r.src.Table().hosts[rel], r.now()) {
+		for _, a := range p.Addresses {
+			if a.Is4() {
+				return a, true, nil
+			}
+			if !v6.IsValid() {
+				v6 = a
+			}
+		}
+	}
+	if v6.IsValid() {
+		return v6, true, nil
+	}
+	return netip.Addr{}, true, fmt.Errorf("no verified peer is named %s", name)
+}

@@ -79,3 +79,36 @@ func udpSize(req *dns.Msg) int {
 	}
 	return dns.MinMsgSize
 }
+
+// FuzzExplainLookup: no name from the local API (certmesh dns query) or a
+// SOCKS5 client makes Explain or Lookup panic; an address either gives is
+// one of the table's, and only for a name inside the trust domain.
+func FuzzExplainLookup(f *testing.F) {
+	store := &Store{}
+	store.Set([]Peer{peer("db", 2, time.Time{}, ssh), peer("web", 3, time.Time{}, ssh)})
+	r, err := New(Config{TrustDomain: td, Source: store, Overlays: testOverlays, Upstreams: []string{"127.0.0.1:1"}, ForwardTimeout: time.Millisecond})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []string{"db.corp.example", "DB.corp.example.", "_ssh._tcp.corp.example", "2.0.80.100.in-addr.arpa", "example.com", "", ".", "a..b", "x.db.corp.example"} {
+		f.Add(s, uint16(dns.TypeA))
+	}
+	allowed := map[string]bool{"100.80.0.2": true, "100.80.0.3": true, "fd7a:c3e7:5e00::2": true, "fd7a:c3e7:5e00::3": true}
+	f.Fuzz(func(t *testing.T, name string, qtype uint16) {
+		if a, inZone, err := r.Lookup(name); err == nil && inZone != a.IsValid() || a.IsValid() && !allowed[a.String()] {
+			t.Fatalf("Lookup(%q) = %v, %v, %v", name, a, inZone, err)
+		}
+		e, err := r.Explain(context.Background(), name, qtype)
+		if err != nil {
+			return
+		}
+		if e.Answer == nil {
+			t.Fatalf("Explain(%q) gave no answer", name)
+		}
+		for _, p := range e.Sources {
+			if p.Hostname != "db" && p.Hostname != "web" {
+				t.Fatalf("Explain(%q) names source %+v", name, p)
+			}
+		}
+	})
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -16,13 +17,15 @@ const socksDialTimeout = 30 * time.Second
 
 // ServeSOCKS5 serves a SOCKS5 proxy on ln whose CONNECTs are dialled
 // through the netstack, i.e. into the mesh (Userspace mode only). Only
-// CONNECT with an IP address is supported: no authentication, no BIND or
-// UDP ASSOCIATE, and host names are refused rather than resolved (resolving
-// them on the host would leak them). Callers should listen on loopback.
+// CONNECT is supported: no authentication, no BIND or UDP ASSOCIATE. Host
+// names are refused rather than resolved (resolving them on the host would
+// leak them), except those names resolves: names is the mesh's own
+// resolver (nil: none), which returns ok false for a name it does not
+// answer. Callers should listen on loopback.
 //
 // It returns nil once ctx is done or the device is closed, after closing ln
 // and all client connections; otherwise it returns ln's Accept error.
-func (d *Device) ServeSOCKS5(ctx context.Context, ln net.Listener) error {
+func (d *Device) ServeSOCKS5(ctx context.Context, ln net.Listener, names MeshNames) error {
 	if d.tnet == nil {
 		return fmt.Errorf("serving SOCKS5 on %v: device is in %v mode, not userspace", ln.Addr(), d.mode)
 	}
@@ -30,7 +33,7 @@ func (d *Device) ServeSOCKS5(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	srv, err := socks5.New(&socks5.Config{
-		Resolver: refuseNames{},
+		Resolver: meshResolver{names},
 		Rules:    &socks5.PermitCommand{EnableConnect: true},
 		Logger:   stdLogger(log),
 		Dial: func(_ context.Context, network, addr string) (net.Conn, error) {
@@ -102,11 +105,27 @@ func (d *Device) ServeSOCKS5(ctx context.Context, ln net.Listener) error {
 	return acceptErr
 }
 
-// refuseNames is a SOCKS5 resolver that refuses every host name.
-type refuseNames struct{}
+// MeshNames resolves a name of the mesh to an overlay address; inZone is
+// false for a name outside the trust domain, err set for one inside it
+// that no verified peer holds.
+type MeshNames func(name string) (addr netip.Addr, inZone bool, err error)
 
-var errNoNames = errors.New("host names are not supported; use an overlay IP address")
+// meshResolver is the SOCKS5 resolver: mesh names from names, every
+// other host name refused.
+type meshResolver struct{ names MeshNames }
 
-func (refuseNames) Resolve(ctx context.Context, name string) (context.Context, net.IP, error) {
-	return ctx, nil, errNoNames
+var errNoNames = errors.New("host names outside the mesh's trust domain are not resolved; use an overlay IP address or a mesh name")
+
+func (r meshResolver) Resolve(ctx context.Context, name string) (context.Context, net.IP, error) {
+	if r.names == nil {
+		return ctx, nil, errNoNames
+	}
+	a, inZone, err := r.names(name)
+	switch {
+	case !inZone:
+		return ctx, nil, errNoNames
+	case err != nil:
+		return ctx, nil, err
+	}
+	return ctx, a.AsSlice(), nil
 }

@@ -305,7 +305,16 @@ func TestSOCKS5(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- a.dev.ServeSOCKS5(ctx, ln) }()
+	names := func(name string) (netip.Addr, bool, error) { // the agent's resolver
+		switch name {
+		case "b.corp.example":
+			return b.v4, true, nil
+		case "gone.corp.example":
+			return netip.Addr{}, true, errors.New("no verified peer is named gone.corp.example")
+		}
+		return netip.Addr{}, false, nil
+	}
+	go func() { served <- a.dev.ServeSOCKS5(ctx, ln, names) }()
 
 	// CONNECT to b's echo server by IPv4 address.
 	c := socksConnect(t, ln.Addr().String(), append([]byte{1}, append(b.v4.AsSlice(), echoPort>>8, echoPort&0xff)...), 0)
@@ -316,9 +325,21 @@ func TestSOCKS5(t *testing.T) {
 		t.Fatalf("echo via SOCKS5: %q, %v", got, err)
 	}
 
-	// Host names are refused (reply 4, host unreachable), never resolved.
-	name := "example.com"
-	socksConnect(t, ln.Addr().String(), append(append([]byte{3, byte(len(name))}, name...), 0, 80), 4).Close()
+	// A mesh name is resolved by the mesh's resolver, and CONNECT goes to
+	// the address it gives.
+	byName := func(name string, port uint16, rep byte) net.Conn {
+		return socksConnect(t, ln.Addr().String(), append(append([]byte{3, byte(len(name))}, name...), byte(port>>8), byte(port)), rep)
+	}
+	cn := byName("b.corp.example", echoPort, 0)
+	cn.Write(msg)
+	if _, err := io.ReadFull(cn, got); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("echo via SOCKS5 by mesh name: %q, %v", got, err)
+	}
+	cn.Close()
+	// Other host names are refused (reply 4, host unreachable), never
+	// resolved; so is a mesh name no verified peer holds.
+	byName("example.com", 80, 4).Close()
+	byName("gone.corp.example", 80, 4).Close()
 
 	cancel()
 	select {
@@ -385,7 +406,7 @@ func TestSOCKS5RequiresUserspace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	if err := d.ServeSOCKS5(context.Background(), ln); err == nil {
+	if err := d.ServeSOCKS5(context.Background(), ln, nil); err == nil {
 		t.Fatal("kernel-mode device served SOCKS5")
 	}
 }

@@ -241,6 +241,29 @@ func TestUserspaceMesh(t *testing.T) {
 		}
 	}
 
+	// Mesh names: the proxy resolves them itself, from the verified
+	// peers; any other name is refused, never resolved on the host.
+	t.Run("by-name", func(t *testing.T) {
+		c, err := socks5ConnectHost(ctx, socks[pas[0].Name], "u3."+DefaultTrustDomain, echoPort)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		if err := Exchange(c, "by name"); err != nil {
+			t.Fatalf("echo through the proxy by mesh name: %v", err)
+		}
+		for _, name := range []string{"nobody." + DefaultTrustDomain, "example.com"} {
+			var se socksError
+			if c, err := socks5ConnectHost(ctx, socks[pas[0].Name], name, 80); !errors.As(err, &se) || se != socksHostUnreachable {
+				if c != nil {
+					c.Close()
+				}
+				t.Errorf("SOCKS5 CONNECT to %s: %v, want reply %d (host unreachable)", name, err, socksHostUnreachable)
+			}
+		}
+	})
+
 	// A port nobody listens on, on a mesh peer: the netstack's RST comes
 	// back through the tunnel and the proxy reports "connection refused".
 	t.Run("refused", func(t *testing.T) {
@@ -317,11 +340,21 @@ type socksError byte
 
 const socksConnRefused socksError = 5
 
+// socksHostUnreachable is the reply to a name the proxy does not resolve.
+const socksHostUnreachable socksError = 4
+
 func (e socksError) Error() string { return "SOCKS5 reply " + strconv.Itoa(int(e)) }
 
 // socks5Connect opens a connection to dst through the SOCKS5 proxy at
 // proxy (no authentication, CONNECT with an IP address).
 func socks5Connect(ctx context.Context, proxy string, dst netip.AddrPort) (net.Conn, error) {
+	return socks5ConnectHost(ctx, proxy, dst.Addr().String(), dst.Port())
+}
+
+// socks5ConnectHost is socks5Connect to host:port, host an IP address or
+// a name for the proxy to resolve.
+func socks5ConnectHost(ctx context.Context, proxy, host string, port uint16) (net.Conn, error) {
+	dst := net.JoinHostPort(host, strconv.Itoa(int(port)))
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", proxy)
 	if err != nil {
@@ -347,14 +380,17 @@ func socks5Connect(ctx context.Context, proxy string, dst netip.AddrPort) (net.C
 		return fail(fmt.Errorf("proxy chose method %v", hello))
 	}
 	req := []byte{5, 1, 0}
-	if dst.Addr().Is4() {
-		a := dst.Addr().As4()
+	switch ip, err := netip.ParseAddr(host); {
+	case err != nil:
+		req = append(append(req, 3, byte(len(host))), host...)
+	case ip.Is4():
+		a := ip.As4()
 		req = append(append(req, 1), a[:]...)
-	} else {
-		a := dst.Addr().As16()
+	default:
+		a := ip.As16()
 		req = append(append(req, 4), a[:]...)
 	}
-	req = binary.BigEndian.AppendUint16(req, dst.Port())
+	req = binary.BigEndian.AppendUint16(req, port)
 	if _, err := c.Write(req); err != nil {
 		return fail(err)
 	}
