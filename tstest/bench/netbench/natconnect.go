@@ -121,22 +121,24 @@ func connectOnce(ctx context.Context, m *e2e.Mesh, sc connectScenario, rep int) 
 	defer cancel()
 	start := time.Now()
 	var (
-		wg                sync.WaitGroup
-		startErr, pollErr [2]error
-		admitted          [2]time.Time
-		streamsAt         time.Time
+		wg        sync.WaitGroup
+		startErr  error
+		pollErr   [3]error
+		admitted  [2]time.Time
+		streamsAt time.Time
 	)
 	wg.Go(func() {
-		if b, startErr[0] = m.StartAgentWith(wctx, hosts[1], opts); startErr[0] != nil {
+		if b, startErr = m.StartAgentWith(wctx, hosts[1], opts); startErr != nil {
 			cancel() // the pollers would wait for nothing
 		}
 	})
 	wg.Go(func() { admitted[0], pollErr[0] = admittedAt(wctx, a.Status, bName) })
+	wg.Go(func() { admitted[1], pollErr[1] = admittedAt(wctx, bAPI.Status, a.Name) })
 	wg.Go(func() {
-		// The second agent's overlay address, then its admission of the
-		// first: the streams start between the two.
+		// The streams start as soon as the second agent has its overlay
+		// address (normally before either admission).
 		var self agent.SelfStatus
-		if pollErr[1] = netns.WaitFor(wctx, 5*time.Millisecond, func() error {
+		if pollErr[2] = netns.WaitFor(wctx, 5*time.Millisecond, func() error {
 			st, err := bAPI.Status(wctx)
 			if err != nil {
 				return err
@@ -145,17 +147,15 @@ func connectOnce(ctx context.Context, m *e2e.Mesh, sc connectScenario, rep int) 
 				return errors.New("not enrolled yet")
 			}
 			return nil
-		}); pollErr[1] != nil {
+		}); pollErr[2] != nil {
 			return
 		}
-		if streams, pollErr[1] = pairStreams(wctx, a, hosts[1], self.Addresses, 9300); pollErr[1] != nil {
-			return
+		if streams, pollErr[2] = pairStreams(wctx, a, hosts[1], self.Addresses, 9300); pollErr[2] == nil {
+			streamsAt = time.Now()
 		}
-		streamsAt = time.Now()
-		admitted[1], pollErr[1] = admittedAt(wctx, bAPI.Status, a.Name)
 	})
 	wg.Wait()
-	if err := errors.Join(startErr[0], pollErr[0], pollErr[1]); err != nil {
+	if err := errors.Join(startErr, pollErr[0], pollErr[1], pollErr[2]); err != nil {
 		return run, err
 	}
 	t0 := admitted[0]
