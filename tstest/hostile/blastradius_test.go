@@ -14,6 +14,7 @@ package hostile_test
 //	TestBlastRadius/coordinator/cannot-add-a-node
 //	TestBlastRadius/coordinator/cannot-swap-a-key
 //	TestBlastRadius/coordinator/cannot-move-an-IP
+//	TestBlastRadius/coordinator/cannot-make-a-name-resolve-to-an-address-the-CA-did-not-certify
 //	TestBlastRadius/coordinator/cannot-widen-a-policy
 //	TestBlastRadius/coordinator/cannot-replay-an-old-policy
 //	TestBlastRadius/coordinator/cannot-hide-a-revocation-beyond-certificate-expiry
@@ -57,6 +58,7 @@ func TestBlastRadius(t *testing.T) {
 		t.Run("cannot-add-a-node", brCoordinatorAddNode)
 		t.Run("cannot-swap-a-key", brCoordinatorSwapKey)
 		t.Run("cannot-move-an-IP", brCoordinatorMoveIP)
+		t.Run("cannot-make-a-name-resolve-to-an-address-the-CA-did-not-certify", brCoordinatorForgeName) // blastradius_names_test.go
 		t.Run("cannot-widen-a-policy", brCoordinatorWidenPolicy)
 		t.Run("cannot-replay-an-old-policy", brCoordinatorReplayPolicy)
 		t.Run("cannot-hide-a-revocation-beyond-certificate-expiry", brCoordinatorHideRevocation)
