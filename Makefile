@@ -7,8 +7,17 @@ PKGS    := ./...
 
 all: build
 
+# What `certmesh version` and `certmesh-server version` say, stamped into
+# internal/version at link time. SOURCE_DATE_EPOCH (reproducible builds)
+# fixes the build date.
+VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT     ?= $(shell git rev-parse HEAD 2>/dev/null)
+BUILD_DATE ?= $(shell date -u $(if $(SOURCE_DATE_EPOCH),-d @$(SOURCE_DATE_EPOCH)) +%Y-%m-%dT%H:%M:%SZ)
+VERSION_PKG := github.com/certmesh/certmesh/internal/version
+LDFLAGS    := -X $(VERSION_PKG).version=$(VERSION) -X $(VERSION_PKG).commit=$(COMMIT) -X $(VERSION_PKG).buildDate=$(BUILD_DATE)
+
 build:
-	$(GO) build -o $(BIN)/ ./cmd/certmesh ./cmd/certmesh-server
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/certmesh ./cmd/certmesh-server
 
 # A working mesh on this machine: server + three userspace agents, no root.
 demo: build

@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/certmesh/certmesh/internal/cli"
 )
 
 func main() {
@@ -16,6 +18,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	cli.AddVersion(root)
 	root.AddCommand(initCmd(), runCmd(), relayKeyCmd(), tokenCmd(), devicesCmd(), usersCmd(), policyCmd(), ekCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "certmesh-server:", err)

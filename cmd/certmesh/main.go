@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/certmesh/certmesh/internal/cli"
 )
 
 // defaultState is where the agent keeps keys and certificates.
@@ -20,6 +22,7 @@ func main() {
 	}
 	pol := policyCmd()
 	pol.AddCommand(policyShowCmd())
+	cli.AddVersion(root)
 	root.AddCommand(agentCmd(), statusCmd(), netcheckCmd(), loginCmd(), logoutCmd(), renewCmd(), pol, tpmCmd(), certCmd(), auditCmd(), dnsCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "certmesh:", err)
