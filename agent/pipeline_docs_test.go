@@ -114,6 +114,27 @@ func (r *rig) signPolicy(t *testing.T, version uint64, src string) []byte {
 }
 
 // udp4 is an IPv4 UDP datagram from src to dst:port.
+// filterUDP writes one UDP packet from src to dst:port into the agent's
+// packet filter, as WireGuard delivers a decrypted one, and says which drop
+// counter it moved ("" if it was accepted).
+func (r *rig) filterUDP(t *testing.T, src, dst netip.Addr, port uint16) filter.DropReason {
+	t.Helper()
+	before := r.status(t).Policy.Counters
+	if _, err := r.a.filter.Write([][]byte{udp4(src, dst, port)}, 0); err != nil {
+		t.Fatal(err)
+	}
+	after := r.status(t).Policy.Counters
+	for _, reason := range filter.DropReasons() {
+		if after.Dropped[reason] > before.Dropped[reason] {
+			return reason
+		}
+	}
+	if after.DroppedTotal != before.DroppedTotal {
+		t.Fatalf("drop counted under no reason: %+v", after)
+	}
+	return ""
+}
+
 func udp4(src, dst netip.Addr, port uint16) []byte {
 	b := make([]byte, 28)
 	b[0], b[8], b[9] = 0x45, 64, 17
@@ -148,25 +169,9 @@ func TestPipelinePolicyDecides(t *testing.T) {
 	ko, do := want(other, 7002)
 	r.waitDevice(t, map[certs.WireGuardKey]devPeer{kw: dw, ko: do})
 	self := r.self.Addresses[0]
-
-	// decide writes one packet from src to us and says which drop
-	// counter it moved ("" if it was accepted).
 	decide := func(t *testing.T, src netip.Addr, port uint16) filter.DropReason {
 		t.Helper()
-		before := r.status(t).Policy.Counters
-		if _, err := r.a.filter.Write([][]byte{udp4(src, self, port)}, 0); err != nil {
-			t.Fatal(err)
-		}
-		after := r.status(t).Policy.Counters
-		for _, reason := range filter.DropReasons() {
-			if after.Dropped[reason] > before.Dropped[reason] {
-				return reason
-			}
-		}
-		if after.DroppedTotal != before.DroppedTotal {
-			t.Fatalf("drop counted under no reason: %+v", after)
-		}
-		return ""
+		return r.filterUDP(t, src, self, port)
 	}
 	if got := decide(t, web.Addresses[0], 5432); got != filter.DropNoPolicy {
 		t.Fatalf("before any policy: %q, want %q", got, filter.DropNoPolicy)

@@ -81,8 +81,9 @@ func mustURL(t *testing.T, s string) *url.URL {
 }
 
 // seed writes what a first enrollment leaves in dir: the keys, the pinned
-// root and a certificate for them (tag db), and returns its profile.
-func (r *rig) seed(t *testing.T, dir string) certs.MachineProfile {
+// root and a certificate for them (tag db, and what edits add), and
+// returns its profile.
+func (r *rig) seed(t *testing.T, dir string, edits ...func(*certs.MachineProfile)) certs.MachineProfile {
 	t.Helper()
 	k, err := loadOrCreateKeys(dir, true)
 	if err != nil {
@@ -90,6 +91,9 @@ func (r *rig) seed(t *testing.T, dir string) certs.MachineProfile {
 	}
 	p := r.pki.NewProfile(t, "self")
 	p.WireGuardKey, p.Tags = k.wg.Public(), []certs.Tag{"db"}
+	for _, e := range edits {
+		e(&p)
+	}
 	wb, _ := r.pki.IssueMachineWire(t, p, testca.WithDeviceKey(k.device))
 	if err := saveRoots(dir, r.pki.Roots()); err != nil {
 		t.Fatal(err)
