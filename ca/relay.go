@@ -179,7 +179,7 @@ func (c *CA) RelayCredentials(ctx context.Context, peer []*x509.Certificate, hos
 	if na := peer[0].NotAfter; na.Before(exp) {
 		exp = na
 	}
-	u := relaycred.Username{Device: id.DeviceID, Expires: exp.Truncate(time.Second)}
+	u := relaycred.Username{Device: id.DeviceID, Expires: exp.Truncate(time.Second), Serial: peer[0].SerialNumber}
 	if !u.Expires.After(now) {
 		return wire.RelayCredentialsResponse{}, refuse(CodeForbidden, "the machine certificate expires too soon for relay credentials: renew first")
 	}

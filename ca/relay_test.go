@@ -27,6 +27,9 @@ func TestRelayCredentials(t *testing.T) {
 	if err != nil || u.Device != d.ID {
 		t.Fatalf("username %q: %v (device %s)", resp.Username, err, d.ID)
 	}
+	if serial := d.Certificate(t).SerialNumber; u.Serial == nil || u.Serial.Cmp(serial) != 0 {
+		t.Fatalf("username %q names serial %v, want the machine certificate's %x (a relay reading the CRL checks it)", resp.Username, u.Serial, serial)
+	}
 	if want := e.Clock.Now().Add(ca.DefaultCRLNextUpdate).Truncate(time.Second); !u.Expires.Equal(want) || !resp.Expires.Equal(want) {
 		t.Fatalf("credentials expire at %s (answer says %s), want the CRL interval ahead, %s", u.Expires, resp.Expires, want)
 	}

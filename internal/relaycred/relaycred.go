@@ -16,6 +16,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math/big"
 	"os"
 	"strconv"
 	"strings"
@@ -63,16 +64,27 @@ func refuse(r Reason, format string, args ...any) error {
 	return reason.New[Reason, message](r, format, args...)
 }
 
-// Username is what a TURN username says: the device it was issued to and
-// when it expires (whole seconds).
+// Username is what a TURN username says: the device it was issued to,
+// when it expires (whole seconds) and, if set, the serial number of the
+// machine certificate it was issued against (so that a relay that reads
+// the CRL refuses it once that certificate is revoked).
 type Username struct {
 	Device  certs.DeviceID
 	Expires time.Time
+	Serial  *big.Int // nil: not named
 }
 
-// String is the username on the wire: "c1:<expiry, unix seconds>:<device ID>".
+// maxSerialHex bounds a serial in a username: 20 octets (RFC 5280 4.1.2.2).
+const maxSerialHex = 40
+
+// String is the username on the wire: "c1:<expiry, unix seconds>:<device
+// ID>", then ":<serial, lowercase hex>" if the serial is set.
 func (u Username) String() string {
-	return version + ":" + strconv.FormatInt(u.Expires.Unix(), 10) + ":" + string(u.Device)
+	s := version + ":" + strconv.FormatInt(u.Expires.Unix(), 10) + ":" + string(u.Device)
+	if u.Serial != nil {
+		s += ":" + u.Serial.Text(16)
+	}
+	return s
 }
 
 // ParseUsername reads a username in the one form String writes; anything
@@ -94,11 +106,19 @@ func ParseUsername(s string) (Username, error) {
 	if err != nil || unix <= 0 || strconv.FormatInt(unix, 10) != exp {
 		return Username{}, refuse(ReasonMalformed, "username %q: expiry %q is not unix seconds", s, exp)
 	}
+	dev, serial, hasSerial := strings.Cut(dev, ":")
 	id, err := certs.ParseDeviceID(dev)
 	if err != nil {
 		return Username{}, refuse(ReasonMalformed, "username %q: %v", s, err)
 	}
-	return Username{Device: id, Expires: time.Unix(unix, 0)}, nil
+	var sn *big.Int
+	if hasSerial {
+		sn, ok = new(big.Int).SetString(serial, 16)
+		if !ok || len(serial) > maxSerialHex || sn.Sign() <= 0 || sn.Text(16) != serial {
+			return Username{}, refuse(ReasonMalformed, "username %q: serial %q is not lowercase hex without leading zeros, 1 to %d digits", s, serial, maxSerialHex)
+		}
+	}
+	return Username{Device: id, Expires: time.Unix(unix, 0), Serial: sn}, nil
 }
 
 // Check refuses a username that expired at now, or whose expiry is more

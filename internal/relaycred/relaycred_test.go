@@ -1,6 +1,7 @@
 package relaycred
 
 import (
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,7 +17,15 @@ func TestUsernameRoundTrip(t *testing.T) {
 		t.Fatalf("username %q", s)
 	}
 	got, err := ParseUsername(u.String())
-	if err != nil || got.Device != u.Device || !got.Expires.Equal(u.Expires) {
+	if err != nil || got.Device != u.Device || !got.Expires.Equal(u.Expires) || got.Serial != nil {
+		t.Fatalf("ParseUsername = %+v, %v", got, err)
+	}
+	u.Serial = big.NewInt(0x1f2e)
+	if s := u.String(); s != "c1:1800000000:abcdefghijklmnop:1f2e" {
+		t.Fatalf("username with serial %q", s)
+	}
+	got, err = ParseUsername(u.String())
+	if err != nil || got.Serial == nil || got.Serial.Cmp(u.Serial) != 0 {
 		t.Fatalf("ParseUsername = %+v, %v", got, err)
 	}
 }
@@ -28,6 +37,10 @@ func TestParseUsernameRefuses(t *testing.T) {
 		"c1:0:abcdefghijklmnop", "c1: 1800000000:abcdefghijklmnop", "c1:1800000000:ABCDEFGHIJKLMNOP",
 		"c1:1800000000:abcdefghijklmnop:x", "c1:99999999999999999999:abcdefghijklmnop",
 		"c1:1800000000:" + strings.Repeat("a", 200),
+		"c1:1800000000:abcdefghijklmnop:", "c1:1800000000:abcdefghijklmnop:01f", "c1:1800000000:abcdefghijklmnop:1F",
+		"c1:1800000000:abcdefghijklmnop:0", "c1:1800000000:abcdefghijklmnop:-1", "c1:1800000000:abcdefghijklmnop:+1",
+		"c1:1800000000:abcdefghijklmnop:0x1f", "c1:1800000000:abcdefghijklmnop:1f:2",
+		"c1:1800000000:abcdefghijklmnop:" + strings.Repeat("f", 41),
 	} {
 		if _, err := ParseUsername(s); err == nil || ReasonOf(err) != ReasonMalformed {
 			t.Errorf("ParseUsername(%q) = %v, want a malformed refusal", s, err)
@@ -99,6 +112,7 @@ func TestKeyFile(t *testing.T) {
 // accepts, String writes back byte for byte) and never panics.
 func FuzzParseUsername(f *testing.F) {
 	f.Add("c1:1800000000:abcdefghijklmnop")
+	f.Add("c1:1800000000:abcdefghijklmnop:1f2e")
 	f.Add("c1:01:abcdefghijklmnop")
 	f.Add("c1:-1:x")
 	f.Add("c1::")
