@@ -28,6 +28,9 @@ type allocs struct {
 	// cut are devices Cut off, until any credential they may still hold
 	// has expired (relaycred.MaxLifetime after the cut).
 	cut map[certs.DeviceID]time.Time
+	// revoked are the serials (hex) of revoked machine certificates, from
+	// the last CRL SetRevoked installed.
+	revoked map[string]struct{}
 }
 
 func tupleKey(src, dst net.Addr) string {
@@ -45,6 +48,7 @@ type relayConn struct {
 	port    uint16
 	expires atomic.Int64 // unix nanoseconds; 0: no owner yet
 	device  certs.DeviceID
+	serial  string // the credential's certificate serial, hex ("" if not named)
 	tuple   string
 	once    sync.Once
 }
@@ -144,6 +148,9 @@ func (r *Relay) created(src, dst net.Addr, username string, relayAddr net.Addr) 
 	}
 	if c != nil && err == nil {
 		c.device, c.tuple = u.Device, tupleKey(src, dst)
+		if u.Serial != nil {
+			c.serial = u.Serial.Text(16)
+		}
 		c.expires.Store(u.Expires.UnixNano())
 		a.byTuple[c.tuple] = c
 		a.perDevice[u.Device]++
@@ -207,9 +214,19 @@ func (r *Relay) Cut(device certs.DeviceID) int {
 		}
 	}
 	a.cut[device] = now.Add(relaycred.MaxLifetime)
+	n := a.endLocked(func(c *relayConn) bool { return c.device == device })
+	if n > 0 {
+		r.log.Info("relay allocations of a revoked device cut", "device", device, "allocations", n)
+	}
+	return n
+}
+
+// endLocked ends the allocations match selects, unlocking a.mu (held on
+// entry), and returns how many it ended.
+func (a *allocs) endLocked(match func(*relayConn) bool) int {
 	var cut []*relayConn
 	for _, c := range a.byTuple {
-		if c.device == device {
+		if match(c) {
 			c.expires.Store(1) // relays nothing from now on
 			cut = append(cut, c)
 		}
@@ -217,9 +234,6 @@ func (r *Relay) Cut(device certs.DeviceID) int {
 	a.mu.Unlock()
 	for _, c := range cut {
 		_ = c.Close()
-	}
-	if len(cut) > 0 {
-		r.log.Info("relay allocations of a revoked device cut", "device", device, "allocations", len(cut))
 	}
 	return len(cut)
 }

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"math/big"
 	"net"
 	"net/netip"
 	"strings"
@@ -208,5 +209,43 @@ func TestRelayBoundsTLSConns(t *testing.T) {
 			t.Fatalf("no room after the first connection closed: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestRelayRevokedSerialEndsAllocation: SetRevoked (what a standalone
+// relay does with each new CRL) ends at once the allocations made with a
+// credential issued against a revoked certificate, and refuses such
+// credentials from then on, though unexpired; a credential of the same
+// device under another (current) certificate still allocates.
+func TestRelayRevokedSerialEndsAllocation(t *testing.T) {
+	f := newFixture(t)
+	cred := func(serial int64) (string, string) {
+		u := relaycred.Username{Device: devA, Expires: f.clock.Now().Add(5 * time.Minute).Truncate(time.Second), Serial: big.NewInt(serial)}
+		return u.String(), f.key.Password(u.String())
+	}
+	user, pass := cred(0x51)
+	a := f.dial(user, pass, false)
+	if err := a.Allocate(); err != nil {
+		t.Fatal(err)
+	}
+	b := f.allocate(devB, 5*time.Minute, false)
+	turntest.Exchange(t, a, b)
+	if n := f.r.SetRevoked([]*big.Int{big.NewInt(0x99)}); n != 0 {
+		t.Fatalf("a CRL without its serial ended %d allocations", n)
+	}
+	turntest.Exchange(t, a, b)
+	if n := f.r.SetRevoked([]*big.Int{big.NewInt(0x99), big.NewInt(0x51)}); n != 1 {
+		t.Fatalf("ended %d allocations, want 1", n)
+	}
+	if _, err := b.Relayed.WriteTo([]byte("to the revoked certificate"), a.Relayed.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	turntest.ExpectNothing(t, a.Relayed, "datagram to an allocation under a revoked certificate")
+	if err := f.dial(user, pass, false).Allocate(); err == nil {
+		t.Fatal("a credential under a revoked certificate allocated again")
+	}
+	u2, p2 := cred(0x52)
+	if err := f.dial(u2, p2, false).Allocate(); err != nil {
+		t.Fatalf("a credential under another certificate: %v", err)
 	}
 }

@@ -178,6 +178,9 @@ func (r *Relay) authHandler(username, realm string, src net.Addr) ([]byte, bool)
 	if err == nil && r.allocs.isCut(u.Device) {
 		err = fmt.Errorf("device %s was cut off (revoked)", u.Device)
 	}
+	if err == nil {
+		err = r.allocs.checkRevoked(u)
+	}
 	if err == nil && realm != r.cfg.Realm {
 		err = fmt.Errorf("realm %q, want %q", realm, r.cfg.Realm)
 	}

@@ -21,10 +21,13 @@ const DefaultDocFetch = 5 * time.Second
 
 // caDocs are the documents a coordinator apart from the CA relays, and
 // where the CA publishes each.
-var caDocs = []struct {
+var caDocs = []caDoc{{wire.DocCRL, wire.PathCRL}, {wire.DocPolicy, wire.PathPolicy}, {wire.DocCheckpoint, translog.PathCheckpoint}}
+
+// caDoc is a document the CA publishes and where.
+type caDoc struct {
 	kind wire.DocKind
 	path string
-}{{wire.DocCRL, wire.PathCRL}, {wire.DocPolicy, wire.PathPolicy}, {wire.DocCheckpoint, translog.PathCheckpoint}}
+}
 
 // docRelay fetches the CA's signed documents for a coordinator that runs
 // apart from it and relays each one that changed, as a coordinator beside
@@ -33,10 +36,11 @@ var caDocs = []struct {
 // verify every document and refuse a rollback); fetches are conditional
 // (If-None-Match) where the CA offers an ETag.
 type docRelay struct {
-	base  *url.URL
-	hc    *http.Client
-	coord *coord.Server
-	log   *slog.Logger
+	base *url.URL
+	hc   *http.Client
+	docs []caDoc
+	sink func(wire.DocKind, []byte) error // each changed document
+	log  *slog.Logger
 
 	etag   map[wire.DocKind]string
 	last   map[wire.DocKind][]byte
@@ -44,7 +48,14 @@ type docRelay struct {
 }
 
 func newDocRelay(base *url.URL, tr http.RoundTripper, c *coord.Server, log *slog.Logger) *docRelay {
-	return &docRelay{base: base, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}, coord: c, log: log,
+	return newDocFetch(base, tr, caDocs, c.SetDocument, log)
+}
+
+// newDocFetch fetches docs from the CA at base and hands each one that
+// changed to sink (a coordinator relays them; a standalone relay reads the
+// CRL).
+func newDocFetch(base *url.URL, tr http.RoundTripper, docs []caDoc, sink func(wire.DocKind, []byte) error, log *slog.Logger) *docRelay {
+	return &docRelay{base: base, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}, docs: docs, sink: sink, log: log,
 		etag: map[wire.DocKind]string{}, last: map[wire.DocKind][]byte{}, failed: map[wire.DocKind]bool{}}
 }
 
@@ -56,7 +67,7 @@ func (d *docRelay) run(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		for _, doc := range caDocs {
+		for _, doc := range d.docs {
 			err := d.fetch(ctx, doc.kind, doc.path)
 			switch {
 			case ctx.Err() != nil:
@@ -110,7 +121,7 @@ func (d *docRelay) fetch(ctx context.Context, kind wire.DocKind, path string) er
 	if bytes.Equal(data, d.last[kind]) {
 		return nil
 	}
-	if err := d.coord.SetDocument(kind, data); err != nil {
+	if err := d.sink(kind, data); err != nil {
 		return err
 	}
 	d.last[kind] = data

@@ -66,8 +66,8 @@ type Options struct {
 	CAURL           string
 	ServerCertCheck time.Duration
 	// DocFetch is how often a coordinator-only server with a CAURL fetches
-	// the CA's CRL, policy and log checkpoint to relay them (default
-	// DefaultDocFetch).
+	// the CA's CRL, policy and log checkpoint to relay them, and a
+	// standalone relay the CRL (default DefaultDocFetch).
 	DocFetch time.Duration
 	// ShutdownTimeout bounds a graceful shutdown (default
 	// DefaultShutdownTimeout): requests in flight may finish within it,
@@ -206,6 +206,11 @@ func Start(o Options) (*Server, error) {
 		go s.coordCert.run(bg, o.ServerCertCheck)
 		if u := s.coordCert.caURL; u != nil && s.Coord != nil {
 			go newDocRelay(u, s.coordCert.transport(), s.Coord, o.Logger.With("component", "coord-relay")).run(bg, o.DocFetch)
+		}
+		if u := s.coordCert.caURL; u != nil && s.Relay != nil && o.Role == RoleRelay {
+			log := o.Logger.With("component", "relay-crl")
+			rc := &relayCRL{roots: roots, cert: s.coordCert.current, relay: s.Relay, now: o.Now, log: log}
+			go newDocFetch(u, s.coordCert.transport(), []caDoc{{wire.DocCRL, wire.PathCRL}}, rc.offer, log).run(bg, o.DocFetch)
 		}
 	}
 	if s.CA != nil {

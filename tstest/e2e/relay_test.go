@@ -2,15 +2,18 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/tlsclient"
+	"github.com/certmesh/certmesh/tstest/netns"
 	"github.com/certmesh/certmesh/tstest/turntest"
 )
 
@@ -21,7 +24,9 @@ import (
 // over its machine certificate) allocate at both, over TLS at the
 // standalone relay and over UDP at the embedded one, and a datagram
 // crosses from one relay to the other both ways. Revoked, the device gets
-// no credentials and its allocation at the embedded relay relays nothing.
+// no credentials, its allocation at the embedded relay relays nothing, and
+// within a CRL fetch the standalone relay refuses the credentials it still
+// holds.
 func TestKernelStandaloneRelay(t *testing.T) {
 	t.Parallel()
 	m := newTestMesh(t)
@@ -95,4 +100,31 @@ func TestKernelStandaloneRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	turntest.ExpectNothing(t, viaServer.Relayed, "datagram to the revoked device's allocation at the embedded relay")
+
+	// The standalone relay reads the CA's CRL (--ca-url, every 5 s): the
+	// credentials the device still holds, unexpired for minutes, soon
+	// allocate nothing there either.
+	crlCtx, crlCancel := context.WithTimeout(ctx, 30*time.Second)
+	defer crlCancel()
+	err = netns.WaitFor(crlCtx, 500*time.Millisecond, func() error {
+		pc, err := h.ListenPacket("udp4", netip.AddrPortFrom(h.Addr, 0).String())
+		if err != nil {
+			return err
+		}
+		c := turntest.DialConn(t, standalone.UDP, pc, creds.Username, standalone.Password)
+		err = c.Allocate()
+		switch {
+		case err == nil:
+			_ = c.Relayed.Close() // under the device's allocation quota
+			return fmt.Errorf("the standalone relay still allocates for the revoked device (credentials expire %s)", creds.Expires.Format(time.RFC3339))
+		case !strings.Contains(err.Error(), "error 400") && !strings.Contains(err.Error(), "error 401"):
+			// pion answers a refused username 400 (401 is the challenge).
+			// The device's allocation quota (486) is no refusal of it.
+			return fmt.Errorf("the standalone relay refused for another reason than the credentials: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
