@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/agent"
+	"github.com/certmesh/certmesh/agent/relayc"
 	"github.com/certmesh/certmesh/internal/cli"
 	"github.com/spf13/cobra"
 )
@@ -66,6 +67,9 @@ func printStatus(w io.Writer, st *agent.Status) {
 	}
 	fmt.Fprintf(w, "coord    %s  %s\n", st.Coordinator.URL, coord)
 	fmt.Fprintf(w, "clock    %s\n", clockLine(st.Clock))
+	if st.Relay != nil {
+		fmt.Fprintf(w, "relay    %s\n", relayLine(st.Relay))
+	}
 	if st.DNS != nil {
 		fmt.Fprintf(w, "dns      %s\n", dnsLine(st.DNS))
 	}
@@ -127,6 +131,16 @@ func joinStrings[T ~string](ss []T) string {
 }
 
 func joinAddrs[T fmt.Stringer](as []T) string { return strings.Join(cli.Strings(as), ",") }
+
+// relayLine is this node's relay allocation: the relay, the transport,
+// the relayed address peers reach it at and the round trip, or why there
+// is none.
+func relayLine(r *relayc.Status) string {
+	if !r.Relayed.IsValid() {
+		return "no allocation " + cmp.Or(r.LastError, "yet")
+	}
+	return fmt.Sprintf("%s over %s, relayed address %s, %.1fms", r.Server, r.Transport, r.Relayed, float64(r.RTT.Microseconds())/1000)
+}
 
 // pathColumn is how a peer is reached: "direct 1.2ms via 203.0.113.5:51820",
 // "relay 20ms via 198.51.100.7:3478", or "none".

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/certmesh/certmesh/agent"
+	"github.com/certmesh/certmesh/agent/relayc"
 )
 
 // certmesh status shows this machine's clock against the CA's.
@@ -25,5 +28,29 @@ func TestStatusClockLine(t *testing.T) {
 		if !strings.Contains(b.String(), tc.want+"\n") {
 			t.Errorf("status with clock %+v:\n%s\nwant the line %q", tc.clock, b.String(), tc.want)
 		}
+	}
+}
+
+// certmesh status shows this node's relay allocation, or why it has none.
+func TestStatusRelayLine(t *testing.T) {
+	for _, tc := range []struct {
+		relay *relayc.Status
+		want  string
+	}{
+		{&relayc.Status{Server: "198.51.100.7:3478", Transport: relayc.UDP, Relayed: netip.MustParseAddrPort("198.51.100.7:50000"), RTT: 2500 * time.Microsecond},
+			"relay    198.51.100.7:3478 over udp, relayed address 198.51.100.7:50000, 2.5ms"},
+		{&relayc.Status{LastError: "no relay answers"}, "relay    no allocation no relay answers"},
+		{&relayc.Status{}, "relay    no allocation yet"},
+	} {
+		var b strings.Builder
+		printStatus(&b, &agent.Status{Relay: tc.relay})
+		if !strings.Contains(b.String(), tc.want+"\n") {
+			t.Errorf("status with relay %+v:\n%s\nwant the line %q", tc.relay, b.String(), tc.want)
+		}
+	}
+	var b strings.Builder
+	printStatus(&b, &agent.Status{})
+	if strings.Contains(b.String(), "relay ") {
+		t.Errorf("status without a relay client shows a relay line:\n%s", b.String())
 	}
 }
