@@ -139,6 +139,7 @@ func (a *Agent) loadOrEnroll(ctx context.Context) error {
 	for _, api := range []*apiClient{a.caAPI, a.anonAPI} {
 		api.hc.Transport = a.clock.wrap(api.hc.Transport)
 		api.log = a.cfg.Logger
+		a.markOwn(api)
 	}
 	if enr != nil {
 		b, id, err := checkOwnCertificate(enr.Cert, roots, a.keys, a.verifyOptions())

@@ -125,7 +125,7 @@ func (a *Agent) servedRoutes(self certs.Identity) []netip.Prefix {
 
 // newRouteStage builds the route stage of the pipeline (routes.go) and
 // the router side (router.go) for this agent's mode.
-func (a *Agent) newRouteStage(next peerSink, device *deviceStage, log *slog.Logger) *routeStage {
+func (a *Agent) newRouteStage(next peerSink, device *deviceStage, log *slog.Logger) (*routeStage, error) {
 	var kernel kernelRoutes
 	if a.cfg.Mode == wgdev.KernelTUN {
 		kernel = a.dev
@@ -138,7 +138,7 @@ func (a *Agent) newRouteStage(next peerSink, device *deviceStage, log *slog.Logg
 		}
 	}
 	a.router = &routerSide{iface: a.dev.InterfaceName(), snat: !a.cfg.NoSNATRoutes, log: a.cfg.Logger.With("component", "router")}
-	return s
+	return s, a.startExit(s) // fail closed: no exit node without its routes
 }
 
 // serveRoutes makes this node route what it is both asked for and

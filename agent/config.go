@@ -52,6 +52,13 @@ type Config struct {
 	AdvertiseServices []certs.Service
 	AcceptRoutes      bool
 	NoSNATRoutes      bool
+	// ExitNode, a hostname or device ID, sends all traffic (0.0.0.0/0,
+	// ::/0) through that peer if its certificate makes it an exit node
+	// (exitnode.go; kernel TUN mode only). The default routes into the
+	// tunnel stay while it is unreachable or gone: nothing leaves
+	// outside it. ExitNodeAllowLAN keeps this host's own subnets direct.
+	ExitNode         string
+	ExitNodeAllowLAN bool
 
 	// TPM, if set, keeps the device key in a TPM 2.0 and enrolls with
 	// TPM attestation.
@@ -123,6 +130,9 @@ func (c *Config) Validate() error {
 	}
 	if err := certs.CheckServices(c.AdvertiseServices); err != nil {
 		return fmt.Errorf("advertised services: %w", err)
+	}
+	if c.ExitNode != "" && c.Mode != wgdev.KernelTUN {
+		return fmt.Errorf("--exit-node needs kernel TUN mode")
 	}
 	if c.CRLGrace <= 0 {
 		c.CRLGrace = 10 * time.Minute

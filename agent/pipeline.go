@@ -78,7 +78,9 @@ func (a *Agent) buildPipeline(self certs.Identity, eps endpointPolicy, index *ad
 	device := newDeviceStage(a.dev, self.WireGuardKey, peerLog)
 	paths := newPathStage(eps, device, peerLog, a.cfg.Now)
 	paths.mgr = a.paths.mgr
-	a.routes = a.newRouteStage(paths, device, peerLog)
+	if a.routes, err = a.newRouteStage(paths, device, peerLog); err != nil {
+		return err
+	}
 	a.peers = newPeerSet(a.routes, index, a.filter, self, a.cfg.UnlistedGrace, peerLog, a.cfg.Now)
 	if err := a.openNames(self, a.enr.Cert.OverlayRoutes); err != nil {
 		return err
@@ -121,7 +123,8 @@ func (a *Agent) buildPipeline(self certs.Identity, eps endpointPolicy, index *ad
 		opts: verifyConfig{now: a.cfg.Now, skew: a.cfg.MaxClockSkew, requireLogged: !a.cfg.AllowUnlogged,
 			crlStale: a.cfg.CRLStalePolicy, policyStale: a.cfg.PolicyStalePolicy, logAlarm: a.cfg.LogAlarmPolicy}}
 	verify.reissue = a.reissueSignal
-	a.coord = newCoordClient(newAPIClient(coordURL, serverTLS(a.roots, &a.ident, a.cfg.Now)), verify, a.pub,
-		logger.With("component", "coord"))
+	coordAPI := newAPIClient(coordURL, serverTLS(a.roots, &a.ident, a.cfg.Now))
+	a.markOwn(coordAPI)
+	a.coord = newCoordClient(coordAPI, verify, a.pub, logger.With("component", "coord"))
 	return nil
 }

@@ -39,8 +39,10 @@ type routeStage struct {
 	next   peerSink
 	dev    *deviceStage
 	kernel kernelRoutes // nil: none (userspace)
-	// accept: install peers' routes at all (--accept-routes).
+	// accept: install peers' routes at all (--accept-routes); exit: the
+	// exit node asked for, whose default routes are used (exitnode.go).
 	accept bool
+	exit   string
 	// alive says whether a path to the peer works now (the path layer's
 	// probes; nil: every router counts as alive).
 	alive func(certs.WireGuardKey) bool
@@ -129,7 +131,11 @@ func (s *routeStage) routesOf(p *verifiedPeer) []netip.Prefix {
 				fmt.Sprintf("route %s relayed for device %s is not in its certificate %s", r, p.id.DeviceID, p.id.Serial), s.now())
 			continue
 		}
-		if !s.accept || certs.IsExitRoute(r) || slices.Contains(out, r) {
+		if certs.IsExitRoute(r) {
+			if !exitWanted(s.exit, p.id) || slices.Contains(out, r) {
+				continue
+			}
+		} else if !s.accept || slices.Contains(out, r) {
 			continue
 		}
 		if s.permit != nil && !s.permit(p.id, r) {
@@ -173,6 +179,11 @@ func (s *routeStage) syncKernel(want map[certs.DeviceID][]netip.Prefix) {
 		return
 	}
 	keep := map[netip.Prefix]bool{}
+	if s.exit != "" { // the default routes stay whatever the exit node does
+		for _, r := range exitRoutes {
+			keep[r] = true
+		}
+	}
 	for _, rs := range want {
 		for _, r := range rs {
 			keep[r] = true

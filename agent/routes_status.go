@@ -15,6 +15,9 @@ import (
 type RoutesStatus struct {
 	// Accept: peers' routes are installed (--accept-routes).
 	Accept bool `json:"accept"`
+	// ExitNode is the exit node asked for (--exit-node); its default
+	// routes are among Installed once a peer certified for them is it.
+	ExitNode string `json:"exit_node,omitempty"`
 	// Served are the routes this node routes for its peers (asked,
 	// certified and forwarded); Forwarding says how the forwarding stands.
 	Served     []netip.Prefix `json:"served,omitempty"`
@@ -69,7 +72,7 @@ func (rs *routeRefusals) add(log *slog.Logger, label string, dev certs.DeviceID,
 // status reports the routes in use and the refusals, for Agent.Status
 // (under the peer set's lock, which the route stage runs under).
 func (s *routeStage) status() (RoutesStatus, []Rejection, map[certs.Reason]uint64) {
-	st := RoutesStatus{Accept: s.accept}
+	st := RoutesStatus{Accept: s.accept, ExitNode: s.exit}
 	for pfx, dev := range s.pick.primary {
 		r := s.pick.routers[dev]
 		if r == nil {

@@ -255,3 +255,40 @@ func TestRoutePrimaryIsDeterministic(t *testing.T) {
 		t.Fatalf("the lowest device ID holds %v", got)
 	}
 }
+
+// TestExitNodeRoutes: with an exit node asked for by hostname, only that
+// peer's certified default routes go into its AllowedIPs (another exit
+// node and a peer claiming them uncertified get none, and --accept-routes
+// is not needed); the host's default routes into the tunnel stay when the
+// exit node is evicted.
+func TestExitNodeRoutes(t *testing.T) {
+	rh := newRouteHarness(t, false)
+	rh.routes.exit = "exit1"
+	for _, r := range exitRoutes {
+		rh.kernel.on[r] = true
+	}
+	exitRoutesText := []string{"0.0.0.0/0", "::/0"}
+	e1, w1 := rh.router(t, "exit1", exitRoutesText, exitRoutesText...)
+	e2, w2 := rh.router(t, "exit2", exitRoutesText, exitRoutesText...)
+	liar, w3 := rh.router(t, "liar", nil, exitRoutesText...)
+	for _, w := range []wire.Peer{w1, w2, w3} {
+		rh.v.handle(upsert(w))
+	}
+	if got := rh.allowed(t, e1); !sameSet(got, exitRoutes) {
+		t.Fatalf("the exit node holds %v, want %v", got, exitRoutes)
+	}
+	for _, p := range []certs.MachineProfile{e2, liar} {
+		if got := rh.allowed(t, p); len(got) != 0 {
+			t.Fatalf("%s holds %v", p.Hostname, got)
+		}
+	}
+	tx := rh.m.begin()
+	rh.m.dropLocked(rh.m.peers[e1.DeviceID], "revoked")
+	tx.commit()
+	if got := rh.kernel.routes(); !sameSet(got, exitRoutes) {
+		t.Fatalf("after the exit node went, host routes into the tunnel %v, want the default routes kept", got)
+	}
+	if got := rh.allowed(t, e2); len(got) != 0 {
+		t.Fatalf("another exit node took over: %v", got)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -27,6 +28,9 @@ var generationDrain = 30 * time.Second
 type rotatingTransport struct {
 	tlsCfg *tls.Config
 	cur    atomic.Pointer[generation]
+	// control, if set before the first request, is the dialer's Control
+	// (exitnode.go marks the agent's own connections).
+	control func(network, address string, c syscall.RawConn) error
 }
 
 // generation is one http.Transport and every connection it dialled.
@@ -45,7 +49,13 @@ func newRotatingTransport(tlsCfg *tls.Config) *rotatingTransport {
 
 func (rt *rotatingTransport) newGeneration() *generation {
 	g := &generation{conns: map[net.Conn]struct{}{}}
-	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second,
+		Control: func(network, address string, c syscall.RawConn) error {
+			if rt.control == nil {
+				return nil
+			}
+			return rt.control(network, address, c)
+		}}
 	g.tr = &http.Transport{
 		TLSClientConfig: rt.tlsCfg.Clone(), ForceAttemptHTTP2: true,
 		TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: 30 * time.Second,

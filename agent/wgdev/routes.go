@@ -125,3 +125,21 @@ func (t *tunnelRoutes) close(log *slog.Logger) {
 	}
 	t.rules = nil
 }
+
+// BypassRoute keeps traffic to p off the tunnel's table (a rule "to p
+// lookup main" before it): an exit node's client reaching its own LAN
+// (KernelTUN mode; nothing in Userspace mode).
+func (d *Device) BypassRoute(p netip.Prefix) error {
+	if d.mode != KernelTUN || (p.Addr().Is6() && ipv6Disabled(d.name)) {
+		return nil
+	}
+	r := netlink.NewRule()
+	r.Family, r.Table, r.Priority, r.Dst = family(p), unix.RT_TABLE_MAIN, RouteRulePriority-10, prefixIPNet(p.Masked())
+	if err := netlink.RuleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("keeping %s off the tunnel: %w", p, err)
+	}
+	d.routes.mu.Lock()
+	d.routes.rules = append(d.routes.rules, r)
+	d.routes.mu.Unlock()
+	return nil
+}

@@ -31,7 +31,8 @@ func agentCmd() *cobra.Command {
 		useTPM, requireLogged                                     bool
 		tpmDevice, ekCert                                         string
 		routes, services                                          []string
-		acceptRoutes, snatRoutes                                  bool
+		acceptRoutes, snatRoutes, exitAllowLAN                    bool
+		exitNode                                                  string
 		dnsOpts                                                   dnsFlags
 	)
 	cmd := &cobra.Command{
@@ -100,6 +101,7 @@ func agentCmd() *cobra.Command {
 				return err
 			}
 			cfg.AcceptRoutes, cfg.NoSNATRoutes = acceptRoutes, !snatRoutes
+			cfg.ExitNode, cfg.ExitNodeAllowLAN = exitNode, exitAllowLAN
 			if cfg.DNS, err = dnsOpts.config(); err != nil {
 				return err
 			}
@@ -140,6 +142,8 @@ func agentCmd() *cobra.Command {
 	f.StringSliceVar(&routes, "advertise-routes", nil, "prefixes to route for the mesh (subnet router; 0.0.0.0/0,::/0: exit node), e.g. 10.0.0.0/24: asked of the CA, used once an admin approves them")
 	f.StringSliceVar(&services, "advertise-services", nil, "services this device offers by name, e.g. ssh:22,dns:53/udp: asked of the CA, certified once an admin approves them")
 	f.BoolVar(&acceptRoutes, "accept-routes", false, "use the routes peers are certified for (subnet routers)")
+	f.StringVar(&exitNode, "exit-node", "", "send all traffic through this peer (hostname or device ID), if its certificate makes it an exit node; nothing leaves outside the tunnel while it is unreachable")
+	f.BoolVar(&exitAllowLAN, "exit-node-allow-lan", false, "with --exit-node: keep this host's own subnets reachable directly")
 	f.BoolVar(&snatRoutes, "snat-routes", true, "on a router: masquerade routed traffic, so the LAN needs no route back to the mesh")
 	f.BoolVar(&debug, "debug", false, "debug logging")
 	f.BoolVar(&requireLogged, "require-logged", true, "accept a peer only with a valid inclusion proof of its certificate in the CA's transparency log")
