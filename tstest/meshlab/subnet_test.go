@@ -3,11 +3,9 @@ package meshlab_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -38,8 +36,7 @@ type site struct {
 	host *netns.Host // on the LAN only; runs no agent
 	echo netip.AddrPort
 
-	mu   sync.Mutex
-	seen []netip.Addr // the sources of the connections the host accepted
+	seen chan netip.Addr // the sources of the connections the host accepted
 }
 
 func newSite(t *testing.T, lab *meshlab.NetNSLab) *site {
@@ -56,40 +53,18 @@ func newSite(t *testing.T, lab *meshlab.NetNSLab) *site {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &site{lab: lab, lan: lan, host: h, echo: netip.AddrPortFrom(h.Addr, siteEchoPort)}
+	s := &site{lab: lab, lan: lan, host: h, echo: netip.AddrPortFrom(h.Addr, siteEchoPort), seen: make(chan netip.Addr, 256)}
 	ln, err := h.Listen("tcp", s.echo.String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	var echo e2e.EchoServer
-	echo.Serve(&recordingListener{Listener: ln, s: s})
+	echo.Serve(&notifyListener{Listener: ln, seen: s.seen})
 	t.Cleanup(echo.Close)
 	return s
 }
 
-// recordingListener records where each accepted connection came from.
-type recordingListener struct {
-	net.Listener
-	s *site
-}
-
-func (l *recordingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err == nil {
-		if ap, perr := netip.ParseAddrPort(c.RemoteAddr().String()); perr == nil {
-			l.s.mu.Lock()
-			l.s.seen = append(l.s.seen, ap.Addr())
-			l.s.mu.Unlock()
-		}
-	}
-	return c, err
-}
-
-func (s *site) sources() []netip.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.seen)
-}
+func (s *site) sources() []netip.Addr { return drain(s.seen) }
 
 // addRouter runs an agent on a host joined to the network and the site's
 // LAN, asking to route the LAN; it returns the node and its LAN address.
