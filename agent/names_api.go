@@ -40,11 +40,23 @@ type NameSource struct {
 	NotAfter time.Time      `json:"not_after"`
 }
 
-// ExplainName answers name/qtype (A, AAAA, PTR, SRV, ...) from the
+// ExplainName answers name/qtype (A, AAAA, PTR, SRV, ...; "": A, or PTR
+// for an IP address, which stands for its reverse name) from the
 // resolver, as a client of it would get it, and says why.
 func (a *Agent) ExplainName(ctx context.Context, name, qtype string) (*NameAnswer, error) {
 	if a.names.resolver == nil {
 		return nil, errors.New("the agent runs no resolver")
+	}
+	if ip, err := netip.ParseAddr(name); err == nil { // an address: its reverse name
+		if name, err = mdns.ReverseAddr(ip.String()); err != nil {
+			return nil, err
+		}
+		if qtype == "" {
+			qtype = "PTR"
+		}
+	}
+	if qtype == "" {
+		qtype = "A"
 	}
 	qt, ok := mdns.StringToType[strings.ToUpper(qtype)]
 	if !ok {

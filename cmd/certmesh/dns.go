@@ -14,9 +14,9 @@ import (
 func dnsCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "dns", Short: "The agent's resolver for the trust domain"}
 	var asJSON bool
-	q := agentClientCmd("query NAME [TYPE]", "Show what the agent's resolver answers to NAME (type A by default) and why",
+	q := agentClientCmd("query NAME [TYPE]", "Show what the agent's resolver answers to NAME (type A by default; an IP address: its PTR) and why",
 		func(cmd *cobra.Command, cl *agent.Client) error {
-			args, qtype := cmd.Flags().Args(), "A"
+			args, qtype := cmd.Flags().Args(), ""
 			if len(args) == 2 {
 				qtype = args[1]
 			}

@@ -141,6 +141,7 @@ func TestNamesResolveAndReach(t *testing.T) {
 	for _, q := range []struct{ name, want string }{
 		{"b." + td, "from the verified certificate(s):\n  b  device " + string(b.DeviceID())},
 		{"www.example.org", "outside the trust domain: forwarded to [" + up + "]"},
+		{b.V4().String(), "PTR\tb." + td + ".\nwhy: from the verified certificate(s):\n  b  device " + string(b.DeviceID())},
 	} {
 		out, err := exec.CommandContext(ctx, lab.Mesh.Bin.Certmesh, "dns", "query", "--state", a.Agent.StateDir, q.name).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), q.want) {
@@ -164,9 +165,13 @@ func TestNamesResolveAndReach(t *testing.T) {
 func TestNamesGoneOnRevocation(t *testing.T) {
 	lab := meshlab.NewNetNS(t, meshlab.Options{})
 	a := netnsNode(t, lab.Join(t, "a", meshlab.NodeOptions{}))
-	bad := netnsNode(t, lab.Join(t, "bad", meshlab.NodeOptions{}))
+	bad := netnsNode(t, lab.JoinOn(t, hostFor(t, lab, "bad"), meshlab.NodeOptions{}, "--advertise-services", "ssh:22"))
+	if _, err := lab.Mesh.ServerCLI(t.Context(), "devices", "services", "approve", "--state", lab.Mesh.Server.StateDir, string(bad.DeviceID()), "ssh:22"); err != nil {
+		t.Fatal(err)
+	}
 	rev, _ := dns.ReverseAddr(bad.V4().String())
-	meshlab.Eventually(t, 30*time.Second, "a to resolve bad", func() error {
+	srv := "_ssh._tcp." + td
+	meshlab.Eventually(t, 30*time.Second, "a to resolve bad and list it for ssh", func() error {
 		resp, err := lookup(t.Context(), a, "udp", "bad."+td, dns.TypeA)
 		if err != nil {
 			return err
@@ -174,7 +179,7 @@ func TestNamesGoneOnRevocation(t *testing.T) {
 		if got := records(resp); !slices.Equal(got, []string{"A " + bad.V4().String()}) {
 			return fmt.Errorf("bad resolves to %q", got)
 		}
-		return nil
+		return srvIs(t, a, srv, []string{"SRV 0 1 22 bad." + td + "."})
 	})
 
 	lab.RevokeDevice(t, bad)
@@ -189,6 +194,7 @@ func TestNamesGoneOnRevocation(t *testing.T) {
 		wantRecords(t, a, network, "bad."+td, dns.TypeA, "NXDOMAIN")
 		wantRecords(t, a, network, "bad."+td, dns.TypeAAAA, "NXDOMAIN")
 		wantRecords(t, a, network, rev, dns.TypePTR, "NXDOMAIN")
+		wantRecords(t, a, network, srv, dns.TypeSRV, "NXDOMAIN")
 	}
 	wantRecords(t, a, "udp", "a."+td, dns.TypeA, "A "+a.V4().String())
 }
