@@ -1,6 +1,8 @@
 package netcheck
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -100,4 +102,20 @@ func StateRoots(stateDir string) (*certs.Roots, error) {
 		return nil, fmt.Errorf("reading the pinned root: %w", err)
 	}
 	return certs.NewRoots(td, cs...)
+}
+
+// AgentRelays are the relays the CA lists for the agent running on
+// stateDir, as its status says (the relay client's last credentials,
+// without passwords): what netcheck probes when given no relay. An error
+// says the agent is not running, runs no relay client or has no
+// credentials yet.
+func AgentRelays(ctx context.Context, stateDir string) ([]relayc.Server, error) {
+	st, err := agent.NewClient(stateDir).Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("asking the agent for its relays: %w", err)
+	}
+	if st.Relay == nil || len(st.Relay.Relays) == 0 {
+		return nil, errors.New("the agent holds no relay list (no relay client, or no credentials yet)")
+	}
+	return st.Relay.Relays, nil
 }

@@ -78,6 +78,9 @@ type Status struct {
 	Relayed   netip.AddrPort `json:"relayed,omitzero"`
 	RTT       time.Duration  `json:"rtt_ns,omitempty"`
 	Probes    []Probe        `json:"probes,omitempty"` // the last ranking of all relays
+	// Relays are the relays of the last credentials (without passwords):
+	// what `certmesh netcheck` probes when an agent runs.
+	Relays []Server `json:"relays,omitempty"`
 	LastError string         `json:"last_error,omitempty"`
 }
 
@@ -179,7 +182,7 @@ func (c *Client) Status() Status {
 	c.stMu.Lock()
 	defer c.stMu.Unlock()
 	s := c.status
-	s.Probes = slices.Clone(s.Probes)
+	s.Probes, s.Relays = slices.Clone(s.Probes), slices.Clone(s.Relays)
 	return s
 }
 
@@ -197,6 +200,13 @@ func (c *Client) Run(ctx context.Context) error {
 			case err == nil:
 				now := c.cfg.Now()
 				creds, renewAt = cr, now.Add(cr.Expires.Sub(now)*2/3)
+				c.stMu.Lock()
+				c.status.Relays = make([]Server, len(cr.Servers))
+				for i, sv := range cr.Servers {
+					sv.Password = ""
+					c.status.Relays[i] = sv
+				}
+				c.stMu.Unlock()
 			case creds.Expires.After(c.cfg.Now()):
 				// The credentials held are still good: keep (or make) an
 				// allocation with them and ask again later.

@@ -1,6 +1,10 @@
 package main
 
 import (
+	"context"
+	"fmt"
+	"time"
+
 	"github.com/certmesh/certmesh/agent/netcheck"
 	"github.com/certmesh/certmesh/agent/relayc"
 	"github.com/certmesh/certmesh/internal/cli"
@@ -19,7 +23,8 @@ func netcheckCmd() *cobra.Command {
 			"that direct paths can be punched through), then pings each relay over UDP and TLS.\n" +
 			"--server names the embedded relay of certmesh-server (UDP 3478 and 3479, TLS on the\n" +
 			"server's port); --stun and --relay add others (a relay's UDP ports are STUN servers\n" +
-			"too). TLS relays are verified against the pinned root of the agent in --state.",
+			"too). Without --server and --relay it probes the relays the CA lists for the agent\n" +
+			"running on --state. TLS relays are verified against that agent's pinned root.",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := netcheck.Config{STUN: stun}
 			if server != "" {
@@ -35,6 +40,16 @@ func netcheckCmd() *cobra.Command {
 					return err
 				}
 				cfg.Relays = append(cfg.Relays, s)
+			}
+			if server == "" && len(relays) == 0 {
+				// The relays the CA lists for the agent running here.
+				ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+				rs, err := netcheck.AgentRelays(ctx, state)
+				cancel()
+				if err != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "no relays to probe (%v): give --server or --relay\n", err)
+				}
+				cfg.Relays = rs
 			}
 			if roots, err := netcheck.StateRoots(state); err == nil {
 				cfg.TLS = relayc.TLSConfig(roots, nil)

@@ -3,6 +3,7 @@ package testmesh_test
 import (
 	"context"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -12,8 +13,9 @@ import (
 )
 
 // TestNetcheckAgainstTheServer: netcheck, with the relays the CA lists for
-// an enrolled agent and the pinned root read from that agent's state
-// directory, reaches the embedded relay over UDP (both STUN ports: an
+// an enrolled agent (as the running agent's local API gives them, which
+// `certmesh netcheck` probes by default) and the pinned root read from
+// that agent's state directory, reaches the embedded relay over UDP (both STUN ports: an
 // endpoint-independent mapping on loopback) and over TLS on the HTTPS port
 // (ALPN stun.turn, the server certificate verified against the root).
 func TestNetcheckAgainstTheServer(t *testing.T) {
@@ -31,9 +33,22 @@ func TestNetcheckAgainstTheServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// What `certmesh netcheck` probes without --server or --relay: the
+	// relays the running agent got from the CA, without their passwords.
+	var fromAgent []relayc.Server
+	meshlab.Eventually(t, 20*time.Second, "the agent's relay list", func() error {
+		fromAgent, err = netcheck.AgentRelays(t.Context(), n.StateDir)
+		return err
+	})
+	for i := range creds.Servers {
+		creds.Servers[i].Password = ""
+	}
+	if !slices.Equal(fromAgent, creds.Servers) {
+		t.Fatalf("the agent lists relays %+v, the CA %+v", fromAgent, creds.Servers)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	r, err := netcheck.Run(ctx, netcheck.Config{Relays: creds.Servers, TLS: relayc.TLSConfig(roots, nil)})
+	r, err := netcheck.Run(ctx, netcheck.Config{Relays: fromAgent, TLS: relayc.TLSConfig(roots, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
