@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/vishvananda/netlink"
 )
 
 // Readdress moves the host's eth0 to the next free address of its subnet
@@ -44,6 +46,14 @@ func (h *Host) Readdress(ctx context.Context) (netip.Addr, error) {
 		if _, err := runIP(ctx, args...); err != nil {
 			return netip.Addr{}, fmt.Errorf("netns: readdress %s: %w", h.Name, err)
 		}
+	}
+	// The kernel drops the old address's masqueraded flows itself, but
+	// later, from a work queue: until then a LAN socket's next datagram
+	// may still leave from the gone address (TestRouterReaddress was red
+	// that way on a loaded machine). Flush now, as a router that takes a
+	// new lease loses its NAT state.
+	if err := h.Do(func() error { return netlink.ConntrackTableFlush(netlink.ConntrackTable) }); err != nil {
+		return netip.Addr{}, fmt.Errorf("netns: readdress %s: flushing conntrack: %w", h.Name, err)
 	}
 	n.mu.Lock()
 	h.Addr, h.Prefix = addr, next
