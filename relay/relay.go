@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/pionlog"
 	"github.com/certmesh/certmesh/internal/relaycred"
 	"github.com/pion/turn/v4"
 )
@@ -123,7 +124,7 @@ func New(cfg Config) (*Relay, error) {
 		Realm:         cfg.Realm,
 		AuthHandler:   r.authHandler,
 		QuotaHandler:  func(username, _ string, _ net.Addr) bool { return r.quota(username) },
-		LoggerFactory: pionLogs{cfg.Logger},
+		LoggerFactory: pionlog.Factory{Log: cfg.Logger, ErrorsAsWarnings: true},
 		EventHandler: turn.EventHandler{
 			OnAllocationCreated: func(src, dst net.Addr, _, username, _ string, relayAddr net.Addr, _ int) {
 				r.created(src, dst, username, relayAddr)

@@ -15,7 +15,12 @@ import (
 
 // Factory is a pion logging.LoggerFactory writing to Log (nil:
 // slog.Default()).
-type Factory struct{ Log *slog.Logger }
+type Factory struct {
+	Log *slog.Logger
+	// ErrorsAsWarnings logs pion's errors at warn: a TURN server logs a
+	// client's bad request as an error, which is no error of the server's.
+	ErrorsAsWarnings bool
+}
 
 // NewLogger implements logging.LoggerFactory.
 func (f Factory) NewLogger(scope string) logging.LeveledLogger {
@@ -23,10 +28,17 @@ func (f Factory) NewLogger(scope string) logging.LeveledLogger {
 	if l == nil {
 		l = slog.Default()
 	}
-	return logger{l.With("pion", scope)}
+	errLevel := slog.LevelError
+	if f.ErrorsAsWarnings {
+		errLevel = slog.LevelWarn
+	}
+	return logger{l.With("pion", scope), errLevel}
 }
 
-type logger struct{ l *slog.Logger }
+type logger struct {
+	l        *slog.Logger
+	errLevel slog.Level
+}
 
 func (g logger) log(level slog.Level, msg string) {
 	if g.l.Enabled(context.Background(), level) {
@@ -48,5 +60,5 @@ func (g logger) Info(msg string)                   { g.log(slog.LevelDebug, msg)
 func (g logger) Infof(format string, args ...any)  { g.logf(slog.LevelDebug, format, args...) }
 func (g logger) Warn(msg string)                   { g.log(slog.LevelWarn, msg) }
 func (g logger) Warnf(format string, args ...any)  { g.logf(slog.LevelWarn, format, args...) }
-func (g logger) Error(msg string)                  { g.log(slog.LevelError, msg) }
-func (g logger) Errorf(format string, args ...any) { g.logf(slog.LevelError, format, args...) }
+func (g logger) Error(msg string)                  { g.log(g.errLevel, msg) }
+func (g logger) Errorf(format string, args ...any) { g.logf(g.errLevel, format, args...) }
