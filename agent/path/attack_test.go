@@ -20,6 +20,23 @@ type attackRig struct {
 	z     *net.UDPConn
 }
 
+// onPongFromB calls fn, on a goroutine of its own, with each pong B sends
+// the attacker's socket Z.
+func (r *attackRig) onPongFromB(fn func([]byte)) {
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := r.z.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			if pr, err := parseProbe(buf[:n]); err == nil && pr.kind == kindPong && unmap(from) == r.b.addr() {
+				fn(buf[:n])
+			}
+		}
+	}()
+}
+
 func newAttackRig(t *testing.T) *attackRig {
 	t.Helper()
 	r := &attackRig{a: newTestNode(t, 1), b: newTestNode(t, 2)}
@@ -122,18 +139,7 @@ func TestReplayedPongDoesNotHoldPath(t *testing.T) {
 // Y, so Z does not become A's path (which, direct, would beat the relay).
 func TestPongFromElsewhereDoesNotMovePath(t *testing.T) {
 	r := newAttackRig(t)
-	go func() { // the attacker at Z returns B's pongs to A
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := r.z.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			if pr, err := parseProbe(buf[:n]); err == nil && pr.kind == kindPong && unmap(from) == r.b.addr() {
-				r.z.WriteToUDPAddrPort(buf[:n], r.a.addr())
-			}
-		}
-	}()
+	r.onPongFromB(func(p []byte) { r.z.WriteToUDPAddrPort(p, r.a.addr()) }) // the attacker at Z returns them to A
 	forwarded := 0
 	r.cutAndAttack(t, func() {
 		pings, _ := r.b.filter.recorded()

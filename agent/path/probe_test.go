@@ -83,18 +83,7 @@ func TestPingReplayWindow(t *testing.T) {
 func TestReplayedPingIsNotAnswered(t *testing.T) {
 	r := newAttackRig(t)
 	var answered atomic.Int64
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := r.z.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			if pr, err := parseProbe(buf[:n]); err == nil && pr.kind == kindPong && unmap(from) == r.b.addr() {
-				answered.Add(1)
-			}
-		}
-	}()
+	r.onPongFromB(func([]byte) { answered.Add(1) })
 	pings, _ := r.b.filter.recorded()
 	if len(pings) == 0 {
 		t.Fatal("no ping recorded")

@@ -30,11 +30,16 @@ func runClient(t *testing.T, creds func() Credentials, in *inbox, now func() tim
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(run(c))
+	return c, changes
+}
+
+// run runs c until the returned stop is called (which waits for it).
+func run(c *Client) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = c.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return c, changes
+	return func() { cancel(); <-done }
 }
 
 func nextChange(t *testing.T, changes chan netip.AddrPort, d time.Duration) netip.AddrPort {
@@ -225,10 +230,7 @@ func TestCredentialFetchFailsAtRenewal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = c.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	defer run(c)()
 	first := nextChange(t, changes, 10*time.Second)
 	down.Store(true)
 	clock.Advance(41 * time.Minute)
@@ -280,14 +282,11 @@ func TestRunEndsEveryAllocation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = c.Run(ctx); close(done) }()
+	stop := run(c)
 	nextChange(t, changes, 10*time.Second)
 	clock.Advance(41 * time.Minute)
 	nextChange(t, changes, 10*time.Second) // the first allocation now retires for ~19 minutes
-	cancel()
-	<-done
+	stop()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		r.mu.Lock()
@@ -325,10 +324,7 @@ func TestNewMappingReplacesTheAllocation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = c.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	defer run(c)()
 	first := nextChange(t, changes, 10*time.Second)
 	nat.remap()
 	c.CheckNow()

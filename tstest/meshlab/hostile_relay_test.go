@@ -198,18 +198,11 @@ func startSink(t *testing.T, n *meshlab.NetNSNode) *sink {
 	}
 	t.Cleanup(func() { pc.Close() })
 	s := &sink{name: n.Hostname(), sent: map[string]bool{}}
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			k, _, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			s.got = append(s.got, string(buf[:k]))
-			s.mu.Unlock()
-		}
-	}()
+	go readEach(pc, func(b []byte) {
+		s.mu.Lock()
+		s.got = append(s.got, string(b))
+		s.mu.Unlock()
+	})
 	return s
 }
 
@@ -379,24 +372,29 @@ func startVictim(t *testing.T, h *netns.Host) *victim {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, _, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			v.mu.Lock()
-			switch {
-			case n >= 4 && buf[0] >= 1 && buf[0] <= 4 && buf[1] == 0 && buf[2] == 0 && buf[3] == 0:
-				v.nWG++
-			case n >= 1 && buf[0] == 0xCE:
-				v.nProbes++
-			}
-			v.mu.Unlock()
+	go readEach(pc, func(b []byte) {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		switch {
+		case len(b) >= 4 && b[0] >= 1 && b[0] <= 4 && b[1] == 0 && b[2] == 0 && b[3] == 0:
+			v.nWG++
+		case len(b) >= 1 && b[0] == 0xCE:
+			v.nProbes++
 		}
-	}()
+	})
 	return v
+}
+
+// readEach hands fn every datagram pc reads until it is closed.
+func readEach(pc net.PacketConn, fn func([]byte)) {
+	buf := make([]byte, 2048)
+	for {
+		n, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		fn(buf[:n])
+	}
 }
 
 func (v *victim) probes() int    { v.mu.Lock(); defer v.mu.Unlock(); return v.nProbes }

@@ -1,7 +1,6 @@
 package meshlab_test
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -17,11 +16,7 @@ import (
 // direct path at its LAN address (not the router's public one, which
 // would hairpin), and they exchange data through the tunnel.
 func TestSameNATUsesLAN(t *testing.T) {
-	t.Parallel()
-	netns.RequireCommands(t, "nft")
-	lab := meshlab.NewNetNS(t, meshlab.Options{})
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
+	lab, ctx := natLab(t, time.Minute)
 	r, err := lab.Mesh.Net.AddRouter(ctx, "home", netns.RouterOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -69,11 +64,7 @@ const roamDeadline = 30 * time.Second
 // without re-enrolling (the same device ID and certificate serial), and
 // the public peer ends on a direct path at the router's new address.
 func TestRouterRoaming(t *testing.T) {
-	t.Parallel()
-	netns.RequireCommands(t, "nft")
-	lab := meshlab.NewNetNS(t, meshlab.Options{})
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
+	lab, ctx := natLab(t, 2*time.Minute)
 	h, err := lab.Mesh.Place(ctx, "laptop", e2e.EIMNAT)
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package meshlab_test
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -19,11 +18,7 @@ import (
 // them flows through the relay: status shows path "relay" both ways, and
 // `wg show` lists each as the other's peer.
 func TestRelayPathBetweenSymmetricNATs(t *testing.T) {
-	t.Parallel()
-	netns.RequireCommands(t, "nft")
-	lab := meshlab.NewNetNS(t, meshlab.Options{})
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
+	lab, ctx := natLab(t, time.Minute)
 	var nodes []meshlab.Node
 	for i, name := range []string{"carrier1", "carrier2"} {
 		router, err := lab.Mesh.Net.AddRouter(ctx, name, netns.RouterOptions{Mapping: netns.Symmetric,

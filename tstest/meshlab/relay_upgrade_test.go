@@ -1,7 +1,6 @@
 package meshlab_test
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -24,11 +23,7 @@ const upgradeBound = 15 * time.Second
 // upgradeBound, both ways, without a restart, and the tunnel still
 // carries traffic.
 func TestRelayUpgradesToDirect(t *testing.T) {
-	t.Parallel()
-	netns.RequireCommands(t, "nft")
-	lab := meshlab.NewNetNS(t, meshlab.Options{})
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
+	lab, ctx := natLab(t, 2*time.Minute)
 	office, err := lab.Mesh.Place(ctx, "office", e2e.Public)
 	if err != nil {
 		t.Fatal(err)
