@@ -38,12 +38,13 @@ func OpenBolt(path string) (*Bolt, error) {
 		return nil, fmt.Errorf("opening database %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
+		fresh := tx.Bucket(bucketMeta) == nil
 		for _, b := range [][]byte{bucketTokens, bucketNonces, bucketDevices, bucketCerts, bucketMeta, bucketUsers, bucketIDToks, bucketPending, bucketIntents} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		return nil
+		return migrate(tx, path, fresh)
 	})
 	if err != nil {
 		db.Close()
