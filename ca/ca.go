@@ -38,6 +38,7 @@ type CA struct {
 	nonces            *nonces     // nonce.go
 	limits            *rateLimits // ratelimit.go
 	relay             relayState  // relay.go
+	metrics           *caMetrics  // metrics.go
 
 	issueMu  sync.Mutex // serialises logged changes (recover.go)
 	policyMu sync.Mutex // serialises policy publication
@@ -108,7 +109,7 @@ func Open(stateDir string, o Options) (_ *CA, err error) {
 	c := &CA{
 		stateDir: stateDir, cfg: cfg, roots: roots, root: &certs.KeyPair{Cert: roots.Certificates()[0]},
 		inter: inter, store: st, signer: sg, log: o.Logger, now: o.Now, logins: newLogins(),
-		nonces: nc, limits: newRateLimits(cfg.RateLimit.withDefaults()), lock: lock,
+		nonces: nc, limits: newRateLimits(cfg.RateLimit.withDefaults()), lock: lock, metrics: newCAMetrics(),
 	}
 	if c.relay.master, err = loadRelayKey(stateDir); err != nil {
 		c.Close()

@@ -91,9 +91,8 @@ func (c *CA) Enroll(ctx context.Context, req wire.EnrollRequest) (wire.Certifica
 	return c.EnrollFrom(ctx, req, "")
 }
 
-// EnrollFrom is Enroll for a request from the network address remote
-// (shown to the admin who approves it).
-func (c *CA) EnrollFrom(ctx context.Context, req wire.EnrollRequest, remote string) (wire.CertificateResponse, error) {
+// enrollFrom is EnrollFrom (metrics.go counts its answers).
+func (c *CA) enrollFrom(ctx context.Context, req wire.EnrollRequest, remote string) (wire.CertificateResponse, error) {
 	host, err := certs.ParseHostname(req.Hostname)
 	if err != nil {
 		return wire.CertificateResponse{}, refuseErr(CodeBadRequest, err, "hostname")
@@ -212,6 +211,7 @@ func (c *CA) deviceResponse(ctx context.Context, dev store.Device) (wire.Certifi
 // issue signs a machine certificate for dev and records it, its log entry
 // and the device, in the staged tx of a logged change.
 func (c *CA) issue(ctx context.Context, tx store.Tx, dev *store.Device, csr *x509.CertificateRequest) (*x509.Certificate, error) {
+	defer c.observeIssue(time.Now())
 	p := certs.MachineProfile{
 		TrustDomain: c.cfg.TrustDomain, DeviceID: dev.ID, Hostname: dev.Hostname, Addresses: dev.Addresses,
 		WireGuardKey: dev.WireGuardKey, Attestation: dev.Attestation, EK: certs.EKFingerprint(dev.EKFP), Tags: dev.Tags,

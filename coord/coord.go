@@ -43,6 +43,7 @@ type Server struct {
 	// closing: Shutdown ended every watch; no new one is taken and no
 	// member that leaves is announced as leaving.
 	closing bool
+	stats   coordStats // metrics.go
 }
 
 // errClosing refuses a watch opened while the coordinator shuts down.
@@ -262,6 +263,7 @@ func (s *Server) broadcastLocked(from certs.DeviceID, enc []byte) {
 		case m.events <- enc:
 		default:
 			s.log.Warn("agent too slow, disconnecting", "device", id)
+			s.stats.slow.Add(1)
 			m.close()
 		}
 	}

@@ -109,6 +109,7 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 	if err := wire.EncodeEvent(w, &wire.Event{Type: wire.EventSnapshot, Peers: snap}); err != nil {
 		return
 	}
+	s.stats.eventsSent.Add(uint64(len(docs)) + 1)
 	if rc.Flush() != nil {
 		return
 	}
@@ -127,6 +128,9 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 		}
 		if _, err := w.Write(out); err != nil {
 			return
+		}
+		if len(out) > 1 { // not a keepalive
+			s.stats.eventsSent.Add(1)
 		}
 		if rc.Flush() != nil {
 			return

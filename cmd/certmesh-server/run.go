@@ -15,7 +15,8 @@ import (
 func runCmd() *cobra.Command {
 	var state, listen, role, caURL, relayIP string
 	var relay server.RelayOptions
-	var debug bool
+	var logFlags cli.LogFlags
+	var metrics cli.MetricsFlags
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Serve the CA, the coordinator and the relay (TURN and STUN), or one of them",
@@ -24,7 +25,17 @@ func runCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			log := cli.Logger(debug)
+			log, err := logFlags.Logger()
+			if err != nil {
+				return err
+			}
+			ms, err := metrics.Start(log)
+			if err != nil {
+				return err
+			}
+			if ms != nil {
+				defer ms.Close()
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			if relayIP != "" {
@@ -35,6 +46,12 @@ func runCmd() *cobra.Command {
 			srv, err := server.Start(server.Options{StateDir: state, Listen: listen, Role: r, Logger: log, CAURL: caURL, Relay: relay})
 			if err != nil {
 				return err
+			}
+			if ms != nil {
+				if err := ms.Register(srv.Collectors()...); err != nil {
+					return err
+				}
+				ms.SetReady(srv.ReadyChecks()...)
 			}
 			return srv.Wait(ctx)
 		},
@@ -47,7 +64,8 @@ func runCmd() *cobra.Command {
 	cmd.Flags().StringVar(&relay.UDPAlt, "relay-udp-alt", "", "second UDP address answering STUN (and TURN), for agents' NAT mapping test (default relay.udp_alt_listen, else the listen host on port 3479)")
 	cmd.Flags().StringVar(&relayIP, "relay-public-ip", "", "IPv4 address of the relay that peers send to, put in every allocation (default relay.public_ip, else the UDP listen host, else the host's first global IPv4)")
 	cmd.Flags().StringVar(&relay.KeyFile, "relay-key", "", "with --role relay: the relay's key file (0600), made on the CA's host by certmesh-server relay-key")
-	cmd.Flags().BoolVar(&debug, "debug", false, "debug logging")
+	logFlags.Add(cmd.Flags())
+	metrics.Add(cmd.Flags())
 	_ = cmd.MarkFlagRequired("state")
 	return cmd
 }

@@ -430,7 +430,7 @@ func socks5ConnectHost(ctx context.Context, proxy, host string, port uint16) (ne
 // free loopback port and waits until its admin socket answers; it returns
 // the mesh handle (Server set), the server's process, the root fingerprint
 // and the address.
-func startLoopbackServer(ctx context.Context, t *testing.T, bin *Binaries, dir string, logs map[string]string) (*Mesh, *proc, string, netip.AddrPort) {
+func startLoopbackServer(ctx context.Context, t *testing.T, bin *Binaries, dir string, logs map[string]string, args ...string) (*Mesh, *proc, string, netip.AddrPort) {
 	t.Helper()
 	srvState := filepath.Join(dir, "srv", "state")
 	out, err := run(ctx, bin.Server, "init", "--state", srvState, "--trust-domain", DefaultTrustDomain)
@@ -443,7 +443,7 @@ func startLoopbackServer(ctx context.Context, t *testing.T, bin *Binaries, dir s
 	}
 	listen := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freePort(t))
 	logs["certmesh-server"] = filepath.Join(dir, "srv", "server.log")
-	srv := startProc(t, logs["certmesh-server"], bin.Server, "run", "--state", srvState, "--listen", listen.String())
+	srv := startProc(t, logs["certmesh-server"], bin.Server, append([]string{"run", "--state", srvState, "--listen", listen.String()}, args...)...)
 	m := &Mesh{Bin: bin, Server: &Server{StateDir: srvState}}
 	waitOK(ctx, t, "certmesh-server", func() error {
 		if err := srv.exited(); err != nil {
