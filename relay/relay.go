@@ -9,8 +9,8 @@
 // CA issued to an enrolled device (internal/relaycred): each authenticated
 // request (Allocate, Refresh, CreatePermission, ChannelBind) must carry an
 // unexpired username and its HMAC password under this relay's key, and an
-// allocation stops relaying the moment the credential it was made with
-// expires (a client moves to fresh credentials with a new allocation).
+// allocation stops relaying the moment the credential it was made with, or
+// the latest one of the same device it was refreshed with, expires.
 package relay
 
 import (
@@ -25,6 +25,7 @@ import (
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/pionlog"
 	"github.com/certmesh/certmesh/internal/relaycred"
+	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
 )
 
@@ -130,6 +131,11 @@ func New(cfg Config) (*Relay, error) {
 				r.created(src, dst, username, relayAddr)
 			},
 			OnAllocationDeleted: func(src, dst net.Addr, _, _, _ string) { r.deleted(src, dst) },
+			OnAuth: func(src, dst net.Addr, _, username, _, method string, verdict bool) {
+				if verdict && method == stun.MethodRefresh.String() {
+					r.refreshed(src, dst, username)
+				}
+			},
 		},
 		ListenerConfigs: []turn.ListenerConfig{{Listener: r.tls, RelayAddressGenerator: addrGen{r}, PermissionHandler: r.policy.handler}},
 	}

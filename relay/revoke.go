@@ -3,6 +3,7 @@ package relay
 import (
 	"fmt"
 	"math/big"
+	"net"
 
 	"github.com/certmesh/certmesh/internal/relaycred"
 )
@@ -45,4 +46,29 @@ func (a *allocs) checkRevoked(u relaycred.Username) error {
 		return fmt.Errorf("the machine certificate %x of device %s is revoked (CRL)", u.Serial, u.Device)
 	}
 	return nil
+}
+
+// refreshed extends an allocation to the credential an authenticated
+// Refresh carried (pion calls it once the request's MESSAGE-INTEGRITY
+// checked, and authHandler refused expired, revoked and cut usernames): a
+// client renews its credentials on the allocation it holds, and its
+// relayed address, which peers know, stays. Only a credential of the
+// allocation's own device, expiring later, counts.
+func (r *Relay) refreshed(src, dst net.Addr, username string) {
+	u, err := relaycred.ParseUsername(username)
+	if err != nil {
+		return
+	}
+	a := &r.allocs
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c := a.byTuple[tupleKey(src, dst)]
+	if c == nil || c.device != u.Device || !c.live() || u.Expires.UnixNano() <= c.expires.Load() {
+		return
+	}
+	c.expires.Store(u.Expires.UnixNano())
+	c.serial = ""
+	if u.Serial != nil {
+		c.serial = u.Serial.Text(16)
+	}
 }

@@ -72,6 +72,7 @@ type relayEndpoint struct{ r Route }
 
 func (e *relayEndpoint) ClearSrc()           {}
 func (e *relayEndpoint) SrcToString() string { return "" }
+
 // DstToString is the final destination, "addr:port", not the route:
 // wireguard-go prints it as the peer's endpoint in its UAPI get output,
 // which `wg show` parses as an address (and crashed on the relay form).

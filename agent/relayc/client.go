@@ -78,10 +78,13 @@ type Status struct {
 	Relayed   netip.AddrPort `json:"relayed,omitzero"`
 	RTT       time.Duration  `json:"rtt_ns,omitempty"`
 	Probes    []Probe        `json:"probes,omitempty"` // the last ranking of all relays
+	// CredentialsExpire is when the allocation's credentials expire (it is
+	// renewed on fresh ones before: the relayed address stays).
+	CredentialsExpire time.Time `json:"credentials_expire,omitzero"`
 	// Relays are the relays of the last credentials (without passwords):
 	// what `certmesh netcheck` probes when an agent runs.
-	Relays []Server `json:"relays,omitempty"`
-	LastError string         `json:"last_error,omitempty"`
+	Relays    []Server `json:"relays,omitempty"`
+	LastError string   `json:"last_error,omitempty"`
 }
 
 // New checks cfg and makes a Client; Run drives it.
@@ -222,6 +225,10 @@ func (c *Client) Run(ctx context.Context) error {
 				continue
 			}
 		}
+		if c.renew(creds) {
+			c.watchCurrent(ctx, c.cur.Load(), renewAt)
+			continue
+		}
 		a, err := c.allocate(ctx, creds)
 		if err != nil {
 			c.failed(err)
@@ -234,6 +241,29 @@ func (c *Client) Run(ctx context.Context) error {
 		c.watchCurrent(ctx, a, renewAt)
 	}
 	return ctx.Err()
+}
+
+// renew moves the allocation in use, if it still works and its relay is
+// among creds', to creds (Allocation.Renew): its relayed address stays.
+func (c *Client) renew(creds Credentials) bool {
+	a := c.cur.Load()
+	if a == nil || a.Err() != nil || !a.credExpires.Before(creds.Expires) {
+		return false
+	}
+	for _, s := range creds.Servers {
+		if s.UDP != a.cfg.Addr && s.TLS != a.cfg.Addr {
+			continue
+		}
+		if err := a.Renew(creds.Username, s.Password, creds.Expires); err != nil {
+			c.cfg.Log.Info("relay: a new allocation instead", "err", err)
+			return false
+		}
+		c.stMu.Lock()
+		c.status.CredentialsExpire = creds.Expires
+		c.stMu.Unlock()
+		return true
+	}
+	return false
 }
 
 // watchCurrent watches a until renewAt; a relay that fails is tried last

@@ -123,8 +123,9 @@ func TestNearestThenFailover(t *testing.T) {
 }
 
 // TestCredentialsRenewed: at two thirds of the credentials' life (an
-// injected clock moved forward), the client fetches new ones, allocates
-// with them and reports the new relayed address.
+// injected clock moved forward), the client fetches new ones and renews
+// its allocation on them (a Refresh under the new credentials): the
+// relayed address stays, no change is reported, and it still relays.
 func TestCredentialsRenewed(t *testing.T) {
 	ca, _ := testRoots(t)
 	r := startTURN(t, ca)
@@ -144,16 +145,34 @@ func TestCredentialsRenewed(t *testing.T) {
 		t.Fatalf("re-allocated (%s) at half the credentials' life", a)
 	case <-time.After(500 * time.Millisecond):
 	}
+	before := c.Status().CredentialsExpire
 	clock.Advance(11 * time.Minute)
-	second := nextChange(t, changes, 10*time.Second)
-	if n := fetches.Load(); n != 2 || second == first || !second.IsValid() {
-		t.Fatalf("%d fetches, relayed %s then %s", n, first, second)
+	waitRenewed(t, c, before)
+	select {
+	case a := <-changes:
+		t.Fatalf("re-allocated (%s, was %s) at renewal instead of renewing", a, first)
+	default:
+	}
+	if n := fetches.Load(); n != 2 || c.RelayedAddr() != first {
+		t.Fatalf("%d fetches, relayed %s then %s", n, first, c.RelayedAddr())
 	}
 	peer, pa := plainPeer(t)
 	if err := c.Permit(context.Background(), []netip.Addr{pa.Addr()}); err != nil {
 		t.Fatal(err)
 	}
-	roundTrip(t, c, in, peer, second, "renewed")
+	roundTrip(t, c, in, peer, first, "renewed")
+}
+
+// waitRenewed waits until c's credentials expire after before.
+func waitRenewed(t *testing.T, c *Client, before time.Time) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !c.Status().CredentialsExpire.After(before) {
+		if time.Now().After(deadline) {
+			t.Fatalf("credentials not renewed (expire %s, status %+v)", before, c.Status())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // TestTLSWhereUDPIsBlocked: a relay whose UDP port does not answer is
@@ -207,7 +226,7 @@ var _, _ relay = (*Client)(nil), (*Allocation)(nil)
 // renewal time, the client keeps the allocation it has (its credentials
 // are still good) and keeps watching it: when that relay stops during the
 // CA's outage, it moves to the other relay on the credentials it holds,
-// and re-allocates once the CA answers again.
+// and renews that allocation on fresh ones once the CA answers again.
 func TestCredentialFetchFailsAtRenewal(t *testing.T) {
 	ca, _ := testRoots(t)
 	r1, r2 := startTURN(t, ca), startTURN(t, ca)
@@ -235,9 +254,9 @@ func TestCredentialFetchFailsAtRenewal(t *testing.T) {
 	down.Store(true)
 	clock.Advance(41 * time.Minute)
 	deadline := time.Now().Add(10 * time.Second)
-	for fetches.Load() < 2 {
+	for fetches.Load() < 2 || !strings.Contains(c.Status().LastError, "CA unreachable") {
 		if time.Now().After(deadline) {
-			t.Fatal("no fetch at renewal time")
+			t.Fatalf("no failed fetch at renewal time (%d fetches, status %+v)", fetches.Load(), c.Status())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -259,22 +278,30 @@ func TestCredentialFetchFailsAtRenewal(t *testing.T) {
 		t.Fatalf("relay stopped during the CA's outage: relayed %s (was %s), status %+v", second, first, st)
 	}
 	roundTrip(t, c, in, peer, second, "moved")
+	before := c.Status().CredentialsExpire
 	down.Store(false)
-	if third := nextChange(t, changes, 10*time.Second); third == second || !third.IsValid() {
-		t.Fatalf("once the CA answers: %s (was %s)", third, second)
+	waitRenewed(t, c, before)
+	if got := c.RelayedAddr(); got != second {
+		t.Fatalf("once the CA answers: relayed %s (was %s)", got, second)
 	}
 }
 
 // TestRunEndsEveryAllocation: when Run returns, the allocation in use and
-// one still retiring after a credential renewal are both released at the
-// relay (it deletes them), not left to their lifetime.
+// one still retiring after a credential renewal that moved it (the fresh
+// credentials no longer list its relay) are both released at the relays
+// (they delete them), not left to their lifetime.
 func TestRunEndsEveryAllocation(t *testing.T) {
 	ca, _ := testRoots(t)
-	r := startTURN(t, ca)
+	r1, r2 := startTURN(t, ca), startTURN(t, ca)
 	clock := &testclock.Clock{}
 	changes := make(chan netip.AddrPort, 4)
+	var fetches atomic.Int32
 	c, err := New(Config{
 		Credentials: func(context.Context) (Credentials, error) {
+			r := r1
+			if fetches.Add(1) > 1 {
+				r = r2
+			}
 			return Credentials{Username: testUser, Expires: clock.Now().Add(time.Hour), Servers: []Server{{UDP: r.udp, Password: testPass}}}, nil
 		},
 		OnChange: func(a netip.AddrPort) { changes <- a }, Now: clock.Now, ProbeInterval: 100 * time.Millisecond,
@@ -289,9 +316,12 @@ func TestRunEndsEveryAllocation(t *testing.T) {
 	stop()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		r.mu.Lock()
-		n, d := len(r.allocated), len(r.deleted)
-		r.mu.Unlock()
+		n, d := 0, 0
+		for _, r := range []*turnServer{r1, r2} {
+			r.mu.Lock()
+			n, d = n+len(r.allocated), d+len(r.deleted)
+			r.mu.Unlock()
+		}
 		if n == 2 && d == 2 {
 			return
 		}

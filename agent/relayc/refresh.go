@@ -105,6 +105,30 @@ func (a *Allocation) refresh() (time.Duration, error) {
 	return granted, nil
 }
 
+// Renew moves the allocation to fresh credentials of the same device: the
+// relay checks a Refresh under them and keeps relaying until they expire,
+// so the relayed address (which peers know) stays. A relay that refuses
+// leaves the allocation on its old credentials, which the caller replaces
+// with a new allocation.
+func (a *Allocation) Renew(username, password string, expires time.Time) error {
+	a.authMu.Lock()
+	oldUser, oldPass, oldInteg := a.username, a.cfg.Password, a.integrity
+	oldName := a.cfg.Username
+	a.username, a.cfg.Username, a.cfg.Password = stun.NewUsername(username), username, password
+	if a.realm != nil {
+		a.integrity = stun.NewLongTermIntegrity(username, string(a.realm), password)
+	}
+	a.authMu.Unlock()
+	if _, err := a.refresh(); err != nil {
+		a.authMu.Lock()
+		a.username, a.cfg.Username, a.cfg.Password, a.integrity = oldUser, oldName, oldPass, oldInteg
+		a.authMu.Unlock()
+		return fmt.Errorf("renewing the allocation at relay %s on fresh credentials: %w", a.server, err)
+	}
+	a.credExpires = expires // Run's goroutine only, as install
+	return nil
+}
+
 func (a *Allocation) renewPermissions() error {
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()

@@ -70,6 +70,7 @@ func (c *Client) install(ctx context.Context, a *Allocation) {
 	if a != nil {
 		relayed, server = a.RelayedAddr(), a.cfg.Addr
 		c.status.Server, c.status.Transport, c.status.Relayed, c.status.LastError = a.cfg.Addr, a.kind, relayed, ""
+		c.status.CredentialsExpire = a.credExpires
 	} else {
 		c.status.Server, c.status.Transport, c.status.Relayed, c.status.RTT = "", "", netip.AddrPort{}, 0
 	}
