@@ -65,6 +65,7 @@ func (c *CA) AdminHandler() http.Handler {
 		tok, rec, err := c.CreateToken(r.Context(), tags, time.Duration(req.TTL))
 		return TokenResponse{Token: tok, ID: rec.ID, ExpiresAt: rec.ExpiresAt}, err
 	}, c.reply))
+	mux.HandleFunc("POST "+AdminPathBackup, jsonHandler(c.adminBackup, c.reply))
 	mux.HandleFunc("GET "+AdminPathDevices, listHandler(c, c.Devices))
 	mux.HandleFunc("POST "+AdminPathDevices+"/{id}/revoke", deviceHandler(c, c.Revoke))
 	mux.HandleFunc("GET "+AdminPathDevices+"/{id}", deviceHandler(c, c.Device))

@@ -53,6 +53,8 @@ type CA struct {
 	onRevoke, onReissue           listeners[certs.DeviceID]
 
 	lock *statedir.Lock // the state directory, held until Close
+
+	restored *RestoredState // restored and catching up: nothing is signed (restore.go)
 }
 
 // Options tune Open.
@@ -123,6 +125,10 @@ func Open(stateDir string, o Options) (_ *CA, err error) {
 		c.Close()
 		return nil, err
 	}
+	if c.restored, err = loadRestored(stateDir); err != nil {
+		c.Close()
+		return nil, err
+	}
 	if c.pol, err = loadPolicy(stateDir); err != nil {
 		c.Close()
 		return nil, err
@@ -131,7 +137,11 @@ func Open(stateDir string, o Options) (_ *CA, err error) {
 		c.Close()
 		return nil, fmt.Errorf("recovering an interrupted policy publication: %w", err)
 	}
-	if c.pol != nil && c.tlog.Size() == 0 {
+	if c.restored != nil {
+		c.log.Warn("restored: catching up: issuing nothing and publishing no CRL, log checkpoint or policy until certmesh-server catch-up",
+			"backup_taken_at", c.restored.BackupTakenAt, "log_size", c.tlog.Size())
+	}
+	if c.pol != nil && c.tlog.Size() == 0 && c.restored == nil {
 		// The starter policy, signed at init, is the log's first entry.
 		if err := c.logAppend(context.Background(), translog.PolicyEntry(c.pol.doc.Version, c.pol.raw, c.pol.doc.SignedAt)); err != nil {
 			c.Close()

@@ -27,6 +27,7 @@ const (
 	CodeDenied         Code = "denied"          // an admin denied the enrollment
 	CodeBadAttestation Code = "bad-attestation" // TPM evidence refused
 	CodeRateLimited    Code = "rate-limited"    // too many requests: retry after Retry-After
+	CodeCatchingUp     Code = "catching-up"     // restored from a backup: issues nothing until caught up (restore.go)
 
 	// Login (OIDC) refusals.
 	CodeLoginDisabled  Code = "login-disabled"   // no identity provider configured
@@ -77,6 +78,8 @@ func httpStatus(c Code) int {
 		return http.StatusNotImplemented
 	case CodeRateLimited:
 		return http.StatusTooManyRequests
+	case CodeCatchingUp:
+		return http.StatusServiceUnavailable
 	case CodeInternal, CodeExhausted:
 		return http.StatusInternalServerError
 	default:

@@ -115,6 +115,9 @@ func (c *CA) OnPolicy(fn func(doc []byte)) { c.onPolicy.add(fn) }
 // PublishPolicy checks src (syntax, references, its own tests), signs it
 // as the next version and publishes it.
 func (c *CA) PublishPolicy(ctx context.Context, src []byte) (PolicyInfo, error) {
+	if err := c.catchingUp(); err != nil {
+		return PolicyInfo{}, err
+	}
 	c.policyMu.Lock() // one publication at a time: versions never repeat
 	defer c.policyMu.Unlock()
 	c.mu.Lock()

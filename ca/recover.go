@@ -60,6 +60,9 @@ func atStep(step string) error {
 // left half-done. If that cannot be done (the disk is still full), fn does
 // not run.
 func (c *CA) exclusive(ctx context.Context, fn func() error) error {
+	if err := c.catchingUp(); err != nil {
+		return err
+	}
 	c.issueMu.Lock()
 	defer c.issueMu.Unlock()
 	revoked, err := c.recoverLocked(ctx)

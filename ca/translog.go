@@ -74,11 +74,24 @@ func (c *CA) LogHandler() (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return c.dated(h), nil
+	return c.dated(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := c.catchingUp(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})), nil
 }
 
 // Checkpoint is the log's current signed checkpoint.
-func (c *CA) Checkpoint() []byte { return c.tlog.Checkpoint() }
+// While restored and catching up it is nil: the tree may be smaller than
+// the one agents hold.
+func (c *CA) Checkpoint() []byte {
+	if c.restored != nil {
+		return nil
+	}
+	return c.tlog.Checkpoint()
+}
 
 // OnCheckpoint registers a function called with every new checkpoint.
 func (c *CA) OnCheckpoint(fn func(cp []byte)) { c.onCheckpoint.add(fn) }

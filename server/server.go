@@ -159,7 +159,9 @@ func Start(o Options) (*Server, error) {
 				s.relay(wire.DocPolicy, doc)
 			}
 			s.CA.OnCheckpoint(func(cp []byte) { s.relay(wire.DocCheckpoint, cp) })
-			s.relay(wire.DocCheckpoint, s.CA.Checkpoint())
+			if cp := s.CA.Checkpoint(); cp != nil { // none while restored and catching up
+				s.relay(wire.DocCheckpoint, cp)
+			}
 			s.CA.OnCRL(func(der []byte) { s.relay(wire.DocCRL, der) })
 			if der := s.CA.CRL(); der != nil {
 				s.relay(wire.DocCRL, der)
