@@ -185,7 +185,12 @@ func (a *Agent) loadOrEnroll(ctx context.Context) error {
 		if err := savePending(a.cfg.StateDir, resp.Pending); err != nil {
 			return err
 		}
+		stopWait, err := a.serveWaiting(resp.Pending) // status says what it waits for
+		if err != nil {
+			return err
+		}
 		resp, err = awaitApproval(ctx, a.caAPI, resp.Pending, a.cfg.Logger, a.cfg.ApprovalPoll)
+		stopWait()
 		if err != nil {
 			var se *ServerError
 			if errors.As(err, &se) { // denied, or forgotten by the CA: do not wait again

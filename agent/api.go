@@ -3,15 +3,12 @@ package agent
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
 	"time"
 
-	"github.com/certmesh/certmesh/internal/httplimit"
 	"github.com/certmesh/certmesh/internal/localapi"
-	"github.com/certmesh/certmesh/internal/statedir"
 )
 
 // Local API paths, served on STATE/agent.sock.
@@ -27,14 +24,9 @@ type LoginRequest struct {
 	DeviceFlow bool `json:"device_flow,omitempty"`
 }
 
-// serveAPI serves the local API on a unix socket only the agent's user can
-// open, until stop is called (which waits for the server to end). A socket
-// that another process still answers on is never replaced.
+// serveAPI serves the local API on the control socket (apisocket.go)
+// until stop is called.
 func (a *Agent) serveAPI() (stop func(), err error) {
-	ln, err := statedir.ListenUnix(filepath.Join(a.cfg.StateDir, SocketFile))
-	if err != nil {
-		return nil, fmt.Errorf("opening local API socket: %w", err)
-	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+apiPathStatus, func(w http.ResponseWriter, r *http.Request) {
 		st, err := a.Status()
@@ -78,18 +70,7 @@ func (a *Agent) serveAPI() (stop func(), err error) {
 		}
 		apiJSON(w, struct{}{})
 	})
-	srv := httplimit.Server(mux, 0)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			a.cfg.Logger.Error("local API stopped: certmesh status, login and logout cannot reach the agent", "err", err)
-		}
-	}()
-	return func() {
-		srv.Close() // ends Serve; its error is ErrServerClosed
-		<-done
-	}, nil
+	return a.serveSocket(mux)
 }
 
 func apiJSON(w http.ResponseWriter, v any) {

@@ -22,6 +22,9 @@ type Config struct {
 	RootFingerprint certs.Fingerprint
 	Token           string // needed only for the first enrollment
 	Hostname        certs.Hostname
+	// ControlGroup may use the local API besides the agent's user ("":
+	// root only); see ResolveControlGroup.
+	ControlGroup string
 
 	Mode          wgdev.Mode
 	InterfaceName string // kernel mode

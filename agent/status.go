@@ -25,6 +25,12 @@ type Status struct {
 	Relay          *relayc.Status          `json:"relay,omitempty"` // the relay allocation (nil: no relay client)
 	Routes         RoutesStatus            `json:"routes"`          // subnet routes (routes_status.go)
 	DNS            *DNSStatus              `json:"dns,omitempty"`   // the resolver (names_serve.go)
+
+	// Alarms are the degraded states above, in words, most serious first
+	// (alarms.go); Enrollment is set while the device waits for approval,
+	// and then it is all the status there is.
+	Alarms     []Alarm           `json:"alarms"`
+	Enrollment *EnrollmentStatus `json:"enrollment,omitempty"`
 }
 
 // SelfStatus describes this node.

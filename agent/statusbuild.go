@@ -69,5 +69,6 @@ func (a *Agent) Status() (*Status, error) {
 	st.Log = a.tlog.status(!a.cfg.AllowUnlogged, a.cfg.LogAlarmPolicy)
 	st.Clock = a.clock.status()
 	st.Routes, st.Rejected, st.RejectedCounts = a.routesStatus(rejected, counts)
+	st.Alarms = alarmsOf(st, a.cfg.Now())
 	return st, nil
 }

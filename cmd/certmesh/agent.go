@@ -34,6 +34,7 @@ func agentCmd() *cobra.Command {
 		acceptRoutes, snatRoutes, exitAllowLAN                    bool
 		exitNode                                                  string
 		dnsOpts                                                   dnsFlags
+		controlGroup                                              string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -44,6 +45,9 @@ func agentCmd() *cobra.Command {
 				Logger: cli.Logger(debug),
 			}
 			var err error
+			if cfg.ControlGroup, err = agent.ResolveControlGroup(controlGroup); err != nil {
+				return fmt.Errorf("--control-group: %w", err)
+			}
 			if cfg.CRLStalePolicy, err = agent.ParseDegradedPolicy(crlStale); err != nil {
 				return fmt.Errorf("--crl-stale: %w", err)
 			}
@@ -157,6 +161,7 @@ func agentCmd() *cobra.Command {
 	f.DurationVar(&caFetch, "ca-fetch-interval", agent.DefaultCAFetchInterval, "how often to fetch the CRL and the policy from the CA itself (jittered ±10%; conditional, so cheap for the CA)")
 	f.DurationVar(&maxSkew, "max-clock-skew", agent.DefaultMaxClockSkew, "how far this machine's clock may be behind the CA's for a certificate to be accepted before its start; further off either way is reported in status")
 	f.StringVar(&logAlarm, "log-alarm", string(agent.DegradedKeep), "once the transparency log showed two histories: keep (accept new peers, alarm in status) or refuse-new (no new peers until restart)")
+	f.StringVar(&controlGroup, "control-group", agent.ControlGroupAuto, "group whose members may run certmesh status, login, logout and renew without root (control socket 0660, state directory 0710 of that group); auto: \""+agent.DefaultControlGroup+"\" if it exists, none: root only")
 	dnsOpts.add(f)
 	_ = cmd.MarkFlagRequired("server")
 	_ = cmd.MarkFlagRequired("root-fingerprint")

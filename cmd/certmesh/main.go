@@ -24,8 +24,11 @@ func main() {
 	pol.AddCommand(policyShowCmd())
 	cli.AddVersion(root)
 	root.AddCommand(agentCmd(), statusCmd(), netcheckCmd(), loginCmd(), logoutCmd(), renewCmd(), pol, tpmCmd(), certCmd(), auditCmd(), dnsCmd())
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{code: exitUsage, err: err} })
 	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "certmesh:", err)
-		os.Exit(1)
+		if err != errDegraded { // --check printed its lines
+			fmt.Fprintln(os.Stderr, "certmesh:", err)
+		}
+		os.Exit(exitCode(err))
 	}
 }

@@ -16,14 +16,23 @@ import (
 )
 
 func statusCmd() *cobra.Command {
-	return statusViewCmd("status", "Show this node and its verified peers",
+	var check bool
+	cmd := statusViewCmd("status", "Show this node's alarms, the node and its verified peers",
 		func(out io.Writer, st *agent.Status, asJSON bool) error {
-			if asJSON {
+			switch {
+			case check:
+				return checkStatus(out, st, asJSON)
+			case asJSON:
 				return cli.WriteJSON(out, st)
 			}
 			printStatus(out, st)
 			return nil
 		})
+	cmd.Flags().BoolVar(&check, "check", false, "for scripts and monitoring: print one line per alarm (OK when none) and exit 1 if the node is degraded")
+	cmd.Long = "Show this node's alarms (what is wrong and what to do) on top, then the node and its verified peers.\n\n" +
+		"Exit codes: 0 ok (with --check: no alarm that degrades the node), 1 degraded (--check only; also while the enrollment waits for approval), " +
+		"2 bad flags or the agent could not be asked (not running, or no permission on its control socket)."
+	return cmd
 }
 
 // statusViewCmd is a command that shows what the running agent's status
@@ -33,7 +42,7 @@ func statusViewCmd(use, short string, show func(out io.Writer, st *agent.Status,
 	cmd := agentClientCmd(use, short, func(cmd *cobra.Command, cl *agent.Client) error {
 		st, err := cl.Status(cmd.Context())
 		if err != nil {
-			return err
+			return agentUnreachable(err)
 		}
 		return show(cmd.OutOrStdout(), st, asJSON)
 	})
@@ -53,6 +62,11 @@ func agentClientCmd(use, short string, run func(cmd *cobra.Command, cl *agent.Cl
 }
 
 func printStatus(w io.Writer, st *agent.Status) {
+	printAlarms(w, st)
+	if st.Enrollment != nil {
+		printEnrollment(w, st.Enrollment)
+		return
+	}
 	s := st.Self
 	fmt.Fprintf(w, "self     %s  %s  device %s  %s  cert expires %s\n", s.FQDN, joinAddrs(s.Addresses), s.DeviceID,
 		s.Attestation, s.CertNotAfter.Local().Format(time.RFC3339))

@@ -53,4 +53,31 @@ func TestStatusRelayLine(t *testing.T) {
 	if strings.Contains(b.String(), "relay ") {
 		t.Errorf("status without a relay client shows a relay line:\n%s", b.String())
 	}
+
+// The alarms come first in certmesh status, each with what to do; --check
+// prints one line per alarm and fails with exit 1 only when one degrades
+// the node (warnings alone exit 0).
+func TestStatusAlarmsOnTop(t *testing.T) {
+	degraded := agent.Alarm{Code: agent.AlarmCRLStale, Severity: agent.SeverityDegraded, Problem: "the CRL is out of date", Action: "check the CA"}
+	warning := agent.Alarm{Code: agent.AlarmCAUnreachable, Severity: agent.SeverityWarning, Problem: "the CA did not answer", Action: "certmesh netcheck"}
+	var b strings.Builder
+	printStatus(&b, &agent.Status{Alarms: []agent.Alarm{degraded, warning}})
+	if !strings.HasPrefix(b.String(), "DEGRADED the CRL is out of date\n         what to do: check the CA\nWARNING  the CA did not answer\n") {
+		t.Errorf("status does not start with the alarms:\n%s", b.String())
+	}
+	for _, tc := range []struct {
+		alarms []agent.Alarm
+		out    string
+		code   int
+	}{
+		{nil, "OK\n", 0},
+		{[]agent.Alarm{warning}, "WARNING ca-unreachable: the CA did not answer (what to do: certmesh netcheck)\n", 0},
+		{[]agent.Alarm{degraded, warning}, "DEGRADED crl-stale: the CRL is out of date (what to do: check the CA)\nWARNING ca-unreachable: the CA did not answer (what to do: certmesh netcheck)\n", 1},
+	} {
+		var b strings.Builder
+		err := checkStatus(&b, &agent.Status{Alarms: tc.alarms}, false)
+		if b.String() != tc.out || exitCode(err) != tc.code {
+			t.Errorf("--check of %+v printed %q and exits %d, want %q and %d", tc.alarms, b.String(), exitCode(err), tc.out, tc.code)
+		}
+	}
 }
