@@ -94,7 +94,9 @@ func TestStatusAlarms(t *testing.T) {
 
 	// Waiting for approval.
 	r := waitStatus(ctx, t, "the pending enrollment in status", bin, a.StateDir,
-		func(r statusRun) bool { return r.code == 0 && strings.Contains(r.out, "waits for an administrator's approval") })
+		func(r statusRun) bool {
+			return r.code == 0 && strings.Contains(r.out, "waits for an administrator's approval")
+		})
 	first := strings.SplitN(r.out, "\n", 2)[0]
 	if !strings.HasPrefix(first, "DEGRADED") || !strings.Contains(first, "is not in the mesh yet") {
 		t.Errorf("the first line of status is %q, want the approval alarm", first)
@@ -125,7 +127,9 @@ func TestStatusAlarms(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = waitStatus(ctx, t, "the coordinator alarm", bin, a.StateDir,
-		func(r statusRun) bool { return r.code == 1 && strings.Contains(r.out, "DEGRADED coordinator-down: not connected to the coordinator") }, "--check")
+		func(r statusRun) bool {
+			return r.code == 1 && strings.Contains(r.out, "DEGRADED coordinator-down: not connected to the coordinator")
+		}, "--check")
 	if strings.Contains(r.out, "OK") {
 		t.Errorf("--check of a degraded node says OK:\n%s", r.out)
 	}
