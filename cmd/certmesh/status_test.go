@@ -53,6 +53,7 @@ func TestStatusRelayLine(t *testing.T) {
 	if strings.Contains(b.String(), "relay ") {
 		t.Errorf("status without a relay client shows a relay line:\n%s", b.String())
 	}
+}
 
 // The alarms come first in certmesh status, each with what to do; --check
 // prints one line per alarm and fails with exit 1 only when one degrades
