@@ -22,7 +22,9 @@ import (
 func agentCmd() *cobra.Command {
 	var (
 		state, server, fp, token, tokenFile, tun, socks, hostname string
-		userspace, debug                                          bool
+		userspace                                                 bool
+		logFlags                                                  cli.LogFlags
+		metrics                                                   cli.MetricsFlags
 		relay                                                     bool
 		port                                                      int
 		advertise, stunServers                                    []string
@@ -40,11 +42,17 @@ func agentCmd() *cobra.Command {
 		Use:   "agent",
 		Short: "Enroll (first start) and run the node agent",
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := logFlags.Logger()
+			if err != nil {
+				return err
+			}
+			if err := metrics.Check(); err != nil {
+				return err
+			}
 			cfg := agent.Config{
 				StateDir: state, Token: token, SOCKS5Addr: socks, ListenPort: port,
-				Logger: cli.Logger(debug),
+				Logger: log,
 			}
-			var err error
 			if cfg.ControlGroup, err = agent.ResolveControlGroup(controlGroup); err != nil {
 				return fmt.Errorf("--control-group: %w", err)
 			}
@@ -122,8 +130,18 @@ func agentCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			ms, err := startAgentMetrics(&metrics, log)
+			if err != nil {
+				return err
+			}
+			if ms != nil {
+				defer ms.Close()
+			}
 			a, err := agent.New(ctx, cfg)
 			if err != nil {
+				return err
+			}
+			if err := agentMetricsReady(ms, a); err != nil {
 				return err
 			}
 			return a.Run(ctx)
@@ -149,7 +167,8 @@ func agentCmd() *cobra.Command {
 	f.StringVar(&exitNode, "exit-node", "", "send all traffic through this peer (hostname or device ID), if its certificate makes it an exit node; nothing leaves outside the tunnel while it is unreachable")
 	f.BoolVar(&exitAllowLAN, "exit-node-allow-lan", false, "with --exit-node: keep this host's own subnets reachable directly")
 	f.BoolVar(&snatRoutes, "snat-routes", true, "on a router: masquerade routed traffic, so the LAN needs no route back to the mesh")
-	f.BoolVar(&debug, "debug", false, "debug logging")
+	logFlags.Add(f)
+	metrics.Add(f)
 	f.BoolVar(&requireLogged, "require-logged", true, "accept a peer only with a valid inclusion proof of its certificate in the CA's transparency log")
 	f.BoolVar(&useTPM, "tpm", false, "keep the device key in the TPM 2.0 and enroll with TPM attestation")
 	f.StringVar(&tpmDevice, "tpm-device", tpmkey.DefaultDevice, "TPM device")

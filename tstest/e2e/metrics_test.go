@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -196,5 +197,183 @@ func TestMetricsListenRefusesNonLoopback(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "not a loopback address") || !strings.Contains(err.Error(), "--metrics-listen-public") {
 			t.Errorf("certmesh-server run --metrics-listen %s: %v, want a refusal naming loopback and --metrics-listen-public", addr, err)
 		}
+		_, err = run(ctx, bin.Certmesh, "agent", "--state", filepath.Join(dir, "agent"), "--server", "https://127.0.0.1:1",
+			"--root-fingerprint", "00", "--userspace", "--metrics-listen", addr)
+		if err == nil || !strings.Contains(err.Error(), "not a loopback address") || !strings.Contains(err.Error(), "--metrics-listen-public") {
+			t.Errorf("certmesh agent --metrics-listen %s: %v, want a refusal naming loopback and --metrics-listen-public", addr, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "agent")); !os.IsNotExist(err) {
+		t.Errorf("a refused agent left a state directory (%v)", err)
+	}
+}
+
+// sumMetric adds up every series of name in a text exposition.
+func sumMetric(body, name string) float64 {
+	var sum float64
+	for l := range strings.Lines(body) {
+		series, val, ok := strings.Cut(strings.TrimSpace(l), " ")
+		if !ok || (series != name && !strings.HasPrefix(series, name+"{")) {
+			continue
+		}
+		if v, err := strconv.ParseFloat(val, 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
+// waitReady polls addr's /readyz until it answers want, and returns the body.
+func waitReady(ctx context.Context, t *testing.T, addr string, want int, contains string) string {
+	t.Helper()
+	var body string
+	waitOK(ctx, t, fmt.Sprintf("/readyz %d on %s", want, addr), func() error {
+		code, b, err := scrape(ctx, addr, "/readyz")
+		if err != nil {
+			return err
+		}
+		body = b
+		if code != want || !strings.Contains(b, contains) {
+			return fmt.Errorf("/readyz %d %q, want %d with %q", code, b, want, contains)
+		}
+		return nil
+	})
+	return body
+}
+
+// TestAgentMetrics runs three agents with --metrics-listen against a CA
+// that holds enrollments for approval: an agent waiting for approval is
+// alive but not ready (and the CA counts one approval pending); once
+// approved it is ready, and its peers gauge comes to the mesh's size.
+func TestAgentMetrics(t *testing.T) {
+	t.Parallel()
+	bin := binaries(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
+	defer cancel()
+	logs := map[string]string{}
+	t.Cleanup(func() { DumpLogsOnFailure(t, logs) })
+
+	m, fp := initLoopbackServer(ctx, t, bin, dir)
+	if err := m.PatchServerConfig(map[string]any{"approval": "required"}); err != nil {
+		t.Fatal(err)
+	}
+	smetrics := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	_, listen := runLoopbackServer(ctx, t, m, dir, logs, "--metrics-listen", smetrics)
+	serverURL := "https://" + listen.String()
+
+	names := []string{"m1", "m2", "m3"}
+	addrs := map[string]string{}
+	var tokens []string
+	for i, name := range names {
+		tok, err := m.Token(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens = append(tokens, tok)
+		addrs[name] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		logs["agent "+name] = filepath.Join(dir, name, "agent.log")
+		args := []string{"agent", "--state", filepath.Join(dir, name, "state"), "--server", serverURL,
+			"--root-fingerprint", fp, "--token", tok, "--hostname", name, "--userspace", "--advertise", "127.0.0.1",
+			"--metrics-listen", addrs[name], "--log-level", "debug"}
+		if i == 0 {
+			args = append(args, "--pprof")
+		}
+		p := startProc(t, logs["agent "+name], bin.Certmesh, args...)
+
+		// Alive, not ready: it waits for an admin.
+		waitOK(ctx, t, "/healthz of "+name, func() error {
+			if err := p.exited(); err != nil {
+				return err
+			}
+			code, _, err := scrape(ctx, addrs[name], "/healthz")
+			if err == nil && code != http.StatusOK {
+				err = fmt.Errorf("/healthz %d", code)
+			}
+			return err
+		})
+		waitReady(ctx, t, addrs[name], http.StatusServiceUnavailable, "enrolled: not enrolled yet")
+		waitMetric(ctx, t, smetrics, "certmesh_ca_approvals_pending", 1)
+		waitMetric(ctx, t, smetrics, `certmesh_ca_enrollments_total{result="pending"}`, float64(i+1))
+
+		var id string
+		waitOK(ctx, t, "the pending enrollment of "+name, func() error {
+			out, err := m.ServerCLI(ctx, "devices", "pending", "--state", m.Server.StateDir, "--json")
+			if err != nil {
+				return err
+			}
+			var ps []struct {
+				ID, State, Hostname string
+			}
+			if err := json.Unmarshal([]byte(out), &ps); err != nil {
+				return err
+			}
+			for _, p := range ps {
+				if p.Hostname == name && p.State == "waiting" {
+					id = p.ID
+					return nil
+				}
+			}
+			return fmt.Errorf("%s not pending: %s", name, out)
+		})
+		if _, err := m.ServerCLI(ctx, "devices", "approve", id, "--state", m.Server.StateDir); err != nil {
+			t.Fatal(err)
+		}
+		body := waitReady(ctx, t, addrs[name], http.StatusOK, "coordinator: ok")
+		for _, want := range []string{"enrolled: ok", "policy: ok"} {
+			if !strings.Contains(body, want) {
+				t.Errorf("%s /readyz: %q, want %q", name, body, want)
+			}
+		}
+		waitMetric(ctx, t, smetrics, "certmesh_ca_approvals_pending", 0)
+	}
+
+	// Every agent counts the two others, all up once they handshake.
+	for _, name := range names {
+		waitOK(ctx, t, "peers of "+name, func() error {
+			_, body, err := scrape(ctx, addrs[name], "/metrics")
+			if err != nil {
+				return err
+			}
+			if n := sumMetric(body, "certmesh_agent_peers"); n != float64(len(names)-1) {
+				return fmt.Errorf("certmesh_agent_peers sums to %v, want %d", n, len(names)-1)
+			}
+			if v, _ := metricValue(body, "certmesh_agent_coordinator_connected"); v != 1 {
+				return fmt.Errorf("certmesh_agent_coordinator_connected = %v", v)
+			}
+			return nil
+		})
+	}
+	_, body, err := scrape(ctx, addrs["m1"], "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, series := range []string{"certmesh_agent_policy_version", `certmesh_agent_filter_dropped_packets_total{reason="denied"}`,
+		"certmesh_agent_log_size", "certmesh_agent_cert_expiry_seconds", "go_goroutines"} {
+		if _, ok := metricValue(body, series); !ok {
+			t.Errorf("m1 /metrics has no %s", series)
+		}
+	}
+	if v, _ := metricValue(body, "certmesh_agent_policy_version"); v < 1 {
+		t.Errorf("certmesh_agent_policy_version %v on a ready agent", v)
+	}
+	if code, _, err := scrape(ctx, addrs["m1"], "/debug/pprof/"); err != nil || code != http.StatusOK {
+		t.Errorf("m1 /debug/pprof/ with --pprof: %d %v", code, err)
+	}
+	if code, _, err := scrape(ctx, addrs["m2"], "/debug/pprof/"); err != nil || code != http.StatusNotFound {
+		t.Errorf("m2 /debug/pprof/ without --pprof: %d %v, want 404", code, err)
+	}
+	secrets := append(secretsOf(t, m.Server.StateDir), tokens...)
+	_, sbody, err := scrape(ctx, smetrics, "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkNoSecrets(t, "the server's /metrics", sbody, secrets)
+	for _, name := range names {
+		_, body, err := scrape(ctx, addrs[name], "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkNoSecrets(t, name+"'s /metrics", body, append(secrets, secretsOf(t, filepath.Join(dir, name, "state"))...))
 	}
 }

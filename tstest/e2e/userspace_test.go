@@ -432,6 +432,17 @@ func socks5ConnectHost(ctx context.Context, proxy, host string, port uint16) (ne
 // and the address.
 func startLoopbackServer(ctx context.Context, t *testing.T, bin *Binaries, dir string, logs map[string]string, args ...string) (*Mesh, *proc, string, netip.AddrPort) {
 	t.Helper()
+	m, fp := initLoopbackServer(ctx, t, bin, dir)
+	srv, listen := runLoopbackServer(ctx, t, m, dir, logs, args...)
+	return m, srv, fp, listen
+}
+
+// initLoopbackServer runs `certmesh-server init` in dir/srv/state and
+// returns the mesh (its Server without a process) and the root
+// fingerprint: a test may patch the configuration before
+// runLoopbackServer.
+func initLoopbackServer(ctx context.Context, t *testing.T, bin *Binaries, dir string) (*Mesh, string) {
+	t.Helper()
 	srvState := filepath.Join(dir, "srv", "state")
 	out, err := run(ctx, bin.Server, "init", "--state", srvState, "--trust-domain", DefaultTrustDomain)
 	if err != nil {
@@ -441,10 +452,17 @@ func startLoopbackServer(ctx context.Context, t *testing.T, bin *Binaries, dir s
 	if mt == nil {
 		t.Fatalf("no fingerprint in %q", out)
 	}
+	return &Mesh{Bin: bin, Server: &Server{StateDir: srvState}}, mt[1]
+}
+
+// runLoopbackServer runs `certmesh-server run` (with args) on a free
+// loopback port for the state initLoopbackServer made, and waits until
+// its admin socket answers.
+func runLoopbackServer(ctx context.Context, t *testing.T, m *Mesh, dir string, logs map[string]string, args ...string) (*proc, netip.AddrPort) {
+	t.Helper()
 	listen := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freePort(t))
 	logs["certmesh-server"] = filepath.Join(dir, "srv", "server.log")
-	srv := startProc(t, logs["certmesh-server"], bin.Server, append([]string{"run", "--state", srvState, "--listen", listen.String()}, args...)...)
-	m := &Mesh{Bin: bin, Server: &Server{StateDir: srvState}}
+	srv := startProc(t, logs["certmesh-server"], m.Bin.Server, append([]string{"run", "--state", m.Server.StateDir, "--listen", listen.String()}, args...)...)
 	waitOK(ctx, t, "certmesh-server", func() error {
 		if err := srv.exited(); err != nil {
 			return err
@@ -452,5 +470,5 @@ func startLoopbackServer(ctx context.Context, t *testing.T, bin *Binaries, dir s
 		_, err := m.Devices(ctx)
 		return err
 	})
-	return m, srv, mt[1], listen
+	return srv, listen
 }
