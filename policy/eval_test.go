@@ -422,6 +422,9 @@ func TestCompiledAgreesWithReference(t *testing.T) {
 			if got.Rule != want || got.Accept != (want >= 0) {
 				t.Fatalf("iteration %d: DecideRouted(%+v, %+v, %s, %s, %d) = %v, reference says rule %d", iter, src, dst, to, proto, port, got, want)
 			}
+			if p := netip.MustParsePrefix(pick(routes)); c.ForNode(src).MayRoute(dst, p) != mayRouteReference(pol, src, dst, p) {
+				t.Fatalf("iteration %d: MayRoute(%+v, %+v, %s) disagrees with the reference", iter, src, dst, p)
+			}
 			if !slices.Contains(dst.Addresses, to) {
 				if acc, rule := c.ForNode(dst).DecideFunc()(&src, to, uint8(proto), port); acc != got.Accept || rule != got.Rule {
 					t.Fatalf("iteration %d: DecideFunc to %s = %v %d, DecideRouted %v", iter, to, acc, rule, got)

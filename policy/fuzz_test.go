@@ -35,6 +35,7 @@ func FuzzParse(f *testing.F) {
 	dst := certs.Identity{Tags: []certs.Tag{"db", "web"}, Hostname: "build", Addresses: []netip.Addr{netip.MustParseAddr("100.64.0.53")},
 		Services: []certs.Service{{Name: "ssh", Port: 22, Protocol: certs.ProtocolTCP}, {Name: "dns", Port: 53, Protocol: certs.ProtocolUDP}},
 		Routes:   []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("::/0")}}
+	mayRoutePrefixes := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("10.0.0.0/28"), netip.MustParsePrefix("::/0")}
 	routed := []netip.Addr{netip.MustParseAddr("10.0.0.5"), netip.MustParseAddr("10.0.1.5"), netip.MustParseAddr("2001:db8::1")}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		pol, err := Parse(data)
@@ -57,6 +58,11 @@ func FuzzParse(f *testing.F) {
 		}
 		c := pol.Compile()
 		RunTests(pol)
+		for _, p := range mayRoutePrefixes {
+			if got := c.ForNode(src).MayRoute(dst, p); got != mayRouteReference(pol, src, dst, p) {
+				t.Fatalf("MayRoute %s = %v, disagrees with the reference", p, got)
+			}
+		}
 		for _, proto := range []Proto{ProtoTCP, ProtoUDP, ProtoICMP, 47} {
 			for _, port := range []uint16{0, 1, 22, 53, 5432, 65535} {
 				d := c.Decide(src, dst, proto, port)

@@ -21,6 +21,9 @@ type Node struct {
 	// routes the prefixes its certificate lets it route.
 	addrs  []netip.Addr
 	routes []netip.Prefix
+	// from are the rules whose "from" selects this node and whose
+	// condition it meets: those it may send under (MayRoute).
+	from []uint64
 }
 
 // nodeService is one service the node's certificate offers and the rules
@@ -39,6 +42,7 @@ func (c *Compiled) ForNode(self certs.Identity) *Node {
 	}
 	n.rules = make([]uint64, c.words)
 	c.dst.collect(&self, n.rules)
+	n.from = c.sourceRules(&self)
 	for _, w := range n.rules {
 		n.any = n.any || w != 0
 	}
