@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -244,7 +245,8 @@ func waitReady(ctx context.Context, t *testing.T, addr string, want int, contain
 // TestAgentMetrics runs three agents with --metrics-listen against a CA
 // that holds enrollments for approval: an agent waiting for approval is
 // alive but not ready (and the CA counts one approval pending); once
-// approved it is ready, and its peers gauge comes to the mesh's size.
+// approved it is ready, and its peers gauge comes to the mesh's size; a
+// policy that denies TCP makes the filter's denied counter grow.
 func TestAgentMetrics(t *testing.T) {
 	t.Parallel()
 	bin := binaries(t)
@@ -275,7 +277,7 @@ func TestAgentMetrics(t *testing.T) {
 		logs["agent "+name] = filepath.Join(dir, name, "agent.log")
 		args := []string{"agent", "--state", filepath.Join(dir, name, "state"), "--server", serverURL,
 			"--root-fingerprint", fp, "--token", tok, "--hostname", name, "--userspace", "--advertise", "127.0.0.1",
-			"--metrics-listen", addrs[name], "--log-level", "debug"}
+			"--metrics-listen", addrs[name], "--log-level", "debug", "--socks5", "127.0.0.1:0"}
 		if i == 0 {
 			args = append(args, "--pprof")
 		}
@@ -354,6 +356,9 @@ func TestAgentMetrics(t *testing.T) {
 			t.Errorf("m1 /metrics has no %s", series)
 		}
 	}
+	if v, _ := metricValue(body, `certmesh_agent_filter_dropped_packets_total{reason="denied"}`); v != 0 {
+		t.Errorf("m1 counts %v packets denied under the starter policy, which accepts everything", v)
+	}
 	if v, _ := metricValue(body, "certmesh_agent_policy_version"); v < 1 {
 		t.Errorf("certmesh_agent_policy_version %v on a ready agent", v)
 	}
@@ -363,6 +368,43 @@ func TestAgentMetrics(t *testing.T) {
 	if code, _, err := scrape(ctx, addrs["m2"], "/debug/pprof/"); err != nil || code != http.StatusNotFound {
 		t.Errorf("m2 /debug/pprof/ without --pprof: %d %v, want 404", code, err)
 	}
+
+	// A policy that lets only ICMP through: m2's TCP to m1 is dropped by
+	// m1's filter, and m1 counts it as denied.
+	pol := filepath.Join(dir, "icmp-only.hujson")
+	if err := os.WriteFile(pol, []byte(`{"rules": [{"name": "ping only", "from": ["*"], "to": ["*"], "ports": ["icmp"]}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.ServerCLI(ctx, "policy", "publish", pol, "--state", m.Server.StateDir); err != nil {
+		t.Fatal(err)
+	}
+	waitMetric(ctx, t, addrs["m1"], "certmesh_agent_policy_version", 2)
+	m1, m2 := &Agent{Name: "m1", StateDir: filepath.Join(dir, "m1", "state")}, &Agent{Name: "m2", StateDir: filepath.Join(dir, "m2", "state")}
+	st1, err := m1.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st2, err := m2.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitOK(ctx, t, `m1 counting m2's TCP as denied`, func() error {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		if c, err := socks5Connect(cctx, st2.Self.SOCKS5, netip.AddrPortFrom(st1.Self.Addresses[0], 22)); err == nil {
+			c.Close()
+			t.Fatal("TCP from m2 to m1 got through an ICMP-only policy")
+		}
+		_, body, err := scrape(ctx, addrs["m1"], "/metrics")
+		if err != nil {
+			return err
+		}
+		if v, _ := metricValue(body, `certmesh_agent_filter_dropped_packets_total{reason="denied"}`); v < 1 {
+			return fmt.Errorf("denied drops %v", v)
+		}
+		return nil
+	})
+
 	secrets := append(secretsOf(t, m.Server.StateDir), tokens...)
 	_, sbody, err := scrape(ctx, smetrics, "/metrics")
 	if err != nil {
