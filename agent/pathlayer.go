@@ -25,14 +25,16 @@ type pathLayer struct {
 // are --stun's and the relays' (relaySTUN).
 func (a *Agent) startPaths(eps endpointPolicy, relaySTUN []netip.AddrPort) error {
 	stun := slices.Clone(a.cfg.STUNServers)
+	var relayHosts []netip.Addr
 	for _, s := range relaySTUN {
 		if !slices.Contains(stun, s) {
 			stun = append(stun, s)
 		}
+		relayHosts = append(relayHosts, s.Addr())
 	}
 	m, err := path.New(path.Config{
 		Bind: a.paths.bind, PrivateKey: a.keys.wg, Policy: eps.check,
-		SetEndpoint: a.dev.SetEndpoint, Kick: a.dev.Kick, STUNServers: stun,
+		SetEndpoint: a.dev.SetEndpoint, Kick: a.dev.Kick, STUNServers: stun, RelayHosts: relayHosts,
 		OnReflexive: func([]netip.AddrPort) { a.advertNow() },
 		Logger:      a.cfg.Logger.With("component", "path"), Now: a.cfg.Now,
 	})

@@ -111,6 +111,11 @@ type Config struct {
 	Kick func(peer certs.WireGuardKey) error
 	// STUNServers are asked for this agent's server-reflexive address.
 	STUNServers []netip.AddrPort
+	// RelayHosts are the IPs of the relays the agent knows of (the CA's
+	// list): a path to any address on one of them goes through a relay
+	// (another device's allocation, maybe not advertised yet), and loses
+	// to a direct one. Loopback addresses are ignored (a mesh on one host).
+	RelayHosts []netip.Addr
 	// OnReflexive, if set, is called (from Run's goroutine) with this
 	// agent's server-reflexive addresses each time they change.
 	OnReflexive func([]netip.AddrPort)

@@ -105,7 +105,8 @@ func (p *peer) forgetLeft(cands []Candidate) {
 // relayCandidate reports whether ap is on a relay: one of the peer's
 // relay candidates, another allocation on the same relay address (the
 // peer pinging from a new allocation, learned before its advertisement
-// names it), or the relayed address of one of our own relays. Such a
+// names it), the relayed address of one of our own relays, or one of the
+// relay hosts the agent knows (ours holds those two). Such a
 // path goes through a relay whatever route reaches it, and must lose to a
 // direct one. On loopback (a mesh on one host) every address shares the
 // IP, so there only the exact relay candidate counts.
@@ -128,6 +129,9 @@ func (p *peer) relayCandidate(ap netip.AddrPort, ours map[netip.Addr]bool) bool 
 func (m *Manager) syncRoutes(p *peer) {
 	keep := map[Route]bool{}
 	ours := map[netip.Addr]bool{}
+	for _, ip := range m.cfg.RelayHosts {
+		ours[ip.Unmap()] = true
+	}
 	for _, r := range m.b.Relays() {
 		if a := r.RelayedAddr(); a.IsValid() {
 			ours[a.Addr()] = true

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/certmesh/certmesh/certs"
 )
 
 // TestRoamedPeerForgetsLeftAddress: a peer learned (peer-reflexive) at the
@@ -42,5 +44,36 @@ func TestRoamedPeerForgetsLeftAddress(t *testing.T) {
 		if !slices.Contains(got, want) {
 			t.Fatalf("targets %v lack %v", got, want)
 		}
+	}
+}
+
+// TestRelayHostsCountAsRelayed: an address the peer pinged from (learned,
+// not advertised: its new relay allocation before its advertisement names
+// it) on a relay host the agent knows (Config.RelayHosts, the CA's relays)
+// is a relayed route, which loses to any direct one; the peer's own
+// address stays direct.
+func TestRelayHostsCountAsRelayed(t *testing.T) {
+	relayHost := netip.MustParseAddr("198.51.100.7")
+	m, err := New(Config{Bind: NewBind(nil), PrivateKey: genKey(t), RelayHosts: []netip.Addr{relayHost},
+		SetEndpoint: func(certs.WireGuardKey, string) error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peerKey := genKey(t).Public()
+	own := netip.MustParseAddrPort("203.0.113.5:51820")
+	if err := m.SetPeer(peerKey, []Candidate{{Kind: Local, Addr: own}}); err != nil {
+		t.Fatal(err)
+	}
+	onRelay := netip.AddrPortFrom(relayHost, 40000)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p := m.peers[peerKey]
+	p.learned[onRelay] = time.Now()
+	m.syncRoutes(p)
+	if rs := p.routes[Route{Addr: onRelay}]; rs == nil || !rs.relayed {
+		t.Fatalf("the route to %v on a known relay host: %+v, want relayed", onRelay, rs)
+	}
+	if rs := p.routes[Route{Addr: own}]; rs == nil || rs.relayed {
+		t.Fatalf("the route to the peer's own address %v: %+v, want direct", own, rs)
 	}
 }
