@@ -23,6 +23,12 @@ func restoreAndOpen(t *testing.T, src string) *testEnv {
 	if _, _, err := ca.Restore(src, dir, ca.RestoreOptions{}); err != nil {
 		t.Fatalf("Restore: %v", err)
 	}
+	return restoreOpen(t, dir)
+}
+
+// restoreOpen opens (and serves) the CA in the restored state directory dir.
+func restoreOpen(t *testing.T, dir string) *testEnv {
+	t.Helper()
 	clk := &testclock.Clock{}
 	c, err := ca.Open(dir, ca.Options{Logger: discardLogger(), Now: clk.Now})
 	if err != nil {

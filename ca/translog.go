@@ -16,6 +16,7 @@ import (
 	"github.com/certmesh/certmesh/internal/atomicfile"
 	"github.com/certmesh/certmesh/internal/store"
 	"github.com/certmesh/certmesh/translog"
+	"golang.org/x/mod/sumdb/note"
 )
 
 // Files of the transparency log in the state directory.
@@ -41,6 +42,20 @@ func initLog(stateDir string, td certs.TrustDomain) error {
 // openLog opens the transparency log (creating its key for a state
 // directory from before the log).
 func openLog(stateDir string, td certs.TrustDomain) (*translog.Log, string, error) {
+	signer, vkey, err := logSigner(stateDir, td)
+	if err != nil {
+		return nil, "", err
+	}
+	l, err := translog.Open(filepath.Join(stateDir, logDBFile), signer, translog.Origin(td))
+	if err != nil {
+		return nil, "", err
+	}
+	return l, vkey, nil
+}
+
+// logSigner reads the log's signing key (creating it for a state
+// directory from before the log) and returns it with its verifier key.
+func logSigner(stateDir string, td certs.TrustDomain) (note.Signer, string, error) {
 	keyPath := filepath.Join(stateDir, logKeyFile)
 	if _, err := os.Stat(keyPath); errors.Is(err, os.ErrNotExist) {
 		if err := initLog(stateDir, td); err != nil {
@@ -58,11 +73,7 @@ func openLog(stateDir string, td certs.TrustDomain) (*translog.Log, string, erro
 	if err != nil {
 		return nil, "", fmt.Errorf("log key: %w", err)
 	}
-	l, err := translog.Open(filepath.Join(stateDir, logDBFile), signer, translog.Origin(td))
-	if err != nil {
-		return nil, "", err
-	}
-	return l, vkey, nil
+	return signer, vkey, nil
 }
 
 // LogKey is the transparency log's verifier key.

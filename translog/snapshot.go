@@ -1,7 +1,10 @@
 package translog
 
 import (
+	"bytes"
+	"fmt"
 	"io"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -12,4 +15,26 @@ import (
 func (l *Log) WriteTo(w io.Writer) (n int64, err error) {
 	err = l.db.View(func(tx *bolt.Tx) error { n, err = tx.WriteTo(w); return err })
 	return n, err
+}
+
+// StoredCheckpoint returns the signed checkpoint stored in the log file at
+// path, as the server that wrote it signed it, opening the file read-only
+// (Open signs a new one: read this first to learn who signed the file).
+func StoredCheckpoint(path string) ([]byte, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("transparency log: opening %s: %w", path, err)
+	}
+	defer db.Close()
+	var cp []byte
+	err = db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketMeta); b != nil {
+			cp = bytes.Clone(b.Get(keyCheckpoint))
+		}
+		if cp == nil {
+			return fmt.Errorf("%s holds no checkpoint", path)
+		}
+		return nil
+	})
+	return cp, err
 }

@@ -146,6 +146,19 @@ func (t boltTx) NextAddressIndex() (uint64, error) { return t.nextCounter(keyAdd
 
 func (t boltTx) NextCRLNumber() (uint64, error) { return t.nextCounter(keyCRLNumber) }
 
+func (t boltTx) RaiseAddressIndex(atLeast uint64) error { return t.raiseCounter(keyAddrIndex, atLeast) }
+
+func (t boltTx) RaiseCRLNumber(atLeast uint64) error { return t.raiseCounter(keyCRLNumber, atLeast) }
+
+// raiseCounter sets a persistent counter to atLeast if it is below.
+func (t boltTx) raiseCounter(key []byte, atLeast uint64) error {
+	b := t.tx.Bucket(bucketMeta)
+	if v := b.Get(key); len(v) == 8 && binary.BigEndian.Uint64(v) >= atLeast {
+		return nil
+	}
+	return b.Put(key, binary.BigEndian.AppendUint64(nil, atLeast))
+}
+
 // nextCounter increments and returns a persistent counter.
 func (t boltTx) nextCounter(key []byte) (uint64, error) {
 	b := t.tx.Bucket(bucketMeta)

@@ -54,6 +54,11 @@ type Tx interface {
 	ListCertificates() ([]CertRecord, error)
 	// NextCRLNumber returns a CRL number never returned before.
 	NextCRLNumber() (uint64, error)
+	// RaiseAddressIndex and RaiseCRLNumber make the next NextAddressIndex
+	// and NextCRLNumber return more than atLeast (a restored CA learning
+	// what the lost one handed out); they never lower a counter.
+	RaiseAddressIndex(atLeast uint64) error
+	RaiseCRLNumber(atLeast uint64) error
 
 	PutUser(u User) error
 	GetUser(id certs.UserID) (User, error)
