@@ -262,8 +262,7 @@ func checkDatabase(stateDir string, db database, mayBeNew bool) error {
 		return nil
 	}
 	return fmt.Errorf("refusing to start: %w; starting with a new one would %s. "+
-		"Restore the state directory from a backup: stop the server, copy back certmesh.db, authority.db and translog.db "+
-		"(all three from the same backup), then start again", err, db.without)
+		"Restore the state directory from a backup (certmesh-server restore, then catch-up: docs/backup-restore.md)", err, db.without)
 }
 
 // openStore checks the CA's databases, before anything opens one for

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -72,5 +73,44 @@ func restoreCmd() *cobra.Command {
 	cmd.Flags().StringVar(&state, "state", "", "state directory to restore into (missing or empty)")
 	cmd.Flags().BoolVar(&force, "force", false, "replace a state directory that holds something (the server must be stopped; the old one is kept beside it)")
 	_ = cmd.MarkFlagRequired("state")
+	return cmd
+}
+
+func catchUpCmd() *cobra.Command {
+	var state, logFrom string
+	var crlFiles []string
+	cmd := &cobra.Command{
+		Use:   "catch-up --state DIR --log-from URL|FILE --crl-from FILE",
+		Short: "Teach a restored CA what it issued after the backup, from a copy of its log and the newest CRL agents hold",
+		Long: "With the server stopped, re-appends to the restored log the entries a copy of it holds past the backup (--log-from:\n" +
+			"a URL serving the log's /v1/log/ endpoints, or a translog.db), byte for byte, and keeps them only if the tree is\n" +
+			"then the one the copy's checkpoint (signed by log.key) shows; records the certificates and revocations they hold;\n" +
+			"raises the address counter past every overlay address they certify and the CRL number past the newest CRL given\n" +
+			"(--crl-from, e.g. an agent's STATE/crl.der, repeatable). Then the CA is no longer \"restored: catching up\".",
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			var crls [][]byte
+			for _, f := range crlFiles {
+				der, err := os.ReadFile(f)
+				if err != nil {
+					return fmt.Errorf("--crl-from: %w", err)
+				}
+				crls = append(crls, der)
+			}
+			res, err := ca.CatchUp(c.Context(), state, ca.CatchUpOptions{LogFrom: logFrom, CRLs: crls})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "caught up: %d log entries re-appended (log size %d), %d certificates and %d revocations learned, "+
+				"addresses past index %d, CRL numbers past %d\n", res.Appended, res.LogSize, res.Certificates, res.Revocations, res.AddressIndex, res.CRLNumber)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&state, "state", "", "the restored state directory (server stopped)")
+	cmd.Flags().StringVar(&logFrom, "log-from", "", "a copy of the transparency log: http(s)://host[:port] serving /v1/log/, or a translog.db file")
+	cmd.Flags().StringSliceVar(&crlFiles, "crl-from", nil, "the newest CRL agents hold (DER, an agent's STATE/crl.der; repeatable)")
+	_ = cmd.MarkFlagRequired("state")
+	_ = cmd.MarkFlagRequired("log-from")
+	_ = cmd.MarkFlagRequired("crl-from")
 	return cmd
 }
