@@ -11,6 +11,7 @@ import (
 	"github.com/certmesh/certmesh/agent/wgdev"
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/wire"
+	"github.com/certmesh/certmesh/policy"
 )
 
 // asks are the routes and services this agent asks to be certified for
@@ -131,6 +132,7 @@ func (a *Agent) newRouteStage(next peerSink, device *deviceStage, log *slog.Logg
 		kernel = a.dev
 	}
 	s := newRouteStage(next, device, kernel, a.cfg.AcceptRoutes, log.With("component", "routes"), a.cfg.Now)
+	s.permit = (*policy.Node)(nil).MayRoute // no policy held yet: no route (the policy holder's onNode)
 	if mgr := a.paths.mgr; mgr != nil {
 		s.alive = func(k certs.WireGuardKey) bool {
 			st, ok := mgr.Peer(k)

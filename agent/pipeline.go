@@ -10,6 +10,7 @@ import (
 	"github.com/certmesh/certmesh/agent/path"
 	"github.com/certmesh/certmesh/agent/wgdev"
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/policy"
 	"github.com/certmesh/certmesh/translog"
 	"golang.zx2c4.com/wireguard/tun"
 )
@@ -98,6 +99,7 @@ func (a *Agent) buildPipeline(self certs.Identity, eps endpointPolicy, index *ad
 	a.crl.load()
 	a.policy = newPolicyHolder(a.roots, a.cfg.StateDir, a.filter, self, a.cfg.PolicyStalePolicy,
 		logger.With("component", "policy"), a.cfg.Now)
+	a.policy.onNode = func(n *policy.Node) { a.peers.locked(func() { a.routes.setPolicy(n) }) }
 	if err := a.policy.load(); err != nil {
 		return err
 	}

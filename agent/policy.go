@@ -72,6 +72,9 @@ type policyHolder struct {
 	self     certs.Identity // this node, as the policy applies to it
 	compiled *policy.Compiled
 	wasStale bool
+	// onNode is given the policy as it applies to this node each time it
+	// changes (the route stage's permit), under mu.
+	onNode func(*policy.Node)
 }
 
 // policyDoc is a verified signed policy and what it says.
@@ -211,12 +214,17 @@ func (h *policyHolder) sweep() {
 
 // installLocked gives the filter the policy as it applies to this node.
 func (h *policyHolder) installLocked() {
-	if h.compiled == nil || h.filter == nil {
+	if h.compiled == nil {
 		return
 	}
 	node := h.compiled.ForNode(h.self)
-	h.filter.SetDecider(node.DecideFunc())
-	h.filter.Revalidate()
+	if h.filter != nil {
+		h.filter.SetDecider(node.DecideFunc())
+		h.filter.Revalidate()
+	}
+	if h.onNode != nil {
+		h.onNode(node)
+	}
 }
 
 // setSelf re-applies the policy after this node's identity changed.

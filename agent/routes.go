@@ -47,8 +47,12 @@ type routeStage struct {
 	// probes; nil: every router counts as alive).
 	alive func(certs.WireGuardKey) bool
 	// permit says whether the policy lets this node reach prefix p
-	// through router (nil: it does).
+	// through router (nil: it does; the agent sets it from the policy
+	// held: routes_policy.go).
 	permit func(router certs.Identity, p netip.Prefix) bool
+	// wanted are, per router, the routes certified, relayed and asked for
+	// (before the policy's say), for deciding again on a new policy.
+	wanted map[certs.DeviceID]wantedRoutes
 	log    *slog.Logger
 	now    func() time.Time
 	pick   primaries
@@ -69,28 +73,32 @@ type router struct {
 
 func newRouteStage(next peerSink, dev *deviceStage, kernel kernelRoutes, accept bool, log *slog.Logger, now func() time.Time) *routeStage {
 	return &routeStage{next: next, dev: dev, kernel: kernel, accept: accept, log: log, now: now,
-		pick: newPrimaries(), installed: map[netip.Prefix]bool{}, refused: newRouteRefusals()}
+		pick: newPrimaries(), wanted: map[certs.DeviceID]wantedRoutes{}, installed: map[netip.Prefix]bool{}, refused: newRouteRefusals()}
 }
 
 func (s *routeStage) admit(p, prev *verifiedPeer) (bool, error) {
 	lost, err := s.next.admit(p, prev)
 	if err != nil {
 		if lost {
+			delete(s.wanted, p.id.DeviceID)
 			s.pick.forget(p.id.DeviceID)
 			s.apply()
 		}
 		return lost, err
 	}
-	routes := s.routesOf(p)
-	if len(routes) == 0 && s.pick.routers[p.id.DeviceID] == nil {
+	wanted := s.routesOf(p)
+	s.want(p, wanted)
+	if len(wanted) == 0 && s.pick.routers[p.id.DeviceID] == nil {
 		return false, nil
 	}
+	routes := s.permitted(p.id, p.label, wanted)
 	s.pick.learn(p.id, p.label, routes, s.now())
 	s.apply()
 	return false, nil
 }
 
 func (s *routeStage) evict(p *verifiedPeer, why string) {
+	delete(s.wanted, p.id.DeviceID)
 	if s.pick.forget(p.id.DeviceID) {
 		s.log.Info("router removed: its routes move to another router or go", "device", p.id.DeviceID, "why", why)
 		s.apply() // before the peer goes: a standby takes the prefixes over
@@ -115,9 +123,9 @@ func (s *routeStage) sweep(peers []*verifiedPeer) {
 }
 
 // routesOf checks the routes the coordinator relayed for p against its
-// certificate: the certified ones are kept (those the policy lets this
-// node reach, if it accepts routes at all), the rest are refused and
-// counted. Exit routes are left to the exit-node choice.
+// certificate: the certified ones are kept (if it accepts routes at all;
+// the policy has its say in permitted), the rest are refused and counted.
+// Exit routes are left to the exit-node choice.
 func (s *routeStage) routesOf(p *verifiedPeer) []netip.Prefix {
 	var out []netip.Prefix
 	for _, c := range p.claimed {
@@ -136,10 +144,6 @@ func (s *routeStage) routesOf(p *verifiedPeer) []netip.Prefix {
 				continue
 			}
 		} else if !s.accept || slices.Contains(out, r) {
-			continue
-		}
-		if s.permit != nil && !s.permit(p.id, r) {
-			s.log.Debug("route not installed: the policy does not let this node reach it", "device", p.id.DeviceID, "route", r)
 			continue
 		}
 		out = append(out, r)

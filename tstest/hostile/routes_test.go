@@ -14,8 +14,11 @@ import (
 // whole internet). The victim, which accepts routes, refuses each of them
 // and counts it (route-uncertified): no WireGuard peer of the victim holds
 // them, nothing is installed, and the peer stays on its certified
-// addresses. Positive control: once the CA certifies the peer for one of
-// the prefixes, the same relay installs exactly that one.
+// addresses. Once the CA certifies the peer for one of the prefixes, the
+// same relay still installs nothing while the policy (the starter: mesh
+// nodes only) lets the victim reach nothing inside it (route-not-allowed);
+// positive control: the CA's policy allowing it installs exactly that one,
+// without a new relay.
 func TestCoordinatorCannotRouteUncertifiedPrefix(t *testing.T) {
 	t.Parallel()
 	lan := netip.MustParsePrefix("10.66.0.0/24")
@@ -65,6 +68,14 @@ func TestCoordinatorCannotRouteUncertifiedPrefix(t *testing.T) {
 		t.Fatalf("the renewed certificate carries routes %v, want %s", id.Routes, lan)
 	}
 	relay()
+	st = f.sync(t)
+	if got := routed(); len(got) != 0 || len(st.Routes.Installed) != 0 {
+		t.Fatalf("the victim routes %v (installed %+v) although the policy lets it reach nothing there", got, st.Routes.Installed)
+	}
+	if n := st.RejectedCounts[agent.ReasonRouteNotAllowed]; n != 1 {
+		t.Fatalf("route-not-allowed refusals %d, want 1 (%v)", n, st.Rejected)
+	}
+	f.publish(t, `{"rules": [{"from": ["*"], "to": ["*", "`+lan.String()+`"], "ports": ["*"]}]}`)
 	st = f.sync(t)
 	if got := routed(); !slices.Equal(got, []netip.Prefix{lan}) {
 		t.Fatalf("the victim routes %v through the certified peer, want only %s", got, lan)
