@@ -181,8 +181,10 @@ func unrouted(ctx context.Context, n *meshlab.NetNSNode) error {
 // The approval reaches the router within seconds (the reissue signal),
 // and the client, which accepts routes, reaches the host — which runs no
 // agent — by address through the router, which masquerades it (the host
-// sees the router's LAN address). Revoking the router takes its route
-// off the client at once: AllowedIPs, kernel route, status.
+// sees the router's LAN address). A policy that no longer lets the client
+// reach the LAN takes the route off it without a restart (route-not-allowed),
+// and one allowing it again puts it back. Revoking the router takes its
+// route off the client at once: AllowedIPs, kernel route, status.
 func TestSubnetRouter(t *testing.T) {
 	t.Parallel()
 	lab := meshlab.NewNetNS(t, meshlab.Options{})
@@ -215,6 +217,19 @@ func TestSubnetRouter(t *testing.T) {
 	if src := s.sources(); len(src) == 0 || slices.ContainsFunc(src, func(a netip.Addr) bool { return a != routerLAN }) {
 		t.Fatalf("the LAN host saw connections from %v, want only the router's LAN address %s (masquerade)", src, routerLAN)
 	}
+
+	waitPolicy(t, lab.PublishPolicy(t, []byte(`{"rules": [{"from": ["*"], "to": ["*"], "ports": ["*"]}]}`)), router, client)
+	meshlab.Eventually(t, 15*time.Second, "the route the policy no longer allows to go", func() error { return unrouted(ctx, client) })
+	if n := client.Status(t).RejectedCounts[agent.ReasonRouteNotAllowed]; n == 0 {
+		t.Fatal("the route the policy does not allow was not counted as route-not-allowed")
+	}
+	s.allowSite(t, router, client)
+	meshlab.Eventually(t, 15*time.Second, "the route back once the policy allows it", func() error {
+		if err := via(ctx, client, router); err != nil {
+			return err
+		}
+		return s.reach(ctx, client)
+	})
 
 	start = time.Now()
 	lab.RevokeDevice(t, router)
