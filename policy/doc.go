@@ -122,6 +122,12 @@
 // A CIDR destination keeps its meaning for mesh devices too: "0.0.0.0/0"
 // as an exit-node rule also selects every device with an IPv4 address.
 //
+// The client side asks the same question before it routes a prefix to a
+// router at all (Node.MayRoute): a peer's route is installed only if some
+// rule lets this node, as the source, reach an address inside it through
+// that router, on any port. An exit node's ::/0 therefore needs a rule to
+// an IPv6 prefix too, or IPv6 stays in the tunnel with no router.
+//
 // # Ports
 //
 // "ports" (required unless every destination is svc:NAME) is a non-empty
