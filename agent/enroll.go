@@ -60,7 +60,7 @@ func xeddsaSign(k wgdev.PrivateKey, msg []byte) ([]byte, error) {
 func enroll(ctx context.Context, api *apiClient, k *keys, hostname certs.Hostname, token string, asks wire.Asks) (wire.CertificateResponse, error) {
 	var resp wire.CertificateResponse
 	if token == "" {
-		return resp, fmt.Errorf("this agent is not enrolled yet: pass --token with a token from `certmesh-server token create`")
+		return resp, fmt.Errorf("this agent is not enrolled yet: pass --token with a token from `certmesh-server tokens create`")
 	}
 	nonce, csr, proof, err := nonceProof(ctx, api, k, "getting enrollment nonce")
 	if err != nil {

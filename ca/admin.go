@@ -41,31 +41,41 @@ type DenyRequest struct {
 type TokenRequest struct {
 	Tags []string `json:"tags,omitempty"`
 	TTL  Duration `json:"ttl,omitempty"`
+	// Count is how many tokens to make (default 1, at most MaxTokenBatch).
+	Count int `json:"count,omitempty"`
 }
 
 // TokenResponse carries the only copy of the token.
 type TokenResponse struct {
-	Token     string    `json:"token"`
-	ID        string    `json:"id"`
-	ExpiresAt time.Time `json:"expires_at"`
+	Token     string      `json:"token"`
+	ID        string      `json:"id"`
+	Tags      []certs.Tag `json:"tags,omitempty"`
+	ExpiresAt time.Time   `json:"expires_at"`
 }
 
 // AdminHandler serves the admin API. Serve it only on a unix socket that
-// only the server's user can open.
+// only the server's user can open, with AdminConnContext so that the log
+// names who ran each command.
 func (c *CA) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+AdminPathTokens, jsonHandler(func(r *http.Request, req TokenRequest) (TokenResponse, error) {
-		if req.TTL < 0 {
-			return TokenResponse{}, refuse(CodeBadRequest, "ttl %s is negative", time.Duration(req.TTL))
-		}
+	mux.HandleFunc("POST "+AdminPathTokens, jsonHandler(func(r *http.Request, req TokenRequest) ([]TokenResponse, error) {
 		tags, err := parseEach(req.Tags, certs.ParseTag, nil, "tags")
 		if err != nil {
-			return TokenResponse{}, err
+			return nil, err
 		}
-		tok, rec, err := c.CreateToken(r.Context(), tags, time.Duration(req.TTL))
-		return TokenResponse{Token: tok, ID: rec.ID, ExpiresAt: rec.ExpiresAt}, err
+		if req.Count == 0 {
+			req.Count = 1
+		}
+		toks, recs, err := c.CreateTokens(r.Context(), tags, time.Duration(req.TTL), req.Count)
+		out := make([]TokenResponse, len(toks))
+		for i, t := range toks {
+			out[i] = TokenResponse{Token: t, ID: recs[i].ID, Tags: recs[i].Tags, ExpiresAt: recs[i].ExpiresAt}
+		}
+		return out, err
 	}, c.reply))
 	mux.HandleFunc("POST "+AdminPathBackup, jsonHandler(c.adminBackup, c.reply))
+	mux.HandleFunc("GET "+AdminPathTokens, listHandler(c, c.Tokens))
+	mux.HandleFunc("POST "+AdminPathTokens+"/{id}/revoke", pathHandler(c, "id", c.RevokeToken))
 	mux.HandleFunc("GET "+AdminPathDevices, listHandler(c, c.Devices))
 	mux.HandleFunc("POST "+AdminPathDevices+"/{id}/revoke", deviceHandler(c, c.Revoke))
 	mux.HandleFunc("GET "+AdminPathDevices+"/{id}", deviceHandler(c, c.Device))
@@ -108,7 +118,7 @@ func (c *CA) AdminHandler() http.Handler {
 	mux.HandleFunc("POST "+AdminPathUsers+"/{ref}/approve", pathHandler(c, "ref", c.ApproveUser))
 	mux.HandleFunc("POST "+AdminPathUsers+"/{ref}/revoke", pathHandler(c, "ref", c.RevokeUser))
 	mux.HandleFunc("POST "+AdminPathUsers+"/{ref}/remove", pathHandler(c, "ref", c.RemoveUser))
-	return mux
+	return c.logAdmin(mux)
 }
 
 // listHandler answers a GET with the list list returns (an empty list, not

@@ -61,7 +61,11 @@ func TestAdminHandler(t *testing.T) {
 
 	// A token from the admin API enrolls a tagged device.
 	st, body := admin(t, e, http.MethodPost, ca.AdminPathTokens, `{"tags":["tag:db","web"],"ttl":"1h"}`)
-	tr := decodeOK[ca.TokenResponse](t, st, body)
+	trs := decodeOK[[]ca.TokenResponse](t, st, body)
+	if len(trs) != 1 {
+		t.Fatalf("token create without count: %d tokens, want 1", len(trs))
+	}
+	tr := trs[0]
 	if !strings.HasPrefix(tr.Token, "cm1."+tr.ID+".") {
 		t.Fatalf("token %q does not carry its ID %q", tr.Token, tr.ID)
 	}

@@ -38,9 +38,32 @@ func call[T any](ctx context.Context, a *AdminClient, method, path string, in an
 	return out, a.do(ctx, method, path, in, &out)
 }
 
-// CreateToken asks the server for an enrollment token.
+// CreateTokens asks the server for req.Count enrollment tokens (one if 0).
+func (a *AdminClient) CreateTokens(ctx context.Context, req TokenRequest) ([]TokenResponse, error) {
+	return call[[]TokenResponse](ctx, a, http.MethodPost, AdminPathTokens, req)
+}
+
+// CreateToken asks the server for one enrollment token.
 func (a *AdminClient) CreateToken(ctx context.Context, req TokenRequest) (TokenResponse, error) {
-	return call[TokenResponse](ctx, a, http.MethodPost, AdminPathTokens, req)
+	req.Count = 1
+	toks, err := a.CreateTokens(ctx, req)
+	if err == nil && len(toks) != 1 {
+		err = fmt.Errorf("server answered %d tokens for one", len(toks))
+	}
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	return toks[0], nil
+}
+
+// Tokens lists the enrollment tokens.
+func (a *AdminClient) Tokens(ctx context.Context) ([]TokenInfo, error) {
+	return call[[]TokenInfo](ctx, a, http.MethodGet, AdminPathTokens, nil)
+}
+
+// RevokeToken revokes an unused enrollment token.
+func (a *AdminClient) RevokeToken(ctx context.Context, id string) (TokenInfo, error) {
+	return call[TokenInfo](ctx, a, http.MethodPost, AdminPathTokens+"/"+url.PathEscape(id)+"/revoke", nil)
 }
 
 // Devices lists enrolled devices.

@@ -48,6 +48,10 @@ type Config struct {
 	RenewAfterExpiry Duration `json:"renew_after_expiry,omitempty"`
 	// TokenTTL is the default life of an enrollment token.
 	TokenTTL Duration `json:"token_ttl"`
+	// MaxTokenTTL is the longest life a token may be given with
+	// `tokens create --ttl` (default DefaultMaxTokenTTL, 30 days); a
+	// longer one is refused.
+	MaxTokenTTL Duration `json:"max_token_ttl,omitempty"`
 	// Listen is the default listen address of `run`.
 	Listen string `json:"listen"`
 	// CoordinatorURL is given to agents; empty means "the same server".
@@ -100,14 +104,24 @@ const (
 	DefaultOverlayV4       = "100.80.0.0/16"
 	DefaultMachineLifetime = 24 * time.Hour
 	DefaultTokenTTL        = 24 * time.Hour
-	DefaultListen          = "127.0.0.1:8443"
-	minMachineLifetime     = 2 * time.Minute
-	maxMachineLifetime     = 30 * 24 * time.Hour
+	// DefaultMaxTokenTTL is max_token_ttl when unset.
+	DefaultMaxTokenTTL = 30 * 24 * time.Hour
+	DefaultListen      = "127.0.0.1:8443"
+	minMachineLifetime = 2 * time.Minute
+	maxMachineLifetime = 30 * 24 * time.Hour
 	// DefaultRenewAfterExpiry is renew_after_expiry when unset.
 	DefaultRenewAfterExpiry = 7 * 24 * time.Hour
 	maxRenewAfterExpiry     = 30 * 24 * time.Hour
 	configFile              = "config.json"
 )
+
+// maxTokenTTL is max_token_ttl or its default.
+func (c *Config) maxTokenTTL() time.Duration {
+	if c.MaxTokenTTL != 0 {
+		return time.Duration(c.MaxTokenTTL)
+	}
+	return DefaultMaxTokenTTL
+}
 
 // Validate checks a configuration.
 func (c *Config) Validate() error {
@@ -129,6 +143,9 @@ func (c *Config) Validate() error {
 	}
 	if c.TokenTTL <= 0 {
 		return fmt.Errorf("token_ttl must be positive")
+	}
+	if c.MaxTokenTTL < 0 || time.Duration(c.TokenTTL) > c.maxTokenTTL() {
+		return fmt.Errorf("max_token_ttl %s: want positive and at least token_ttl %s", c.maxTokenTTL(), time.Duration(c.TokenTTL))
 	}
 	if w := time.Duration(c.RenewAfterExpiry); w != 0 && (w < time.Minute || w > maxRenewAfterExpiry) {
 		return fmt.Errorf("renew_after_expiry %s: want between 1m and %s", w, maxRenewAfterExpiry)

@@ -19,6 +19,7 @@ const (
 	CodeBadToken       Code = "bad-token"
 	CodeTokenUsed      Code = "token-used"
 	CodeTokenExpired   Code = "token-expired"
+	CodeTokenRevoked   Code = "token-revoked" // an admin revoked the unused token
 	CodeKeyInUse       Code = "key-in-use"
 	CodeForbidden      Code = "forbidden"
 	CodeNotFound       Code = "not-found"
@@ -66,7 +67,7 @@ func CodeOf(err error) Code {
 
 func httpStatus(c Code) int {
 	switch c {
-	case CodeBadAttestation, CodeDenied, CodeForbidden, CodeTokenUsed, CodeTokenExpired, CodeBadToken, CodeLoginRefused, CodeBadIDToken:
+	case CodeBadAttestation, CodeDenied, CodeForbidden, CodeTokenUsed, CodeTokenExpired, CodeTokenRevoked, CodeBadToken, CodeLoginRefused, CodeBadIDToken:
 		return http.StatusForbidden
 	case CodeNotFound:
 		return http.StatusNotFound

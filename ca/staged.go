@@ -125,6 +125,11 @@ func (s *stagedTx) GetToken(id string) (store.Token, error) {
 	return getStaged(s.in.Tokens, id, tokenKey, func() (store.Token, error) { return s.Tx.GetToken(id) })
 }
 
+func (s *stagedTx) ListTokens() ([]store.Token, error) {
+	base, err := s.Tx.ListTokens()
+	return listStaged(s.in.Tokens, tokenKey, base, err)
+}
+
 func (s *stagedTx) PutUser(u store.User) error { putStaged(&s.in.Users, u, userKey); return nil }
 
 func (s *stagedTx) GetUser(id certs.UserID) (store.User, error) {

@@ -21,9 +21,15 @@ const tokenPrefix = "cm1."
 // CreateToken makes a one-time enrollment token. The returned string is the
 // only copy of its secret: the store keeps a hash.
 func (c *CA) CreateToken(ctx context.Context, tags []certs.Tag, ttl time.Duration) (string, store.Token, error) {
-	if ttl <= 0 {
-		ttl = time.Duration(c.cfg.TokenTTL)
+	secrets, recs, err := c.CreateTokens(ctx, tags, ttl, 1)
+	if err != nil {
+		return "", store.Token{}, err
 	}
+	return secrets[0], recs[0], nil
+}
+
+// newToken makes a token record and its secret (not stored).
+func newToken(tags []certs.Tag, now time.Time, ttl time.Duration) (string, store.Token, error) {
 	var id [8]byte
 	var secret [32]byte
 	if _, err := rand.Read(id[:]); err != nil {
@@ -32,16 +38,12 @@ func (c *CA) CreateToken(ctx context.Context, tags []certs.Tag, ttl time.Duratio
 	if _, err := rand.Read(secret[:]); err != nil {
 		return "", store.Token{}, fmt.Errorf("generating token: %w", err)
 	}
-	now := c.now()
 	tok := store.Token{
 		ID:         hex.EncodeToString(id[:]),
 		SecretHash: sha256.Sum256(secret[:]),
 		Tags:       tags,
 		CreatedAt:  now,
 		ExpiresAt:  now.Add(ttl),
-	}
-	if err := c.store.Update(ctx, func(tx store.Tx) error { return tx.PutToken(tok) }); err != nil {
-		return "", store.Token{}, fmt.Errorf("storing token: %w", err)
 	}
 	return tokenPrefix + tok.ID + "." + base64.RawURLEncoding.EncodeToString(secret[:]), tok, nil
 }
@@ -69,6 +71,9 @@ func (c *CA) redeemToken(tx store.Tx, presented string, dev certs.DeviceID) (sto
 	got := sha256.Sum256(secret)
 	if subtle.ConstantTimeCompare(got[:], tok.SecretHash[:]) != 1 {
 		return store.Token{}, refuse(CodeBadToken, "enrollment token is unknown")
+	}
+	if !tok.RevokedAt.IsZero() && tok.UsedAt.IsZero() {
+		return store.Token{}, refuse(CodeTokenRevoked, "enrollment token was revoked at %s", tok.RevokedAt.UTC().Format(time.RFC3339))
 	}
 	if !tok.UsedAt.IsZero() {
 		return store.Token{}, refuse(CodeTokenUsed, "enrollment token was already used at %s", tok.UsedAt.UTC().Format(time.RFC3339))

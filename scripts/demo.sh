@@ -25,7 +25,7 @@ for i in $(seq 1 50); do [ -S "$DIR/server/admin.sock" ] && break; sleep 0.1; do
 n=0
 for name in alpha beta gamma; do
   n=$((n + 1))
-  token=$("$BIN/certmesh-server" token create --state "$DIR/server" --tags demo)
+  token=$("$BIN/certmesh-server" tokens create --state "$DIR/server" --tags demo)
   "$BIN/certmesh" agent --state "$DIR/$name" --server "https://127.0.0.1:$PORT" --root-fingerprint "$FP" \
     --token "$token" --userspace --socks5 "127.0.0.1:$(free_port)" --hostname "$name" --advertise 127.0.0.1 \
     >"$DIR/$name.log" 2>&1 &

@@ -257,6 +257,7 @@ func (s *Server) serveAdmin(state string) error {
 		return fmt.Errorf("opening admin socket: %w", err)
 	}
 	s.admin = httplimit.Server(s.CA.AdminHandler(), 0)
+	s.admin.ConnContext = ca.AdminConnContext // the log names who ran each command
 	go func() { s.errc <- s.admin.Serve(ln) }()
 	return nil
 }

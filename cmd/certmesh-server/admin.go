@@ -9,32 +9,55 @@ import (
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/ca/attest"
+	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/cli"
 	"github.com/certmesh/certmesh/internal/store"
 	"github.com/spf13/cobra"
 )
 
-func tokenCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "token", Short: "Manage enrollment tokens"}
+// tokensCmd is `tokens`; named "token" it is the deprecated singular
+// spelling, hidden, that still works.
+func tokensCmd(name string) *cobra.Command {
+	cmd := &cobra.Command{Use: name, Short: "Create, list and revoke enrollment tokens"}
+	if name != "tokens" {
+		cmd.Hidden, cmd.Deprecated = true, "use `certmesh-server tokens`"
+	}
 	var state string
 	var tags []string
 	var ttl time.Duration
+	var count int
+	var asJSON bool
 	create := &cobra.Command{
 		Use:   "create",
-		Short: "Create a one-time enrollment token (printed once)",
+		Short: "Create one-time enrollment tokens (each printed once, one a line)",
+		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			resp, err := ca.NewAdminClient(state).CreateToken(c.Context(), ca.TokenRequest{Tags: tags, TTL: ca.Duration(ttl)})
+			toks, err := ca.NewAdminClient(state).CreateTokens(c.Context(), ca.TokenRequest{Tags: tags, TTL: ca.Duration(ttl), Count: count})
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(c.OutOrStdout(), resp.Token)
+			if asJSON {
+				return cli.WriteJSON(c.OutOrStdout(), toks)
+			}
+			for _, t := range toks {
+				fmt.Fprintln(c.OutOrStdout(), t.Token)
+			}
 			return nil
 		},
 	}
-	stateFlag(&state, create)
 	create.Flags().StringSliceVar(&tags, "tags", nil, "tags for the device that uses the token")
-	create.Flags().DurationVar(&ttl, "ttl", 0, "token lifetime (default from config)")
-	cmd.AddCommand(create)
+	create.Flags().DurationVar(&ttl, "ttl", 0, "token lifetime (default token_ttl from config; at most max_token_ttl)")
+	create.Flags().IntVar(&count, "count", 1, fmt.Sprintf("how many tokens to create, for an MDM batch (at most %d)", ca.MaxTokenBatch))
+	create.Flags().BoolVar(&asJSON, "json", false, "print JSON: token, id, tags and expiry of each")
+	list := listCmd("list", "List enrollment tokens (never their secrets)", &state, (*ca.AdminClient).Tokens,
+		"ID\tSTATE\tTAGS\tCREATED\tEXPIRES\tUSED BY", func(t ca.TokenInfo) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", t.ID, t.State, orDash(joinTags(t.Tags)),
+				t.CreatedAt.Local().Format(time.RFC3339), t.ExpiresAt.Local().Format(time.RFC3339), orDash(string(t.UsedBy)))
+		})
+	revoke := actionCmd("revoke ID", "Revoke an unused enrollment token: it enrolls nothing after", &state, (*ca.AdminClient).RevokeToken,
+		func(t ca.TokenInfo) string { return fmt.Sprintf("revoked token %s", t.ID) })
+	stateFlag(&state, create, list, revoke)
+	cmd.AddCommand(create, list, revoke)
 	return cmd
 }
 
@@ -43,12 +66,8 @@ func devicesCmd() *cobra.Command {
 	var state string
 	list := listCmd("list", "List enrolled devices", &state, listDevicesJSON,
 		"ID\tHOSTNAME\tADDRESSES\tLEVEL\tTAGS\tROUTES\tSTATE\tCERT EXPIRES", func(d deviceJSON) string {
-			tags := make([]string, len(d.Tags))
-			for i, t := range d.Tags {
-				tags[i] = string(t)
-			}
 			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", d.ID, d.Hostname, strings.Join(cli.Strings(d.Addresses), ","), d.Attestation,
-				strings.Join(tags, ","), orDash(strings.Join(cli.Strings(d.Routes), ",")), d.State, d.NotAfter.Local().Format(time.RFC3339))
+				joinTags(d.Tags), orDash(strings.Join(cli.Strings(d.Routes), ",")), d.State, d.NotAfter.Local().Format(time.RFC3339))
 		})
 	revoke := actionCmd("revoke ID", "Revoke a device: it can no longer renew and peers drop it", &state, (*ca.AdminClient).Revoke,
 		func(d store.Device) string { return fmt.Sprintf("revoked %s (%s)", d.ID, d.Hostname) })
@@ -95,6 +114,15 @@ func usersCmd() *cobra.Command {
 	stateFlag(&state, list, approve, remove, revoke)
 	cmd.AddCommand(list, approve, remove, revoke)
 	return cmd
+}
+
+// joinTags is tags comma-separated.
+func joinTags(tags []certs.Tag) string {
+	s := make([]string, len(tags))
+	for i, t := range tags {
+		s[i] = string(t)
+	}
+	return strings.Join(s, ",")
 }
 
 func orDash(s string) string {

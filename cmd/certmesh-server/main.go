@@ -19,7 +19,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	cli.AddVersion(root)
-	root.AddCommand(initCmd(), runCmd(), backupCmd(), restoreCmd(), catchUpCmd(), relayKeyCmd(), tokenCmd(), devicesCmd(), usersCmd(), policyCmd(), ekCmd())
+	root.AddCommand(initCmd(), runCmd(), backupCmd(), restoreCmd(), catchUpCmd(), relayKeyCmd(), tokensCmd("tokens"), tokensCmd("token"), devicesCmd(), usersCmd(), policyCmd(), ekCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "certmesh-server:", err)
 		os.Exit(1)

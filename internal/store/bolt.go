@@ -100,6 +100,10 @@ func (t boltTx) GetToken(id string) (tok Token, err error) {
 	return tok, err
 }
 
+func (t boltTx) ListTokens() ([]Token, error) {
+	return listSorted(t, bucketTokens, "token", func(a, b Token) bool { return a.CreatedAt.Before(b.CreatedAt) })
+}
+
 func (t boltTx) PutNonce(n Nonce) error {
 	if t.tx.Bucket(bucketNonces).Get([]byte(n.Value)) != nil {
 		return fmt.Errorf("nonce: %w", ErrExists)

@@ -32,6 +32,8 @@ type Store interface {
 type Tx interface {
 	PutToken(t Token) error
 	GetToken(id string) (Token, error)
+	// ListTokens returns every enrollment token record, oldest first.
+	ListTokens() ([]Token, error)
 
 	// PutNonce stores a fresh nonce; TakeNonce deletes it and returns it,
 	// so a nonce is used at most once.
@@ -113,6 +115,9 @@ type Token struct {
 	ExpiresAt  time.Time      `json:"expires_at"`
 	UsedAt     time.Time      `json:"used_at,omitzero"`
 	UsedBy     certs.DeviceID `json:"used_by,omitempty"`
+	// RevokedAt is when an admin revoked the unused token (it enrolls
+	// nothing after).
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
 }
 
 // Nonce is a single-use server challenge.

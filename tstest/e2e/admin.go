@@ -13,15 +13,15 @@ import (
 	"github.com/certmesh/certmesh/certs"
 )
 
-// Token creates a one-time enrollment token with `token create`.
+// Token creates a one-time enrollment token with `tokens create`.
 func (m *Mesh) Token(ctx context.Context) (string, error) {
 	return m.TaggedToken(ctx)
 }
 
 // TaggedToken creates a one-time enrollment token whose device gets tags
-// (`token create --tags`).
+// (`tokens create --tags`).
 func (m *Mesh) TaggedToken(ctx context.Context, tags ...string) (string, error) {
-	args := []string{"token", "create", "--state", m.Server.StateDir}
+	args := []string{"tokens", "create", "--state", m.Server.StateDir}
 	if len(tags) > 0 {
 		args = append(args, "--tags", strings.Join(tags, ","))
 	}
@@ -31,7 +31,7 @@ func (m *Mesh) TaggedToken(ctx context.Context, tags ...string) (string, error) 
 	}
 	tok := strings.TrimSpace(out)
 	if tok == "" || strings.ContainsAny(tok, " \n") {
-		return "", fmt.Errorf("e2e: unexpected output of token create: %q", out)
+		return "", fmt.Errorf("e2e: unexpected output of tokens create: %q", out)
 	}
 	return tok, nil
 }

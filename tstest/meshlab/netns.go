@@ -160,7 +160,7 @@ func (l *NetNSLab) join(t testing.TB, name string, h *netns.Host, o NodeOptions,
 	return &NetNSNode{Agent: a, lab: l}, nil
 }
 
-// Token runs `certmesh-server token create`.
+// Token runs `certmesh-server tokens create`.
 func (l *NetNSLab) Token(t testing.TB, tags ...certs.Tag) string {
 	t.Helper()
 	var ss []string
