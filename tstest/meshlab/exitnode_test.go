@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/certmesh/certmesh/agent"
 	"github.com/certmesh/certmesh/agent/wgdev"
 	"github.com/certmesh/certmesh/tstest/e2e"
@@ -88,7 +90,11 @@ func TestExitNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := lab.JoinOn(t, ch, meshlab.NodeOptions{}, "--exit-node", "exit").(*meshlab.NetNSNode)
+	// The client's resolver forwards names outside the trust domain to a
+	// resolver on the internet host.
+	dnsSeen := make(chan netip.Addr, 64)
+	up := startUpstreamAt(t, inet, netip.AddrPortFrom(inet.Addr, 53).String(), dnsSeen)
+	client := lab.JoinOn(t, ch, meshlab.NodeOptions{}, "--exit-node", "exit", "--dns-upstream", up).(*meshlab.NetNSNode)
 	lh, err := net0.AddHost(ctx, "lanclient")
 	if err != nil {
 		t.Fatal(err)
@@ -112,6 +118,15 @@ func TestExitNode(t *testing.T) {
 	})
 	if src := drain(seen); len(src) == 0 || slices.ContainsFunc(src, func(a netip.Addr) bool { return a != eh.Addr }) {
 		t.Fatalf("the host saw the client from %v, want only the exit node's address %s", src, eh.Addr)
+	}
+	// DNS too: a name outside the trust domain, asked of the client's
+	// resolver, is forwarded through the exit node (the leak check below
+	// counts these queries as well).
+	for _, network := range []string{"udp", "tcp"} {
+		wantRecords(t, client, network, "www.example.org", dns.TypeA, "A 192.0.2.80")
+	}
+	if src := drain(dnsSeen); len(src) == 0 || slices.ContainsFunc(src, func(a netip.Addr) bool { return a != eh.Addr }) {
+		t.Fatalf("the upstream resolver saw the client's queries from %v, want only the exit node's address %s", src, eh.Addr)
 	}
 	if n := leak.packets(t); n != 0 {
 		t.Fatalf("%d packets to the host left the client's interface outside the tunnel", n)
@@ -143,6 +158,12 @@ func TestExitNode(t *testing.T) {
 		if err := reach(client); err == nil {
 			t.Fatal("the client reached the host with the exit node gone")
 		}
+	}
+	if resp, err := lookup(ctx, client, "udp", "www.example.org", dns.TypeA); err == nil && resp.Rcode == dns.RcodeSuccess {
+		t.Fatalf("the client resolved a name outside the mesh with the exit node gone: %v", resp.Answer)
+	}
+	if src := drain(dnsSeen); len(src) != 0 {
+		t.Fatalf("the upstream resolver got queries from %v with the exit node gone", src)
 	}
 	lab.RevokeDevice(t, exit)
 	meshlab.Eventually(t, 15*time.Second, "the revoked exit node to go", func() error {

@@ -204,15 +204,28 @@ func TestNamesGoneOnRevocation(t *testing.T) {
 // NXDOMAIN otherwise.
 func startUpstream(t *testing.T, h *netns.Host) string {
 	t.Helper()
-	pc, err := h.ListenPacket("udp", "127.0.0.1:5300")
+	return startUpstreamAt(t, h, "127.0.0.1:5300", nil)
+}
+
+// startUpstreamAt is startUpstream on addr; the source address of each
+// query goes to seen (if not nil and not full).
+func startUpstreamAt(t *testing.T, h *netns.Host, addr string, seen chan netip.Addr) string {
+	t.Helper()
+	pc, err := h.ListenPacket("udp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := h.Listen("tcp", "127.0.0.1:5300")
+	ln, err := h.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	handler := dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
+		if ap, err := netip.ParseAddrPort(w.RemoteAddr().String()); err == nil && seen != nil {
+			select {
+			case seen <- ap.Addr().Unmap():
+			default:
+			}
+		}
 		resp := new(dns.Msg)
 		resp.SetReply(req)
 		if q := req.Question[0]; q.Name == "www.example.org." && q.Qtype == dns.TypeA {
@@ -226,5 +239,5 @@ func startUpstream(t *testing.T, h *netns.Host) string {
 		go func() { _ = srv.ActivateAndServe() }()
 		t.Cleanup(func() { _ = srv.Shutdown() })
 	}
-	return "127.0.0.1:5300"
+	return addr
 }
