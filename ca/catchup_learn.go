@@ -2,6 +2,9 @@ package ca
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"crypto/x509"
 	"fmt"
 	"math/big"
@@ -99,8 +102,15 @@ func learnCertificate(tx store.Tx, cfg *Config, roots *certs.Roots, inter *x509.
 	}
 	res.Certificates++
 	dev, err := tx.GetDevice(id.DeviceID)
+	if errors.Is(err, store.ErrNotFound) { // enrolled after the backup: its record is its certificate
+		fp := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+		return tx.PutDevice(store.Device{ID: id.DeviceID, Hostname: id.Hostname, Addresses: id.Addresses, WireGuardKey: id.WireGuardKey,
+			DeviceKeyFP: hex.EncodeToString(fp[:]), Attestation: id.Attestation, EKFP: string(id.EK), Tags: id.Tags, State: store.DeviceActive,
+			Serial: serial, NotAfter: cert.NotAfter, EnrolledAt: cert.NotBefore, Routes: id.Routes, Services: id.Services,
+			RequestedRoutes: id.Routes, ApprovedRoutes: id.Routes, RequestedServices: id.Services, ApprovedServices: id.Services})
+	}
 	if err != nil || !cert.NotAfter.After(dev.NotAfter) {
-		return nil // a device enrolled after the backup enrolls again
+		return err
 	}
 	if old, err := tx.GetCertificate(dev.Serial); err == nil {
 		old.Superseded = true
