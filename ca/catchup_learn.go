@@ -3,9 +3,9 @@ package ca
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
-	"crypto/x509"
 	"fmt"
 	"math/big"
 	"net/netip"
