@@ -32,17 +32,20 @@ type Agent struct {
 	anonAPI *apiClient
 	// The pipeline (openDevice): coord → verifier → peers → path and
 	// device stages (dev); crl, policy and tlog hold the signed documents.
-	dev    *wgdev.Device
-	peers  *peerSet
-	coord  *coordClient
-	filter *filter.Device
-	crl    *crlHolder
-	policy *policyHolder
-	tlog   *logState // nil when the CA runs no log
-	pub    *publication
-	tpm    *tpmkey.TPM // nil without --tpm
-	clock  *clockSkew  // this clock against the CA's (skew.go)
-	lock   *statedir.Lock
+	dev   *wgdev.Device
+	peers *peerSet
+	coord *coordClient
+	// candBook is the verifier's book of peers' endpoint advertisements,
+	// its sequence numbers saved at the stop.
+	candBook *candidateBook
+	filter   *filter.Device
+	crl      *crlHolder
+	policy   *policyHolder
+	tlog     *logState // nil when the CA runs no log
+	pub      *publication
+	tpm      *tpmkey.TPM // nil without --tpm
+	clock    *clockSkew  // this clock against the CA's (skew.go)
+	lock     *statedir.Lock
 
 	// adv signs pub's endpoint advertisement of candidates (advertise.go):
 	// localOnly, until the path layer adds reflexive and relay ones.
@@ -262,6 +265,7 @@ func (a *Agent) computeEndpoints() error {
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.lock.Unlock()
 	defer a.dev.Close()
+	defer func() { a.candBook.flush(a.cfg.Now()) }()
 	a.mu.Lock()
 	a.runCtx = ctx
 	a.mu.Unlock()

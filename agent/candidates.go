@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
@@ -26,7 +27,9 @@ import (
 // it comes back is still a replay); it holds at most wire.MaxPeers
 // devices, each one the CA certified.
 type candidateBook struct {
+	mu    sync.Mutex // accept and held run on the event path, flush at the stop
 	peers map[certs.DeviceID]*heldAdvert
+	store *seqStore // nil: sequence numbers kept in memory only
 }
 
 // heldAdvert is a peer's accepted advertisement.
@@ -44,6 +47,8 @@ func newCandidateBook() *candidateBook {
 // and the refusal (an *endpoint.Error) if raw was refused. A refusal does
 // not replace what was accepted before.
 func (b *candidateBook) accept(id certs.Identity, raw []byte, now time.Time) ([]netip.AddrPort, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	held := b.peers[id.DeviceID]
 	if held != nil && held.adv.WireGuardKey != id.WireGuardKey {
 		// Another certificate of the device (a rotated WireGuard key):
@@ -55,6 +60,12 @@ func (b *candidateBook) accept(id certs.Identity, raw []byte, now time.Time) ([]
 	var lastSeq uint64
 	if held != nil {
 		lastSeq = held.adv.Seq
+		if held.raw == nil && lastSeq > 0 {
+			// Only the number is known (saved before a restart, or kept
+			// across a new WireGuard key): the advertisement that had it
+			// may come again, and is the peer's current one.
+			lastSeq--
+		}
 		if held.raw != nil && bytes.Equal(raw, held.raw) { // the same advertisement again
 			if now.Sub(held.adv.IssuedAt) <= endpoint.MaxAge {
 				return addrsOf(held.adv.Candidates), nil
@@ -74,6 +85,7 @@ func (b *candidateBook) accept(id certs.Identity, raw []byte, now time.Time) ([]
 		}
 	}
 	b.peers[id.DeviceID] = &heldAdvert{raw: bytes.Clone(raw), adv: adv}
+	b.store.changed(b, now)
 	return addrsOf(adv.Candidates), nil
 }
 
@@ -113,6 +125,8 @@ func (tx peerTx) refuseCandidates(label string, err error) {
 // held is the candidates (with their kinds) of dev's accepted
 // advertisement while it is fresh: what accept returned the addresses of.
 func (b *candidateBook) held(dev certs.DeviceID, now time.Time) []endpoint.Candidate {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	h := b.peers[dev]
 	if h.fresh(now) == nil {
 		return nil

@@ -125,6 +125,8 @@ func (a *Agent) buildPipeline(self certs.Identity, eps endpointPolicy, index *ad
 		opts: verifyConfig{now: a.cfg.Now, skew: a.cfg.MaxClockSkew, requireLogged: !a.cfg.AllowUnlogged,
 			crlStale: a.cfg.CRLStalePolicy, policyStale: a.cfg.PolicyStalePolicy, logAlarm: a.cfg.LogAlarmPolicy}}
 	verify.reissue = a.reissueSignal
+	verify.book = loadPeerSeqs(a.cfg.StateDir, logger.With("component", "peers"))
+	a.candBook = verify.book
 	coordAPI := newAPIClient(coordURL, serverTLS(a.roots, &a.ident, a.cfg.Now))
 	a.markOwn(coordAPI)
 	a.coord = newCoordClient(coordAPI, verify, a.pub, logger.With("component", "coord"))
