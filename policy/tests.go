@@ -314,7 +314,7 @@ type TestResult struct {
 	// wrote it (Via is empty unless the test is of routed traffic).
 	From, To, Via string
 	Proto         Proto
-	Port     uint16
+	Port          uint16
 	// Want is the expected decision: true for accept, false for drop.
 	Want     bool
 	Decision Decision

@@ -201,7 +201,7 @@ type Test struct {
 	Via     *certs.Identity
 	ViaText string
 	Proto   Proto
-	Port             uint16
+	Port    uint16
 	// Accept is the expected decision: true for "accept", false for "drop".
 	Accept bool
 	Pos    Position // of the test's opening brace
