@@ -8,7 +8,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
 )
 
 // TestBackupRestoreThroughBinaries: the operator's commands, as the docs
