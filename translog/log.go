@@ -102,8 +102,10 @@ func Open(path string, signer note.Signer, origin string) (*Log, error) {
 		} else if string(got) != origin {
 			return fmt.Errorf("%s is the log %q, not %q", path, got, origin)
 		}
-		if f := meta.Get(keyFormat); len(f) != 8 || binary.BigEndian.Uint64(f) != storageFormat {
-			return fmt.Errorf("%s: unknown storage format", path)
+		if f := meta.Get(keyFormat); len(f) != 8 {
+			return fmt.Errorf("%s: stored format is malformed", path)
+		} else if v := binary.BigEndian.Uint64(f); v != storageFormat {
+			return fmt.Errorf("%s has log storage format %d, but this certmesh-server reads format %d: run the certmesh-server that wrote it", path, v, storageFormat)
 		}
 		size, err := readSize(tx)
 		if err != nil {
