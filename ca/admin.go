@@ -77,7 +77,21 @@ func (c *CA) AdminHandler() http.Handler {
 	mux.HandleFunc("GET "+AdminPathTokens, listHandler(c, c.Tokens))
 	mux.HandleFunc("POST "+AdminPathTokens+"/{id}/revoke", pathHandler(c, "id", c.RevokeToken))
 	mux.HandleFunc("GET "+AdminPathDevices, listHandler(c, c.Devices))
-	mux.HandleFunc("POST "+AdminPathDevices+"/{id}/revoke", deviceHandler(c, c.Revoke))
+	mux.HandleFunc("POST "+AdminPathDevices+"/{id}/revoke", func(w http.ResponseWriter, r *http.Request) {
+		deviceHandler(c, func(ctx context.Context, id certs.DeviceID) (store.Device, error) {
+			var req RevokeRequest
+			if r.ContentLength != 0 {
+				if err := ReadJSON(w, r, &req); err != nil {
+					return store.Device{}, err
+				}
+			}
+			reason, err := deviceRevokeReason(req.Reason)
+			if err != nil {
+				return store.Device{}, err
+			}
+			return c.RevokeFor(ctx, id, reason)
+		})(w, r)
+	})
 	mux.HandleFunc("GET "+AdminPathDevices+"/{id}", deviceHandler(c, c.Device))
 	mux.HandleFunc("POST "+AdminPathDevices+"/{id}/approvals", func(w http.ResponseWriter, r *http.Request) {
 		deviceHandler(c, func(ctx context.Context, id certs.DeviceID) (store.Device, error) {
@@ -142,13 +156,14 @@ func pathHandler[T any](c *CA, key string, act func(context.Context, string) (T,
 	}
 }
 
-// deviceHandler answers a request to a path naming a device ({id}) with
-// what act returns for it; an ID that does not parse is refused first.
+// deviceHandler answers a request to a path naming a device ({id}, an ID
+// or an unambiguous hostname) with what act returns for it; a name that
+// names no device, or several, is refused first.
 func deviceHandler[T any](c *CA, act func(context.Context, certs.DeviceID) (T, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		id, err := certs.ParseDeviceID(r.PathValue("id"))
+		id, err := c.ResolveDevice(r.Context(), r.PathValue("id"))
 		if err != nil {
-			c.reply(w, r, nil, refuseErr(CodeBadRequest, err, "device ID"))
+			c.reply(w, r, nil, err)
 			return
 		}
 		v, err := act(r.Context(), id)

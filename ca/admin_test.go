@@ -90,8 +90,8 @@ func TestAdminHandler(t *testing.T) {
 		wantRefusal(t, st, body, http.StatusNotFound, ca.CodeNotFound, "no device aaaaaaaaaaaaaaaa")
 	})
 	t.Run("revoke malformed id", func(t *testing.T) {
-		st, body := admin(t, e, http.MethodPost, ca.AdminPathDevices+"/NOT-AN-ID/revoke", "")
-		wantRefusal(t, st, body, http.StatusBadRequest, ca.CodeBadRequest, "device ID", "NOT-AN-ID")
+		st, body := admin(t, e, http.MethodPost, ca.AdminPathDevices+"/NOT_AN_ID/revoke", "")
+		wantRefusal(t, st, body, http.StatusBadRequest, ca.CodeBadRequest, "neither a device ID nor a hostname", "NOT_AN_ID")
 	})
 	t.Run("revoke", func(t *testing.T) {
 		st, body := admin(t, e, http.MethodPost, ca.AdminPathDevices+"/"+string(dev.ID)+"/revoke", "")

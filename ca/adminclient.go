@@ -71,9 +71,16 @@ func (a *AdminClient) Devices(ctx context.Context) ([]store.Device, error) {
 	return call[[]store.Device](ctx, a, http.MethodGet, AdminPathDevices, nil)
 }
 
-// Revoke revokes a device.
-func (a *AdminClient) Revoke(ctx context.Context, id string) (store.Device, error) {
-	return call[store.Device](ctx, a, http.MethodPost, AdminPathDevices+"/"+id+"/revoke", nil)
+// Revoke revokes a device (by ID or unambiguous hostname) for
+// cessationOfOperation.
+func (a *AdminClient) Revoke(ctx context.Context, ref string) (store.Device, error) {
+	return a.RevokeFor(ctx, ref, "")
+}
+
+// RevokeFor revokes a device for an RFC 5280 reason named as in
+// translog (keyCompromise); empty is cessationOfOperation.
+func (a *AdminClient) RevokeFor(ctx context.Context, ref, reason string) (store.Device, error) {
+	return call[store.Device](ctx, a, http.MethodPost, AdminPathDevices+"/"+url.PathEscape(ref)+"/revoke", RevokeRequest{Reason: reason})
 }
 
 // Device shows one device.

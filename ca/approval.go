@@ -118,7 +118,7 @@ func (c *CA) Pending(ctx context.Context) ([]store.PendingEnrollment, error) {
 func waitingLocked(tx store.Tx, id string) (store.PendingEnrollment, error) {
 	p, err := tx.GetPending(id)
 	if errors.Is(err, store.ErrNotFound) {
-		return p, refuse(CodeNotFound, "no pending enrollment %s", id)
+		return waitingByHostname(tx, id)
 	} else if err != nil {
 		return p, err
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/store"
+	"github.com/certmesh/certmesh/translog"
 )
 
 // Devices lists the enrolled devices.
@@ -15,10 +16,17 @@ func (c *CA) Devices(ctx context.Context) ([]store.Device, error) {
 	return list(ctx, c, store.Tx.ListDevices)
 }
 
-// Revoke marks a device revoked (it can no longer renew), records the
-// revocation of its current certificate with the authority, and tells the
-// registered listeners (the coordinator) so peers drop it at once.
+// Revoke revokes a device for cessationOfOperation (RevokeFor).
 func (c *CA) Revoke(ctx context.Context, id certs.DeviceID) (store.Device, error) {
+	return c.RevokeFor(ctx, id, translog.ReasonCessationOfOperation)
+}
+
+// RevokeFor marks a device revoked (it can no longer renew), revokes its
+// unexpired certificates for reason (in the log and the CRL entries),
+// records the revocation of its current certificate with the authority,
+// and tells the registered listeners (the coordinator) so peers drop it
+// at once.
+func (c *CA) RevokeFor(ctx context.Context, id certs.DeviceID, reason translog.RevocationReason) (store.Device, error) {
 	var dev store.Device
 	var cert *x509.Certificate
 	err := c.commitLogged(ctx, "revoke", func(tx store.Tx) (err error) {
@@ -44,7 +52,7 @@ func (c *CA) Revoke(ctx context.Context, id certs.DeviceID) (store.Device, error
 		}
 		// Every certificate of the device that has not expired: the
 		// current one, superseded ones, and its users' certificates.
-		_, err = c.revokeCertsLocked(tx, func(r store.CertRecord) bool { return r.DeviceID == id }, certs.RevokeCessationOfOperation)
+		_, err = c.revokeCertsLocked(tx, func(r store.CertRecord) bool { return r.DeviceID == id }, int(reason))
 		return err
 	})
 	if err != nil {
@@ -53,10 +61,10 @@ func (c *CA) Revoke(ctx context.Context, id certs.DeviceID) (store.Device, error
 	if err := c.RefreshCRL(ctx); err != nil {
 		c.log.Error("publishing CRL after revocation", "device", id, "err", err)
 	}
-	if err := c.signer.revoke(ctx, cert, "revoked by admin"); err != nil {
+	if err := c.signer.revoke(ctx, cert, "revoked by admin: "+reason.String()); err != nil {
 		c.log.Error("authority revocation record", "device", id, "err", err)
 	}
-	c.log.Info("device revoked", "device", id, "serial", dev.Serial)
+	c.log.Info("device revoked", "device", id, "serial", dev.Serial, "reason", reason, "by", AdminPeerOf(ctx))
 	c.onRevoke.call(id)
 	return dev, nil
 }

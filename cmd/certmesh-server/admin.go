@@ -69,17 +69,27 @@ func devicesCmd() *cobra.Command {
 			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", d.ID, d.Hostname, strings.Join(cli.Strings(d.Addresses), ","), d.Attestation,
 				joinTags(d.Tags), orDash(strings.Join(cli.Strings(d.Routes), ",")), d.State, d.NotAfter.Local().Format(time.RFC3339))
 		})
-	revoke := actionCmd("revoke ID", "Revoke a device: it can no longer renew and peers drop it", &state, (*ca.AdminClient).Revoke,
+	var revokeReason string
+	revoke := actionCmd("revoke ID|HOSTNAME", "Revoke a device: it can no longer renew and peers drop it", &state,
+		func(a *ca.AdminClient, ctx context.Context, ref string) (store.Device, error) {
+			return a.RevokeFor(ctx, ref, revokeReason)
+		},
 		func(d store.Device) string { return fmt.Sprintf("revoked %s (%s)", d.ID, d.Hostname) })
+	reasons := make([]string, len(ca.DeviceRevokeReasons))
+	for i, r := range ca.DeviceRevokeReasons {
+		reasons[i] = r.String()
+	}
+	revoke.Flags().StringVar(&revokeReason, "reason", "cessationOfOperation", "RFC 5280 reason in the CRL entry and the log: "+strings.Join(reasons, "|")+" (keyCompromise for a stolen device)")
 	pending := listCmd("pending", "List enrollments waiting for approval (approval: required)", &state, (*ca.AdminClient).Pending,
 		"ID\tHOSTNAME\tLEVEL\tEK SHA-256\tTPM\tFROM\tREQUESTED\tTOKEN\tSTATE", func(p store.PendingEnrollment) string {
 			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", p.ID, p.Hostname, p.Attestation, orDash(p.EKFP),
 				orDash(p.Manufacturer), p.RemoteAddr, p.RequestedAt.Local().Format(time.RFC3339), orDash(p.TokenID), p.State)
 		})
-	approve := actionCmd("approve ID", "Approve a pending enrollment: the device gets its certificate", &state, (*ca.AdminClient).Approve,
+	approve := actionCmd("approve ID|HOSTNAME...", "Approve pending enrollments: each device gets its certificate", &state, (*ca.AdminClient).Approve,
 		func(d store.Device) string { return fmt.Sprintf("approved: device %s (%s)", d.ID, d.Hostname) })
+	approve.Args = cobra.MinimumNArgs(1)
 	var reason string
-	deny := actionCmd("deny ID", "Deny a pending enrollment: the agent stops with the reason", &state,
+	deny := actionCmd("deny ID|HOSTNAME", "Deny a pending enrollment: the agent stops with the reason", &state,
 		func(a *ca.AdminClient, ctx context.Context, id string) (store.PendingEnrollment, error) {
 			return a.Deny(ctx, id, reason)
 		},

@@ -38,19 +38,27 @@ func listCmd[T any](use, short string, state *string, list func(*ca.AdminClient,
 	return cmd
 }
 
-// actionCmd acts on the one record its argument names through the
-// running server's admin API and prints what done says of the result.
+// actionCmd acts on the record its argument names (or, with Args set to
+// take more, on each in turn) through the running server's admin API and
+// prints what done says of each result. The first refusal stops it,
+// naming the argument; what was done before stays done, and was printed.
 func actionCmd[T any](use, short string, state *string, act func(*ca.AdminClient, context.Context, string) (T, error), done func(T) string) *cobra.Command {
 	return &cobra.Command{
 		Use:   use,
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			v, err := act(ca.NewAdminClient(*state), c.Context(), args[0])
-			if err != nil {
-				return err
+			cl := ca.NewAdminClient(*state)
+			for _, arg := range args {
+				v, err := act(cl, c.Context(), arg)
+				if err != nil {
+					if len(args) > 1 {
+						return fmt.Errorf("%s: %w", arg, err)
+					}
+					return err
+				}
+				fmt.Fprintln(c.OutOrStdout(), done(v))
 			}
-			fmt.Fprintln(c.OutOrStdout(), done(v))
 			return nil
 		},
 	}
