@@ -59,7 +59,7 @@ func (a *Agent) renewLoop(ctx context.Context) {
 		a.mu.Lock()
 		self := a.self
 		a.mu.Unlock()
-		due := renewAt(self.NotBefore, self.NotAfter)
+		due := renewDue(self) // jittered per certificate (renewjitter.go)
 		if !retryAt.IsZero() {
 			due = retryAt
 		}
