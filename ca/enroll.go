@@ -62,6 +62,13 @@ func checkCSRAndProof(csrDER []byte, wg certs.WireGuardKey, nonce string, proof 
 	if wg.IsZero() {
 		return nil, refuse(CodeBadProof, "WireGuard public key is missing")
 	}
+	if wg[31]&0x80 != 0 {
+		// X25519 ignores the top bit, so this key has a second spelling
+		// that the proof would verify under too: one key, one spelling
+		// (else a device could enroll a key already in use, told apart
+		// only by a bit WireGuard never reads).
+		return nil, refuse(CodeBadProof, "WireGuard public key is not canonical: its most significant bit (bit 255) is set")
+	}
 	if len(proof) != x25519.SignatureSize {
 		return nil, refuse(CodeBadProof, "proof of possession of the WireGuard key is %d bytes, want a %d-byte XEdDSA signature", len(proof), x25519.SignatureSize)
 	}
