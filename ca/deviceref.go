@@ -122,4 +122,3 @@ func waitingByHostname(tx store.Tx, ref string) (store.PendingEnrollment, error)
 			return fmt.Sprintf("%s (from %s, requested %s)", p.ID, p.RemoteAddr, p.RequestedAt.UTC().Format(time.RFC3339))
 		}, "pending enrollment", ref)
 }
-
