@@ -27,8 +27,8 @@ const (
 // packageContents lists the package's files: both binaries, each unit of
 // ROOT/examples/systemd with its ExecStart pointed at /usr/bin (written
 // into work), /etc/certmesh (0700: agent.env and the token) and
-// /var/lib/certmesh (0750; postinstall gives it to the certmesh group, for
-// the control socket).
+// /var/lib/certmesh (0710, as the agent makes it with a control group;
+// postinstall gives it to the certmesh group, for the control socket).
 func packageContents(root, bin, work string) ([]packageFile, error) {
 	var out []packageFile
 	for _, name := range []string{"certmesh", "certmesh-server"} {
@@ -63,7 +63,7 @@ func packageContents(root, bin, work string) ([]packageFile, error) {
 	}
 	return append(out,
 		packageFile{dst: "/etc/certmesh", mode: 0o700},
-		packageFile{dst: "/var/lib/certmesh", mode: 0o750}), nil
+		packageFile{dst: "/var/lib/certmesh", mode: 0o710}), nil
 }
 
 // packagedUnit is an example unit running the packaged binaries.

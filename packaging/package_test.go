@@ -30,7 +30,7 @@ var wantFiles = map[string]os.FileMode{
 	"/usr/lib/systemd/system/certmesh-audit.service":  0o644,
 	"/usr/lib/systemd/system/certmesh-server.service": 0o644,
 	"/etc/certmesh":                                   os.ModeDir | 0o700,
-	"/var/lib/certmesh":                               os.ModeDir | 0o750,
+	"/var/lib/certmesh":                               os.ModeDir | 0o710,
 }
 
 // entry is one file of a package as its reader shows it.
@@ -75,7 +75,7 @@ func output(t *testing.T, dir, name string, args ...string) string {
 
 // TestMakePackage: `make package` builds a .deb and an .rpm that hold
 // both binaries (stamped with the version), the systemd units running
-// them from /usr/bin, /etc/certmesh 0700 and /var/lib/certmesh 0750, the
+// them from /usr/bin, /etc/certmesh 0700 and /var/lib/certmesh 0710, the
 // maintainer scripts, and a SHA256SUMS that sha256sum accepts; the
 // postinstall script creates the certmesh system group.
 func TestMakePackage(t *testing.T) {
@@ -275,7 +275,7 @@ func checkScript(t *testing.T, path, src string) {
 // checkPostinstall runs the packaged postinstall script, twice (an install
 // then an upgrade), in a mount namespace of its own with copies of /etc
 // and an empty /var/lib and /run: it creates the certmesh system group
-// once and gives it /var/lib/certmesh at 0750.
+// once and gives it /var/lib/certmesh at 0710.
 func checkPostinstall(t *testing.T, script string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -297,8 +297,8 @@ func checkPostinstall(t *testing.T, script string) {
 		getent group certmesh
 		stat -c '%a %U %G' /var/lib/certmesh`, "sh", script, etc)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 2 || lines[1] != "750 root certmesh" {
-		t.Fatalf("after postinstall:\n%s\nwant the group's line and 750 root certmesh", out)
+	if len(lines) != 2 || lines[1] != "710 root certmesh" {
+		t.Fatalf("after postinstall:\n%s\nwant the group's line and 710 root certmesh", out)
 	}
 	f := strings.Split(lines[0], ":")
 	gid, err := strconv.Atoi(f[2])

@@ -8,7 +8,7 @@ if ! getent group certmesh >/dev/null; then
 	groupadd --system certmesh
 fi
 chown root:certmesh /var/lib/certmesh
-chmod 0750 /var/lib/certmesh
+chmod 0710 /var/lib/certmesh
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload || true
 	# An upgrade restarts the units that were running, on the new binaries;
