@@ -51,14 +51,12 @@ func (c *CA) RefreshCRL(ctx context.Context) error {
 	var number uint64
 	var revoked []certs.RevokedCert
 	err := c.store.Update(ctx, func(tx store.Tx) error {
-		recs, err := tx.ListCertificates()
+		// By index: expired certificates need no CRL entry and cost nothing.
+		recs, err := tx.RevokedCertificates(now)
 		if err != nil {
 			return err
 		}
 		for _, r := range recs {
-			if r.RevokedAt.IsZero() || now.After(r.NotAfter) {
-				continue // expired certificates need no CRL entry
-			}
 			serial, ok := new(big.Int).SetString(r.Serial, 16)
 			if !ok {
 				return fmt.Errorf("certificate record with serial %q", r.Serial)
@@ -98,17 +96,33 @@ func (c *CA) every(ctx context.Context, period time.Duration, what string, fn fu
 	})
 }
 
-// revokeCertsLocked marks every unexpired certificate that match selects
-// as revoked, inside the staged tx of a logged change, and returns how many.
-func (c *CA) revokeCertsLocked(tx store.Tx, match func(store.CertRecord) bool, reason int) (int, error) {
-	recs, err := tx.ListCertificates()
+// revokeDeviceCertsLocked revokes every unexpired certificate issued for
+// device id (machine and user certificates), inside the staged tx of a
+// logged change, and returns how many.
+func (c *CA) revokeDeviceCertsLocked(tx store.Tx, id certs.DeviceID, reason int) (int, error) {
+	recs, err := tx.CertificatesOfDevice(id)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("listing the certificates of device %s: %w", id, err)
 	}
+	return c.revokeCertsLocked(tx, recs, reason)
+}
+
+// revokeUserCertsLocked revokes every unexpired certificate of user id.
+func (c *CA) revokeUserCertsLocked(tx store.Tx, id certs.UserID, reason int) (int, error) {
+	recs, err := tx.CertificatesOfUser(id)
+	if err != nil {
+		return 0, fmt.Errorf("listing the certificates of user %s: %w", id, err)
+	}
+	return c.revokeCertsLocked(tx, recs, reason)
+}
+
+// revokeCertsLocked marks every unexpired certificate of recs as revoked,
+// inside the staged tx of a logged change, and returns how many.
+func (c *CA) revokeCertsLocked(tx store.Tx, recs []store.CertRecord, reason int) (int, error) {
 	now, n := c.now(), 0
 	var entries []translog.Entry
 	for _, r := range recs {
-		if !match(r) || !r.RevokedAt.IsZero() || now.After(r.NotAfter) {
+		if !r.RevokedAt.IsZero() || now.After(r.NotAfter) {
 			continue
 		}
 		r.RevokedAt, r.RevokeReason = now, reason

@@ -52,7 +52,7 @@ func (c *CA) RevokeFor(ctx context.Context, id certs.DeviceID, reason translog.R
 		}
 		// Every certificate of the device that has not expired: the
 		// current one, superseded ones, and its users' certificates.
-		_, err = c.revokeCertsLocked(tx, func(r store.CertRecord) bool { return r.DeviceID == id }, int(reason))
+		_, err = c.revokeDeviceCertsLocked(tx, id, int(reason))
 		return err
 	})
 	if err != nil {

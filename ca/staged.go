@@ -3,6 +3,7 @@ package ca
 import (
 	"errors"
 	"slices"
+	"time"
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/store"
@@ -160,3 +161,46 @@ func (s *stagedTx) ListPending() ([]store.PendingEnrollment, error) {
 
 // Intents are the protocol's own records, never staged.
 func (s *stagedTx) PutIntent(store.Intent) error { return errNotStaged }
+
+// overlayWhere is an indexed query's answer base with the change's own
+// writes over it: a record the change wrote is in the answer only if its
+// staged version matches.
+func overlayWhere[T any](recs []T, key func(T) string, base []T, err error, match func(T) bool) ([]T, error) {
+	if err != nil {
+		return nil, err
+	}
+	var out []T
+	for _, b := range base {
+		if !slices.ContainsFunc(recs, func(r T) bool { return key(r) == key(b) }) {
+			out = append(out, b)
+		}
+	}
+	for _, r := range recs {
+		if match(r) {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+func (s *stagedTx) ActiveDevicesByKey(k store.DeviceKey) ([]store.Device, error) {
+	base, err := s.Tx.ActiveDevicesByKey(k)
+	return overlayWhere(s.in.Devices, deviceKey, base, err, func(d store.Device) bool { return d.HasKey(k) })
+}
+
+func (s *stagedTx) CertificatesOfDevice(id certs.DeviceID) ([]store.CertRecord, error) {
+	base, err := s.Tx.CertificatesOfDevice(id)
+	return overlayWhere(s.in.Certificates, certKey, base, err, func(r store.CertRecord) bool { return r.DeviceID == id })
+}
+
+func (s *stagedTx) CertificatesOfUser(id certs.UserID) ([]store.CertRecord, error) {
+	base, err := s.Tx.CertificatesOfUser(id)
+	return overlayWhere(s.in.Certificates, certKey, base, err, func(r store.CertRecord) bool { return r.UserID == id })
+}
+
+func (s *stagedTx) RevokedCertificates(now time.Time) ([]store.CertRecord, error) {
+	base, err := s.Tx.RevokedCertificates(now)
+	return overlayWhere(s.in.Certificates, certKey, base, err, func(r store.CertRecord) bool {
+		return !r.RevokedAt.IsZero() && !now.After(r.NotAfter)
+	})
+}

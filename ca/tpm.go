@@ -195,21 +195,18 @@ func (c *CA) checkTPM(ev *wire.TPMEvidence, nonce string, cr *checkedRequest) (*
 // replaceEKDevicesLocked revokes the active devices enrolled with the
 // same EK: one EK enrolls one device. It returns their IDs.
 func (c *CA) replaceEKDevicesLocked(tx store.Tx, ek certs.EKFingerprint) ([]certs.DeviceID, error) {
-	devs, err := tx.ListDevices()
+	devs, err := tx.ActiveDevicesByKey(store.EKOf(string(ek)))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("looking up the devices enrolled with the EK: %w", err)
 	}
 	var out []certs.DeviceID
 	for _, d := range devs {
-		if d.State != store.DeviceActive || d.EKFP == "" || certs.EKFingerprint(d.EKFP) != ek {
-			continue
-		}
 		d.State, d.RevokedAt = store.DeviceRevoked, c.now()
 		if err := tx.PutDevice(d); err != nil {
 			return nil, err
 		}
 		id := d.ID
-		if _, err := c.revokeCertsLocked(tx, func(r store.CertRecord) bool { return r.DeviceID == id }, certs.RevokeSuperseded); err != nil {
+		if _, err := c.revokeDeviceCertsLocked(tx, id, certs.RevokeSuperseded); err != nil {
 			return nil, err
 		}
 		out = append(out, id)

@@ -281,7 +281,7 @@ func (c *CA) RevokeUser(ctx context.Context, ref string) (store.User, error) {
 		if err := tx.PutUser(u); err != nil {
 			return err
 		}
-		n, err = c.revokeCertsLocked(tx, func(r store.CertRecord) bool { return r.UserID == u.ID }, certs.RevokePrivilegeWithdrawn)
+		n, err = c.revokeUserCertsLocked(tx, u.ID, certs.RevokePrivilegeWithdrawn)
 		return err
 	})
 	if err != nil {

@@ -39,7 +39,7 @@ func OpenBolt(path string) (*Bolt, error) {
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		fresh := tx.Bucket(bucketMeta) == nil
-		for _, b := range [][]byte{bucketTokens, bucketNonces, bucketDevices, bucketCerts, bucketMeta, bucketUsers, bucketIDToks, bucketPending, bucketIntents} {
+		for _, b := range append([][]byte{bucketTokens, bucketNonces, bucketDevices, bucketCerts, bucketMeta, bucketUsers, bucketIDToks, bucketPending, bucketIntents}, indexBuckets...) {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -180,8 +180,6 @@ func (t boltTx) ListCertificates() ([]CertRecord, error) {
 	return listSorted(t, bucketCerts, "certificate", func(a, b CertRecord) bool { return a.IssuedAt.Before(b.IssuedAt) })
 }
 
-func (t boltTx) PutDevice(d Device) error { return t.put(bucketDevices, string(d.ID), d) }
-
 func (t boltTx) GetDevice(id certs.DeviceID) (d Device, err error) {
 	err = t.get(bucketDevices, string(id), &d)
 	return d, err
@@ -190,8 +188,6 @@ func (t boltTx) GetDevice(id certs.DeviceID) (d Device, err error) {
 func (t boltTx) ListDevices() ([]Device, error) {
 	return listSorted(t, bucketDevices, "device", func(a, b Device) bool { return a.EnrolledAt.Before(b.EnrolledAt) })
 }
-
-func (t boltTx) PutCertificate(c CertRecord) error { return t.put(bucketCerts, c.Serial, c) }
 
 func (t boltTx) GetCertificate(serial string) (c CertRecord, err error) {
 	err = t.get(bucketCerts, serial, &c)

@@ -13,7 +13,7 @@ import (
 // was stored (no schema-version key); a newer server migrates an older
 // store at open, and an older server refuses a newer one rather than
 // misread it.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 var keySchema = []byte("schema-version")
 
@@ -29,6 +29,9 @@ type migration struct {
 var migrations = []migration{
 	// 1 → 2: the version itself is stored; the records are unchanged.
 	{from: 1, what: "store the schema version", fn: func(*bolt.Tx) error { return nil }},
+	// 2 → 3: indexes of active devices by key, of certificates by device
+	// and user, and of revoked certificates by expiry (boltindex.go).
+	{from: 2, what: "index devices by key and certificates by device, user and revocation", fn: buildIndexes},
 }
 
 // ErrNewerSchema is wrapped by OpenBolt's error for a store written by a

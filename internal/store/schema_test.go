@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -81,7 +82,7 @@ func TestSchemaRefusesNewerStore(t *testing.T) {
 	if !errors.Is(err, ErrNewerSchema) {
 		t.Fatalf("OpenBolt of a newer store: %v, want ErrNewerSchema", err)
 	}
-	for _, want := range []string{"version 3", "version 2 at most"} {
+	for _, want := range []string{fmt.Sprintf("version %d", SchemaVersion+1), fmt.Sprintf("version %d at most", SchemaVersion)} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %q", err, want)
 		}

@@ -49,11 +49,23 @@ type Tx interface {
 	PutDevice(d Device) error
 	GetDevice(id certs.DeviceID) (Device, error)
 	ListDevices() ([]Device, error)
+	// ActiveDevicesByKey returns the active devices holding k, by index:
+	// its cost does not grow with the number of devices stored.
+	ActiveDevicesByKey(k DeviceKey) ([]Device, error)
 
 	PutCertificate(c CertRecord) error
 	GetCertificate(serial string) (CertRecord, error)
 	// ListCertificates returns every issued certificate, oldest first.
 	ListCertificates() ([]CertRecord, error)
+	// CertificatesOfDevice and CertificatesOfUser return the certificates
+	// issued for a device (its machine certificates and the user
+	// certificates on it) or to a user, oldest first, by index.
+	CertificatesOfDevice(id certs.DeviceID) ([]CertRecord, error)
+	CertificatesOfUser(id certs.UserID) ([]CertRecord, error)
+	// RevokedCertificates returns the revoked certificates that have not
+	// expired at now (what a CRL lists), by index: expired ones cost
+	// nothing. Only Serial, NotAfter, RevokedAt and RevokeReason are set.
+	RevokedCertificates(now time.Time) ([]CertRecord, error)
 	// NextCRLNumber returns a CRL number never returned before.
 	NextCRLNumber() (uint64, error)
 	// RaiseAddressIndex and RaiseCRLNumber make the next NextAddressIndex
@@ -166,6 +178,57 @@ type Device struct {
 	ApprovedServices  []certs.Service `json:"approved_services,omitempty"`
 	Services          []certs.Service `json:"services,omitempty"`
 	ReissueDue        bool            `json:"reissue_due,omitempty"`
+}
+
+// KeyKind is the kind of key a DeviceKey names.
+type KeyKind byte
+
+// The indexed device keys: one of each is held by at most one active
+// device.
+const (
+	KeyWireGuard KeyKind = 'w' // the WireGuard public key (base64)
+	KeyDevice    KeyKind = 'd' // the SHA-256 of the device key's SPKI (hex)
+	KeyEK        KeyKind = 'e' // the SHA-256 of the TPM EK's public key (hex)
+)
+
+// DeviceKey is a key an active device is found by.
+type DeviceKey struct {
+	Kind  KeyKind
+	Value string
+}
+
+// WireGuardKeyOf, DeviceKeyOf and EKOf name the keys of each kind.
+func WireGuardKeyOf(k certs.WireGuardKey) DeviceKey { return DeviceKey{KeyWireGuard, k.String()} }
+
+// DeviceKeyOf names a device key by its SPKI's SHA-256 (hex).
+func DeviceKeyOf(fp string) DeviceKey { return DeviceKey{KeyDevice, fp} }
+
+// EKOf names a TPM by its EK's SHA-256 (hex).
+func EKOf(fp string) DeviceKey { return DeviceKey{KeyEK, fp} }
+
+// Keys returns the keys d is indexed by: none unless it is active.
+func (d Device) Keys() []DeviceKey {
+	if d.State != DeviceActive {
+		return nil
+	}
+	ks := []DeviceKey{WireGuardKeyOf(d.WireGuardKey)}
+	if d.DeviceKeyFP != "" {
+		ks = append(ks, DeviceKeyOf(d.DeviceKeyFP))
+	}
+	if d.EKFP != "" {
+		ks = append(ks, EKOf(d.EKFP))
+	}
+	return ks
+}
+
+// HasKey says whether d is active and holds k.
+func (d Device) HasKey(k DeviceKey) bool {
+	for _, dk := range d.Keys() {
+		if dk == k {
+			return true
+		}
+	}
+	return false
 }
 
 // CertRecord is one issued certificate.

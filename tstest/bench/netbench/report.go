@@ -145,6 +145,15 @@ var goBenchInfo = map[string]struct{ what, unit string }{
 	"BenchmarkVerifyCRL/10k-resigned":                      {"the held CRL's entries under a new signature", "CRLs/s"},
 	"BenchmarkVerifyCRL/IsRevoked":                         {"one revocation lookup in a held 10,000-entry CRL", "lookups/s"},
 	"BenchmarkEnroll":                                      {"a whole `CA.Enroll` without HTTP: nonce, CSR and WireGuard-key proofs, token redemption, address allocation, signing, storing", "certificates issued/s"},
+	"BenchmarkEnroll/devices=0/revoked=0":                  {"a whole `CA.Enroll` without HTTP: nonce, CSR and WireGuard-key proofs, token redemption, key-reuse check, address allocation, signing, storing; empty store", "certificates issued/s"},
+	"BenchmarkEnroll/devices=10000/revoked=0":              {"the same with 10,000 devices stored", "certificates issued/s"},
+	"BenchmarkEnroll/devices=10000/revoked=500":            {"the same with 10,000 devices stored, 500 of them revoked", "certificates issued/s"},
+	"BenchmarkRenew/devices=0/revoked=0":                   {"a whole `CA.Renew` without HTTP (a new WireGuard key each time); empty store", "certificates issued/s"},
+	"BenchmarkRenew/devices=10000/revoked=0":               {"the same with 10,000 devices stored", "certificates issued/s"},
+	"BenchmarkRenew/devices=10000/revoked=500":             {"the same with 10,000 devices stored, 500 of them revoked", "certificates issued/s"},
+	"BenchmarkRevoke/devices=0/revoked=0":                  {"`CA.Revoke` of a device and the new CRL; empty store", "revocations/s"},
+	"BenchmarkRevoke/devices=10000/revoked=0":              {"the same with 10,000 devices stored", "revocations/s"},
+	"BenchmarkRevoke/devices=10000/revoked=500":            {"the same with 10,000 devices stored, 500 of them revoked (a CRL of 500 entries)", "revocations/s"},
 }
 
 // describeGoBench says what s measures; "+user" variants of a known
