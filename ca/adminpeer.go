@@ -18,12 +18,18 @@ type AdminPeer struct {
 	UID  int    `json:"uid"`
 	PID  int    `json:"pid"`
 	User string `json:"user,omitempty"` // the uid's name, if the system knows it
+	// Console is the admin signed in to the web console who made the
+	// call (server/console), in-process: no socket, no uid.
+	Console string `json:"console,omitempty"`
 }
 
 // String is "user(uid=N)", or "unknown" when the peer was not read.
 func (p *AdminPeer) String() string {
 	if p == nil {
 		return "unknown"
+	}
+	if p.Console != "" {
+		return "console:" + p.Console
 	}
 	if p.User == "" {
 		return fmt.Sprintf("uid=%d", p.UID)

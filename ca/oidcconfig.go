@@ -33,6 +33,12 @@ type OIDCConfig struct {
 	// certificate carries at most certs.MaxGroups groups: of a user in more,
 	// it keeps these and the groups the current policy names.
 	AllowedGroups []string `json:"allowed_groups,omitempty"`
+	// AdminGroups, if not empty, turns on the web console under /admin/ on
+	// the server's HTTPS port (server/console): only a user the provider
+	// puts in one of these groups may sign in to it. The provider must
+	// also accept the console's callback, RedirectURL's scheme and host
+	// with the path /admin/callback.
+	AdminGroups []string `json:"admin_groups,omitempty"`
 	// UserCertLifetime is the life of a user certificate (default 12h). It
 	// is shortened to the provider's session when the token says when that
 	// ends (the "session_expires_at" claim, or refresh_expires_in in the
@@ -94,6 +100,11 @@ func (o OIDCConfig) Validate() error {
 	for _, d := range o.AllowedDomains {
 		if d == "" || strings.ContainsAny(d, "@ /") {
 			return fmt.Errorf("oidc.allowed_domains: %q is not a domain", d)
+		}
+	}
+	for _, g := range o.AdminGroups {
+		if strings.TrimSpace(g) == "" || g != strings.TrimSpace(g) {
+			return fmt.Errorf("oidc.admin_groups: %q is not a group name", g)
 		}
 	}
 	for _, g := range o.AllowedGroups {

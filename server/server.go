@@ -138,6 +138,10 @@ func Start(o Options) (*Server, error) {
 			return nil, err
 		}
 		mux.Handle("/v1/log/", lh)
+		if err := s.mountConsole(mux, cfg, lh, roots, o); err != nil {
+			s.closeCA()
+			return nil, err
+		}
 		tlsCfg.GetCertificate = s.CA.GetCertificate
 	} else {
 		if s.coordCert, err = newCoordCert(o.StateDir, o.CAURL, roots, o.Now, o.Logger.With("component", "coord-tls")); err != nil {

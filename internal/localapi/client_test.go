@@ -84,3 +84,34 @@ func TestDoNoSocket(t *testing.T) {
 		t.Fatalf("got %v, want an error naming the socket and how to start the server", err)
 	}
 }
+
+func TestInProcess(t *testing.T) {
+	type key struct{}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) {
+		var in map[string]string
+		if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+			http.Error(w, "bad", http.StatusBadRequest)
+			return
+		}
+		in["who"], _ = r.Context().Value(key{}).(string)
+		json.NewEncoder(w).Encode(in)
+	})
+	mux.HandleFunc("GET /refuse", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusForbidden)
+		json.NewEncoder(w).Encode(map[string]string{"error": "no"})
+	})
+	c := NewInProcess(mux, "server")
+	ctx := context.WithValue(context.Background(), key{}, "alice")
+	var out map[string]string
+	if err := c.Do(ctx, http.MethodPost, "/echo", map[string]string{"a": "b"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if out["a"] != "b" || out["who"] != "alice" {
+		t.Fatalf("echo: %v (the context must reach the handler)", out)
+	}
+	err := c.Do(ctx, http.MethodGet, "/refuse", nil, nil)
+	if re, ok := errors.AsType[*RefusedError](err); !ok || re.Status != http.StatusForbidden || re.Msg != "no" {
+		t.Fatalf("refusal: %v", err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -47,6 +48,8 @@ type InProcOptions struct {
 	Clock *testclock.Clock
 	// BodyTimeout is the server's (default: its own default).
 	BodyTimeout time.Duration
+	// ServerLog, if set, also gets the server's log (text, debug level).
+	ServerLog io.Writer
 }
 
 // InProc is an in-process lab: a running server and its agents.
@@ -112,7 +115,7 @@ func NewInProc(t testing.TB, o InProcOptions) *InProc {
 			t.Fatal(err)
 		}
 	}
-	so := server.Options{StateDir: state, Listener: ln, Logger: newLogger(t, "server"), BodyTimeout: o.BodyTimeout}
+	so := server.Options{StateDir: state, Listener: ln, Logger: newLoggerTo(t, "server", o.ServerLog), BodyTimeout: o.BodyTimeout}
 	if o.Clock != nil {
 		so.Now = o.Clock.Now
 	}
@@ -297,12 +300,19 @@ func (n *InProcNode) Listen(port uint16) (net.Listener, error) {
 type LogBuffer = logbuf.Buffer
 
 // newLogger logs to the test's output only when it fails.
-func newLogger(t testing.TB, name string) *slog.Logger {
+func newLogger(t testing.TB, name string) *slog.Logger { return newLoggerTo(t, name, nil) }
+
+// newLoggerTo is newLogger also writing to also, if not nil.
+func newLoggerTo(t testing.TB, name string, also io.Writer) *slog.Logger {
 	buf := &LogBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("--- %s log ---\n%s", name, buf.String())
 		}
 	})
-	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var w io.Writer = buf
+	if also != nil {
+		w = io.MultiWriter(buf, also)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
