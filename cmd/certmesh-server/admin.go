@@ -162,6 +162,7 @@ func policyCmd() *cobra.Command {
 			return nil
 		},
 	}
+	var showJSON bool
 	show := &cobra.Command{
 		Use:   "show",
 		Short: "Print the current policy version and source",
@@ -170,34 +171,52 @@ func policyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if showJSON {
+				return cli.WriteJSON(c.OutOrStdout(), info)
+			}
 			fmt.Fprintf(c.OutOrStdout(), "// version %d, signed by %q at %s\n%s", info.Version, info.Signer, info.SignedAt.Local().Format(time.RFC3339), info.Source)
 			return nil
 		},
 	}
+	show.Flags().BoolVar(&showJSON, "json", false, "print JSON: version, signer, signing time and source")
 	stateFlag(&state, publish, show)
 	cmd.AddCommand(publish, show)
 	return cmd
 }
 
-func ekCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "ek", Short: "Manage the allow-list of TPM endorsement keys (SHA-256 fingerprints)"}
+// ekCmd is `eks`; named "ek" it is the older singular spelling, hidden,
+// that still works.
+func ekCmd(name string) *cobra.Command {
+	cmd := &cobra.Command{Use: name, Short: "Manage the allow-list of TPM endorsement keys (SHA-256 fingerprints)"}
+	if name != "eks" {
+		cmd.Hidden, cmd.Deprecated = true, "use `certmesh-server eks`"
+	}
 	var state string
 	print := func(c *cobra.Command, fps []string) {
 		for _, fp := range fps {
 			fmt.Fprintln(c.OutOrStdout(), fp)
 		}
 	}
+	var listJSON bool
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List allow-listed EK fingerprints",
 		RunE: func(c *cobra.Command, _ []string) error {
 			fps, err := ca.NewAdminClient(state).EKs(c.Context())
-			if err == nil {
-				print(c, fps)
+			switch {
+			case err != nil:
+				return err
+			case listJSON:
+				if fps == nil {
+					fps = []string{}
+				}
+				return cli.WriteJSON(c.OutOrStdout(), fps)
 			}
-			return err
+			print(c, fps)
+			return nil
 		},
 	}
+	list.Flags().BoolVar(&listJSON, "json", false, "print JSON: a list of fingerprints")
 	set := func(use, short string, remove bool) *cobra.Command {
 		return &cobra.Command{
 			Use:   use,

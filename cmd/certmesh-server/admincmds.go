@@ -64,10 +64,9 @@ func actionCmd[T any](use, short string, state *string, act func(*ca.AdminClient
 	}
 }
 
-// stateFlag adds the required --state flag to each of cmds.
+// stateFlag adds the --state flag (default: defaultState) to each of cmds.
 func stateFlag(state *string, cmds ...*cobra.Command) {
 	for _, c := range cmds {
-		c.Flags().StringVar(state, "state", "", "state directory of the running server")
-		_ = c.MarkFlagRequired("state")
+		c.Flags().StringVar(state, "state", defaultState, "state directory of the running server")
 	}
 }

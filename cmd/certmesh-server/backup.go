@@ -39,8 +39,7 @@ func backupCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&state, "state", "", "state directory of the server")
-	_ = cmd.MarkFlagRequired("state")
+	cmd.Flags().StringVar(&state, "state", defaultState, "state directory of the server")
 	return cmd
 }
 
@@ -70,9 +69,8 @@ func restoreCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&state, "state", "", "state directory to restore into (missing or empty)")
+	cmd.Flags().StringVar(&state, "state", defaultState, "state directory to restore into (missing or empty)")
 	cmd.Flags().BoolVar(&force, "force", false, "replace a state directory that holds something (the server must be stopped; the old one is kept beside it)")
-	_ = cmd.MarkFlagRequired("state")
 	return cmd
 }
 
@@ -106,10 +104,9 @@ func catchUpCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&state, "state", "", "the restored state directory (server stopped)")
+	cmd.Flags().StringVar(&state, "state", defaultState, "the restored state directory (server stopped)")
 	cmd.Flags().StringVar(&logFrom, "log-from", "", "a copy of the transparency log: http(s)://host[:port] serving /v1/log/, or a translog.db file")
 	cmd.Flags().StringSliceVar(&crlFiles, "crl-from", nil, "the newest CRL agents hold (DER, an agent's STATE/crl.der; repeatable)")
-	_ = cmd.MarkFlagRequired("state")
 	_ = cmd.MarkFlagRequired("log-from")
 	_ = cmd.MarkFlagRequired("crl-from")
 	return cmd

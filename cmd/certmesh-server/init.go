@@ -7,6 +7,7 @@ import (
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/cli"
 	"github.com/spf13/cobra"
 )
 
@@ -19,13 +20,16 @@ func initCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			domain, err := certs.ParseTrustDomain(td)
 			if err != nil {
-				return err
+				return cli.Usagef("--trust-domain: %w", err)
 			}
 			var o netip.Prefix
 			if overlay != "" {
 				if o, err = netip.ParsePrefix(overlay); err != nil {
-					return fmt.Errorf("--overlay: %w", err)
+					return cli.Usagef("--overlay: %w", err)
 				}
+			}
+			if err := cli.CheckListen(listen); err != nil {
+				return cli.Usagef("--listen: %w (nothing was created)", err)
 			}
 			fp, err := ca.Init(state, ca.InitOptions{TrustDomain: domain, OverlayV4: o, Listen: listen, Now: time.Now(), EmailDomains: emailDomains})
 			if err != nil {
@@ -37,12 +41,11 @@ func initCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&state, "state", "", "state directory to create (must not exist or be empty)")
+	cmd.Flags().StringVar(&state, "state", defaultState, "state directory to create (must not exist or be empty)")
 	cmd.Flags().StringVar(&td, "trust-domain", "", "trust domain, e.g. corp.example")
 	cmd.Flags().StringVar(&overlay, "overlay", ca.DefaultOverlayV4, "IPv4 overlay range")
 	cmd.Flags().StringVar(&listen, "listen", ca.DefaultListen, "default listen address for `run`")
 	cmd.Flags().StringSliceVar(&emailDomains, "email-domain", nil, "constrain user certificates to these email domains in the intermediate itself (repeatable)")
-	_ = cmd.MarkFlagRequired("state")
 	_ = cmd.MarkFlagRequired("trust-domain")
 	return cmd
 }

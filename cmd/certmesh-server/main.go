@@ -3,25 +3,21 @@
 package main
 
 import (
-	"fmt"
-	"os"
-
 	"github.com/spf13/cobra"
 
 	"github.com/certmesh/certmesh/internal/cli"
 )
 
+// defaultState is the server's state directory unless --state says
+// otherwise (the packages' and the systemd unit's StateDirectory).
+const defaultState = "/var/lib/certmesh-server"
+
 func main() {
 	root := &cobra.Command{
-		Use:           "certmesh-server",
-		Short:         "certmesh certificate authority and coordination server",
-		SilenceUsage:  true,
-		SilenceErrors: true,
+		Use:   "certmesh-server",
+		Short: "certmesh certificate authority and coordination server",
 	}
 	cli.AddVersion(root)
-	root.AddCommand(initCmd(), runCmd(), backupCmd(), restoreCmd(), catchUpCmd(), relayKeyCmd(), tokensCmd("tokens"), tokensCmd("token"), devicesCmd(), usersCmd(), policyCmd(), ekCmd())
-	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "certmesh-server:", err)
-		os.Exit(1)
-	}
+	root.AddCommand(initCmd(), runCmd(), backupCmd(), restoreCmd(), catchUpCmd(), relayKeyCmd(), tokensCmd("tokens"), tokensCmd("token"), devicesCmd(), usersCmd(), policyCmd(), ekCmd("eks"), ekCmd("ek"))
+	cli.Execute(root)
 }

@@ -28,10 +28,10 @@ func relayKeyCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&state, "state", "", "the CA's state directory")
+	cmd.Flags().StringVar(&state, "state", defaultState, "the CA's state directory")
 	cmd.Flags().StringVar(&name, "name", "", "the relay's name (a DNS label, as in relay.relays)")
 	cmd.Flags().StringVar(&out, "out", "", "file to write the key to")
-	for _, f := range []string{"state", "name", "out"} {
+	for _, f := range []string{"name", "out"} {
 		_ = cmd.MarkFlagRequired(f)
 	}
 	return cmd

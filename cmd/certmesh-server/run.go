@@ -23,7 +23,12 @@ func runCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r, err := server.ParseRole(role)
 			if err != nil {
-				return err
+				return cli.Usage(err)
+			}
+			if listen != "" {
+				if err := cli.CheckListen(listen); err != nil {
+					return cli.Usagef("--listen: %w", err)
+				}
 			}
 			log, err := logFlags.Logger()
 			if err != nil {
@@ -56,7 +61,7 @@ func runCmd() *cobra.Command {
 			return srv.Wait(ctx)
 		},
 	}
-	cmd.Flags().StringVar(&state, "state", "", "state directory created by init")
+	cmd.Flags().StringVar(&state, "state", defaultState, "state directory created by init")
 	cmd.Flags().StringVar(&listen, "listen", "", "listen address (default from config)")
 	cmd.Flags().StringVar(&role, "role", "all", "what to serve: all (CA, coordinator and relay), ca (CA and relay), coord, or relay (a standalone TURN relay and STUN server: from a state directory holding config.json, root.crt, server.crt and server.key but no CA key, with --relay-key; TURN over TLS on --listen)")
 	cmd.Flags().StringVar(&caURL, "ca-url", "", "with --role coord or relay: the CA's URL, where the server renews its TLS certificate (mTLS with the current one); a coordinator also fetches the CRL, policy and log checkpoint it relays")
@@ -66,6 +71,5 @@ func runCmd() *cobra.Command {
 	cmd.Flags().StringVar(&relay.KeyFile, "relay-key", "", "with --role relay: the relay's key file (0600), made on the CA's host by certmesh-server relay-key")
 	logFlags.Add(cmd.Flags())
 	metrics.Add(cmd.Flags())
-	_ = cmd.MarkFlagRequired("state")
 	return cmd
 }

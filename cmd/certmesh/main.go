@@ -2,9 +2,6 @@
 package main
 
 import (
-	"fmt"
-	"os"
-
 	"github.com/spf13/cobra"
 
 	"github.com/certmesh/certmesh/internal/cli"
@@ -15,20 +12,12 @@ const defaultState = "/var/lib/certmesh"
 
 func main() {
 	root := &cobra.Command{
-		Use:           "certmesh",
-		Short:         "certmesh node agent",
-		SilenceUsage:  true,
-		SilenceErrors: true,
+		Use:   "certmesh",
+		Short: "certmesh node agent",
 	}
 	pol := policyCmd()
 	pol.AddCommand(policyShowCmd())
 	cli.AddVersion(root)
 	root.AddCommand(agentCmd(), statusCmd(), netcheckCmd(), loginCmd(), logoutCmd(), renewCmd(), pol, tpmCmd(), certCmd(), auditCmd(), dnsCmd())
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{code: exitUsage, err: err} })
-	if err := root.Execute(); err != nil {
-		if err != errDegraded { // --check printed its lines
-			fmt.Fprintln(os.Stderr, "certmesh:", err)
-		}
-		os.Exit(exitCode(err))
-	}
+	cli.Execute(root)
 }

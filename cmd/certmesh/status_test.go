@@ -8,6 +8,7 @@ import (
 
 	"github.com/certmesh/certmesh/agent"
 	"github.com/certmesh/certmesh/agent/relayc"
+	"github.com/certmesh/certmesh/internal/cli"
 )
 
 // certmesh status shows this machine's clock against the CA's.
@@ -77,8 +78,8 @@ func TestStatusAlarmsOnTop(t *testing.T) {
 	} {
 		var b strings.Builder
 		err := checkStatus(&b, &agent.Status{Alarms: tc.alarms}, false)
-		if b.String() != tc.out || exitCode(err) != tc.code {
-			t.Errorf("--check of %+v printed %q and exits %d, want %q and %d", tc.alarms, b.String(), exitCode(err), tc.out, tc.code)
+		if b.String() != tc.out || cli.ExitCode(err) != tc.code {
+			t.Errorf("--check of %+v printed %q and exits %d, want %q and %d", tc.alarms, b.String(), cli.ExitCode(err), tc.out, tc.code)
 		}
 	}
 }

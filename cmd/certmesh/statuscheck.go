@@ -12,35 +12,6 @@ import (
 	"github.com/certmesh/certmesh/internal/cli"
 )
 
-// Exit codes of certmesh status (and, for I/O, of the commands that talk
-// to the agent): documented in README.md (Operate).
-const (
-	exitOK       = 0 // healthy (warnings at most)
-	exitDegraded = 1 // at least one alarm makes the node degraded, or it is not enrolled yet
-	exitUsage    = 2 // bad flags, or the agent could not be asked (not running, no permission)
-)
-
-// exitError carries the exit code main uses for err.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
-
-// exitCode is the code main exits with for err (nil: 0).
-func exitCode(err error) int {
-	var ee *exitError
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.As(err, &ee):
-		return ee.code
-	}
-	return 1
-}
-
 // agentUnreachable explains why the agent's local API could not be asked
 // (exit 2): no agent, or no permission on its control socket.
 func agentUnreachable(err error) error {
@@ -50,11 +21,11 @@ func agentUnreachable(err error) error {
 	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED):
 		err = fmt.Errorf("%w\nno certmesh agent is running on this state directory (start it: systemctl start certmesh-agent)", err)
 	}
-	return &exitError{code: exitUsage, err: err}
+	return cli.IO(err)
 }
 
 // errDegraded makes --check exit 1 once its lines are printed.
-var errDegraded = &exitError{code: exitDegraded, err: errors.New("degraded")}
+var errDegraded = cli.Refused(fmt.Errorf("degraded: %w", cli.Quiet))
 
 // checkStatus prints one line per alarm ("OK" when none) and fails with
 // errDegraded when any makes the node degraded.

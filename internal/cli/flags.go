@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
+	"strconv"
+	"strings"
 
 	"github.com/spf13/pflag"
 
@@ -88,4 +91,22 @@ func (m *MetricsFlags) Start(log *slog.Logger) (*metricsrv.Server, error) {
 		return nil, err
 	}
 	return metricsrv.Start(m.Config, log.With("component", "metrics"))
+}
+
+// CheckListen checks that addr is a listen address: host:port with a
+// port number from 1 to 65535; the host may be empty (every address), an
+// IP address or a name.
+func CheckListen(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port (e.g. 0.0.0.0:8443 or [::]:8443): %w", addr, err)
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 {
+		return fmt.Errorf("%q: port %q is not a number from 1 to 65535", addr, port)
+	}
+	if strings.ContainsAny(host, " /\t") {
+		return fmt.Errorf("%q: host %q is neither an IP address nor a name", addr, host)
+	}
+	return nil
 }
