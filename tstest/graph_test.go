@@ -31,6 +31,9 @@ var rules = []rule{
 	{name: "only tests import the test-support tree",
 		from:   []string{"agent", "audit", "ca", "certs", "cmd", "coord", "endpoint", "internal", "policy", "relay", "server", "translog"},
 		banned: []string{"tstest"}},
+	{name: "only the test-support tree drives a browser",
+		from:   []string{"agent", "audit", "ca", "certs", "cmd", "coord", "endpoint", "internal", "policy", "relay", "server", "translog"},
+		banned: []string{"github.com/chromedp"}},
 	{name: "the relay holds no signing key: it links neither the CA nor its signing code, nor another role",
 		from:   []string{"relay"},
 		banned: []string{"ca", "coord", "server", "agent", "github.com/smallstep/certificates"}},
@@ -119,6 +122,7 @@ func TestImportGraphRulesCatch(t *testing.T) {
 		m("server"):              {m("ca"), m("coord")},
 		m("relay"):               {m("ca"), "github.com/smallstep/certificates/authority"},
 		m("agent/relayc"):        {m("relay")},
+		m("server/console"):      {"github.com/chromedp/chromedp"},
 	}
 	got := violations(bad)
 	want := []string{
@@ -128,6 +132,7 @@ func TestImportGraphRulesCatch(t *testing.T) {
 		"the relay holds no signing key: it links neither the CA nor its signing code, nor another role: " + m("relay") + " depends on github.com/smallstep/certificates/authority",
 		"internal/ is leaf plumbing: it imports no role: " + m("internal/wire") + " depends on " + m("agent"),
 		"only tests import the test-support tree: " + m("ca") + " depends on " + m("tstest/testca"),
+		"only the test-support tree drives a browser: " + m("server/console") + " depends on github.com/chromedp/chromedp",
 		"the certmesh binary links none of the CA's dependencies: " + m("cmd/certmesh") + " depends on github.com/coreos/go-oidc/v3/oidc",
 		"the verification core imports no server and no agent: " + m("endpoint") + " depends on " + m("agent/tpmkey"),
 		"the verification core imports no server and no agent: " + m("policy") + " depends on " + m("server"),
