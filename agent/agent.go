@@ -84,6 +84,8 @@ type Agent struct {
 //
 // The agent holds its state directory from New until Run returns: a second
 // agent on the same directory is refused, naming the first one's pid.
+// Before anything is asked of the CA, New runs the preflight checks
+// (preflight.go): a failure is a *PreflightError and spends no token.
 func New(ctx context.Context, cfg Config) (_ *Agent, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -97,6 +99,9 @@ func New(ctx context.Context, cfg Config) (_ *Agent, err error) {
 			lock.Unlock()
 		}
 	}()
+	if err := (&Agent{cfg: cfg}).preflight(); err != nil {
+		return nil, err
+	}
 	k, err := loadOrCreateKeys(cfg.StateDir, cfg.TPM == nil)
 	if err != nil {
 		return nil, err
@@ -123,7 +128,10 @@ func (a *Agent) loadOrEnroll(ctx context.Context) error {
 	enr, roots, err := loadEnrollment(a.cfg.StateDir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		if roots, err = bootstrapRoots(ctx, a.cfg.ServerURL, a.cfg.RootFingerprint); err != nil {
+		roots, err = untilReachable(ctx, a.cfg.Logger, "fetching the CA's roots", func() (*certs.Roots, error) {
+			return bootstrapRoots(ctx, a.cfg.ServerURL, a.cfg.RootFingerprint)
+		})
+		if err != nil {
 			return err
 		}
 		if err := saveRoots(a.cfg.StateDir, roots); err != nil {
@@ -181,7 +189,9 @@ func (a *Agent) loadOrEnroll(ctx context.Context) error {
 		if resp, err = a.enrollTPM(ctx, host); err != nil {
 			return err
 		}
-	} else if resp, err = enroll(ctx, a.caAPI, a.keys, host, a.cfg.Token, a.asks()); err != nil {
+	} else if resp, err = untilReachable(ctx, a.cfg.Logger, "enrolling", func() (wire.CertificateResponse, error) {
+		return enroll(ctx, a.caAPI, a.keys, host, a.cfg.Token, a.asks())
+	}); err != nil {
 		return err
 	}
 	if resp.Pending != nil {

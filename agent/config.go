@@ -21,7 +21,10 @@ type Config struct {
 	ServerURL       *url.URL
 	RootFingerprint certs.Fingerprint
 	Token           string // needed only for the first enrollment
-	Hostname        certs.Hostname
+	// TokenFile is where Token was read from ("" if not from a file):
+	// named when the agent is not enrolled and the file is missing.
+	TokenFile string
+	Hostname  certs.Hostname
 	// ControlGroup may use the local API besides the agent's user ("":
 	// root only); see ResolveControlGroup.
 	ControlGroup string

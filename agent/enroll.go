@@ -7,8 +7,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"os"
+	"syscall"
 	"time"
 
 	"github.com/certmesh/certmesh/agent/wgdev"
@@ -141,4 +145,56 @@ func checkOwnCertificate(resp wire.CertificateResponse, roots *certs.Roots, k *k
 		return certs.Bundle{}, certs.Identity{}, fmt.Errorf("the CA returned a certificate for another device key")
 	}
 	return b, id, nil
+}
+
+// The first start's retry schedule while the CA cannot be reached (a
+// machine booting before its network, a CA being restarted): jittered
+// exponential backoff, so a fleet started together does not knock
+// together.
+var (
+	firstStartRetryMin = time.Second
+	firstStartRetryMax = 2 * time.Minute
+)
+
+// untilReachable calls f until it succeeds or fails with anything but the
+// CA being unreachable (a refusal, a root that does not match the pin),
+// waiting between attempts by internal/backoff, until ctx ends.
+func untilReachable[T any](ctx context.Context, log *slog.Logger, what string, f func() (T, error)) (T, error) {
+	bo := backoff.Backoff{Min: firstStartRetryMin, Max: firstStartRetryMax}
+	for {
+		v, err := f()
+		if err == nil || !caUnreachable(err) {
+			return v, err
+		}
+		wait := bo.Next()
+		log.Warn("the CA is unreachable, retrying", "doing", what, "err", err, "attempt", bo.Attempts(), "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return v, fmt.Errorf("%s: %w (gave up: %w)", what, err, ctx.Err())
+		case <-time.After(wait):
+		}
+	}
+}
+
+// caUnreachable says whether err is the network failing to reach the CA
+// (worth retrying), not the CA or the TLS handshake saying no.
+func caUnreachable(err error) bool {
+	if _, ok := errors.AsType[*ServerError](err); ok {
+		return false
+	}
+	if errors.Is(err, context.Canceled) {
+		return false
+	}
+	if oe, ok := errors.AsType[*net.OpError](err); ok {
+		return oe.Op != "remote error" // a TLS alert is an answer
+	}
+	if _, ok := errors.AsType[*net.DNSError](err); ok {
+		return true
+	}
+	for _, e := range []error{syscall.ECONNREFUSED, syscall.ECONNRESET, syscall.EHOSTUNREACH, syscall.ENETUNREACH, io.ErrUnexpectedEOF, io.EOF, os.ErrDeadlineExceeded} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"fmt"
+	"errors"
 	"net"
 	"net/netip"
 	"net/url"
@@ -54,23 +54,23 @@ func agentCmd() *cobra.Command {
 				Logger: log,
 			}
 			if cfg.ControlGroup, err = agent.ResolveControlGroup(controlGroup); err != nil {
-				return fmt.Errorf("--control-group: %w", err)
+				return cli.Usagef("--control-group: %w", err)
 			}
 			if cfg.CRLStalePolicy, err = agent.ParseDegradedPolicy(crlStale); err != nil {
-				return fmt.Errorf("--crl-stale: %w", err)
+				return cli.Usagef("--crl-stale: %w", err)
 			}
 			if cfg.LogAlarmPolicy, err = agent.ParseDegradedPolicy(logAlarm); err != nil {
-				return fmt.Errorf("--log-alarm: %w", err)
+				return cli.Usagef("--log-alarm: %w", err)
 			}
 			if cfg.PolicyStalePolicy, err = agent.ParseDegradedPolicy(policyStale); err != nil {
-				return fmt.Errorf("--policy-stale: %w", err)
+				return cli.Usagef("--policy-stale: %w", err)
 			}
 			if caFetch < time.Second {
-				return fmt.Errorf("--ca-fetch-interval %s: want at least 1s", caFetch)
+				return cli.Usagef("--ca-fetch-interval %s: want at least 1s", caFetch)
 			}
 			cfg.CRLGrace, cfg.CAFetchInterval, cfg.MaxClockSkew = crlGrace, caFetch, maxSkew
 			if unlistedGrace <= 0 {
-				return fmt.Errorf("--unlisted-grace %s: want a positive duration", unlistedGrace)
+				return cli.Usagef("--unlisted-grace %s: want a positive duration", unlistedGrace)
 			}
 			cfg.UnlistedGrace = unlistedGrace
 			cfg.AllowUnlogged = !requireLogged
@@ -79,23 +79,25 @@ func agentCmd() *cobra.Command {
 			}
 			if tokenFile != "" {
 				if token != "" {
-					return fmt.Errorf("--token and --token-file exclude each other")
+					return cli.Usagef("--token and --token-file exclude each other")
 				}
 				b, err := os.ReadFile(tokenFile)
 				if err != nil && !os.IsNotExist(err) {
-					return fmt.Errorf("--token-file: %w", err)
+					return cli.Usagef("--token-file: %w", err)
 				}
-				cfg.Token = strings.TrimSpace(string(b)) // a missing file: already enrolled
+				// A missing file is fine once enrolled; the preflight
+				// refuses it on a first start.
+				cfg.Token, cfg.TokenFile = strings.TrimSpace(string(b)), tokenFile
 			}
 			if cfg.ServerURL, err = url.Parse(server); err != nil {
-				return fmt.Errorf("--server: %w", err)
+				return cli.Usagef("--server: %w", err)
 			}
 			if cfg.RootFingerprint, err = certs.ParseFingerprint(fp); err != nil {
-				return fmt.Errorf("--root-fingerprint: %w", err)
+				return cli.Usagef("--root-fingerprint: %w", err)
 			}
 			if hostname != "" {
 				if cfg.Hostname, err = certs.ParseHostname(hostname); err != nil {
-					return fmt.Errorf("--hostname: %w", err)
+					return cli.Usagef("--hostname: %w", err)
 				}
 			}
 			if cfg.AdvertiseAddrs, err = parseList("--advertise", advertise, netip.ParseAddr); err != nil {
@@ -104,7 +106,7 @@ func agentCmd() *cobra.Command {
 			for _, s := range stunServers {
 				ua, err := net.ResolveUDPAddr("udp", s)
 				if err != nil || ua.Port == 0 {
-					return fmt.Errorf("--stun %q: want host:port (%v)", s, err)
+					return cli.Usagef("--stun %q: want host:port (%v)", s, err)
 				}
 				cfg.STUNServers = append(cfg.STUNServers, ua.AddrPort())
 			}
@@ -119,13 +121,13 @@ func agentCmd() *cobra.Command {
 			}
 			switch {
 			case userspace && cmd.Flags().Changed("tun"):
-				return fmt.Errorf("--userspace and --tun exclude each other")
+				return cli.Usagef("--userspace and --tun exclude each other")
 			case userspace:
 				cfg.Mode = wgdev.Userspace
 			default:
 				cfg.Mode, cfg.InterfaceName = wgdev.KernelTUN, tun
 				if socks != "" {
-					return fmt.Errorf("--socks5 needs --userspace")
+					return cli.Usagef("--socks5 needs --userspace")
 				}
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -138,7 +140,9 @@ func agentCmd() *cobra.Command {
 				defer ms.Close()
 			}
 			a, err := agent.New(ctx, cfg)
-			if err != nil {
+			if _, ok := errors.AsType[*agent.PreflightError](err); ok {
+				return cli.Refused(err) // a failed check, whatever its cause
+			} else if err != nil {
 				return err
 			}
 			if err := agentMetricsReady(ms, a); err != nil {

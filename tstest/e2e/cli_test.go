@@ -1,0 +1,273 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// runExit runs a program to its end and returns its stdout, stderr and
+// exit code (-1 if it did not exit by itself).
+func runExit(ctx context.Context, t *testing.T, cred *syscall.Credential, name string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := errors.AsType[*exec.ExitError](err); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("%s %v: %v", filepath.Base(name), args, err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+// tokenState is the state `tokens list --json` gives the token id.
+func tokenState(ctx context.Context, t *testing.T, m *Mesh, id string) string {
+	t.Helper()
+	out, err := m.ServerCLI(ctx, "tokens", "list", "--state", m.Server.StateDir, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var toks []struct{ ID, State string }
+	if err := json.Unmarshal([]byte(out), &toks); err != nil {
+		t.Fatalf("tokens list --json: %v: %q", err, out)
+	}
+	for _, tok := range toks {
+		if tok.ID == id {
+			return tok.State
+		}
+	}
+	return "absent"
+}
+
+// tokenID is the ID part of a token (cm1.ID.SECRET).
+func tokenID(tok string) string { return strings.Split(tok, ".")[1] }
+
+// Every preflight check refuses through the real binary (exit 1, naming
+// the check and the flag) before anything reaches the CA: afterwards the
+// token is still unused, and an agent enrolls with it.
+func TestPreflightSpendsNoToken(t *testing.T) {
+	t.Parallel()
+	bin := binaries(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	logs := map[string]string{}
+	t.Cleanup(func() { DumpLogsOnFailure(t, logs) })
+	m, _, fp, listen := startLoopbackServer(ctx, t, bin, dir, logs)
+	url := "https://" + listen.String()
+	tok, err := m.Token(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	udp, err := net.ListenUDP("udp4", &net.UDPAddr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.Close()
+	state := filepath.Join(dir, "p1", "state")
+	agentArgs := func(extra ...string) []string {
+		return append([]string{"agent", "--state", state, "--server", url, "--root-fingerprint", fp, "--hostname", "p1"}, extra...)
+	}
+	withToken := []string{"--token", tok}
+	type check struct {
+		name string
+		bin  string // default bin.Certmesh
+		args []string
+		cred *syscall.Credential
+		want []string // in stderr
+	}
+	checks := []check{
+		{"tun name in use", "", agentArgs(append(withToken, "--tun", "lo")...), nil, []string{"preflight check tun", `"lo"`}},
+		{"tun name too long", "", agentArgs(append(withToken, "--tun", "certmesh-too-long0")...), nil, []string{"preflight check tun", "at most 15 bytes"}},
+		{"udp port in use", "", agentArgs(append(withToken, "--userspace", "--listen-port", strconv.Itoa(udp.LocalAddr().(*net.UDPAddr).Port))...), nil,
+			[]string{"preflight check listen-port", "in use"}},
+		{"socks5 in use", "", agentArgs(append(withToken, "--userspace", "--socks5", tcp.Addr().String())...), nil, []string{"preflight check socks5", "in use"}},
+		{"socks5 not host:port", "", agentArgs(append(withToken, "--userspace", "--socks5", "1080")...), nil, []string{"preflight check socks5", "not host:port"}},
+		{"token file missing", "", agentArgs("--userspace", "--token-file", filepath.Join(dir, "no-such-token")), nil,
+			[]string{"preflight check token", "--token-file " + filepath.Join(dir, "no-such-token") + " does not exist"}},
+	}
+	if os.Geteuid() == 0 {
+		// Kernel TUN mode as a user without CAP_NET_ADMIN.
+		nobodyState, err := os.MkdirTemp("", "certmesh-preflight-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(nobodyState) })
+		if err := os.Chown(nobodyState, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		// The shared binaries' directory is root's alone: a copy nobody may run.
+		exe, err := os.ReadFile(bin.Certmesh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nobodyBin := filepath.Join(nobodyState, "certmesh")
+		if err := os.WriteFile(nobodyBin, exe, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		args := []string{"agent", "--state", filepath.Join(nobodyState, "state"), "--server", url, "--root-fingerprint", fp, "--hostname", "p1", "--token", tok, "--tun", "cmpf" + strconv.Itoa(os.Getpid()%100000)}
+		checks = append(checks, check{"tun permission", nobodyBin, args, &syscall.Credential{Uid: 65534, Gid: 65534}, []string{"preflight check tun", "needs root or CAP_NET_ADMIN"}})
+	}
+	for _, c := range checks {
+		if c.bin == "" {
+			c.bin = bin.Certmesh
+		}
+		_, stderr, code := runExit(ctx, t, c.cred, c.bin, c.args...)
+		if code != 1 {
+			t.Errorf("%s: exit %d, want 1: %s", c.name, code, stderr)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(stderr, w) {
+				t.Errorf("%s: stderr does not say %q: %s", c.name, w, stderr)
+			}
+		}
+		if st := tokenState(ctx, t, m, tokenID(tok)); st != "unused" {
+			t.Fatalf("after %s: the token is %s, want unused", c.name, st)
+		}
+	}
+	if devs, err := m.Devices(ctx); err != nil || len(devs) != 0 {
+		t.Fatalf("devices after the failed checks: %v %v, want none", devs, err)
+	}
+
+	// The token still enrolls.
+	logs["agent p1"] = filepath.Join(dir, "p1", "agent.log")
+	p := startProc(t, logs["agent p1"], bin.Certmesh, agentArgs(append(withToken, "--userspace", "--advertise", "127.0.0.1")...)...)
+	waitOK(ctx, t, "p1 enrolled with the token the checks left unspent", func() error {
+		if err := p.exited(); err != nil {
+			return err
+		}
+		devs, err := m.Devices(ctx)
+		if err == nil && len(devs) != 1 {
+			err = errors.New("not enrolled yet")
+		}
+		return err
+	})
+}
+
+// A revoked token enrolls nothing through the real binaries: `tokens
+// create --count 2 --json` makes a batch, `tokens revoke` revokes one, the
+// agent started with it exits 1 with token-revoked, no device exists and
+// `tokens list` shows it revoked; its sibling still enrolls.
+func TestRevokedTokenEnrollsNothing(t *testing.T) {
+	t.Parallel()
+	bin := binaries(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	logs := map[string]string{}
+	t.Cleanup(func() { DumpLogsOnFailure(t, logs) })
+	m, _, fp, listen := startLoopbackServer(ctx, t, bin, dir, logs)
+	url := "https://" + listen.String()
+	out, err := m.ServerCLI(ctx, "tokens", "create", "--state", m.Server.StateDir, "--count", "2", "--json", "--tags", "mdm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var batch []struct {
+		Token, ID string
+		Tags      []string
+	}
+	if err := json.Unmarshal([]byte(out), &batch); err != nil || len(batch) != 2 || batch[0].Tags[0] != "mdm" {
+		t.Fatalf("tokens create --count 2 --json: %v: %q", err, out)
+	}
+	if _, err := m.ServerCLI(ctx, "tokens", "revoke", "--state", m.Server.StateDir, batch[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	args := func(name, tok string) []string {
+		return []string{"agent", "--state", filepath.Join(dir, name, "state"), "--server", url, "--root-fingerprint", fp,
+			"--hostname", name, "--token", tok, "--userspace", "--advertise", "127.0.0.1"}
+	}
+	_, stderr, code := runExit(ctx, t, nil, bin.Certmesh, args("stolen", batch[0].Token)...)
+	if code != 1 || !strings.Contains(stderr, "token-revoked") {
+		t.Fatalf("agent with a revoked token: exit %d, want 1 with token-revoked: %s", code, stderr)
+	}
+	if devs, err := m.Devices(ctx); err != nil || len(devs) != 0 {
+		t.Fatalf("a revoked token enrolled: %v %v", devs, err)
+	}
+	if st := tokenState(ctx, t, m, batch[0].ID); st != "revoked" {
+		t.Fatalf("revoked token listed as %s", st)
+	}
+	logs["agent ok"] = filepath.Join(dir, "ok", "agent.log")
+	p := startProc(t, logs["agent ok"], bin.Certmesh, args("ok", batch[1].Token)...)
+	waitOK(ctx, t, "the batch's other token enrolls", func() error {
+		if err := p.exited(); err != nil {
+			return err
+		}
+		if st := tokenState(ctx, t, m, batch[1].ID); st != "used" {
+			return errors.New("token " + st)
+		}
+		return nil
+	})
+}
+
+// The first start waits for a CA that is not up yet: the agent retries
+// with backoff (logged with each attempt) and enrolls once the server
+// comes up on its address, with no restart.
+func TestFirstStartWaitsForCA(t *testing.T) {
+	t.Parallel()
+	bin := binaries(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	logs := map[string]string{}
+	t.Cleanup(func() { DumpLogsOnFailure(t, logs) })
+	m, srv, fp, listen := startLoopbackServer(ctx, t, bin, dir, logs)
+	tok, err := m.Token(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.stop()
+	if err := srv.exited(); err == nil {
+		t.Fatal("the server did not stop")
+	}
+	logs["agent w1"] = filepath.Join(dir, "w1", "agent.log")
+	p := startProc(t, logs["agent w1"], bin.Certmesh, "agent", "--state", filepath.Join(dir, "w1", "state"), "--server", "https://"+listen.String(),
+		"--root-fingerprint", fp, "--hostname", "w1", "--token", tok, "--userspace", "--advertise", "127.0.0.1")
+	waitOK(ctx, t, "the agent's second retry", func() error {
+		if err := p.exited(); err != nil {
+			return err
+		}
+		b, _ := os.ReadFile(logs["agent w1"])
+		if !bytes.Contains(b, []byte("the CA is unreachable, retrying")) || !bytes.Contains(b, []byte("attempt=2")) {
+			return errors.New("not retried twice yet")
+		}
+		return nil
+	})
+	logs["certmesh-server (again)"] = filepath.Join(dir, "srv", "server2.log")
+	srv2 := startProc(t, logs["certmesh-server (again)"], bin.Server, "run", "--state", m.Server.StateDir, "--listen", listen.String())
+	waitOK(ctx, t, "the waiting agent enrolled", func() error {
+		for _, pr := range []*proc{p, srv2} {
+			if err := pr.exited(); err != nil {
+				return err
+			}
+		}
+		devs, err := m.Devices(ctx)
+		if err == nil && len(devs) != 1 {
+			err = errors.New("not enrolled yet")
+		}
+		return err
+	})
+}
