@@ -2,12 +2,15 @@ package console
 
 import (
 	"errors"
+
+	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/policy"
 	"net/http"
 	"strings"
 )
 
-// maxForm bounds a console form.
-const maxForm = 16 << 10
+// maxForm bounds a console form (a policy source is the largest).
+const maxForm = 3*policy.MaxSize + 4096
 
 func (c *Console) routes() {
 	m := c.mux
@@ -22,6 +25,15 @@ func (c *Console) routes() {
 	m.HandleFunc("POST "+Prefix+"pending/{id}/approve", c.post(c.approve))
 	m.HandleFunc("POST "+Prefix+"pending/{id}/deny", c.post(c.deny))
 	m.HandleFunc("GET "+Prefix+"log", c.get(c.logPage))
+	m.HandleFunc("GET "+Prefix+"tokens", c.get(c.tokens))
+	m.HandleFunc("POST "+Prefix+"tokens", c.post(c.createTokens))
+	m.HandleFunc("POST "+Prefix+"tokens/{id}/revoke", c.post(c.revokeToken))
+	m.HandleFunc("GET "+Prefix+"users", c.get(c.users))
+	m.HandleFunc("POST "+Prefix+"users/{ref}/approve", c.post(c.userAction("Approve", (*ca.AdminClient).ApproveUser)))
+	m.HandleFunc("POST "+Prefix+"users/{ref}/revoke", c.post(c.userAction("Revoke", (*ca.AdminClient).RevokeUser)))
+	m.HandleFunc("POST "+Prefix+"users/{ref}/remove", c.post(c.userAction("Remove", (*ca.AdminClient).RemoveUser)))
+	m.HandleFunc("GET "+Prefix+"policy", c.get(c.policyPage))
+	m.HandleFunc("POST "+Prefix+"policy", c.post(c.publish))
 	m.HandleFunc(Prefix, func(w http.ResponseWriter, r *http.Request) {
 		render(w, http.StatusNotFound, "error", page{Title: "Not found", Data: "There is no such page."})
 	})

@@ -1,0 +1,107 @@
+package console_test
+
+import (
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/certmesh/certmesh/ca"
+)
+
+// post sends a console form with the page's CSRF token from the
+// console's own origin.
+func (f *fixture) post(t *testing.T, b *http.Client, path string, form url.Values) (*http.Response, string) {
+	t.Helper()
+	_, page := f.do(t, b, http.MethodGet, "/admin/devices", nil, nil)
+	form.Set("csrf", csrfOf(t, page))
+	return f.do(t, b, http.MethodPost, path, form, http.Header{"Origin": {f.base}, "Sec-Fetch-Site": {"same-origin"}})
+}
+
+var secretRE = regexp.MustCompile(`<code class="secret">([^<]+)</code>`)
+
+// TestConsoleTokens: a batch of tokens is made through the admin API and
+// shown once, on the answer to the POST; the list shows none of them;
+// revoking one through the console revokes it at the CA.
+func TestConsoleTokens(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	b := f.browser(t)
+	f.signIn(t, b, alice)
+	resp, page := f.post(t, b, "/admin/tokens", url.Values{"count": {"3"}, "tags": {"tag:laptop"}, "ttl": {"2h"}})
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("create: %s\n%s", resp.Status, page)
+	}
+	shown := secretRE.FindAllStringSubmatch(page, -1)
+	if len(shown) != 3 {
+		t.Fatalf("%d tokens shown, want 3:\n%s", len(shown), page)
+	}
+	toks, err := f.lab.Server.CA.Tokens(t.Context())
+	if err != nil || len(toks) != 3 {
+		t.Fatalf("the CA holds %d tokens (%v), want 3", len(toks), err)
+	}
+	for _, tok := range toks {
+		if len(tok.Tags) != 1 || tok.Tags[0] != "laptop" || tok.State != ca.TokenUnused {
+			t.Errorf("token %+v", tok)
+		}
+	}
+	_, list := f.do(t, b, http.MethodGet, "/admin/tokens", nil, nil)
+	for _, m := range shown {
+		if strings.Contains(list, m[1]) {
+			t.Errorf("the token list shows a token's secret")
+		}
+	}
+	if resp, page := f.post(t, b, "/admin/tokens", url.Values{"count": {"0"}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("count 0: %s\n%s", resp.Status, page)
+	}
+	if toks, _ := f.lab.Server.CA.Tokens(t.Context()); len(toks) != 3 {
+		t.Fatalf("a refused form made tokens: %d", len(toks))
+	}
+	id := toks[0].ID
+	if resp, _ := f.post(t, b, "/admin/tokens/"+id+"/revoke", url.Values{}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("revoke token: %s", resp.Status)
+	}
+	toks, _ = f.lab.Server.CA.Tokens(t.Context())
+	for _, tok := range toks {
+		if (tok.ID == id) != (tok.State == ca.TokenRevoked) {
+			t.Errorf("after revoking %s: %s is %s", id, tok.ID, tok.State)
+		}
+	}
+	if resp, _ := f.do(t, b, http.MethodGet, "/admin/users", nil, nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("users: %s", resp.Status)
+	}
+}
+
+// TestConsolePolicyPublish: a policy whose tests fail is refused by the
+// CA (the version stays), a good one is published as the next version.
+func TestConsolePolicyPublish(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	b := f.browser(t)
+	f.signIn(t, b, alice)
+	resp, page := f.do(t, b, http.MethodGet, "/admin/policy", nil, nil)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(page, "4 tests, 0 failing") {
+		t.Fatalf("policy page: %s\n%s", resp.Status, page)
+	}
+	cur, err := f.lab.Server.CA.CurrentPolicy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	failing := strings.Replace(cur.Source, `"proto": "icmp", "expect": "accept"`, `"proto": "icmp", "expect": "drop"`, 1)
+	if failing == cur.Source {
+		t.Fatal("could not break a test of the starter policy")
+	}
+	resp, page = f.post(t, b, "/admin/policy", url.Values{"source": {failing}})
+	if resp.StatusCode != http.StatusOK || !strings.Contains(page, "Publishing: ") {
+		t.Fatalf("failing policy: %s\n%s", resp.Status, page)
+	}
+	if now, _ := f.lab.Server.CA.CurrentPolicy(); now.Version != cur.Version {
+		t.Fatalf("a policy with a failing test was published as version %d", now.Version)
+	}
+	good := strings.Replace(cur.Source, "starter: every device to every device", "everyone to everyone", 1)
+	if resp, page := f.post(t, b, "/admin/policy", url.Values{"source": {good}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("publish: %s\n%s", resp.Status, page)
+	}
+	if now, _ := f.lab.Server.CA.CurrentPolicy(); now.Version != cur.Version+1 || now.Source != good {
+		t.Fatalf("after publishing: version %d", now.Version)
+	}
+}
