@@ -64,11 +64,14 @@ func (c *CA) Backup(ctx context.Context, dest string) (BackupManifest, error) {
 	c.crlMu.Lock()
 	defer c.crlMu.Unlock()
 	m := BackupManifest{Hot: true, LogSize: c.tlog.Size(), TakenAt: c.now()}
-	if b, ok := c.store.(*store.Bolt); ok {
+	switch b := c.store.(type) {
+	case *store.Bolt:
 		var err error
 		if m.StoreSchema, err = b.Schema(); err != nil {
 			return m, err
 		}
+	case *store.Postgres:
+		m.StoreSchema = store.SchemaVersion // exported as an embedded store (Postgres.WriteTo)
 	}
 	snap := map[string]snapshotter{logDBFile: c.tlog}
 	if s, ok := c.store.(snapshotter); ok {
@@ -86,12 +89,30 @@ func BackupStopped(ctx context.Context, stateDir, dest string, now time.Time) (B
 		return BackupManifest{}, err
 	}
 	defer lock.Unlock()
+	cfg, err := LoadConfig(stateDir)
+	if err != nil {
+		return BackupManifest{}, err
+	}
+	m := BackupManifest{TakenAt: now}
+	if cfg.Store != "" {
+		// The records are in PostgreSQL: exported into the backup as an
+		// embedded store.
+		if err := checkSideDatabases(stateDir, true); err != nil {
+			return m, err
+		}
+		p, err := store.OpenPostgres(ctx, cfg.Store)
+		if err != nil {
+			return m, err
+		}
+		defer p.Close()
+		m.StoreSchema = store.SchemaVersion
+		return m, writeBackup(ctx, stateDir, dest, &m, map[string]snapshotter{dbFile: p})
+	}
 	for _, db := range []database{mainDB, authorityDB, logDB} {
 		if err := checkDatabase(stateDir, db, false); err != nil {
 			return BackupManifest{}, err
 		}
 	}
-	m := BackupManifest{TakenAt: now}
 	s, err := store.OpenBolt(filepath.Join(stateDir, dbFile))
 	if err != nil {
 		return m, err
@@ -126,7 +147,7 @@ func writeBackup(ctx context.Context, stateDir, dest string, m *BackupManifest, 
 			return err
 		}
 		name := e.Name()
-		if notBackedUp[name] || !e.Type().IsRegular() || strings.HasPrefix(name, ".") {
+		if notBackedUp[name] || !e.Type().IsRegular() || strings.HasPrefix(name, ".") || strings.HasSuffix(name, importedSuffix) {
 			continue
 		}
 		info, err := e.Info()
@@ -136,6 +157,18 @@ func writeBackup(ctx context.Context, stateDir, dest string, m *BackupManifest, 
 		f, err := copyInto(filepath.Join(stateDir, name), filepath.Join(tmp, name), info.Mode().Perm(), snap[name])
 		if err != nil {
 			return fmt.Errorf("backup: copying %s: %w", name, err)
+		}
+		m.Files[name] = f
+	}
+	// A snapshot of a database kept outside the state directory
+	// (PostgreSQL, exported as certmesh.db).
+	for name, sn := range snap {
+		if _, done := m.Files[name]; done {
+			continue
+		}
+		f, err := copyInto(filepath.Join(stateDir, name), filepath.Join(tmp, name), 0o600, sn)
+		if err != nil {
+			return fmt.Errorf("backup: exporting %s: %w", name, err)
 		}
 		m.Files[name] = f
 	}

@@ -99,7 +99,7 @@ func Open(stateDir string, o Options) (_ *CA, err error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := openStore(stateDir)
+	st, err := openStore(stateDir, cfg, roots.Certificates()[0])
 	if err != nil {
 		return nil, err
 	}

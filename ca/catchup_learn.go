@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"math/big"
 	"net/netip"
-	"path/filepath"
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/store"
@@ -26,7 +25,7 @@ func learn(stateDir string, cfg *Config, roots *certs.Roots, inter *x509.Certifi
 	if err != nil {
 		return err
 	}
-	s, err := store.OpenBolt(filepath.Join(stateDir, dbFile))
+	s, err := openStore(stateDir, cfg, roots.Certificates()[0])
 	if err != nil {
 		return err
 	}

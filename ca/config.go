@@ -13,6 +13,7 @@ import (
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/atomicfile"
+	"github.com/certmesh/certmesh/internal/store"
 	"github.com/certmesh/certmesh/internal/strictjson"
 )
 
@@ -88,6 +89,12 @@ type Config struct {
 	// AutoApprove pre-approves routes and services per tag (the key, a
 	// tag without "tag:"), see AutoApproval.
 	AutoApprove map[string]AutoApproval `json:"auto_approve,omitempty"`
+	// Store is where the CA's records live: empty for the embedded store
+	// (certmesh.db in the state directory, the default), or a PostgreSQL
+	// URL (postgres://user:password@host/db?sslmode=verify-full). The
+	// transparency log stays in the state directory either way, so one
+	// state directory goes with one database (see state.go openStore).
+	Store string `json:"store,omitempty"`
 }
 
 // ApprovalMode says whether new enrollments wait for an admin.
@@ -136,6 +143,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.validateAutoApprove(); err != nil {
 		return err
+	}
+	if c.Store != "" && !store.IsPostgresURL(c.Store) {
+		return fmt.Errorf("store %q: want empty (the embedded store) or a postgres:// URL", store.Redacted(c.Store))
 	}
 	lt := time.Duration(c.MachineCertLifetime)
 	if lt < minMachineLifetime || lt > maxMachineLifetime {

@@ -1,8 +1,10 @@
 package ca
 
 import (
+	"context"
 	"crypto"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -43,6 +45,9 @@ type InitOptions struct {
 	// user certificate can only name addresses in these domains, even if
 	// the online intermediate's key is stolen.
 	EmailDomains []string
+	// Store is Config.Store: empty for the embedded store, or the URL of
+	// an empty PostgreSQL database.
+	Store string
 }
 
 // Init creates a new state directory: root and intermediate CA, server TLS
@@ -77,6 +82,7 @@ func Init(stateDir string, o InitOptions) (certs.Fingerprint, error) {
 		MachineCertLifetime: Duration(DefaultMachineLifetime),
 		TokenTTL:            Duration(DefaultTokenTTL),
 		Listen:              o.Listen,
+		Store:               o.Store,
 	}
 	if err := cfg.Validate(); err != nil {
 		return "", err
@@ -107,7 +113,7 @@ func Init(stateDir string, o InitOptions) (certs.Fingerprint, error) {
 		func() error { _, err := loadRelayKey(stateDir); return err },
 		func() error { return initPolicy(stateDir, root, cfg.TrustDomain, o.Now) },
 		func() error { return initLog(stateDir, cfg.TrustDomain) },
-		func() error { return createDatabases(stateDir, cfg.TrustDomain) },
+		func() error { return createDatabases(stateDir, cfg, root) },
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
@@ -230,14 +236,34 @@ var (
 )
 
 // createDatabases creates the CA's three databases at init, so that at
-// start a missing one is a loss, not a first run.
-func createDatabases(stateDir string, td certs.TrustDomain) error {
-	s, err := store.OpenBolt(filepath.Join(stateDir, dbFile))
-	if err != nil {
-		return err
-	}
-	if err := s.Close(); err != nil {
-		return err
+// start a missing one is a loss, not a first run. A PostgreSQL store is
+// migrated and claimed for this CA; it must hold no records yet.
+func createDatabases(stateDir string, cfg *Config, root *certs.KeyPair) error {
+	if cfg.Store != "" {
+		ctx := context.Background()
+		p, err := store.OpenPostgres(ctx, cfg.Store)
+		if err != nil {
+			return err
+		}
+		defer p.Close()
+		empty, err := store.Empty(ctx, p)
+		if err != nil {
+			return err
+		}
+		if !empty {
+			return fmt.Errorf("%s already holds a CA's records: give the new CA an empty database", p.Where())
+		}
+		if err := p.Claim(ctx, storeOwner(cfg.TrustDomain, root.Cert)); err != nil {
+			return err
+		}
+	} else {
+		s, err := store.OpenBolt(filepath.Join(stateDir, dbFile))
+		if err != nil {
+			return err
+		}
+		if err := s.Close(); err != nil {
+			return err
+		}
 	}
 	adb, err := stepdb.New(&stepdb.Config{Type: "bbolt", DataSource: filepath.Join(stateDir, authorityDBFile)})
 	if err != nil {
@@ -246,11 +272,20 @@ func createDatabases(stateDir string, td certs.TrustDomain) error {
 	if err := adb.Shutdown(); err != nil {
 		return err
 	}
-	l, _, err := openLog(stateDir, td)
+	l, _, err := openLog(stateDir, cfg.TrustDomain)
 	if err != nil {
 		return err
 	}
 	return l.Close()
+}
+
+// importedSuffix marks an embedded store already imported into
+// PostgreSQL (kept for the operator, never backed up or read again).
+const importedSuffix = ".imported"
+
+// storeOwner is the identity a PostgreSQL store is claimed for.
+func storeOwner(td certs.TrustDomain, root *x509.Certificate) string {
+	return string(td) + " root " + string(certs.FingerprintOf(root))
 }
 
 // checkDatabase refuses a database that is not whole: bbolt would start a
@@ -266,10 +301,20 @@ func checkDatabase(stateDir string, db database, mayBeNew bool) error {
 }
 
 // openStore checks the CA's databases, before anything opens one for
-// writing, and opens the main one. A state directory from before init
-// created all three may lack the authority's and the log's, but only while
-// nothing was ever issued.
-func openStore(stateDir string) (*store.Bolt, error) {
+// writing, and opens the main one: the embedded store, or the PostgreSQL
+// database of cfg.Store. A state directory from before init created all
+// three may lack the authority's and the log's, but only while nothing
+// was ever issued.
+//
+// With PostgreSQL, a certmesh.db in the state directory (a restored
+// backup, or an embedded store being moved to PostgreSQL) is imported into
+// the database if that is empty, then renamed certmesh.db.imported; if the
+// database already holds records, the server refuses to start rather than
+// choose between the two.
+func openStore(stateDir string, cfg *Config, root *x509.Certificate) (store.Store, error) {
+	if cfg.Store != "" {
+		return openPostgresStore(stateDir, cfg, root)
+	}
 	main := filepath.Join(stateDir, dbFile)
 	if err := checkDatabase(stateDir, mainDB, false); err != nil {
 		return nil, err
@@ -278,10 +323,51 @@ func openStore(stateDir string) (*store.Bolt, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkSideDatabases(stateDir, issued); err != nil {
+		return nil, err
+	}
+	return store.OpenBolt(main)
+}
+
+func checkSideDatabases(stateDir string, issued bool) error {
 	for _, db := range []database{authorityDB, logDB} {
 		if err := checkDatabase(stateDir, db, !issued); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func openPostgresStore(stateDir string, cfg *Config, root *x509.Certificate) (_ store.Store, err error) {
+	ctx := context.Background()
+	p, err := store.OpenPostgres(ctx, cfg.Store)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			p.Close()
+		}
+	}()
+	if err := p.Claim(ctx, storeOwner(cfg.TrustDomain, root)); err != nil {
+		return nil, err
+	}
+	local := filepath.Join(stateDir, dbFile)
+	if _, err := os.Stat(local); err == nil {
+		if err := store.Import(ctx, p, local); err != nil {
+			return nil, fmt.Errorf("refusing to start: the state directory holds %s (a restored backup, or the embedded store to move) and the store is %s: %w. "+
+				"To keep the database's records, move %s out of the state directory; to restore the backup's, give an empty database", dbFile, p.Where(), err, dbFile)
+		}
+		if err := os.Rename(local, local+importedSuffix); err != nil {
 			return nil, err
 		}
 	}
-	return store.OpenBolt(main)
+	empty, err := store.Empty(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSideDatabases(stateDir, !empty); err != nil {
+		return nil, err
+	}
+	return p, nil
 }

@@ -12,7 +12,7 @@ import (
 )
 
 func initCmd() *cobra.Command {
-	var state, td, overlay, listen string
+	var state, td, overlay, listen, storeURL string
 	var emailDomains []string
 	cmd := &cobra.Command{
 		Use:   "init",
@@ -31,7 +31,7 @@ func initCmd() *cobra.Command {
 			if err := cli.CheckListen(listen); err != nil {
 				return cli.Usagef("--listen: %w (nothing was created)", err)
 			}
-			fp, err := ca.Init(state, ca.InitOptions{TrustDomain: domain, OverlayV4: o, Listen: listen, Now: time.Now(), EmailDomains: emailDomains})
+			fp, err := ca.Init(state, ca.InitOptions{TrustDomain: domain, OverlayV4: o, Listen: listen, Now: time.Now(), EmailDomains: emailDomains, Store: storeURL})
 			if err != nil {
 				return err
 			}
@@ -45,6 +45,7 @@ func initCmd() *cobra.Command {
 	cmd.Flags().StringVar(&td, "trust-domain", "", "trust domain, e.g. corp.example")
 	cmd.Flags().StringVar(&overlay, "overlay", ca.DefaultOverlayV4, "IPv4 overlay range")
 	cmd.Flags().StringVar(&listen, "listen", ca.DefaultListen, "default listen address for `run`")
+	cmd.Flags().StringVar(&storeURL, "store", "", "keep the CA's records in this empty PostgreSQL database (postgres://user@host/db?sslmode=verify-full; the password from PGPASSWORD or ~/.pgpass, or in the URL) instead of the embedded certmesh.db; written to config.json as store")
 	cmd.Flags().StringSliceVar(&emailDomains, "email-domain", nil, "constrain user certificates to these email domains in the intermediate itself (repeatable)")
 	_ = cmd.MarkFlagRequired("trust-domain")
 	return cmd
