@@ -271,3 +271,70 @@ func TestFirstStartWaitsForCA(t *testing.T) {
 		return err
 	})
 }
+
+// Both programs exit 0 when done, 1 when refused or a check fails, 2 on
+// a usage or I/O error (README, "Exit codes"), whatever the command; a
+// usage error prints the command's usage.
+func TestExitCodes(t *testing.T) {
+	t.Parallel()
+	bin := binaries(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	logs := map[string]string{}
+	t.Cleanup(func() { DumpLogsOnFailure(t, logs) })
+	m, _, _, _ := startLoopbackServer(ctx, t, bin, dir, logs)
+	st := m.Server.StateDir
+	bad := filepath.Join(dir, "bad.hujson")
+	if err := os.WriteFile(bad, []byte("{\"tests\": [ {\"from\": \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	starter, _, code := runExit(ctx, t, nil, bin.Certmesh, "policy", "starter", DefaultTrustDomain)
+	good := filepath.Join(dir, "starter.hujson")
+	if err := os.WriteFile(good, []byte(starter), 0o600); code != 0 || err != nil {
+		t.Fatalf("policy starter: exit %d, %v", code, err)
+	}
+	for _, tc := range []struct {
+		code  int
+		usage bool // the usage is printed on stderr
+		prog  string
+		args  []string
+	}{
+		// Done.
+		{0, false, bin.Server, []string{"tokens", "list", "--state", st, "--json"}},
+		{0, false, bin.Server, []string{"eks", "list", "--state", st, "--json"}},
+		{0, false, bin.Server, []string{"policy", "show", "--state", st, "--json"}},
+		{0, false, bin.Certmesh, []string{"policy", "test", good, "--json"}},
+		{0, false, bin.Certmesh, []string{"version"}},
+		// Refused by the server, or a failed check.
+		{1, false, bin.Server, []string{"tokens", "revoke", "--state", st, "0000000000000000"}},
+		{1, false, bin.Server, []string{"tokens", "create", "--state", st, "--ttl", "100000h"}},
+		{1, false, bin.Server, []string{"devices", "revoke", "--state", st, "no-such-host"}},
+		{1, false, bin.Certmesh, []string{"policy", "test", bad}},
+		{1, false, bin.Certmesh, []string{"agent", "--state", filepath.Join(dir, "a"), "--server", "https://127.0.0.1:1",
+			"--root-fingerprint", strings.Repeat("ab", 32), "--userspace"}}, // preflight: no token
+		// Usage.
+		{2, true, bin.Server, []string{"tokens", "list", "--bogus"}},
+		{2, true, bin.Server, []string{"tokens"}},
+		{2, true, bin.Server, []string{"tokens", "frobnicate"}},
+		{2, true, bin.Server, []string{"tokens", "revoke", "--state", st}},
+		{2, true, bin.Server, []string{"init", "--state", filepath.Join(dir, "new")}},
+		{2, false, bin.Server, []string{"init", "--state", filepath.Join(dir, "new"), "--trust-domain", "x.example", "--listen", "8443"}},
+		{2, true, bin.Certmesh, []string{"bogus"}},
+		{2, true, bin.Certmesh, []string{"agent", "--listen-port", "many"}},
+		{2, true, bin.Certmesh, []string{"policy", "test"}},
+		// I/O.
+		{2, false, bin.Server, []string{"tokens", "list", "--state", filepath.Join(dir, "no-server")}},
+		{2, false, bin.Certmesh, []string{"policy", "test", filepath.Join(dir, "missing.hujson")}},
+		{2, false, bin.Certmesh, []string{"status", "--state", filepath.Join(dir, "no-agent")}},
+	} {
+		_, stderr, code := runExit(ctx, t, nil, tc.prog, tc.args...)
+		if code != tc.code || strings.Contains(stderr, "Usage:") != tc.usage {
+			t.Errorf("%s %v: exit %d, usage printed %v; want %d, %v:\n%s", filepath.Base(tc.prog), tc.args, code,
+				strings.Contains(stderr, "Usage:"), tc.code, tc.usage, stderr)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "new")); !os.IsNotExist(err) {
+		t.Errorf("init with a bad --listen left %s behind: %v", filepath.Join(dir, "new"), err)
+	}
+}
