@@ -22,12 +22,13 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// Exit codes of certmesh audit (docs/auditors.md): 0 verified without an
-// alarm; 1 the audit could not be done (usage, network, state file); 2 an
-// alarm was raised.
+// Exit codes of certmesh audit (docs/auditors.md), those of every
+// command (internal/cli): 0 verified without an alarm; 1 an alarm was
+// raised (a failed check); 2 the audit could not be done (usage, network,
+// state file).
 const (
-	auditExitOK    = 0
-	auditExitAlarm = 2
+	auditExitOK    = cli.ExitOK
+	auditExitAlarm = cli.ExitRefused
 )
 
 // auditExit ends the process with an alarm's exit code (a variable so
@@ -57,7 +58,7 @@ func auditCmd() *cobra.Command {
 			"revocation refers to a logged certificate.\n\n" +
 			"--server is the CA's URL: https:// is verified against --root for the name server.<trust domain>;\n" +
 			"a plain http:// log URL is allowed (then pin the log key with --log-key).\n\n" +
-			"Exit codes: 0 no alarm, 1 the audit could not be done, 2 alarm. See docs/auditors.md.",
+			"Exit codes: 0 no alarm, 1 alarm, 2 the audit could not be done. See docs/auditors.md.",
 	}
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&f.server, "server", "", "URL of the CA (https://host:port) or of its plain-HTTP log")
@@ -103,7 +104,7 @@ func auditWatchCmd(f *auditFlags) *cobra.Command {
 		Use:   "watch",
 		Short: "Verify the log, then follow new entries",
 		Long: "Verifies the log, then polls it and prints each new entry once verified. Stops with exit\n" +
-			"code 2 on an alarm about the log itself (rollback, rewritten history, root mismatch...);\n" +
+			"code 1 on an alarm about the log itself (rollback, rewritten history, root mismatch...);\n" +
 			"alarms about entries are printed and the watch goes on. Needs --state.",
 		Args: cobra.NoArgs,
 	}, func(cmd *cobra.Command, _ []string) (int, error) {
@@ -121,7 +122,7 @@ func auditCheckCmd(f *auditFlags) *cobra.Command {
 		Short: "Check that certificates seen in use on the mesh are in the log",
 		Long: "Verifies the log, then checks every machine or user certificate in the PEM files (a peer's\n" +
 			"bundle, say; CA certificates in them are skipped). A certificate in use but not in the log is\n" +
-			"an alarm (exit code 2).",
+			"an alarm (exit code 1).",
 		Args: cobra.MinimumNArgs(1),
 	}, func(cmd *cobra.Command, args []string) (int, error) {
 		return runAuditCheck(cmd.Context(), cmd.OutOrStdout(), f, args)
@@ -139,10 +140,10 @@ func auditSub(cmd *cobra.Command, run func(cmd *cobra.Command, args []string) (i
 }
 
 // auditDone turns an exit code into the process's: an error goes back to
-// main (exit 1), an alarm exits 2 here.
+// main (exit 2: the audit could not be done), an alarm exits 1 here.
 func auditDone(cmd *cobra.Command, code int, err error) error {
 	if err != nil {
-		return err
+		return cli.IO(err)
 	}
 	if code != auditExitOK {
 		auditExit(code)

@@ -141,7 +141,7 @@ func TestAuditCLI(t *testing.T) {
 		t.Fatalf("verify over plain HTTP: code %d\n%s", code, out)
 	}
 
-	// An alarm exits 2: the log served with another key.
+	// An alarm exits 1: the log served with another key.
 	skey, vkey, _ := translog.GenerateKey(translog.Origin("corp.example"))
 	s, _, _ := translog.NewSigner(skey)
 	other, err := translog.Open(filepath.Join(f.dir, "other.db"), s, translog.Origin("corp.example"))
