@@ -15,7 +15,7 @@ func tpmCmd() *cobra.Command {
 	var device, certOut string
 	ek := &cobra.Command{
 		Use:   "ek",
-		Short: "Print the TPM's endorsement key fingerprint (for certmesh-server ek add) and manufacturer",
+		Short: "Print the TPM's endorsement key fingerprint (for certmesh-server eks add) and manufacturer",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dir, err := os.MkdirTemp("", "certmesh-tpm")
 			if err != nil {
