@@ -38,6 +38,7 @@
 //	go run ./tstest/bench/netbench -quick -out /tmp/b.md
 //	go run ./tstest/bench/netbench -only faults         # that section alone: ~1.5 minutes
 //	go run ./tstest/bench/netbench -only paths          # NAT traversal alone (natpaths.go)
+//	go run ./tstest/bench/netbench -only relay-throughput # its relay throughput part alone: ~4 minutes
 package main
 
 import (
@@ -93,7 +94,7 @@ func main() {
 	flag.IntVar(&o.benchCount, "count", 3, "go test -count for the Go micro-benchmarks (the median is reported)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (binaries, state, logs)")
 	flag.BoolVar(&o.verbose, "debug", false, "debug logging (not -v: glog, linked through the CA for the revocation benchmark, owns that flag)")
-	flag.StringVar(&o.only, "only", "", "\"revocation\": measure revocation latency only (no root needed); \"faults\": packets lost across renewal and server restarts only; \"paths\": NAT traversal only (first packet, path matrix, relay throughput, roaming); \"routes\": subnet routes only (routed / direct throughput, router failover); each replaces just its section of the report at -out")
+	flag.StringVar(&o.only, "only", "", "\"revocation\": measure revocation latency only (no root needed); \"faults\": packets lost across renewal and server restarts only; \"paths\": NAT traversal only (first packet, path matrix, relay throughput, roaming); \"relay-throughput\": of the NAT traversal, the relay throughput against direct only (the matrix's agents, then iperf3), replacing just that subsection; \"routes\": subnet routes only (routed / direct throughput, router failover); each replaces just its section of the report at -out")
 	flag.IntVar(&o.pathReps, "path-reps", 10, "repetitions of each first-packet pair and of the roaming move (median and p90 reported)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./tstest/bench/netbench [flags]\n\n"+
@@ -106,8 +107,8 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if o.only != "" && o.only != "revocation" && o.only != "faults" && o.only != "paths" && o.only != "routes" {
-		fmt.Fprintln(os.Stderr, "netbench: -only takes \"revocation\", \"faults\", \"paths\" or \"routes\"")
+	if o.only != "" && o.only != "revocation" && o.only != "faults" && o.only != "paths" && o.only != "routes" && o.only != "relay-throughput" {
+		fmt.Fprintln(os.Stderr, "netbench: -only takes \"revocation\", \"faults\", \"paths\", \"relay-throughput\" or \"routes\"")
 		os.Exit(2)
 	}
 	if o.quick {
@@ -156,6 +157,9 @@ func run(ctx context.Context, log *slog.Logger, o options) (err error) {
 	}
 	if o.only == "paths" {
 		return runOnlyPaths(ctx, log, o)
+	}
+	if o.only == "relay-throughput" {
+		return runOnlyRelayTP(ctx, log, o)
 	}
 	if o.only == "routes" {
 		return runOnlyRoutes(ctx, log, o)

@@ -44,6 +44,9 @@ type NATPaths struct {
 	Matrix  *Matrix
 	TP      []*RelayTP
 	Roam    *Roaming
+	// TPOnly: only the matrix's agents and the throughput runs were
+	// measured (-only relay-throughput).
+	TPOnly bool
 }
 
 // runPaths builds a mesh on a fresh network and measures, in turn, the

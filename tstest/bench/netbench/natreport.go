@@ -210,7 +210,12 @@ func (r *NATPaths) tpMarkdown(p func(string, ...any)) {
 	p("Between the matrix's two agents at the same placement (so both ends of every pair sit behind a router of the same kind), while the other agents stay up: ")
 	p("iperf3, one TCP stream, the same runs and rounds as the data-plane section (interleaved, the order rotating; the median is shown). ")
 	p("Agents CPU per GB is both agents' CPU time during each run, relay CPU per GB certmesh-server's (it relays; on a direct path it is the server's idle cost), per gigabyte carried. ")
-	p("The ratios are against the EIM NAT direct pair, which crosses two NAT routers as the relayed pairs do.\n\n")
+	p("The ratios are against the EIM NAT direct pair, which crosses two NAT routers as the relayed pairs do.")
+	if r.TPOnly {
+		p(" Measured on %s UTC (%s), on its own with `go run ./tstest/bench/netbench -only relay-throughput`, which replaces only this subsection (the rest of this section is from the run above); the matrix's agents were started afresh for it; load average (1/5/15 min) %s before, %s after.",
+			r.At.UTC().Format("2006-01-02 15:04"), r.Elapsed.Round(time.Second), r.Load[0], r.Load[1])
+	}
+	p("\n\n")
 	var base *RelayTP
 	for _, t := range r.TP {
 		if t.Scenario.At == e2e.EIMNAT {
