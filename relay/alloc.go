@@ -5,11 +5,11 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/relaycred"
+	"github.com/certmesh/certmesh/internal/sockbuf"
 )
 
 var (
@@ -37,81 +37,19 @@ func tupleKey(src, dst net.Addr) string {
 	return dst.Network() + " " + src.String() + " " + dst.String()
 }
 
-// relayConn is an allocation's relay socket. It relays nothing before the
-// allocation has an owner (its credential's device and expiry), nothing
-// once that credential expired (the first datagram after that closes it,
-// which ends the allocation), and never to the relay host itself except
-// to live allocations of this relay.
-type relayConn struct {
-	*net.UDPConn
-	r       *Relay
-	port    uint16
-	expires atomic.Int64 // unix nanoseconds; 0: no owner yet
-	device  certs.DeviceID
-	serial  string // the credential's certificate serial, hex ("" if not named)
-	tuple   string
-	once    sync.Once
-}
-
-func (c *relayConn) live() bool {
-	e := c.expires.Load()
-	return e != 0 && c.r.now().UnixNano() < e
-}
-
-// ReadFrom reads datagrams from peers (pion's permission check follows).
-func (c *relayConn) ReadFrom(b []byte) (int, net.Addr, error) {
-	for {
-		n, from, err := c.UDPConn.ReadFromUDPAddrPort(b)
-		if err != nil {
-			return n, nil, err
-		}
-		if !c.live() {
-			_ = c.Close()
-			return 0, nil, errExpired
-		}
-		if from.Addr().Unmap() == c.r.policy.relayIP && !c.r.allocs.live(from.Port()) {
-			continue
-		}
-		return n, net.UDPAddrFromAddrPort(from), nil
-	}
-}
-
-// WriteTo sends a client's datagram to a peer.
-func (c *relayConn) WriteTo(b []byte, to net.Addr) (int, error) {
-	if !c.live() {
-		_ = c.Close()
-		return 0, errExpired
-	}
-	ua, ok := to.(*net.UDPAddr)
-	if !ok {
-		return 0, errRefusedPeer
-	}
-	dst := ua.AddrPort()
-	ip := dst.Addr().Unmap()
-	if !c.r.policy.permit(ip) || (ip == c.r.policy.relayIP && !c.r.allocs.live(dst.Port())) {
-		return 0, errRefusedPeer
-	}
-	return c.UDPConn.WriteToUDPAddrPort(b, dst)
-}
-
-// Close closes the socket and forgets it.
-func (c *relayConn) Close() error {
-	var err error
-	c.once.Do(func() {
-		c.r.allocs.mu.Lock()
-		delete(c.r.allocs.byPort, c.port)
-		c.r.allocs.mu.Unlock()
-		err = c.UDPConn.Close()
-	})
-	return err
-}
-
 // live reports whether port is the relay socket of a live allocation.
-func (a *allocs) live(port uint16) bool {
+func (a *allocs) live(port uint16) bool { return a.local(port) != nil }
+
+// local returns the relay socket of the live allocation on port (nil if
+// there is none).
+func (a *allocs) local(port uint16) *relayConn {
 	a.mu.Lock()
 	c := a.byPort[port]
 	a.mu.Unlock()
-	return c != nil && c.live()
+	if c == nil || !c.live() {
+		return nil
+	}
+	return c
 }
 
 // addrGen creates relay sockets (turn.RelayAddressGenerator).
@@ -124,13 +62,14 @@ func (g addrGen) AllocatePacketConn(_ string, port int) (net.PacketConn, net.Add
 	if err != nil {
 		return nil, nil, err
 	}
-	p := uint16(pc.LocalAddr().(*net.UDPAddr).Port)
-	c := &relayConn{UDPConn: pc, r: g.r, port: p}
+	sockbuf.Set(pc)
+	c := newRelayConn(g.r, pc)
 	a := &g.r.allocs
 	a.mu.Lock()
-	a.byPort[p] = c
+	a.byPort[c.port] = c
 	a.mu.Unlock()
-	return c, net.UDPAddrFromAddrPort(netip.AddrPortFrom(g.r.policy.relayIP, p)), nil
+	go c.readSocket()
+	return c, net.UDPAddrFromAddrPort(netip.AddrPortFrom(g.r.policy.relayIP, c.port)), nil
 }
 
 func (addrGen) AllocateConn(string, int) (net.Conn, net.Addr, error) { return nil, nil, errNoTCP }

@@ -71,7 +71,7 @@ type Relay struct {
 	bindIP netip.Addr // where relay sockets listen
 	policy *peerPolicy
 	allocs allocs
-	udp    []net.PacketConn
+	udp    []*net.UDPConn
 	tls    *connListener
 	turn   *turn.Server
 	close  sync.Once
@@ -100,7 +100,11 @@ func New(cfg Config) (*Relay, error) {
 	r := &Relay{cfg: cfg, now: cfg.Now, log: cfg.Logger,
 		allocs: allocs{byPort: map[uint16]*relayConn{}, byTuple: map[string]*relayConn{}, perDevice: map[certs.DeviceID]int{}, cut: map[certs.DeviceID]time.Time{}}}
 	for _, a := range cfg.UDP {
-		pc, err := net.ListenPacket("udp", a) // clients and STUN on IPv4 and IPv6
+		ua, err := net.ResolveUDPAddr("udp", a)
+		var pc *net.UDPConn
+		if err == nil {
+			pc, err = net.ListenUDP("udp", ua) // clients and STUN on IPv4 and IPv6
+		}
 		if err != nil {
 			r.closeUDP()
 			return nil, fmt.Errorf("relay: listening on UDP %s: %w", a, err)
@@ -141,7 +145,7 @@ func New(cfg Config) (*Relay, error) {
 	}
 	for _, pc := range r.udp {
 		sc.PacketConnConfigs = append(sc.PacketConnConfigs,
-			turn.PacketConnConfig{PacketConn: pc, RelayAddressGenerator: addrGen{r}, PermissionHandler: r.policy.handler})
+			turn.PacketConnConfig{PacketConn: newListenConn(pc), RelayAddressGenerator: addrGen{r}, PermissionHandler: r.policy.handler})
 	}
 	if r.turn, err = turn.NewServer(sc); err != nil {
 		r.closeUDP()

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package sockbuf
+
+func set(int) int { return 0 }
