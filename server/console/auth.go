@@ -33,6 +33,8 @@ func (c *Console) routes() {
 	m.HandleFunc("POST "+Prefix+"users/{ref}/revoke", c.post(c.userAction("Revoke", (*ca.AdminClient).RevokeUser)))
 	m.HandleFunc("POST "+Prefix+"users/{ref}/remove", c.post(c.userAction("Remove", (*ca.AdminClient).RemoveUser)))
 	m.HandleFunc("GET "+Prefix+"policy", c.get(c.policyPage))
+	m.HandleFunc("GET "+Prefix+"mesh", c.get(c.mesh))
+	m.HandleFunc("GET "+Prefix+"chain", c.get(c.chain))
 	m.HandleFunc("POST "+Prefix+"policy", c.post(c.publish))
 	m.HandleFunc(Prefix, func(w http.ResponseWriter, r *http.Request) {
 		render(w, http.StatusNotFound, "error", page{Title: "Not found", Data: "There is no such page."})

@@ -137,6 +137,17 @@ func TestConsoleInBrowser(t *testing.T) {
 		return nil
 	})
 
+	// The mesh picture shows both on the mesh; the chain picture the root
+	// agents pin.
+	browsertest.Do(t, tab, chromedp.Navigate(f.base+"/admin/mesh"),
+		chromedp.WaitVisible(chromedp.CSS(`#node-laptop.connected`)), chromedp.WaitVisible(chromedp.CSS(`#node-desk.connected`)))
+	browsertest.Screenshot(t, tab, filepath.Join(shots, "mesh.png"))
+	browsertest.Do(t, tab, chromedp.Navigate(f.base+"/admin/chain"), chromedp.WaitVisible(chromedp.ID("chain-intermediate")))
+	if root := browsertest.TextContent(t, tab, "#chain-root"); !strings.Contains(root, string(f.lab.Fingerprint)[:24]) {
+		t.Errorf("chain picture's root: %q, want the pinned fingerprint %s", root, f.lab.Fingerprint)
+	}
+	browsertest.Screenshot(t, tab, filepath.Join(shots, "chain.png"))
+
 	// The devices page lists it as enrolled; search finds it.
 	browsertest.Do(t, tab, chromedp.Navigate(f.base+"/admin/devices?q=lap"), chromedp.WaitVisible(chromedp.ID("device-laptop")))
 	if st := browsertest.Text(t, tab, "#device-laptop .state"); st != "active" {
@@ -161,6 +172,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 		return nil
 	})
+	browsertest.Do(t, tab, chromedp.Navigate(f.base+"/admin/mesh"), chromedp.WaitVisible(chromedp.CSS(`#node-laptop.revoked`)))
 
 	// The log page shows the revocation that the auditor (certmesh audit
 	// list: the audit package over the public log endpoints) lists.

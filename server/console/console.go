@@ -8,6 +8,7 @@ package console
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -40,6 +41,12 @@ type Options struct {
 	// LogKey pins the log's verifier key (ca.CA.LogKey).
 	LogKey string
 	Roots  *certs.Roots
+	// Intermediate, PolicyDoc and Connected feed the pictures (optional):
+	// the CA's intermediate certificate, its signed policy document, and
+	// the devices holding a coordinator watch now.
+	Intermediate func() *x509.Certificate
+	PolicyDoc    func() []byte
+	Connected    func() []certs.DeviceID
 	// Logger logs every sign-in and action with who did it.
 	Logger *slog.Logger
 	// Now is the clock (sessions, ID tokens); time.Now if nil.

@@ -256,7 +256,7 @@ func TestConsoleShowsNoSecrets(t *testing.T) {
 	cfg := f.lab.Server.CA.Config()
 	secrets := map[string]string{"enrollment token (used)": n.Token, "enrollment token (unused)": unused,
 		"session ID": session, "OIDC client secret": cfg.OIDC.ClientSecret}
-	for _, p := range []string{"/admin/devices", "/admin/pending", "/admin/log", "/admin/devices?q=laptop", "/admin/tokens", "/admin/users", "/admin/policy"} {
+	for _, p := range []string{"/admin/devices", "/admin/pending", "/admin/log", "/admin/devices?q=laptop", "/admin/tokens", "/admin/users", "/admin/policy", "/admin/mesh", "/admin/chain"} {
 		resp, page := f.do(t, b, http.MethodGet, p, nil, nil)
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("%s: %s", p, resp.Status)

@@ -120,3 +120,16 @@ func Screenshot(t testing.TB, tab context.Context, path string) {
 		t.Fatal(err)
 	}
 }
+
+// TextContent is the textContent of the first element matching the CSS
+// selector once it is present: the text of SVG elements too, which have
+// no innerText.
+func TextContent(t testing.TB, tab context.Context, css string) string {
+	t.Helper()
+	Do(t, tab, chromedp.WaitReady(chromedp.CSS(css)))
+	s, err := chromedp.Run(tab, chromedp.TextContent(chromedp.CSS(css)))
+	if err != nil {
+		t.Fatalf("browser: text content of %s: %v", css, err)
+	}
+	return s
+}
