@@ -106,11 +106,7 @@ func (c *Console) refuse(w http.ResponseWriter, r *http.Request, why string, err
 
 // login starts a sign-in at the provider.
 func (c *Console) login(w http.ResponseWriter, r *http.Request) {
-	l, ok := c.sessions.startLogin()
-	if !ok {
-		render(w, http.StatusServiceUnavailable, "error", page{Title: "Busy", Data: "Too many sign-ins in progress; try again in a few minutes."})
-		return
-	}
+	l, sealed := c.logins.start()
 	u, err := c.rp.authURL(r.Context(), l)
 	if err != nil {
 		c.o.Logger.Error("console sign-in", "err", err)
@@ -119,7 +115,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	}
 	// Lax, not Strict: the provider's redirect back is a cross-site
 	// navigation, on which a Strict cookie would not be sent.
-	setCookie(w, loginCookie, l.state, int(loginTTL.Seconds()), http.SameSiteLaxMode)
+	setCookie(w, loginCookie, sealed, int(loginTTL.Seconds()), http.SameSiteLaxMode)
 	http.Redirect(w, r, u, http.StatusFound)
 }
 
@@ -137,10 +133,10 @@ func (c *Console) callback(w http.ResponseWriter, r *http.Request) {
 	if ck, err := r.Cookie(loginCookie); err == nil {
 		cookie = ck.Value
 	}
-	l, ok := c.sessions.finishLogin(q.Get("state"), cookie)
+	l, ok := c.logins.finish(q.Get("state"), cookie)
 	if !ok {
 		c.o.Logger.Warn("console sign-in refused", "why", "unknown, expired or foreign state", "remote", r.RemoteAddr)
-		render(w, http.StatusBadRequest, "error", page{Title: "Sign-in failed", Data: "This sign-in was not started here, or has expired. Sign in again."})
+		render(w, http.StatusBadRequest, "error", page{Title: "Sign-in failed", Data: "This sign-in was not started in this browser, has expired or was used. Sign in again."})
 		return
 	}
 	a, err := c.rp.exchange(r.Context(), l, q.Get("code"))

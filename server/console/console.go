@@ -61,6 +61,7 @@ type Console struct {
 	admin    *ca.AdminClient
 	rp       *relyingParty // nil: the console is off
 	sessions *sessions
+	logins   *loginSealer
 	xorigin  *http.CrossOriginProtection
 	mux      *http.ServeMux
 }
@@ -93,6 +94,7 @@ func New(o Options) (*Console, error) {
 		return nil, fmt.Errorf("console: %w", err)
 	}
 	c.rp, c.admin, c.sessions = rp, ca.NewAdminClientFor(o.Admin), newSessions(o.Now, o.SessionTTL)
+	c.logins = newLoginSealer(o.Now)
 	c.routes()
 	return c, nil
 }

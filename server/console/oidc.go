@@ -96,7 +96,7 @@ func (rp *relyingParty) authURL(ctx context.Context, l *pendingLogin) (string, e
 	if err != nil {
 		return "", err
 	}
-	return rp.oauth(p).AuthCodeURL(l.state, oidc.Nonce(l.nonce), oauth2.S256ChallengeOption(l.verifier)), nil
+	return rp.oauth(p).AuthCodeURL(l.State, oidc.Nonce(l.Nonce), oauth2.S256ChallengeOption(l.Verifier)), nil
 }
 
 // admin is who signed in, from a verified ID token.
@@ -116,7 +116,7 @@ func (rp *relyingParty) exchange(ctx context.Context, l *pendingLogin, code stri
 	if err != nil {
 		return admin{}, err
 	}
-	tok, err := rp.oauth(p).Exchange(rp.ctx(ctx), code, oauth2.VerifierOption(l.verifier))
+	tok, err := rp.oauth(p).Exchange(rp.ctx(ctx), code, oauth2.VerifierOption(l.Verifier))
 	if err != nil {
 		return admin{}, fmt.Errorf("redeeming the authorization code: %w", err)
 	}
@@ -128,7 +128,7 @@ func (rp *relyingParty) exchange(ctx context.Context, l *pendingLogin, code stri
 	if err != nil {
 		return admin{}, fmt.Errorf("verifying the ID token: %w", err)
 	}
-	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(l.nonce)) != 1 {
+	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(l.Nonce)) != 1 {
 		return admin{}, errors.New("the ID token's nonce is not this sign-in's")
 	}
 	var claims struct {

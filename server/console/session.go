@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"sync"
 	"time"
-
-	"golang.org/x/oauth2"
 )
 
 // Cookies. __Host- makes the browser refuse them unless Secure, from this
@@ -19,8 +17,6 @@ const (
 	loginCookie   = "__Host-certmesh-console-login"
 	// loginTTL bounds a sign-in at the provider.
 	loginTTL = 10 * time.Minute
-	// maxPending bounds the sign-ins in progress (unauthenticated state).
-	maxPending = 1024
 	// maxSessions bounds the sessions held.
 	maxSessions = 4096
 )
@@ -35,23 +31,16 @@ type session struct {
 	flashOK bool
 }
 
-// pendingLogin is a sign-in in progress at the provider.
-type pendingLogin struct {
-	state, nonce, verifier string
-	expires                time.Time
-}
-
 type sessions struct {
 	now func() time.Time
 	ttl time.Duration
 
-	mu      sync.Mutex
-	byHash  map[[32]byte]*session
-	pending map[[32]byte]*pendingLogin
+	mu     sync.Mutex
+	byHash map[[32]byte]*session
 }
 
 func newSessions(now func() time.Time, ttl time.Duration) *sessions {
-	return &sessions{now: now, ttl: ttl, byHash: map[[32]byte]*session{}, pending: map[[32]byte]*pendingLogin{}}
+	return &sessions{now: now, ttl: ttl, byHash: map[[32]byte]*session{}}
 }
 
 // random is 32 bytes from crypto/rand, base64url.
@@ -62,42 +51,6 @@ func random() string {
 }
 
 func hashOf(s string) [32]byte { return sha256.Sum256([]byte(s)) }
-
-// startLogin records a new sign-in; its state goes to the provider and
-// into the login cookie.
-func (ss *sessions) startLogin() (*pendingLogin, bool) {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	now := ss.now()
-	for h, l := range ss.pending {
-		if !now.Before(l.expires) {
-			delete(ss.pending, h)
-		}
-	}
-	if len(ss.pending) >= maxPending {
-		return nil, false
-	}
-	l := &pendingLogin{state: random(), nonce: random(), verifier: oauth2.GenerateVerifier(), expires: now.Add(loginTTL)}
-	ss.pending[hashOf(l.state)] = l
-	return l, true
-}
-
-// finishLogin takes (once) the sign-in whose state the provider sent back,
-// if the browser's login cookie holds that same state.
-func (ss *sessions) finishLogin(state, cookie string) (*pendingLogin, bool) {
-	if state == "" || subtle.ConstantTimeCompare([]byte(state), []byte(cookie)) != 1 {
-		return nil, false
-	}
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	h := hashOf(state)
-	l, ok := ss.pending[h]
-	delete(ss.pending, h)
-	if !ok || !ss.now().Before(l.expires) {
-		return nil, false
-	}
-	return l, true
-}
 
 // create makes a session for a; the ID is returned once, for the cookie.
 func (ss *sessions) create(a admin) (string, *session, bool) {

@@ -4,6 +4,7 @@ import (
 	"io/fs"
 	"net/http"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,20 +38,42 @@ func TestSessionsExpire(t *testing.T) {
 		t.Fatal("the session outlives its expiry")
 	}
 
-	l, _ := ss.startLogin()
-	clock.Advance(loginTTL)
-	if _, ok := ss.finishLogin(l.state, l.state); ok {
-		t.Fatal("a sign-in finished after its expiry")
+}
+
+// TestLoginStateSealed: a sign-in in progress lives in its sealed cookie
+// only; it finishes once, with its own state, before it expires, and a
+// cookie changed by one bit or sealed by another server does not open.
+func TestLoginStateSealed(t *testing.T) {
+	clock := testclock.At(time.Date(2026, 12, 4, 9, 0, 0, 0, time.UTC))
+	ls := newLoginSealer(clock.Now)
+	l, cookie := ls.start()
+	if strings.Contains(cookie, l.State) || strings.Contains(cookie, l.Verifier) || strings.Contains(cookie, l.Nonce) {
+		t.Fatal("the login cookie shows what it carries")
 	}
-	l, _ = ss.startLogin()
-	if _, ok := ss.finishLogin(l.state, "other"); ok {
-		t.Fatal("a sign-in finished with another browser's cookie")
-	}
-	if _, ok := ss.finishLogin(l.state, l.state); !ok {
+	if _, ok := ls.finish(l.State, cookie); !ok {
 		t.Fatal("a sign-in did not finish")
 	}
-	if _, ok := ss.finishLogin(l.state, l.state); ok {
+	if _, ok := ls.finish(l.State, cookie); ok {
 		t.Fatal("a sign-in finished twice")
+	}
+	l, cookie = ls.start()
+	other, _ := ls.start()
+	raw := []byte(cookie)
+	raw[len(raw)/2] ^= 1
+	for name, tc := range map[string][2]string{
+		"another sign-in's state": {other.State, cookie},
+		"no state":                {"", cookie},
+		"a changed cookie":        {l.State, string(raw)},
+		"another server's cookie": {l.State, func() string { _, c := newLoginSealer(clock.Now).start(); return c }()},
+		"no cookie":               {l.State, ""},
+	} {
+		if _, ok := ls.finish(tc[0], tc[1]); ok {
+			t.Errorf("%s: a sign-in finished", name)
+		}
+	}
+	clock.Advance(loginTTL)
+	if _, ok := ls.finish(l.State, cookie); ok {
+		t.Fatal("a sign-in finished after its expiry")
 	}
 }
 
