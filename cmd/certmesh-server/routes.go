@@ -56,6 +56,7 @@ func asksCmd(what string, state *string) *cobra.Command {
 			},
 		}
 	}
+	var asJSON bool
 	list := &cobra.Command{
 		Use:   "list DEVICE-ID",
 		Short: "Show the " + what + " a device asks for, the approved ones and those its certificate carries",
@@ -65,14 +66,38 @@ func asksCmd(what string, state *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if asJSON {
+				return cli.WriteJSON(c.OutOrStdout(), asksOf(what, d))
+			}
 			writeAsks(c.OutOrStdout(), what, d)
 			return nil
 		},
 	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON: asked, approved and certified")
 	approve, deny := decide(false), decide(true)
 	stateFlag(state, approve, deny, list)
 	cmd.AddCommand(approve, deny, list)
 	return cmd
+}
+
+// asksJSON is what `devices routes|services list --json` prints.
+type asksJSON struct {
+	DeviceID   certs.DeviceID `json:"device_id"`
+	Hostname   certs.Hostname `json:"hostname"`
+	Asked      []string       `json:"asked"`
+	Approved   []string       `json:"approved"`
+	Certified  []string       `json:"certified"`
+	ReissueDue bool           `json:"reissue_due"`
+}
+
+func asksOf(what string, d store.Device) asksJSON {
+	a := asksJSON{DeviceID: d.ID, Hostname: d.Hostname, ReissueDue: d.ReissueDue}
+	if what == "routes" {
+		a.Asked, a.Approved, a.Certified = cli.Strings(d.RequestedRoutes), cli.Strings(d.ApprovedRoutes), cli.Strings(d.Routes)
+	} else {
+		a.Asked, a.Approved, a.Certified = cli.Strings(d.RequestedServices), cli.Strings(d.ApprovedServices), cli.Strings(d.Services)
+	}
+	return a
 }
 
 func writeAsks(w io.Writer, what string, d store.Device) {

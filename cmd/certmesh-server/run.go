@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -45,7 +44,7 @@ func runCmd() *cobra.Command {
 			defer stop()
 			if relayIP != "" {
 				if relay.PublicIP, err = netip.ParseAddr(relayIP); err != nil {
-					return fmt.Errorf("--relay-public-ip: %w", err)
+					return cli.Usagef("--relay-public-ip: %w", err)
 				}
 			}
 			srv, err := server.Start(server.Options{StateDir: state, Listen: listen, Role: r, Logger: log, CAURL: caURL, Relay: relay})

@@ -91,6 +91,8 @@ func agentCmd() *cobra.Command {
 			}
 			if cfg.ServerURL, err = url.Parse(server); err != nil {
 				return cli.Usagef("--server: %w", err)
+			} else if cfg.ServerURL.Scheme != "https" || cfg.ServerURL.Host == "" {
+				return cli.Usagef("--server %q: want https://host:port", server)
 			}
 			if cfg.RootFingerprint, err = certs.ParseFingerprint(fp); err != nil {
 				return cli.Usagef("--root-fingerprint: %w", err)

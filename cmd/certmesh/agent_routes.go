@@ -1,10 +1,9 @@
 package main
 
 import (
-	"fmt"
-
 	"github.com/certmesh/certmesh/agent"
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/cli"
 )
 
 // routeFlags reads --advertise-routes and --advertise-services into cfg.
@@ -23,7 +22,7 @@ func parseList[T any](flag string, in []string, parse func(string) (T, error)) (
 	for _, s := range in {
 		v, err := parse(s)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", flag, err)
+			return nil, cli.Usagef("%s: %w", flag, err)
 		}
 		out = append(out, v)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/certmesh/certmesh/agent"
+	"github.com/certmesh/certmesh/internal/cli"
 )
 
 // dnsFlags are the agent's flags for its resolver of the trust domain.
@@ -27,7 +28,7 @@ func (d *dnsFlags) add(f *pflag.FlagSet) {
 func (d *dnsFlags) config() (agent.DNSConfig, error) {
 	for _, u := range d.upstreams {
 		if _, err := netip.ParseAddrPort(u); err != nil {
-			return agent.DNSConfig{}, fmt.Errorf("--dns-upstream %q: want ip:port (%v)", u, err)
+			return agent.DNSConfig{}, cli.Usagef("--dns-upstream %q: want ip:port (%v)", u, err)
 		}
 	}
 	return agent.DNSConfig{Off: !d.on, NoSplitDNS: !d.split, Upstreams: d.upstreams, ResolvedBus: d.bus}, nil
