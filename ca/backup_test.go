@@ -23,6 +23,7 @@ func restoreAndOpen(t *testing.T, src string) *testEnv {
 	if _, _, err := ca.Restore(src, dir, ca.RestoreOptions{}); err != nil {
 		t.Fatalf("Restore: %v", err)
 	}
+	afterRestore(t, dir)
 	return restoreOpen(t, dir)
 }
 

@@ -72,6 +72,7 @@ func TestCatchUpContinuesHistory(t *testing.T) {
 	if _, _, err := ca.Restore(dest, dir, ca.RestoreOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	afterRestore(t, dir)
 	if _, err := ca.CatchUp(ctx, dir, ca.CatchUpOptions{LogFrom: mirror.URL}); err == nil || !strings.Contains(err.Error(), "CRL") {
 		t.Fatalf("CatchUp without a CRL: %v", err)
 	}
@@ -113,6 +114,7 @@ func TestCatchUpRefusesAnotherHistory(t *testing.T) {
 	if _, _, err := ca.Restore(dest, dir, ca.RestoreOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	afterRestore(t, dir)
 	before, _ := os.ReadFile(filepath.Join(dir, "translog.db"))
 	other := openTestCA(t) // another CA: its log is signed by another key
 	if _, err := ca.CatchUp(ctx, dir, ca.CatchUpOptions{LogFrom: filepath.Join(other.Dir, "translog.db"), CRLs: [][]byte{held}}); err == nil {

@@ -62,7 +62,7 @@ func openTestCA(t testing.TB) *testEnv { return openTestCAWith(t, nil) }
 func openTestCAWith(t testing.TB, edit func(*ca.Config)) *testEnv {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "state")
-	if _, err := ca.Init(dir, ca.InitOptions{TrustDomain: testTrustDomain}); err != nil {
+	if _, err := ca.Init(dir, ca.InitOptions{TrustDomain: testTrustDomain, Store: testStore(t)}); err != nil {
 		t.Fatalf("Init: %v", err)
 	}
 	if edit != nil {

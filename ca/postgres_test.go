@@ -16,6 +16,40 @@ import (
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
+// testStore is the store of the test CAs that openTestCA makes: the
+// embedded one, or with CERTMESH_TEST_STORE=postgres a new PostgreSQL
+// database for each (CERTMESH_TEST_STORE=postgres go test ./ca runs the
+// CA's suite on PostgreSQL).
+func testStore(t testing.TB) string {
+	switch v := os.Getenv("CERTMESH_TEST_STORE"); v {
+	case "", "bolt":
+		return ""
+	case "postgres":
+		return pgtest.New(t)
+	default:
+		t.Fatalf("CERTMESH_TEST_STORE=%q: want bolt or postgres", v)
+		return ""
+	}
+}
+
+// onPostgres says whether openTestCA's CAs run on PostgreSQL.
+func onPostgres() bool { return os.Getenv("CERTMESH_TEST_STORE") == "postgres" }
+
+// afterRestore gives the CA restored into dir a new, empty database if
+// its backup was of a CA on PostgreSQL: the backup stands for a lost
+// database, and the original CA, still running on it in these tests,
+// holds it.
+func afterRestore(t *testing.T, dir string) {
+	t.Helper()
+	cfg, err := ca.LoadConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Store != "" {
+		editConfig(t, dir, func(c *ca.Config) { c.Store = pgtest.New(t) })
+	}
+}
+
 // initPostgresCA initialises a state directory whose store is the
 // PostgreSQL database at url.
 func initPostgresCA(t *testing.T, url string) string {

@@ -126,6 +126,9 @@ func TestNonceFloodCannotStopEnrollment(t *testing.T) {
 	if err := e.CA.Close(); err != nil {
 		t.Fatal(err)
 	}
+	if onPostgres() {
+		return // dbRecords reads the embedded store
+	}
 	recs := dbRecords(t, e.Dir)
 	t.Logf("records after the flood and one enrollment: %v", recs)
 	if recs["nonces"] != 0 {
