@@ -1,7 +1,7 @@
 #!/bin/sh
 # MDM inventory attribute (Jamf extension attribute, Intune custom attribute,
 # Fleet/osquery, ...): prints this machine's TPM endorsement-key fingerprint,
-# the value certmesh-server ek add|import takes. Set CERTMESH_INVENTORY=jamf
+# the value certmesh-server eks add|import takes. Set CERTMESH_INVENTORY=jamf
 # for Jamf's <result>...</result> form.
 set -eu
 device=${CERTMESH_TPM_DEVICE:-/dev/tpmrm0}

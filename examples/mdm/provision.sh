@@ -11,7 +11,7 @@
 #                              printed it (hex, colons allowed)      (required)
 #   CERTMESH_TPM=1             keep the device key in the TPM and enroll by
 #                              TPM attestation (no token needed once the EK is
-#                              allow-listed: certmesh-server ek import)
+#                              allow-listed: certmesh-server eks import)
 #   CERTMESH_TPM_DEVICE        the TPM (default /dev/tpmrm0)
 #   CERTMESH_TOKEN             a one-time enrollment token (token enrollment,
 #                              or a TPM whose EK is not allow-listed)
@@ -114,7 +114,7 @@ if [ "${CERTMESH_NO_START:-0}" != 1 ]; then
 fi
 
 # For the MDM's inventory (a custom attribute): the security team imports
-# these with certmesh-server ek import.
+# these with certmesh-server eks import.
 if [ -n "$ek" ]; then
   printf '%s\n' "$ek" | awk '$1 == "ek-sha256" { print "certmesh-ek-sha256=" $2 }'
 fi
