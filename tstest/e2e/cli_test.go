@@ -171,7 +171,8 @@ func TestPreflightSpendsNoToken(t *testing.T) {
 // A revoked token enrolls nothing through the real binaries: `tokens
 // create --count 2 --json` makes a batch, `tokens revoke` revokes one, the
 // agent started with it exits 1 with token-revoked, no device exists and
-// `tokens list` shows it revoked; its sibling still enrolls.
+// `tokens list` shows it revoked; the server logs who created and revoked
+// them; its sibling still enrolls.
 func TestRevokedTokenEnrollsNothing(t *testing.T) {
 	t.Parallel()
 	bin := binaries(t)
@@ -209,6 +210,24 @@ func TestRevokedTokenEnrollsNothing(t *testing.T) {
 	}
 	if st := tokenState(ctx, t, m, batch[0].ID); st != "revoked" {
 		t.Fatalf("revoked token listed as %s", st)
+	}
+	// The server's log names who created and who revoked (the uid the
+	// kernel gives for the admin socket's peer: this test's).
+	srvLog, err := os.ReadFile(logs["certmesh-server"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	who := "uid=" + strconv.Itoa(os.Getuid()) + ")"
+	for _, want := range []string{"msg=\"enrollment token created\" component=ca token=" + batch[1].ID, "msg=\"enrollment token revoked\" component=ca token=" + batch[0].ID} {
+		found := false
+		for line := range strings.Lines(string(srvLog)) {
+			if strings.Contains(line, want) && strings.Contains(line, who) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("the server log has no line %q naming %s", want, who)
+		}
 	}
 	logs["agent ok"] = filepath.Join(dir, "ok", "agent.log")
 	p := startProc(t, logs["agent ok"], bin.Certmesh, args("ok", batch[1].Token)...)
