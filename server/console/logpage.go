@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/certmesh/certmesh/audit"
@@ -16,9 +17,15 @@ import (
 // recomputed into the tree of the log's signed checkpoint).
 type logData struct {
 	Report  *audit.Report
-	Records []audit.Record // newest first
+	Records []audit.Record // this page's, newest first
 	Err     string
+	// Page is the page shown (0: the newest logPageSize entries); Older
+	// and Newer the neighbouring pages, -1 if none.
+	Page, Older, Newer int
 }
+
+// logPageSize is how many entries one log page shows.
+const logPageSize = 100
 
 // logClient reads the CA's public log endpoints in-process.
 func (c *Console) logClient() (*translog.Client, error) {
@@ -26,13 +33,24 @@ func (c *Console) logClient() (*translog.Client, error) {
 }
 
 func (c *Console) logPage(w http.ResponseWriter, r *http.Request, s *session) {
-	var d logData
+	d := logData{Older: -1, Newer: -1}
 	recs, rep, err := c.audit(r)
-	d.Report, d.Records = rep, recs
+	d.Report = rep
 	if err != nil {
 		d.Err = err.Error()
 	}
-	slices.Reverse(d.Records)
+	slices.Reverse(recs)
+	if n, err := strconv.Atoi(r.URL.Query().Get("page")); err == nil && n > 0 && n*logPageSize < len(recs) {
+		d.Page = n
+	}
+	from := d.Page * logPageSize
+	d.Records = recs[from:min(from+logPageSize, len(recs))]
+	if d.Page > 0 {
+		d.Newer = d.Page - 1
+	}
+	if from+logPageSize < len(recs) {
+		d.Older = d.Page + 1
+	}
 	render(w, http.StatusOK, "log", c.pageFor(s, "Transparency log", "log", d))
 }
 

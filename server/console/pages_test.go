@@ -1,13 +1,17 @@
 package console_test
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/internal/store"
+	"github.com/certmesh/certmesh/tstest/meshlab"
 )
 
 // post sends a console form with the page's CSRF token from the
@@ -103,5 +107,72 @@ func TestConsolePolicyPublish(t *testing.T) {
 	}
 	if now, _ := f.lab.Server.CA.CurrentPolicy(); now.Version != cur.Version+1 || now.Source != good {
 		t.Fatalf("after publishing: version %d", now.Version)
+	}
+}
+
+// TestConsoleDeny: denying a waiting enrollment through the console
+// denies it at the CA with the reason, which the agent is told; a deny
+// without the CSRF token leaves it waiting.
+func TestConsoleDeny(t *testing.T) {
+	f := newFixture(t, fixtureOptions{approval: true})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := f.lab.StartNode(t, "stranger", meshlab.NodeOptions{Wait: time.Minute})
+		errc <- err
+	}()
+	p := waitWaiting(t, f, "stranger")
+	b := f.browser(t)
+	f.signIn(t, b, alice)
+	_, page := f.do(t, b, http.MethodGet, "/admin/pending", nil, nil)
+	if !strings.Contains(page, p.ID) || !strings.Contains(page, p.DeviceKeyFP) {
+		t.Fatalf("the approvals page lacks the request and its evidence:\n%s", page)
+	}
+	path := "/admin/pending/" + p.ID + "/deny"
+	if resp, _ := f.do(t, b, http.MethodPost, path, url.Values{"reason": {"unknown laptop"}}, http.Header{"Origin": {f.base}}); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("deny without a token: %s", resp.Status)
+	}
+	if got := waitWaiting(t, f, "stranger"); got.State != store.PendingWaiting {
+		t.Fatalf("after a refused deny: %s", got.State)
+	}
+	if resp, page := f.post(t, b, path, url.Values{"reason": {"unknown laptop"}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("deny: %s\n%s", resp.Status, page)
+	}
+	err := <-errc
+	if err == nil || !strings.Contains(err.Error(), "unknown laptop") {
+		t.Fatalf("the agent's enrollment: %v, want the denial with its reason", err)
+	}
+	list, _ := f.lab.Server.CA.Pending(t.Context())
+	if len(list) != 1 || list[0].State != store.PendingDenied || list[0].Reason != "unknown laptop" {
+		t.Fatalf("pending after the deny: %+v", list)
+	}
+	if !strings.Contains(f.log.String(), `action="deny enrollment"`) {
+		t.Errorf("the deny is not in the server's log")
+	}
+}
+
+// TestConsoleLogPages: the log page shows the newest 100 entries and
+// links to the older ones.
+func TestConsoleLogPages(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	cur, err := f.lab.Server.CA.CurrentPolicy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 { // 100 policy entries after the starter's: 101
+		src := strings.Replace(cur.Source, "starter: every device to every device", fmt.Sprintf("version %d", i+2), 1)
+		if _, err := f.lab.Server.CA.PublishPolicy(t.Context(), []byte(src)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := f.browser(t)
+	f.signIn(t, b, alice)
+	_, page := f.do(t, b, http.MethodGet, "/admin/log", nil, nil)
+	if !strings.Contains(page, `id="entry-100"`) || !strings.Contains(page, `id="entry-1"`) || strings.Contains(page, `id="entry-0"`) ||
+		!strings.Contains(page, `href="/admin/log?page=1"`) || !strings.Contains(page, "Verified: 101 entries") {
+		t.Fatalf("first log page:\n%s", page)
+	}
+	_, page = f.do(t, b, http.MethodGet, "/admin/log?page=1", nil, nil)
+	if !strings.Contains(page, `id="entry-0"`) || strings.Contains(page, `id="entry-1"`) || !strings.Contains(page, `href="/admin/log?page=0"`) {
+		t.Fatalf("second log page:\n%s", page)
 	}
 }
