@@ -1,5 +1,0 @@
-package udpbatch
-
-import "golang.org/x/sys/unix"
-
-const msgTrunc = unix.MSG_TRUNC
