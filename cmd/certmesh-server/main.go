@@ -16,6 +16,7 @@ func main() {
 	root := &cobra.Command{
 		Use:   "certmesh-server",
 		Short: "certmesh certificate authority and coordination server",
+		Long:  "certmesh certificate authority and coordination server, and the admin commands that talk to it.\n\n" + cli.ExitCodesHelp,
 	}
 	cli.AddVersion(root)
 	root.AddCommand(initCmd(), runCmd(), backupCmd(), restoreCmd(), catchUpCmd(), relayKeyCmd(), tokensCmd("tokens"), tokensCmd("token"), devicesCmd(), usersCmd(), policyCmd(), ekCmd("eks"), ekCmd("ek"))

@@ -14,6 +14,7 @@ func main() {
 	root := &cobra.Command{
 		Use:   "certmesh",
 		Short: "certmesh node agent",
+		Long:  "certmesh node agent and its command line.\n\n" + cli.ExitCodesHelp,
 	}
 	pol := policyCmd()
 	pol.AddCommand(policyShowCmd())

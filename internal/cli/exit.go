@@ -32,6 +32,10 @@ const (
 	ExitUsage = 2
 )
 
+// ExitCodesHelp is the programs' help text on their exit codes.
+const ExitCodesHelp = "Exit codes (every command): 0 done; 1 refused (by the server or the CA) or a check failed;\n" +
+	"2 usage error (the usage is printed) or I/O error (a file, the agent or the server could not be reached)."
+
 // ExitError is an error with the exit code it ends the program with.
 type ExitError struct {
 	Code int
