@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/certmesh/certmesh/ca"
@@ -192,5 +193,33 @@ func TestBackupRestoreOnPostgres(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "certmesh.db")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("certmesh.db left in place after the import: %v", err)
+	}
+}
+
+// TestInitRefusesBadStore: a store that is not a PostgreSQL URL, or one
+// that cannot be reached, is refused before init writes anything, and the
+// error does not show the URL's password.
+func TestInitRefusesBadStore(t *testing.T) {
+	for _, tc := range []struct{ store, want string }{
+		{"mysql://db/certmesh", "want empty (the embedded store) or a postgres:// URL"},
+		{"postgres://certmesh:s3cretpw@/certmesh?host=" + filepath.Join(t.TempDir(), "nowhere") + "&connect_timeout=5", "nothing was written"},
+	} {
+		dir := filepath.Join(t.TempDir(), "state")
+		_, err := ca.Init(dir, ca.InitOptions{TrustDomain: testTrustDomain, Store: tc.store})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("Init with store %q: %v, want an error saying %q", tc.store, err, tc.want)
+		}
+		if strings.Contains(err.Error(), "s3cretpw") {
+			t.Fatalf("the error shows the password: %v", err)
+		}
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if e.Name() != "server.lock" {
+				t.Fatalf("a refused init left %s in %s", e.Name(), dir)
+			}
+		}
+		if _, err := ca.Init(dir, ca.InitOptions{TrustDomain: testTrustDomain}); err != nil {
+			t.Fatalf("init again after the refusal, with the embedded store: %v", err)
+		}
 	}
 }

@@ -87,6 +87,9 @@ func Init(stateDir string, o InitOptions) (certs.Fingerprint, error) {
 	if err := cfg.Validate(); err != nil {
 		return "", err
 	}
+	if err := checkNewStore(cfg); err != nil {
+		return "", fmt.Errorf("initialising state directory %s (nothing was written): %w", stateDir, err)
+	}
 	root, err := certs.NewRoot(cfg.TrustDomain, o.Now)
 	if err != nil {
 		return "", err
@@ -133,6 +136,9 @@ func makeEmptyDir(dir string) error {
 		return nil
 	case err != nil:
 		return fmt.Errorf("reading state directory: %w", err)
+	case len(entries) == 1 && entries[0].Name() == lockFile:
+		// Left by an init that was refused (bad options, unreachable
+		// store) before it wrote anything.
 	case len(entries) > 0:
 		return fmt.Errorf("state directory %s is not empty: refusing to overwrite an existing CA", dir)
 	}
@@ -282,6 +288,28 @@ func createDatabases(stateDir string, cfg *Config, root *certs.KeyPair) error {
 // importedSuffix marks an embedded store already imported into
 // PostgreSQL (kept for the operator, never backed up or read again).
 const importedSuffix = ".imported"
+
+// checkNewStore checks, before init writes anything, that a PostgreSQL
+// store can be reached and holds no CA's records.
+func checkNewStore(cfg *Config) error {
+	if cfg.Store == "" {
+		return nil
+	}
+	ctx := context.Background()
+	p, err := store.OpenPostgres(ctx, cfg.Store)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	empty, err := store.Empty(ctx, p)
+	if err != nil {
+		return err
+	}
+	if !empty {
+		return fmt.Errorf("%s already holds a CA's records: give the new CA an empty database", p.Where())
+	}
+	return nil
+}
 
 // storeOwner is the identity a PostgreSQL store is claimed for.
 func storeOwner(td certs.TrustDomain, root *x509.Certificate) string {
