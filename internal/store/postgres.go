@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net/url"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -114,6 +116,23 @@ func (p *Postgres) lock(ctx context.Context, conn *pgx.Conn) error {
 	return nil
 }
 
+// relock takes the writer lock on conn, waiting up to relockWait for the
+// lost session's lock to be freed.
+func (p *Postgres) relock(ctx context.Context, conn *pgx.Conn) error {
+	if _, err := conn.Exec(ctx, fmt.Sprintf("SET lock_timeout = %d", relockWait.Milliseconds())); err != nil {
+		return fmt.Errorf("%s: %w", p.where, err)
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, int64(pgWriterLock)); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "55P03" { // lock_not_available
+			return p.lock(ctx, conn) // says who holds it
+		}
+		return fmt.Errorf("%s: taking the writer lock again: %w", p.where, err)
+	}
+	_, err := conn.Exec(ctx, "SET lock_timeout = 0")
+	return err
+}
+
 // writer returns the writer connection, reconnecting if it was lost and
 // no other server wrote since. Called with p.mu held.
 func (p *Postgres) writer(ctx context.Context) (*pgx.Conn, error) {
@@ -128,7 +147,7 @@ func (p *Postgres) writer(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reconnecting to %s: %w", p.where, err)
 	}
-	if err := p.lock(ctx, conn); err != nil {
+	if err := p.relock(ctx, conn); err != nil {
 		conn.Close(ctx)
 		return nil, err
 	}
@@ -154,12 +173,25 @@ func (p *Postgres) Update(ctx context.Context, fn func(Tx) error) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	// Once begun, a transaction runs to its end as in bbolt, whatever
+	// becomes of the request that started it: pgx closes a connection
+	// whose query is cancelled, which would cost the writer its lock.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), txTimeout)
+	defer cancel()
 	w, err := p.writer(ctx)
 	if err != nil {
 		return err
 	}
 	return pgx.BeginFunc(ctx, w, func(tx pgx.Tx) error { return fn(&pgTx{ctx: ctx, tx: tx}) })
 }
+
+// txTimeout bounds one write transaction (a database that stopped
+// answering must not hold the writer forever).
+const txTimeout = time.Minute
+
+// relockWait is how long a writer that lost its connection waits for the
+// lock its old session held (PostgreSQL frees it once it notices).
+const relockWait = 10 * time.Second
 
 // View implements Store: fn runs in a read-only snapshot.
 func (p *Postgres) View(ctx context.Context, fn func(Tx) error) error {

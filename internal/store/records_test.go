@@ -276,3 +276,31 @@ func testCounters(t *testing.T, s Store, _ func() Store) {
 		t.Fatalf("counters = %v, want %v", got, want)
 	}
 }
+
+// testCanceledMidTransaction: a transaction whose context is cancelled
+// while it runs still commits whole (as bbolt does), and the store goes
+// on serving writes.
+func testCanceledMidTransaction(t *testing.T, s Store, _ func() Store) {
+	ctx, cancel := context.WithCancel(context.Background())
+	err := s.Update(ctx, func(tx Tx) error {
+		cancel()
+		if _, err := tx.NextAddressIndex(); err != nil {
+			return err
+		}
+		return tx.PutToken(Token{ID: "t1"})
+	})
+	if err != nil {
+		t.Fatalf("Update cancelled midway: %v", err)
+	}
+	var n uint64
+	err = s.Update(context.Background(), func(tx Tx) (err error) {
+		if _, err := tx.GetToken("t1"); err != nil {
+			return err
+		}
+		n, err = tx.NextAddressIndex()
+		return err
+	})
+	if err != nil || n != 2 {
+		t.Fatalf("after a cancelled transaction: index %d, %v; want 2 and the token", n, err)
+	}
+}

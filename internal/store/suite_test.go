@@ -43,6 +43,7 @@ var suite = map[string]func(t *testing.T, s Store, reopen func() Store){
 	"IDTokenUsedOnce":          testIDTokenUsedOnce,
 	"Records":                  testRecords,
 	"Counters":                 testCounters,
+	"CanceledMidTransaction":   testCanceledMidTransaction,
 }
 
 func TestStore(t *testing.T) {
