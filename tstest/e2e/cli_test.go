@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -322,6 +323,8 @@ func TestExitCodes(t *testing.T) {
 		// Done.
 		{0, false, bin.Server, []string{"tokens", "list", "--state", st, "--json"}},
 		{0, false, bin.Server, []string{"eks", "list", "--state", st, "--json"}},
+		{0, false, bin.Server, []string{"ek", "list", "--state", st, "--json"}}, // the older spelling, hidden
+		{0, false, bin.Server, []string{"token", "list", "--state", st, "--json"}},
 		{0, false, bin.Server, []string{"policy", "show", "--state", st, "--json"}},
 		{0, false, bin.Certmesh, []string{"policy", "test", good, "--json"}},
 		{0, false, bin.Certmesh, []string{"version"}},
@@ -347,7 +350,10 @@ func TestExitCodes(t *testing.T) {
 		{2, false, bin.Certmesh, []string{"policy", "test", filepath.Join(dir, "missing.hujson")}},
 		{2, false, bin.Certmesh, []string{"status", "--state", filepath.Join(dir, "no-agent")}},
 	} {
-		_, stderr, code := runExit(ctx, t, nil, tc.prog, tc.args...)
+		stdout, stderr, code := runExit(ctx, t, nil, tc.prog, tc.args...)
+		if code == 0 && slices.Contains(tc.args, "--json") && !json.Valid([]byte(stdout)) {
+			t.Errorf("%s %v --json printed no JSON: %q", filepath.Base(tc.prog), tc.args, stdout)
+		}
 		if code != tc.code || strings.Contains(stderr, "Usage:") != tc.usage {
 			t.Errorf("%s %v: exit %d, usage printed %v; want %d, %v:\n%s", filepath.Base(tc.prog), tc.args, code,
 				strings.Contains(stderr, "Usage:"), tc.code, tc.usage, stderr)
