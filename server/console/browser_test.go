@@ -153,6 +153,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	if st := browsertest.Text(t, tab, "#device-laptop .state"); st != "active" {
 		t.Fatalf("laptop on the devices page: %q", st)
 	}
+	if on := browsertest.Text(t, tab, "#device-laptop .online"); on != "connected" {
+		t.Fatalf("laptop on the mesh, says the devices page: %q", on)
+	}
 	browsertest.Do(t, tab, chromedp.WaitNotPresent(chromedp.ID("device-desk")))
 	browsertest.Do(t, tab, chromedp.Navigate(f.base+"/admin/devices"), chromedp.WaitVisible(chromedp.ID("device-desk")))
 	browsertest.Screenshot(t, tab, filepath.Join(shots, "devices.png"))
@@ -202,6 +205,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Errorf("log entry %d on the page lacks %q: %s", rev.Index, want, row)
 		}
 	}
+	browsertest.Do(t, tab, chromedp.WaitReady(chromedp.CSS(fmt.Sprintf("#timeline circle#t-%d.revoked", rev.Index))))
 	if v := browsertest.Text(t, tab, "#verified"); !strings.HasPrefix(v, "Verified") {
 		t.Errorf("log page: %q", v)
 	}

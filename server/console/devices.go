@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/certs"
 	"github.com/certmesh/certmesh/internal/store"
 	"github.com/certmesh/certmesh/translog"
 )
@@ -17,7 +18,9 @@ type devicesData struct {
 	Devices []store.Device
 	Total   int
 	Reasons []string // RFC 5280 reasons a device may be revoked for
-	Err     string
+	// Online: the devices holding a coordinator watch now.
+	Online map[certs.DeviceID]bool
+	Err    string
 }
 
 // revokeReasons names ca.DeviceRevokeReasons, the default first.
@@ -50,7 +53,12 @@ func matches(d store.Device, q string) bool {
 
 func (c *Console) devices(w http.ResponseWriter, r *http.Request, s *session) {
 	q := strings.TrimSpace(r.URL.Query().Get("q"))
-	d := devicesData{Query: q, Reasons: revokeReasons()}
+	d := devicesData{Query: q, Reasons: revokeReasons(), Online: map[certs.DeviceID]bool{}}
+	if c.o.Connected != nil {
+		for _, id := range c.o.Connected() {
+			d.Online[id] = true
+		}
+	}
 	all, err := c.admin.Devices(ca.WithConsoleAdmin(r.Context(), s.Email))
 	if err != nil {
 		d.Err = err.Error()

@@ -22,6 +22,8 @@ type logData struct {
 	// Page is the page shown (0: the newest logPageSize entries); Older
 	// and Newer the neighbouring pages, -1 if none.
 	Page, Older, Newer int
+	// Timeline draws every entry on one time axis.
+	Timeline picture
 }
 
 // logPageSize is how many entries one log page shows.
@@ -39,6 +41,7 @@ func (c *Console) logPage(w http.ResponseWriter, r *http.Request, s *session) {
 	if err != nil {
 		d.Err = err.Error()
 	}
+	d.Timeline = timeline(recs)
 	slices.Reverse(recs)
 	if n, err := strconv.Atoi(r.URL.Query().Get("page")); err == nil && n > 0 && n*logPageSize < len(recs) {
 		d.Page = n

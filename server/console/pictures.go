@@ -53,6 +53,7 @@ type svgDot struct {
 	X, Y  int
 	R     int
 	Class string // connected, offline, revoked, hub
+	Title string // shown on hover
 }
 
 // clip shortens s to n runes.
