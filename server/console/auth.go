@@ -36,6 +36,7 @@ func (c *Console) routes() {
 	m.HandleFunc("GET "+Prefix+"mesh", c.get(c.mesh))
 	m.HandleFunc("GET "+Prefix+"chain", c.get(c.chain))
 	m.HandleFunc("POST "+Prefix+"policy", c.post(c.publish))
+	m.HandleFunc("POST "+Prefix+"policy/check", c.post(c.check))
 	m.HandleFunc(Prefix, func(w http.ResponseWriter, r *http.Request) {
 		render(w, http.StatusNotFound, "error", page{Title: "Not found", Data: "There is no such page."})
 	})

@@ -94,6 +94,16 @@ func TestConsolePolicyPublish(t *testing.T) {
 	if failing == cur.Source {
 		t.Fatal("could not break a test of the starter policy")
 	}
+	// Checking the edit runs its tests and shows the change, publishing
+	// nothing.
+	resp, page = f.post(t, b, "/admin/policy/check", url.Values{"source": {failing}})
+	if resp.StatusCode != http.StatusOK || !strings.Contains(page, "4 tests, 1 failing: publishing would be refused") ||
+		!strings.Contains(page, `<span class="ddel">- `) || !strings.Contains(page, `<span class="dadd">&#43; `) {
+		t.Fatalf("check: %s\n%s", resp.Status, page)
+	}
+	if now, _ := f.lab.Server.CA.CurrentPolicy(); now.Version != cur.Version {
+		t.Fatalf("a check published version %d", now.Version)
+	}
 	resp, page = f.post(t, b, "/admin/policy", url.Values{"source": {failing}})
 	if resp.StatusCode != http.StatusOK || !strings.Contains(page, "Publishing: ") {
 		t.Fatalf("failing policy: %s\n%s", resp.Status, page)
