@@ -85,7 +85,7 @@ FUZZ_TARGETS := \
 	./agent/filter:FuzzDecode ./agent/filter:FuzzWrite \
 	./agent/dns:FuzzAnswer ./agent/dns:FuzzExplainLookup \
 	./ca/attest:FuzzVerifyKeyCertification ./ca:FuzzCheckCSRAndProof ./ca:FuzzNoneMatch ./ca:FuzzSpendNonce ./ca:FuzzServerCertificateRequest \
-	./server:FuzzServerCertAnswer \
+	./server:FuzzServerCertAnswer ./server/console:FuzzLoginCookie \
 	./translog:FuzzParseLeaf ./translog:FuzzParseCheckpointText ./translog:FuzzVerifyCertificate
 fuzz:
 	GO=$(GO) ./scripts/fuzz.sh $(FUZZTIME) $(FUZZ_TARGETS)

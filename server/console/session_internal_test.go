@@ -111,3 +111,19 @@ func TestTemplatesHaveNoScript(t *testing.T) {
 		t.Fatalf("templates: %d read, %v", n, err)
 	}
 }
+
+// FuzzLoginCookie: whatever a browser sends as the login cookie and the
+// state, finish does not panic and takes no sign-in it did not seal.
+func FuzzLoginCookie(f *testing.F) {
+	ls := newLoginSealer(time.Now)
+	l, cookie := ls.start()
+	f.Add(l.State, cookie)
+	f.Add("", "")
+	f.Add(l.State, cookie[:len(cookie)/2])
+	f.Add("x", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	f.Fuzz(func(t *testing.T, state, cookie string) {
+		if got, ok := ls.finish(state, cookie); ok && (got.State != l.State || state != l.State) {
+			t.Fatalf("finished a sign-in %+v that was never started", got)
+		}
+	})
+}
