@@ -107,6 +107,10 @@ type relayConn struct {
 	// allocation).
 	out     atomic.Pointer[outBatch]
 	unbatch func()
+	// lastFrom and lastAddr are the peer ReadFrom returned last (only
+	// pion's packet handler reads).
+	lastFrom netip.AddrPort
+	lastAddr *net.UDPAddr
 }
 
 func newRelayConn(r *Relay, pc *net.UDPConn) *relayConn {
@@ -192,7 +196,12 @@ func (c *relayConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 	n := copy(b, (*pk.buf)[:pk.n])
 	putBuf(pk.buf)
-	return n, net.UDPAddrFromAddrPort(pk.from), nil
+	if pk.from != c.lastFrom || c.lastAddr == nil {
+		// An allocation talks to a few peers: their addresses are not
+		// made anew for every datagram (pion only compares them).
+		c.lastFrom, c.lastAddr = pk.from, net.UDPAddrFromAddrPort(pk.from)
+	}
+	return n, c.lastAddr, nil
 }
 
 // WriteTo sends a client's datagram to a peer.
