@@ -94,16 +94,16 @@ func (m *MetricsFlags) Start(log *slog.Logger) (*metricsrv.Server, error) {
 }
 
 // CheckListen checks that addr is a listen address: host:port with a
-// port number from 1 to 65535; the host may be empty (every address), an
-// IP address or a name.
+// port number from 0 to 65535 (0: the system picks a free one, as tests
+// and one-host setups use); the host may be empty (every address), an IP
+// address or a name.
 func CheckListen(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("%q is not host:port (e.g. 0.0.0.0:8443 or [::]:8443): %w", addr, err)
 	}
-	n, err := strconv.ParseUint(port, 10, 16)
-	if err != nil || n == 0 {
-		return fmt.Errorf("%q: port %q is not a number from 1 to 65535", addr, port)
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("%q: port %q is not a number from 0 to 65535", addr, port)
 	}
 	if strings.ContainsAny(host, " /\t") {
 		return fmt.Errorf("%q: host %q is neither an IP address nor a name", addr, host)
