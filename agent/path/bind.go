@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 )
@@ -26,7 +27,8 @@ type Bind struct {
 	inner conn.Bind
 	h     atomic.Pointer[handlerBox]
 	cnt   counters
-	bufs  sync.Pool // *[]byte of relayBufSize, for relayed packets
+	bufs  sync.Pool   // *[]byte of relayBufSize, for relayed packets
+	inits initiations // handshake initiations sent lately (initiation.go)
 
 	mu     sync.Mutex
 	relays map[RelayID]Relay
@@ -147,6 +149,7 @@ func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) {
 // Send hands WireGuard's packets to the inner bind unchanged, or to the
 // relay allocation a relay endpoint names.
 func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	b.inits.note(bufs, time.Now())
 	re, ok := ep.(*relayEndpoint)
 	if !ok {
 		return b.inner.Send(bufs, ep)

@@ -218,14 +218,26 @@ func (m *Manager) applyEndpoints() {
 			continue
 		}
 		now := time.Now()
+		first := bytes.Compare(m.pub[:], c.p.key[:]) < 0
 		m.mu.Lock()
 		c.p.applied = c.to
 		c.p.kickAt = now
-		if bytes.Compare(m.pub[:], c.p.key[:]) > 0 {
+		if !first {
 			c.p.kickAt = now.Add(m.t.KickDelay)
 		}
 		m.mu.Unlock()
 		m.log.Info("path: peer endpoint set", "peer", c.p.key, "endpoint", c.to.String(), "path", c.p.pathKind(c.to))
+		if first {
+			// The side that kicks at once also sends again the
+			// initiation wireguard-go sent before this path, which it
+			// will not repeat for 5 s (initiation.go); the other side
+			// only kicks, later, so that the two do not cross.
+			if sent, err := m.b.resendInitiation(&c.p.mac1, c.to); err != nil {
+				m.log.Debug("path: sending the handshake initiation again failed", "peer", c.p.key, "endpoint", c.to.String(), "err", err)
+			} else if sent {
+				m.log.Debug("path: handshake initiation sent again on the new path", "peer", c.p.key, "endpoint", c.to.String())
+			}
+		}
 	}
 	m.kickDue()
 }

@@ -1,12 +1,14 @@
 package path
 
 import (
+	"encoding/binary"
 	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -119,6 +121,32 @@ func overlayRoundTrip(t *testing.T, a, b *testNode, timeout time.Duration) error
 type spyBind struct {
 	conn.Bind
 	wireguard, leaked atomic.Int64
+
+	mu         sync.Mutex
+	initiators map[uint32]bool // sender indices of the initiations wireguard-go sent
+}
+
+// Send notes the handshake initiations wireguard-go sends (each new one
+// has a new sender index; the path layer's own sends do not pass here).
+func (s *spyBind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	for _, p := range bufs {
+		if isInitiationMsg(p) {
+			s.mu.Lock()
+			if s.initiators == nil {
+				s.initiators = map[uint32]bool{}
+			}
+			s.initiators[binary.LittleEndian.Uint32(p[4:8])] = true
+			s.mu.Unlock()
+		}
+	}
+	return s.Bind.Send(bufs, ep)
+}
+
+// initiations is how many handshake initiations wireguard-go has made.
+func (s *spyBind) initiations() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.initiators)
 }
 
 func (s *spyBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
+	"golang.zx2c4.com/wireguard/device"
 )
 
 // Bounds per peer.
@@ -35,6 +36,10 @@ type peer struct {
 	nextHeartbeat time.Time
 	kickAt        time.Time      // when to Kick WireGuard (zero: no kick due)
 	seenAs        netip.AddrPort // how the peer saw us, from its last pong
+
+	// mac1 recognises the handshake initiations meant for this peer
+	// (initiation.go). Set by newPeer, then read-only: no Manager.mu.
+	mac1 device.CookieChecker
 }
 
 // routeState is what is known about one way to reach a peer.
@@ -51,9 +56,11 @@ type pendingPing struct {
 }
 
 func newPeer(key certs.WireGuardKey, keys pairKeys, t Timers) *peer {
-	return &peer{key: key, keys: keys, learned: map[netip.AddrPort]time.Time{},
+	p := &peer{key: key, keys: keys, learned: map[netip.AddrPort]time.Time{},
 		routes: map[Route]*routeState{}, pending: map[txID]pendingPing{},
 		replay: newPingReplay(t.PingWindow, maxSeenPing)}
+	p.mac1.Init(device.NoisePublicKey(key))
+	return p
 }
 
 // punch makes every candidate be pinged now and every PunchInterval for
