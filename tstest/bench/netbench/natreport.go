@@ -173,11 +173,11 @@ func (r *NATPaths) rekeyNote(p func(string, ...any)) {
 	p("**Why pairs miss the goal:** in %d of %d runs both statuses showed the required path after %s (median) but the first packet came only within 400 ms of a multiple of %s, ",
 		n, of, fmtSec(median(seconds(lag))), wgRetry)
 	p("the interval at which wireguard-go sends a handshake initiation again (REKEY_TIMEOUT, plus up to 333 ms of jitter). ")
-	p("The tunnel's first packet sets off a handshake the moment the peer is configured, before the path layer has found a path; ")
-	p("the initiation goes to a first guess that does not work (behind a NAT, nothing answers it), and when the path layer sets the working endpoint, ")
-	p("wireguard-go does not initiate again until its retransmission timer fires. A handshake initiated as soon as the path layer sets a peer's first working endpoint would remove the wait")
+	p("The tunnel's first packet sets off a handshake the moment the peer is configured, before the path layer has found a path, towards a first guess that may not answer; ")
+	p("wireguard-go then makes no other initiation for 5 s. The path layer sends that initiation again along the path it finds (agent/path/initiation.go, by the side with the lower key), ")
+	p("which removes the wait where it works; in these runs the handshake still waited for a retry: the resent initiation, or its answer, was lost or did not match wireguard-go's state any more (not yet established which)")
 	if median(seconds(lag)) <= goalDirect.Seconds() {
-		p(": the paths themselves are found within the goals")
+		p("; the paths themselves are found within the goals")
 	}
 	p(".")
 	if len(multi) > 0 {
