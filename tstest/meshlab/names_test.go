@@ -207,9 +207,22 @@ func startUpstream(t *testing.T, h *netns.Host) string {
 	return startUpstreamAt(t, h, "127.0.0.1:5300", nil)
 }
 
+// upstreamZone is what the test resolvers answer (A records); NXDOMAIN
+// for anything else.
+var upstreamZone = map[string]netip.Addr{"www.example.org.": netip.MustParseAddr("192.0.2.80")}
+
 // startUpstreamAt is startUpstream on addr; the source address of each
 // query goes to seen (if not nil and not full).
 func startUpstreamAt(t *testing.T, h *netns.Host, addr string, seen chan netip.Addr) string {
+	t.Helper()
+	return startResolver(t, h, addr, upstreamZone, seen)
+}
+
+// startResolver runs a resolver on addr in h's namespace, UDP and TCP,
+// answering the A records of zone (names fully qualified, lower case) and
+// NXDOMAIN otherwise; the source address of each query goes to seen (if
+// not nil and not full).
+func startResolver(t *testing.T, h *netns.Host, addr string, zone map[string]netip.Addr, seen chan netip.Addr) string {
 	t.Helper()
 	pc, err := h.ListenPacket("udp", addr)
 	if err != nil {
@@ -228,8 +241,9 @@ func startUpstreamAt(t *testing.T, h *netns.Host, addr string, seen chan netip.A
 		}
 		resp := new(dns.Msg)
 		resp.SetReply(req)
-		if q := req.Question[0]; q.Name == "www.example.org." && q.Qtype == dns.TypeA {
-			resp.Answer = append(resp.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 300}, A: []byte{192, 0, 2, 80}})
+		if q := req.Question[0]; q.Qtype == dns.TypeA && zone[strings.ToLower(q.Name)].Is4() {
+			a := zone[strings.ToLower(q.Name)].As4()
+			resp.Answer = append(resp.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 300}, A: a[:]})
 		} else {
 			resp.Rcode = dns.RcodeNameError
 		}

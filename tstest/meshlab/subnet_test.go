@@ -84,14 +84,14 @@ func (s *site) addRouter(t *testing.T, name string, args ...string) (*meshlab.Ne
 	return n, addr
 }
 
-// addClient runs an agent that accepts routes.
-func (s *site) addClient(t *testing.T, name string) *meshlab.NetNSNode {
+// addClient runs an agent that accepts routes (and args).
+func (s *site) addClient(t *testing.T, name string, args ...string) *meshlab.NetNSNode {
 	t.Helper()
 	h, err := s.lab.Mesh.Net.AddHost(t.Context(), name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s.lab.JoinOn(t, h, meshlab.NodeOptions{}, "--accept-routes").(*meshlab.NetNSNode)
+	return s.lab.JoinOn(t, h, meshlab.NodeOptions{}, append([]string{"--accept-routes"}, args...)...).(*meshlab.NetNSNode)
 }
 
 // sitePolicy lets every device reach every device and the site's LAN
