@@ -1,21 +1,19 @@
 package main
 
 import (
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/certmesh/certmesh/agent"
 	"github.com/certmesh/certmesh/audit"
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/cli"
 	"github.com/certmesh/certmesh/translog"
 	"github.com/spf13/cobra"
 )
@@ -24,12 +22,15 @@ import (
 func certCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "cert", Short: "Inspect certmesh certificates"}
 	var rootFile, state, logURL, crlFile string
+	var asJSON bool
 	inspect := &cobra.Command{
 		Use:   "inspect [FILE]",
 		Short: "Print a certificate or a whole bundle (PEM): chain, certmesh extensions, SPIFFE ID, fingerprints, verdict",
 		Long: "Prints each certificate of FILE (or, with --state, this agent's own bundle) with every certmesh\n" +
 			"extension decoded, and verifies the bundle against the root (--root, or the agent's pinned root)\n" +
-			"and, with --crl, against a CRL the CA published (DER or PEM, e.g. fetched from its CRL URL).",
+			"and, with --crl, against a CRL the CA published (DER or PEM, e.g. fetched from its CRL URL).\n" +
+			"Exits 1 on any refusal: the bundle or its user certificate refused, a certificate that cannot be\n" +
+			"parsed, or (with --log) one the transparency log does not hold.",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var data []byte
@@ -52,26 +53,41 @@ func certCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
+			if rootFile == "" && crlFile != "" {
+				return cli.Usagef("--crl needs --root (or --state) to verify the CRL's signature")
+			}
+			var r inspectReport
 			for i, c := range cs {
-				printCert(out, i, c.Raw)
-				if logURL != "" && !c.IsCA {
-					printLogEntry(cmd, out, logURL, rootFile, c)
+				ic := inspectCert(i, c.Raw)
+				if logURL != "" && !c.IsCA && ic.Error == "" {
+					ic.LogEntry, ic.notInLog = findLogEntry(cmd, logURL, rootFile, c)
+				}
+				r.Certificates = append(r.Certificates, ic)
+			}
+			if rootFile != "" {
+				if err := r.verify(cs, rootFile, crlFile); err != nil {
+					return err
 				}
 			}
-			if rootFile == "" {
-				if crlFile != "" {
-					return fmt.Errorf("--crl needs --root (or --state) to verify the CRL's signature")
+			out := cmd.OutOrStdout()
+			if asJSON {
+				if err := cli.WriteJSON(out, r); err != nil {
+					return err
 				}
-				return nil
+			} else {
+				r.printText(out)
 			}
-			return printVerdict(out, cs, rootFile, crlFile)
+			if why := r.refusal(); why != "" {
+				return cli.Refused(errors.New(why))
+			}
+			return nil
 		},
 	}
 	inspect.Flags().StringVar(&rootFile, "root", "", "root certificate (PEM) to verify the bundle against")
 	inspect.Flags().StringVar(&logURL, "log", "", "the CA's URL: find each certificate's entry in its transparency log (https verified against --root)")
 	inspect.Flags().StringVar(&state, "state", "", "inspect this agent's own bundle (and verify it against its pinned root)")
 	inspect.Flags().StringVar(&crlFile, "crl", "", "a CRL file (DER or PEM) of the CA: the verdict says whether it revokes the bundle")
+	inspect.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON (certificates, name constraints, key usages, certmesh extensions by name, verdict)")
 	cmd.AddCommand(inspect)
 	return cmd
 }
@@ -89,49 +105,9 @@ func ownBundlePEM(state string) ([]byte, error) {
 	return certs.EncodePEM(all...), nil
 }
 
-func printCert(w io.Writer, i int, der []byte) {
-	b, err := certs.ParseBundle(certs.WireBundle{Machine: der})
-	if err != nil {
-		fmt.Fprintf(w, "[%d] unparseable: %v\n", i, err)
-		return
-	}
-	c := b.Machine
-	sum := sha256.Sum256(der)
-	spki := sha256.Sum256(c.RawSubjectPublicKeyInfo)
-	kind := "leaf"
-	if c.IsCA {
-		kind = "CA"
-	}
-	fmt.Fprintf(w, "[%d] %s  %s\n", i, kind, c.Subject)
-	fmt.Fprintf(w, "    issuer        %s\n", c.Issuer)
-	fmt.Fprintf(w, "    serial        %s\n", c.SerialNumber.Text(16))
-	fmt.Fprintf(w, "    valid         %s .. %s\n", c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339))
-	fmt.Fprintf(w, "    sha256        %s\n", hex.EncodeToString(sum[:]))
-	fmt.Fprintf(w, "    key sha256    %s\n", hex.EncodeToString(spki[:]))
-	if h, err := translog.CertificateLeafHash(der); err == nil && !c.IsCA {
-		fmt.Fprintf(w, "    log leaf      %s (find it with certmesh audit list --json)\n", h)
-	}
-	for _, u := range c.URIs {
-		fmt.Fprintf(w, "    SPIFFE ID     %s\n", u)
-	}
-	if len(c.DNSNames) > 0 {
-		fmt.Fprintf(w, "    DNS           %s\n", strings.Join(c.DNSNames, ", "))
-	}
-	if len(c.EmailAddresses) > 0 {
-		fmt.Fprintf(w, "    email         %s\n", strings.Join(c.EmailAddresses, ", "))
-	}
-	for _, ip := range c.IPAddresses {
-		fmt.Fprintf(w, "    overlay IP    %s\n", ip)
-	}
-	for _, e := range c.Extensions {
-		name, val := certs.DescribeExtension(e)
-		if name != "" {
-			fmt.Fprintf(w, "    %-13s %s\n", name, val)
-		}
-	}
-}
-
-func printVerdict(w io.Writer, cs []*x509.Certificate, rootFile, crlFile string) error {
+// verify verifies the bundle cs against the root in rootFile and, if
+// given, the CRL in crlFile, and records the verdict.
+func (r *inspectReport) verify(cs []*x509.Certificate, rootFile, crlFile string) error {
 	data, err := os.ReadFile(rootFile)
 	if err != nil {
 		return err
@@ -162,27 +138,24 @@ func printVerdict(w io.Writer, cs []*x509.Certificate, rootFile, crlFile string)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "root sha256   %s\n", certs.FingerprintOf(rs[0]))
+	r.RootSHA256 = string(certs.FingerprintOf(rs[0]))
 	now := time.Now()
 	var crl *certs.CRL
 	if crlFile != "" {
 		if crl, err = readCRL(crlFile, roots, b.Intermediates, now); err != nil {
 			return err
 		}
-		stale := ""
-		if crl.Stale(now, 0) {
-			stale = " (past it: a newer CRL may revoke more)"
-		}
-		fmt.Fprintf(w, "CRL           number %s, %d entries, next update %s%s\n", crl.Number, crl.Len(), crl.NextUpdate.UTC().Format(time.RFC3339), stale)
+		r.CRL = &inspectedCRL{Number: crl.Number.String(), Entries: crl.Len(), NextUpdate: crl.NextUpdate.UTC(), Stale: crl.Stale(now, 0)}
 	}
 	id, err := certs.Verify(b, roots, crl, now)
 	if err != nil {
-		fmt.Fprintf(w, "verdict       REFUSED (%s): %v\n", certs.ReasonOf(err), err)
+		r.Verdict = &inspectVerdict{Reason: string(certs.ReasonOf(err)), Error: err.Error()}
 		return nil
 	}
-	fmt.Fprintf(w, "verdict       verified: %s, device %s, level %s, WireGuard %s\n", id.DisplayName(), id.DeviceID, id.Attestation, id.WireGuardKey)
+	r.Verdict = &inspectVerdict{Verified: true, Name: id.DisplayName(), DeviceID: string(id.DeviceID),
+		Attestation: string(id.Attestation), WireGuardKey: id.WireGuardKey.String()}
 	if id.UserRejected != nil {
-		fmt.Fprintf(w, "user          not accepted: %v\n", id.UserRejected)
+		r.Verdict.UserRefused = id.UserRejected.Error()
 	}
 	return nil
 }
@@ -208,8 +181,9 @@ func readCRL(path string, roots *certs.Roots, inters []*x509.Certificate, now ti
 	return crl, nil
 }
 
-// printLogEntry looks the certificate up in the CA's transparency log.
-func printLogEntry(cmd *cobra.Command, w io.Writer, logURL, rootFile string, c *x509.Certificate) {
+// findLogEntry looks the certificate up in the CA's transparency log:
+// "index N", "NOT IN THE LOG" (notInLog) or why the lookup failed.
+func findLogEntry(cmd *cobra.Command, logURL, rootFile string, c *x509.Certificate) (entry string, notInLog bool) {
 	var roots *certs.Roots
 	if rootFile != "" {
 		if data, err := os.ReadFile(rootFile); err == nil {
@@ -226,16 +200,15 @@ func printLogEntry(cmd *cobra.Command, w io.Writer, logURL, rootFile string, c *
 	}
 	cl, err := translog.NewClient(logURL, hc)
 	if err != nil {
-		fmt.Fprintf(w, "    log entry     %v\n", err)
-		return
+		return err.Error(), false
 	}
 	idx, ok, err := translog.FindCertificate(cmd.Context(), cl, c.Raw)
 	switch {
 	case err != nil:
-		fmt.Fprintf(w, "    log entry     lookup failed: %v\n", err)
+		return "lookup failed: " + err.Error(), false
 	case !ok:
-		fmt.Fprintf(w, "    log entry     NOT IN THE LOG\n")
+		return "NOT IN THE LOG", true
 	default:
-		fmt.Fprintf(w, "    log entry     index %d\n", idx)
+		return fmt.Sprintf("index %d", idx), false
 	}
 }

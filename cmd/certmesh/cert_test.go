@@ -5,14 +5,17 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/certmesh/certmesh/certs"
+	"github.com/certmesh/certmesh/internal/cli"
 	"github.com/certmesh/certmesh/tstest/testca"
 )
 
@@ -81,8 +84,8 @@ func TestCertInspect(t *testing.T) {
 	other := testca.New(t, "corp.example")
 	otherRoot := writePEM(t, f.dir, "other-root.pem", certs.EncodePEM(other.Root().Cert))
 	out, err = runInspect(t, bundle, "--root", otherRoot)
-	if err != nil || !strings.Contains(out, "verdict       REFUSED ("+string(certs.ReasonUntrusted)+")") {
-		t.Errorf("against another root: %v\n%s", err, out)
+	if cli.ExitCode(err) != cli.ExitRefused || !strings.Contains(out, "verdict       REFUSED ("+string(certs.ReasonUntrusted)+")") {
+		t.Errorf("against another root: %v (exit %d, want 1)\n%s", err, cli.ExitCode(err), out)
 	}
 
 	// A CRL revoking the user certificate: the machine stands, the user
@@ -101,13 +104,13 @@ func TestCertInspect(t *testing.T) {
 		return writePEM(t, f.dir, name, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}))
 	}
 	out, err = runInspect(t, bundle, "--root", f.rootFile, "--crl", crlPEM("user.crl", &full))
-	if err != nil || !strings.Contains(out, "CRL           number 5, 1 entries") ||
+	if cli.ExitCode(err) != cli.ExitRefused || !strings.Contains(out, "CRL           number 5, 1 entries") ||
 		!strings.Contains(out, "verdict       verified: laptop") || !strings.Contains(out, "("+string(certs.ReasonUserRevoked)+")") {
-		t.Errorf("with a CRL revoking the user: %v\n%s", err, out)
+		t.Errorf("with a CRL revoking the user: %v (exit %d, want 1)\n%s", err, cli.ExitCode(err), out)
 	}
 	out, err = runInspect(t, bundle, "--root", f.rootFile, "--crl", crlPEM("machine.crl", &machine))
-	if err != nil || !strings.Contains(out, "verdict       REFUSED ("+string(certs.ReasonRevoked)+")") {
-		t.Errorf("with a CRL revoking the machine: %v\n%s", err, out)
+	if cli.ExitCode(err) != cli.ExitRefused || !strings.Contains(out, "verdict       REFUSED ("+string(certs.ReasonRevoked)+")") {
+		t.Errorf("with a CRL revoking the machine: %v (exit %d, want 1)\n%s", err, cli.ExitCode(err), out)
 	}
 	// A CRL of another CA is refused, not ignored.
 	otherCRL := writePEM(t, f.dir, "other.crl", other.IssueCRL(t, 9, now.Add(-time.Minute), now.Add(time.Minute)))
@@ -126,7 +129,60 @@ func TestCertInspect(t *testing.T) {
 		t.Errorf("a logged certificate: %v\n%s", err, out)
 	}
 	out, err = runInspect(t, bundle, "--root", f.rootFile, "--log", f.tlsURL)
-	if err != nil || !strings.Contains(out, "log entry     NOT IN THE LOG") {
-		t.Errorf("an unlogged certificate: %v\n%s", err, out)
+	if cli.ExitCode(err) != cli.ExitRefused || !strings.Contains(out, "log entry     NOT IN THE LOG") {
+		t.Errorf("an unlogged certificate: %v (exit %d, want 1)\n%s", err, cli.ExitCode(err), out)
+	}
+}
+
+// TestCertInspectJSON: --json prints the same report as a document an
+// auditor's script reads: the intermediate's name constraints and key
+// usages, the machine certificate's certmesh extensions by name, the
+// verdict; and a refusal exits 1 with the report still printed.
+func TestCertInspectJSON(t *testing.T) {
+	f := newAuditFixture(t)
+	prof := f.ca.NewProfile(t, "laptop")
+	prof.Tags = []certs.Tag{"db"}
+	machine, _ := f.ca.IssueMachine(t, prof)
+	bundle := writePEM(t, f.dir, "bundle.pem", certs.EncodePEM(machine.Machine), certs.EncodePEM(machine.Intermediates[0]))
+
+	decode := func(out string) inspectReport {
+		t.Helper()
+		var r inspectReport
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("--json output is not JSON: %v\n%s", err, out)
+		}
+		return r
+	}
+	out, err := runInspect(t, bundle, "--root", f.rootFile, "--json")
+	if err != nil {
+		t.Fatalf("inspect --json: %v\n%s", err, out)
+	}
+	r := decode(out)
+	if len(r.Certificates) != 2 || r.Verdict == nil || !r.Verdict.Verified || r.Verdict.DeviceID != string(prof.DeviceID) {
+		t.Fatalf("report %+v, want two certificates and a verified verdict for %s", r, prof.DeviceID)
+	}
+	leaf, inter := r.Certificates[0], r.Certificates[1]
+	if leaf.Extensions["wireguard"] != prof.WireGuardKey.String() || leaf.Extensions["tags"] != "tag:db" || leaf.Extensions["attestation"] != "token" {
+		t.Errorf("certmesh extensions %v, want wireguard %s, tags tag:db, attestation token", leaf.Extensions, prof.WireGuardKey)
+	}
+	if !slices.Contains(leaf.KeyUsage, "digitalSignature") || !slices.Contains(leaf.ExtKeyUsage, "clientAuth") {
+		t.Errorf("machine key usage %v / %v", leaf.KeyUsage, leaf.ExtKeyUsage)
+	}
+	nc := inter.NameConstraints
+	if inter.Kind != "CA" || nc == nil || !nc.Critical || !slices.Contains(nc.PermittedDNS, "corp.example") || len(nc.PermittedIP) == 0 {
+		t.Errorf("intermediate %s name constraints %+v, want critical, DNS corp.example and the overlay", inter.Kind, nc)
+	}
+	if !slices.Contains(inter.KeyUsage, "keyCertSign") || !slices.Contains(inter.KeyUsage, "cRLSign") {
+		t.Errorf("intermediate key usage %v", inter.KeyUsage)
+	}
+
+	other := testca.New(t, "corp.example")
+	otherRoot := writePEM(t, f.dir, "other-root.pem", certs.EncodePEM(other.Root().Cert))
+	out, err = runInspect(t, bundle, "--root", otherRoot, "--json")
+	if cli.ExitCode(err) != cli.ExitRefused {
+		t.Fatalf("against another root: %v (exit %d), want exit 1", err, cli.ExitCode(err))
+	}
+	if r := decode(out); r.Verdict == nil || r.Verdict.Verified || r.Verdict.Reason != string(certs.ReasonUntrusted) {
+		t.Errorf("against another root: verdict %+v, want refused %s", r.Verdict, certs.ReasonUntrusted)
 	}
 }
