@@ -3,6 +3,9 @@ package main
 import (
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/certmesh/certmesh/ca"
@@ -36,6 +39,11 @@ func initCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Created certmesh CA for %s in %s\nRoot fingerprint (SHA-256): %s\n", domain, state, fp)
+			vkey, err := os.ReadFile(filepath.Join(state, ca.LogPubFile))
+			if err != nil {
+				return fmt.Errorf("reading the transparency log's key: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Transparency log key (publish it where auditors can compare it: docs/auditors.md): %s\n", strings.TrimSpace(string(vkey)))
 			fmt.Fprintf(cmd.OutOrStdout(), "Published the starter access policy (version 1): EVERY ENROLLED DEVICE MAY REACH EVERY OTHER.\n"+
 				"Tighten it: certmesh-server policy show --state %s > policy.hujson, edit, certmesh policy test, certmesh-server policy publish.\n", state)
 			return nil
