@@ -40,6 +40,7 @@ type fixture struct {
 type fixtureOptions struct {
 	approval bool // approval required for enrollments
 	noSSO    bool // no oidc at all: the console is off
+	users    bool // a new user's first login waits for an admin
 }
 
 func newFixture(t *testing.T, fo fixtureOptions) *fixture {
@@ -50,6 +51,7 @@ func newFixture(t *testing.T, fo fixtureOptions) *fixture {
 		if cfg.OIDC != nil {
 			cfg.OIDC.AdminGroups = []string{adminGroup}
 			clientID, secret = cfg.OIDC.ClientID, cfg.OIDC.ClientSecret
+			cfg.OIDC.RequireApproval = fo.users
 		}
 		if fo.approval {
 			cfg.Approval = ca.ApprovalRequired

@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certmesh/certmesh/agent"
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/internal/store"
+	"github.com/certmesh/certmesh/internal/wire"
 	"github.com/certmesh/certmesh/tstest/meshlab"
 )
 
@@ -184,5 +186,81 @@ func TestConsoleLogPages(t *testing.T) {
 	_, page = f.do(t, b, http.MethodGet, "/admin/log?page=1", nil, nil)
 	if !strings.Contains(page, `id="entry-0"`) || strings.Contains(page, `id="entry-1"`) || !strings.Contains(page, `href="/admin/log?page=0"`) {
 		t.Fatalf("second log page:\n%s", page)
+	}
+}
+
+func userState(t *testing.T, f *fixture, email string) store.UserState {
+	t.Helper()
+	us, err := f.lab.Server.CA.Users(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range us {
+		if string(u.Email) == email {
+			return u.State
+		}
+	}
+	return ""
+}
+
+// TestConsoleUsers: bob's first login waits; approved through the console
+// he logs in; revoked through it he cannot.
+func TestConsoleUsers(t *testing.T) {
+	f := newFixture(t, fixtureOptions{users: true})
+	n := f.lab.AddNode(t, "bobs-laptop", meshlab.NodeOptions{})
+	// bob signs in on his laptop (certmesh login): the CA holds it.
+	st, err := n.Client.Login(t.Context(), agent.LoginRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, err := f.idp.Login(t.Context(), st.AuthURL, bob.Email, bob.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := f.lab.Browser().Get(cb.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	meshlab.Eventually(t, 30*time.Second, "bob's login waiting for approval", func() error {
+		if s := userState(t, f, bob.Email); s != store.UserPending {
+			return fmt.Errorf("bob is %q", s)
+		}
+		return nil
+	})
+	b := f.browser(t)
+	f.signIn(t, b, alice)
+	_, page := f.do(t, b, http.MethodGet, "/admin/users", nil, nil)
+	us, _ := f.lab.Server.CA.Users(t.Context())
+	if len(us) != 1 || !strings.Contains(page, bob.Email) || !strings.Contains(page, "/admin/users/"+string(us[0].ID)+"/approve") {
+		t.Fatalf("users page:\n%s", page)
+	}
+	ref := string(us[0].ID)
+	if resp, _ := f.do(t, b, http.MethodPost, "/admin/users/"+ref+"/approve", url.Values{}, http.Header{"Origin": {f.base}}); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("approve without a token: %s", resp.Status)
+	}
+	if st := userState(t, f, bob.Email); st != store.UserPending {
+		t.Fatalf("bob after a refused approve: %s", st)
+	}
+	if resp, _ := f.post(t, b, "/admin/users/"+ref+"/approve", url.Values{}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("approve: %s", resp.Status)
+	}
+	meshlab.Eventually(t, 30*time.Second, "bob's login done once approved", func() error {
+		ls, err := n.Client.LoginStatus(t.Context())
+		if err != nil || ls.Status != wire.LoginDone {
+			return fmt.Errorf("login: %+v %v", ls, err)
+		}
+		return nil
+	})
+	if resp, _ := f.post(t, b, "/admin/users/"+ref+"/revoke", url.Values{}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("revoke: %s", resp.Status)
+	}
+	if st := userState(t, f, bob.Email); st != store.UserRevoked {
+		t.Fatalf("bob after the revoke: %s", st)
+	}
+	err = f.lab.Login(t, n, bob)
+	t.Logf("login once revoked: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("bob's login once revoked: %v", err)
 	}
 }
