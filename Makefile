@@ -86,7 +86,7 @@ FUZZ_TARGETS := \
 	./agent/dns:FuzzAnswer ./agent/dns:FuzzExplainLookup \
 	./ca/attest:FuzzVerifyKeyCertification ./ca:FuzzCheckCSRAndProof ./ca:FuzzNoneMatch ./ca:FuzzSpendNonce ./ca:FuzzServerCertificateRequest \
 	./server:FuzzServerCertAnswer ./server/console:FuzzLoginCookie \
-	./agent/relayc:FuzzFrameReader \
+	./agent/relayc:FuzzDispatch \
 	./translog:FuzzParseLeaf ./translog:FuzzParseCheckpointText ./translog:FuzzVerifyCertificate
 fuzz:
 	GO=$(GO) ./scripts/fuzz.sh $(FUZZTIME) $(FUZZ_TARGETS)

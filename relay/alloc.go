@@ -93,19 +93,11 @@ func (r *Relay) created(src, dst net.Addr, username string, relayAddr net.Addr) 
 		c.expires.Store(u.Expires.UnixNano())
 		a.byTuple[c.tuple] = c
 		a.perDevice[u.Device]++
-		// The handler learns of the batch before any writer uses it, so
-		// whatever is written to it is sent.
-		if ob, undo := r.batchFor(src, dst); ob != nil {
-			c.unbatch = undo
-			c.out.Store(ob)
-			r.publishBatch(src, dst, ob)
-		}
 	}
 	a.mu.Unlock()
 	if c != nil && err != nil {
 		_ = c.Close() // cannot happen: the username was checked
 	}
-
 	if c != nil && err == nil {
 		r.log.Info("relay allocation", "device", u.Device, "client", src.String(), "relayed", relayAddr.String(), "expires", u.Expires)
 	}
@@ -122,9 +114,6 @@ func (r *Relay) deleted(src, dst net.Addr) {
 		return
 	}
 	delete(a.byTuple, k)
-	if c.unbatch != nil {
-		c.unbatch()
-	}
 	if a.perDevice[c.device]--; a.perDevice[c.device] <= 0 {
 		delete(a.perDevice, c.device)
 	}

@@ -72,7 +72,6 @@ type Relay struct {
 	policy *peerPolicy
 	allocs allocs
 	udp    []*net.UDPConn
-	listen []*listenConn // udp's, batched, as pion reads and writes them
 	tls    *connListener
 	turn   *turn.Server
 	close  sync.Once
@@ -145,10 +144,8 @@ func New(cfg Config) (*Relay, error) {
 		ListenerConfigs: []turn.ListenerConfig{{Listener: r.tls, RelayAddressGenerator: addrGen{r}, PermissionHandler: r.policy.handler}},
 	}
 	for _, pc := range r.udp {
-		l := newListenConn(pc)
-		r.listen = append(r.listen, l)
 		sc.PacketConnConfigs = append(sc.PacketConnConfigs,
-			turn.PacketConnConfig{PacketConn: l, RelayAddressGenerator: addrGen{r}, PermissionHandler: r.policy.handler})
+			turn.PacketConnConfig{PacketConn: newListenConn(pc), RelayAddressGenerator: addrGen{r}, PermissionHandler: r.policy.handler})
 	}
 	if r.turn, err = turn.NewServer(sc); err != nil {
 		r.closeUDP()

@@ -20,13 +20,10 @@ const (
 	// bufSize holds any datagram pion relays (it reads at most 1,600
 	// bytes, its inbound MTU); a longer one is cut there as before.
 	bufSize = 2048
-	// listenBufSize is the read buffer of each datagram of a listening
-	// socket's batch: 64 KiB, as datagrams an agent sent as one GSO send
-	// may arrive coalesced (UDP GRO; Next splits them), and longer than
-	// pion's inbound MTU, so that pion still sees (and drops) a datagram
-	// too long for it. listenBatch is the datagrams read per call.
-	listenBufSize = 64 << 10
-	listenBatch   = 16
+	// listenBufSize is the read buffer of a listening socket's batch:
+	// longer than pion's inbound MTU, so that pion still sees (and drops)
+	// a datagram too long for it.
+	listenBufSize = 4096
 )
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
@@ -50,13 +47,12 @@ func putBuf(b *[]byte) {
 // last batch.
 type listenConn struct {
 	*net.UDPConn
-	b   *udpbatch.Conn
-	out clientOut // batched ChannelData to clients, by client
+	b *udpbatch.Conn
 }
 
 func newListenConn(c *net.UDPConn) *listenConn {
 	sockbuf.Set(c)
-	return &listenConn{UDPConn: c, b: udpbatch.New(c, udpbatch.Options{Batch: listenBatch, BufSize: listenBufSize, GRO: true})}
+	return &listenConn{UDPConn: c, b: udpbatch.New(c, listenBufSize)}
 }
 
 // ReadFrom returns the next datagram; one longer than p fills p (pion
@@ -102,11 +98,6 @@ type relayConn struct {
 	readDone chan struct{}    // closed when the socket's reader stopped
 	readErr  error            // why (set before readDone is closed)
 	dropped  atomic.Uint64    // local datagrams dropped, the queue full
-	// out is the batch of ChannelData to the allocation's client, sent
-	// when the queue is empty; unbatch removes it (set once pion made the
-	// allocation).
-	out     atomic.Pointer[outBatch]
-	unbatch func()
 	// lastFrom and lastAddr are the peer ReadFrom returned last (only
 	// pion's packet handler reads).
 	lastFrom netip.AddrPort
@@ -127,7 +118,7 @@ func (c *relayConn) live() bool {
 // closed. A datagram from the relayed IP must come from a live allocation.
 func (c *relayConn) readSocket() {
 	defer close(c.readDone)
-	bc := udpbatch.New(c.UDPConn, udpbatch.Options{BufSize: bufSize})
+	bc := udpbatch.New(c.UDPConn, bufSize)
 	for {
 		p, from, _, err := bc.Next()
 		if err != nil {
@@ -178,16 +169,8 @@ func (c *relayConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	var pk relayPacket
 	select {
 	case pk = <-c.in:
-	default:
-		// Nothing more to read now: send what pion wrote to the client.
-		if ob := c.out.Load(); ob != nil {
-			ob.flush()
-		}
-		select {
-		case pk = <-c.in:
-		case <-c.readDone:
-			return 0, nil, c.readErr
-		}
+	case <-c.readDone:
+		return 0, nil, c.readErr
 	}
 	if !c.live() {
 		putBuf(pk.buf)

@@ -4,9 +4,7 @@ import (
 	"crypto/tls"
 	"net"
 	"net/http"
-	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -65,34 +63,13 @@ func (l *connListener) closeConns() {
 // is done; every read pushes the idle deadline out.
 type trackedConn struct {
 	net.Conn
-	l      *connListener
-	remote netip.AddrPort
-	done   chan struct{}
-	once   sync.Once
-	ob     atomic.Pointer[outBatch] // the allocation's ChannelData to this client
-	// readDeadline is when the idle deadline was last pushed out (unix
-	// ns): pushing it on every read would reset a timer per datagram.
-	readDeadline atomic.Int64
-}
-
-// byRemote returns the open connection from ap (nil if none).
-func (l *connListener) byRemote(ap netip.AddrPort) *trackedConn {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for c := range l.open {
-		if c.remote == ap {
-			return c
-		}
-	}
-	return nil
+	l    *connListener
+	done chan struct{}
+	once sync.Once
 }
 
 func (c *trackedConn) Read(b []byte) (int, error) {
-	now := time.Now()
-	if last := c.readDeadline.Load(); now.UnixNano()-last > int64(TLSIdleTimeout/100) {
-		c.readDeadline.Store(now.UnixNano())
-		_ = c.Conn.SetReadDeadline(now.Add(TLSIdleTimeout))
-	}
+	_ = c.Conn.SetReadDeadline(time.Now().Add(TLSIdleTimeout))
 	return c.Conn.Read(b)
 }
 
@@ -112,7 +89,6 @@ func (c *trackedConn) Close() error {
 // the client or the relay closes it.
 func (r *Relay) ServeTLS(c net.Conn) {
 	tc := &trackedConn{Conn: c, l: r.tls, done: make(chan struct{})}
-	tc.remote, _ = addrPortOf(c.RemoteAddr())
 	r.tls.mu.Lock()
 	full := len(r.tls.open) >= r.cfg.MaxTLSConns
 	if !full {

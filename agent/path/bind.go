@@ -158,12 +158,6 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if err != nil {
 		return err
 	}
-	if bw, ok := r.(RelayBatchWriter); ok {
-		if err := bw.WriteBatch(ctx, bufs, re.r.Addr); err != nil {
-			return fmt.Errorf("sending through relay %d to %s: %w", re.r.Relay, re.r.Addr, err)
-		}
-		return nil
-	}
 	for _, p := range bufs {
 		if err := r.WriteTo(ctx, p, re.r.Addr); err != nil {
 			return fmt.Errorf("sending through relay %d to %s: %w", re.r.Relay, re.r.Addr, err)

@@ -23,20 +23,10 @@ type Relay interface {
 	Permit(ctx context.Context, addrs []netip.Addr) error
 }
 
-// RelayBatchWriter is a Relay that sends a batch of datagrams to one peer
-// at once (agent/relayc: one sendmmsg, with UDP GSO, or one TLS write), as
-// wireguard-go hands them over; the Bind uses it where a Relay has it.
-type RelayBatchWriter interface {
-	WriteBatch(ctx context.Context, bufs [][]byte, to netip.AddrPort) error
-}
-
 const (
 	// relayQueue bounds the relayed WireGuard packets waiting for
-	// wireguard-go; past it they are dropped, as a full socket would. It
-	// holds several of the relay's batches (a socket's 7 MiB buffer
-	// holds more), so that a burst is not cut while wireguard-go decrypts
-	// the one before.
-	relayQueue = 8 * conn.IdealBatchSize
+	// wireguard-go; past it they are dropped, as a full socket would.
+	relayQueue = 2 * conn.IdealBatchSize
 	// relayBufSize holds any datagram a relay delivers over a 1500-byte
 	// path; larger ones get a buffer of their own.
 	relayBufSize = 2048

@@ -153,16 +153,6 @@ func (c *Client) WriteTo(ctx context.Context, b []byte, to netip.AddrPort) error
 	return a.WriteTo(ctx, b, to)
 }
 
-// WriteBatch sends datagrams from the relayed address to to, batched
-// (Allocation.WriteBatch).
-func (c *Client) WriteBatch(ctx context.Context, bufs [][]byte, to netip.AddrPort) error {
-	a := c.cur.Load()
-	if a == nil {
-		return ErrNoRelay
-	}
-	return a.WriteBatch(ctx, bufs, to)
-}
-
 // MaxPermits bounds the peer addresses a Client re-permits on each new
 // allocation; past it, those permitted longest ago are forgotten.
 const MaxPermits = 4096

@@ -1,7 +1,6 @@
 package relayc
 
 import (
-	"bytes"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -63,42 +62,4 @@ func newTestTURNClient() (*turn.Client, error) {
 		return nil, err
 	}
 	return turn.NewClient(&turn.ClientConfig{Conn: pc, LoggerFactory: pionlog.Factory{Log: slog.New(slog.DiscardHandler)}})
-}
-
-// FuzzFrameReader feeds what a TLS relay (or whoever holds the stream)
-// sends through the frame reader: every message it returns is a whole STUN
-// message or a padded ChannelData message lying within what was sent, and
-// junk ends the stream with an error, never a panic.
-func FuzzFrameReader(f *testing.F) {
-	f.Add([]byte{0x40, 0x00, 0x00, 0x03, 'a', 'b', 'c', 0, 0x40, 0x01, 0x00, 0x00})
-	f.Add([]byte{0x40, 0x00, 0xff, 0xff, 'a'})
-	f.Add([]byte{0xC0, 0, 0, 0})
-	b, _ := stun.Build(stun.TransactionID, stun.BindingSuccess, stun.Fingerprint)
-	f.Add(append(append([]byte{}, b.Raw...), 0x40, 0x00, 0x00, 0x01, 'x', 0, 0, 0))
-	f.Fuzz(func(t *testing.T, in []byte) {
-		fr := newFrameReader(bytes.NewReader(in))
-		read := 0
-		for {
-			m, err := fr.next()
-			if err != nil {
-				return
-			}
-			read += len(m)
-			if read > len(in) || len(m) < 4 {
-				t.Fatalf("a message of %d bytes; %d read of %d sent", len(m), read, len(in))
-			}
-			switch m[0] & 0xC0 {
-			case 0x00:
-				if len(m) != 20+int(m[2])<<8+int(m[3]) {
-					t.Fatalf("STUN message of %d bytes with length field %d", len(m), int(m[2])<<8+int(m[3]))
-				}
-			case 0x40:
-				if len(m)%4 != 0 || len(m) < 4+int(m[2])<<8+int(m[3]) {
-					t.Fatalf("ChannelData of %d bytes with length field %d", len(m), int(m[2])<<8+int(m[3]))
-				}
-			default:
-				t.Fatalf("message starting %#x returned", m[0])
-			}
-		}
-	})
 }

@@ -17,8 +17,6 @@ import (
 	"github.com/pion/turn/v4"
 
 	"github.com/certmesh/certmesh/internal/pionlog"
-	"github.com/certmesh/certmesh/internal/sockbuf"
-	"github.com/certmesh/certmesh/internal/udpbatch"
 )
 
 // Transport is how an agent reaches a relay.
@@ -33,12 +31,8 @@ const (
 )
 
 // maxDatagram is the largest message read from a relay: a 64 KiB UDP
-// datagram (or several coalesced by UDP GRO).
+// datagram.
 const maxDatagram = 64 << 10
-
-// readBatch is how many datagrams (of up to maxDatagram) one read from a
-// relay's UDP socket takes at most.
-const readBatch = 16
 
 // dataIndication is the STUN message type of a TURN Data indication
 // (method 0x007, class indication).
@@ -59,9 +53,7 @@ type link struct {
 	kind   Transport
 	server netip.AddrPort // the relay as dialled (UDP: the only source accepted)
 	pc     net.PacketConn
-	udp    *net.UDPConn   // nil over TLS
-	ub     *udpbatch.Conn // batched I/O of udp
-	tcp    net.Conn       // the TLS connection (nil over UDP)
+	udp    *net.UDPConn // nil over TLS
 	tc     *turn.Client
 	to     net.Addr // destination of transactions
 	log    *slog.Logger
@@ -89,17 +81,11 @@ func dial(ctx context.Context, kind Transport, addr string, tlsConf *tls.Config,
 		if err != nil {
 			return nil, err
 		}
-		network := "udp4"
-		if !ap.Addr().Is4() {
-			network = "udp6"
-		}
-		c, err := net.ListenUDP(network, nil)
+		c, err := net.ListenUDP("udp", nil)
 		if err != nil {
 			return nil, fmt.Errorf("open a UDP socket for relay %s: %w", addr, err)
 		}
-		sockbuf.Set(c)
 		l.server, l.pc, l.udp, l.to = ap, c, c, udpAddr(ap)
-		l.ub = udpbatch.New(c, udpbatch.Options{Batch: readBatch, BufSize: maxDatagram, GRO: true})
 	case TLS:
 		if tlsConf == nil {
 			return nil, fmt.Errorf("relay %s over TLS: no TLS configuration to verify it", addr)
@@ -110,7 +96,7 @@ func dial(ctx context.Context, kind Transport, addr string, tlsConf *tls.Config,
 			return nil, fmt.Errorf("connect to relay %s over TLS: %w", addr, err)
 		}
 		l.server = c.RemoteAddr().(*net.TCPAddr).AddrPort()
-		l.pc, l.tcp, l.to = turn.NewSTUNConn(c), c, c.RemoteAddr()
+		l.pc, l.to = turn.NewSTUNConn(c), c.RemoteAddr()
 		rto = time.Second // TCP retransmits itself; this only bounds a lost answer
 	default:
 		return nil, fmt.Errorf("relay transport %q: want udp or tls", kind)
@@ -146,36 +132,26 @@ func Resolve(ctx context.Context, addr string) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(ips[0].Unmap(), uint16(p)), nil
 }
 
-// readLoop reads what the relay sends: over UDP in batches (recvmmsg,
-// coalesced datagrams split again), over TLS frame by frame from a
-// buffered reader.
 func (l *link) readLoop() {
-	var next func() ([]byte, error)
-	if l.udp != nil {
-		next = func() ([]byte, error) {
-			for {
-				p, from, _, err := l.ub.Next()
-				if err != nil {
-					return nil, err
-				}
-				if ua, ok := from.(*net.UDPAddr); !ok || ua.AddrPort().Addr().Unmap() != l.server.Addr() || ua.AddrPort().Port() != l.server.Port() {
-					l.dropped.Add(1) // only the relay talks to this socket
-					continue
-				}
-				return p, nil
-			}
-		}
-	} else {
-		fr := newFrameReader(l.tcp)
-		next = fr.next
-	}
+	buf := make([]byte, maxDatagram)
 	for {
-		b, err := next()
+		var n int
+		var err error
+		if l.udp != nil {
+			var from netip.AddrPort
+			n, from, err = l.udp.ReadFromUDPAddrPort(buf)
+			if err == nil && (from.Addr().Unmap() != l.server.Addr() || from.Port() != l.server.Port()) {
+				l.dropped.Add(1) // only the relay talks to this socket
+				continue
+			}
+		} else {
+			n, _, err = l.pc.ReadFrom(buf)
+		}
 		if err != nil {
 			l.fail(fmt.Errorf("read from relay %s: %w", l.server, err))
 			return
 		}
-		l.dispatch(b)
+		l.dispatch(buf[:n])
 	}
 }
 

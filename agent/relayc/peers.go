@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"sync"
 
 	"github.com/pion/stun/v3"
@@ -187,91 +186,6 @@ func (a *Allocation) writeChannel(ch uint16, b []byte) error {
 		return fmt.Errorf("send through relay %s: %w", a.server, err)
 	}
 	return nil
-}
-
-// WriteBatch sends datagrams from the allocation to to, in order: once a
-// channel is bound, as ChannelData in one batched send (UDP: sendmmsg, with
-// GSO for runs of equal size) or one TLS write; until then one by one as
-// WriteTo does.
-func (a *Allocation) WriteBatch(ctx context.Context, bufs [][]byte, to netip.AddrPort) error {
-	to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
-	ch, ok := a.peers.channel(to)
-	if !ok || len(bufs) == 1 {
-		for _, b := range bufs {
-			if err := a.WriteTo(ctx, b, to); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	for _, b := range bufs {
-		if len(b) > 0xFFFF-channelHeader {
-			return fmt.Errorf("datagram of %d bytes too large for ChannelData", len(b))
-		}
-	}
-	var err error
-	if a.kind == TLS {
-		err = a.writeChannelsTLS(ch, bufs)
-	} else {
-		err = a.writeChannelsUDP(ch, bufs)
-	}
-	if err != nil {
-		return fmt.Errorf("send through relay %s: %w", a.server, err)
-	}
-	return nil
-}
-
-// udpBatch is the scratch space of one batched UDP send.
-type udpBatch struct {
-	hdrs []byte
-	dgs  [][][]byte
-	bufs [][]byte
-}
-
-var udpBatchPool = sync.Pool{New: func() any { return new(udpBatch) }}
-
-func (a *Allocation) writeChannelsUDP(ch uint16, bufs [][]byte) error {
-	sb := udpBatchPool.Get().(*udpBatch)
-	defer udpBatchPool.Put(sb)
-	sb.hdrs = slices.Grow(sb.hdrs[:0], channelHeader*len(bufs))[:channelHeader*len(bufs)]
-	sb.bufs = slices.Grow(sb.bufs[:0], 2*len(bufs))[:2*len(bufs)]
-	sb.dgs = sb.dgs[:0]
-	for i, b := range bufs {
-		h := sb.hdrs[channelHeader*i : channelHeader*(i+1)]
-		binary.BigEndian.PutUint16(h, ch)
-		binary.BigEndian.PutUint16(h[2:], uint16(len(b)))
-		sb.bufs[2*i], sb.bufs[2*i+1] = h, b
-		sb.dgs = append(sb.dgs, sb.bufs[2*i:2*i+2])
-	}
-	err := a.ub.Send(a.to, sb.dgs)
-	clear(sb.bufs) // keep no reference to wireguard-go's buffers
-	clear(sb.dgs)
-	return err
-}
-
-// writeChannelsTLS frames every datagram as ChannelData padded to four
-// bytes (RFC 8656 §12.5) into one buffer and writes it at once: one TLS
-// record per 16 KiB instead of one per datagram.
-func (a *Allocation) writeChannelsTLS(ch uint16, bufs [][]byte) error {
-	n := 0
-	for _, b := range bufs {
-		n += (channelHeader + len(b) + 3) &^ 3
-	}
-	bp := getBuf(n)
-	defer putBuf(bp)
-	buf := (*bp)[:0]
-	for _, b := range bufs {
-		var h [channelHeader]byte
-		binary.BigEndian.PutUint16(h[:], ch)
-		binary.BigEndian.PutUint16(h[2:], uint16(len(b)))
-		buf = append(append(buf, h[:]...), b...)
-		for len(buf)%4 != 0 {
-			buf = append(buf, 0)
-		}
-	}
-	_, err := a.tcp.Write(buf)
-	*bp = buf[:0]
-	return err
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
